@@ -1,0 +1,1 @@
+//! ppio-gpu-operator mirrors PPIO GPU cloud instances into a Kubernetes cluster.

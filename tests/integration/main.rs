@@ -1,0 +1,6 @@
+//! Integration tests, run against a real kube-apiserver (see `support::control_plane`).
+//!
+//! They live in one test binary so that one control plane serves the whole run.
+
+mod harness;
+mod support;
