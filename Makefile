@@ -26,3 +26,8 @@ control-plane:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
+
+## crds: regenerate crds/ from the Rust types (a test fails when it is stale).
+crds:
+	mkdir -p crds
+	cargo run --quiet --bin ppio-gpu-operator -- crd > crds/gpu.ppio.io.yaml

@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::support::{TestNamespace, shared, wait_for};
 
 /// A throwaway resource that only these tests install.
+#[allow(clippy::duplicated_attributes)] // repeated `printcolumn(type_ = ...)` is how kube declares columns
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
 #[kube(
     group = "harness.test.ppio.io",

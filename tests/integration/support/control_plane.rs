@@ -131,11 +131,6 @@ impl ControlPlane {
         }
     }
 
-    /// The launcher's log, when this process started it.
-    pub fn log(&self) -> Option<&Path> {
-        self.process.as_ref().map(|p| p.log.as_path())
-    }
-
     /// A kube client with the admin identity.
     pub async fn client(&self) -> kube::Client {
         let config = self.config().await;
@@ -154,7 +149,7 @@ impl ControlPlane {
 
 impl LauncherProcess {
     fn terminate(mut self) {
-        // SAFETY-free: signal through the kill command to keep this crate free of libc.
+        // Through the kill command, to keep the tests free of unsafe libc calls.
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -166,6 +161,10 @@ impl LauncherProcess {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        eprintln!(
+            "the test control plane did not stop within 60s of SIGTERM; killing it (log: {})",
+            self.log.display()
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

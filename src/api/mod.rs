@@ -1,0 +1,50 @@
+//! The operator's Kubernetes API (group `gpu.ppio.io`, version `v1alpha1`): the `GpuInstanceView`
+//! users write and the `GpuInstance` mirrors the operator keeps. `crds/` is generated from these types
+//! by `ppio-gpu-operator crd`.
+
+pub mod condition;
+pub mod instance;
+pub mod view;
+
+pub use condition::{Condition, ConditionStatus};
+pub use instance::{GpuInstance, GpuInstanceSpec, GpuInstanceStatus};
+pub use view::{GpuInstanceView, GpuInstanceViewSpec, GpuInstanceViewStatus};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The API group.
+pub const GROUP: &str = "gpu.ppio.io";
+
+/// Every CRD of the operator, in install order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![GpuInstanceView::crd(), GpuInstance::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream, as `ppio-gpu-operator crd` prints it and `crds/` holds it.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// `crds/` is generated: this fails when the Rust types changed and it was not regenerated.
+    #[test]
+    fn checked_in_crds_match_the_rust_types() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/gpu.ppio.io.yaml");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        let generated = super::crds_yaml().expect("CRDs render");
+        assert!(
+            checked_in == generated,
+            "{} is stale: regenerate it with `make crds`",
+            path.display()
+        );
+    }
+}

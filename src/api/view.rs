@@ -1,0 +1,337 @@
+//! `GpuInstanceView`: which PPIO account to read, which instances, how often, and the summary of the
+//! last sync in its status.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+
+/// Annotation whose new value asks for a sync at once, without touching the spec.
+pub const REFRESH_ANNOTATION: &str = "gpu.ppio.io/refresh-requested-at";
+/// The PPIO endpoint used when a view names none.
+pub const DEFAULT_ENDPOINT: &str = "https://api.ppio.com";
+/// The shortest sync interval a view may ask for.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A view onto the GPU instances of one PPIO account. The operator lists the matching instances every
+/// `syncInterval`, summarises them in `status`, and mirrors each as a `GpuInstance` in this namespace.
+#[allow(clippy::duplicated_attributes)] // repeated `printcolumn(type_ = ...)` is how kube declares columns
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gpu.ppio.io",
+    version = "v1alpha1",
+    kind = "GpuInstanceView",
+    namespaced,
+    status = "GpuInstanceViewStatus",
+    shortname = "gpuview",
+    shortname = "giv",
+    category = "ppio",
+    doc = "A view onto the GPU instances of one PPIO account: which account, which instances, how often. \
+           The operator mirrors each matching instance as a GpuInstance in the same namespace.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Instances",
+        type_ = "integer",
+        json_path = ".status.instanceCount"
+    ),
+    printcolumn(
+        name = "Running",
+        type_ = "integer",
+        json_path = ".status.runningCount"
+    ),
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".status.gpuCount"),
+    printcolumn(
+        name = "Last Sync",
+        type_ = "date",
+        json_path = ".status.lastSuccessfulSyncTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuInstanceViewSpec {
+    /// Where the PPIO API key is: a Secret in this view's namespace.
+    pub credentials: Credentials,
+
+    /// Base URL of the PPIO API. Defaults to https://api.ppio.com. Any other value is accepted only
+    /// when the operator's endpoint allow-list permits it, since the API key is sent there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub endpoint: Option<String>,
+
+    /// Which instances to list; each field is passed to the PPIO list call as its query parameter.
+    #[serde(default)]
+    pub filter: Filter,
+
+    /// How often to list, as a duration such as `30s`, `5m` or `1h`. At least `10s`.
+    #[serde(default = "default_sync_interval")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
+        extend("x-kubernetes-validations" = [{
+            "rule": "duration(self) >= duration('10s') && duration(self) <= duration('24h')",
+            "message": "syncInterval must be between 10s and 24h"
+        }])
+    )]
+    pub sync_interval: String,
+
+    /// Instances asked for per page of the PPIO list call.
+    #[serde(default = "default_page_size")]
+    #[schemars(range(min = 1, max = 200))]
+    pub page_size: i32,
+
+    /// Stops syncing while true. Everything mirrored so far is kept as it is.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// What to mirror besides the summary in this view's status.
+    #[serde(default)]
+    pub mirror: MirrorOptions,
+}
+
+/// A reference to the API key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    /// The Secret holding the PPIO API key, in this view's namespace.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the view's own namespace (never another namespace).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Key within the Secret's data. Defaults to `apiKey`.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Filters of the PPIO list call. An empty filter lists every instance of the account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    /// Instance name or ID, matched fuzzily by PPIO (`name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub name: Option<String>,
+    /// Remote instance status, e.g. `running` or `exited` (`status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub status: Option<String>,
+    /// Region IDs; an instance in any of them matches (`regions`, comma-joined).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[^,\s]+$"))
+    )]
+    pub regions: Vec<String>,
+    /// Billing mode (`billing_mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_mode: Option<BillingMode>,
+}
+
+/// PPIO billing modes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BillingMode {
+    /// Pay as you go.
+    Postpaid,
+    /// Paid by the month in advance.
+    Prepaid,
+    /// Spot capacity, may be reclaimed.
+    Spot,
+}
+
+/// Mirroring options.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorOptions {
+    /// Mirror each instance as a GpuInstance. When false, only this view's status summary is kept
+    /// and the GpuInstances this view created are removed.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        MirrorOptions { enabled: true }
+    }
+}
+
+/// The summary of the last sync. Its size is bounded whatever the number of instances.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuInstanceViewStatus {
+    /// The `metadata.generation` of the spec the last sync used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`, as kstatus reads them.
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub conditions: Vec<Condition>,
+    /// When the last sync ended, successful or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub last_sync_time: Option<Timestamp>,
+    /// When the last complete listing was mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub last_successful_sync_time: Option<Timestamp>,
+    /// Instances in the last complete listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_count: Option<i64>,
+    /// Instances whose remote status is `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_count: Option<i64>,
+    /// GPUs over all listed instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_count: Option<i64>,
+    /// Instances per remote status (at most 32 statuses; the rest are counted under `other`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 33))]
+    pub instances_by_status: BTreeMap<String, i64>,
+    /// Instances per region (at most 32 regions; the rest are counted under `other`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 33))]
+    pub instances_by_region: BTreeMap<String, i64>,
+    /// GpuInstance objects this view keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored_count: Option<i64>,
+    /// Mirrored instances missing from the last complete listing, removed if the next one lacks them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_removal_count: Option<i64>,
+    /// The value of the refresh annotation the last sync answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub last_handled_refresh: Option<String>,
+}
+
+fn default_sync_interval() -> String {
+    "60s".into()
+}
+
+fn default_page_size() -> i32 {
+    50
+}
+
+fn default_secret_key() -> String {
+    "apiKey".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl BillingMode {
+    /// The value PPIO uses for this mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillingMode::Postpaid => "postpaid",
+            BillingMode::Prepaid => "prepaid",
+            BillingMode::Spot => "spot",
+        }
+    }
+}
+
+/// Parses a Go-style duration (`90s`, `1m30s`, `1.5h`, `500ms`), the syntax the API server's CEL
+/// `duration()` accepts, so what the schema admits is what the operator understands.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_len);
+        if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = tail;
+    }
+    (total.is_finite() && total < 1e12).then(|| Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn malformed_durations_are_rejected() {
+        for bad in ["", "10", "s", "10 s", "1d", "-5s", ".5s", "5.s", "1m30"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_minimal_spec_takes_the_documented_defaults() {
+        let spec: GpuInstanceViewSpec = serde_json::from_value(serde_json::json!({
+            "credentials": { "secretRef": { "name": "ppio" } }
+        }))
+        .unwrap();
+        assert_eq!(spec.credentials.secret_ref.key, "apiKey");
+        assert_eq!(spec.sync_interval, "60s");
+        assert_eq!(spec.page_size, 50);
+        assert!(!spec.suspend);
+        assert!(spec.mirror.enabled);
+        assert_eq!(spec.endpoint, None);
+        assert_eq!(spec.filter, Filter::default());
+    }
+}

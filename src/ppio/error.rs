@@ -1,0 +1,571 @@
+//! Everything that can go wrong talking to the PPIO API, as one error enum, plus the helpers that
+//! turn a server's answer into that error safely: error-body parsing, `Retry-After` parsing, and the
+//! sanitizing of every server-provided string (control characters stripped, length capped, any
+//! echo of the API key replaced by `[redacted]`).
+
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::api_key::ApiKey;
+
+/// Longest `Retry-After` honoured; a server asking for more is waited on for this long, then asked
+/// again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Longest server-provided string kept in an error, in characters.
+const MAX_SERVER_TEXT_CHARS: usize = 300;
+
+/// How much of a non-JSON error body is kept, in characters.
+const MAX_RAW_BODY_CHARS: usize = 200;
+
+/// What replaces the API key wherever a server echoes it.
+const REDACTED: &str = "[redacted]";
+
+/// A failed call to the PPIO API. Every message says what happened and what to do; none contains the
+/// API key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PpioError {
+    /// HTTP 401: the key is wrong, revoked or expired.
+    #[error(
+        "PPIO rejected the API key (HTTP 401): check that the Secret holds a current PPIO API key"
+    )]
+    Unauthorized,
+    /// HTTP 403: the key is valid but may not list instances.
+    #[error(
+        "PPIO refused access (HTTP 403): the API key is valid but may not list GPU instances; use a \
+         key of an account with access to GPU instances"
+    )]
+    Forbidden,
+    /// HTTP 429: too many requests for this account.
+    #[error(
+        "PPIO rate limit exceeded (HTTP 429){}: sync less often or share fewer views per account; \
+         retrying with backoff",
+        retry_hint(.retry_after)
+    )]
+    RateLimited {
+        /// How long the server asked to wait, capped at [`MAX_RETRY_AFTER`].
+        retry_after: Option<Duration>,
+    },
+    /// Another 4xx: the request itself was refused (a bad filter, an unknown resource...).
+    /// PPIO sends `RESOURCE_NOT_FOUND` and `VALIDATOR_PARAM` as 400.
+    #[error(
+        "PPIO rejected the request (HTTP {status}{}){}: check the view's filter and page size",
+        code.as_deref().map(|c| format!(", {c}")).unwrap_or_default(),
+        with_colon(message)
+    )]
+    Rejected {
+        /// HTTP status code.
+        status: u16,
+        /// The server's error code name, e.g. `VALIDATOR_PARAM`, when it sent one.
+        code: Option<String>,
+        /// The server's message, sanitized; may be empty.
+        message: String,
+    },
+    /// HTTP 5xx: PPIO failed.
+    #[error(
+        "PPIO API failed (HTTP {status}){}: usually temporary, retrying with backoff",
+        with_colon(message)
+    )]
+    ServerError {
+        /// HTTP status code.
+        status: u16,
+        /// The server's message, sanitized; may be empty.
+        message: String,
+    },
+    /// No complete answer within the configured timeouts.
+    #[error(
+        "PPIO API did not answer in time: retrying with backoff; if it persists, check network \
+         egress to the endpoint"
+    )]
+    Timeout,
+    /// The connection could not be made or broke.
+    #[error(
+        "cannot reach the PPIO API ({detail}): check the endpoint URL, DNS, proxies and network \
+         policies for egress"
+    )]
+    Unreachable {
+        /// What failed, from the HTTP stack, sanitized.
+        detail: String,
+    },
+    /// The answer was not a valid list response, or paging went wrong; the listing is incomplete.
+    #[error(
+        "invalid response from the PPIO API: {detail}; the listing was discarded as incomplete \
+         (if it persists, check that the endpoint serves the PPIO GPU API v2)"
+    )]
+    InvalidResponse {
+        /// What was wrong, sanitized.
+        detail: String,
+    },
+    /// The client cannot be built from its configuration (bad endpoint URL, zero timeout...).
+    #[error("invalid PPIO client configuration: {detail}")]
+    InvalidConfig {
+        /// What is wrong with the configuration.
+        detail: String,
+    },
+}
+
+impl PpioError {
+    /// The Kubernetes condition reason for this error: `AuthFailed`, `RateLimited`,
+    /// `ApiUnavailable`, `InvalidResponse`, `RequestRejected` or `InvalidConfig`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PpioError::Unauthorized | PpioError::Forbidden => "AuthFailed",
+            PpioError::RateLimited { .. } => "RateLimited",
+            PpioError::ServerError { .. } | PpioError::Timeout | PpioError::Unreachable { .. } => {
+                "ApiUnavailable"
+            }
+            PpioError::InvalidResponse { .. } => "InvalidResponse",
+            PpioError::Rejected { .. } => "RequestRejected",
+            PpioError::InvalidConfig { .. } => "InvalidConfig",
+        }
+    }
+
+    /// How long the server asked the caller to wait before retrying, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PpioError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status code the server answered with, when the error is one.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            PpioError::Unauthorized => Some(401),
+            PpioError::Forbidden => Some(403),
+            PpioError::RateLimited { .. } => Some(429),
+            PpioError::Rejected { status, .. } | PpioError::ServerError { status, .. } => {
+                Some(*status)
+            }
+            PpioError::Timeout
+            | PpioError::Unreachable { .. }
+            | PpioError::InvalidResponse { .. }
+            | PpioError::InvalidConfig { .. } => None,
+        }
+    }
+
+    /// Whether retrying the same request later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PpioError::RateLimited { .. }
+                | PpioError::ServerError { .. }
+                | PpioError::Timeout
+                | PpioError::Unreachable { .. }
+        )
+    }
+}
+
+fn retry_hint(retry_after: &Option<Duration>) -> String {
+    retry_after
+        .map(|wait| format!(", asked to wait {}s", wait.as_secs()))
+        .unwrap_or_default()
+}
+
+fn with_colon(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+/// What a server said in an error body, sanitized.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ServerMessage {
+    /// A code name such as `RATE_LIMIT_EXCEEDED`.
+    pub(crate) code: Option<String>,
+    /// Human-readable text.
+    pub(crate) message: Option<String>,
+}
+
+impl fmt::Display for ServerMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.code, &self.message) {
+            (Some(code), Some(message)) => write!(f, "{code}: {message}"),
+            (Some(text), None) | (None, Some(text)) => f.write_str(text),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Reads an undocumented error body: the message from `message`, `error` (a string, or an object
+/// with `message`) or `reason`; the code name from `reason`, `code` or inside `error`. Anything else
+/// (HTML from a proxy, plain text) keeps its first 200 characters.
+pub(crate) fn parse_error_body(body: &[u8], key: &ApiKey) -> ServerMessage {
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    let (code, message) = match &parsed {
+        Some(Value::Object(fields)) => {
+            let field = |name: &str| fields.get(name);
+            let nested = |name: &str| field("error").and_then(|e| e.get(name));
+            let message = [
+                field("message"),
+                field("error").filter(|e| !is_code_name(e)),
+                nested("message"),
+                field("reason").filter(|r| !is_code_name(r)),
+            ]
+            .into_iter()
+            .find_map(non_empty_str);
+            let code = [
+                field("reason"),
+                field("code"),
+                field("error"),
+                nested("reason"),
+                nested("code"),
+            ]
+            .into_iter()
+            .flatten()
+            .find(|value| is_code_name(value))
+            .and_then(Value::as_str);
+            (code, message)
+        }
+        Some(Value::String(text)) => (None, Some(text.as_str())),
+        _ => (None, None),
+    };
+    let raw_text;
+    let message = match (code, message) {
+        (None, None) => {
+            raw_text = String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(MAX_RAW_BODY_CHARS)
+                .collect::<String>();
+            Some(raw_text.as_str())
+        }
+        (_, message) => message,
+    };
+    ServerMessage {
+        code: code.map(|code| sanitize(code, key)),
+        message: message.map(|m| sanitize(m, key)).filter(|m| !m.is_empty()),
+    }
+}
+
+fn non_empty_str(value: Option<&Value>) -> Option<&str> {
+    value
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// `UNAUTHORIZED`, `RATE_LIMIT_EXCEEDED`...: upper-case letters, digits and underscores.
+fn is_code_name(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| {
+        s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_uppercase())
+            && s.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+/// Makes a server-provided string safe to show in a status, an event or a log: whitespace runs
+/// become one space, control and bidirectional-override characters go, every occurrence of the API
+/// key (plain or URL-encoded) becomes `[redacted]`, and the result is cut to 300 characters.
+pub(crate) fn sanitize(text: &str, key: &ApiKey) -> String {
+    let cleaned = text
+        .split_whitespace()
+        .map(|word| {
+            word.chars()
+                .filter(|c| !c.is_control() && !is_bidi_control(*c))
+                .collect::<String>()
+        })
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Redact after cleaning, so a key split by control characters is still found.
+    let secret = key.expose();
+    let mut redacted = cleaned.replace(secret, REDACTED);
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    if encoded != secret {
+        redacted = redacted.replace(&encoded, REDACTED);
+    }
+    if redacted.chars().count() > MAX_SERVER_TEXT_CHARS {
+        let mut cut: String = redacted.chars().take(MAX_SERVER_TEXT_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        redacted
+    }
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Reads a `Retry-After` value: delta-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`]. A date
+/// in the past means "now" (zero). Anything unreadable is `None`, leaving the caller's own backoff.
+pub(crate) fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for u64 is still "a very long time".
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
+    }
+    let date = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
+    let wait = now.duration_until(date);
+    if wait.is_negative() {
+        return Some(Duration::ZERO);
+    }
+    Some(Duration::try_from(wait).map_or(MAX_RETRY_AFTER, |wait| wait.min(MAX_RETRY_AFTER)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "sk_live_7f9a2b";
+
+    fn key() -> ApiKey {
+        ApiKey::new(SECRET).expect("valid key")
+    }
+
+    fn parsed(body: &str) -> ServerMessage {
+        parse_error_body(body.as_bytes(), &key())
+    }
+
+    fn msg(code: Option<&str>, message: Option<&str>) -> ServerMessage {
+        ServerMessage {
+            code: code.map(str::to_owned),
+            message: message.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn reads_the_message_field_of_a_v2_error() {
+        assert_eq!(
+            parsed(r#"{"message": "invalid cursor"}"#),
+            msg(None, Some("invalid cursor"))
+        );
+    }
+
+    #[test]
+    fn reads_an_error_string_or_an_error_object() {
+        assert_eq!(
+            parsed(r#"{"error": "token expired"}"#),
+            msg(None, Some("token expired"))
+        );
+        assert_eq!(
+            parsed(r#"{"error": {"code": "FORBIDDEN", "message": "no access to GPU"}}"#),
+            msg(Some("FORBIDDEN"), Some("no access to GPU"))
+        );
+        assert_eq!(
+            parsed(r#"{"error": "UNAUTHORIZED"}"#),
+            msg(Some("UNAUTHORIZED"), None)
+        );
+    }
+
+    #[test]
+    fn reads_a_reason_as_code_name_or_as_message() {
+        assert_eq!(
+            parsed(r#"{"code": 429, "reason": "RATE_LIMIT_EXCEEDED", "message": "slow down"}"#),
+            msg(Some("RATE_LIMIT_EXCEEDED"), Some("slow down"))
+        );
+        assert_eq!(
+            parsed(r#"{"reason": "instance not found"}"#),
+            msg(None, Some("instance not found"))
+        );
+        assert_eq!(
+            parsed(r#"{"code": "VALIDATOR_PARAM", "message": "limit must be >= 0"}"#),
+            msg(Some("VALIDATOR_PARAM"), Some("limit must be >= 0"))
+        );
+    }
+
+    #[test]
+    fn keeps_the_start_of_a_non_json_body() {
+        let html = format!(
+            "<html><body>502 Bad Gateway {}</body></html>",
+            "x".repeat(400)
+        );
+        let message = parsed(&html).message.expect("some text");
+        assert!(message.starts_with("<html><body>502 Bad Gateway"));
+        assert_eq!(message.chars().count(), MAX_RAW_BODY_CHARS);
+        assert_eq!(parsed("  \n"), msg(None, None));
+        assert_eq!(
+            parsed(r#"{"unexpected": 1}"#),
+            msg(None, Some(r#"{"unexpected": 1}"#))
+        );
+    }
+
+    #[test]
+    fn redacts_the_api_key_echoed_in_a_server_message() {
+        let parsed = parsed(&format!(
+            r#"{{"message": "key {SECRET} is invalid; header was Bearer {SECRET}"}}"#
+        ));
+        assert_eq!(
+            parsed.message.as_deref(),
+            Some("key [redacted] is invalid; header was Bearer [redacted]")
+        );
+        let raw = parse_error_body(format!("bad key {SECRET}").as_bytes(), &key());
+        assert_eq!(raw.message.as_deref(), Some("bad key [redacted]"));
+    }
+
+    #[test]
+    fn redacts_a_key_hidden_behind_control_characters_or_url_encoding() {
+        let spliced = "sk_live_\u{0}7f9a\u{1b}2b";
+        assert_eq!(sanitize(spliced, &key()), "[redacted]");
+        let odd_key = ApiKey::new("a+b/c=").expect("valid key");
+        assert_eq!(sanitize("q=a%2Bb%2Fc%3D", &odd_key), "q=[redacted]");
+    }
+
+    #[test]
+    fn sanitizing_strips_control_characters_and_caps_length() {
+        assert_eq!(
+            sanitize("line one\r\n\tline\u{7} two\u{202e}", &key()),
+            "line one line two"
+        );
+        let long = sanitize(&"é".repeat(1000), &key());
+        assert_eq!(long.chars().count(), MAX_SERVER_TEXT_CHARS);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn retry_after_reads_delta_seconds() {
+        let now = Timestamp::UNIX_EPOCH;
+        assert_eq!(parse_retry_after("30", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_reads_an_http_date() {
+        let now: Timestamp = "2015-10-21T07:27:00Z".parse().expect("timestamp");
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means retry now"
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn retry_after_ignores_garbage() {
+        let now = Timestamp::UNIX_EPOCH;
+        for garbage in ["", "soon", "-5", "1.5", "30s", "Wed, 99 Oct 2015"] {
+            assert_eq!(parse_retry_after(garbage, now), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_caps_huge_values_at_ten_minutes() {
+        let now = Timestamp::UNIX_EPOCH;
+        assert_eq!(parse_retry_after("601", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999999", now),
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn reasons_and_transience_follow_the_condition_contract() {
+        let cases = [
+            (PpioError::Unauthorized, "AuthFailed", false, Some(401)),
+            (PpioError::Forbidden, "AuthFailed", false, Some(403)),
+            (
+                PpioError::RateLimited { retry_after: None },
+                "RateLimited",
+                true,
+                Some(429),
+            ),
+            (
+                PpioError::Rejected {
+                    status: 400,
+                    code: Some("RESOURCE_NOT_FOUND".into()),
+                    message: String::new(),
+                },
+                "RequestRejected",
+                false,
+                Some(400),
+            ),
+            (
+                PpioError::ServerError {
+                    status: 503,
+                    message: String::new(),
+                },
+                "ApiUnavailable",
+                true,
+                Some(503),
+            ),
+            (PpioError::Timeout, "ApiUnavailable", true, None),
+            (
+                PpioError::Unreachable {
+                    detail: String::new(),
+                },
+                "ApiUnavailable",
+                true,
+                None,
+            ),
+            (
+                PpioError::InvalidResponse {
+                    detail: String::new(),
+                },
+                "InvalidResponse",
+                false,
+                None,
+            ),
+            (
+                PpioError::InvalidConfig {
+                    detail: String::new(),
+                },
+                "InvalidConfig",
+                false,
+                None,
+            ),
+        ];
+        for (error, reason, transient, status) in cases {
+            assert_eq!(error.reason(), reason, "{error:?}");
+            assert_eq!(error.is_transient(), transient, "{error:?}");
+            assert_eq!(error.status_code(), status, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn only_rate_limits_carry_retry_after() {
+        let wait = Some(Duration::from_secs(7));
+        assert_eq!(
+            PpioError::RateLimited { retry_after: wait }.retry_after(),
+            wait
+        );
+        assert_eq!(PpioError::Timeout.retry_after(), None);
+    }
+
+    #[test]
+    fn messages_say_what_happened_and_include_server_details() {
+        let rejected = PpioError::Rejected {
+            status: 400,
+            code: Some("VALIDATOR_PARAM".into()),
+            message: "limit too large".into(),
+        };
+        assert_eq!(
+            rejected.to_string(),
+            "PPIO rejected the request (HTTP 400, VALIDATOR_PARAM): limit too large: check the \
+             view's filter and page size"
+        );
+        let limited = PpioError::RateLimited {
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert!(
+            limited
+                .to_string()
+                .contains("(HTTP 429), asked to wait 30s"),
+            "{limited}"
+        );
+        let failed = PpioError::ServerError {
+            status: 502,
+            message: String::new(),
+        };
+        assert!(
+            failed
+                .to_string()
+                .starts_with("PPIO API failed (HTTP 502): usually")
+        );
+    }
+}

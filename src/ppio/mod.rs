@@ -1,0 +1,21 @@
+//! Client for the PPIO GPU API v2 list call: the typed instance record, the HTTP client that pages
+//! through a whole listing, and the errors it reports. It knows nothing of Kubernetes; mapping a
+//! PPIO record to cluster objects happens elsewhere.
+//!
+//! - `api_key`: the API key, which never prints.
+//! - `model`: the instance record and list page, with lenient decoding.
+//! - `client`: HTTP, paging and the guards that make a listing complete or an error.
+//! - `error`: the error enum, server error bodies, `Retry-After`, and sanitizing server text.
+
+mod api_key;
+mod client;
+mod error;
+mod model;
+
+pub use api_key::{ApiKey, InvalidApiKey};
+pub use client::{Client, ClientConfig, ListQuery, Listing, ListingLimits, RequestOutcome};
+pub use error::{MAX_RETRY_AFTER, PpioError};
+pub use model::{
+    AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
+    InstanceStatus, Network, Page, Port, Prepaid, ResourceSpecs, UnknownBillingMode, Volume,
+};

@@ -1,0 +1,837 @@
+//! The PPIO GPU instance record and the list page that carries it, as typed Rust values, with the
+//! lenient decoding the real API needs.
+//!
+//! Decoding rules, the same for every field:
+//! - Integers (the spec types them all int64) are `i64` and accept a JSON number or a numeric string
+//!   (the real service sends `"memory_gb":"62"`); null, absent or `""` mean 0. Fractions and
+//!   non-numeric strings are errors that name the field path.
+//! - Unix timestamps are `Option<jiff::Timestamp>`: `None` when 0, null or absent.
+//! - Strings are `String`: null or absent mean `""`, as the API itself uses `""` for "none".
+//! - Arrays are `Vec`: null or absent mean empty.
+//! - Nested objects are `Option`: null or absent mean `None`.
+//! - Unknown fields are skipped without being kept, and environment variable values are never read
+//!   into memory as strings: only their keys are kept, because values often hold tokens.
+//! - An instance without an ID makes the whole page invalid: it could not be mirrored.
+//!
+//! This module does no I/O; the HTTP side lives in the client.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// The ID PPIO gives an instance, e.g. `ca338f12f3`. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// Wraps an ID; `None` when it is empty or only whitespace.
+    pub fn new(raw: impl Into<String>) -> Option<InstanceId> {
+        let raw = raw.into();
+        if raw.trim().is_empty() {
+            None
+        } else {
+            Some(InstanceId(raw))
+        }
+    }
+
+    /// The ID as PPIO sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for InstanceId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for InstanceId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Option::<String>::deserialize(deserializer)?.unwrap_or_default();
+        InstanceId::new(raw).ok_or_else(|| {
+            de::Error::custom(
+                "the instance ID is missing or empty, so the instance cannot be mirrored",
+            )
+        })
+    }
+}
+
+/// PPIO billing modes, as the list call's `billing_mode` filter takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BillingMode {
+    /// Pay as you go.
+    Postpaid,
+    /// Paid in advance for whole months.
+    Prepaid,
+    /// Spot (preemptible) capacity.
+    Spot,
+}
+
+impl BillingMode {
+    /// The wire value: `postpaid`, `prepaid` or `spot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillingMode::Postpaid => "postpaid",
+            BillingMode::Prepaid => "prepaid",
+            BillingMode::Spot => "spot",
+        }
+    }
+}
+
+impl fmt::Display for BillingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BillingMode {
+    type Err = UnknownBillingMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "postpaid" => Ok(BillingMode::Postpaid),
+            "prepaid" => Ok(BillingMode::Prepaid),
+            "spot" => Ok(BillingMode::Spot),
+            _ => Err(UnknownBillingMode),
+        }
+    }
+}
+
+/// A string that is not one of `postpaid`, `prepaid`, `spot`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown billing mode: expected one of postpaid, prepaid, spot")]
+pub struct UnknownBillingMode;
+
+/// One PPIO GPU (or CPU) instance, every field of the list call's record.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Instance {
+    /// Instance ID.
+    pub id: InstanceId,
+    /// Instance name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    /// Instance type, `gpu` or `cpu` (wire name `type`); kept as sent.
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
+    pub kind: String,
+    /// Product ID.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub product_id: String,
+    /// Container image.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub image: String,
+    /// ID of the registry credentials used to pull the image.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub registry_auth_id: String,
+    /// Container entrypoint.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub entrypoint: String,
+    /// Container start command.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub command: String,
+    /// Billing configuration.
+    #[serde(default)]
+    pub billing: Option<Billing>,
+    /// Environment variables, names only.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub envs: Vec<EnvVar>,
+    /// Exposed ports.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ports: Vec<Port>,
+    /// Requested and allocated resources.
+    #[serde(default)]
+    pub resource_specs: Option<ResourceSpecs>,
+    /// VPC network attachment.
+    #[serde(default)]
+    pub network: Option<Network>,
+    /// Data disks and network storage mounts.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub volumes: Vec<Volume>,
+    /// Region the instance runs in.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub region: String,
+    /// Automatic migration settings.
+    #[serde(default)]
+    pub auto_migrate: Option<AutoMigrate>,
+    /// Remote state.
+    #[serde(default)]
+    pub status: Option<InstanceStatus>,
+    /// When the instance was created.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub created_at: Option<Timestamp>,
+    /// When the instance was last started.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub last_started_at: Option<Timestamp>,
+    /// When the instance was last stopped.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub last_stopped_at: Option<Timestamp>,
+    /// Member ID of the creator.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub member_id: String,
+    /// ID of the owning user (the team owner's UUID).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub owner_id: String,
+    /// Instance version, e.g. `v1` or `v2`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub region_version: String,
+}
+
+impl Instance {
+    /// An instance with this ID and every other field empty; for building test data.
+    pub fn new(id: InstanceId) -> Instance {
+        Instance {
+            id,
+            name: String::new(),
+            kind: String::new(),
+            product_id: String::new(),
+            image: String::new(),
+            registry_auth_id: String::new(),
+            entrypoint: String::new(),
+            command: String::new(),
+            billing: None,
+            envs: Vec::new(),
+            ports: Vec::new(),
+            resource_specs: None,
+            network: None,
+            volumes: Vec::new(),
+            region: String::new(),
+            auto_migrate: None,
+            status: None,
+            created_at: None,
+            last_started_at: None,
+            last_stopped_at: None,
+            member_id: String::new(),
+            owner_id: String::new(),
+            region_version: String::new(),
+        }
+    }
+}
+
+/// Billing configuration of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Billing {
+    /// `postpaid`, `prepaid` or `spot`, kept as a string so a new mode does not break decoding;
+    /// `mode.parse::<BillingMode>()` gives the known ones.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mode: String,
+    /// Prepaid terms, present when the mode is `prepaid`.
+    #[serde(default)]
+    pub prepaid: Option<Prepaid>,
+}
+
+/// Terms of a prepaid (monthly) instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Prepaid {
+    /// Months bought.
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub months: i64,
+    /// When the prepaid period ends.
+    #[serde(default, deserialize_with = "lenient_timestamp")]
+    pub end_time: Option<Timestamp>,
+    /// Automatic renewal settings.
+    #[serde(default)]
+    pub auto_renew: Option<AutoRenew>,
+}
+
+/// Automatic renewal of a prepaid instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AutoRenew {
+    /// Whether the instance renews itself.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub enabled: bool,
+    /// Months per renewal.
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub months: i64,
+    /// Renewal state, e.g. `active`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub status: String,
+}
+
+/// An environment variable of the instance. Only the name: the value often holds a token and is
+/// never read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct EnvVar {
+    /// Variable name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub key: String,
+}
+
+/// A port the instance exposes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Port {
+    /// Port number.
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub port: i64,
+    /// Protocol, e.g. `tcp` or `http`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protocol: String,
+    /// External address, assigned at run time.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub endpoint: String,
+}
+
+/// Requested and system-assigned resources of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ResourceSpecs {
+    /// System disk size in GB.
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub rootfs_size_gb: i64,
+    /// Number of GPUs.
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub gpu_num: i64,
+    /// CPU cores (assigned by the system).
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub cpu_num: i64,
+    /// Memory in GB (assigned by the system).
+    #[serde(default, deserialize_with = "lenient_int")]
+    pub memory_gb: i64,
+    /// Indexes of the GPU cards assigned.
+    #[serde(default, deserialize_with = "lenient_int_vec")]
+    pub gpu_ids: Vec<i64>,
+}
+
+/// VPC network attachment of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Network {
+    /// VPC network ID.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    /// IP the VPC gave the instance.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ip: String,
+}
+
+/// A data disk or network storage mounted into the instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Volume {
+    /// Storage type, `local` or `network` (wire name `type`).
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
+    pub kind: String,
+    /// Storage ID, usually for `network` volumes.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    /// Mount path inside the instance.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mount_point: String,
+}
+
+/// Automatic migration settings of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AutoMigrate {
+    /// Whether PPIO may migrate the instance.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub enabled: bool,
+    /// Whether a migration takes the system disk along.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub include_system_disk: bool,
+}
+
+/// The remote state of an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct InstanceStatus {
+    /// State, e.g. `running`, `exited`; a free string, unknown values are valid.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub status: String,
+    /// Error code, empty when none.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub error: String,
+    /// Human-readable state description.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
+}
+
+/// One page of the list call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Instances on this page, in the order sent.
+    pub instances: Vec<Instance>,
+    /// Cursor for the next page; `None` when the server sent none or an empty one.
+    pub next_cursor: Option<String>,
+    /// Whether the server says more pages follow.
+    pub has_more: bool,
+}
+
+impl Page {
+    /// Decodes a list response body (unknown top-level fields such as `total` are ignored; a null or
+    /// absent `data` is an empty page).
+    pub fn from_json(body: &[u8]) -> Result<Page, DecodeError> {
+        // Serde would also accept a JSON array for a struct; `[]` must not pass for an empty page.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(DecodeError {
+                path: ".".to_owned(),
+                message: "expected a JSON object".to_owned(),
+            });
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let wire: WirePage =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| DecodeError {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        deserializer.end().map_err(|e| DecodeError {
+            path: ".".to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Page {
+            instances: wire.data,
+            next_cursor: Some(wire.next_cursor).filter(|cursor| !cursor.is_empty()),
+            has_more: wire.has_more,
+        })
+    }
+}
+
+/// A list response body that does not match the record, with where in it the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if path == "." { String::new() } else { format!("at {path}: ") })]
+pub struct DecodeError {
+    /// Field path, e.g. `data[3].resource_specs.memory_gb`; `.` for the document itself.
+    pub path: String,
+    /// What was wrong there.
+    pub message: String,
+}
+
+/// The response envelope as sent.
+#[derive(Deserialize)]
+struct WirePage {
+    #[serde(default, deserialize_with = "null_as_default")]
+    data: Vec<Instance>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    next_cursor: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    has_more: bool,
+}
+
+/// Null reads as the type's default (absent fields get it from `#[serde(default)]`).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn lenient_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    Ok(LenientInt::deserialize(deserializer)?.0.unwrap_or(0))
+}
+
+fn lenient_int_vec<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<i64>, D::Error> {
+    let items = Option::<Vec<LenientInt>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(items.into_iter().map(|item| item.0.unwrap_or(0)).collect())
+}
+
+fn lenient_timestamp<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Timestamp>, D::Error> {
+    match LenientInt::deserialize(deserializer)?.0 {
+        None | Some(0) => Ok(None),
+        Some(seconds) => Timestamp::from_second(seconds)
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("Unix timestamp {seconds} is out of range"))),
+    }
+}
+
+/// An int64 sent as a JSON number or as a numeric string; `None` for null or `""`.
+struct LenientInt(Option<i64>);
+
+impl<'de> Deserialize<'de> for LenientInt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(LenientIntVisitor)
+            .map(LenientInt)
+    }
+}
+
+struct LenientIntVisitor;
+
+impl<'de> Visitor<'de> for LenientIntVisitor {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer, as a JSON number or a numeric string")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        i64::try_from(v)
+            .map(Some)
+            .map_err(|_| E::custom(format!("integer {v} is larger than int64")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // 62.0 is an integer written as a float; 62.5 is not an integer at all.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+        if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+            #[allow(clippy::cast_possible_truncation)] // integral and in range, checked above
+            Ok(Some(v as i64))
+        } else {
+            Err(E::custom(format!("expected an integer, found {v}")))
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<i64>().map(Some).map_err(|_| {
+            let shown: String = v.chars().take(40).collect();
+            E::custom(format!(
+                "expected an integer or a numeric string, found the string {shown:?}"
+            ))
+        })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example record of the OpenAPI spec, assembled from its `example` values.
+    const SPEC_EXAMPLE: &str = r#"{
+      "data": [{
+        "id": "ca338f12f3",
+        "name": "example-instance",
+        "type": "gpu",
+        "product_id": "product-id",
+        "image": "registry.example.com/namespace/image:tag",
+        "registry_auth_id": "registry-auth-id",
+        "entrypoint": "",
+        "command": "",
+        "billing": {
+          "mode": "prepaid",
+          "prepaid": {
+            "months": 1,
+            "end_time": 1717142400,
+            "auto_renew": {"enabled": true, "months": 1, "status": "active"}
+          }
+        },
+        "envs": [{"key": "ENV_NAME", "value": "ENV_VALUE"}],
+        "ports": [{"port": 8080, "protocol": "tcp", "endpoint": "http://1.2.3.4:8080"}],
+        "resource_specs": {"rootfs_size_gb": 20, "gpu_num": 1, "cpu_num": 8, "memory_gb": 32, "gpu_ids": [0]},
+        "network": {"id": "", "ip": "10.2.1.1"},
+        "volumes": [{"type": "network", "id": "network-storage-id", "mount_point": "/data"}],
+        "region": "region-id",
+        "auto_migrate": {"enabled": false, "include_system_disk": false},
+        "status": {"status": "running", "error": "", "message": ""},
+        "created_at": 1714464000,
+        "last_started_at": 1714467600,
+        "last_stopped_at": 0,
+        "member_id": "member-id",
+        "owner_id": "550e8400-e29b-41d4-a716-446655440000",
+        "region_version": "v1"
+      }],
+      "next_cursor": "next-cursor-token",
+      "has_more": true
+    }"#;
+
+    fn id(raw: &str) -> InstanceId {
+        InstanceId::new(raw).expect("non-empty ID")
+    }
+
+    fn ts(seconds: i64) -> Option<Timestamp> {
+        Some(Timestamp::from_second(seconds).expect("valid timestamp"))
+    }
+
+    fn decode_one(record: &str) -> Result<Instance, DecodeError> {
+        let page = Page::from_json(format!(r#"{{"data":[{record}]}}"#).as_bytes())?;
+        assert_eq!(page.instances.len(), 1);
+        Ok(page.instances.into_iter().next().expect("one instance"))
+    }
+
+    #[test]
+    fn decodes_every_field_of_the_spec_example() {
+        let page = Page::from_json(SPEC_EXAMPLE.as_bytes()).expect("spec example decodes");
+        assert_eq!(page.next_cursor.as_deref(), Some("next-cursor-token"));
+        assert!(page.has_more);
+        let expected = Instance {
+            id: id("ca338f12f3"),
+            name: "example-instance".into(),
+            kind: "gpu".into(),
+            product_id: "product-id".into(),
+            image: "registry.example.com/namespace/image:tag".into(),
+            registry_auth_id: "registry-auth-id".into(),
+            entrypoint: String::new(),
+            command: String::new(),
+            billing: Some(Billing {
+                mode: "prepaid".into(),
+                prepaid: Some(Prepaid {
+                    months: 1,
+                    end_time: ts(1_717_142_400),
+                    auto_renew: Some(AutoRenew {
+                        enabled: true,
+                        months: 1,
+                        status: "active".into(),
+                    }),
+                }),
+            }),
+            envs: vec![EnvVar {
+                key: "ENV_NAME".into(),
+            }],
+            ports: vec![Port {
+                port: 8080,
+                protocol: "tcp".into(),
+                endpoint: "http://1.2.3.4:8080".into(),
+            }],
+            resource_specs: Some(ResourceSpecs {
+                rootfs_size_gb: 20,
+                gpu_num: 1,
+                cpu_num: 8,
+                memory_gb: 32,
+                gpu_ids: vec![0],
+            }),
+            network: Some(Network {
+                id: String::new(),
+                ip: "10.2.1.1".into(),
+            }),
+            volumes: vec![Volume {
+                kind: "network".into(),
+                id: "network-storage-id".into(),
+                mount_point: "/data".into(),
+            }],
+            region: "region-id".into(),
+            auto_migrate: Some(AutoMigrate {
+                enabled: false,
+                include_system_disk: false,
+            }),
+            status: Some(InstanceStatus {
+                status: "running".into(),
+                error: String::new(),
+                message: String::new(),
+            }),
+            created_at: ts(1_714_464_000),
+            last_started_at: ts(1_714_467_600),
+            last_stopped_at: None,
+            member_id: "member-id".into(),
+            owner_id: "550e8400-e29b-41d4-a716-446655440000".into(),
+            region_version: "v1".into(),
+        };
+        assert_eq!(page.instances, vec![expected]);
+    }
+
+    #[test]
+    fn decodes_the_captured_real_shape_with_int64_as_strings() {
+        let body = r#"{
+          "data": [{
+            "id": "8f3a1c2b9d",
+            "name": "train-1",
+            "type": "gpu",
+            "billing": {"mode": "prepaid", "prepaid": {"months": "3", "end_time": "1793556950",
+              "auto_renew": {"enabled": false, "months": "0", "status": ""}}},
+            "ports": [{"port": "8888", "protocol": "http", "endpoint": "https://x.example"}],
+            "resource_specs": {"rootfs_size_gb": "60", "gpu_num": "2", "cpu_num": "16",
+              "memory_gb": "62", "gpu_ids": ["3", 4]},
+            "status": {"status": "running"},
+            "created_at": "1785780950",
+            "last_started_at": "1785781000",
+            "last_stopped_at": "0",
+            "region_version": "v2"
+          }],
+          "next_cursor": "",
+          "has_more": false,
+          "total": "1"
+        }"#;
+        let page = Page::from_json(body.as_bytes()).expect("real shape decodes");
+        assert_eq!(page.next_cursor, None);
+        assert!(!page.has_more);
+        let instance = &page.instances[0];
+        let specs = instance.resource_specs.as_ref().expect("resource_specs");
+        assert_eq!(
+            (
+                specs.rootfs_size_gb,
+                specs.gpu_num,
+                specs.cpu_num,
+                specs.memory_gb
+            ),
+            (60, 2, 16, 62)
+        );
+        assert_eq!(specs.gpu_ids, vec![3, 4]);
+        assert_eq!(instance.ports[0].port, 8888);
+        let prepaid = instance
+            .billing
+            .as_ref()
+            .and_then(|b| b.prepaid.as_ref())
+            .expect("prepaid");
+        assert_eq!(prepaid.months, 3);
+        assert_eq!(prepaid.end_time, ts(1_793_556_950));
+        assert_eq!(instance.created_at, ts(1_785_780_950));
+        assert_eq!(instance.last_started_at, ts(1_785_781_000));
+        assert_eq!(instance.last_stopped_at, None);
+        assert_eq!(instance.region_version, "v2");
+    }
+
+    #[test]
+    fn ignores_unknown_fields_without_keeping_them() {
+        let instance = decode_one(
+            r#"{"id": "a1", "tools": {"ssh": {"password": "hunter2-ssh"}}, "new_field": [1, {"x": null}],
+                "status": {"status": "running", "since": 5}}"#,
+        )
+        .expect("unknown fields are ignored");
+        assert_eq!(instance.id.as_str(), "a1");
+        assert!(!format!("{instance:?}").contains("hunter2-ssh"));
+    }
+
+    #[test]
+    fn keeps_env_names_but_never_env_values() {
+        let instance = decode_one(
+            r#"{"id": "a1", "envs": [{"key": "HF_TOKEN", "value": "hf_topsecret_token"},
+                {"key": "EMPTY", "value": null}, {"value": "orphan_secret_value"}]}"#,
+        )
+        .expect("envs decode");
+        let names: Vec<&str> = instance.envs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(names, ["HF_TOKEN", "EMPTY", ""]);
+        let debug = format!("{instance:?}");
+        assert!(!debug.contains("hf_topsecret_token"), "{debug}");
+        assert!(!debug.contains("orphan_secret_value"), "{debug}");
+    }
+
+    #[test]
+    fn zero_or_absent_timestamps_are_none() {
+        let instance = decode_one(
+            r#"{"id": "a1", "created_at": 0, "last_started_at": "0", "last_stopped_at": null,
+                "billing": {"prepaid": {"end_time": ""}}}"#,
+        )
+        .expect("decodes");
+        assert_eq!(instance.created_at, None);
+        assert_eq!(instance.last_started_at, None);
+        assert_eq!(instance.last_stopped_at, None);
+        let prepaid = instance.billing.and_then(|b| b.prepaid).expect("prepaid");
+        assert_eq!(prepaid.end_time, None);
+    }
+
+    #[test]
+    fn nulls_and_absent_fields_take_documented_defaults() {
+        let instance = decode_one(
+            r#"{"id": "a1", "name": null, "envs": null, "ports": null, "billing": null,
+                "resource_specs": {"gpu_num": null, "gpu_ids": [null, "1"]}, "auto_migrate": {"enabled": null}}"#,
+        )
+        .expect("decodes");
+        let mut expected = Instance::new(id("a1"));
+        expected.resource_specs = Some(ResourceSpecs {
+            gpu_ids: vec![0, 1],
+            ..ResourceSpecs::default()
+        });
+        expected.auto_migrate = Some(AutoMigrate::default());
+        assert_eq!(instance, expected);
+    }
+
+    #[test]
+    fn a_null_or_absent_data_array_is_an_empty_page() {
+        for body in [r#"{"data": null, "has_more": false}"#, r#"{"total": 0}"#] {
+            let page = Page::from_json(body.as_bytes()).expect("decodes");
+            assert!(page.instances.is_empty());
+            assert!(!page.has_more);
+            assert_eq!(page.next_cursor, None);
+        }
+    }
+
+    #[test]
+    fn accepts_a_float_that_is_an_integer() {
+        let instance =
+            decode_one(r#"{"id": "a1", "resource_specs": {"memory_gb": 62.0}}"#).expect("decodes");
+        assert_eq!(instance.resource_specs.expect("specs").memory_gb, 62);
+    }
+
+    #[test]
+    fn a_non_numeric_string_is_an_error_naming_the_field() {
+        let error = decode_one(r#"{"id": "a1", "resource_specs": {"memory_gb": "lots"}}"#)
+            .expect_err("non-numeric string");
+        assert_eq!(error.path, "data[0].resource_specs.memory_gb");
+        assert!(error.message.contains("\"lots\""), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("at data[0].resource_specs.memory_gb: expected an integer"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_fractional_number_is_an_error_naming_the_field() {
+        let error = decode_one(r#"{"id": "a1", "resource_specs": {"gpu_ids": [0, 1.5]}}"#)
+            .expect_err("fractional");
+        assert_eq!(error.path, "data[0].resource_specs.gpu_ids[1]");
+        let error = decode_one(r#"{"id": "a1", "ports": [{"port": "80.5"}]}"#)
+            .expect_err("fractional string");
+        assert_eq!(error.path, "data[0].ports[0].port");
+    }
+
+    #[test]
+    fn an_integer_beyond_int64_is_an_error() {
+        let error =
+            decode_one(r#"{"id": "a1", "created_at": 18446744073709551615}"#).expect_err("u64 max");
+        assert_eq!(error.path, "data[0].created_at");
+        let error =
+            decode_one(r#"{"id": "a1", "created_at": "9223372036854775807"}"#).expect_err("range");
+        assert!(error.message.contains("out of range"), "{error}");
+    }
+
+    #[test]
+    fn a_record_without_an_id_invalidates_the_page() {
+        let body = r#"{"data": [{"id": "a1"}, {"name": "no-id"}]}"#;
+        let error = Page::from_json(body.as_bytes()).expect_err("missing id");
+        assert_eq!(error.path, "data[1]");
+        assert!(error.message.contains("missing or empty"), "{error}");
+
+        for empty in [r#""""#, r#""  ""#, "null"] {
+            let body = format!(r#"{{"data": [{{"id": {empty}}}]}}"#);
+            let error = Page::from_json(body.as_bytes()).expect_err("empty id");
+            assert_eq!(error.path, "data[0].id", "{empty}");
+        }
+    }
+
+    #[test]
+    fn malformed_or_trailing_json_is_an_error() {
+        assert!(Page::from_json(b"<html>Bad gateway</html>").is_err());
+        assert!(Page::from_json(br#"{"data": []} {"data": []}"#).is_err());
+        assert!(Page::from_json(br#"{"data": {}}"#).is_err());
+        assert!(Page::from_json(br#"[]"#).is_err());
+    }
+
+    #[test]
+    fn an_unknown_billing_mode_still_decodes() {
+        let instance =
+            decode_one(r#"{"id": "a1", "billing": {"mode": "reserved"}}"#).expect("decodes");
+        let billing = instance.billing.expect("billing");
+        assert_eq!(billing.mode, "reserved");
+        assert!(billing.mode.parse::<BillingMode>().is_err());
+    }
+
+    #[test]
+    fn billing_modes_round_trip_through_their_wire_names() {
+        for mode in [
+            BillingMode::Postpaid,
+            BillingMode::Prepaid,
+            BillingMode::Spot,
+        ] {
+            assert_eq!(mode.as_str().parse::<BillingMode>(), Ok(mode));
+            assert_eq!(mode.to_string(), mode.as_str());
+        }
+        assert_eq!(BillingMode::Spot.as_str(), "spot");
+    }
+
+    #[test]
+    fn instance_ids_are_never_blank() {
+        assert_eq!(InstanceId::new(""), None);
+        assert_eq!(InstanceId::new(" "), None);
+        assert_eq!(id("ca338f12f3").to_string(), "ca338f12f3");
+    }
+}

@@ -1,0 +1,94 @@
+//! A faithful simulator of the PPIO GPU API v2 list endpoint, for tests and the local demo.
+//!
+//! The real API cannot be reached from tests, so this module serves `GET /gpus/v2/instances` the way
+//! the documented API and the observed service behave (see `shared/ppio/` beside the repository), from
+//! instance records it holds as PPIO wire-format JSON. It does **not** use the project's PPIO client
+//! types: the client is tested against an independent implementation of the wire format.
+//!
+//! Integration tests use it in process ([`Simulator::start`], then change its state between syncs and
+//! inject faults); the `ppio-simulator` binary serves it for the local demo.
+//!
+//! What it is not: a model of the rest of PPIO (creating, stopping or fetching single instances), nor a
+//! load-testing tool.
+//!
+//! # The list endpoint
+//! `GET /gpus/v2/instances` with `Authorization: Bearer <key>`:
+//! - `limit`: absent or 0 → the default page size (20); above the maximum (100) → clamped; negative or
+//!   not an integer → 400.
+//! - `cursor`: opaque, from a previous `next_cursor`; it names the last instance served, so each page
+//!   is cut from the state at the time of its request. Unknown or garbled → 400.
+//! - `name` (case-insensitive substring of name or id), `status` (exact), `regions` (comma-separated,
+//!   any of them, blanks ignored), `billing_mode` (`postpaid` | `prepaid` | `spot`; empty = no filter;
+//!   anything else → 400). Over-long values (255, 63, 1024 characters, as documented) → 400.
+//! - Answer: `{"data": [...], "next_cursor": "...", "has_more": bool, "total": N}`, ordered by
+//!   `created_at` then `id`; `next_cursor` is `""` on the last page; `total` counts all matches.
+//! - Errors: `{"code": <status>, "reason": "UNAUTHORIZED" | "FORBIDDEN" | "RATE_LIMIT_EXCEEDED" |
+//!   "VALIDATOR_PARAM" | "RESOURCE_NOT_FOUND" | "INTERNAL_SERVER_ERROR", "message": "...", "metadata": {}}`.
+//!
+//! Every list request is recorded ([`RecordedRequest`]). Faults ([`Fault`], [`FaultKind`]) queue in
+//! order, each for the next `count` list requests or until cleared; see [`Fault`] for the details.
+//!
+//! # Control endpoints
+//! On the same port, without authentication, JSON in and out (malformed input → 400
+//! `{"error": "..."}`):
+//!
+//! | Method and path                      | Body                                   | Answer |
+//! |--------------------------------------|----------------------------------------|--------|
+//! | `GET /_simulator/instances`          |                                        | 200, all records in listing order |
+//! | `PUT /_simulator/instances`          | `[record, ...]` or `{"data": [...]}`   | 204; replaces all records |
+//! | `POST /_simulator/instances`         | one record (with `"id"`)               | 201 if new, 200 if replaced; the record |
+//! | `PATCH /_simulator/instances/{id}`   | JSON merge patch (RFC 7386), an object | 200, the patched record; 404 if absent |
+//! | `DELETE /_simulator/instances/{id}`  |                                        | 204; 404 if absent |
+//! | `GET /_simulator/faults`             |                                        | 200, queued faults with remaining counts |
+//! | `POST /_simulator/faults`            | `{"kind": {"type": "rate_limited", "retry_after_secs": 2}, "count": 3}` | 204 |
+//! | `DELETE /_simulator/faults`          |                                        | 204; clears all faults |
+//! | `GET /_simulator/requests`           |                                        | 200, `[{"query": {...}, "authorized": true, "status": 200}, ...]` |
+//! | `DELETE /_simulator/requests`        |                                        | 204; forgets recorded requests |
+//! | `PUT /_simulator/api-keys`           | `["k1", "k2"]`                         | 204; replaces the accepted keys |
+//!
+//! Fault `type`s: `unauthorized`, `forbidden`, `rate_limited` (`retry_after_secs`), `server_error`
+//! (`status`, 5xx, default 500), `resource_not_found`, `delay` (`ms`), `malformed_json`,
+//! `repeating_cursor`, `duplicate_ids`. Without `count`, a fault lasts until cleared.
+//!
+//! ```sh
+//! curl -s -H 'Authorization: Bearer demo-key' 'http://127.0.0.1:8080/gpus/v2/instances?limit=2&regions=us-west-1'
+//! curl -s -X PATCH -d '{"status":{"status":"exited"}}' http://127.0.0.1:8080/_simulator/instances/ca338f12f3
+//! curl -s -X POST -d '{"kind":{"type":"rate_limited","retry_after_secs":5},"count":2}' http://127.0.0.1:8080/_simulator/faults
+//! ```
+//!
+//! # In process
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use ppio_gpu_operator::simulator::{Fault, FaultKind, Simulator, SimulatorConfig, generate_instances};
+//!
+//! let running = Simulator::start(SimulatorConfig {
+//!     api_keys: vec!["test-key".to_owned()],
+//!     instances: generate_instances(50, 42),
+//!     ..SimulatorConfig::default()
+//! })
+//! .await?;
+//! let base_url = running.base_url(); // give this to the PPIO client
+//! running.simulator().inject_fault(Fault::once(FaultKind::RateLimited { retry_after_secs: Some(1) }));
+//! running.simulator().patch_instance("ca338f12f3", serde_json::json!({"status": {"status": "exited"}}));
+//! assert!(running.simulator().requests().is_empty());
+//! # let _ = base_url;
+//! # Ok(())
+//! # }
+//! ```
+
+mod api;
+mod control;
+mod error;
+mod faults;
+mod generate;
+mod handle;
+mod listing;
+mod records;
+mod state;
+
+pub use error::SimulatorError;
+pub use faults::{Fault, FaultKind};
+pub use generate::generate_instances;
+pub use handle::{RunningSimulator, Simulator, SimulatorConfig};
+pub use records::load_instances;
+pub use state::RecordedRequest;
