@@ -1,5 +1,31 @@
 //! ppio-gpu-operator mirrors PPIO GPU cloud instances into a Kubernetes cluster.
+//!
+//! A `GpuInstanceView` ([`api`]) names a PPIO account, filters and an interval; the [`controller`]
+//! lists the matching instances with the [`ppio`] client, decides what to write with [`plan`] (using
+//! [`mirror`] to turn each instance into a `GpuInstance`), and writes it with server-side apply.
+//! [`simulator`] serves a faithful PPIO API for tests and the local demo.
 
 pub mod api;
+pub mod controller;
+pub mod mirror;
+pub mod plan;
 pub mod ppio;
 pub mod simulator;
+pub mod telemetry;
+
+/// Errors that stop a reconciliation before it could even report itself in the view's status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API refused or failed a request the operator needs.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+        }
+    }
+}

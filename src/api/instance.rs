@@ -16,6 +16,7 @@ use super::condition::Condition;
     group = "gpu.ppio.io",
     version = "v1alpha1",
     kind = "GpuInstance",
+    derive = "PartialEq",
     namespaced,
     status = "GpuInstanceStatus",
     shortname = "gpui",

@@ -26,6 +26,7 @@ pub const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(10);
     group = "gpu.ppio.io",
     version = "v1alpha1",
     kind = "GpuInstanceView",
+    derive = "PartialEq",
     namespaced,
     status = "GpuInstanceViewStatus",
     shortname = "gpuview",

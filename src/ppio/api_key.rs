@@ -46,6 +46,11 @@ impl ApiKey {
         Ok(ApiKey(key.to_owned()))
     }
 
+    /// Whether the key occurs in `text`: a last check before text from outside is shown anywhere.
+    pub fn appears_in(&self, text: &str) -> bool {
+        text.contains(self.expose())
+    }
+
     /// The key itself, for the `Authorization` header and for redacting echoes of it. Kept inside
     /// the crate's PPIO client so no other code can print it.
     pub(crate) fn expose(&self) -> &str {

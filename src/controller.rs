@@ -1,0 +1,640 @@
+//! The controller: for each `GpuInstanceView`, read its API key, list its instances from PPIO, plan
+//! the mirrors and carry the plan out, then write the view's status and schedule the next sync.
+//!
+//! This module is the imperative shell around [`crate::plan`]: it talks to the Kubernetes API and,
+//! through [`crate::ppio::Client`], to PPIO, but decides nothing about what to write itself. It knows
+//! no HTTP or PPIO field names; every failure becomes a [`SyncFailure`] in the view's status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+use url::Url;
+
+use crate::Error;
+use crate::api::view::{self, DEFAULT_ENDPOINT, GpuInstanceView};
+use crate::api::{GpuInstance, GpuInstanceViewStatus};
+use crate::mirror;
+use crate::plan::{self, MirrorPlan, SyncFailure};
+use crate::ppio::{self, ApiKey, ListQuery, ListingLimits, PpioError};
+
+/// The field manager of every write the operator makes (server-side apply).
+pub const FIELD_MANAGER: &str = "ppio-gpu-operator";
+
+/// Where a failing view's retries start; they double up to its sync interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Which endpoints views may send their API key to.
+#[derive(Clone, Debug)]
+pub struct EndpointPolicy {
+    allowed: Vec<Url>,
+}
+
+impl EndpointPolicy {
+    /// The default PPIO endpoint plus `extra` base URLs (an endpoint is allowed when it has the same
+    /// scheme, host and port as one of them and its path starts with that one's path).
+    pub fn new(extra: Vec<Url>) -> EndpointPolicy {
+        let mut allowed = extra;
+        if let Ok(default) = Url::parse(DEFAULT_ENDPOINT) {
+            allowed.push(default);
+        }
+        EndpointPolicy { allowed }
+    }
+
+    /// Whether a view may use `endpoint`.
+    pub fn allows(&self, endpoint: &Url) -> bool {
+        self.allowed.iter().any(|allowed| {
+            allowed.scheme() == endpoint.scheme()
+                && allowed.host_str() == endpoint.host_str()
+                && allowed.port_or_known_default() == endpoint.port_or_known_default()
+                && endpoint
+                    .path()
+                    .starts_with(allowed.path().trim_end_matches('/'))
+                && endpoint.username().is_empty()
+                && endpoint.password().is_none()
+        })
+    }
+}
+
+/// How the controller behaves, from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Endpoints views may use.
+    pub endpoints: EndpointPolicy,
+    /// Views synced at once.
+    pub view_concurrency: u16,
+    /// Kubernetes writes in flight at once within one sync.
+    pub write_concurrency: usize,
+    /// Timeouts and body limit of PPIO requests.
+    pub ppio: ppio::ClientConfig,
+    /// Guards on one listing.
+    pub listing_limits: ListingLimits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            endpoints: EndpointPolicy::new(Vec::new()),
+            view_concurrency: 4,
+            write_concurrency: 8,
+            ppio: ppio::ClientConfig::default(),
+            listing_limits: ListingLimits::default(),
+        }
+    }
+}
+
+/// State shared by every reconciliation.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
+    schedules: Mutex<HashMap<ObjectRef<GpuInstanceView>, Schedule>>,
+}
+
+/// When a view is next due, and how many syncs in a row failed.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    next_sync: Instant,
+    failures: u32,
+}
+
+impl Context {
+    /// A context for `client` with `settings`.
+    pub fn new(client: Client, settings: Settings) -> Context {
+        Context {
+            client,
+            settings,
+            ppio_clients: Mutex::new(HashMap::new()),
+            schedules: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn ppio_client(&self, endpoint: &Url) -> Result<ppio::Client, PpioError> {
+        let mut clients = self
+            .ppio_clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let client = ppio::Client::new(ppio::ClientConfig {
+            base_url: endpoint.clone(),
+            ..self.settings.ppio.clone()
+        })?;
+        clients.insert(endpoint.clone(), client.clone());
+        Ok(client)
+    }
+
+    fn schedule(&self, view: &ObjectRef<GpuInstanceView>) -> Option<Schedule> {
+        self.schedules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(view)
+            .copied()
+    }
+
+    fn set_schedule(&self, view: ObjectRef<GpuInstanceView>, schedule: Option<Schedule>) {
+        let mut schedules = self
+            .schedules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match schedule {
+            Some(s) => schedules.insert(view, s),
+            None => schedules.remove(&view),
+        };
+    }
+}
+
+/// Runs the controller over the views of `namespaces` (every namespace when empty) until `shutdown`
+/// resolves; reconciliations in flight then finish.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    namespaces: Vec<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let concurrency = settings.view_concurrency;
+    let context = Arc::new(Context::new(client.clone(), settings));
+    let apis: Vec<Api<GpuInstanceView>> = if namespaces.is_empty() {
+        vec![Api::all(client)]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let controllers = apis.into_iter().map(|api| {
+        Controller::new(api, watcher::Config::default().any_semantic())
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, context.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((view, action)) => debug!(view = %view, ?action, "reconciled"),
+                    Err(e) => warn!(error = %e, "reconciliation failed"),
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+}
+
+/// Syncs one view if it is due, and says when to look at it again.
+pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*view);
+    let span = info_span!("sync_view", namespace = %view.namespace().unwrap_or_default(), view = %view.name_any());
+    async move {
+        if view.meta().deletion_timestamp.is_some() {
+            ctx.set_schedule(key, None);
+            return Ok(Action::await_change());
+        }
+        if view.spec.suspend {
+            let status = plan::suspended_status(&view, Timestamp::now());
+            write_view_status_if_changed(&ctx.client, &view, status).await?;
+            ctx.set_schedule(key, None);
+            return Ok(Action::await_change());
+        }
+        let interval = view::parse_duration(&view.spec.sync_interval)
+            .unwrap_or(Duration::from_secs(60))
+            .max(view::MIN_SYNC_INTERVAL);
+        if let Some(wait) = time_until_due(&view, ctx.schedule(&key), interval) {
+            return Ok(Action::requeue(wait));
+        }
+
+        let started = Instant::now();
+        let outcome = sync_view(&view, &ctx).await;
+        let previous_failures = ctx.schedule(&key).map_or(0, |s| s.failures);
+        let (status, delay, failures) = match outcome {
+            Ok(synced) => {
+                info!(
+                    instances = synced.summary.instances,
+                    writes = synced.plan.writes.len(),
+                    deletes = synced.plan.deletes.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "synced"
+                );
+                let status = plan::synced_status(
+                    &view,
+                    &synced.summary,
+                    &synced.plan,
+                    synced.pages,
+                    Timestamp::now(),
+                );
+                (status, jittered(interval), 0)
+            }
+            Err(failure) => {
+                let failures = previous_failures.saturating_add(1);
+                warn!(reason = %failure.failure.reason, detail = %failure.failure.message, failures, "sync failed");
+                let backoff = retry_delay(failures, interval);
+                let delay = failure.retry_after.map_or(backoff, |after| backoff.max(after));
+                (plan::failed_status(&view, &failure.failure, Timestamp::now()), delay, failures)
+            }
+        };
+        write_view_status_if_changed(&ctx.client, &view, status).await?;
+        ctx.set_schedule(
+            key,
+            Some(Schedule {
+                next_sync: Instant::now() + delay,
+                failures,
+            }),
+        );
+        Ok(Action::requeue(delay))
+    }
+    .instrument(span)
+    .await
+}
+
+/// Retries the reconciliation shortly when even the view's status could not be written.
+pub fn error_policy(view: Arc<GpuInstanceView>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(view = %view.name_any(), error = %error, "cannot reconcile; retrying");
+    Action::requeue(jittered(Duration::from_secs(5)))
+}
+
+/// How long until `view` is due, or `None` when it should sync now: at once for a new spec or a new
+/// refresh request, otherwise when its schedule says (or, after an operator restart, one interval
+/// after its last sync).
+fn time_until_due(
+    view: &GpuInstanceView,
+    schedule: Option<Schedule>,
+    interval: Duration,
+) -> Option<Duration> {
+    let status = view.status.as_ref()?;
+    if status.observed_generation != view.metadata.generation
+        || status.last_handled_refresh != plan::refresh_requested(view)
+    {
+        return None;
+    }
+    let now = Instant::now();
+    match schedule {
+        Some(s) => s.next_sync.checked_duration_since(now),
+        None => {
+            let last = status.last_sync_time?;
+            let since = Timestamp::now().duration_since(last).unsigned_abs();
+            interval.checked_sub(since).filter(|d| !d.is_zero())
+        }
+    }
+}
+
+/// A sync that completed.
+struct Synced {
+    summary: plan::Summary,
+    plan: MirrorPlan,
+    pages: u32,
+}
+
+/// A sync that did not complete, and when PPIO asked us to come back.
+struct Failed {
+    failure: SyncFailure,
+    retry_after: Option<Duration>,
+}
+
+impl From<SyncFailure> for Failed {
+    fn from(failure: SyncFailure) -> Self {
+        Failed {
+            failure,
+            retry_after: None,
+        }
+    }
+}
+
+/// One sync: API key, complete listing, plan, writes. Any failure before the plan is carried out
+/// leaves every mirror as it was.
+async fn sync_view(view: &GpuInstanceView, ctx: &Context) -> Result<Synced, Failed> {
+    let namespace = view.namespace().unwrap_or_default();
+    let endpoint = endpoint_of(view, &ctx.settings.endpoints)?;
+    let key = read_api_key(&ctx.client, &namespace, view).await?;
+    let ppio = ctx
+        .ppio_client(&endpoint)
+        .map_err(|e| Failed::from(ppio_failure(&e, &key)))?;
+
+    let query = list_query(view);
+    let listing = ppio
+        .list_all_instances(&key, &query, &ctx.settings.listing_limits)
+        .await
+        .map_err(|e| Failed {
+            retry_after: e.retry_after(),
+            failure: ppio_failure(&e, &key),
+        })?;
+
+    let instances: Api<GpuInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = owned_mirrors(&instances, view)
+        .await
+        .map_err(|e| kube_failure("ListFailed", "list this view's GpuInstances", &e))?;
+    let plan = plan::plan_mirror(view, &listing.instances, &existing, Timestamp::now());
+    carry_out(&instances, &existing, &plan, ctx.settings.write_concurrency)
+        .await
+        .map_err(|e| kube_failure("WriteFailed", "write GpuInstances", &e))?;
+    Ok(Synced {
+        summary: plan::summarize(&listing.instances),
+        plan,
+        pages: listing.pages,
+    })
+}
+
+fn endpoint_of(view: &GpuInstanceView, policy: &EndpointPolicy) -> Result<Url, SyncFailure> {
+    let raw = view.spec.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
+    let endpoint = Url::parse(raw).map_err(|e| SyncFailure {
+        reason: "InvalidSpec".into(),
+        message: format!("spec.endpoint {raw:?} is not a valid URL: {e}."),
+        needs_user_action: true,
+    })?;
+    if !policy.allows(&endpoint) {
+        return Err(SyncFailure {
+            reason: "EndpointNotAllowed".into(),
+            message: format!(
+                "spec.endpoint {endpoint} is not on the operator's endpoint allow-list, so the API key \
+                 is not sent there. Use {DEFAULT_ENDPOINT}, or ask the operator's administrator to \
+                 allow this endpoint (--allowed-endpoint)."
+            ),
+            needs_user_action: true,
+        });
+    }
+    Ok(endpoint)
+}
+
+/// Reads the API key with a plain GET at every sync, so a rotated key is used at the next sync and
+/// the operator needs no watch on Secrets.
+async fn read_api_key(
+    client: &Client,
+    namespace: &str,
+    view: &GpuInstanceView,
+) -> Result<ApiKey, SyncFailure> {
+    let reference = &view.spec.credentials.secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = match secrets.get_opt(&reference.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(SyncFailure {
+                reason: "SecretNotFound".into(),
+                message: format!(
+                    "Secret {namespace}/{} does not exist. Create it with the PPIO API key under the \
+                     key {:?} (spec.credentials.secretRef).",
+                    reference.name, reference.key
+                ),
+                needs_user_action: true,
+            });
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err(SyncFailure {
+                reason: "SecretForbidden".into(),
+                message: format!(
+                    "The operator may not read Secret {namespace}/{}: grant its ServiceAccount `get` \
+                     on Secrets in this namespace.",
+                    reference.name
+                ),
+                needs_user_action: true,
+            });
+        }
+        Err(e) => return Err(kube_failure("SecretUnavailable", "read the Secret", &e).failure),
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&reference.key))
+        .ok_or_else(|| SyncFailure {
+            reason: "SecretKeyNotFound".into(),
+            message: format!(
+                "Secret {namespace}/{} has no key {:?}. Put the PPIO API key there, or set \
+                 spec.credentials.secretRef.key to the key that holds it.",
+                reference.name, reference.key
+            ),
+            needs_user_action: true,
+        })?;
+    let text = String::from_utf8(value.0.clone()).map_err(|_| SyncFailure {
+        reason: "InvalidApiKey".into(),
+        message: format!(
+            "The value under {:?} in Secret {namespace}/{} is not text, so it is not a PPIO API key.",
+            reference.key, reference.name
+        ),
+        needs_user_action: true,
+    })?;
+    ApiKey::new(text).map_err(|e| SyncFailure {
+        reason: "InvalidApiKey".into(),
+        message: format!(
+            "The value under {:?} in Secret {namespace}/{} is not a usable API key: {e}.",
+            reference.key, reference.name
+        ),
+        needs_user_action: true,
+    })
+}
+
+fn list_query(view: &GpuInstanceView) -> ListQuery {
+    let filter = &view.spec.filter;
+    ListQuery {
+        name: filter.name.clone(),
+        status: filter.status.clone(),
+        regions: filter.regions.clone(),
+        billing_mode: filter.billing_mode.map(|mode| match mode {
+            view::BillingMode::Postpaid => ppio::BillingMode::Postpaid,
+            view::BillingMode::Prepaid => ppio::BillingMode::Prepaid,
+            view::BillingMode::Spot => ppio::BillingMode::Spot,
+        }),
+        page_size: u32::try_from(view.spec.page_size.max(1)).unwrap_or(50),
+    }
+}
+
+/// A PPIO failure as the view reports it. The client already redacts the key from server text; the
+/// message is checked once more because it ends up in the cluster.
+fn ppio_failure(error: &PpioError, key: &ApiKey) -> SyncFailure {
+    let mut message = error.to_string();
+    if key.appears_in(&message) {
+        message = "PPIO returned an error that echoed the API key; it is not shown.".into();
+    }
+    let needs_user_action = matches!(
+        error,
+        PpioError::Unauthorized
+            | PpioError::Forbidden
+            | PpioError::Rejected { .. }
+            | PpioError::InvalidConfig { .. }
+    );
+    SyncFailure {
+        reason: error.reason().into(),
+        message,
+        needs_user_action,
+    }
+}
+
+fn kube_failure(reason: &str, action: &str, error: &kube::Error) -> Failed {
+    SyncFailure {
+        reason: reason.into(),
+        message: format!("Could not {action}: {error}. Retrying with backoff."),
+        needs_user_action: false,
+    }
+    .into()
+}
+
+/// The GpuInstances this view owns: selected by its label, confirmed by the owner reference.
+async fn owned_mirrors(
+    instances: &Api<GpuInstance>,
+    view: &GpuInstanceView,
+) -> Result<Vec<GpuInstance>, kube::Error> {
+    let selector = format!(
+        "{}={},{}={}",
+        mirror::MANAGED_BY_LABEL,
+        mirror::MANAGER,
+        mirror::VIEW_LABEL,
+        mirror::label_value(&view.name_any())
+    );
+    let uid = view.uid();
+    let listed = instances
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter(|o| {
+            o.owner_references()
+                .iter()
+                .any(|r| Some(&r.uid) == uid.as_ref())
+        })
+        .collect())
+}
+
+/// Carries out `plan`: deletes and writes, at most `concurrency` at a time. Stops at the first error;
+/// what was written stays written and the next sync plans the rest.
+async fn carry_out(
+    instances: &Api<GpuInstance>,
+    existing: &[GpuInstance],
+    plan: &MirrorPlan,
+    concurrency: usize,
+) -> Result<(), kube::Error> {
+    let uids: HashMap<String, Option<String>> =
+        existing.iter().map(|o| (o.name_any(), o.uid())).collect();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+
+    // Owned data in each future: the futures must be Send for the controller's runtime.
+    let deletes = plan.deletes.iter().cloned().map(|name| {
+        let params = DeleteParams {
+            // Only the object we planned against: never one recreated under the same name since.
+            preconditions: Some(Preconditions {
+                uid: uids.get(&name).cloned().flatten(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        let instances = instances.clone();
+        async move {
+            match instances.delete(&name, &params).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    });
+    stream::iter(deletes)
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let writes = plan.writes.iter().cloned().map(|write| {
+        let params = params.clone();
+        let instances = instances.clone();
+        async move {
+            if let Some(object) = &write.object {
+                instances
+                    .patch(&write.name, &params, &Patch::Apply(object))
+                    .await?;
+            }
+            if let Some(status) = &write.status {
+                let body = json!({
+                    "apiVersion": GpuInstance::api_version(&()),
+                    "kind": GpuInstance::kind(&()),
+                    "status": status,
+                });
+                instances
+                    .patch_status(&write.name, &params, &Patch::Apply(&body))
+                    .await?;
+            }
+            Ok::<_, kube::Error>(())
+        }
+    });
+    stream::iter(writes)
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// Writes the view's status, unless it would not change.
+async fn write_view_status_if_changed(
+    client: &Client,
+    view: &GpuInstanceView,
+    status: GpuInstanceViewStatus,
+) -> Result<(), Error> {
+    if view.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let namespace = view.namespace().unwrap_or_default();
+    let views: Api<GpuInstanceView> = Api::namespaced(client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": GpuInstanceView::api_version(&()),
+        "kind": GpuInstanceView::kind(&()),
+        "status": status,
+    });
+    views
+        .patch_status(
+            &view.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// The interval, give or take 10%, so that views created together do not sync together.
+fn jittered(interval: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.9..=1.1);
+    interval.mul_f64(factor)
+}
+
+/// Exponential backoff with jitter from [`FIRST_RETRY`], capped at the view's sync interval: a failing
+/// view is retried at least as often as a healthy one syncs.
+fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let backoff = FIRST_RETRY.saturating_mul(1 << exponent).min(interval);
+    jittered(backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allowed_endpoints_are_accepted() {
+        let policy = EndpointPolicy::new(vec![Url::parse("http://127.0.0.1:8080/").unwrap()]);
+        let allowed = |s: &str| policy.allows(&Url::parse(s).unwrap());
+        assert!(allowed("https://api.ppio.com"));
+        assert!(allowed("https://api.ppio.com/"));
+        assert!(allowed("http://127.0.0.1:8080"));
+        assert!(!allowed("http://127.0.0.1:8081"));
+        assert!(
+            !allowed("http://api.ppio.com"),
+            "plain HTTP to the default host"
+        );
+        assert!(!allowed("https://api.ppio.com.evil.example"));
+        assert!(!allowed("https://user:pw@api.ppio.com"));
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_interval() {
+        let interval = Duration::from_secs(60);
+        let first = retry_delay(1, interval);
+        assert!(first >= Duration::from_millis(900) && first <= Duration::from_millis(1100));
+        let fifth = retry_delay(5, interval);
+        assert!(fifth >= Duration::from_millis(14_400) && fifth <= Duration::from_millis(17_600));
+        let late = retry_delay(30, interval);
+        assert!(late <= Duration::from_secs(66) && late >= Duration::from_secs(54));
+    }
+}
