@@ -24,7 +24,7 @@ use super::condition::Condition;
     doc = "The mirror of one PPIO GPU instance, kept up to date by the GpuInstanceView that lists it. \
            Read-only: the operator overwrites changes and never changes the remote instance.",
     printcolumn(name = "ID", type_ = "string", json_path = ".spec.instanceId"),
-    printcolumn(name = "Remote Name", type_ = "string", json_path = ".status.name"),
+    printcolumn(name = "Name", type_ = "string", json_path = ".status.name"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.status.status"),
     printcolumn(name = "Region", type_ = "string", json_path = ".status.region"),
     printcolumn(

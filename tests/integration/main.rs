@@ -3,4 +3,5 @@
 //! They live in one test binary so that one control plane serves the whole run.
 
 mod harness;
+mod mirroring;
 mod support;

@@ -1,6 +1,7 @@
 //! Test support: the shared control plane, a namespace per test, waiting, and the machine's kubectl.
 
 pub mod control_plane;
+pub mod operator;
 
 use std::future::Future;
 use std::path::Path;
@@ -17,7 +18,7 @@ pub use control_plane::{ControlPlane, rand_suffix, shared};
 pub struct TestNamespace {
     /// The namespace's name.
     pub name: String,
-    /// An admin client of the shared control plane.
+    /// An admin client of its control plane.
     pub client: Client,
     kubeconfig: std::path::PathBuf,
 }
@@ -25,7 +26,11 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates `<prefix>-<random>` in the shared control plane.
     pub async fn new(prefix: &str) -> TestNamespace {
-        let control_plane = shared();
+        TestNamespace::new_in(shared(), prefix).await
+    }
+
+    /// Creates `<prefix>-<random>` in `control_plane`.
+    pub async fn new_in(control_plane: &ControlPlane, prefix: &str) -> TestNamespace {
         let client = control_plane.client().await;
         let name = format!("{prefix}-{}", rand_suffix());
         let namespace: Namespace = serde_json::from_value(serde_json::json!({
@@ -52,7 +57,7 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Runs the machine's `kubectl` against the shared control plane in this namespace.
+    /// Runs the machine's `kubectl` against this namespace's control plane, in this namespace.
     pub fn kubectl(&self, args: &[&str]) -> String {
         kubectl(&self.kubeconfig, Some(&self.name), args)
     }

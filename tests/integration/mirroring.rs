@@ -1,0 +1,672 @@
+//! User stories of the core product, against the real API server and the PPIO simulator: a view
+//! mirrors its instances, follows remote changes, prunes only what is confirmed gone, writes nothing
+//! when nothing changed, and reports every failure in its status without losing a mirror.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use ppio_gpu_operator::api::condition::{self, ConditionStatus};
+use ppio_gpu_operator::simulator::{Fault, FaultKind, generate_instances, load_instances};
+use serde_json::json;
+
+use crate::support::operator::{API_KEY, Fixture, create_secret};
+use crate::support::{kubectl, wait_for};
+
+fn example_records() -> Vec<serde_json::Value> {
+    load_instances(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ppio-instances.json"))
+        .expect("examples/ppio-instances.json loads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_mirrors_each_instance_with_its_remote_state_labels_and_columns() {
+    let records = example_records();
+    let fx = Fixture::start("mirror", records.clone()).await;
+    fx.create_view("team", json!({})).await;
+
+    // What a user runs: kubectl wait on the view.
+    fx.ns.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "gpuinstanceview/team",
+        "--timeout=60s",
+    ]);
+    let view = fx.wait_ready("team", true, "Synced").await;
+    let status = view.status.expect("status");
+    assert_eq!(status.instance_count, Some(6));
+    assert_eq!(status.running_count, Some(4));
+    assert_eq!(status.gpu_count, Some(13));
+    assert_eq!(status.instances_by_status.get("exited"), Some(&1));
+    assert_eq!(status.instances_by_region.get("us-west-1"), Some(&3));
+    assert!(status.last_successful_sync_time.is_some());
+
+    let mirrors = fx.mirrors_of("team").await;
+    assert_eq!(mirrors.len(), records.len());
+    for mirror in &mirrors {
+        let owner = &mirror.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("GpuInstanceView", "team")
+        );
+    }
+
+    // Every field of the record, camelCase, typed; timestamps RFC 3339; env keys without values.
+    let json = fx
+        .ns
+        .kubectl(&["get", "gpuinstance", "team-1e9b47d2a0", "-o", "json"]);
+    let object: serde_json::Value = serde_json::from_str(&json).expect("kubectl JSON");
+    let s = &object["status"];
+    assert_eq!(s["productId"], "a100-sxm4-80g", "{s:#}");
+    assert_eq!(s["billing"]["mode"], "prepaid");
+    assert_eq!(s["billing"]["prepaid"]["autoRenew"]["enabled"], true);
+    assert!(
+        s["ports"][0]["endpoint"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert!(s["resourceSpecs"]["gpuNum"].is_i64());
+    assert!(
+        s["createdAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.parse::<jiff::Timestamp>().is_ok()),
+        "createdAt is RFC 3339: {}",
+        s["createdAt"]
+    );
+    assert!(
+        s["envs"]
+            .as_array()
+            .is_some_and(|e| e.iter().all(|v| v.get("value").is_none()))
+    );
+    let everything = fx.ns.kubectl(&["get", "gpuinstances", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&everything).expect("kubectl JSON");
+    let never_stopped = list["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|i| i["spec"]["instanceId"] == "ca338f12f3")
+        })
+        .expect("mirror of ca338f12f3");
+    assert!(
+        never_stopped["status"].get("lastStoppedAt").is_none(),
+        "a zero Unix timestamp is absent, not 1970"
+    );
+    assert!(never_stopped["status"]["lastStartedAt"].is_string());
+    for record in &records {
+        // Values that appear nowhere else in the record (a model name may also be in the command).
+        let mut rest = record.clone();
+        rest["envs"] = json!([]);
+        let rest = rest.to_string();
+        for env in record["envs"].as_array().into_iter().flatten() {
+            let value = env["value"].as_str().unwrap_or_default();
+            if value.len() < 4 || rest.contains(value) {
+                continue;
+            }
+            assert!(
+                !everything.contains(value),
+                "environment value of {} leaked into the cluster",
+                env["key"]
+            );
+        }
+    }
+
+    // Labels select like any other object.
+    let running = fx.ns.kubectl(&[
+        "get",
+        "gpui",
+        "-l",
+        "gpu.ppio.io/status=running,gpu.ppio.io/view=team",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(running.lines().count(), 4, "{running}");
+    let west = fx.ns.kubectl(&[
+        "get",
+        "gpui",
+        "-l",
+        "gpu.ppio.io/region=us-west-1",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(west.lines().count(), 3, "{west}");
+
+    // Printer columns, as kubectl shows them.
+    let table = fx.ns.kubectl(&["get", "gpuinstances"]);
+    let header: Vec<_> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "ID", "NAME", "STATUS", "REGION", "GPUS", "PRODUCT", "BILLING", "AGE"
+        ],
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("team-ca338f12f3 "))
+        .unwrap_or_else(|| panic!("no row for team-ca338f12f3:\n{table}"));
+    let cells: Vec<_> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[1..8],
+        [
+            "ca338f12f3",
+            "vllm-serve-qwen7b",
+            "running",
+            "cn-east-1",
+            "1",
+            "rtx4090-24g",
+            "postpaid"
+        ],
+        "{table}"
+    );
+    let views = fx.ns.kubectl(&["get", "gpuinstanceviews"]);
+    let header: Vec<_> = views
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "INSTANCES",
+            "RUNNING",
+            "GPUS",
+            "LAST",
+            "SYNC",
+            "AGE"
+        ],
+        "{views}"
+    );
+    let cells: Vec<_> = views
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&cells[..5], ["team", "True", "6", "4", "13"], "{views}");
+
+    // Waiting for a remote instance to run works like for any object.
+    fx.ns.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "gpuinstance/team-ca338f12f3",
+        "--timeout=30s",
+    ]);
+    let exited = fx
+        .instances()
+        .get("team-88f1c3b7e4")
+        .await
+        .expect("exited mirror");
+    let ready = condition::find(&exited.status.unwrap().conditions, condition::READY)
+        .cloned()
+        .expect("Ready");
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "Exited")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_changes_show_at_the_next_sync_and_removals_are_confirmed_before_pruning() {
+    let records = generate_instances(5, 7);
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let fx = Fixture::start("changes", records).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(fx.mirrors_of("v").await.len(), 5);
+
+    // A status change, a new instance and a removal, remotely.
+    fx.simulator().patch_instance(
+        &ids[0],
+        json!({ "status": { "status": "exited", "error": "OOM", "message": "killed" } }),
+    );
+    let mut new = generate_instances(6, 7).pop().expect("a sixth record");
+    new["id"] = json!("feedc0ffee");
+    fx.simulator().upsert_instance(new);
+    fx.simulator().remove_instance(&ids[1]);
+
+    let view = fx.refresh("v").await;
+    let changed = fx
+        .instances()
+        .get(&format!("v-{}", ids[0]))
+        .await
+        .expect("mirror");
+    assert_eq!(changed.labels()["gpu.ppio.io/status"], "exited");
+    let status = changed.status.expect("status");
+    assert_eq!(
+        status.status.as_ref().and_then(|s| s.status.as_deref()),
+        Some("exited")
+    );
+    let ready = condition::find(&status.conditions, condition::READY).expect("Ready");
+    assert_eq!(
+        (ready.status, ready.message.as_str()),
+        (ConditionStatus::False, "OOM: killed")
+    );
+    assert!(
+        fx.instances()
+            .get_opt("v-feedc0ffee")
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    // One listing without it: kept, marked.
+    let removed = fx
+        .instances()
+        .get(&format!("v-{}", ids[1]))
+        .await
+        .expect("still mirrored");
+    assert!(removed.status.and_then(|s| s.absent_since).is_some());
+    assert_eq!(
+        view.status.as_ref().and_then(|s| s.pending_removal_count),
+        Some(1)
+    );
+
+    // A second complete listing without it: pruned.
+    fx.refresh("v").await;
+    assert!(
+        fx.instances()
+            .get_opt(&format!("v-{}", ids[1]))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(fx.mirrors_of("v").await.len(), 5);
+}
+
+/// Sums the API server's own counters of write requests to GpuInstances.
+fn gpuinstance_writes(kubeconfig: &Path) -> u64 {
+    let metrics = kubectl(kubeconfig, None, &["get", "--raw", "/metrics"]);
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains("resource=\"gpuinstances\""))
+        .filter(|l| {
+            [
+                "APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE",
+            ]
+            .iter()
+            .any(|verb| l.contains(&format!("verb=\"{verb}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_in_which_nothing_changed_writes_no_gpuinstance() {
+    // A control plane of its own, so no other test's writes reach its counters.
+    let control_plane = crate::support::ControlPlane::start(None).expect("private control plane");
+    let fx = Fixture::start_in(&control_plane, "quiet", generate_instances(8, 3)).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(fx.mirrors_of("v").await.len(), 8);
+
+    let before = gpuinstance_writes(&control_plane.kubeconfig);
+    assert!(
+        before >= 16,
+        "the first sync wrote objects and statuses ({before})"
+    );
+    fx.refresh("v").await;
+    fx.refresh("v").await;
+    assert_eq!(
+        gpuinstance_writes(&control_plane.kubeconfig),
+        before,
+        "syncs without remote changes must not write GpuInstances"
+    );
+
+    // The same counters do see a change.
+    let id = fx.simulator().instances()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fx.simulator()
+        .patch_instance(&id, json!({ "name": "renamed" }));
+    fx.refresh("v").await;
+    let after = gpuinstance_writes(&control_plane.kubeconfig);
+    assert_eq!(
+        after,
+        before + 1,
+        "one changed instance costs one status write"
+    );
+    drop(fx);
+    control_plane.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_left_it() {
+    let fx = Fixture::start("filters", example_records()).await;
+    fx.create_view(
+        "v",
+        json!({ "pageSize": 3, "filter": {
+            "regions": ["us-west-1", "cn-east-1"], "billingMode": "prepaid", "status": "running", "name": "e"
+        }}),
+    )
+    .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let request = fx.simulator().requests().pop().expect("PPIO was called");
+    assert_eq!(
+        request.query.get("regions").map(String::as_str),
+        Some("us-west-1,cn-east-1")
+    );
+    assert_eq!(
+        request.query.get("billing_mode").map(String::as_str),
+        Some("prepaid")
+    );
+    assert_eq!(
+        request.query.get("status").map(String::as_str),
+        Some("running")
+    );
+    assert_eq!(request.query.get("name").map(String::as_str), Some("e"));
+    assert_eq!(request.query.get("limit").map(String::as_str), Some("3"));
+    let names: Vec<_> = fx
+        .mirrors_of("v")
+        .await
+        .iter()
+        .map(|m| m.name_any())
+        .collect();
+    assert_eq!(names, ["v-1e9b47d2a0", "v-b7a40e93cd"]);
+
+    // A new filter: synced at once (no refresh), what no longer matches is marked, then pruned.
+    fx.views()
+        .patch(
+            "v",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "filter": {
+                "regions": null, "billingMode": null, "name": null, "status": "exited"
+            }}})),
+        )
+        .await
+        .expect("change the filter");
+    let view = fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(view.status.as_ref().and_then(|s| s.instance_count), Some(1));
+    assert_eq!(
+        view.status.as_ref().and_then(|s| s.pending_removal_count),
+        Some(2)
+    );
+    fx.refresh("v").await;
+    let names: Vec<_> = fx
+        .mirrors_of("v")
+        .await
+        .iter()
+        .map(|m| m.name_any())
+        .collect();
+    assert_eq!(names, ["v-88f1c3b7e4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_of_many_pages_mirrors_every_instance() {
+    let fx = Fixture::start("pages", generate_instances(23, 11)).await;
+    fx.create_view("v", json!({ "pageSize": 5 })).await;
+    let view = fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(
+        view.status.as_ref().and_then(|s| s.instance_count),
+        Some(23)
+    );
+    assert_eq!(fx.mirrors_of("v").await.len(), 23);
+    let requests = fx.simulator().requests();
+    assert_eq!(requests.len(), 5, "23 instances in pages of 5");
+    assert!(requests[1..].iter().all(|r| r.query.contains_key("cursor")));
+    let message = &condition::find(&view.status.unwrap().conditions, condition::READY)
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("5 pages"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_views_with_overlapping_filters_keep_their_own_mirrors_without_flapping() {
+    let fx = Fixture::start("overlap", example_records()).await;
+    fx.create_view("all", json!({})).await;
+    fx.create_view("west", json!({ "filter": { "regions": ["us-west-1"] } }))
+        .await;
+    fx.wait_ready("all", true, "Synced").await;
+    fx.wait_ready("west", true, "Synced").await;
+    assert_eq!(fx.mirrors_of("all").await.len(), 6);
+    assert_eq!(fx.mirrors_of("west").await.len(), 3);
+
+    let versions = |mirrors: Vec<ppio_gpu_operator::api::GpuInstance>| {
+        mirrors
+            .into_iter()
+            .map(|m| (m.name_any(), m.resource_version()))
+            .collect::<Vec<_>>()
+    };
+    let before = versions(
+        fx.instances()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items,
+    );
+    for _ in 0..2 {
+        fx.refresh("all").await;
+        fx.refresh("west").await;
+    }
+    let after = versions(
+        fx.instances()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items,
+    );
+    assert_eq!(before.len(), 9);
+    assert_eq!(before, after, "no object was rewritten by either view");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_view_deletes_its_gpuinstances() {
+    let fx = Fixture::start("delete", example_records()).await;
+    fx.create_view("gone", json!({})).await;
+    fx.create_view("kept", json!({ "filter": { "status": "running" } }))
+        .await;
+    fx.wait_ready("gone", true, "Synced").await;
+    fx.wait_ready("kept", true, "Synced").await;
+    fx.views()
+        .delete("gone", &DeleteParams::default())
+        .await
+        .expect("delete view");
+    let instances = fx.instances();
+    wait_for(
+        "the garbage collector to remove the view's mirrors",
+        Duration::from_secs(90),
+        || {
+            let instances = instances.clone();
+            async move {
+                let left = instances
+                    .list(&kube::api::ListParams::default().labels("gpu.ppio.io/view=gone"))
+                    .await
+                    .ok()?;
+                left.items.is_empty().then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        fx.mirrors_of("kept").await.len(),
+        4,
+        "the other view's mirrors stay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_problems_each_report_their_reason_and_prune_nothing_until_fixed() {
+    let fx = Fixture::start("creds", example_records()).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+    let mirrored = fx.mirrors_of("v").await;
+    fx.simulator().clear_requests();
+
+    /// The Secret for one step: absent, or holding `value` under `key`.
+    type SecretContent = Option<(&'static str, &'static str)>;
+    let steps: [(&str, SecretContent, &str); 3] = [
+        ("a missing Secret", None, "SecretNotFound"),
+        (
+            "a Secret without the key",
+            Some(("token", API_KEY)),
+            "SecretKeyNotFound",
+        ),
+        ("a wrong key", Some(("apiKey", "sk-revoked")), "AuthFailed"),
+    ];
+    for (what, secret, reason) in steps {
+        match secret {
+            None => {
+                fx.ns
+                    .api::<k8s_openapi::api::core::v1::Secret>()
+                    .delete("ppio", &DeleteParams::default())
+                    .await
+                    .expect("delete Secret");
+            }
+            Some((key, value)) => create_secret(&fx.ns, "ppio", key, value).await,
+        }
+        let view = fx.refresh("v").await;
+        let status = view.status.expect("status");
+        let ready = condition::find(&status.conditions, condition::READY).expect("Ready");
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, reason),
+            "{what}"
+        );
+        assert!(
+            !ready.message.contains(API_KEY),
+            "{what}: the key must not show"
+        );
+        let stalled = condition::find(&status.conditions, condition::STALLED).expect("Stalled");
+        assert_eq!(
+            stalled.status,
+            ConditionStatus::True,
+            "{what} needs the user"
+        );
+        assert_eq!(
+            status.instance_count,
+            Some(6),
+            "{what}: the last counts stay"
+        );
+        assert_eq!(
+            fx.mirrors_of("v").await,
+            mirrored,
+            "{what}: mirrors untouched"
+        );
+    }
+    let view = fx.views().get("v").await.unwrap();
+    let events_text = format!("{view:?}");
+    assert!(
+        !events_text.contains("sk-revoked"),
+        "a wrong key is not echoed in the status"
+    );
+
+    // Fixing the Secret recovers by itself: no restart, no refresh.
+    create_secret(&fx.ns, "ppio", "apiKey", API_KEY).await;
+    fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(fx.mirrors_of("v").await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ppio_faults_are_reported_and_leave_every_mirror_in_place() {
+    let fx = Fixture::start("faults", example_records()).await;
+    fx.create_view("v", json!({ "pageSize": 2 })).await;
+    fx.wait_ready("v", true, "Synced").await;
+    let mirrored = fx.mirrors_of("v").await;
+
+    let faults = [
+        (
+            FaultKind::RateLimited {
+                retry_after_secs: Some(1),
+            },
+            "RateLimited",
+        ),
+        (
+            FaultKind::ServerError { status: Some(503) },
+            "ApiUnavailable",
+        ),
+        (FaultKind::MalformedJson, "InvalidResponse"),
+        (FaultKind::RepeatingCursor, "InvalidResponse"),
+        (FaultKind::DuplicateIds, "InvalidResponse"),
+        (FaultKind::Delay { ms: 5_000 }, "ApiUnavailable"),
+    ];
+    for (kind, reason) in faults {
+        let what = format!("{kind:?}");
+        fx.simulator().clear_faults();
+        fx.simulator().inject_fault(Fault { kind, count: None });
+        let view = fx.refresh("v").await;
+        let status = view.status.expect("status");
+        let ready = condition::find(&status.conditions, condition::READY).expect("Ready");
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, reason),
+            "{what}"
+        );
+        let reconciling = condition::find(&status.conditions, condition::RECONCILING).unwrap();
+        assert_eq!(
+            reconciling.status,
+            ConditionStatus::True,
+            "{what} is retried"
+        );
+        assert_eq!(
+            fx.mirrors_of("v").await,
+            mirrored,
+            "{what}: nothing mirrored changes"
+        );
+    }
+    fx.simulator().clear_faults();
+    fx.wait_ready("v", true, "Synced").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_view_keeps_its_mirrors_and_does_not_call_ppio() {
+    let fx = Fixture::start("suspend", example_records()).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+    fx.views()
+        .patch(
+            "v",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspend": true } })),
+        )
+        .await
+        .expect("suspend");
+    fx.wait_ready("v", true, "Suspended").await;
+    fx.simulator().clear_requests();
+    fx.simulator().remove_instance("ca338f12f3");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        fx.simulator().requests().is_empty(),
+        "no PPIO call while suspended"
+    );
+    assert_eq!(fx.mirrors_of("v").await.len(), 6);
+
+    fx.views()
+        .patch(
+            "v",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspend": false } })),
+        )
+        .await
+        .expect("resume");
+    let view = fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(view.status.and_then(|s| s.instance_count), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_outside_the_allow_list_never_receives_the_key() {
+    let fx = Fixture::start("endpoint", example_records()).await;
+    let elsewhere = crate::support::operator::start_simulator(example_records()).await;
+    fx.create_view("v", json!({ "endpoint": elsewhere.base_url() }))
+        .await;
+    let view = fx.wait_ready("v", false, "EndpointNotAllowed").await;
+    let stalled = condition::find(&view.status.unwrap().conditions, condition::STALLED)
+        .cloned()
+        .unwrap();
+    assert_eq!(stalled.status, ConditionStatus::True);
+    assert!(elsewhere.simulator().requests().is_empty());
+    assert!(fx.mirrors_of("v").await.is_empty());
+}

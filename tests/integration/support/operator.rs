@@ -1,0 +1,266 @@
+//! The operator and the PPIO simulator, started for one test: the operator's controller runs in the
+//! test's process, watching only the test's namespace, against the real API server.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use ppio_gpu_operator::api::condition::{self, ConditionStatus};
+use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_operator::controller::{self, EndpointPolicy, Settings};
+use ppio_gpu_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::{TestNamespace, rand_suffix, wait_for};
+
+/// The API key the test simulators accept.
+pub const API_KEY: &str = "sk-test-0123456789abcdef";
+
+/// Installs the operator's CRDs (server-side apply, so it is idempotent) and waits until the API
+/// server serves them.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ppio_gpu_operator::api::crds() {
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("integration-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        wait_for(
+            &format!("CRD {name} to be Established"),
+            Duration::from_secs(30),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    let crd = crds.get(&name).await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// A PPIO simulator serving `records`, accepting [`API_KEY`].
+pub async fn start_simulator(records: Vec<Value>) -> RunningSimulator {
+    Simulator::start(SimulatorConfig {
+        api_keys: vec![API_KEY.into()],
+        instances: records,
+        ..SimulatorConfig::default()
+    })
+    .await
+    .expect("start the PPIO simulator")
+}
+
+/// The operator's controller, running until dropped.
+pub struct RunningOperator {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningOperator {
+    /// Runs the controller over `namespace` only, allowing views to use `endpoint`.
+    pub fn start(client: Client, namespace: &str, endpoint: &str) -> RunningOperator {
+        let settings = Settings {
+            endpoints: EndpointPolicy::new(vec![Url::parse(endpoint).expect("endpoint URL")]),
+            ppio: ppio_gpu_operator::ppio::ClientConfig {
+                request_timeout: Duration::from_secs(3),
+                ..Default::default()
+            },
+            ..Settings::default()
+        };
+        let namespaces = vec![namespace.to_owned()];
+        let task = tokio::spawn(controller::run(
+            client,
+            settings,
+            namespaces,
+            std::future::pending::<()>(),
+        ));
+        RunningOperator { task }
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Everything one mirroring test needs: its namespace, a simulator, the operator.
+pub struct Fixture {
+    /// The test's namespace and admin client.
+    pub ns: TestNamespace,
+    /// The PPIO simulator.
+    pub ppio: RunningSimulator,
+    /// The operator, stopped when the fixture is dropped.
+    pub _operator: RunningOperator,
+}
+
+impl Fixture {
+    /// A namespace with the API key Secret `ppio`, a simulator serving `records`, and the operator,
+    /// in the shared control plane.
+    pub async fn start(prefix: &str, records: Vec<Value>) -> Fixture {
+        Fixture::start_in(super::shared(), prefix, records).await
+    }
+
+    /// The same in `control_plane`.
+    pub async fn start_in(
+        control_plane: &super::ControlPlane,
+        prefix: &str,
+        records: Vec<Value>,
+    ) -> Fixture {
+        let ns = TestNamespace::new_in(control_plane, prefix).await;
+        install_crds(&ns.client).await;
+        create_secret(&ns, "ppio", "apiKey", API_KEY).await;
+        let ppio = start_simulator(records).await;
+        let operator = RunningOperator::start(ns.client.clone(), &ns.name, &ppio.base_url());
+        Fixture {
+            ns,
+            ppio,
+            _operator: operator,
+        }
+    }
+
+    /// The simulator's state.
+    pub fn simulator(&self) -> &Simulator {
+        self.ppio.simulator()
+    }
+
+    /// Views in the test's namespace.
+    pub fn views(&self) -> Api<GpuInstanceView> {
+        self.ns.api()
+    }
+
+    /// GpuInstances in the test's namespace.
+    pub fn instances(&self) -> Api<GpuInstance> {
+        self.ns.api()
+    }
+
+    /// Creates a view named `name` using the simulator and the `ppio` Secret; `spec` is merged over
+    /// that base (e.g. `{"filter": {...}, "pageSize": 5}`).
+    pub async fn create_view(&self, name: &str, spec: Value) -> GpuInstanceView {
+        let mut full = json!({
+            "credentials": { "secretRef": { "name": "ppio" } },
+            "endpoint": self.ppio.base_url(),
+            "syncInterval": "10s",
+        });
+        merge(&mut full, spec);
+        let view: GpuInstanceView = serde_json::from_value(json!({
+            "apiVersion": "gpu.ppio.io/v1alpha1",
+            "kind": "GpuInstanceView",
+            "metadata": { "name": name },
+            "spec": full,
+        }))
+        .expect("valid GpuInstanceView");
+        self.views()
+            .create(&PostParams::default(), &view)
+            .await
+            .unwrap_or_else(|e| panic!("create view {name}: {e}"))
+    }
+
+    /// Waits until the view's Ready condition for its current generation has `status` and `reason`.
+    pub async fn wait_ready(&self, name: &str, status: bool, reason: &str) -> GpuInstanceView {
+        let views = self.views();
+        let want = ConditionStatus::from(status);
+        wait_for(
+            &format!("view {name} to be Ready={want:?} with reason {reason}"),
+            Duration::from_secs(60),
+            || {
+                let views = views.clone();
+                async move {
+                    let view = views.get(name).await.ok()?;
+                    let status = view.status.as_ref()?;
+                    let ready = condition::find(&status.conditions, condition::READY)?;
+                    (status.observed_generation == view.metadata.generation
+                        && ready.observed_generation == view.metadata.generation
+                        && ready.status == want
+                        && ready.reason == reason)
+                        .then_some(view)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Asks for a sync now (the refresh annotation) and waits until the view's status answers it.
+    pub async fn refresh(&self, name: &str) -> GpuInstanceView {
+        let value = format!("{}-{}", jiff::Timestamp::now(), rand_suffix());
+        self.views()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "annotations": {
+                    "gpu.ppio.io/refresh-requested-at": value
+                }}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("annotate view {name}: {e}"));
+        let views = self.views();
+        wait_for(
+            &format!("view {name} to answer refresh {value}"),
+            Duration::from_secs(60),
+            || {
+                let views = views.clone();
+                let value = value.clone();
+                async move {
+                    let view = views.get(name).await.ok()?;
+                    (view.status.as_ref()?.last_handled_refresh.as_deref() == Some(value.as_str()))
+                        .then_some(view)
+                }
+            },
+        )
+        .await
+    }
+
+    /// The GpuInstances of view `name`, by object name.
+    pub async fn mirrors_of(&self, name: &str) -> Vec<GpuInstance> {
+        let mut mirrors: Vec<_> = self
+            .instances()
+            .list(&kube::api::ListParams::default().labels(&format!("gpu.ppio.io/view={name}")))
+            .await
+            .expect("list GpuInstances")
+            .items;
+        mirrors.sort_by_key(|m| m.name_any());
+        mirrors
+    }
+}
+
+/// Creates Secret `name` holding only `value` under `key`, replacing any Secret of that name.
+pub async fn create_secret(ns: &TestNamespace, name: &str, key: &str, value: &str) {
+    let secrets = ns.api::<Secret>();
+    let _ = secrets
+        .delete(name, &kube::api::DeleteParams::default())
+        .await;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name },
+        "stringData": { key: value },
+    }))
+    .expect("valid Secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (k, v) in overlay {
+                merge(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
