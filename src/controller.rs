@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -23,8 +24,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use url::Url;
 
 use crate::Error;
+use crate::api::condition::{self, ConditionStatus};
 use crate::api::view::{self, DEFAULT_ENDPOINT, GpuInstanceView};
 use crate::api::{GpuInstance, GpuInstanceViewStatus};
+use crate::http::Health;
+use crate::metrics::Metrics;
 use crate::mirror;
 use crate::plan::{self, MirrorPlan, SyncFailure};
 use crate::ppio::{self, ApiKey, ListQuery, ListingLimits, PpioError};
@@ -98,6 +102,8 @@ impl Default for Settings {
 pub struct Context {
     client: Client,
     settings: Settings,
+    metrics: Metrics,
+    recorder: Recorder,
     ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
     schedules: Mutex<HashMap<ObjectRef<GpuInstanceView>, Schedule>>,
 }
@@ -110,11 +116,18 @@ struct Schedule {
 }
 
 impl Context {
-    /// A context for `client` with `settings`.
-    pub fn new(client: Client, settings: Settings) -> Context {
+    /// A context for `client` with `settings`, recording into `metrics` and publishing Events as
+    /// `instance` (e.g. the pod name) of the operator.
+    pub fn new(client: Client, settings: Settings, metrics: Metrics, instance: &str) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance.into()),
+        };
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
+            metrics,
             ppio_clients: Mutex::new(HashMap::new()),
             schedules: Mutex::new(HashMap::new()),
         }
@@ -128,10 +141,14 @@ impl Context {
         if let Some(client) = clients.get(endpoint) {
             return Ok(client.clone());
         }
+        let metrics = self.metrics.clone();
         let client = ppio::Client::new(ppio::ClientConfig {
             base_url: endpoint.clone(),
             ..self.settings.ppio.clone()
-        })?;
+        })?
+        .with_request_observer(move |outcome| {
+            metrics.record_ppio_request(outcome.status_code, outcome.latency)
+        });
         clients.insert(endpoint.clone(), client.clone());
         Ok(client)
     }
@@ -157,15 +174,16 @@ impl Context {
 }
 
 /// Runs the controller over the views of `namespaces` (every namespace when empty) until `shutdown`
-/// resolves; reconciliations in flight then finish.
+/// resolves; reconciliations in flight then finish. `health` learns when the watches have listed
+/// every view.
 pub async fn run(
-    client: Client,
-    settings: Settings,
+    context: Arc<Context>,
     namespaces: Vec<String>,
+    health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let concurrency = settings.view_concurrency;
-    let context = Arc::new(Context::new(client.clone(), settings));
+    let client = context.client.clone();
+    let concurrency = context.settings.view_concurrency;
     let apis: Vec<Api<GpuInstanceView>> = if namespaces.is_empty() {
         vec![Api::all(client)]
     } else {
@@ -174,11 +192,35 @@ pub async fn run(
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
     };
+    health.watches_starting(apis.len());
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let controllers = apis.into_iter().map(|api| {
-        Controller::new(api, watcher::Config::default().any_semantic())
+        let controller = Controller::new(api, watcher::Config::default().any_semantic())
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-            .graceful_shutdown_on(shutdown.clone())
+            .graceful_shutdown_on(shutdown.clone());
+        let store = controller.store();
+        let health = health.clone();
+        tokio::spawn(async move {
+            // The store wakes only its latest waiter (the controller's own), so look again
+            // periodically instead of waiting once.
+            loop {
+                let ready =
+                    tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready());
+                match ready.await {
+                    Ok(Ok(())) => {
+                        info!(views = store.state().len(), "the watch listed every view");
+                        health.watch_synced();
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "the watch stopped before listing the views");
+                        break;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        });
+        controller
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
                 match result {
@@ -196,12 +238,14 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
     let span = info_span!("sync_view", namespace = %view.namespace().unwrap_or_default(), view = %view.name_any());
     async move {
         if view.meta().deletion_timestamp.is_some() {
+            ctx.metrics
+                .forget_view(&view.namespace().unwrap_or_default(), &view.name_any());
             ctx.set_schedule(key, None);
             return Ok(Action::await_change());
         }
         if view.spec.suspend {
             let status = plan::suspended_status(&view, Timestamp::now());
-            write_view_status_if_changed(&ctx.client, &view, status).await?;
+            write_view_status_if_changed(&ctx, &view, status).await?;
             ctx.set_schedule(key, None);
             return Ok(Action::await_change());
         }
@@ -231,17 +275,26 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                     synced.pages,
                     Timestamp::now(),
                 );
+                ctx.metrics.record_sync("Synced", true, started.elapsed());
+                ctx.metrics.set_mirrored(
+                    &view.namespace().unwrap_or_default(),
+                    &view.name_any(),
+                    synced.plan.mirrored as i64,
+                );
                 (status, jittered(interval), 0)
             }
             Err(failure) => {
                 let failures = previous_failures.saturating_add(1);
                 warn!(reason = %failure.failure.reason, detail = %failure.failure.message, failures, "sync failed");
+                ctx.metrics
+                    .record_sync(&failure.failure.reason, false, started.elapsed());
                 let backoff = retry_delay(failures, interval);
                 let delay = failure.retry_after.map_or(backoff, |after| backoff.max(after));
                 (plan::failed_status(&view, &failure.failure, Timestamp::now()), delay, failures)
             }
         };
-        write_view_status_if_changed(&ctx.client, &view, status).await?;
+        publish_transition(&ctx, &view, &status).await;
+        write_view_status_if_changed(&ctx, &view, status).await?;
         ctx.set_schedule(
             key,
             Some(Schedule {
@@ -332,9 +385,15 @@ async fn sync_view(view: &GpuInstanceView, ctx: &Context) -> Result<Synced, Fail
         .await
         .map_err(|e| kube_failure("ListFailed", "list this view's GpuInstances", &e))?;
     let plan = plan::plan_mirror(view, &listing.instances, &existing, Timestamp::now());
-    carry_out(&instances, &existing, &plan, ctx.settings.write_concurrency)
-        .await
-        .map_err(|e| kube_failure("WriteFailed", "write GpuInstances", &e))?;
+    carry_out(
+        &instances,
+        &existing,
+        &plan,
+        ctx.settings.write_concurrency,
+        &ctx.metrics,
+    )
+    .await
+    .map_err(|e| kube_failure("WriteFailed", "write GpuInstances", &e))?;
     Ok(Synced {
         summary: plan::summarize(&listing.instances),
         plan,
@@ -508,6 +567,7 @@ async fn carry_out(
     existing: &[GpuInstance],
     plan: &MirrorPlan,
     concurrency: usize,
+    metrics: &Metrics,
 ) -> Result<(), kube::Error> {
     let uids: HashMap<String, Option<String>> =
         existing.iter().map(|o| (o.name_any(), o.uid())).collect();
@@ -524,7 +584,9 @@ async fn carry_out(
             ..DeleteParams::background()
         };
         let instances = instances.clone();
+        let metrics = metrics.clone();
         async move {
+            metrics.record_write("delete", "gpuinstances");
             match instances.delete(&name, &params).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -540,8 +602,10 @@ async fn carry_out(
     let writes = plan.writes.iter().cloned().map(|write| {
         let params = params.clone();
         let instances = instances.clone();
+        let metrics = metrics.clone();
         async move {
             if let Some(object) = &write.object {
+                metrics.record_write("apply", "gpuinstances");
                 instances
                     .patch(&write.name, &params, &Patch::Apply(object))
                     .await?;
@@ -552,6 +616,7 @@ async fn carry_out(
                     "kind": GpuInstance::kind(&()),
                     "status": status,
                 });
+                metrics.record_write("apply_status", "gpuinstances");
                 instances
                     .patch_status(&write.name, &params, &Patch::Apply(&body))
                     .await?;
@@ -568,7 +633,7 @@ async fn carry_out(
 
 /// Writes the view's status, unless it would not change.
 async fn write_view_status_if_changed(
-    client: &Client,
+    ctx: &Context,
     view: &GpuInstanceView,
     status: GpuInstanceViewStatus,
 ) -> Result<(), Error> {
@@ -576,7 +641,8 @@ async fn write_view_status_if_changed(
         return Ok(());
     }
     let namespace = view.namespace().unwrap_or_default();
-    let views: Api<GpuInstanceView> = Api::namespaced(client.clone(), &namespace);
+    let views: Api<GpuInstanceView> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.record_write("apply_status", "gpuinstanceviews");
     let body = json!({
         "apiVersion": GpuInstanceView::api_version(&()),
         "kind": GpuInstanceView::kind(&()),
@@ -591,6 +657,45 @@ async fn write_view_status_if_changed(
         .await
         .map_err(Error::Kube)?;
     Ok(())
+}
+
+/// Publishes an Event when the view's Ready condition changes: syncs start failing (or fail for a
+/// new reason), or recover. Steady states publish nothing, so Events stay few.
+async fn publish_transition(ctx: &Context, view: &GpuInstanceView, next: &GpuInstanceViewStatus) {
+    let ready = |status: Option<&GpuInstanceViewStatus>| {
+        status
+            .and_then(|s| condition::find(&s.conditions, condition::READY))
+            .map(|c| (c.status, c.reason.clone(), c.message.clone()))
+    };
+    let Some((status, reason, message)) = ready(Some(next)) else {
+        return;
+    };
+    let before = ready(view.status.as_ref());
+    let event = match (&before, status) {
+        (Some((ConditionStatus::False, old_reason, _)), ConditionStatus::False)
+            if *old_reason == reason =>
+        {
+            return;
+        }
+        (_, ConditionStatus::False) => Event {
+            type_: EventType::Warning,
+            reason,
+            note: Some(message),
+            action: "Sync".into(),
+            secondary: None,
+        },
+        (Some((ConditionStatus::False, _, _)), ConditionStatus::True) => Event {
+            type_: EventType::Normal,
+            reason: "Recovered".into(),
+            note: Some(message),
+            action: "Sync".into(),
+            secondary: None,
+        },
+        _ => return,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &view.object_ref(&())).await {
+        warn!(error = %e, "cannot publish an Event");
+    }
 }
 
 /// The interval, give or take 10%, so that views created together do not sync together.

@@ -7,6 +7,9 @@
 
 pub mod api;
 pub mod controller;
+pub mod http;
+pub mod leadership;
+pub mod metrics;
 pub mod mirror;
 pub mod plan;
 pub mod ppio;

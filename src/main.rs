@@ -1,13 +1,19 @@
 //! The `ppio-gpu-operator` binary: `run` starts the controller, `crd` prints the CRDs.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ppio_gpu_operator::controller::{self, EndpointPolicy, Settings};
+use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
+use ppio_gpu_operator::http::{self, Health};
+use ppio_gpu_operator::leadership::{Leadership, LeaseSettings};
+use ppio_gpu_operator::metrics::Metrics;
 use ppio_gpu_operator::ppio;
 use ppio_gpu_operator::telemetry::{self, LogFormat};
-use tracing::{error, info};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 use url::Url;
 
 /// Mirrors PPIO GPU cloud instances into Kubernetes as GpuInstance objects.
@@ -64,6 +70,39 @@ struct RunArgs {
     /// Log filter, e.g. `info` or `info,ppio_gpu_operator=debug`.
     #[arg(long, env = "PPIO_OPERATOR_LOG_LEVEL", default_value = "info")]
     log_level: String,
+
+    /// Address of the HTTP endpoints /healthz, /readyz and /metrics (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "PPIO_OPERATOR_HTTP_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    http_address: SocketAddr,
+
+    /// Run the controller only while holding the leader Lease, so several replicas can run.
+    #[arg(long, env = "PPIO_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "PPIO_OPERATOR_LEASE_NAME",
+        default_value = "ppio-gpu-operator"
+    )]
+    lease_name: String,
+
+    /// Namespace of the leader Lease. Default: the operator's own namespace (POD_NAMESPACE, the
+    /// in-cluster namespace, or the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// Seconds a leader holds the Lease without renewing it: a standby takes over within this.
+    #[arg(long, env = "PPIO_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_duration_seconds: u64,
+
+    /// This replica's identity in the election and in Events. Default: the pod name, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -101,8 +140,9 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
     let settings = Settings {
-        endpoints: EndpointPolicy::new(args.allowed_endpoints),
+        endpoints: EndpointPolicy::new(args.allowed_endpoints.clone()),
         view_concurrency: args.concurrency,
         write_concurrency: usize::from(args.write_concurrency),
         ppio: ppio::ClientConfig {
@@ -111,14 +151,154 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         ..Settings::default()
     };
-    info!(
-        namespaces = ?args.namespaces,
-        version = env!("CARGO_PKG_VERSION"),
-        "starting the controller"
-    );
-    controller::run(client, settings, args.namespaces, shutdown_signal()).await;
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+
+    // One shutdown signal for everything: SIGTERM or Ctrl-C.
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = stop.send(true);
+    });
+    let on_shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+
+    let listener = match http::bind(args.http_address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(address = %args.http_address, error = %e, "cannot listen for the HTTP endpoints");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "serving /healthz, /readyz and /metrics");
+    }
+    let server = tokio::spawn(http::serve(
+        listener,
+        health.clone(),
+        metrics.clone(),
+        on_shutdown(),
+    ));
+
+    info!(namespaces = ?args.namespaces, %identity, version = env!("CARGO_PKG_VERSION"), "starting");
+    let context = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics.clone(),
+        &identity,
+    ));
+    let code = if args.leader_election {
+        let lease = LeaseSettings {
+            namespace: args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| own_namespace(&client)),
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            duration: Duration::from_secs(args.lease_duration_seconds),
+        };
+        run_as_elected(
+            client,
+            lease,
+            context,
+            args.namespaces,
+            health,
+            metrics,
+            on_shutdown,
+        )
+        .await
+    } else {
+        health.set_leadership(true);
+        metrics.leader.set(1);
+        controller::run(context, args.namespaces, health, on_shutdown()).await;
+        ExitCode::SUCCESS
+    };
+    let _ = server.await;
     info!("stopped");
-    ExitCode::SUCCESS
+    code
+}
+
+/// Waits for leadership, runs the controller while leading, and releases the Lease on shutdown.
+/// Losing the Lease stops the process, so that it restarts as a standby with no stale state.
+async fn run_as_elected<F, Fut>(
+    client: kube::Client,
+    lease: LeaseSettings,
+    context: Arc<Context>,
+    namespaces: Vec<String>,
+    health: Arc<Health>,
+    metrics: Metrics,
+    on_shutdown: F,
+) -> ExitCode
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    let mut leadership = match Leadership::join(client, &lease).await {
+        Ok(leadership) => leadership,
+        Err(e) => {
+            error!(error = %e, lease = %lease.name, namespace = %lease.namespace, "cannot join the leader election");
+            return ExitCode::FAILURE;
+        }
+    };
+    health.set_leadership(leadership.is_leading());
+    tokio::select! {
+        acquired = leadership.acquired() => {
+            if !acquired {
+                error!("the leader election stopped");
+                return ExitCode::FAILURE;
+            }
+        }
+        _ = on_shutdown() => {
+            leadership.release().await;
+            return ExitCode::SUCCESS;
+        }
+    }
+    info!(identity = %lease.identity, "leading: starting the controller");
+    health.set_leadership(true);
+    metrics.leader.set(1);
+
+    let lost = leadership.lost();
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let shutdown = on_shutdown();
+    let stop_controller = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = lost => { let _ = lost_tx.send(true); }
+        }
+    };
+    controller::run(context, namespaces, health.clone(), stop_controller).await;
+    metrics.leader.set(0);
+    let lost_leadership = *lost_rx.borrow_and_update();
+    leadership.release().await;
+    if lost_leadership {
+        warn!("lost the leader lease; exiting so this replica restarts as a standby");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The pod name, else the host name, else a random name.
+fn default_identity() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("ppio-gpu-operator-{}", std::process::id()))
+}
+
+/// The namespace the operator runs in: the in-cluster service account's, else the kubeconfig's.
+fn own_namespace(client: &kube::Client) -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_owned())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,6 +1,7 @@
 //! The operator and the PPIO simulator, started for one test: the operator's controller runs in the
 //! test's process, watching only the test's namespace, against the real API server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -9,7 +10,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_operator::controller::{self, EndpointPolicy, Settings};
+use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
+use ppio_gpu_operator::http::Health;
+use ppio_gpu_operator::metrics::Metrics;
 use ppio_gpu_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 use url::Url;
@@ -80,10 +83,16 @@ impl RunningOperator {
             ..Settings::default()
         };
         let namespaces = vec![namespace.to_owned()];
-        let task = tokio::spawn(controller::run(
+        let context = Arc::new(Context::new(
             client,
             settings,
+            Metrics::new(),
+            "integration-tests",
+        ));
+        let task = tokio::spawn(controller::run(
+            context,
             namespaces,
+            Arc::new(Health::default()),
             std::future::pending::<()>(),
         ));
         RunningOperator { task }
