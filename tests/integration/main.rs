@@ -4,4 +4,5 @@
 
 mod harness;
 mod mirroring;
+mod operations;
 mod support;

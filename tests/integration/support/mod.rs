@@ -2,6 +2,7 @@
 
 pub mod control_plane;
 pub mod operator;
+pub mod process;
 
 use std::future::Future;
 use std::path::Path;

@@ -111,8 +111,9 @@ pub struct Fixture {
     pub ns: TestNamespace,
     /// The PPIO simulator.
     pub ppio: RunningSimulator,
-    /// The operator, stopped when the fixture is dropped.
-    pub _operator: RunningOperator,
+    /// The in-process operator, stopped when the fixture is dropped; `None` when the test runs the
+    /// operator itself.
+    pub _operator: Option<RunningOperator>,
 }
 
 impl Fixture {
@@ -128,15 +129,29 @@ impl Fixture {
         prefix: &str,
         records: Vec<Value>,
     ) -> Fixture {
+        let mut fixture = Fixture::without_operator(control_plane, prefix, records).await;
+        fixture._operator = Some(RunningOperator::start(
+            fixture.ns.client.clone(),
+            &fixture.ns.name,
+            &fixture.ppio.base_url(),
+        ));
+        fixture
+    }
+
+    /// A namespace with the Secret and the simulator, for a test that runs the operator itself.
+    pub async fn without_operator(
+        control_plane: &super::ControlPlane,
+        prefix: &str,
+        records: Vec<Value>,
+    ) -> Fixture {
         let ns = TestNamespace::new_in(control_plane, prefix).await;
         install_crds(&ns.client).await;
         create_secret(&ns, "ppio", "apiKey", API_KEY).await;
         let ppio = start_simulator(records).await;
-        let operator = RunningOperator::start(ns.client.clone(), &ns.name, &ppio.base_url());
         Fixture {
             ns,
             ppio,
-            _operator: operator,
+            _operator: None,
         }
     }
 

@@ -1,0 +1,198 @@
+//! Operating the operator: the binary with two replicas and leader election, its HTTP endpoints and
+//! metrics, graceful shutdown, and the Events it publishes on a view.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams};
+use ppio_gpu_operator::simulator::generate_instances;
+use serde_json::json;
+
+use crate::support::operator::{API_KEY, Fixture, create_secret};
+use crate::support::process::OperatorProcess;
+use crate::support::{shared, wait_for};
+
+async fn lease_holder(fx: &Fixture) -> Option<String> {
+    let lease = fx
+        .ns
+        .api::<Lease>()
+        .get_opt("ppio-gpu-operator")
+        .await
+        .ok()??;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_that_alone_writes_and_a_standby_takes_over() {
+    let fx = Fixture::without_operator(shared(), "ha", generate_instances(4, 5)).await;
+    let args = |endpoint: &str| {
+        vec![
+            "--namespace".to_owned(),
+            fx.ns.name.clone(),
+            "--lease-namespace".to_owned(),
+            fx.ns.name.clone(),
+            "--lease-duration-seconds".to_owned(),
+            "5".to_owned(),
+            "--allowed-endpoint".to_owned(),
+            endpoint.to_owned(),
+        ]
+    };
+    let args = args(&fx.ppio.base_url());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let kubeconfig = shared().kubeconfig.clone();
+    let mut replicas = vec![
+        OperatorProcess::start(&kubeconfig, "replica-a", &args),
+        OperatorProcess::start(&kubeconfig, "replica-b", &args),
+    ];
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+
+    let holder = wait_for("a lease holder", Duration::from_secs(30), || {
+        lease_holder(&fx)
+    })
+    .await;
+    let (leader, standby) = if holder == "replica-a" {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    for replica in &replicas {
+        let health = replica.get("/healthz").await;
+        assert_eq!(health.map(|h| h.0), Some(200), "{}", replica.log_text());
+        let ready = wait_for("readiness", Duration::from_secs(30), || async {
+            replica
+                .get("/readyz")
+                .await
+                .filter(|(code, _)| *code == 200)
+        })
+        .await;
+        assert_eq!(ready.1, "ok");
+    }
+    let leader_metric = |i: usize| replicas[i].metric("ppio_gpu_operator_leader ");
+    assert_eq!(leader_metric(leader).await, Some(1.0));
+    assert_eq!(leader_metric(standby).await, Some(0.0));
+    let synced = "ppio_gpu_operator_syncs_total{result=\"success\",reason=\"Synced\"}";
+    assert!(replicas[leader].metric(synced).await.unwrap_or(0.0) >= 1.0);
+    assert!(
+        replicas[leader]
+            .metric("ppio_gpu_operator_ppio_requests_total{code=\"200\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        replicas[leader]
+            .metric("ppio_gpu_operator_mirrored_instances{")
+            .await,
+        Some(4.0)
+    );
+    assert_eq!(
+        replicas[standby].metric(synced).await,
+        None,
+        "the standby never syncs"
+    );
+    assert_eq!(
+        replicas[standby]
+            .metric("ppio_gpu_operator_kubernetes_writes_total")
+            .await,
+        None,
+        "the standby never writes"
+    );
+
+    // The leader dies without a word: the standby takes over within the lease duration.
+    replicas[leader].signal("KILL");
+    let survivor = &replicas[standby];
+    let standby_name = if standby == 0 {
+        "replica-a"
+    } else {
+        "replica-b"
+    };
+    wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(30),
+        || async { (lease_holder(&fx).await.as_deref() == Some(standby_name)).then_some(()) },
+    )
+    .await;
+    fx.simulator().patch_instance(
+        fx.simulator().instances()[0]["id"].as_str().unwrap(),
+        json!({ "name": "after-failover" }),
+    );
+    fx.refresh("v").await;
+    assert_eq!(
+        survivor.metric("ppio_gpu_operator_leader ").await,
+        Some(1.0)
+    );
+
+    // SIGTERM: the new leader finishes, releases the lease at once, and exits cleanly.
+    survivor.signal("TERM");
+    let code = replicas[standby].wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(0), "{}", replicas[standby].log_text());
+    assert_eq!(
+        lease_holder(&fx).await,
+        None,
+        "the lease was released, not left to expire"
+    );
+    let log = replicas[standby].log_text();
+    assert!(log.contains("released the leader lease"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_gets_one_event_when_syncs_start_failing_and_one_when_they_recover() {
+    let fx = Fixture::start("events", generate_instances(2, 9)).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+
+    fx.ns
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .delete("ppio", &DeleteParams::default())
+        .await
+        .expect("delete Secret");
+    fx.refresh("v").await;
+    fx.refresh("v").await;
+    fx.refresh("v").await;
+    let events_of = |reason: &'static str| {
+        let events = fx.ns.api::<Event>();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .expect("list Events")
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("v")
+                        && e.reason.as_deref() == Some(reason)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let failing = events_of("SecretNotFound").await;
+    assert_eq!(
+        failing.len(),
+        1,
+        "three failing syncs, one Event: {failing:?}"
+    );
+    assert_eq!(failing[0].type_.as_deref(), Some("Warning"));
+    assert!(failing[0].series.is_none(), "not repeated as a series");
+    assert!(
+        failing[0]
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not exist"),
+        "{:?}",
+        failing[0].note
+    );
+
+    create_secret(&fx.ns, "ppio", "apiKey", API_KEY).await;
+    fx.refresh("v").await;
+    let recovered = events_of("Recovered").await;
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0].type_.as_deref(), Some("Normal"));
+    let all = fx.ns.kubectl(&["get", "events", "-o", "json"]);
+    assert!(
+        !all.contains(API_KEY),
+        "the API key never appears in an Event"
+    );
+}
