@@ -12,7 +12,7 @@ VERSION_LDFLAGS := $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/
 	-X $(pkg).gitVersion=$(KUBE_VERSION) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(KUBE_MINOR) \
 	-X $(pkg).gitTreeState=clean)
 
-.PHONY: test control-plane lint unit demo crds
+.PHONY: test control-plane lint demo crds
 
 ## test: build the control plane, check formatting and lints, run every test.
 test: control-plane lint
@@ -31,3 +31,7 @@ lint:
 crds:
 	mkdir -p crds
 	cargo run --quiet --bin ppio-gpu-operator -- crd > crds/gpu.ppio.io.yaml
+
+## demo: run the operator locally against the test control plane and the PPIO simulator (Ctrl-C stops).
+demo:
+	hack/demo.sh
