@@ -12,10 +12,22 @@ VERSION_LDFLAGS := $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/
 	-X $(pkg).gitVersion=$(KUBE_VERSION) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(KUBE_MINOR) \
 	-X $(pkg).gitTreeState=clean)
 
-.PHONY: test control-plane lint demo crds
+# helm, built from the Go module that pins it (tools/helm/go.mod) and stamped as helm's own release
+# builds are: its version, and the Kubernetes minor of its client-go as the cluster version that
+# `helm template` and `helm lint` assume (unstamped, helm assumes Kubernetes 1.20 and refuses the
+# chart's kubeVersion ">=1.30.0-0").
+HELM := target/tools/helm
+HELM_VERSION := $(shell awk '$$1 == "helm.sh/helm/v3" {print $$2}' tools/helm/go.mod)
+HELM_KUBE_MINOR := $(word 2,$(subst ., ,$(shell awk '$$1 == "k8s.io/client-go" {print $$2}' tools/helm/go.mod)))
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(foreach pkg,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
+CHART := charts/ppio-gpu-operator
 
-## test: build the control plane, check formatting and lints, run every test.
-test: control-plane lint
+.PHONY: test control-plane helm chart lint demo crds
+
+## test: build the control plane and helm, check formatting and lints, lint the chart, run every test.
+test: control-plane helm lint chart
 	cargo test --all-targets --locked
 
 ## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
@@ -27,10 +39,20 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 
-## crds: regenerate crds/ from the Rust types (a test fails when it is stale).
+## helm: build helm from tools/helm/go.mod into target/tools/helm (cached by Go).
+helm:
+	cd tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o ../../$(HELM) helm.sh/helm/v3/cmd/helm
+
+## chart: lint the Helm chart strictly, with its defaults and with each values file in its ci/.
+chart: helm
+	$(HELM) lint --strict $(CHART)
+	for values in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) --values "$$values"; done
+
+## crds: regenerate crds/ from the Rust types, and the chart's copy (a test fails when either is stale).
 crds:
 	mkdir -p crds
 	cargo run --quiet --bin ppio-gpu-operator -- crd > crds/gpu.ppio.io.yaml
+	cp crds/gpu.ppio.io.yaml $(CHART)/crds/gpu.ppio.io.yaml
 
 ## demo: run the operator locally against the test control plane and the PPIO simulator (Ctrl-C stops).
 demo:

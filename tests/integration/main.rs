@@ -2,6 +2,7 @@
 //!
 //! They live in one test binary so that one control plane serves the whole run.
 
+mod chart;
 mod harness;
 mod mirroring;
 mod operations;

@@ -1,0 +1,1351 @@
+//! The Helm chart (`charts/ppio-gpu-operator`), rendered by the helm that `make helm` builds from its
+//! Go module: what it renders is accepted by the real API server, its RBAC grants exactly what the
+//! operator needs (checked on the rendered YAML and by the API server's own authorizer), the operator
+//! binary runs with the rendered arguments and that RBAC alone, its values schema rejects bad values,
+//! and its CRDs are the generated ones.
+//!
+//! Tests that only render are plain `#[test]`s; those that talk to the API server are `#[tokio::test]`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Container, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject,
+};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use ppio_gpu_operator::simulator::load_instances;
+
+use crate::support::control_plane::target_dir;
+use crate::support::operator::{API_KEY, start_simulator};
+use crate::support::{TestNamespace, kubectl, rand_suffix, shared, wait_for};
+
+const GROUP: &str = "gpu.ppio.io";
+
+// ---------------------------------------------------------------------------------------------------
+// What the chart must grant the operator, and nothing more.
+
+/// The operator's grants in every namespace it watches (ClusterRole, or a Role in each namespace).
+fn expected_operator_grants() -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    let mut add = |group: &str, resource: &str, verbs: &[&str]| {
+        for verb in verbs {
+            grants.insert(Grant::new(group, resource, verb, None));
+        }
+    };
+    add(GROUP, "gpuinstanceviews", &["get", "list", "watch"]);
+    add(
+        GROUP,
+        "gpuinstanceviews/status",
+        &["get", "patch", "update"],
+    );
+    add(GROUP, "gpuinstanceviews/finalizers", &["update"]);
+    add(
+        GROUP,
+        "gpuinstances",
+        &[
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ],
+    );
+    add(GROUP, "gpuinstances/status", &["get", "patch", "update"]);
+    add("", "secrets", &["get"]);
+    add("events.k8s.io", "events", &["create", "patch"]);
+    grants
+}
+
+/// The leader-election grants, in the release namespace only: create any Lease (create carries no
+/// name to authorize); get and patch only the operator's (kube-lease-manager acquires and renews
+/// with patches, and never updates).
+fn expected_lease_grants(lease: &str) -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::from([Grant::new("coordination.k8s.io", "leases", "create", None)]);
+    for verb in ["get", "patch"] {
+        grants.insert(Grant::new(
+            "coordination.k8s.io",
+            "leases",
+            verb,
+            Some(lease),
+        ));
+    }
+    grants
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rendering only.
+
+#[test]
+fn chart_crds_are_identical_to_the_generated_crds() {
+    let generated = read(&repo_dir().join("crds/gpu.ppio.io.yaml"));
+    let shipped = read(&chart_dir().join("crds/gpu.ppio.io.yaml"));
+    assert!(
+        generated == shipped,
+        "charts/ppio-gpu-operator/crds/gpu.ppio.io.yaml differs from crds/gpu.ppio.io.yaml; copy it \
+         with `cp crds/gpu.ppio.io.yaml charts/ppio-gpu-operator/crds/` (`make crds` does both)"
+    );
+}
+
+#[test]
+fn chart_app_version_is_the_crate_version() {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ChartYaml {
+        app_version: String,
+    }
+    let chart: ChartYaml = serde_yaml::from_str(&read(&chart_dir().join("Chart.yaml")))
+        .expect("Chart.yaml has an appVersion");
+    assert_eq!(
+        chart.app_version,
+        env!("CARGO_PKG_VERSION"),
+        "the chart's appVersion (the default image tag) must follow Cargo.toml's version"
+    );
+}
+
+#[test]
+fn default_deployment_runs_the_hardened_operator_with_leader_election() {
+    let rendered = render("ppio", "ppio-system", &[]);
+    let [deployment] = rendered
+        .objects::<Deployment>("Deployment")
+        .try_into()
+        .unwrap_or_else(|found: Vec<_>| panic!("expected one Deployment, found {}", found.len()));
+    let spec = deployment.spec.expect("Deployment spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.expect("pod spec");
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    let [container] = pod.containers.try_into().expect("one container");
+    assert_eq!(
+        container.image.as_deref(),
+        Some(concat!(
+            "ghcr.io/ppio/ppio-gpu-operator:",
+            env!("CARGO_PKG_VERSION")
+        ))
+    );
+    let args = container.args.unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    for expected in [
+        "--concurrency=4",
+        "--write-concurrency=8",
+        "--ppio-timeout-seconds=30",
+        "--log-format=json",
+        "--log-level=info",
+        "--http-address=0.0.0.0:8080",
+        "--leader-election=true",
+        "--lease-name=ppio-ppio-gpu-operator",
+        "--lease-namespace=ppio-system",
+        "--lease-duration-seconds=15",
+    ] {
+        assert!(
+            args.iter().any(|a| a == expected),
+            "{expected} missing in {args:?}"
+        );
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--namespace")),
+        "all namespaces is the default: no --namespace, got {args:?}"
+    );
+
+    let downward: Vec<_> = container
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value_from?.field_ref?.field_path)))
+        .collect();
+    assert_eq!(
+        downward,
+        [
+            ("POD_NAME".to_owned(), "metadata.name".to_owned()),
+            ("POD_NAMESPACE".to_owned(), "metadata.namespace".to_owned()),
+        ]
+    );
+
+    let security = container
+        .security_context
+        .expect("container securityContext");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.run_as_user, Some(65532));
+    assert_eq!(security.run_as_group, Some(65532));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_owned()])
+    );
+    assert_eq!(
+        security.seccomp_profile.map(|p| p.type_).as_deref(),
+        Some("RuntimeDefault")
+    );
+
+    let port = container.ports.unwrap_or_default();
+    assert!(
+        port.iter()
+            .any(|p| p.name.as_deref() == Some("http") && p.container_port == 8080),
+        "{port:?}"
+    );
+    let probe_path = |probe: Option<k8s_openapi::api::core::v1::Probe>| {
+        probe.and_then(|p| p.http_get).and_then(|h| h.path)
+    };
+    assert_eq!(
+        probe_path(container.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        probe_path(container.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+
+    assert_eq!(
+        rendered.kinds_count("PodDisruptionBudget"),
+        1,
+        "two replicas get a PodDisruptionBudget"
+    );
+    assert_eq!(rendered.kinds_count("ServiceMonitor"), 0, "off by default");
+    assert_eq!(rendered.kinds_count("Service"), 1, "the metrics Service");
+}
+
+#[test]
+fn cluster_wide_rbac_grants_exactly_what_the_operator_needs() {
+    let rendered = render("ppio", "ppio-system", &[]);
+    let account = rendered.operator_account();
+
+    let role = rendered.named::<ClusterRole>("ClusterRole", "ppio-ppio-gpu-operator");
+    assert_eq!(grants_of(role.rules.as_deref()), expected_operator_grants());
+    let binding =
+        rendered.named::<ClusterRoleBinding>("ClusterRoleBinding", "ppio-ppio-gpu-operator");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, "ppio-ppio-gpu-operator");
+    assert_eq!(binding.subjects, Some(vec![account.clone()]));
+    assert_eq!(
+        rendered.kinds_count("ClusterRoleBinding"),
+        1,
+        "nothing else is bound cluster-wide"
+    );
+
+    let roles = rendered.objects::<Role>("Role");
+    let [lease_role] = roles.as_slice() else {
+        panic!(
+            "expected only the leader-election Role, found {}",
+            roles.len()
+        );
+    };
+    assert_eq!(
+        lease_role.metadata.namespace.as_deref(),
+        Some("ppio-system")
+    );
+    assert_eq!(
+        grants_of(lease_role.rules.as_deref()),
+        expected_lease_grants("ppio-ppio-gpu-operator")
+    );
+    let bindings = rendered.objects::<RoleBinding>("RoleBinding");
+    let [lease_binding] = bindings.as_slice() else {
+        panic!(
+            "expected only the leader-election RoleBinding, found {}",
+            bindings.len()
+        );
+    };
+    assert_eq!(
+        lease_binding.role_ref.name,
+        lease_role.metadata.name.clone().unwrap_or_default()
+    );
+    assert_eq!(lease_binding.subjects, Some(vec![account]));
+
+    rendered.assert_never_lists_or_watches_secrets();
+}
+
+#[test]
+fn watching_listed_namespaces_grants_a_role_in_each_and_nothing_cluster_wide() {
+    let rendered = render(
+        "ppio",
+        "ppio-system",
+        &["--set", "watchNamespaces={team-a,team-b}"],
+    );
+    let account = rendered.operator_account();
+
+    for namespace in ["team-a", "team-b"] {
+        let role = rendered
+            .objects::<Role>("Role")
+            .into_iter()
+            .find(|r| {
+                r.metadata.namespace.as_deref() == Some(namespace)
+                    && r.metadata.name.as_deref() == Some("ppio-ppio-gpu-operator")
+            })
+            .unwrap_or_else(|| panic!("no operator Role in {namespace}"));
+        assert_eq!(grants_of(role.rules.as_deref()), expected_operator_grants());
+        let binding = rendered
+            .objects::<RoleBinding>("RoleBinding")
+            .into_iter()
+            .find(|b| b.metadata.namespace.as_deref() == Some(namespace))
+            .unwrap_or_else(|| panic!("no operator RoleBinding in {namespace}"));
+        assert_eq!(binding.role_ref.kind, "Role");
+        assert_eq!(binding.role_ref.name, "ppio-ppio-gpu-operator");
+        assert_eq!(binding.subjects, Some(vec![account.clone()]));
+    }
+
+    let namespaces_with_roles: BTreeSet<_> = rendered
+        .objects::<Role>("Role")
+        .into_iter()
+        .filter_map(|r| r.metadata.namespace)
+        .collect();
+    assert_eq!(
+        namespaces_with_roles,
+        BTreeSet::from(["ppio-system".into(), "team-a".into(), "team-b".into()]),
+        "Roles only in the watched namespaces and (for the Lease) the release namespace"
+    );
+    assert_eq!(
+        rendered.kinds_count("ClusterRoleBinding"),
+        0,
+        "no cluster-wide grant to the operator"
+    );
+    for role in rendered.objects::<ClusterRole>("ClusterRole") {
+        let name = role.metadata.name.unwrap_or_default();
+        assert!(
+            name.ends_with("-view") || name.ends_with("-edit"),
+            "only the users' aggregated ClusterRoles are cluster-wide, found {name}"
+        );
+    }
+
+    let args = rendered.operator_container().args.unwrap_or_default();
+    assert!(
+        args.iter().any(|a| a == "--namespace=team-a,team-b"),
+        "the operator watches the listed namespaces only, got {args:?}"
+    );
+    rendered.assert_never_lists_or_watches_secrets();
+}
+
+#[test]
+fn turning_leader_election_off_drops_the_lease_grant_and_needs_one_replica() {
+    let refused = helm_template(
+        "ppio",
+        "ppio-system",
+        &["--set", "leaderElection.enabled=false"],
+    )
+    .expect_err("two replicas without leader election must not render");
+    assert!(refused.contains("needs replicaCount: 1"), "{refused}");
+
+    let rendered = render(
+        "ppio",
+        "ppio-system",
+        &[
+            "--set",
+            "leaderElection.enabled=false",
+            "--set",
+            "replicaCount=1",
+        ],
+    );
+    for role in rendered.objects::<Role>("Role") {
+        let grants = grants_of(role.rules.as_deref());
+        assert!(
+            grants.iter().all(|g| g.resource != "leases"),
+            "no Lease grant without leader election: {grants:?}"
+        );
+    }
+    let args = rendered.operator_container().args.unwrap_or_default();
+    assert!(
+        args.iter().any(|a| a == "--leader-election=false"),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a.starts_with("--lease-")), "{args:?}");
+    assert_eq!(rendered.kinds_count("PodDisruptionBudget"), 0);
+}
+
+#[test]
+fn service_monitor_scrapes_the_metrics_service_when_enabled() {
+    let rendered = render(
+        "ppio",
+        "ppio-system",
+        &["--set", "serviceMonitor.enabled=true"],
+    );
+    let monitors = rendered.of_kind("ServiceMonitor");
+    let [monitor] = monitors.as_slice() else {
+        panic!("expected one ServiceMonitor, found {}", monitors.len());
+    };
+    assert_eq!(
+        monitor["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["port"].as_str(), Some("http"));
+    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+
+    // The Service it selects must carry every label it matches on, and name the port it scrapes.
+    let service = rendered.of_kind("Service")[0].clone();
+    let service_labels = service["metadata"]["labels"]
+        .as_mapping()
+        .expect("Service labels");
+    let matched = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .expect("ServiceMonitor selector");
+    for (key, value) in matched {
+        assert_eq!(
+            service_labels.get(key),
+            Some(value),
+            "Service lacks {key:?}"
+        );
+    }
+    assert_eq!(service["spec"]["ports"][0]["name"].as_str(), Some("http"));
+}
+
+#[test]
+fn aggregated_user_roles_read_both_kinds_and_edit_only_views() {
+    let rendered = render("ppio", "ppio-system", &[]);
+    let label = |role: &ClusterRole, aggregate: &str| {
+        role.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| {
+                l.get(&format!(
+                    "rbac.authorization.k8s.io/aggregate-to-{aggregate}"
+                ))
+            })
+            .map(String::as_str)
+            == Some("true")
+    };
+
+    let view = rendered.named::<ClusterRole>("ClusterRole", "ppio-ppio-gpu-operator-view");
+    assert!(label(&view, "view") && label(&view, "edit") && label(&view, "admin"));
+    let read: BTreeSet<_> = ["gpuinstanceviews", "gpuinstances"]
+        .into_iter()
+        .flat_map(|r| ["get", "list", "watch"].map(|v| Grant::new(GROUP, r, v, None)))
+        .collect();
+    assert_eq!(grants_of(view.rules.as_deref()), read);
+
+    let edit = rendered.named::<ClusterRole>("ClusterRole", "ppio-ppio-gpu-operator-edit");
+    assert!(!label(&edit, "view") && label(&edit, "edit") && label(&edit, "admin"));
+    let grants = grants_of(edit.rules.as_deref());
+    assert!(
+        grants.iter().all(|g| g.resource == "gpuinstanceviews"),
+        "users never write GpuInstances or status: {grants:?}"
+    );
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(grants.contains(&Grant::new(GROUP, "gpuinstanceviews", verb, None)));
+    }
+
+    let without = render(
+        "ppio",
+        "ppio-system",
+        &["--set", "rbac.aggregateToDefaultRoles=false"],
+    );
+    assert_eq!(
+        without.kinds_count("ClusterRole"),
+        1,
+        "only the operator's own"
+    );
+}
+
+#[test]
+fn values_that_violate_the_schema_are_rejected() {
+    let mut values = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("temp values file");
+    values
+        .write_all(
+            b"logFormat: yaml\n\
+              concurrency: 0\n\
+              watchNamespaces: [Team_A]\n\
+              allowedEndpoints: ['https://a.example.com,https://b.example.com']\n\
+              image:\n  pullpolicy: Always\n\
+              replicas: 3\n",
+        )
+        .expect("write values");
+    let path = values.path().to_str().expect("UTF-8 temp path");
+    let refused = helm_template("ppio", "ppio-system", &["--values", path])
+        .expect_err("values that violate the schema must not render");
+    for complaint in [
+        "/logFormat",
+        "/concurrency",
+        "/watchNamespaces/0",
+        "/allowedEndpoints/0",
+        "'pullpolicy' not allowed",
+        "'replicas' not allowed",
+    ] {
+        assert!(
+            refused.contains(complaint),
+            "no complaint about {complaint}:\n{refused}"
+        );
+    }
+    // The chart's own defaults and its CI values files pass the same schema.
+    render("ppio", "ppio-system", &[]);
+    for file in ["namespaced-values.yaml", "single-replica-values.yaml"] {
+        let file = chart_dir().join("ci").join(file);
+        render(
+            "ppio",
+            "ppio-system",
+            &["--values", file.to_str().expect("UTF-8 path")],
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Against the real API server.
+
+#[tokio::test]
+async fn the_api_server_accepts_the_default_rendering() {
+    install_chart_crds();
+    let release_ns = TestNamespace::new("chart-default").await;
+    let release = format!("chart-{}", rand_suffix());
+    let rendered = render(&release, &release_ns.name, &[]);
+    assert_server_dry_run_accepts(&rendered);
+}
+
+#[tokio::test]
+async fn the_api_server_accepts_the_namespaced_rendering() {
+    install_chart_crds();
+    let release_ns = TestNamespace::new("chart-ns").await;
+    let team_a = TestNamespace::new("chart-ns-a").await;
+    let team_b = TestNamespace::new("chart-ns-b").await;
+    let rendered = render(
+        "ppio",
+        &release_ns.name,
+        &[
+            "--set",
+            &format!("watchNamespaces={{{},{}}}", team_a.name, team_b.name),
+            "--set",
+            "allowedEndpoints={https://ppio-proxy.example.com}",
+        ],
+    );
+    assert_server_dry_run_accepts(&rendered);
+}
+
+#[tokio::test]
+async fn the_api_server_authorizes_the_operator_in_watched_namespaces_only() {
+    let release_ns = TestNamespace::new("chart-authz").await;
+    let watched = TestNamespace::new("chart-authz-a").await;
+    let unwatched = TestNamespace::new("chart-authz-x").await;
+    // Namespaced objects only (no aggregated ClusterRoles), so the namespaces' deletion cleans up.
+    let rendered = render(
+        "ppio",
+        &release_ns.name,
+        &[
+            "--set",
+            &format!("watchNamespaces={{{}}}", watched.name),
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    apply_rbac(&rendered);
+    let user = username(&rendered.operator_account());
+    let lease = "ppio-ppio-gpu-operator";
+    let (a, x, home) = (
+        watched.name.as_str(),
+        unwatched.name.as_str(),
+        release_ns.name.as_str(),
+    );
+
+    let checks = [
+        Access::new("get", "", "secrets", a)
+            .named("ppio-api-key")
+            .allowed(),
+        Access::new("list", "", "secrets", a).denied(),
+        Access::new("watch", "", "secrets", a).denied(),
+        Access::new("get", "", "secrets", x)
+            .named("ppio-api-key")
+            .denied(),
+        Access::new("watch", GROUP, "gpuinstanceviews", a).allowed(),
+        Access::new("update", GROUP, "gpuinstanceviews", a).denied(),
+        Access::new("patch", GROUP, "gpuinstanceviews/status", a).allowed(),
+        Access::new("update", GROUP, "gpuinstanceviews/finalizers", a).allowed(),
+        Access::new("patch", GROUP, "gpuinstances", a).allowed(),
+        Access::new("delete", GROUP, "gpuinstances", a).allowed(),
+        Access::new("deletecollection", GROUP, "gpuinstances", a).denied(),
+        Access::new("patch", GROUP, "gpuinstances/status", a).allowed(),
+        Access::new("create", "events.k8s.io", "events", a).allowed(),
+        Access::new("list", GROUP, "gpuinstanceviews", x).denied(),
+        Access::new("create", GROUP, "gpuinstances", x).denied(),
+        Access::new("create", "coordination.k8s.io", "leases", home).allowed(),
+        Access::new("get", "coordination.k8s.io", "leases", home)
+            .named(lease)
+            .allowed(),
+        Access::new("patch", "coordination.k8s.io", "leases", home)
+            .named(lease)
+            .allowed(),
+        Access::new("update", "coordination.k8s.io", "leases", home)
+            .named(lease)
+            .denied(),
+        Access::new("patch", "coordination.k8s.io", "leases", home)
+            .named("another")
+            .denied(),
+        Access::new("list", "coordination.k8s.io", "leases", home).denied(),
+        Access::new("delete", "coordination.k8s.io", "leases", home)
+            .named(lease)
+            .denied(),
+        Access::new("create", "coordination.k8s.io", "leases", a).denied(),
+    ];
+    assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
+}
+
+#[tokio::test]
+async fn the_api_server_authorizes_the_cluster_wide_operator_in_every_namespace() {
+    let release_ns = TestNamespace::new("chart-authz-all").await;
+    let elsewhere = TestNamespace::new("chart-authz-any").await;
+    let release = format!("chart-{}", rand_suffix());
+    let rendered = render(
+        &release,
+        &release_ns.name,
+        &["--set", "rbac.aggregateToDefaultRoles=false"],
+    );
+    // The ClusterRole and its binding outlive the namespaces: delete them however the test ends.
+    let _cleanup = ClusterScopedCleanup(release.clone());
+    apply_rbac(&rendered);
+    let user = username(&rendered.operator_account());
+    let (any, home) = (elsewhere.name.as_str(), release_ns.name.as_str());
+
+    let checks = [
+        Access::new("get", "", "secrets", any)
+            .named("ppio-api-key")
+            .allowed(),
+        Access::new("list", "", "secrets", any).denied(),
+        Access::new("list", "", "secrets", "").denied(),
+        Access::new("watch", "", "secrets", "").denied(),
+        Access::new("list", GROUP, "gpuinstanceviews", "").allowed(),
+        Access::new("watch", GROUP, "gpuinstances", "").allowed(),
+        Access::new("patch", GROUP, "gpuinstances", any).allowed(),
+        Access::new("create", GROUP, "gpuinstanceviews", any).denied(),
+        Access::new("patch", "events.k8s.io", "events", any).allowed(),
+        Access::new("create", "", "events", any).denied(),
+        Access::new("get", "", "configmaps", any).denied(),
+        Access::new("create", "coordination.k8s.io", "leases", home).allowed(),
+        Access::new("create", "coordination.k8s.io", "leases", any).denied(),
+    ];
+    assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
+}
+
+/// The real operator binary, run with the arguments the chart renders and authenticated as the
+/// chart's ServiceAccount with only the chart's RBAC: it parses every flag, wins the Lease, syncs a
+/// view into GpuInstances and answers the chart's probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() {
+    install_chart_crds();
+    let release_ns = TestNamespace::new("chart-run").await;
+    let watched = TestNamespace::new("chart-run-a").await;
+    let records = load_instances(&repo_dir().join("examples/ppio-instances.json"))
+        .expect("examples/ppio-instances.json loads");
+    let ppio = start_simulator(records.clone()).await;
+    let rendered = render(
+        "ppio",
+        &release_ns.name,
+        &[
+            "--set",
+            &format!("watchNamespaces={{{}}}", watched.name),
+            "--set",
+            &format!("allowedEndpoints={{{}}}", ppio.base_url()),
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    apply_rbac(&rendered);
+    let account = rendered.operator_account();
+    let kubeconfig = service_account_kubeconfig(&release_ns.client, &account).await;
+
+    // The Deployment's arguments, but serving on a free loopback port instead of 0.0.0.0:8080.
+    let http_port = free_port();
+    let args: Vec<String> = rendered
+        .operator_container()
+        .args
+        .unwrap_or_default()
+        .into_iter()
+        .map(|arg| match arg.strip_prefix("--http-address=") {
+            Some(_) => format!("--http-address=127.0.0.1:{http_port}"),
+            None => arg,
+        })
+        .collect();
+    let pod_name = format!("ppio-gpu-operator-{}", rand_suffix());
+    let operator = OperatorProcess::start(&args, kubeconfig.path(), &pod_name, &release_ns.name);
+
+    let leases: Api<Lease> = Api::namespaced(release_ns.client.clone(), &release_ns.name);
+    let lease_name = container_arg(&args, "--lease-name=");
+    wait_for(
+        &format!(
+            "the operator to hold the Lease {lease_name} (log: {})",
+            operator.log.display()
+        ),
+        Duration::from_secs(60),
+        || {
+            operator.assert_running();
+            let leases = leases.clone();
+            let (lease_name, pod_name) = (lease_name.clone(), pod_name.clone());
+            async move {
+                let holder = leases.get(&lease_name).await.ok()?.spec?.holder_identity?;
+                (holder == pod_name).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "ppio-api-key" },
+        "stringData": { "apiKey": API_KEY },
+    }))
+    .expect("valid Secret");
+    watched
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the API key Secret");
+    let view = tempfile_with(
+        &serde_yaml::to_string(&serde_json::json!({
+            "apiVersion": "gpu.ppio.io/v1alpha1",
+            "kind": "GpuInstanceView",
+            "metadata": { "name": "account", "namespace": watched.name },
+            "spec": {
+                "credentials": { "secretRef": { "name": "ppio-api-key" } },
+                "endpoint": ppio.base_url(),
+                "syncInterval": "10s",
+            },
+        }))
+        .expect("view YAML"),
+    );
+    watched.kubectl(&["apply", "-f", view.path().to_str().expect("UTF-8 path")]);
+
+    // What a user runs after installing the chart (NOTES.txt), off the async threads.
+    let (kubeconfig_path, namespace) = (shared().kubeconfig.clone(), watched.name.clone());
+    let log = operator.log.clone();
+    let waited = tokio::task::spawn_blocking(move || {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig_path)
+            .args(["--namespace", &namespace])
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                "gpuinstanceview/account",
+                "--timeout=90s",
+            ])
+            .output()
+            .expect("run kubectl")
+    })
+    .await
+    .expect("kubectl wait");
+    operator.assert_running();
+    assert!(
+        waited.status.success(),
+        "the view did not become Ready: {}\nview: {}\noperator log: {}",
+        String::from_utf8_lossy(&waited.stderr),
+        watched.kubectl(&["get", "gpuinstanceview/account", "-o", "yaml"]),
+        log.display()
+    );
+    let mirrored = watched.kubectl(&["get", "gpuinstances", "-o", "name"]);
+    assert_eq!(
+        mirrored.lines().count(),
+        records.len(),
+        "every remote instance is mirrored:\n{mirrored}"
+    );
+
+    // The chart's probes, on the chart's paths.
+    for path in ["/healthz", "/readyz"] {
+        let url = format!("http://127.0.0.1:{http_port}{path}");
+        wait_for(
+            &format!("{url} to answer 200 (log: {})", log.display()),
+            Duration::from_secs(30),
+            || {
+                operator.assert_running();
+                let url = url.clone();
+                async move {
+                    let response = reqwest::get(&url).await.ok()?;
+                    response.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    drop(operator);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rendering with helm.
+
+/// The helm binary `make helm` builds. Missing is a failure, never a skip.
+fn helm_binary() -> PathBuf {
+    let helm = target_dir().join("tools/helm");
+    assert!(
+        helm.is_file(),
+        "helm is missing at {}: build it with `make helm` (it builds helm from tools/helm/go.mod)",
+        helm.display()
+    );
+    helm
+}
+
+fn repo_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart_dir() -> PathBuf {
+    repo_dir().join("charts/ppio-gpu-operator")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// `helm template`: the rendered YAML, or helm's standard error.
+fn helm_template(release: &str, namespace: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(helm_binary())
+        .arg("template")
+        .arg(release)
+        .arg(chart_dir())
+        .args(["--namespace", namespace])
+        .args(args)
+        .output()
+        .expect("run helm");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// Renders the chart, or panics with helm's complaint.
+fn render(release: &str, namespace: &str, args: &[&str]) -> Rendered {
+    let yaml = helm_template(release, namespace, args)
+        .unwrap_or_else(|e| panic!("helm template {args:?} failed: {e}"));
+    let documents = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|document| {
+            serde_yaml::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("helm rendered invalid YAML: {e}\n{yaml}"))
+        })
+        .filter(|document| !document.is_null())
+        .collect();
+    Rendered { yaml, documents }
+}
+
+/// What `helm template` printed, as YAML documents.
+struct Rendered {
+    yaml: String,
+    documents: Vec<serde_yaml::Value>,
+}
+
+impl Rendered {
+    fn of_kind(&self, kind: &str) -> Vec<&serde_yaml::Value> {
+        self.documents
+            .iter()
+            .filter(|d| d["kind"].as_str() == Some(kind))
+            .collect()
+    }
+
+    fn kinds_count(&self, kind: &str) -> usize {
+        self.of_kind(kind).len()
+    }
+
+    fn objects<K: DeserializeOwned>(&self, kind: &str) -> Vec<K> {
+        self.of_kind(kind)
+            .into_iter()
+            .map(|d| {
+                serde_yaml::from_value(d.clone())
+                    .unwrap_or_else(|e| panic!("rendered {kind} does not parse: {e}"))
+            })
+            .collect()
+    }
+
+    fn named<K: DeserializeOwned>(&self, kind: &str, name: &str) -> K {
+        let document = self
+            .of_kind(kind)
+            .into_iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no {kind} named {name} in:\n{}", self.yaml));
+        serde_yaml::from_value(document.clone())
+            .unwrap_or_else(|e| panic!("rendered {kind} {name} does not parse: {e}"))
+    }
+
+    /// The operator's container in the one Deployment.
+    fn operator_container(&self) -> Container {
+        let deployments = self.objects::<Deployment>("Deployment");
+        let [deployment] = deployments.as_slice() else {
+            panic!("expected one Deployment, found {}", deployments.len());
+        };
+        let containers = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map(|p| p.containers.clone())
+            .unwrap_or_default();
+        let [container] = containers.as_slice() else {
+            panic!("expected one container, found {}", containers.len());
+        };
+        container.clone()
+    }
+
+    /// The ServiceAccount the Deployment runs as, which the chart creates.
+    fn operator_account(&self) -> Subject {
+        let accounts = self.objects::<ServiceAccount>("ServiceAccount");
+        let [account] = accounts.as_slice() else {
+            panic!("expected one ServiceAccount, found {}", accounts.len());
+        };
+        let name = account.metadata.name.clone().expect("ServiceAccount name");
+        let deployment = self.named::<Deployment>("Deployment", &name);
+        let runs_as = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.service_account_name);
+        assert_eq!(runs_as.as_deref(), Some(name.as_str()));
+        Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: account.metadata.namespace.clone(),
+            api_group: None,
+        }
+    }
+
+    /// Every rule of every (Cluster)Role: Secrets are read one at a time by name, never listed or
+    /// watched (either would hand the operator every Secret's content), and nothing is a wildcard.
+    fn assert_never_lists_or_watches_secrets(&self) {
+        let rules = self
+            .objects::<ClusterRole>("ClusterRole")
+            .into_iter()
+            .flat_map(|r| r.rules.unwrap_or_default())
+            .chain(
+                self.objects::<Role>("Role")
+                    .into_iter()
+                    .flat_map(|r| r.rules.unwrap_or_default()),
+            )
+            .collect::<Vec<_>>();
+        assert!(!rules.is_empty());
+        for grant in grants_of(Some(&rules)) {
+            assert!(
+                !(grant.resource == "secrets" && matches!(grant.verb.as_str(), "list" | "watch")),
+                "{grant} hands the operator every Secret"
+            );
+            assert!(
+                grant.group != "*" && grant.resource != "*" && grant.verb != "*",
+                "wildcard grant {grant}"
+            );
+        }
+    }
+}
+
+/// One permission a rule grants: `verb` on `group`/`resource` (with subresource), maybe one name only.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Grant {
+    group: String,
+    resource: String,
+    verb: String,
+    name: Option<String>,
+}
+
+impl Grant {
+    fn new(group: &str, resource: &str, verb: &str, name: Option<&str>) -> Grant {
+        Grant {
+            group: group.into(),
+            resource: resource.into(),
+            verb: verb.into(),
+            name: name.map(Into::into),
+        }
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.verb,
+            kind_name(&self.group, &self.resource)
+        )?;
+        if let Some(name) = &self.name {
+            write!(f, " named {name}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `resource.group/subresource` as kubectl names it (`secrets`, `gpuinstances.gpu.ppio.io/status`).
+fn kind_name(group: &str, resource: &str) -> String {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, subresource)) => (resource, format!("/{subresource}")),
+        None => (resource, String::new()),
+    };
+    match group {
+        "" => format!("{resource}{subresource}"),
+        group => format!("{resource}.{group}{subresource}"),
+    }
+}
+
+/// The rules flattened to one grant per group × resource × verb × name.
+fn grants_of(rules: Option<&[PolicyRule]>) -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    for rule in rules.unwrap_or_default() {
+        assert!(
+            rule.non_resource_urls.is_none(),
+            "the operator needs no non-resource URL: {rule:?}"
+        );
+        let names: Vec<Option<&str>> = match rule.resource_names.as_deref() {
+            None | Some([]) => vec![None],
+            Some(names) => names.iter().map(|n| Some(n.as_str())).collect(),
+        };
+        for group in rule.api_groups.as_deref().unwrap_or_default() {
+            for resource in rule.resources.as_deref().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    for name in &names {
+                        grants.insert(Grant::new(group, resource, verb, *name));
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// The user name the API server authenticates a ServiceAccount's tokens as.
+fn username(account: &Subject) -> String {
+    format!(
+        "system:serviceaccount:{}:{}",
+        account.namespace.as_deref().unwrap_or_default(),
+        account.name
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Applying to the API server.
+
+/// Installs the chart's CRDs for real, once per test run (Helm installs crds/ before the templates).
+fn install_chart_crds() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let kubeconfig = &shared().kubeconfig;
+        let crds = chart_dir().join("crds");
+        let crds = crds.to_str().expect("UTF-8 path");
+        kubectl(
+            kubeconfig,
+            None,
+            &["apply", "--server-side", "--force-conflicts", "-f", crds],
+        );
+        kubectl(
+            kubeconfig,
+            None,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/gpuinstanceviews.gpu.ppio.io",
+                "crd/gpuinstances.gpu.ppio.io",
+            ],
+        );
+    });
+}
+
+/// Writes documents to a temporary YAML file for kubectl.
+fn manifest_file(documents: &[&serde_yaml::Value]) -> tempfile::NamedTempFile {
+    let manifest: String = documents
+        .iter()
+        .map(|d| {
+            format!(
+                "---\n{}",
+                serde_yaml::to_string(d).expect("serialize a document")
+            )
+        })
+        .collect();
+    tempfile_with(&manifest)
+}
+
+/// `kubectl apply --dry-run=server` of everything rendered: the API server validates each object
+/// (schemas, immutable and required fields, admission) and persists nothing.
+fn assert_server_dry_run_accepts(rendered: &Rendered) {
+    let documents: Vec<_> = rendered.documents.iter().collect();
+    let file = manifest_file(&documents);
+    let output = kubectl(
+        &shared().kubeconfig,
+        None,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            file.path().to_str().expect("UTF-8 path"),
+        ],
+    );
+    let accepted = output
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .count();
+    assert_eq!(
+        accepted,
+        documents.len(),
+        "the API server must accept every rendered object:\n{output}"
+    );
+}
+
+/// Applies the rendered ServiceAccount and RBAC for real.
+fn apply_rbac(rendered: &Rendered) {
+    let documents: Vec<_> = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ]
+    .into_iter()
+    .flat_map(|kind| rendered.of_kind(kind))
+    .collect();
+    let file = manifest_file(&documents);
+    kubectl(
+        &shared().kubeconfig,
+        None,
+        &["apply", "-f", file.path().to_str().expect("UTF-8 path")],
+    );
+}
+
+/// Deletes a release's cluster-scoped RBAC when dropped.
+struct ClusterScopedCleanup(String);
+
+impl Drop for ClusterScopedCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&shared().kubeconfig)
+            .args([
+                "delete",
+                "clusterrole,clusterrolebinding",
+                "--ignore-not-found",
+                "-l",
+                &format!("app.kubernetes.io/instance={}", self.0),
+            ])
+            .output();
+    }
+}
+
+/// The operator binary of this build, running until dropped.
+struct OperatorProcess {
+    child: std::sync::Mutex<std::process::Child>,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Runs `ppio-gpu-operator <args>` as the chart's pod would, with a kubeconfig instead of the
+    /// in-cluster ServiceAccount mount.
+    fn start(
+        args: &[String],
+        kubeconfig: &Path,
+        pod_name: &str,
+        pod_namespace: &str,
+    ) -> OperatorProcess {
+        let logs = target_dir().join("test-logs");
+        std::fs::create_dir_all(&logs).expect("create target/test-logs");
+        let log = logs.join(format!("chart-operator-{pod_name}.log"));
+        let log_file = std::fs::File::create(&log).expect("create the operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ppio-gpu-operator"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", pod_name)
+            .env("POD_NAMESPACE", pod_namespace)
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start the operator binary");
+        OperatorProcess {
+            child: std::sync::Mutex::new(child),
+            log,
+        }
+    }
+
+    /// Panics with the operator's log when it has exited (a flag it rejected, a fatal error).
+    fn assert_running(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the operator exited ({status}); its log ({}):\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The value of `--name=value` among the arguments.
+fn container_arg(args: &[String], prefix: &str) -> String {
+    args.iter()
+        .find_map(|a| a.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {args:?}"))
+        .to_owned()
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// A kubeconfig for the shared control plane that authenticates as `account` (a TokenRequest token).
+async fn service_account_kubeconfig(client: &Client, account: &Subject) -> tempfile::NamedTempFile {
+    let namespace = account
+        .namespace
+        .as_deref()
+        .expect("ServiceAccount namespace");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(&account.name, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for the operator's ServiceAccount")
+        .status
+        .expect("TokenRequest status")
+        .token;
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&read(&shared().kubeconfig)).expect("admin kubeconfig is YAML");
+    let users = config["users"]
+        .as_sequence_mut()
+        .expect("kubeconfig has users");
+    for user in users {
+        user["user"] =
+            serde_yaml::to_value(serde_json::json!({ "token": token })).expect("token as YAML");
+    }
+    tempfile_with(&serde_yaml::to_string(&config).expect("kubeconfig YAML"))
+}
+
+/// A temporary file holding `text`.
+fn tempfile_with(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("write temp file");
+    file.flush().expect("flush temp file");
+    file
+}
+
+/// One request the operator might make, and whether RBAC must allow it.
+struct Access {
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+    namespace: String,
+    name: Option<&'static str>,
+    allowed: bool,
+}
+
+impl Access {
+    /// `namespace` empty: a request across all namespaces.
+    fn new(
+        verb: &'static str,
+        group: &'static str,
+        resource: &'static str,
+        namespace: &str,
+    ) -> Access {
+        Access {
+            verb,
+            group,
+            resource,
+            namespace: namespace.into(),
+            name: None,
+            allowed: false,
+        }
+    }
+
+    fn named(mut self, name: &'static str) -> Access {
+        self.name = Some(name);
+        self
+    }
+
+    fn allowed(mut self) -> Access {
+        self.allowed = true;
+        self
+    }
+
+    fn denied(mut self) -> Access {
+        self.allowed = false;
+        self
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.verb, kind_name(self.group, self.resource))?;
+        if let Some(name) = self.name {
+            write!(f, " {name:?}")?;
+        }
+        match self.namespace.as_str() {
+            "" => write!(f, " in all namespaces"),
+            namespace => write!(f, " in {namespace}"),
+        }
+    }
+}
+
+impl Access {
+    fn split_resource(&self) -> (&str, Option<&str>) {
+        match self.resource.split_once('/') {
+            Some((resource, subresource)) => (resource, Some(subresource)),
+            None => (self.resource, None),
+        }
+    }
+
+    /// Asks the API server's authorizer, through a SubjectAccessReview, whether `user` may do this.
+    async fn is_allowed(&self, client: &Client, user: &str) -> bool {
+        let (resource, subresource) = self.split_resource();
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.into()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(self.verb.into()),
+                    group: Some(self.group.into()),
+                    resource: Some(resource.into()),
+                    subresource: subresource.map(Into::into),
+                    namespace: Some(self.namespace.clone()),
+                    name: self.name.map(Into::into),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<SubjectAccessReview>::all(client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .unwrap_or_else(|e| panic!("SubjectAccessReview for {self}: {e}"))
+            .status
+            .is_some_and(|s| s.allowed)
+    }
+}
+
+/// The authorizer answers every check as expected (after RBAC's caches have seen the new grants).
+async fn assert_authorizer_agrees(client: &Client, user: &str, checks: &[Access]) {
+    let first_allowed = checks
+        .iter()
+        .find(|c| c.allowed)
+        .expect("at least one check that must be allowed");
+    wait_for(
+        "RBAC to grant the chart's roles",
+        Duration::from_secs(30),
+        || async { first_allowed.is_allowed(client, user).await.then_some(()) },
+    )
+    .await;
+    let mut wrong = Vec::new();
+    for check in checks {
+        let allowed = check.is_allowed(client, user).await;
+        if allowed != check.allowed {
+            let verdict = if allowed { "allowed" } else { "denied" };
+            wrong.push(format!("{check}: {verdict}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the API server authorizes {user} other than the chart means to:\n  {}",
+        wrong.join("\n  ")
+    );
+}
