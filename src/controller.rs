@@ -153,6 +153,12 @@ impl Context {
         Ok(client)
     }
 
+    /// Drops what is kept about a deleted view: its schedule and its metrics.
+    fn forget(&self, namespace: &str, name: &str) {
+        self.metrics.forget_view(namespace, name);
+        self.set_schedule(ObjectRef::new(name).within(namespace), None);
+    }
+
     fn schedule(&self, view: &ObjectRef<GpuInstanceView>) -> Option<Schedule> {
         self.schedules
             .lock()
@@ -220,12 +226,22 @@ pub async fn run(
                 }
             }
         });
+        let context = context.clone();
         controller
             .run(reconcile, error_policy, context.clone())
-            .for_each(|result| async move {
-                match result {
-                    Ok((view, action)) => debug!(view = %view, ?action, "reconciled"),
-                    Err(e) => warn!(error = %e, "reconciliation failed"),
+            .for_each(move |result| {
+                let context = context.clone();
+                async move {
+                    match result {
+                        Ok((view, action)) => debug!(view = %view, ?action, "reconciled"),
+                        // A deleted view: its mirrors go with it (garbage collector); forget the rest.
+                        Err(kube::runtime::controller::Error::ObjectNotFound(view)) => {
+                            let namespace = view.namespace.clone().unwrap_or_default();
+                            debug!(%namespace, view = %view.name, "view deleted");
+                            context.forget(&namespace, &view.name);
+                        }
+                        Err(e) => warn!(error = %e, "reconciliation failed"),
+                    }
                 }
             })
     });
@@ -238,9 +254,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
     let span = info_span!("sync_view", namespace = %view.namespace().unwrap_or_default(), view = %view.name_any());
     async move {
         if view.meta().deletion_timestamp.is_some() {
-            ctx.metrics
-                .forget_view(&view.namespace().unwrap_or_default(), &view.name_any());
-            ctx.set_schedule(key, None);
+            ctx.forget(&view.namespace().unwrap_or_default(), &view.name_any());
             return Ok(Action::await_change());
         }
         if view.spec.suspend {
