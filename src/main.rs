@@ -154,19 +154,18 @@ async fn run(args: RunArgs) -> ExitCode {
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
 
-    // One shutdown signal for everything: SIGTERM or Ctrl-C.
+    // One stop signal for everything: SIGTERM or Ctrl-C, or the controller ending for another reason.
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down");
-        let _ = stop.send(true);
-    });
-    let on_shutdown = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
+    let stop = Arc::new(stop);
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            info!("shutting down");
+            let _ = stop.send(true);
+        });
+    }
+    let stopping = Stopping(stopped);
 
     let listener = match http::bind(args.http_address).await {
         Ok(listener) => listener,
@@ -182,7 +181,7 @@ async fn run(args: RunArgs) -> ExitCode {
         listener,
         health.clone(),
         metrics.clone(),
-        on_shutdown(),
+        stopping.wait(),
     ));
 
     info!(namespaces = ?args.namespaces, %identity, version = env!("CARGO_PKG_VERSION"), "starting");
@@ -209,35 +208,95 @@ async fn run(args: RunArgs) -> ExitCode {
             args.namespaces,
             health,
             metrics,
-            on_shutdown,
+            &stopping,
         )
         .await
     } else {
         health.set_leadership(true);
         metrics.leader.set(1);
-        controller::run(context, args.namespaces, health, on_shutdown()).await;
+        run_controller(
+            context,
+            args.namespaces,
+            health,
+            &stopping,
+            std::future::pending(),
+        )
+        .await;
         ExitCode::SUCCESS
     };
+    let _ = stop.send(true);
     let _ = server.await;
     info!("stopped");
     code
 }
 
+/// How long syncs in flight may finish after SIGTERM before they are abandoned (an abandoned sync
+/// changes nothing wrong: what it wrote is complete per object, the rest is planned again). Kept below
+/// the chart's terminationGracePeriodSeconds (30) so the Lease is released before the pod is killed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The shutdown signal, shareable.
+#[derive(Clone)]
+struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    /// Resolves once shutdown was asked for.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+        let mut stopped = self.0.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+}
+
+/// How the controller ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Shutdown was asked for and syncs in flight finished (or were abandoned after the drain time).
+    Shutdown,
+    /// `abort` resolved: syncs in flight were cancelled at once.
+    Aborted,
+}
+
+/// Runs the controller until shutdown (graceful, at most [`DRAIN_TIMEOUT`]) or until `abort` resolves
+/// (immediate: dropping the controller cancels every sync in flight).
+async fn run_controller(
+    context: Arc<Context>,
+    namespaces: Vec<String>,
+    health: Arc<Health>,
+    stopping: &Stopping,
+    abort: impl std::future::Future<Output = ()>,
+) -> Ended {
+    let controller = controller::run(context, namespaces, health, stopping.wait());
+    let drain_expired = {
+        let stop = stopping.wait();
+        async move {
+            stop.await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        }
+    };
+    tokio::select! {
+        _ = controller => Ended::Shutdown,
+        _ = drain_expired => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "syncs in flight did not finish in time; abandoning them");
+            Ended::Shutdown
+        }
+        _ = abort => Ended::Aborted,
+    }
+}
+
 /// Waits for leadership, runs the controller while leading, and releases the Lease on shutdown.
-/// Losing the Lease stops the process, so that it restarts as a standby with no stale state.
-async fn run_as_elected<F, Fut>(
+/// Losing the Lease (or no longer being able to confirm it) cancels every sync at once and ends the
+/// process with an error, so that it restarts as a standby with no stale state.
+async fn run_as_elected(
     client: kube::Client,
     lease: LeaseSettings,
     context: Arc<Context>,
     namespaces: Vec<String>,
     health: Arc<Health>,
     metrics: Metrics,
-    on_shutdown: F,
-) -> ExitCode
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + Sync + 'static,
-{
+    stopping: &Stopping,
+) -> ExitCode {
     let mut leadership = match Leadership::join(client, &lease).await {
         Ok(leadership) => leadership,
         Err(e) => {
@@ -253,7 +312,7 @@ where
                 return ExitCode::FAILURE;
             }
         }
-        _ = on_shutdown() => {
+        _ = stopping.wait() => {
             leadership.release().await;
             return ExitCode::SUCCESS;
         }
@@ -262,21 +321,19 @@ where
     health.set_leadership(true);
     metrics.leader.set(1);
 
-    let lost = leadership.lost();
-    let (lost_tx, mut lost_rx) = watch::channel(false);
-    let shutdown = on_shutdown();
-    let stop_controller = async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = lost => { let _ = lost_tx.send(true); }
-        }
-    };
-    controller::run(context, namespaces, health.clone(), stop_controller).await;
+    let ended = run_controller(
+        context,
+        namespaces,
+        health.clone(),
+        stopping,
+        leadership.lost(),
+    )
+    .await;
     metrics.leader.set(0);
-    let lost_leadership = *lost_rx.borrow_and_update();
+    health.set_leadership(false);
     leadership.release().await;
-    if lost_leadership {
-        warn!("lost the leader lease; exiting so this replica restarts as a standby");
+    if ended == Ended::Aborted {
+        error!("lost the leader Lease; exiting so this replica restarts as a standby");
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

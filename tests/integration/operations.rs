@@ -196,3 +196,52 @@ async fn a_view_gets_one_event_when_syncs_start_failing_and_one_when_they_recove
         "the API key never appears in an Event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_is_taken_stops_at_once_and_exits() {
+    let fx = Fixture::without_operator(shared(), "lease-loss", generate_instances(2, 8)).await;
+    let (ns, endpoint) = (fx.ns.name.clone(), fx.ppio.base_url());
+    let args = [
+        "--namespace",
+        &ns,
+        "--lease-namespace",
+        &ns,
+        "--lease-duration-seconds",
+        "6",
+        "--allowed-endpoint",
+        &endpoint,
+    ];
+    let mut replica = OperatorProcess::start(&shared().kubeconfig, "replica-a", &args);
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(lease_holder(&fx).await.as_deref(), Some("replica-a"));
+
+    // Another holder takes the Lease (as after a partition): the replica must stop writing and exit.
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    fx.ns
+        .api::<Lease>()
+        .patch(
+            "ppio-gpu-operator",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "spec": {
+                "holderIdentity": "intruder", "acquireTime": now, "renewTime": now,
+                "leaseDurationSeconds": 3600
+            }})),
+        )
+        .await
+        .expect("take the Lease");
+    let code = replica.wait_exit(Duration::from_secs(20)).await;
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exits with an error, got {code:?}: {}",
+        replica.log_text()
+    );
+    assert!(replica.log_text().contains("lost the leader Lease"));
+    assert_eq!(
+        lease_holder(&fx).await.as_deref(),
+        Some("intruder"),
+        "it did not take the Lease back"
+    );
+}
