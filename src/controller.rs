@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -35,6 +35,9 @@ use crate::ppio::{self, ApiKey, ListQuery, ListingLimits, PpioError};
 
 /// The field manager of every write the operator makes (server-side apply).
 pub const FIELD_MANAGER: &str = "ppio-gpu-operator";
+
+/// PPIO clients kept for reuse (one per endpoint).
+const MAX_CACHED_CLIENTS: usize = 64;
 
 /// Where a failing view's retries start; they double up to its sync interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -62,13 +65,18 @@ impl EndpointPolicy {
             allowed.scheme() == endpoint.scheme()
                 && allowed.host_str() == endpoint.host_str()
                 && allowed.port_or_known_default() == endpoint.port_or_known_default()
-                && endpoint
-                    .path()
-                    .starts_with(allowed.path().trim_end_matches('/'))
+                && path_within(endpoint.path(), allowed.path())
                 && endpoint.username().is_empty()
                 && endpoint.password().is_none()
         })
     }
+}
+
+/// Whether `path` is `base` or below it, segment by segment (`/api` covers `/api/v2`, not `/apix`).
+fn path_within(path: &str, base: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// How the controller behaves, from the command line.
@@ -149,6 +157,10 @@ impl Context {
         .with_request_observer(move |outcome| {
             metrics.record_ppio_request(outcome.status_code, outcome.latency)
         });
+        // Views choose endpoints (within the allow-list): keep the cache from growing without end.
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
         clients.insert(endpoint.clone(), client.clone());
         Ok(client)
     }
@@ -307,8 +319,8 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 (plan::failed_status(&view, &failure.failure, Timestamp::now()), delay, failures)
             }
         };
-        publish_transition(&ctx, &view, &status).await;
-        write_view_status_if_changed(&ctx, &view, status).await?;
+        // Scheduled before the status is written: a status that cannot be written must not turn the
+        // backoff into a listing every few seconds.
         ctx.set_schedule(
             key,
             Some(Schedule {
@@ -316,6 +328,8 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 failures,
             }),
         );
+        publish_transition(&ctx, &view, &status).await;
+        write_view_status_if_changed(&ctx, &view, status).await?;
         Ok(Action::requeue(delay))
     }
     .instrument(span)
@@ -324,7 +338,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
 
 /// Retries the reconciliation shortly when even the view's status could not be written.
 pub fn error_policy(view: Arc<GpuInstanceView>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(view = %view.name_any(), error = %error, "cannot reconcile; retrying");
+    warn!(namespace = %view.namespace().unwrap_or_default(), view = %view.name_any(), error = %error, "cannot reconcile; retrying");
     Action::requeue(jittered(Duration::from_secs(5)))
 }
 
@@ -538,7 +552,7 @@ fn ppio_failure(error: &PpioError, key: &ApiKey) -> SyncFailure {
     }
 }
 
-fn kube_failure(reason: &str, action: &str, error: &kube::Error) -> Failed {
+fn kube_failure(reason: &str, action: &str, error: &impl std::fmt::Display) -> Failed {
     SyncFailure {
         reason: reason.into(),
         message: format!("Could not {action}: {error}. Retrying with backoff."),
@@ -582,7 +596,7 @@ async fn carry_out(
     plan: &MirrorPlan,
     concurrency: usize,
     metrics: &Metrics,
-) -> Result<(), kube::Error> {
+) -> Result<(), WriteFailures> {
     let uids: HashMap<String, Option<String>> =
         existing.iter().map(|o| (o.name_any(), o.uid())).collect();
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -608,10 +622,10 @@ async fn carry_out(
             }
         }
     });
-    stream::iter(deletes)
+    let mut results: Vec<Result<(), kube::Error>> = stream::iter(deletes)
         .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<_>>()
-        .await?;
+        .collect()
+        .await;
 
     let writes = plan.writes.iter().cloned().map(|write| {
         let params = params.clone();
@@ -638,11 +652,41 @@ async fn carry_out(
             Ok::<_, kube::Error>(())
         }
     });
-    stream::iter(writes)
-        .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok(())
+    results.extend(
+        stream::iter(writes)
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await,
+    );
+    // One object the API server refuses must not hold back the others: carry on, then report.
+    let total = results.len();
+    let mut errors = results.into_iter().filter_map(Result::err);
+    match errors.next() {
+        None => Ok(()),
+        Some(first) => Err(WriteFailures {
+            failed: 1 + errors.count(),
+            total,
+            first,
+        }),
+    }
+}
+
+/// Writes of one sync that the API server refused.
+#[derive(Debug)]
+struct WriteFailures {
+    failed: usize,
+    total: usize,
+    first: kube::Error,
+}
+
+impl std::fmt::Display for WriteFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} writes failed; the first: {}",
+            self.failed, self.total, self.first
+        )
+    }
 }
 
 /// Writes the view's status, unless it would not change.
@@ -707,9 +751,23 @@ async fn publish_transition(ctx: &Context, view: &GpuInstanceView, next: &GpuIns
         },
         _ => return,
     };
+    let event = Event {
+        // events.k8s.io rejects notes over 1 KiB.
+        note: event.note.map(|note| truncate_utf8(&note, 1000)),
+        ..event
+    };
     if let Err(e) = ctx.recorder.publish(&event, &view.object_ref(&())).await {
         warn!(error = %e, "cannot publish an Event");
     }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn truncate_utf8(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// The interval, give or take 10%, so that views created together do not sync together.
@@ -744,6 +802,93 @@ mod tests {
         );
         assert!(!allowed("https://api.ppio.com.evil.example"));
         assert!(!allowed("https://user:pw@api.ppio.com"));
+        let below = EndpointPolicy::new(vec![Url::parse("https://proxy.example/ppio").unwrap()]);
+        assert!(below.allows(&Url::parse("https://proxy.example/ppio").unwrap()));
+        assert!(below.allows(&Url::parse("https://proxy.example/ppio/v2").unwrap()));
+        assert!(!below.allows(&Url::parse("https://proxy.example/ppiox").unwrap()));
+    }
+
+    fn synced_view(generation: i64, last_sync_seconds_ago: i64) -> GpuInstanceView {
+        let mut view: GpuInstanceView = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpu.ppio.io/v1alpha1",
+            "kind": "GpuInstanceView",
+            "metadata": { "name": "v", "namespace": "ns", "generation": generation },
+            "spec": { "credentials": { "secretRef": { "name": "ppio" } } }
+        }))
+        .unwrap();
+        let last = Timestamp::now() - jiff::SignedDuration::from_secs(last_sync_seconds_ago);
+        view.status = Some(GpuInstanceViewStatus {
+            observed_generation: Some(generation),
+            last_sync_time: Some(last),
+            ..Default::default()
+        });
+        view
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_view_never_synced_is_due_at_once() {
+        let mut view = synced_view(1, 0);
+        view.status = None;
+        assert_eq!(time_until_due(&view, None, MINUTE), None);
+    }
+
+    #[test]
+    fn a_new_spec_is_due_at_once_whatever_the_schedule() {
+        let mut view = synced_view(1, 0);
+        view.metadata.generation = Some(2);
+        let later = Schedule {
+            next_sync: Instant::now() + MINUTE,
+            failures: 0,
+        };
+        assert_eq!(time_until_due(&view, Some(later), MINUTE), None);
+    }
+
+    #[test]
+    fn a_new_refresh_request_is_due_at_once() {
+        let mut view = synced_view(1, 0);
+        view.metadata.annotations = Some(
+            [(view::REFRESH_ANNOTATION.to_owned(), "now".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        let later = Schedule {
+            next_sync: Instant::now() + MINUTE,
+            failures: 0,
+        };
+        assert_eq!(time_until_due(&view, Some(later), MINUTE), None);
+        view.status.as_mut().unwrap().last_handled_refresh = Some("now".into());
+        assert!(
+            time_until_due(&view, Some(later), MINUTE).is_some(),
+            "answered once"
+        );
+    }
+
+    #[test]
+    fn our_own_status_write_does_not_make_a_view_due() {
+        let view = synced_view(1, 0);
+        let later = Schedule {
+            next_sync: Instant::now() + MINUTE,
+            failures: 0,
+        };
+        let wait = time_until_due(&view, Some(later), MINUTE).expect("not due");
+        assert!(wait > Duration::from_secs(55), "{wait:?}");
+        let passed = Schedule {
+            next_sync: Instant::now() - Duration::from_secs(1),
+            failures: 0,
+        };
+        assert_eq!(time_until_due(&view, Some(passed), MINUTE), None);
+    }
+
+    #[test]
+    fn after_a_restart_the_last_sync_time_sets_the_schedule() {
+        let recent = time_until_due(&synced_view(1, 20), None, MINUTE).expect("not due yet");
+        assert!(
+            recent <= Duration::from_secs(41) && recent >= Duration::from_secs(38),
+            "{recent:?}"
+        );
+        assert_eq!(time_until_due(&synced_view(1, 120), None, MINUTE), None);
     }
 
     #[test]

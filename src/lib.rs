@@ -23,12 +23,3 @@ pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[source] kube::Error),
 }
-
-impl Error {
-    /// A short label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-        }
-    }
-}

@@ -152,7 +152,7 @@ pub fn status(instance: &Instance, previous: &[Condition], now: Timestamp) -> Gp
             mode: text(&b.mode),
             prepaid: b.prepaid.as_ref().map(|p| Prepaid {
                 months: Some(p.months),
-                end_time: p.end_time.map(whole_seconds),
+                end_time: p.end_time.and_then(remote_time),
                 auto_renew: p.auto_renew.as_ref().map(|a| AutoRenew {
                     enabled: Some(a.enabled),
                     months: Some(a.months),
@@ -209,9 +209,9 @@ pub fn status(instance: &Instance, previous: &[Condition], now: Timestamp) -> Gp
             error: text(&s.error),
             message: long_text(&s.message),
         }),
-        created_at: instance.created_at.map(whole_seconds),
-        last_started_at: instance.last_started_at.map(whole_seconds),
-        last_stopped_at: instance.last_stopped_at.map(whole_seconds),
+        created_at: instance.created_at.and_then(remote_time),
+        last_started_at: instance.last_started_at.and_then(remote_time),
+        last_stopped_at: instance.last_stopped_at.and_then(remote_time),
         member_id: text(&instance.member_id),
         owner_id: text(&instance.owner_id),
         region_version: text(&instance.region_version),
@@ -280,6 +280,22 @@ fn condition_reason(state: &str) -> String {
 /// Kubernetes timestamps have whole seconds; dropping the fraction keeps a round trip equal.
 pub fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// A remote timestamp as the status holds it: whole seconds, and absent when outside the years 1 to
+/// 9999 that RFC 3339 (the schema's `date-time`) can express.
+fn remote_time(t: Timestamp) -> Option<Timestamp> {
+    const YEAR_1: i64 = -62_135_596_800;
+    const YEAR_10000: i64 = 253_402_300_800;
+    (YEAR_1..YEAR_10000)
+        .contains(&t.as_second())
+        .then(|| whole_seconds(t))
+}
+
+/// The instance ID as `spec.instanceId` holds it (the schema allows 253 characters; longer IDs are
+/// cut, and the object name keeps a hash of the whole ID).
+pub fn spec_instance_id(id: &str) -> String {
+    truncate(id, MAX_SHORT_TEXT)
 }
 
 fn text(value: &str) -> Option<String> {
@@ -457,6 +473,47 @@ mod tests {
             .collect();
         let json = serde_json::to_string(&status(&i, &[], Timestamp::UNIX_EPOCH)).unwrap();
         assert!(json.len() < 64 * 1024, "{} bytes", json.len());
+    }
+
+    #[test]
+    fn timestamps_rfc_3339_cannot_express_are_left_out() {
+        let mut i = instance("a1", "running");
+        i.created_at = Some(Timestamp::from_second(-62_135_596_801).unwrap());
+        i.last_stopped_at = Some(Timestamp::from_second(-62_135_596_800).unwrap());
+        let status = status(&i, &[], Timestamp::UNIX_EPOCH);
+        assert_eq!(status.created_at, None);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["lastStoppedAt"], "0001-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn every_field_of_a_hostile_record_is_bounded_together() {
+        use crate::ppio::{Port, Volume};
+        let long = "x".repeat(10_000);
+        let mut i = instance("a1", "running");
+        i.name = long.clone();
+        i.image = long.clone();
+        i.command = long.clone();
+        i.entrypoint = long.clone();
+        i.ports = (0..1_000)
+            .map(|n| Port {
+                port: n,
+                protocol: long.clone(),
+                endpoint: long.clone(),
+            })
+            .collect();
+        i.volumes = (0..1_000)
+            .map(|_| Volume {
+                kind: long.clone(),
+                id: long.clone(),
+                mount_point: long.clone(),
+            })
+            .collect();
+        i.envs = (0..1_000).map(|_| EnvVar { key: long.clone() }).collect();
+        let json = serde_json::to_string(&status(&i, &[], Timestamp::UNIX_EPOCH)).unwrap();
+        // etcd takes objects up to ~1.5 MB; stay well under it whatever PPIO sends.
+        assert!(json.len() < 1_024 * 1_024, "{} bytes", json.len());
+        assert!(spec_instance_id(&long).len() <= 253);
     }
 
     #[test]

@@ -108,11 +108,22 @@ pub fn plan_mirror(
         } else {
             plan.pending_removal += 1;
             plan.mirrored += 1;
+            let not_listed = Condition {
+                type_: condition::READY.to_owned(),
+                status: ConditionStatus::Unknown,
+                reason: "NotListed".to_owned(),
+                message: "The instance is missing from the view's last complete listing; this \
+                          object is removed if the next listing lacks it too."
+                    .to_owned(),
+                last_transition_time: mirror::whole_seconds(now),
+                observed_generation: None,
+            };
             plan.writes.push(MirrorWrite {
                 name,
                 object: None,
                 status: Some(GpuInstanceStatus {
                     absent_since: Some(mirror::whole_seconds(now)),
+                    conditions: condition::merge_conditions(&status.conditions, vec![not_listed]),
                     ..status
                 }),
             });
@@ -135,7 +146,7 @@ fn desired_object(view: &GpuInstanceView, name: &str, instance: &Instance) -> Gp
             ..ObjectMeta::default()
         },
         spec: GpuInstanceSpec {
-            instance_id: instance.id.as_str().to_owned(),
+            instance_id: mirror::spec_instance_id(instance.id.as_str()),
             view: view_name,
         },
         status: None,
@@ -600,7 +611,13 @@ mod tests {
         let marked = &first_miss.writes[0];
         assert_eq!(marked.name, "team-a-aa02");
         assert!(marked.object.is_none());
-        assert_eq!(marked.status.as_ref().unwrap().absent_since, Some(at(200)));
+        let marked_status = marked.status.as_ref().unwrap();
+        assert_eq!(marked_status.absent_since, Some(at(200)));
+        let ready = condition::find(&marked_status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::Unknown, "NotListed")
+        );
         let cluster = carry_out(&cluster, &first_miss);
 
         let second_miss = plan_mirror(&view(true), &only_first, &cluster, at(300));
@@ -619,7 +636,14 @@ mod tests {
         let back = plan_mirror(&view(true), &listing, &cluster, at(300));
         assert!(back.deletes.is_empty());
         assert_eq!(back.writes.len(), 1);
-        assert_eq!(back.writes[0].status.as_ref().unwrap().absent_since, None);
+        let back_status = back.writes[0].status.as_ref().unwrap();
+        assert_eq!(back_status.absent_since, None);
+        let ready = condition::find(&back_status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            ready.status,
+            ConditionStatus::True,
+            "Ready again once listed"
+        );
         let cluster = carry_out(&cluster, &back);
         assert!(
             plan_mirror(&view(true), &[], &cluster, at(400))
