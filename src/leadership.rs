@@ -95,6 +95,13 @@ impl Leadership {
         *self.leading.borrow()
     }
 
+    /// Leaves the election without touching the Lease: after losing it, whatever this replica believes
+    /// about the Lease is stale, and releasing could clear the new holder's claim.
+    pub fn abandon(self) {
+        self.watchdog.abort();
+        self.task.abort();
+    }
+
     /// Leaves the election, releasing the Lease if held so a standby takes over at once.
     pub async fn release(self) {
         self.watchdog.abort();

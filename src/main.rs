@@ -331,11 +331,12 @@ async fn run_as_elected(
     .await;
     metrics.leader.set(0);
     health.set_leadership(false);
-    leadership.release().await;
     if ended == Ended::Aborted {
+        leadership.abandon();
         error!("lost the leader Lease; exiting so this replica restarts as a standby");
         ExitCode::FAILURE
     } else {
+        leadership.release().await;
         ExitCode::SUCCESS
     }
 }

@@ -14,7 +14,12 @@ const MAX_API_KEY_BYTES: usize = 4096;
 /// `Debug` and `Display` never show the key, and there is deliberately no `Serialize`, so the key
 /// cannot end up in a status, an event or a log line by accident.
 #[derive(Clone)]
-pub struct ApiKey(String);
+pub struct ApiKey {
+    key: String,
+    /// The key as it appears URL-encoded in a query string or form, when that differs from the key;
+    /// kept so every redaction does not re-encode it.
+    url_encoded: Option<String>,
+}
 
 impl ApiKey {
     /// Checks and wraps a raw key, as read from a Kubernetes Secret.
@@ -43,18 +48,29 @@ impl ApiKey {
                 position: position + 1,
             });
         }
-        Ok(ApiKey(key.to_owned()))
+        let url_encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        Ok(ApiKey {
+            key: key.to_owned(),
+            url_encoded: Some(url_encoded).filter(|encoded| encoded != key),
+        })
     }
 
-    /// Whether the key occurs in `text`: a last check before text from outside is shown anywhere.
+    /// Whether the key occurs in `text`, plain or URL-encoded: a last check before text from
+    /// outside is shown anywhere.
     pub fn appears_in(&self, text: &str) -> bool {
-        text.contains(self.expose())
+        self.forms().any(|form| text.contains(form))
     }
 
-    /// The key itself, for the `Authorization` header and for redacting echoes of it. Kept inside
-    /// the crate's PPIO client so no other code can print it.
+    /// The key itself, for the `Authorization` header. Kept inside the crate's PPIO client so no
+    /// other code can print it.
     pub(crate) fn expose(&self) -> &str {
-        &self.0
+        &self.key
+    }
+
+    /// Every form in which an echo of the key is looked for: the key, then its URL-encoded form
+    /// when that differs.
+    pub(crate) fn forms(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key.as_str()).chain(self.url_encoded.as_deref())
     }
 }
 
@@ -150,6 +166,16 @@ mod tests {
         let error = ApiKey::new("k".repeat(MAX_API_KEY_BYTES + 1)).unwrap_err();
         assert_eq!(error, InvalidApiKey::TooLong { max_bytes: 4096 });
         assert!(ApiKey::new("k".repeat(MAX_API_KEY_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn appears_in_finds_the_key_plain_or_url_encoded() {
+        let key = ApiKey::new("a+b/c=").expect("valid key");
+        assert!(key.appears_in("token a+b/c= sent"));
+        assert!(key.appears_in("q=a%2Bb%2Fc%3D"));
+        assert!(!key.appears_in("a+b/c"));
+        let plain = ApiKey::new("sk_abc123").expect("valid key");
+        assert_eq!(plain.forms().collect::<Vec<_>>(), ["sk_abc123"]);
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! HTTP client for the PPIO GPU API v2 list call (`GET /gpus/v2/instances`): one page, or a whole
-//! listing paged through with guards against servers that page forever, loop or contradict
-//! themselves.
+//! listing paged through with guards against servers that page forever, loop, contradict themselves
+//! or send something other than a page with HTTP 200.
 //!
-//! It does not retry: every error says whether it is transient and how long the server asked to
-//! wait, and the caller owns the backoff. It never follows redirects, which would carry the bearer
-//! token to another host. It never logs the key or the `Authorization` header.
+//! A listing that is returned at all is complete, because callers prune what it no longer holds:
+//! every page must be a real page (see [`Page::from_json`]), and the listing must stay within its
+//! [`ListingLimits`] (pages, instances, bytes). Within a listing, a page that fails transiently
+//! (429, 5xx, timeout, connection failure) is asked for again, with the same cursor, a few times;
+//! anything else fails the listing at once. Beyond that the client does not retry: every error says
+//! whether it is transient and how long the server asked to wait, and the caller owns the backoff
+//! between listings.
+//!
+//! Every record is cleaned of echoes of the API key before it is returned ([`Instance::redact`]);
+//! a page with the key in a record's ID is refused. The client never follows redirects, which would
+//! carry the bearer token to another host, and never logs the key or the `Authorization` header.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -12,13 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use rand::Rng;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
 use tracing::Instrument;
 use url::Url;
 
 use super::api_key::ApiKey;
-use super::error::{PpioError, parse_error_body, parse_retry_after, sanitize};
+use super::error::{PpioError, ServerMessage, parse_error_body, parse_retry_after, sanitize};
 use super::model::{BillingMode, Instance, InstanceId, Page};
 
 const USER_AGENT: &str = concat!("ppio-gpu-operator/", env!("CARGO_PKG_VERSION"));
@@ -35,18 +44,19 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Limit for one whole request, from sending it to the last byte of the body.
     pub request_timeout: Duration,
-    /// Largest response body accepted; a larger one is an invalid response.
+    /// Largest response body accepted; a larger one is an invalid response. A whole listing is
+    /// further bounded by [`ListingLimits::max_listing_bytes`].
     pub max_body_bytes: usize,
 }
 
 impl Default for ClientConfig {
-    /// `https://api.ppio.com`, 5 s to connect, 30 s per request, 32 MiB bodies.
+    /// `https://api.ppio.com`, 5 s to connect, 30 s per request, 16 MiB bodies.
     fn default() -> Self {
         ClientConfig {
             base_url: Url::parse("https://api.ppio.com").expect("constant URL is valid"),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
-            max_body_bytes: 32 * 1024 * 1024,
+            max_body_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -66,26 +76,45 @@ pub struct ListQuery {
     pub page_size: u32,
 }
 
-/// Bounds on one listing, so a misbehaving server cannot keep the client paging or growing memory.
+/// Bounds on one listing, so a misbehaving server cannot keep the client paging or growing memory,
+/// and how hard a page that fails transiently is retried within the listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListingLimits {
     /// Most pages fetched before the listing fails.
     pub max_pages: u32,
     /// Most instances accepted before the listing fails.
     pub max_instances: usize,
+    /// Most body bytes, summed over the listing's pages, before the listing fails. Each body is also
+    /// bounded by [`ClientConfig::max_body_bytes`]. Bodies of failed attempts do not count.
+    pub max_listing_bytes: usize,
+    /// Most requests for one page (the first try included) when it fails transiently: a 429, a
+    /// 5xx, a timeout or a connection failure. 0 counts as 1, that is no retry.
+    pub page_attempts: u32,
+    /// Wait before the first retry of a page when the server did not say how long to wait; each
+    /// further retry doubles it, and every wait is jittered down by up to half.
+    pub retry_base: Duration,
+    /// Longest wait before retrying a page. A 429 whose `Retry-After` asks for longer ends the
+    /// listing at once with [`PpioError::RateLimited`], so the caller schedules the next try.
+    pub max_retry_wait: Duration,
 }
 
 impl Default for ListingLimits {
-    /// 1000 pages, 50 000 instances.
+    /// 1000 pages, 50 000 instances, 64 MiB in all; 3 attempts per page, retries from 500 ms,
+    /// waits of at most 30 s.
     fn default() -> Self {
         ListingLimits {
             max_pages: 1000,
             max_instances: 50_000,
+            max_listing_bytes: 64 * 1024 * 1024,
+            page_attempts: 3,
+            retry_base: Duration::from_millis(500),
+            max_retry_wait: Duration::from_secs(30),
         }
     }
 }
 
-/// A complete listing: every page was fetched and checked.
+/// A complete listing: every page was fetched and checked, and the API key redacted from every
+/// record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     /// Every instance, in the order the pages gave them; IDs are unique.
@@ -198,48 +227,31 @@ impl Client {
         &self.inner.base_url
     }
 
-    /// Fetches one page: one `GET /gpus/v2/instances`. `cursor` is the previous page's
-    /// `next_cursor`; `None` (or empty) for the first page.
+    /// Fetches one page: one `GET /gpus/v2/instances`, without retrying. `cursor` is the previous
+    /// page's `next_cursor`; `None` (or empty) for the first page. Echoes of the API key in the
+    /// records are replaced by `[redacted]`; a record whose ID contains the key makes the page an
+    /// invalid response.
     pub async fn list_page(
         &self,
         key: &ApiKey,
         query: &ListQuery,
         cursor: Option<&str>,
     ) -> Result<Page, PpioError> {
-        let url = self.page_url(query, cursor);
-        let started = Instant::now();
-        let (status_code, result) = self.fetch_page(key, url).await;
-        let latency = started.elapsed();
-        if let Some(observer) = &self.inner.observer {
-            observer(&RequestOutcome {
-                status_code,
-                latency,
-            });
-        }
-        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
-        match &result {
-            Ok(page) => tracing::debug!(
-                status = status_code,
-                instances = page.instances.len(),
-                has_more = page.has_more,
-                latency_ms,
-                "listed a page of PPIO instances"
-            ),
-            Err(error) => tracing::debug!(
-                status = status_code,
-                reason = error.reason(),
-                %error,
-                latency_ms,
-                "listing a page of PPIO instances failed"
-            ),
-        }
-        result
+        self.request_page(key, query, cursor, None)
+            .await
+            .map(|fetched| fetched.page)
     }
 
     /// Fetches every page and checks the listing is whole: it fails, rather than returning part of
-    /// the instances, when the server says more pages follow but gives no cursor, repeats a cursor,
-    /// sends an instance ID twice, or exceeds `limits`. An `Err` therefore always means "incomplete,
-    /// do not prune". It does not retry.
+    /// the instances, when a 200 answer is not a page, the server says more pages follow but gives
+    /// no cursor, repeats a cursor, sends an instance ID twice, or the listing exceeds `limits`. An
+    /// `Err` therefore always means "incomplete, do not prune".
+    ///
+    /// A page that fails transiently is asked for again with the same cursor, up to
+    /// [`ListingLimits::page_attempts`] times in all, after the `Retry-After` the server sent, else
+    /// after an exponential backoff from [`ListingLimits::retry_base`]. When the retries run out,
+    /// the last error is returned. A `Retry-After` longer than [`ListingLimits::max_retry_wait`]
+    /// returns the [`PpioError::RateLimited`] at once. Other errors are never retried.
     pub async fn list_all_instances(
         &self,
         key: &ApiKey,
@@ -252,6 +264,7 @@ impl Client {
         let mut seen_cursors: HashSet<String> = HashSet::new();
         let mut cursor: Option<String> = None;
         let mut pages: u32 = 0;
+        let mut listing_bytes: usize = 0;
         loop {
             if pages >= limits.max_pages {
                 return Err(invalid(format!(
@@ -261,9 +274,12 @@ impl Client {
                 )));
             }
             let number = pages + 1;
-            let page = self
-                .list_page(key, query, cursor.as_deref())
-                .instrument(tracing::debug_span!("ppio_list_page", page = number))
+            let budget = ListingBudget {
+                remaining: limits.max_listing_bytes.saturating_sub(listing_bytes),
+                limit: limits.max_listing_bytes,
+            };
+            let fetched = self
+                .request_page_with_retries(key, query, cursor.as_deref(), number, budget, limits)
                 .await
                 .map_err(|error| match error {
                     PpioError::InvalidResponse { detail } => {
@@ -271,7 +287,9 @@ impl Client {
                     }
                     other => other,
                 })?;
+            let page = fetched.page;
             pages = number;
+            listing_bytes = listing_bytes.saturating_add(fetched.body_bytes);
             if instances.len() + page.instances.len() > limits.max_instances {
                 return Err(invalid(format!(
                     "the listing holds more than {} instances (page {number}); stopped to bound \
@@ -291,6 +309,13 @@ impl Client {
                 instances.push(instance);
             }
             if !page.has_more {
+                if page.next_cursor.is_some() {
+                    // The spec says the cursor is empty on the last page; has_more is what counts.
+                    tracing::debug!(
+                        page = number,
+                        "the last page (has_more false) still sent a next_cursor; ignored it"
+                    );
+                }
                 break;
             }
             let Some(next) = page.next_cursor else {
@@ -309,9 +334,101 @@ impl Client {
         tracing::debug!(
             pages,
             instances = instances.len(),
+            bytes = listing_bytes,
             "listed all PPIO instances"
         );
         Ok(Listing { instances, pages })
+    }
+
+    /// One page of a listing, asked for again while it fails transiently, as
+    /// [`Client::list_all_instances`] describes.
+    async fn request_page_with_retries(
+        &self,
+        key: &ApiKey,
+        query: &ListQuery,
+        cursor: Option<&str>,
+        page: u32,
+        budget: ListingBudget,
+        limits: &ListingLimits,
+    ) -> Result<FetchedPage, PpioError> {
+        let attempts = limits.page_attempts.max(1);
+        let mut attempt: u32 = 1;
+        loop {
+            let error = match self
+                .request_page(key, query, cursor, Some(budget))
+                .instrument(tracing::debug_span!("ppio_list_page", page, attempt))
+                .await
+            {
+                Ok(fetched) => return Ok(fetched),
+                Err(error) => error,
+            };
+            if !error.is_transient() || attempt >= attempts {
+                return Err(error);
+            }
+            let wait = match error.retry_after() {
+                // The caller's own schedule handles long waits better than a blocked listing.
+                Some(asked) if asked > limits.max_retry_wait => return Err(error),
+                Some(asked) => asked,
+                None => retry_backoff(
+                    attempt,
+                    limits.retry_base,
+                    limits.max_retry_wait,
+                    rand::rng().random(),
+                ),
+            };
+            tracing::info!(
+                page,
+                attempt,
+                attempts,
+                reason = error.reason(),
+                status = error.status_code(),
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                %error,
+                "a page of the PPIO listing failed; retrying it"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One request for one page, reported to the observer and logged. `budget`, within a listing,
+    /// bounds the body further than [`ClientConfig::max_body_bytes`].
+    async fn request_page(
+        &self,
+        key: &ApiKey,
+        query: &ListQuery,
+        cursor: Option<&str>,
+        budget: Option<ListingBudget>,
+    ) -> Result<FetchedPage, PpioError> {
+        let url = self.page_url(query, cursor);
+        let started = Instant::now();
+        let (status_code, result) = self.fetch_page(key, url, budget).await;
+        let latency = started.elapsed();
+        if let Some(observer) = &self.inner.observer {
+            observer(&RequestOutcome {
+                status_code,
+                latency,
+            });
+        }
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(fetched) => tracing::debug!(
+                status = status_code,
+                instances = fetched.page.instances.len(),
+                has_more = fetched.page.has_more,
+                bytes = fetched.body_bytes,
+                latency_ms,
+                "listed a page of PPIO instances"
+            ),
+            Err(error) => tracing::debug!(
+                status = status_code,
+                reason = error.reason(),
+                %error,
+                latency_ms,
+                "listing a page of PPIO instances failed"
+            ),
+        }
+        result
     }
 
     /// The list URL with this query's parameters; empty ones are left out.
@@ -359,9 +476,14 @@ impl Client {
         url
     }
 
-    /// Sends one request and turns the answer into a page or an error; also returns the status
-    /// code, when there was a response, for logs and metrics.
-    async fn fetch_page(&self, key: &ApiKey, url: Url) -> (Option<u16>, Result<Page, PpioError>) {
+    /// Sends one request and turns the answer into a redacted page or an error; also returns the
+    /// status code, when there was a response, for logs and metrics.
+    async fn fetch_page(
+        &self,
+        key: &ApiKey,
+        url: Url,
+        budget: Option<ListingBudget>,
+    ) -> (Option<u16>, Result<FetchedPage, PpioError>) {
         let Ok(mut authorization) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
         else {
             // ApiKey::new already guarantees a valid header value.
@@ -383,15 +505,21 @@ impl Client {
         };
         let status = response.status();
         let result = if status.is_success() {
-            match read_body(&mut response, self.inner.max_body_bytes).await {
-                Ok(body) => Page::from_json(&body).map_err(|error| PpioError::InvalidResponse {
-                    detail: sanitize(&format!("the list response does not decode: {error}"), key),
+            let max_body = self.inner.max_body_bytes;
+            let cap = budget.map_or(max_body, |budget| budget.remaining.min(max_body));
+            match read_body(&mut response, cap).await {
+                Ok(body) => decode_page(&body, key).map(|page| FetchedPage {
+                    page,
+                    body_bytes: body.len(),
                 }),
                 Err(BodyError::TooLarge) => Err(PpioError::InvalidResponse {
-                    detail: format!(
-                        "the response body is larger than the {}-byte limit",
-                        self.inner.max_body_bytes
-                    ),
+                    detail: match budget {
+                        Some(budget) if budget.remaining < max_body => format!(
+                            "the listing exceeded {} bytes; narrow the view's filter",
+                            budget.limit
+                        ),
+                        _ => format!("the response body is larger than the {max_body}-byte limit"),
+                    },
                 }),
                 Err(BodyError::Transport(error)) => Err(self.transport_error(error, key)),
             }
@@ -465,6 +593,76 @@ impl Client {
     }
 }
 
+/// What is left of a listing's byte budget, and the budget itself for the message.
+#[derive(Debug, Clone, Copy)]
+struct ListingBudget {
+    remaining: usize,
+    limit: usize,
+}
+
+/// A page and the size of the body it came in.
+struct FetchedPage {
+    page: Page,
+    body_bytes: usize,
+}
+
+/// Decodes a 200 body into a page and redacts the API key from its records. A record whose ID holds
+/// the key fails the page: it could only be mirrored under the key or under a made-up ID.
+fn decode_page(body: &[u8], key: &ApiKey) -> Result<Page, PpioError> {
+    let mut page = Page::from_json(body).map_err(|error| {
+        let hint = error_body_sent_as_page(body, key)
+            .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
+            .unwrap_or_default();
+        PpioError::InvalidResponse {
+            detail: sanitize(
+                &format!("the list response does not decode: {error}{hint}"),
+                key,
+            ),
+        }
+    })?;
+    let mut redacted = 0;
+    for (index, instance) in page.instances.iter_mut().enumerate() {
+        if key.appears_in(instance.id.as_str()) {
+            return Err(PpioError::InvalidResponse {
+                detail: format!(
+                    "a record's ID contains the API key (record {} of the page), so it cannot be \
+                     mirrored safely; the page was discarded",
+                    index + 1
+                ),
+            });
+        }
+        redacted += instance.redact(key);
+    }
+    if redacted > 0 {
+        tracing::debug!(
+            strings = redacted,
+            "PPIO records echoed the API key; replaced it with [redacted]"
+        );
+    }
+    Ok(page)
+}
+
+/// What a 200 body that is not a page says, when it is shaped like an error (an object with no
+/// `data` but a `code`, `message`, `error` or `reason`), as some gateways send them.
+fn error_body_sent_as_page(body: &[u8], key: &ApiKey) -> Option<ServerMessage> {
+    let serde_json::Value::Object(fields) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    let error_like = !fields.contains_key("data")
+        && ["code", "message", "error", "reason"]
+            .iter()
+            .any(|name| fields.contains_key(*name));
+    error_like.then(|| parse_error_body(body, key))
+}
+
+/// How long to wait before retry number `retry` (1 for the first) of a page when the server did
+/// not say: `base` doubled for each earlier retry, capped at `cap`, then scaled by a factor between
+/// 0.5 and 1 from `jitter` (in `0.0..1.0`) so that views failing together do not retry together.
+fn retry_backoff(retry: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
+    let doubled = base.saturating_mul(1 << retry.saturating_sub(1).min(20));
+    doubled.min(cap).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
 enum BodyError {
     TooLarge,
     Transport(reqwest::Error),
@@ -519,6 +717,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use std::convert::Infallible;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use axum::Router;
     use axum::body::Body;
@@ -642,6 +841,17 @@ mod tests {
             TestServer::start(move |_| canned.clone()).await
         }
 
+        /// Answers the n-th request, whatever its cursor, with the n-th answer; the last answer
+        /// repeats.
+        async fn answering_in_turn(answers: Vec<Canned>) -> TestServer {
+            let served = AtomicUsize::new(0);
+            TestServer::start(move |_| {
+                let n = served.fetch_add(1, Ordering::SeqCst);
+                answers[n.min(answers.len() - 1)].clone()
+            })
+            .await
+        }
+
         fn client(&self) -> Client {
             self.client_with(|_| {})
         }
@@ -713,6 +923,31 @@ mod tests {
             .client()
             .list_all_instances(&key(), &ListQuery::default(), &limits)
             .await
+    }
+
+    /// The default limits, but a failing page is not retried.
+    fn no_retries() -> ListingLimits {
+        ListingLimits {
+            page_attempts: 1,
+            ..ListingLimits::default()
+        }
+    }
+
+    /// The default limits, with `attempts` per page and retries a few milliseconds apart.
+    fn quick_retries(attempts: u32) -> ListingLimits {
+        ListingLimits {
+            page_attempts: attempts,
+            retry_base: Duration::from_millis(5),
+            ..ListingLimits::default()
+        }
+    }
+
+    fn cursors_seen(server: &TestServer) -> Vec<Option<String>> {
+        server
+            .seen()
+            .iter()
+            .map(|s| s.param("cursor").map(str::to_owned))
+            .collect()
     }
 
     fn invalid_detail(result: Result<Listing, PpioError>) -> String {
@@ -911,6 +1146,7 @@ mod tests {
         let limits = ListingLimits {
             max_pages: 2,
             max_instances: 2,
+            ..ListingLimits::default()
         };
         let listing = list_all(&server, limits).await.expect("within limits");
         assert_eq!(listing.pages, 2);
@@ -926,6 +1162,7 @@ mod tests {
         let limits = ListingLimits {
             max_pages: 10,
             max_instances: 2,
+            ..ListingLimits::default()
         };
         let detail = invalid_detail(list_all(&server, limits).await);
         assert!(
@@ -941,7 +1178,7 @@ mod tests {
             ("c1", Canned::json(503, json!({"message": "maintenance"}))),
         ])
         .await;
-        let error = list_all(&server, ListingLimits::default())
+        let error = list_all(&server, quick_retries(3))
             .await
             .expect_err("incomplete listing");
         assert_eq!(
@@ -951,6 +1188,7 @@ mod tests {
                 message: "maintenance".into()
             }
         );
+        assert_eq!(server.seen().len(), 4, "page 2 was tried 3 times");
     }
 
     #[tokio::test]
@@ -981,9 +1219,7 @@ mod tests {
         let mut canned = Canned::json(429, json!({"reason": "RATE_LIMIT_EXCEEDED"}));
         canned.headers.push(("retry-after", "17".into()));
         let server = TestServer::answering(canned).await;
-        let error = list_all(&server, ListingLimits::default())
-            .await
-            .expect_err("429");
+        let error = list_all(&server, no_retries()).await.expect_err("429");
         assert_eq!(error.retry_after(), Some(Duration::from_secs(17)));
         assert!(error.is_transient());
         assert_eq!(error.status_code(), Some(429));
@@ -992,9 +1228,7 @@ mod tests {
     #[tokio::test]
     async fn a_429_without_retry_after_leaves_the_wait_to_the_caller() {
         let server = TestServer::answering(Canned::text(429, "")).await;
-        let error = list_all(&server, ListingLimits::default())
-            .await
-            .expect_err("429");
+        let error = list_all(&server, no_retries()).await.expect_err("429");
         assert_eq!(error, PpioError::RateLimited { retry_after: None });
     }
 
@@ -1003,9 +1237,7 @@ mod tests {
         let server =
             TestServer::answering(Canned::json(500, json!({"error": {"message": "db down"}})))
                 .await;
-        let error = list_all(&server, ListingLimits::default())
-            .await
-            .expect_err("500");
+        let error = list_all(&server, no_retries()).await.expect_err("500");
         assert_eq!(
             error,
             PpioError::ServerError {
@@ -1043,7 +1275,7 @@ mod tests {
         for status in [400, 502] {
             let server =
                 TestServer::answering(Canned::json(status, json!({"message": echo}))).await;
-            let error = list_all(&server, ListingLimits::default())
+            let error = list_all(&server, no_retries())
                 .await
                 .expect_err("error status");
             let shown = format!("{error} {error:?}");
@@ -1069,7 +1301,7 @@ mod tests {
     async fn a_bad_field_is_an_invalid_response_naming_it() {
         let server = TestServer::answering(Canned::json(
             200,
-            json!({"data": [{"id": "a", "resource_specs": {"gpu_num": "two"}}]}),
+            json!({"data": [{"id": "a", "resource_specs": {"gpu_num": "two"}}], "has_more": false}),
         ))
         .await;
         let detail = invalid_detail(list_all(&server, ListingLimits::default()).await);
@@ -1093,7 +1325,7 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_body_over_the_limit_is_an_invalid_response() {
         // Chunked, so no Content-Length warns in advance: the cap must hold while reading.
-        let mut chunks = vec![r#"{"data": [], "padding": ""#.to_owned()];
+        let mut chunks = vec![r#"{"data": [], "has_more": false, "padding": ""#.to_owned()];
         chunks.extend(std::iter::repeat_n("y".repeat(512), 8));
         chunks.push(r#""}"#.to_owned());
         let canned = Canned {
@@ -1127,7 +1359,7 @@ mod tests {
         });
         let started = Instant::now();
         let error = client
-            .list_all_instances(&key(), &ListQuery::default(), &ListingLimits::default())
+            .list_all_instances(&key(), &ListQuery::default(), &no_retries())
             .await
             .expect_err("timeout");
         assert_eq!(error, PpioError::Timeout);
@@ -1189,7 +1421,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_observer_sees_every_request_with_its_status() {
+    async fn the_observer_sees_every_request_with_its_status_retries_included() {
         let server = TestServer::with_pages(vec![
             ("", Canned::page(&["a"], "c1", true)),
             ("c1", Canned::text(500, "boom")),
@@ -1201,9 +1433,12 @@ mod tests {
             recorded.lock().expect("lock").push(outcome.status_code);
         });
         let _ = client
-            .list_all_instances(&key(), &ListQuery::default(), &ListingLimits::default())
+            .list_all_instances(&key(), &ListQuery::default(), &quick_retries(2))
             .await;
-        assert_eq!(*outcomes.lock().expect("lock"), [Some(200), Some(500)]);
+        assert_eq!(
+            *outcomes.lock().expect("lock"),
+            [Some(200), Some(500), Some(500)]
+        );
     }
 
     /// Captures everything logged, at every level, while it is the default subscriber.
@@ -1251,6 +1486,398 @@ mod tests {
         assert!(!logs.to_lowercase().contains("authorization"), "{logs}");
     }
 
+    // --- A 200 answer must be a whole page ---
+
+    #[tokio::test]
+    async fn a_200_body_without_data_or_has_more_is_an_invalid_response_naming_what_is_missing() {
+        let cases = [
+            (json!({}), "`data` is missing and `has_more` is missing"),
+            (
+                json!({"data": null}),
+                "`data` is null and `has_more` is missing",
+            ),
+            (
+                json!({"total": 0}),
+                "`data` is missing and `has_more` is missing",
+            ),
+            (json!({"data": null, "has_more": false}), "`data` is null;"),
+            (json!({"data": [{"id": "a"}]}), "`has_more` is missing;"),
+            (json!({"data": [], "has_more": null}), "`has_more` is null;"),
+        ];
+        for (body, problem) in cases {
+            let server = TestServer::answering(Canned::json(200, body.clone())).await;
+            let detail = invalid_detail(list_all(&server, quick_retries(3)).await);
+            assert!(
+                detail.starts_with("page 1: the list response does not decode: not a list page"),
+                "{body}: {detail}"
+            );
+            assert!(detail.contains(problem), "{body}: {detail}");
+            assert_eq!(server.seen().len(), 1, "{body}: not retried");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gateway_error_sent_with_status_200_is_an_invalid_response_quoting_it() {
+        let body = json!({"code": 500, "reason": "INTERNAL_SERVER_ERROR",
+            "message": format!("upstream failed for Bearer {SECRET}")});
+        let server = TestServer::answering(Canned::json(200, body)).await;
+        let error = list_all(&server, quick_retries(3)).await;
+        let shown = format!("{error:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        let detail = invalid_detail(error);
+        assert!(
+            detail.contains(
+                "it looks like an error answer sent with HTTP 200: INTERNAL_SERVER_ERROR: \
+                 upstream failed for Bearer [redacted]"
+            ),
+            "{detail}"
+        );
+        assert_eq!(server.seen().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_object_as_a_later_page_fails_the_listing_instead_of_ending_it() {
+        let server = TestServer::with_pages(vec![
+            ("", Canned::page(&["a", "b"], "c1", true)),
+            ("c1", Canned::json(200, json!({}))),
+        ])
+        .await;
+        let detail = invalid_detail(list_all(&server, ListingLimits::default()).await);
+        assert!(detail.starts_with("page 2: "), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn an_empty_data_array_with_has_more_false_is_a_complete_empty_listing() {
+        let server =
+            TestServer::answering(Canned::json(200, json!({"data": [], "has_more": false}))).await;
+        let listing = list_all(&server, ListingLimits::default())
+            .await
+            .expect("an empty account lists as empty");
+        assert!(listing.instances.is_empty());
+        assert_eq!(listing.pages, 1);
+    }
+
+    // --- Retrying a page within a listing ---
+
+    #[tokio::test]
+    async fn a_transiently_failing_page_is_retried_with_the_same_cursor() {
+        let tries = AtomicUsize::new(0);
+        let server = TestServer::start(move |cursor| match cursor {
+            "" => Canned::page(&["a"], "c1", true),
+            _ => match tries.fetch_add(1, Ordering::SeqCst) {
+                0 => Canned::json(503, json!({"message": "maintenance"})),
+                1 => Canned::text(429, ""),
+                _ => Canned::page(&["b"], "", false),
+            },
+        })
+        .await;
+        let listing = list_all(&server, quick_retries(3))
+            .await
+            .expect("the third try of page 2 succeeds");
+        assert_eq!(ids(&listing), ["a", "b"]);
+        assert_eq!(listing.pages, 2);
+        let c1 = Some("c1".to_owned());
+        assert_eq!(cursors_seen(&server), [None, c1.clone(), c1.clone(), c1]);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_page_attempts_and_return_the_last_error() {
+        let server = TestServer::answering_in_turn(vec![
+            Canned::text(500, "first"),
+            Canned::text(502, "second"),
+            Canned::text(504, "third"),
+            Canned::page(&["a"], "", false),
+        ])
+        .await;
+        let limits = ListingLimits {
+            retry_base: Duration::from_millis(100),
+            ..quick_retries(3)
+        };
+        let started = Instant::now();
+        let error = list_all(&server, limits).await.expect_err("3 failures");
+        assert_eq!(
+            error,
+            PpioError::ServerError {
+                status: 504,
+                message: "third".into()
+            }
+        );
+        assert_eq!(server.seen().len(), 3);
+        // Backoff of at least half of 100 ms, then of 200 ms.
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn zero_page_attempts_still_tries_once() {
+        let server = TestServer::answering(Canned::text(503, "")).await;
+        let error = list_all(&server, quick_retries(0)).await.expect_err("503");
+        assert_eq!(error.status_code(), Some(503));
+        assert_eq!(server.seen().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn errors_that_are_not_transient_are_never_retried() {
+        let mut redirect = Canned::text(302, "");
+        redirect
+            .headers
+            .push(("location", "http://elsewhere/".into()));
+        for canned in [
+            Canned::json(400, json!({"reason": "VALIDATOR_PARAM"})),
+            Canned::text(401, ""),
+            Canned::text(403, ""),
+            Canned::text(404, ""),
+            Canned::text(200, "{not json"),
+            Canned::json(200, json!({})),
+            redirect,
+        ] {
+            let status = canned.status;
+            let server = TestServer::answering(canned).await;
+            let error = list_all(&server, quick_retries(5))
+                .await
+                .expect_err("error");
+            assert!(!error.is_transient(), "{status}: {error:?}");
+            assert_eq!(server.seen().len(), 1, "{status}: {error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_page_is_retried() {
+        let mut slow = Canned::page(&["late"], "", false);
+        slow.delay = Duration::from_secs(3);
+        let server =
+            TestServer::answering_in_turn(vec![slow, Canned::page(&["a"], "", false)]).await;
+        let client = server.client_with(|config| {
+            config.request_timeout = Duration::from_millis(300);
+        });
+        let listing = client
+            .list_all_instances(&key(), &ListQuery::default(), &quick_retries(2))
+            .await
+            .expect("the second try answers in time");
+        assert_eq!(ids(&listing), ["a"]);
+        assert_eq!(server.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_failure_is_retried_then_reported() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        drop(listener);
+        let tries = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&tries);
+        let client = Client::new(ClientConfig {
+            base_url: Url::parse(&format!("http://{address}/")).expect("URL"),
+            ..ClientConfig::default()
+        })
+        .expect("client")
+        .with_request_observer(move |outcome| {
+            assert_eq!(outcome.status_code, None);
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let error = client
+            .list_all_instances(&key(), &ListQuery::default(), &quick_retries(3))
+            .await
+            .expect_err("connection refused");
+        assert!(matches!(error, PpioError::Unreachable { .. }), "{error:?}");
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_429_is_retried_after_its_retry_after_not_the_backoff() {
+        let mut limited = Canned::text(429, "");
+        limited.headers.push(("retry-after", "1".into()));
+        let server =
+            TestServer::answering_in_turn(vec![limited, Canned::page(&["a"], "", false)]).await;
+        // A backoff would wait at least 20 s: only honouring Retry-After finishes in time.
+        let limits = ListingLimits {
+            retry_base: Duration::from_secs(40),
+            max_retry_wait: Duration::from_secs(60),
+            ..ListingLimits::default()
+        };
+        let started = Instant::now();
+        let listing = tokio::time::timeout(Duration::from_secs(10), list_all(&server, limits))
+            .await
+            .expect("retried after Retry-After, not after the backoff")
+            .expect("the second try succeeds");
+        assert_eq!(ids(&listing), ["a"]);
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(server.seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_longer_than_max_retry_wait_ends_the_listing_at_once() {
+        let mut limited = Canned::text(429, "");
+        limited.headers.push(("retry-after", "31".into()));
+        let server =
+            TestServer::answering_in_turn(vec![limited, Canned::page(&["a"], "", false)]).await;
+        let started = Instant::now();
+        let error = list_all(&server, ListingLimits::default())
+            .await
+            .expect_err("left to the caller");
+        assert_eq!(
+            error,
+            PpioError::RateLimited {
+                retry_after: Some(Duration::from_secs(31))
+            }
+        );
+        assert_eq!(server.seen().len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn backoff_doubles_from_retry_base_capped_and_jittered_down_by_at_most_half() {
+        let base = Duration::from_millis(500);
+        let cap = Duration::from_secs(30);
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(retry_backoff(1, base, cap, 1.0)), 500);
+        assert_eq!(ms(retry_backoff(1, base, cap, 0.0)), 250);
+        assert_eq!(ms(retry_backoff(2, base, cap, 1.0)), 1000);
+        assert_eq!(ms(retry_backoff(3, base, cap, 0.5)), 1500);
+        assert_eq!(ms(retry_backoff(10, base, cap, 1.0)), 30_000);
+        assert_eq!(ms(retry_backoff(u32::MAX, base, cap, 0.0)), 15_000);
+        assert_eq!(retry_backoff(1, Duration::ZERO, cap, 0.7), Duration::ZERO);
+    }
+
+    // --- The listing's byte budget ---
+
+    fn three_pages() -> (Vec<(&'static str, Canned)>, usize) {
+        let pages = vec![
+            ("", Canned::page(&["a"], "c1", true)),
+            ("c1", Canned::page(&["b"], "c2", true)),
+            ("c2", Canned::page(&["c"], "", false)),
+        ];
+        let total = pages.iter().map(|(_, c)| c.body[0].len()).sum();
+        (pages, total)
+    }
+
+    #[tokio::test]
+    async fn a_listing_of_exactly_max_listing_bytes_succeeds() {
+        let (pages, total) = three_pages();
+        let server = TestServer::with_pages(pages).await;
+        let limits = ListingLimits {
+            max_listing_bytes: total,
+            ..ListingLimits::default()
+        };
+        let listing = list_all(&server, limits).await.expect("within budget");
+        assert_eq!(ids(&listing), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_listing_over_max_listing_bytes_fails_asking_to_narrow_the_filter() {
+        let (pages, total) = three_pages();
+        let server = TestServer::with_pages(pages).await;
+        let limits = ListingLimits {
+            max_listing_bytes: total - 1,
+            ..quick_retries(3)
+        };
+        let detail = invalid_detail(list_all(&server, limits).await);
+        assert_eq!(
+            detail,
+            format!(
+                "page 3: the listing exceeded {} bytes; narrow the view's filter",
+                total - 1
+            )
+        );
+        assert_eq!(server.seen().len(), 3, "not retried");
+    }
+
+    #[tokio::test]
+    async fn a_single_body_over_max_body_bytes_names_the_body_limit_not_the_budget() {
+        let server = TestServer::answering(Canned::page(&["a"; 1], &"x".repeat(4096), false)).await;
+        let client = server.client_with(|config| config.max_body_bytes = 1024);
+        let error = client
+            .list_all_instances(&key(), &ListQuery::default(), &ListingLimits::default())
+            .await;
+        assert_eq!(
+            invalid_detail(error),
+            "page 1: the response body is larger than the 1024-byte limit"
+        );
+    }
+
+    // --- The API key never reaches a returned record ---
+
+    #[tokio::test]
+    async fn the_api_key_echoed_in_records_is_redacted_before_they_are_returned() {
+        let echo = format!("started with --token {SECRET}");
+        let record = json!({"id": "a", "name": format!("job-{SECRET}"), "command": echo,
+            "status": {"status": "exited", "message": echo},
+            "ports": [{"port": 80, "endpoint": format!("https://h/?key={SECRET}")}]});
+        let body = json!({"data": [record], "has_more": false});
+        let server = TestServer::answering(Canned::json(200, body)).await;
+        let listing = list_all(&server, ListingLimits::default())
+            .await
+            .expect("listing");
+        let shown = format!("{listing:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        let instance = &listing.instances[0];
+        assert_eq!(instance.name, "job-[redacted]");
+        assert_eq!(instance.command, "started with --token [redacted]");
+        assert_eq!(instance.ports[0].endpoint, "https://h/?key=[redacted]");
+
+        let page = server
+            .client()
+            .list_page(&key(), &ListQuery::default(), None)
+            .await
+            .expect("page");
+        assert!(!format!("{page:?}").contains(SECRET));
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_id_contains_the_api_key_fails_the_page() {
+        let body = json!({"data": [{"id": "ok"}, {"id": format!("id-{SECRET}")}],
+            "has_more": false});
+        let server = TestServer::answering(Canned::json(200, body)).await;
+        let error = list_all(&server, quick_retries(3)).await;
+        assert!(!format!("{error:?}").contains(SECRET));
+        let detail = invalid_detail(error);
+        assert!(
+            detail.starts_with("page 1: a record's ID contains the API key (record 2 of the page)"),
+            "{detail}"
+        );
+        assert_eq!(server.seen().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_retry_is_logged_at_info_with_page_attempt_and_reason_but_never_the_key() {
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // See debug_logs_never_contain_the_key_or_the_authorization_header.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+
+        let server = TestServer::with_pages(vec![
+            ("", Canned::page(&["a"], "c1", true)),
+            (
+                "c1",
+                Canned::json(503, json!({"message": format!("key {SECRET} overloaded")})),
+            ),
+        ])
+        .await;
+        let _ = list_all(&server, quick_retries(3)).await;
+
+        let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("UTF-8");
+        let retries: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains("retrying it"))
+            .collect();
+        assert_eq!(retries.len(), 2, "{logs}");
+        for (line, attempt) in retries.iter().zip(1..) {
+            assert!(line.contains(" INFO "), "{line}");
+            assert!(line.contains("page=2"), "{line}");
+            assert!(
+                line.contains(&format!("attempt={attempt} attempts=3")),
+                "{line}"
+            );
+            assert!(line.contains("reason=\"ApiUnavailable\""), "{line}");
+            assert!(line.contains("key [redacted] overloaded"), "{line}");
+        }
+        assert!(!logs.contains(SECRET), "{logs}");
+    }
+
     #[test]
     fn rejects_endpoints_that_are_not_plain_http_urls() {
         for endpoint in [
@@ -1288,9 +1915,18 @@ mod tests {
         assert_eq!(config.base_url.as_str(), "https://api.ppio.com/");
         assert_eq!(config.connect_timeout, Duration::from_secs(5));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
-        assert_eq!(config.max_body_bytes, 32 * 1024 * 1024);
-        let limits = ListingLimits::default();
-        assert_eq!((limits.max_pages, limits.max_instances), (1000, 50_000));
+        assert_eq!(config.max_body_bytes, 16 * 1024 * 1024);
+        assert_eq!(
+            ListingLimits::default(),
+            ListingLimits {
+                max_pages: 1000,
+                max_instances: 50_000,
+                max_listing_bytes: 64 * 1024 * 1024,
+                page_attempts: 3,
+                retry_base: Duration::from_millis(500),
+                max_retry_wait: Duration::from_secs(30),
+            }
+        );
         let client = Client::new(config).expect("default client");
         assert_eq!(client.base_url().as_str(), "https://api.ppio.com/");
         assert!(!format!("{client:?}").contains("Bearer"));

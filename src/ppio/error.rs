@@ -1,7 +1,7 @@
 //! Everything that can go wrong talking to the PPIO API, as one error enum, plus the helpers that
 //! turn a server's answer into that error safely: error-body parsing, `Retry-After` parsing, and the
 //! sanitizing of every server-provided string (control characters stripped, length capped, any
-//! echo of the API key replaced by `[redacted]`).
+//! echo of the API key replaced by `[redacted]`), and the one helper that redacts the key.
 
 use std::fmt;
 use std::time::Duration;
@@ -274,12 +274,8 @@ pub(crate) fn sanitize(text: &str, key: &ApiKey) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     // Redact after cleaning, so a key split by control characters is still found.
-    let secret = key.expose();
-    let mut redacted = cleaned.replace(secret, REDACTED);
-    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    if encoded != secret {
-        redacted = redacted.replace(&encoded, REDACTED);
-    }
+    let mut redacted = cleaned;
+    redact(&mut redacted, key);
     if redacted.chars().count() > MAX_SERVER_TEXT_CHARS {
         let mut cut: String = redacted.chars().take(MAX_SERVER_TEXT_CHARS - 1).collect();
         cut.push('…');
@@ -287,6 +283,21 @@ pub(crate) fn sanitize(text: &str, key: &ApiKey) -> String {
     } else {
         redacted
     }
+}
+
+/// Replaces every occurrence of the API key in `text`, plain or URL-encoded, with `[redacted]`, and
+/// says whether there was any. The one place the key is redacted: [`sanitize`] uses it for server
+/// messages, and [`super::Instance::redact`] for every string of a listed record. Unlike
+/// `sanitize`, it changes nothing else, so record fields keep their exact text.
+pub(crate) fn redact(text: &mut String, key: &ApiKey) -> bool {
+    let mut found = false;
+    for form in key.forms() {
+        if text.contains(form) {
+            *text = text.replace(form, REDACTED);
+            found = true;
+        }
+    }
+    found
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -408,6 +419,20 @@ mod tests {
         assert_eq!(sanitize(spliced, &key()), "[redacted]");
         let odd_key = ApiKey::new("a+b/c=").expect("valid key");
         assert_eq!(sanitize("q=a%2Bb%2Fc%3D", &odd_key), "q=[redacted]");
+    }
+
+    #[test]
+    fn redacting_replaces_only_the_key_and_keeps_everything_else() {
+        let mut text = format!("  run --token={SECRET}\n\tthen {SECRET}  ");
+        assert!(redact(&mut text, &key()));
+        assert_eq!(text, "  run --token=[redacted]\n\tthen [redacted]  ");
+        let mut clean = "nothing\tsecret here".to_owned();
+        assert!(!redact(&mut clean, &key()));
+        assert_eq!(clean, "nothing\tsecret here");
+        let odd_key = ApiKey::new("a+b/c=").expect("valid key");
+        let mut encoded = "q=a%2Bb%2Fc%3D&k=a+b/c=".to_owned();
+        assert!(redact(&mut encoded, &odd_key));
+        assert_eq!(encoded, "q=[redacted]&k=[redacted]");
     }
 
     #[test]

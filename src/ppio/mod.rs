@@ -3,9 +3,12 @@
 //! PPIO record to cluster objects happens elsewhere.
 //!
 //! - `api_key`: the API key, which never prints.
-//! - `model`: the instance record and list page, with lenient decoding.
-//! - `client`: HTTP, paging and the guards that make a listing complete or an error.
-//! - `error`: the error enum, server error bodies, `Retry-After`, and sanitizing server text.
+//! - `model`: the instance record (lenient decoding, redaction of the key) and the list page (a
+//!   strict envelope: `data` and `has_more` must be there).
+//! - `client`: HTTP, paging, per-page retries of transient failures, and the guards that make a
+//!   listing complete or an error.
+//! - `error`: the error enum, server error bodies, `Retry-After`, sanitizing server text, and the one
+//!   helper that redacts the key.
 
 mod api_key;
 mod client;

@@ -13,7 +13,13 @@
 //!   into memory as strings: only their keys are kept, because values often hold tokens.
 //! - An instance without an ID makes the whole page invalid: it could not be mirrored.
 //!
-//! This module does no I/O; the HTTP side lives in the client.
+//! The page envelope, unlike the records, is strict: a page must carry `data` (an array, `[]` when
+//! empty) and `has_more` (a boolean). Without them a body such as `{}` or a gateway's error object
+//! sent with HTTP 200 would read as an empty, final page, and a caller that prunes what a listing
+//! no longer holds would delete everything.
+//!
+//! [`Instance::redact`] replaces echoes of the API key in every string of a record. This module does
+//! no I/O; the HTTP side lives in the client.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +27,9 @@ use std::str::FromStr;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+
+use super::api_key::ApiKey;
+use super::error::redact;
 
 /// The ID PPIO gives an instance, e.g. `ca338f12f3`. Never empty.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -214,6 +223,105 @@ impl Instance {
             region_version: String::new(),
         }
     }
+
+    /// Replaces every occurrence of the API key (plain or URL-encoded) with `[redacted]` in every
+    /// string of the record except its ID, and returns how many strings changed. Nothing else in the
+    /// text changes.
+    ///
+    /// The ID is left as is: an ID is the record's identity, and a redacted one could collide with
+    /// another. A record whose ID contains the key (see [`ApiKey::appears_in`]) cannot be mirrored
+    /// safely at all; the client rejects its page.
+    pub fn redact(&mut self, key: &ApiKey) -> usize {
+        // Destructured without `..`, so a field added to the record cannot be forgotten here.
+        let Instance {
+            id: _,
+            name,
+            kind,
+            product_id,
+            image,
+            registry_auth_id,
+            entrypoint,
+            command,
+            billing,
+            envs,
+            ports,
+            resource_specs: _,
+            network,
+            volumes,
+            region,
+            auto_migrate: _,
+            status,
+            created_at: _,
+            last_started_at: _,
+            last_stopped_at: _,
+            member_id,
+            owner_id,
+            region_version,
+        } = self;
+        let mut strings: Vec<&mut String> = vec![
+            name,
+            kind,
+            product_id,
+            image,
+            registry_auth_id,
+            entrypoint,
+            command,
+            region,
+            member_id,
+            owner_id,
+            region_version,
+        ];
+        if let Some(Billing { mode, prepaid }) = billing {
+            strings.push(mode);
+            if let Some(Prepaid {
+                months: _,
+                end_time: _,
+                auto_renew:
+                    Some(AutoRenew {
+                        enabled: _,
+                        months: _,
+                        status,
+                    }),
+            }) = prepaid
+            {
+                strings.push(status);
+            }
+        }
+        for EnvVar { key } in envs {
+            strings.push(key);
+        }
+        for Port {
+            port: _,
+            protocol,
+            endpoint,
+        } in ports
+        {
+            strings.extend([protocol, endpoint]);
+        }
+        if let Some(Network { id, ip }) = network {
+            strings.extend([id, ip]);
+        }
+        for Volume {
+            kind,
+            id,
+            mount_point,
+        } in volumes
+        {
+            strings.extend([kind, id, mount_point]);
+        }
+        if let Some(InstanceStatus {
+            status,
+            error,
+            message,
+        }) = status
+        {
+            strings.extend([status, error, message]);
+        }
+        strings
+            .into_iter()
+            .map(|text| usize::from(redact(text, key)))
+            .sum()
+    }
 }
 
 /// Billing configuration of an instance.
@@ -361,8 +469,10 @@ pub struct Page {
 }
 
 impl Page {
-    /// Decodes a list response body (unknown top-level fields such as `total` are ignored; a null or
-    /// absent `data` is an empty page).
+    /// Decodes a list response body. It must be a JSON object with a `data` array (`[]` is fine)
+    /// and a boolean `has_more`; either one null or absent is an error, so nothing but a real page
+    /// passes as one. A null or absent `next_cursor` means none; unknown top-level fields such as
+    /// `total` are ignored.
     pub fn from_json(body: &[u8]) -> Result<Page, DecodeError> {
         // Serde would also accept a JSON array for a struct; `[]` must not pass for an empty page.
         if body.trim_ascii_start().first() != Some(&b'{') {
@@ -381,11 +491,38 @@ impl Page {
             path: ".".to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Page {
-            instances: wire.data,
-            next_cursor: Some(wire.next_cursor).filter(|cursor| !cursor.is_empty()),
-            has_more: wire.has_more,
-        })
+        match (wire.data, wire.has_more) {
+            (Some(Some(instances)), Some(Some(has_more))) => Ok(Page {
+                instances,
+                next_cursor: Some(wire.next_cursor).filter(|cursor| !cursor.is_empty()),
+                has_more,
+            }),
+            (data, has_more) => {
+                let problems: Vec<&str> = [
+                    match data {
+                        None => Some("`data` is missing"),
+                        Some(None) => Some("`data` is null"),
+                        Some(Some(_)) => None,
+                    },
+                    match has_more {
+                        None => Some("`has_more` is missing"),
+                        Some(None) => Some("`has_more` is null"),
+                        Some(Some(_)) => None,
+                    },
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                Err(DecodeError {
+                    path: ".".to_owned(),
+                    message: format!(
+                        "not a list page: {}; a page must carry `data` (an array, `[]` when \
+                         empty) and `has_more` (a boolean)",
+                        problems.join(" and ")
+                    ),
+                })
+            }
+        }
     }
 }
 
@@ -399,15 +536,26 @@ pub struct DecodeError {
     pub message: String,
 }
 
-/// The response envelope as sent.
+/// The response envelope as sent. For `data` and `has_more`, the outer `Option` says whether the
+/// field was present and the inner one whether it was non-null.
 #[derive(Deserialize)]
 struct WirePage {
-    #[serde(default, deserialize_with = "null_as_default")]
-    data: Vec<Instance>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Option<Vec<Instance>>>,
     #[serde(default, deserialize_with = "null_as_default")]
     next_cursor: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    has_more: bool,
+    #[serde(default, deserialize_with = "present")]
+    has_more: Option<Option<bool>>,
+}
+
+/// A field that is present reads as `Some`, null included (absent fields get `None` from
+/// `#[serde(default)]`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Null reads as the type's default (absent fields get it from `#[serde(default)]`).
@@ -552,7 +700,8 @@ mod tests {
     }
 
     fn decode_one(record: &str) -> Result<Instance, DecodeError> {
-        let page = Page::from_json(format!(r#"{{"data":[{record}]}}"#).as_bytes())?;
+        let page =
+            Page::from_json(format!(r#"{{"data":[{record}],"has_more":false}}"#).as_bytes())?;
         assert_eq!(page.instances.len(), 1);
         Ok(page.instances.into_iter().next().expect("one instance"))
     }
@@ -734,13 +883,133 @@ mod tests {
     }
 
     #[test]
-    fn a_null_or_absent_data_array_is_an_empty_page() {
-        for body in [r#"{"data": null, "has_more": false}"#, r#"{"total": 0}"#] {
+    fn an_empty_data_array_with_has_more_false_is_an_empty_final_page() {
+        for body in [
+            r#"{"data": [], "has_more": false}"#,
+            r#"{"data": [], "has_more": false, "next_cursor": null, "total": 0}"#,
+        ] {
             let page = Page::from_json(body.as_bytes()).expect("decodes");
             assert!(page.instances.is_empty());
             assert!(!page.has_more);
             assert_eq!(page.next_cursor, None);
         }
+    }
+
+    #[test]
+    fn a_body_without_data_or_has_more_is_not_a_page() {
+        let cases = [
+            ("{}", "`data` is missing and `has_more` is missing"),
+            (
+                r#"{"data": null}"#,
+                "`data` is null and `has_more` is missing",
+            ),
+            (
+                r#"{"total": 0}"#,
+                "`data` is missing and `has_more` is missing",
+            ),
+            (r#"{"data": null, "has_more": false}"#, "`data` is null;"),
+            (r#"{"has_more": false}"#, "`data` is missing;"),
+            (r#"{"data": []}"#, "`has_more` is missing;"),
+            (r#"{"data": [], "has_more": null}"#, "`has_more` is null;"),
+            (
+                r#"{"code": 500, "reason": "INTERNAL_SERVER_ERROR", "message": "upstream failed"}"#,
+                "`data` is missing and `has_more` is missing",
+            ),
+        ];
+        for (body, problem) in cases {
+            let error = Page::from_json(body.as_bytes()).expect_err(body);
+            assert_eq!(error.path, ".", "{body}");
+            assert!(
+                error.to_string().starts_with("not a list page: "),
+                "{body}: {error}"
+            );
+            assert!(error.message.contains(problem), "{body}: {error}");
+        }
+    }
+
+    #[test]
+    fn has_more_must_be_a_boolean() {
+        for body in [
+            r#"{"data": [], "has_more": "false"}"#,
+            r#"{"data": [], "has_more": 0}"#,
+        ] {
+            let error = Page::from_json(body.as_bytes()).expect_err(body);
+            assert_eq!(error.path, "has_more", "{body}");
+        }
+    }
+
+    /// Every string field of a record, each holding `text` somewhere inside.
+    fn record_with_every_string_holding(text: &str) -> String {
+        let t = |field: &str| format!("{field}-{text}-end");
+        serde_json::json!({
+            "id": "safe-id",
+            "name": t("name"),
+            "type": t("type"),
+            "product_id": t("product"),
+            "image": t("image"),
+            "registry_auth_id": t("registry"),
+            "entrypoint": t("entrypoint"),
+            "command": t("command"),
+            "billing": {"mode": t("mode"), "prepaid": {"months": 1,
+                "auto_renew": {"enabled": true, "months": 1, "status": t("renew")}}},
+            "envs": [{"key": t("env"), "value": "v"}],
+            "ports": [{"port": 80, "protocol": t("protocol"), "endpoint": t("endpoint")}],
+            "network": {"id": t("network"), "ip": t("ip")},
+            "volumes": [{"type": t("volume-type"), "id": t("volume"), "mount_point": t("mount")}],
+            "region": t("region"),
+            "status": {"status": t("state"), "error": t("error"), "message": t("message")},
+            "member_id": t("member"),
+            "owner_id": t("owner"),
+            "region_version": t("version"),
+        })
+        .to_string()
+    }
+
+    /// How many string fields [`record_with_every_string_holding`] fills.
+    const STRING_FIELDS: usize = 24;
+
+    #[test]
+    fn redact_replaces_the_key_in_every_string_of_a_record() {
+        const SECRET: &str = "sk_live_9x8y7z";
+        let key = ApiKey::new(SECRET).expect("valid key");
+        let mut instance = decode_one(&record_with_every_string_holding(SECRET)).expect("decodes");
+        let before = format!("{instance:?}");
+        assert_eq!(before.matches(SECRET).count(), STRING_FIELDS, "{before}");
+
+        assert_eq!(instance.redact(&key), STRING_FIELDS);
+        let after = format!("{instance:?}");
+        assert!(!after.contains(SECRET), "{after}");
+        assert_eq!(after.matches("[redacted]").count(), STRING_FIELDS);
+        assert_eq!(instance.name, "name-[redacted]-end");
+        let status = instance.status.as_ref().expect("status");
+        assert_eq!(status.message, "message-[redacted]-end");
+        assert_eq!(instance.id.as_str(), "safe-id");
+    }
+
+    #[test]
+    fn redact_finds_the_url_encoded_key_and_leaves_other_text_exactly_as_sent() {
+        let key = ApiKey::new("a+b/c=").expect("valid key");
+        let mut instance = decode_one(
+            r#"{"id": "x1", "command": "  curl 'https://h/?k=a%2Bb%2Fc%3D'\n  --retry 3",
+                "name": "plain  name\twith tabs"}"#,
+        )
+        .expect("decodes");
+        assert_eq!(instance.redact(&key), 1);
+        assert_eq!(
+            instance.command,
+            "  curl 'https://h/?k=[redacted]'\n  --retry 3"
+        );
+        assert_eq!(instance.name, "plain  name\twith tabs");
+    }
+
+    #[test]
+    fn redact_leaves_a_record_without_the_key_unchanged() {
+        let key = ApiKey::new("sk_not_there").expect("valid key");
+        let mut instance =
+            decode_one(&record_with_every_string_holding("harmless")).expect("decodes");
+        let original = instance.clone();
+        assert_eq!(instance.redact(&key), 0);
+        assert_eq!(instance, original);
     }
 
     #[test]
@@ -786,13 +1055,13 @@ mod tests {
 
     #[test]
     fn a_record_without_an_id_invalidates_the_page() {
-        let body = r#"{"data": [{"id": "a1"}, {"name": "no-id"}]}"#;
+        let body = r#"{"data": [{"id": "a1"}, {"name": "no-id"}], "has_more": false}"#;
         let error = Page::from_json(body.as_bytes()).expect_err("missing id");
         assert_eq!(error.path, "data[1]");
         assert!(error.message.contains("missing or empty"), "{error}");
 
         for empty in [r#""""#, r#""  ""#, "null"] {
-            let body = format!(r#"{{"data": [{{"id": {empty}}}]}}"#);
+            let body = format!(r#"{{"data": [{{"id": {empty}}}], "has_more": false}}"#);
             let error = Page::from_json(body.as_bytes()).expect_err("empty id");
             assert_eq!(error.path, "data[0].id", "{empty}");
         }
@@ -801,8 +1070,10 @@ mod tests {
     #[test]
     fn malformed_or_trailing_json_is_an_error() {
         assert!(Page::from_json(b"<html>Bad gateway</html>").is_err());
-        assert!(Page::from_json(br#"{"data": []} {"data": []}"#).is_err());
-        assert!(Page::from_json(br#"{"data": {}}"#).is_err());
+        let page = br#"{"data": [], "has_more": false}"#;
+        assert!(Page::from_json(page).is_ok());
+        assert!(Page::from_json(&[&page[..], &page[..]].join(&b' ')).is_err());
+        assert!(Page::from_json(br#"{"data": {}, "has_more": false}"#).is_err());
         assert!(Page::from_json(br#"[]"#).is_err());
     }
 

@@ -2,8 +2,9 @@
 //! faults, error bodies shaped like the real v2 service's, and the request log.
 //!
 //! Order of events for each list request: decode the query, take the next queued fault, record the
-//! request, then answer. A fault that replaces the answer (401, 403, 429, 5xx, `RESOURCE_NOT_FOUND`)
-//! answers before authentication is checked, like a gateway in front of the service would. A fault that
+//! request, then answer. A fault that replaces the answer (401, 403, 429, 5xx, `RESOURCE_NOT_FOUND`,
+//! and the 200s whose body is not a page: an error body or `{}`) answers before authentication is
+//! checked, like a gateway in front of the service would. A fault that
 //! alters a successful page (malformed JSON, repeating cursor, duplicate ids) does nothing to an error
 //! answer, but is used up all the same. `delay` computes the answer at arrival, then waits before
 //! sending it, so a client that gives up still leaves a record.
@@ -103,6 +104,15 @@ fn answer_list(
             "resource not found",
         )
         .into(),
+        Some(FaultKind::ErrorBodyOk) => ListOutcome::OkBody(
+            json!({
+                "code": 500,
+                "reason": "INTERNAL_SERVER_ERROR",
+                "message": "upstream failed",
+            })
+            .to_string(),
+        ),
+        Some(FaultKind::EmptyObjectOk) => ListOutcome::OkBody("{}".to_owned()),
         Some(FaultKind::Delay { ms }) => {
             delay = Some(Duration::from_millis(*ms));
             normal_answer(state, &query, authorized)
@@ -156,7 +166,7 @@ fn alter_page(outcome: ListOutcome, fault: &FaultKind) -> ListOutcome {
                 .rev()
                 .find(|&at| body.is_char_boundary(at))
                 .unwrap_or(0);
-            return ListOutcome::Malformed(body[..cut].to_owned());
+            return ListOutcome::OkBody(body[..cut].to_owned());
         }
         FaultKind::RepeatingCursor => {
             page.next_cursor = Cursor::start().encode();
@@ -181,15 +191,16 @@ enum ListOutcome {
     Error(ApiError),
     /// A page of instances.
     Page(Page),
-    /// A 200 whose JSON body is cut short.
-    Malformed(String),
+    /// A 200 with this body as `application/json`, though it is not a page: cut short, or valid
+    /// JSON of another shape.
+    OkBody(String),
 }
 
 impl ListOutcome {
     fn status(&self) -> StatusCode {
         match self {
             ListOutcome::Error(error) => error.status,
-            ListOutcome::Page(_) | ListOutcome::Malformed(_) => StatusCode::OK,
+            ListOutcome::Page(_) | ListOutcome::OkBody(_) => StatusCode::OK,
         }
     }
 }
@@ -205,7 +216,7 @@ impl IntoResponse for ListOutcome {
         match self {
             ListOutcome::Error(error) => error.into_response(),
             ListOutcome::Page(page) => (StatusCode::OK, axum::Json(page.to_json())).into_response(),
-            ListOutcome::Malformed(body) => (
+            ListOutcome::OkBody(body) => (
                 StatusCode::OK,
                 [(
                     header::CONTENT_TYPE,
@@ -657,6 +668,70 @@ mod tests {
                 Some("application/json")
             );
             assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn error_body_ok_is_a_200_json_error_object_without_data_or_has_more() {
+        let simulator = simulator_with(3);
+        simulator.inject_fault(Fault::once(FaultKind::ErrorBodyOk));
+        let (status, headers, body) = get(&simulator, "", Some(KEY)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        let body: Value = serde_json::from_str(&body).expect("valid JSON");
+        assert_eq!(
+            body,
+            json!({"code": 500, "reason": "INTERNAL_SERVER_ERROR", "message": "upstream failed"})
+        );
+        assert_eq!(simulator.requests()[0].status, 200);
+        let (status, page) = get_json(&simulator, "").await;
+        assert_eq!((status, ids(&page).len()), (StatusCode::OK, 3), "expired");
+    }
+
+    #[tokio::test]
+    async fn empty_object_ok_is_a_200_with_body_empty_object() {
+        let simulator = simulator_with(3);
+        simulator.inject_fault(Fault::times(FaultKind::EmptyObjectOk, 2));
+        for _ in 0..2 {
+            let (status, headers, body) = get(&simulator, "limit=2", Some(KEY)).await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "{}"));
+            assert_eq!(
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                Some("application/json")
+            );
+        }
+        let (status, page) = get_json(&simulator, "limit=2").await;
+        assert_eq!((status, ids(&page).len()), (StatusCode::OK, 2), "expired");
+    }
+
+    #[tokio::test]
+    async fn bodies_that_are_not_pages_are_served_like_a_gateway_before_the_key_is_checked() {
+        for kind in [FaultKind::ErrorBodyOk, FaultKind::EmptyObjectOk] {
+            let simulator = simulator_with(1);
+            simulator.inject_fault(Fault::once(kind.clone()));
+            let (status, _, body) = get(&simulator, "", Some("wrong")).await;
+            assert_eq!(status, StatusCode::OK, "{kind:?}");
+            assert!(!body.contains("UNAUTHORIZED"), "{kind:?}: {body}");
+            assert!(!simulator.requests()[0].authorized, "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_page_carries_data_and_has_more_even_when_empty() {
+        for (count, query) in [(0, ""), (3, "status=no-such-status"), (5, "limit=2")] {
+            let simulator = simulator_with(count);
+            let (status, page) = get_json(&simulator, query).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(page["data"].is_array(), "{query}: {page}");
+            assert!(page["has_more"].is_boolean(), "{query}: {page}");
+            assert!(page["next_cursor"].is_string(), "{query}: {page}");
         }
     }
 

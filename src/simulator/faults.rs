@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 /// Faults queue in injection order. Each list request uses up one application of the fault at the
 /// head of the queue, whatever the request's outcome; once its `count` is spent the next fault applies.
 /// A fault without `count` stays at the head (blocking those behind it) until the faults are cleared.
-/// Faults that replace the answer are served before the API key is checked; faults that alter a page
-/// (`malformed_json`, `repeating_cursor`, `duplicate_ids`) leave error answers (401, 400) unchanged.
+/// Faults that replace the answer (every kind but `delay` and the page-altering ones) are served
+/// before the API key is checked; faults that alter a page (`malformed_json`, `repeating_cursor`,
+/// `duplicate_ids`) leave error answers (401, 400) unchanged.
 ///
 /// In JSON (the control endpoint `POST /_simulator/faults`):
 /// `{"kind": {"type": "rate_limited", "retry_after_secs": 2}, "count": 3}`.
@@ -99,6 +100,12 @@ pub enum FaultKind {
     /// 200 with a page that repeats an instance already served: the last instance of the previous page
     /// when a cursor was sent, else the page's own first instance.
     DuplicateIds,
+    /// 200 with an error body, `{"code": 500, "reason": "INTERNAL_SERVER_ERROR", "message": "upstream
+    /// failed"}`, as a gateway may send: valid JSON, but not a page.
+    ErrorBodyOk,
+    /// 200 with the body `{}`: valid JSON without `data` or `has_more`, which must not pass for an
+    /// empty last page.
+    EmptyObjectOk,
 }
 
 /// A fault in the queue, with its remaining uses.
@@ -223,6 +230,22 @@ mod tests {
             Fault::until_cleared(FaultKind::ServerError { status: None })
         );
         assert!(serde_json::from_value::<Fault>(json!({"kind": {"type": "explode"}})).is_err());
+    }
+
+    #[test]
+    fn bodies_sent_with_200_read_from_their_snake_case_names() {
+        for (name, kind) in [
+            ("error_body_ok", FaultKind::ErrorBodyOk),
+            ("empty_object_ok", FaultKind::EmptyObjectOk),
+        ] {
+            let fault: Fault =
+                serde_json::from_value(json!({"kind": {"type": name}, "count": 1})).expect(name);
+            assert_eq!(fault, Fault::once(kind.clone()));
+            assert_eq!(
+                serde_json::to_value(&fault).expect("serializes")["kind"],
+                json!({"type": name})
+            );
+        }
     }
 
     #[test]

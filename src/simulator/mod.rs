@@ -21,7 +21,8 @@
 //!   any of them, blanks ignored), `billing_mode` (`postpaid` | `prepaid` | `spot`; empty = no filter;
 //!   anything else → 400). Over-long values (255, 63, 1024 characters, as documented) → 400.
 //! - Answer: `{"data": [...], "next_cursor": "...", "has_more": bool, "total": N}`, ordered by
-//!   `created_at` then `id`; `next_cursor` is `""` on the last page; `total` counts all matches.
+//!   `created_at` then `id`; every field is always sent (`data` is `[]` when nothing matches);
+//!   `next_cursor` is `""` on the last page; `total` counts all matches.
 //! - Errors: `{"code": <status>, "reason": "UNAUTHORIZED" | "FORBIDDEN" | "RATE_LIMIT_EXCEEDED" |
 //!   "VALIDATOR_PARAM" | "RESOURCE_NOT_FOUND" | "INTERNAL_SERVER_ERROR", "message": "...", "metadata": {}}`.
 //!
@@ -48,7 +49,9 @@
 //!
 //! Fault `type`s: `unauthorized`, `forbidden`, `rate_limited` (`retry_after_secs`), `server_error`
 //! (`status`, 5xx, default 500), `resource_not_found`, `delay` (`ms`), `malformed_json`,
-//! `repeating_cursor`, `duplicate_ids`. Without `count`, a fault lasts until cleared.
+//! `repeating_cursor`, `duplicate_ids`, `error_body_ok` (200 with
+//! `{"code":500,"reason":"INTERNAL_SERVER_ERROR","message":"upstream failed"}`, as a gateway may send)
+//! and `empty_object_ok` (200 with `{}`). Without `count`, a fault lasts until cleared.
 //!
 //! ```sh
 //! curl -s -H 'Authorization: Bearer demo-key' 'http://127.0.0.1:8080/gpus/v2/instances?limit=2&regions=us-west-1'

@@ -591,7 +591,9 @@ async fn ppio_faults_are_reported_and_leave_every_mirror_in_place() {
         (FaultKind::MalformedJson, "InvalidResponse"),
         (FaultKind::RepeatingCursor, "InvalidResponse"),
         (FaultKind::DuplicateIds, "InvalidResponse"),
-        (FaultKind::Delay { ms: 5_000 }, "ApiUnavailable"),
+        (FaultKind::ErrorBodyOk, "InvalidResponse"),
+        (FaultKind::EmptyObjectOk, "InvalidResponse"),
+        (FaultKind::Delay { ms: 3_000 }, "ApiUnavailable"),
     ];
     for (kind, reason) in faults {
         let what = format!("{kind:?}");

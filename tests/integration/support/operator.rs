@@ -77,7 +77,11 @@ impl RunningOperator {
         let settings = Settings {
             endpoints: EndpointPolicy::new(vec![Url::parse(endpoint).expect("endpoint URL")]),
             ppio: ppio_gpu_operator::ppio::ClientConfig {
-                request_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+            listing_limits: ppio_gpu_operator::ppio::ListingLimits {
+                retry_base: Duration::from_millis(20),
                 ..Default::default()
             },
             ..Settings::default()
