@@ -30,7 +30,7 @@ use crate::api::{GpuInstance, GpuInstanceViewStatus};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::mirror;
-use crate::plan::{self, MirrorPlan, SyncFailure};
+use crate::plan::{self, FailureReason, MirrorPlan, SyncFailure};
 use crate::ppio::{self, ApiKey, ListQuery, ListingLimits, PpioError};
 
 /// The field manager of every write the operator makes (server-side apply).
@@ -313,7 +313,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 let failures = previous_failures.saturating_add(1);
                 warn!(reason = %failure.failure.reason, detail = %failure.failure.message, failures, "sync failed");
                 ctx.metrics
-                    .record_sync(&failure.failure.reason, false, started.elapsed());
+                    .record_sync(failure.failure.reason.as_str(), false, started.elapsed());
                 let backoff = retry_delay(failures, interval);
                 let delay = failure.retry_after.map_or(backoff, |after| backoff.max(after));
                 (plan::failed_status(&view, &failure.failure, Timestamp::now()), delay, failures)
@@ -409,9 +409,13 @@ async fn sync_view(view: &GpuInstanceView, ctx: &Context) -> Result<Synced, Fail
         })?;
 
     let instances: Api<GpuInstance> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = owned_mirrors(&instances, view)
-        .await
-        .map_err(|e| kube_failure("ListFailed", "list this view's GpuInstances", &e))?;
+    let existing = owned_mirrors(&instances, view).await.map_err(|e| {
+        kube_failure(
+            FailureReason::ListFailed,
+            "list this view's GpuInstances",
+            &e,
+        )
+    })?;
     let plan = plan::plan_mirror(view, &listing.instances, &existing, Timestamp::now());
     carry_out(
         &instances,
@@ -421,7 +425,7 @@ async fn sync_view(view: &GpuInstanceView, ctx: &Context) -> Result<Synced, Fail
         &ctx.metrics,
     )
     .await
-    .map_err(|e| kube_failure("WriteFailed", "write GpuInstances", &e))?;
+    .map_err(|e| kube_failure(FailureReason::WriteFailed, "write GpuInstances", &e))?;
     Ok(Synced {
         summary: plan::summarize(&listing.instances),
         plan,
@@ -432,19 +436,17 @@ async fn sync_view(view: &GpuInstanceView, ctx: &Context) -> Result<Synced, Fail
 fn endpoint_of(view: &GpuInstanceView, policy: &EndpointPolicy) -> Result<Url, SyncFailure> {
     let raw = view.spec.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
     let endpoint = Url::parse(raw).map_err(|e| SyncFailure {
-        reason: "InvalidSpec".into(),
+        reason: FailureReason::InvalidSpec,
         message: format!("spec.endpoint {raw:?} is not a valid URL: {e}."),
-        needs_user_action: true,
     })?;
     if !policy.allows(&endpoint) {
         return Err(SyncFailure {
-            reason: "EndpointNotAllowed".into(),
+            reason: FailureReason::EndpointNotAllowed,
             message: format!(
                 "spec.endpoint {endpoint} is not on the operator's endpoint allow-list, so the API key \
                  is not sent there. Use {DEFAULT_ENDPOINT}, or ask the operator's administrator to \
                  allow this endpoint (--allowed-endpoint)."
             ),
-            needs_user_action: true,
         });
     }
     Ok(endpoint)
@@ -463,56 +465,55 @@ async fn read_api_key(
         Ok(Some(secret)) => secret,
         Ok(None) => {
             return Err(SyncFailure {
-                reason: "SecretNotFound".into(),
+                reason: FailureReason::SecretNotFound,
                 message: format!(
                     "Secret {namespace}/{} does not exist. Create it with the PPIO API key under the \
                      key {:?} (spec.credentials.secretRef).",
                     reference.name, reference.key
                 ),
-                needs_user_action: true,
             });
         }
         Err(kube::Error::Api(status)) if status.code == 403 => {
             return Err(SyncFailure {
-                reason: "SecretForbidden".into(),
+                reason: FailureReason::SecretForbidden,
                 message: format!(
                     "The operator may not read Secret {namespace}/{}: grant its ServiceAccount `get` \
                      on Secrets in this namespace.",
                     reference.name
                 ),
-                needs_user_action: true,
             });
         }
-        Err(e) => return Err(kube_failure("SecretUnavailable", "read the Secret", &e).failure),
+        Err(e) => {
+            return Err(
+                kube_failure(FailureReason::SecretUnavailable, "read the Secret", &e).failure,
+            );
+        }
     };
     let value = secret
         .data
         .as_ref()
         .and_then(|data| data.get(&reference.key))
         .ok_or_else(|| SyncFailure {
-            reason: "SecretKeyNotFound".into(),
+            reason: FailureReason::SecretKeyNotFound,
             message: format!(
                 "Secret {namespace}/{} has no key {:?}. Put the PPIO API key there, or set \
                  spec.credentials.secretRef.key to the key that holds it.",
                 reference.name, reference.key
             ),
-            needs_user_action: true,
         })?;
     let text = String::from_utf8(value.0.clone()).map_err(|_| SyncFailure {
-        reason: "InvalidApiKey".into(),
+        reason: FailureReason::InvalidApiKey,
         message: format!(
             "The value under {:?} in Secret {namespace}/{} is not text, so it is not a PPIO API key.",
             reference.key, reference.name
         ),
-        needs_user_action: true,
     })?;
     ApiKey::new(text).map_err(|e| SyncFailure {
-        reason: "InvalidApiKey".into(),
+        reason: FailureReason::InvalidApiKey,
         message: format!(
             "The value under {:?} in Secret {namespace}/{} is not a usable API key: {e}.",
             reference.key, reference.name
         ),
-        needs_user_action: true,
     })
 }
 
@@ -538,25 +539,23 @@ fn ppio_failure(error: &PpioError, key: &ApiKey) -> SyncFailure {
     if key.appears_in(&message) {
         message = "PPIO returned an error that echoed the API key; it is not shown.".into();
     }
-    let needs_user_action = matches!(
-        error,
-        PpioError::Unauthorized
-            | PpioError::Forbidden
-            | PpioError::Rejected { .. }
-            | PpioError::InvalidConfig { .. }
-    );
-    SyncFailure {
-        reason: error.reason().into(),
-        message,
-        needs_user_action,
-    }
+    let reason = match error {
+        PpioError::Unauthorized | PpioError::Forbidden => FailureReason::AuthFailed,
+        PpioError::RateLimited { .. } => FailureReason::RateLimited,
+        PpioError::ServerError { .. } | PpioError::Timeout | PpioError::Unreachable { .. } => {
+            FailureReason::ApiUnavailable
+        }
+        PpioError::InvalidResponse { .. } => FailureReason::InvalidResponse,
+        PpioError::Rejected { .. } => FailureReason::RequestRejected,
+        PpioError::InvalidConfig { .. } => FailureReason::InvalidConfig,
+    };
+    SyncFailure { reason, message }
 }
 
-fn kube_failure(reason: &str, action: &str, error: &impl std::fmt::Display) -> Failed {
+fn kube_failure(reason: FailureReason, action: &str, error: &impl std::fmt::Display) -> Failed {
     SyncFailure {
-        reason: reason.into(),
+        reason,
         message: format!("Could not {action}: {error}. Retrying with backoff."),
-        needs_user_action: false,
     }
     .into()
 }

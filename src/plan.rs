@@ -250,15 +250,94 @@ fn bounded(counts: BTreeMap<String, i64>) -> BTreeMap<String, i64> {
     kept
 }
 
+/// Why a sync did not complete: the Ready condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The Secret named by the view does not exist.
+    SecretNotFound,
+    /// The Secret has no such key.
+    SecretKeyNotFound,
+    /// The operator may not read the Secret.
+    SecretForbidden,
+    /// Reading the Secret failed for another reason.
+    SecretUnavailable,
+    /// The Secret's value is not a usable API key.
+    InvalidApiKey,
+    /// PPIO refused the key (401, 403).
+    AuthFailed,
+    /// `spec.endpoint` is not on the operator's allow-list.
+    EndpointNotAllowed,
+    /// The spec cannot be used (e.g. an endpoint that is not a URL).
+    InvalidSpec,
+    /// PPIO rejected the request (another 4xx).
+    RequestRejected,
+    /// The PPIO client could not be set up for the endpoint.
+    InvalidConfig,
+    /// PPIO answered 429.
+    RateLimited,
+    /// PPIO answered 5xx, timed out or could not be reached.
+    ApiUnavailable,
+    /// PPIO's answer was malformed or inconsistent, so the listing is not complete.
+    InvalidResponse,
+    /// Listing the view's GpuInstances from the Kubernetes API failed.
+    ListFailed,
+    /// Writing GpuInstances to the Kubernetes API failed.
+    WriteFailed,
+}
+
+impl FailureReason {
+    /// The reason as the condition shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::SecretNotFound => "SecretNotFound",
+            FailureReason::SecretKeyNotFound => "SecretKeyNotFound",
+            FailureReason::SecretForbidden => "SecretForbidden",
+            FailureReason::SecretUnavailable => "SecretUnavailable",
+            FailureReason::InvalidApiKey => "InvalidApiKey",
+            FailureReason::AuthFailed => "AuthFailed",
+            FailureReason::EndpointNotAllowed => "EndpointNotAllowed",
+            FailureReason::InvalidSpec => "InvalidSpec",
+            FailureReason::RequestRejected => "RequestRejected",
+            FailureReason::InvalidConfig => "InvalidConfig",
+            FailureReason::RateLimited => "RateLimited",
+            FailureReason::ApiUnavailable => "ApiUnavailable",
+            FailureReason::InvalidResponse => "InvalidResponse",
+            FailureReason::ListFailed => "ListFailed",
+            FailureReason::WriteFailed => "WriteFailed",
+        }
+    }
+
+    /// Whether only a change by the user (the view, its Secret, the operator's settings, the PPIO
+    /// account) can fix it: kstatus `Stalled`. The others pass with time: `Reconciling`.
+    pub fn needs_user_action(self) -> bool {
+        matches!(
+            self,
+            FailureReason::SecretNotFound
+                | FailureReason::SecretKeyNotFound
+                | FailureReason::SecretForbidden
+                | FailureReason::InvalidApiKey
+                | FailureReason::AuthFailed
+                | FailureReason::EndpointNotAllowed
+                | FailureReason::InvalidSpec
+                | FailureReason::RequestRejected
+                | FailureReason::InvalidConfig
+        )
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a sync did not complete, as the view's conditions report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncFailure {
-    /// Condition reason, e.g. `SecretNotFound`, `AuthFailed`, `ApiUnavailable`.
-    pub reason: String,
+    /// The condition reason.
+    pub reason: FailureReason,
     /// What happened and what to do, safe to show (never holds the API key).
     pub message: String,
-    /// Whether it needs the user to change something (kstatus `Stalled`) rather than time.
-    pub needs_user_action: bool,
 }
 
 /// The view's status after a complete sync whose plan was carried out.
@@ -343,7 +422,8 @@ pub fn failed_status(
 ) -> GpuInstanceViewStatus {
     let previous = view.status.clone().unwrap_or_default();
     let generation = view.metadata.generation;
-    let (reconciling, stalled) = if failure.needs_user_action {
+    let needs_user_action = failure.reason.needs_user_action();
+    let (reconciling, stalled) = if needs_user_action {
         (
             "Waiting for a change to the view, its Secret or the operator's settings; retrying periodically.",
             failure.message.as_str(),
@@ -359,23 +439,23 @@ pub fn failed_status(
                 new_condition(
                     condition::READY,
                     false,
-                    &failure.reason,
+                    failure.reason.as_str(),
                     &failure.message,
                     generation,
                     now,
                 ),
                 new_condition(
                     condition::RECONCILING,
-                    !failure.needs_user_action,
-                    &failure.reason,
+                    !needs_user_action,
+                    failure.reason.as_str(),
                     reconciling,
                     generation,
                     now,
                 ),
                 new_condition(
                     condition::STALLED,
-                    failure.needs_user_action,
-                    &failure.reason,
+                    needs_user_action,
+                    failure.reason.as_str(),
                     stalled,
                     generation,
                     now,
@@ -716,9 +796,8 @@ mod tests {
         ));
 
         let failure = SyncFailure {
-            reason: "ApiUnavailable".into(),
+            reason: FailureReason::ApiUnavailable,
             message: "PPIO answered 503".into(),
-            needs_user_action: false,
         };
         let status = failed_status(&view, &failure, at(200));
         assert_eq!(status.instance_count, Some(1));
@@ -738,9 +817,8 @@ mod tests {
     #[test]
     fn a_failure_that_needs_the_user_is_stalled() {
         let failure = SyncFailure {
-            reason: "SecretNotFound".into(),
+            reason: FailureReason::SecretNotFound,
             message: "Secret ml/ppio not found".into(),
-            needs_user_action: true,
         };
         let status = failed_status(&view(true), &failure, at(200));
         let stalled = condition::find(&status.conditions, condition::STALLED).unwrap();

@@ -7,7 +7,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use mlua::{Lua, LuaSerdeExt, Table};
 use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::plan::{self, SyncFailure};
+use ppio_gpu_operator::plan::{self, FailureReason, SyncFailure};
 use ppio_gpu_operator::ppio::{Instance, InstanceId, InstanceStatus};
 
 fn health(view: &GpuInstanceView) -> (String, String) {
@@ -58,11 +58,10 @@ fn synced(mut view: GpuInstanceView) -> GpuInstanceView {
     view
 }
 
-fn failed(mut view: GpuInstanceView, reason: &str, needs_user_action: bool) -> GpuInstanceView {
+fn failed(mut view: GpuInstanceView, reason: FailureReason) -> GpuInstanceView {
     let failure = SyncFailure {
-        reason: reason.into(),
+        reason,
         message: format!("{reason} happened"),
-        needs_user_action,
     };
     view.status = Some(plan::failed_status(
         &view,
@@ -84,14 +83,14 @@ fn a_synced_view_is_healthy() {
 
 #[test]
 fn a_view_that_needs_the_user_is_degraded_with_the_reason() {
-    let (status, message) = health(&failed(synced(view()), "SecretNotFound", true));
+    let (status, message) = health(&failed(synced(view()), FailureReason::SecretNotFound));
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("SecretNotFound: "), "{message}");
 }
 
 #[test]
 fn a_view_whose_syncs_fail_for_now_is_degraded_with_the_reason() {
-    let (status, message) = health(&failed(synced(view()), "ApiUnavailable", false));
+    let (status, message) = health(&failed(synced(view()), FailureReason::ApiUnavailable));
     assert_eq!(status, "Degraded");
     assert!(message.starts_with("ApiUnavailable: "), "{message}");
 }

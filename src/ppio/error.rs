@@ -108,7 +108,7 @@ pub enum PpioError {
 }
 
 impl PpioError {
-    /// The Kubernetes condition reason for this error: `AuthFailed`, `RateLimited`,
+    /// A short CamelCase label of this kind of error, for logs: `AuthFailed`, `RateLimited`,
     /// `ApiUnavailable`, `InvalidResponse`, `RequestRejected` or `InvalidConfig`.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -650,31 +650,7 @@ mod tests {
 
     #[test]
     fn records_carry_every_documented_field() {
-        let fields = [
-            "id",
-            "name",
-            "type",
-            "product_id",
-            "image",
-            "registry_auth_id",
-            "entrypoint",
-            "command",
-            "billing",
-            "envs",
-            "ports",
-            "resource_specs",
-            "network",
-            "volumes",
-            "region",
-            "auto_migrate",
-            "status",
-            "created_at",
-            "last_started_at",
-            "last_stopped_at",
-            "member_id",
-            "owner_id",
-            "region_version",
-        ];
+        let fields = crate::simulator::records::RECORD_FIELDS;
         for record in generate_instances(30, 5) {
             for field in fields {
                 assert!(record.get(field).is_some(), "{field} missing in {record}");

@@ -157,6 +157,34 @@ pub(crate) fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+/// Every top-level field of an instance record in the documented list response.
+#[cfg(test)]
+pub(crate) const RECORD_FIELDS: [&str; 23] = [
+    "id",
+    "name",
+    "type",
+    "product_id",
+    "image",
+    "registry_auth_id",
+    "entrypoint",
+    "command",
+    "billing",
+    "envs",
+    "ports",
+    "resource_specs",
+    "network",
+    "volumes",
+    "region",
+    "auto_migrate",
+    "status",
+    "created_at",
+    "last_started_at",
+    "last_stopped_at",
+    "member_id",
+    "owner_id",
+    "region_version",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,31 +254,7 @@ mod tests {
     fn the_example_file_loads_and_covers_the_documented_cases() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ppio-instances.json");
         let records = load_instances(&path).expect("the example file loads");
-        let fields = [
-            "id",
-            "name",
-            "type",
-            "product_id",
-            "image",
-            "registry_auth_id",
-            "entrypoint",
-            "command",
-            "billing",
-            "envs",
-            "ports",
-            "resource_specs",
-            "network",
-            "volumes",
-            "region",
-            "auto_migrate",
-            "status",
-            "created_at",
-            "last_started_at",
-            "last_stopped_at",
-            "member_id",
-            "owner_id",
-            "region_version",
-        ];
+        let fields = RECORD_FIELDS;
         for record in &records {
             for field in fields {
                 assert!(
