@@ -331,3 +331,11 @@ async fn a_private_control_plane_restarts_on_its_data_directory_with_its_objects
         "a stopped control plane removes its ready marker"
     );
 }
+
+#[test]
+fn a_missing_launcher_fails_with_how_to_build_it() {
+    let missing = std::path::PathBuf::from("/nonexistent/kube-control-plane");
+    let error = crate::support::control_plane::launcher_at(missing).expect_err("must fail");
+    assert!(error.contains("make control-plane"), "{error}");
+    assert!(error.contains("/nonexistent/kube-control-plane"), "{error}");
+}

@@ -179,9 +179,15 @@ impl Drop for ControlPlane {
 }
 
 fn launcher_path() -> Result<PathBuf, String> {
-    let path = std::env::var_os(LAUNCHER_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("control-plane/kube-control-plane"));
+    launcher_at(
+        std::env::var_os(LAUNCHER_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target_dir().join("control-plane/kube-control-plane")),
+    )
+}
+
+/// `path` if the launcher is there, else an error that says how to get it.
+pub fn launcher_at(path: PathBuf) -> Result<PathBuf, String> {
     if path.is_file() {
         return Ok(path);
     }
