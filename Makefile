@@ -28,7 +28,7 @@ CHART := charts/ppio-gpu-operator
 
 ## test: build the control plane and helm, check formatting and lints, lint the chart, run every test.
 test: control-plane helm lint chart
-	cargo test --all-targets --locked
+	cargo test --locked
 
 ## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
 control-plane:
