@@ -55,6 +55,9 @@ import (
 // 30s; tests install CRDs and expect cascading deletion soon after, so this is shorter.
 const gcSyncPeriod = 3 * time.Second
 
+// apiserverStopGrace is how long a stop waits for kube-apiserver to finish its own shutdown.
+const apiserverStopGrace = 5 * time.Second
+
 func main() {
 	os.Exit(run())
 }
@@ -191,6 +194,16 @@ func run() int {
 		if err != nil && ctx.Err() == nil {
 			fmt.Fprintf(os.Stderr, "%v\n", err)
 			return 1
+		}
+	case <-ctx.Done():
+		// kube-apiserver drains open requests, watches included, for up to a minute. Clients of a
+		// test control plane reconnect anyway, so give it a few seconds and then stop for good: the
+		// process exit ends whatever is left.
+		stopControllers()
+		select {
+		case <-apiserverDone:
+		case <-time.After(apiserverStopGrace):
+			fmt.Fprintf(os.Stderr, "kube-apiserver still draining after %s; stopping anyway\n", apiserverStopGrace)
 		}
 	case err := <-etcd.Err():
 		fmt.Fprintf(os.Stderr, "etcd failed: %v\n", err)

@@ -245,3 +245,58 @@ async fn a_leader_whose_lease_is_taken_stops_at_once_and_exits() {
         "it did not take the Lease back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_rides_out_an_api_server_restart_and_catches_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let control_plane =
+        crate::support::ControlPlane::start(Some(dir.path())).expect("private control plane");
+    let fx = Fixture::start_in(&control_plane, "restart", generate_instances(3, 4)).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+
+    let exited_before = fx
+        .views()
+        .get("v")
+        .await
+        .expect("view")
+        .status
+        .and_then(|s| s.instances_by_status.get("exited").copied())
+        .unwrap_or(0);
+
+    // The API server goes away while the operator runs, and the remote side changes meanwhile.
+    control_plane.stop();
+    let id = fx
+        .simulator()
+        .instances()
+        .iter()
+        .find(|r| r["status"]["status"] != "exited")
+        .and_then(|r| r["id"].as_str())
+        .expect("an instance that is not exited")
+        .to_owned();
+    fx.simulator()
+        .patch_instance(&id, json!({ "status": { "status": "exited" } }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let control_plane =
+        crate::support::ControlPlane::start(Some(dir.path())).expect("restart on the same data");
+
+    // Same address and data: the operator reconnects by itself and the next sync catches up.
+    let mirror = format!("v-{id}");
+    let view = fx.refresh("v").await;
+    assert_eq!(
+        view.status
+            .and_then(|s| s.instances_by_status.get("exited").copied()),
+        Some(exited_before + 1)
+    );
+    let status = fx.instances().get(&mirror).await.expect("mirror").status;
+    assert_eq!(
+        status
+            .and_then(|s| s.status)
+            .and_then(|s| s.status)
+            .as_deref(),
+        Some("exited")
+    );
+    assert_eq!(fx.mirrors_of("v").await.len(), 3, "nothing was lost");
+    drop(fx);
+    control_plane.stop();
+}
