@@ -744,6 +744,30 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
         "every remote instance is mirrored:\n{mirrored}"
     );
 
+    // The same token, used directly: it may not list Secrets or touch what the chart does not grant.
+    for (args, what) in [
+        (vec!["get", "secrets"], "list Secrets"),
+        (vec!["get", "configmaps"], "list ConfigMaps"),
+        (vec!["delete", "gpuinstanceview/account"], "delete a view"),
+        (
+            vec!["get", "pods", "--namespace", "default"],
+            "read another namespace",
+        ),
+    ] {
+        let output = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig.path())
+            .args(["--namespace", &watched.name])
+            .args(&args)
+            .output()
+            .expect("run kubectl");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("forbidden"),
+            "the operator's identity must not {what}: {stderr}"
+        );
+    }
+
     // The chart's probes, on the chart's paths.
     for path in ["/healthz", "/readyz"] {
         let url = format!("http://127.0.0.1:{http_port}{path}");
