@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller (in a cluster, or out of it with the current kubeconfig).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions (YAML) generated from the operator's types.
     Crd,
 }
@@ -62,6 +62,14 @@ struct RunArgs {
     /// Timeout of one PPIO request, in seconds.
     #[arg(long, env = "PPIO_OPERATOR_PPIO_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     ppio_timeout_seconds: u64,
+
+    /// Requests a minute to PPIO per API key (views sharing a key share it); 0 for no limit.
+    #[arg(
+        long,
+        env = "PPIO_OPERATOR_PPIO_REQUESTS_PER_MINUTE",
+        default_value_t = 100
+    )]
+    ppio_requests_per_minute: u32,
 
     /// Log format on stderr.
     #[arg(long, env = "PPIO_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -127,7 +135,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(run(args))
+            runtime.block_on(run(*args))
         }
     }
 }
@@ -147,6 +155,7 @@ async fn run(args: RunArgs) -> ExitCode {
         write_concurrency: usize::from(args.write_concurrency),
         ppio: ppio::ClientConfig {
             request_timeout: Duration::from_secs(args.ppio_timeout_seconds),
+            requests_per_minute: args.ppio_requests_per_minute,
             ..ppio::ClientConfig::default()
         },
         ..Settings::default()

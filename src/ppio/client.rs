@@ -29,6 +29,7 @@ use url::Url;
 use super::api_key::ApiKey;
 use super::error::{PpioError, ServerMessage, parse_error_body, parse_retry_after, sanitize};
 use super::model::{BillingMode, Instance, InstanceId, Page};
+use super::rate_limit::RateLimiter;
 
 const USER_AGENT: &str = concat!("ppio-gpu-operator/", env!("CARGO_PKG_VERSION"));
 
@@ -47,16 +48,21 @@ pub struct ClientConfig {
     /// Largest response body accepted; a larger one is an invalid response. A whole listing is
     /// further bounded by [`ListingLimits::max_listing_bytes`].
     pub max_body_bytes: usize,
+    /// Requests a minute per API key, shared by every listing with that key through this client
+    /// (and its clones); 0 sends without limit.
+    pub requests_per_minute: u32,
 }
 
 impl Default for ClientConfig {
-    /// `https://api.ppio.com`, 5 s to connect, 30 s per request, 16 MiB bodies.
+    /// `https://api.ppio.com`, 5 s to connect, 30 s per request, 16 MiB bodies, 100 requests a minute
+    /// per key.
     fn default() -> Self {
         ClientConfig {
             base_url: Url::parse("https://api.ppio.com").expect("constant URL is valid"),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 16 * 1024 * 1024,
+            requests_per_minute: 100,
         }
     }
 }
@@ -147,6 +153,7 @@ struct Inner {
     instances_url: Url,
     max_body_bytes: usize,
     observer: Option<RequestObserver>,
+    limiter: Arc<RateLimiter>,
 }
 
 impl fmt::Debug for Client {
@@ -207,6 +214,7 @@ impl Client {
                 instances_url,
                 max_body_bytes: config.max_body_bytes,
                 observer: None,
+                limiter: Arc::new(RateLimiter::new(config.requests_per_minute)),
             }),
         })
     }
@@ -491,6 +499,7 @@ impl Client {
             return (None, Err(PpioError::InvalidConfig { detail }));
         };
         authorization.set_sensitive(true);
+        self.inner.limiter.acquire(key).await;
         let sent = self
             .inner
             .http

@@ -14,6 +14,7 @@ mod api_key;
 mod client;
 mod error;
 mod model;
+mod rate_limit;
 
 pub use api_key::{ApiKey, InvalidApiKey};
 pub use client::{Client, ClientConfig, ListQuery, Listing, ListingLimits, RequestOutcome};
