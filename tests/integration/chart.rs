@@ -140,6 +140,7 @@ fn default_deployment_runs_the_hardened_operator_with_leader_election() {
         "--concurrency=4",
         "--write-concurrency=8",
         "--ppio-timeout-seconds=30",
+        "--ppio-requests-per-minute=100",
         "--log-format=json",
         "--log-level=info",
         "--http-address=0.0.0.0:8080",
