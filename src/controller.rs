@@ -117,10 +117,14 @@ pub struct Context {
 }
 
 /// When a view is next due, and how many syncs in a row failed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Schedule {
     next_sync: Instant,
     failures: u32,
+    /// The spec generation and refresh request the last sync answered: a newer one is due at once,
+    /// even if that sync's status could not be written.
+    generation: Option<i64>,
+    refresh: Option<String>,
 }
 
 impl Context {
@@ -176,7 +180,7 @@ impl Context {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(view)
-            .copied()
+            .cloned()
     }
 
     fn set_schedule(&self, view: ObjectRef<GpuInstanceView>, schedule: Option<Schedule>) {
@@ -283,7 +287,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
         }
 
         let started = Instant::now();
-        let outcome = sync_view(&view, &ctx).await;
+        let outcome = sync_view(&view, &ctx, listing_deadline(interval)).await;
         let previous_failures = ctx.schedule(&key).map_or(0, |s| s.failures);
         let (status, delay, failures) = match outcome {
             Ok(synced) => {
@@ -326,6 +330,8 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
             Some(Schedule {
                 next_sync: Instant::now() + delay,
                 failures,
+                generation: view.metadata.generation,
+                refresh: plan::refresh_requested(&view),
             }),
         );
         publish_transition(&ctx, &view, &status).await;
@@ -350,17 +356,25 @@ fn time_until_due(
     schedule: Option<Schedule>,
     interval: Duration,
 ) -> Option<Duration> {
-    let status = view.status.as_ref()?;
-    if status.observed_generation != view.metadata.generation
-        || status.last_handled_refresh != plan::refresh_requested(view)
+    let (answered_generation, answered_refresh) = match &schedule {
+        Some(s) => (s.generation, s.refresh.clone()),
+        None => {
+            let status = view.status.as_ref()?;
+            (
+                status.observed_generation,
+                status.last_handled_refresh.clone(),
+            )
+        }
+    };
+    if answered_generation != view.metadata.generation
+        || answered_refresh != plan::refresh_requested(view)
     {
         return None;
     }
-    let now = Instant::now();
     match schedule {
-        Some(s) => s.next_sync.checked_duration_since(now),
+        Some(s) => s.next_sync.checked_duration_since(Instant::now()),
         None => {
-            let last = status.last_sync_time?;
+            let last = view.status.as_ref()?.last_sync_time?;
             let since = Timestamp::now().duration_since(last).unsigned_abs();
             interval.checked_sub(since).filter(|d| !d.is_zero())
         }
@@ -390,8 +404,13 @@ impl From<SyncFailure> for Failed {
 }
 
 /// One sync: API key, complete listing, plan, writes. Any failure before the plan is carried out
-/// leaves every mirror as it was.
-async fn sync_view(view: &GpuInstanceView, ctx: &Context) -> Result<Synced, Failed> {
+/// leaves every mirror as it was. The listing is abandoned after `deadline`, so that one slow account
+/// cannot hold a controller slot for hours of page retries.
+async fn sync_view(
+    view: &GpuInstanceView,
+    ctx: &Context,
+    deadline: Duration,
+) -> Result<Synced, Failed> {
     let namespace = view.namespace().unwrap_or_default();
     let endpoint = endpoint_of(view, &ctx.settings.endpoints)?;
     let key = read_api_key(&ctx.client, &namespace, view).await?;
@@ -400,13 +419,24 @@ async fn sync_view(view: &GpuInstanceView, ctx: &Context) -> Result<Synced, Fail
         .map_err(|e| Failed::from(ppio_failure(&e, &key)))?;
 
     let query = list_query(view);
-    let listing = ppio
-        .list_all_instances(&key, &query, &ctx.settings.listing_limits)
-        .await
-        .map_err(|e| Failed {
+    let listing = ppio.list_all_instances(&key, &query, &ctx.settings.listing_limits);
+    let listing = match tokio::time::timeout(deadline, listing).await {
+        Ok(listing) => listing.map_err(|e| Failed {
             retry_after: e.retry_after(),
             failure: ppio_failure(&e, &key),
-        })?;
+        })?,
+        Err(_) => {
+            return Err(SyncFailure {
+                reason: FailureReason::ApiUnavailable,
+                message: format!(
+                    "Listing from PPIO took longer than {}s and was abandoned; nothing was changed. \
+                     Retrying with backoff. A narrower filter or a larger pageSize makes listings shorter.",
+                    deadline.as_secs()
+                ),
+            }
+            .into());
+        }
+    };
 
     let instances: Api<GpuInstance> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = owned_mirrors(&instances, view).await.map_err(|e| {
@@ -587,8 +617,8 @@ async fn owned_mirrors(
         .collect())
 }
 
-/// Carries out `plan`: deletes and writes, at most `concurrency` at a time. Stops at the first error;
-/// what was written stays written and the next sync plans the rest.
+/// Carries out `plan`: deletes and writes, at most `concurrency` at a time. Every one is attempted;
+/// the failures are reported together, and the next sync plans what is still missing.
 async fn carry_out(
     instances: &Api<GpuInstance>,
     existing: &[GpuInstance],
@@ -769,6 +799,11 @@ fn truncate_utf8(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
+/// How long one listing may take: the view's sync interval, but at least two minutes.
+fn listing_deadline(interval: Duration) -> Duration {
+    interval.max(Duration::from_secs(120))
+}
+
 /// The interval, give or take 10%, so that views created together do not sync together.
 fn jittered(interval: Duration) -> Duration {
     let factor = rand::rng().random_range(0.9..=1.1);
@@ -826,6 +861,16 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
 
+    /// A schedule due at `next_sync` that answered generation 1 and `refresh`.
+    fn schedule(next_sync: Instant, refresh: Option<&str>) -> Option<Schedule> {
+        Some(Schedule {
+            next_sync,
+            failures: 0,
+            generation: Some(1),
+            refresh: refresh.map(str::to_owned),
+        })
+    }
+
     #[test]
     fn a_view_never_synced_is_due_at_once() {
         let mut view = synced_view(1, 0);
@@ -837,29 +882,22 @@ mod tests {
     fn a_new_spec_is_due_at_once_whatever_the_schedule() {
         let mut view = synced_view(1, 0);
         view.metadata.generation = Some(2);
-        let later = Schedule {
-            next_sync: Instant::now() + MINUTE,
-            failures: 0,
-        };
-        assert_eq!(time_until_due(&view, Some(later), MINUTE), None);
+        let later = schedule(Instant::now() + MINUTE, None);
+        assert_eq!(time_until_due(&view, later, MINUTE), None);
     }
 
     #[test]
-    fn a_new_refresh_request_is_due_at_once() {
+    fn a_new_refresh_request_is_due_at_once_and_only_once() {
         let mut view = synced_view(1, 0);
         view.metadata.annotations = Some(
             [(view::REFRESH_ANNOTATION.to_owned(), "now".to_owned())]
                 .into_iter()
                 .collect(),
         );
-        let later = Schedule {
-            next_sync: Instant::now() + MINUTE,
-            failures: 0,
-        };
-        assert_eq!(time_until_due(&view, Some(later), MINUTE), None);
-        view.status.as_mut().unwrap().last_handled_refresh = Some("now".into());
+        let later = Instant::now() + MINUTE;
+        assert_eq!(time_until_due(&view, schedule(later, None), MINUTE), None);
         assert!(
-            time_until_due(&view, Some(later), MINUTE).is_some(),
+            time_until_due(&view, schedule(later, Some("now")), MINUTE).is_some(),
             "answered once"
         );
     }
@@ -867,24 +905,27 @@ mod tests {
     #[test]
     fn our_own_status_write_does_not_make_a_view_due() {
         let view = synced_view(1, 0);
-        let later = Schedule {
-            next_sync: Instant::now() + MINUTE,
-            failures: 0,
-        };
-        let wait = time_until_due(&view, Some(later), MINUTE).expect("not due");
+        let wait = time_until_due(&view, schedule(Instant::now() + MINUTE, None), MINUTE)
+            .expect("not due");
         assert!(wait > Duration::from_secs(55), "{wait:?}");
-        let passed = Schedule {
-            next_sync: Instant::now() - Duration::from_secs(1),
-            failures: 0,
-        };
-        assert_eq!(time_until_due(&view, Some(passed), MINUTE), None);
+        let passed = schedule(Instant::now() - Duration::from_secs(1), None);
+        assert_eq!(time_until_due(&view, passed, MINUTE), None);
+    }
+
+    #[test]
+    fn a_status_that_could_not_be_written_does_not_make_a_view_due_again() {
+        // The sync answered generation 1, but its status never reached the API server.
+        let mut view = synced_view(1, 0);
+        view.status = None;
+        let wait = time_until_due(&view, schedule(Instant::now() + MINUTE, None), MINUTE);
+        assert!(wait.is_some(), "the schedule holds, not the missing status");
     }
 
     #[test]
     fn after_a_restart_the_last_sync_time_sets_the_schedule() {
         let recent = time_until_due(&synced_view(1, 20), None, MINUTE).expect("not due yet");
         assert!(
-            recent <= Duration::from_secs(41) && recent >= Duration::from_secs(38),
+            recent <= Duration::from_secs(41) && recent >= Duration::from_secs(35),
             "{recent:?}"
         );
         assert_eq!(time_until_due(&synced_view(1, 120), None, MINUTE), None);

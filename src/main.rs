@@ -104,8 +104,8 @@ struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
 
-    /// Seconds a leader holds the Lease without renewing it: a standby takes over within this.
-    #[arg(long, env = "PPIO_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    /// Seconds a leader holds the Lease without renewing it (at least 10): a standby takes over within this.
+    #[arg(long, env = "PPIO_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(10..=300))]
     lease_duration_seconds: u64,
 
     /// This replica's identity in the election and in Events. Default: the pod name, else the host name.
@@ -241,8 +241,9 @@ async fn run(args: RunArgs) -> ExitCode {
 
 /// How long syncs in flight may finish after SIGTERM before they are abandoned (an abandoned sync
 /// changes nothing wrong: what it wrote is complete per object, the rest is planned again). Kept below
-/// the chart's terminationGracePeriodSeconds (30) so the Lease is released before the pod is killed.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// the chart's terminationGracePeriodSeconds (30), with the Lease release (at most 5 s) after it, so
+/// the Lease is released before the pod is killed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The shutdown signal, shareable.
 #[derive(Clone)]
@@ -306,7 +307,11 @@ async fn run_as_elected(
     metrics: Metrics,
     stopping: &Stopping,
 ) -> ExitCode {
-    let mut leadership = match Leadership::join(client, &lease).await {
+    let joined = tokio::select! {
+        joined = Leadership::join(client, &lease) => joined,
+        _ = stopping.wait() => return ExitCode::SUCCESS,
+    };
+    let mut leadership = match joined {
         Ok(leadership) => leadership,
         Err(e) => {
             error!(error = %e, lease = %lease.name, namespace = %lease.namespace, "cannot join the leader election");

@@ -318,11 +318,12 @@ impl Client {
             }
             if !page.has_more {
                 if page.next_cursor.is_some() {
-                    // The spec says the cursor is empty on the last page; has_more is what counts.
-                    tracing::debug!(
-                        page = number,
-                        "the last page (has_more false) still sent a next_cursor; ignored it"
-                    );
+                    // The spec says the cursor is empty on the last page: an answer that says both
+                    // "last page" and "here is the next" cannot be trusted to be complete.
+                    return Err(invalid(format!(
+                        "page {number} says it is the last (has_more false) but gives a next_cursor; \
+                         the listing may be incomplete"
+                    )));
                 }
                 break;
             }
@@ -409,6 +410,8 @@ impl Client {
         budget: Option<ListingBudget>,
     ) -> Result<FetchedPage, PpioError> {
         let url = self.page_url(query, cursor);
+        // The wait for the per-key budget is not the server's latency.
+        self.inner.limiter.acquire(key).await;
         let started = Instant::now();
         let (status_code, result) = self.fetch_page(key, url, budget).await;
         let latency = started.elapsed();
@@ -499,7 +502,6 @@ impl Client {
             return (None, Err(PpioError::InvalidConfig { detail }));
         };
         authorization.set_sensitive(true);
-        self.inner.limiter.acquire(key).await;
         let sent = self
             .inner
             .http
@@ -992,12 +994,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stops_when_has_more_is_false_even_if_a_cursor_is_sent() {
+    async fn a_last_page_that_still_sends_a_cursor_fails_the_listing() {
         let server = TestServer::with_pages(vec![("", Canned::page(&["a"], "stale", false))]).await;
-        let listing = list_all(&server, ListingLimits::default())
+        let error = list_all(&server, ListingLimits::default())
             .await
-            .expect("complete listing");
-        assert_eq!(ids(&listing), ["a"]);
+            .expect_err("contradictory last page");
+        assert!(
+            matches!(&error, PpioError::InvalidResponse { detail } if detail.contains("has_more false")),
+            "{error:?}"
+        );
         assert_eq!(server.seen().len(), 1);
     }
 
@@ -1652,11 +1657,11 @@ mod tests {
     #[tokio::test]
     async fn a_timed_out_page_is_retried() {
         let mut slow = Canned::page(&["late"], "", false);
-        slow.delay = Duration::from_secs(3);
+        slow.delay = Duration::from_secs(10);
         let server =
             TestServer::answering_in_turn(vec![slow, Canned::page(&["a"], "", false)]).await;
         let client = server.client_with(|config| {
-            config.request_timeout = Duration::from_millis(300);
+            config.request_timeout = Duration::from_secs(2);
         });
         let listing = client
             .list_all_instances(&key(), &ListQuery::default(), &quick_retries(2))

@@ -33,7 +33,7 @@ async fn two_replicas_elect_one_leader_that_alone_writes_and_a_standby_takes_ove
             "--lease-namespace".to_owned(),
             fx.ns.name.clone(),
             "--lease-duration-seconds".to_owned(),
-            "5".to_owned(),
+            "10".to_owned(),
             "--allowed-endpoint".to_owned(),
             endpoint.to_owned(),
         ]
@@ -207,7 +207,7 @@ async fn a_leader_whose_lease_is_taken_stops_at_once_and_exits() {
         "--lease-namespace",
         &ns,
         "--lease-duration-seconds",
-        "6",
+        "10",
         "--allowed-endpoint",
         &endpoint,
     ];
@@ -265,7 +265,10 @@ async fn the_operator_rides_out_an_api_server_restart_and_catches_up() {
         .unwrap_or(0);
 
     // The API server goes away while the operator runs, and the remote side changes meanwhile.
-    control_plane.stop();
+    // (Stopping and starting block: off the runtime's worker threads.)
+    tokio::task::spawn_blocking(move || control_plane.stop())
+        .await
+        .expect("stop the control plane");
     let id = fx
         .simulator()
         .instances()
@@ -277,8 +280,12 @@ async fn the_operator_rides_out_an_api_server_restart_and_catches_up() {
     fx.simulator()
         .patch_instance(&id, json!({ "status": { "status": "exited" } }));
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let data = dir.path().to_owned();
     let control_plane =
-        crate::support::ControlPlane::start(Some(dir.path())).expect("restart on the same data");
+        tokio::task::spawn_blocking(move || crate::support::ControlPlane::start(Some(&data)))
+            .await
+            .expect("restart task")
+            .expect("restart on the same data");
 
     // Same address and data: the operator reconnects by itself and the next sync catches up.
     let mirror = format!("v-{id}");
@@ -298,5 +305,93 @@ async fn the_operator_rides_out_an_api_server_restart_and_catches_up() {
     );
     assert_eq!(fx.mirrors_of("v").await.len(), 3, "nothing was lost");
     drop(fx);
-    control_plane.stop();
+    tokio::task::spawn_blocking(move || control_plane.stop())
+        .await
+        .expect("stop the control plane");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_its_lease_stops_on_its_own() {
+    let fx = Fixture::without_operator(shared(), "lease-stuck", generate_instances(2, 6)).await;
+    let (ns, endpoint) = (fx.ns.name.clone(), fx.ppio.base_url());
+    let args = [
+        "--namespace",
+        &ns,
+        "--lease-namespace",
+        &ns,
+        "--lease-duration-seconds",
+        "10",
+        "--allowed-endpoint",
+        &endpoint,
+    ];
+    let mut replica = OperatorProcess::start(&shared().kubeconfig, "replica-stuck", &args);
+    wait_for("the replica to lead", Duration::from_secs(30), || async {
+        (lease_holder(&fx).await.as_deref() == Some("replica-stuck")).then_some(())
+    })
+    .await;
+
+    // From now on the API server refuses every renewal by this replica, while reads still work: the
+    // lease manager keeps believing it leads, so only the watchdog can stop it.
+    let policy = format!("deny-renewals-{ns}");
+    let manifests = json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicy",
+                "metadata": { "name": policy },
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": { "resourceRules": [{
+                        "apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
+                        "operations": ["UPDATE"], "resources": ["leases"]
+                    }]},
+                    "validations": [{
+                        "expression": "object.spec.holderIdentity != 'replica-stuck'",
+                        "message": "renewals of replica-stuck are refused by the test"
+                    }]
+                }
+            },
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": { "name": policy },
+                "spec": {
+                    "policyName": policy,
+                    "validationActions": ["Deny"],
+                    "matchResources": { "namespaceSelector": { "matchLabels": {
+                        "kubernetes.io/metadata.name": ns
+                    }}}
+                }
+            }
+        ]
+    });
+    let file = std::env::temp_dir().join(format!("{policy}.json"));
+    std::fs::write(&file, manifests.to_string()).expect("write the policy");
+    fx.ns
+        .kubectl(&["apply", "-f", file.to_str().expect("UTF-8 path")]);
+
+    let code = replica.wait_exit(Duration::from_secs(40)).await;
+    let log = replica.log_text();
+    fx.ns.kubectl(&[
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        &policy,
+        "--ignore-not-found",
+    ]);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exits with an error, got {code:?}: {log}"
+    );
+    assert!(
+        log.contains("cannot confirm a recent renewal of the Lease"),
+        "the watchdog stopped it: {log}"
+    );
+    assert_eq!(
+        lease_holder(&fx).await.as_deref(),
+        Some("replica-stuck"),
+        "a leader that lost its Lease leaves it alone rather than releasing it"
+    );
 }
