@@ -112,6 +112,8 @@ pub struct Context {
     settings: Settings,
     metrics: Metrics,
     recorder: Recorder,
+    // One request budget per API key across every endpoint; clients are cached per endpoint.
+    rate_limiter: Arc<ppio::RateLimiter>,
     ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
     schedules: Mutex<HashMap<ObjectRef<GpuInstanceView>, Schedule>>,
 }
@@ -137,6 +139,7 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
+            rate_limiter: Arc::new(ppio::RateLimiter::new(settings.ppio.requests_per_minute)),
             client,
             settings,
             metrics,
@@ -158,6 +161,7 @@ impl Context {
             base_url: endpoint.clone(),
             ..self.settings.ppio.clone()
         })?
+        .with_rate_limiter(self.rate_limiter.clone())
         .with_request_observer(move |outcome| {
             metrics.record_ppio_request(outcome.status_code, outcome.latency)
         });

@@ -230,6 +230,14 @@ impl Client {
         self
     }
 
+    /// Paces requests with `limiter` instead of a budget of this client's own, so that clients of
+    /// several endpoints share one budget per key. `requests_per_minute` of the config is then unused.
+    #[must_use]
+    pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Client {
+        Arc::make_mut(&mut self.inner).limiter = limiter;
+        self
+    }
+
     /// The endpoint root this client talks to.
     pub fn base_url(&self) -> &Url {
         &self.inner.base_url

@@ -23,3 +23,4 @@ pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
     InstanceStatus, Network, Page, Port, Prepaid, ResourceSpecs, UnknownBillingMode, Volume,
 };
+pub use rate_limit::RateLimiter;

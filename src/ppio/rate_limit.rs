@@ -14,9 +14,10 @@ use super::api_key::ApiKey;
 /// Keys remembered at most; beyond it the buckets start again full (rare: one key per account).
 const MAX_KEYS: usize = 1024;
 
-/// Requests per minute per API key, with a burst of a minute's worth.
+/// Requests per minute per API key, with a burst of a minute's worth. Share one between clients of
+/// different endpoints (see [`super::Client::with_rate_limiter`]) so a key has one budget.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub struct RateLimiter {
     per_minute: u32,
     // Keys are remembered only as hashes under a per-process random seed.
     hasher: RandomState,
@@ -31,7 +32,7 @@ struct Bucket {
 
 impl RateLimiter {
     /// A limiter allowing `per_minute` requests a minute per key; 0 allows any number.
-    pub(crate) fn new(per_minute: u32) -> RateLimiter {
+    pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
             hasher: RandomState::new(),
