@@ -1,7 +1,6 @@
 //! The operator's HTTP endpoints: `/healthz` (the process serves), `/readyz` (leadership is known and,
 //! on the leader, the watches have listed everything) and `/metrics` (Prometheus text format).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -91,11 +90,6 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
-}
-
-/// Binds `address`; the returned listener's `local_addr` tells the port when 0 was asked for.
-pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address).await
 }
 
 /// Serves the endpoints on `listener` until `shutdown` resolves.

@@ -176,7 +176,7 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     let stopping = Stopping(stopped);
 
-    let listener = match http::bind(args.http_address).await {
+    let listener = match tokio::net::TcpListener::bind(args.http_address).await {
         Ok(listener) => listener,
         Err(e) => {
             error!(address = %args.http_address, error = %e, "cannot listen for the HTTP endpoints");

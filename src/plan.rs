@@ -68,7 +68,8 @@ pub fn plan_mirror(
         existing.iter().map(|o| (o.name_any(), o)).collect();
 
     if !view.spec.mirror.enabled {
-        plan.deletes = sorted(existing_by_name.into_keys().collect());
+        plan.deletes = existing_by_name.into_keys().collect();
+        plan.deletes.sort();
         return plan;
     }
 
@@ -544,11 +545,6 @@ fn plural(n: i64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn sorted(mut names: Vec<String>) -> Vec<String> {
-    names.sort();
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -782,9 +778,8 @@ mod tests {
         assert_eq!(summary.by_region.len(), MAX_COUNT_KEYS + 1);
     }
 
-    #[test]
-    fn a_failure_keeps_the_last_counts_and_says_why() {
-        let mut view = view(true);
+    /// `view` after one complete sync of a single running instance at second 100.
+    fn synced_once(mut view: GpuInstanceView) -> GpuInstanceView {
         let listing = [instance("aa01", "running", "r", 1)];
         let plan = plan_mirror(&view, &listing, &[], at(100));
         view.status = Some(synced_status(
@@ -794,6 +789,12 @@ mod tests {
             1,
             at(100),
         ));
+        view
+    }
+
+    #[test]
+    fn a_failure_keeps_the_last_counts_and_says_why() {
+        let view = synced_once(view(true));
 
         let failure = SyncFailure {
             reason: FailureReason::ApiUnavailable,
@@ -845,16 +846,7 @@ mod tests {
 
     #[test]
     fn suspension_keeps_ready_as_it_was() {
-        let mut view = view(true);
-        let listing = [instance("aa01", "running", "r", 1)];
-        let plan = plan_mirror(&view, &listing, &[], at(100));
-        view.status = Some(synced_status(
-            &view,
-            &summarize(&listing),
-            &plan,
-            1,
-            at(100),
-        ));
+        let view = synced_once(view(true));
         let status = suspended_status(&view, at(200));
         let ready = condition::find(&status.conditions, condition::READY).unwrap();
         assert_eq!(

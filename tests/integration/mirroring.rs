@@ -133,12 +133,7 @@ async fn a_view_mirrors_each_instance_with_its_remote_state_labels_and_columns()
 
     // Printer columns, as kubectl shows them.
     let table = fx.ns.kubectl(&["get", "gpuinstances"]);
-    let header: Vec<_> = table
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let header = crate::support::table_header(&table);
     assert_eq!(
         header,
         [
@@ -165,12 +160,7 @@ async fn a_view_mirrors_each_instance_with_its_remote_state_labels_and_columns()
         "{table}"
     );
     let views = fx.ns.kubectl(&["get", "gpuinstanceviews"]);
-    let header: Vec<_> = views
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let header = crate::support::table_header(&views);
     assert_eq!(
         header,
         [

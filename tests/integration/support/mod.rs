@@ -110,6 +110,16 @@ pub fn kubectl(kubeconfig: &Path, namespace: Option<&str>, args: &[&str]) -> Str
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The column headers of a table kubectl printed.
+pub fn table_header(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` saying what was awaited.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
