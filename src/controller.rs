@@ -283,9 +283,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
             ctx.set_schedule(key, None);
             return Ok(Action::await_change());
         }
-        let interval = view::parse_duration(&view.spec.sync_interval)
-            .unwrap_or(Duration::from_secs(60))
-            .max(view::MIN_SYNC_INTERVAL);
+        let interval = view.spec.sync_interval();
         if let Some(wait) = time_until_due(&view, ctx.schedule(&key), interval) {
             return Ok(Action::requeue(wait));
         }
@@ -315,7 +313,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                     &view.name_any(),
                     synced.plan.mirrored as i64,
                 );
-                (status, jittered(interval), 0)
+                (status, next_regular_sync(interval), 0)
             }
             Err(failure) => {
                 let failures = previous_failures.saturating_add(1);
@@ -768,6 +766,21 @@ async fn publish_transition(ctx: &Context, view: &GpuInstanceView, next: &GpuIns
         {
             return;
         }
+        // The mass-removal guard started holding deletions back: once, not at every sync it holds.
+        (before, ConditionStatus::True)
+            if reason == plan::MASS_REMOVAL_HELD
+                && before
+                    .as_ref()
+                    .is_none_or(|(_, old_reason, _)| *old_reason != reason) =>
+        {
+            Event {
+                type_: EventType::Warning,
+                reason,
+                note: Some(message),
+                action: "Prune".into(),
+                secondary: None,
+            }
+        }
         (_, ConditionStatus::False) => Event {
             type_: EventType::Warning,
             reason,
@@ -786,7 +799,7 @@ async fn publish_transition(ctx: &Context, view: &GpuInstanceView, next: &GpuIns
     };
     let event = Event {
         // events.k8s.io rejects notes over 1 KiB.
-        note: event.note.map(|note| truncate_utf8(&note, 1000)),
+        note: event.note.map(|note| mirror::truncate(&note, 1000)),
         ..event
     };
     if let Err(e) = ctx.recorder.publish(&event, &view.object_ref(&())).await {
@@ -794,18 +807,16 @@ async fn publish_transition(ctx: &Context, view: &GpuInstanceView, next: &GpuIns
     }
 }
 
-/// `text` cut to at most `max` bytes on a character boundary.
-fn truncate_utf8(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
 /// How long one listing may take: the view's sync interval, but at least two minutes.
 fn listing_deadline(interval: Duration) -> Duration {
     interval.max(Duration::from_secs(120))
+}
+
+/// When a view that synced is due again: its interval plus up to 10%, so that views created together
+/// drift apart, and never sooner than the interval, so that an instance missing from one listing has
+/// been missing for the interval by the next (the time half of the removal rule).
+fn next_regular_sync(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(1.0..=1.1))
 }
 
 /// The interval, give or take 10%, so that views created together do not sync together.

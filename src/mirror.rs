@@ -2,18 +2,28 @@
 //!
 //! This is the only place that maps the PPIO record to Kubernetes. Everything here is pure and
 //! deterministic: the same record always gives the same object, so an unchanged instance compares
-//! equal to its mirror and costs no write. Whatever PPIO sends, the result is bounded in size and every
-//! name and label value is valid.
+//! equal to its mirror and costs no write. Whatever PPIO sends:
+//! - every name and label value is valid;
+//! - control characters (and bidirectional overrides, which can disguise text in a terminal) are
+//!   stripped from every string;
+//! - user names and passwords in URLs of `command`, `entrypoint` and `image` are replaced by
+//!   [`REDACTED_USERINFO`] before anything is shortened, and a view may leave those fields out;
+//! - the status fits [`STATUS_BUDGET_BYTES`] as the API server encodes it: what does not fit is dropped
+//!   from the end of lists, then of long texts, and a `Truncated` condition says what was cut, so one
+//!   oversized record never stops its view from syncing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use serde::Serialize;
 
 use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::instance::{
     AutoMigrate, AutoRenew, Billing, EnvVarKey, GpuInstanceStatus, Network, Port, Prepaid,
     RemoteStatus, ResourceSpecs, Volume,
 };
+use crate::api::view::{MirrorOptions, OmittedField};
 use crate::ppio::Instance;
 
 /// Label on every object the operator manages.
@@ -33,6 +43,17 @@ pub const BILLING_MODE_LABEL: &str = "gpu.ppio.io/billing-mode";
 
 /// The remote status in which an instance counts as Ready.
 pub const RUNNING: &str = "running";
+
+/// The condition type on a mirror whose remote record did not fit [`STATUS_BUDGET_BYTES`].
+pub const TRUNCATED: &str = "Truncated";
+/// Most bytes one mirror's status may take as the API server encodes it: a tenth of etcd's 1.5 MiB
+/// object limit, and far above a normal record (about 2 KiB).
+pub const STATUS_BUDGET_BYTES: usize = 128 * 1024;
+/// What replaces the user name and password of a URL in a mirrored command, entrypoint or image.
+pub const REDACTED_USERINFO: &str = "<redacted>";
+
+/// Room kept in the budget for the `Truncated` condition itself.
+const TRUNCATED_CONDITION_ROOM: usize = 1024;
 
 // Bounds that keep one GpuInstance far below etcd's object size limit whatever PPIO sends.
 const MAX_SHORT_TEXT: usize = 253;
@@ -136,18 +157,31 @@ pub fn labels(view: &str, instance: &Instance) -> BTreeMap<String, String> {
 }
 
 /// The status of the mirror of `instance`: every field of the record (environment variables by key
-/// only), and the `Ready` condition. `previous` is the mirror's current conditions, so an unchanged
-/// Ready keeps its transition time; `now` stamps a transition.
-pub fn status(instance: &Instance, previous: &[Condition], now: Timestamp) -> GpuInstanceStatus {
-    GpuInstanceStatus {
+/// only, fields the view omits left out), the `Ready` condition, and a `Truncated` condition when the
+/// record did not fit [`STATUS_BUDGET_BYTES`]. `previous` is the mirror's current conditions, so an
+/// unchanged condition keeps its transition time; `now` stamps a transition.
+pub fn status(
+    instance: &Instance,
+    options: &MirrorOptions,
+    previous: &[Condition],
+    now: Timestamp,
+) -> GpuInstanceStatus {
+    let mirrored = |field: OmittedField, value: &str| {
+        if options.omits(field) {
+            None
+        } else {
+            long_text(&redact_userinfo(value))
+        }
+    };
+    let mut status = GpuInstanceStatus {
         id: text(instance.id.as_str()),
         name: text(&instance.name),
         type_: text(&instance.kind),
         product_id: text(&instance.product_id),
-        image: long_text(&instance.image),
+        image: mirrored(OmittedField::Image, &instance.image),
         registry_auth_id: text(&instance.registry_auth_id),
-        entrypoint: long_text(&instance.entrypoint),
-        command: long_text(&instance.command),
+        entrypoint: mirrored(OmittedField::Entrypoint, &instance.entrypoint),
+        command: mirrored(OmittedField::Command, &instance.command),
         billing: instance.billing.as_ref().map(|b| Billing {
             mode: text(&b.mode),
             prepaid: b.prepaid.as_ref().map(|p| Prepaid {
@@ -165,7 +199,7 @@ pub fn status(instance: &Instance, previous: &[Condition], now: Timestamp) -> Gp
             .iter()
             .take(MAX_LIST_ITEMS)
             .map(|e| EnvVarKey {
-                key: truncate(&e.key, MAX_SHORT_TEXT),
+                key: text(&e.key).unwrap_or_default(),
             })
             .collect(),
         ports: instance
@@ -215,9 +249,199 @@ pub fn status(instance: &Instance, previous: &[Condition], now: Timestamp) -> Gp
         member_id: text(&instance.member_id),
         owner_id: text(&instance.owner_id),
         region_version: text(&instance.region_version),
-        conditions: condition::merge_conditions(previous, vec![ready(instance, now)]),
+        conditions: vec![ready(instance, now)],
         absent_since: None,
+    };
+    let cuts = fit_to_budget(&mut status, STATUS_BUDGET_BYTES - TRUNCATED_CONDITION_ROOM);
+    let mut conditions = std::mem::take(&mut status.conditions);
+    if !cuts.is_empty() {
+        conditions.push(truncated(&cuts, now));
     }
+    status.conditions = condition::merge_conditions(previous, conditions);
+    status
+}
+
+/// The `Truncated` condition, naming what [`fit_to_budget`] cut.
+fn truncated(cuts: &[String], now: Timestamp) -> Condition {
+    let mut message = format!(
+        "The remote record does not fit the {} KiB a mirror may hold; left out: {}.",
+        STATUS_BUDGET_BYTES / 1024,
+        cuts.join(", ")
+    );
+    message.truncate(floor_char_boundary(&message, TRUNCATED_CONDITION_ROOM / 2));
+    Condition {
+        type_: TRUNCATED.to_owned(),
+        status: ConditionStatus::True,
+        reason: "SizeBudget".to_owned(),
+        message,
+        last_transition_time: whole_seconds(now),
+        observed_generation: None,
+    }
+}
+
+/// Shrinks `status` until it takes at most `budget` bytes as the API server encodes it, and says what
+/// was cut. Items go from the end of the largest list first (lists are what grows without end), then
+/// long texts are shortened from their end, largest first; as a last resort they are left out.
+fn fit_to_budget(status: &mut GpuInstanceStatus, budget: usize) -> Vec<String> {
+    let mut cuts = Vec::new();
+    let size = encoded_len(status);
+    if size <= budget {
+        return cuts;
+    }
+    let mut over = size - budget;
+
+    // (field, item sizes) of each list; items leave from the end of the largest list.
+    let mut lists: [(&str, Vec<usize>); 4] = [
+        ("volumes", item_sizes(&status.volumes)),
+        ("ports", item_sizes(&status.ports)),
+        ("envs", item_sizes(&status.envs)),
+        (
+            "resourceSpecs.gpuIds",
+            item_sizes(
+                status
+                    .resource_specs
+                    .as_ref()
+                    .map_or(&[][..], |r| &r.gpu_ids),
+            ),
+        ),
+    ];
+    let full: Vec<usize> = lists.iter().map(|(_, sizes)| sizes.len()).collect();
+    while over > 0 {
+        let Some((_, sizes)) = lists
+            .iter_mut()
+            .filter(|(_, sizes)| !sizes.is_empty())
+            .max_by_key(|(_, sizes)| sizes.iter().sum::<usize>())
+        else {
+            break;
+        };
+        let dropped = sizes.pop().unwrap_or(0);
+        over = over.saturating_sub(dropped);
+    }
+    for ((field, sizes), full) in lists.iter().zip(full) {
+        let kept = sizes.len();
+        if kept == full {
+            continue;
+        }
+        cuts.push(format!("{field} (kept {kept} of {full})"));
+        match *field {
+            "volumes" => status.volumes.truncate(kept),
+            "ports" => status.ports.truncate(kept),
+            "envs" => status.envs.truncate(kept),
+            _ => {
+                if let Some(specs) = status.resource_specs.as_mut() {
+                    specs.gpu_ids.truncate(kept);
+                }
+            }
+        }
+    }
+
+    // Then long texts, largest first.
+    while encoded_len(status) > budget {
+        let over = encoded_len(status) - budget;
+        let remote_message = status.status.as_mut().and_then(|s| s.message.as_mut());
+        let texts = [
+            ("command", status.command.as_mut()),
+            ("entrypoint", status.entrypoint.as_mut()),
+            ("image", status.image.as_mut()),
+            ("status.message", remote_message),
+        ];
+        let Some((field, value)) = texts
+            .into_iter()
+            .filter_map(|(field, value)| value.filter(|v| !v.is_empty()).map(|v| (field, v)))
+            .max_by_key(|(_, value)| encoded_len(value))
+        else {
+            break;
+        };
+        let before = value.len();
+        // An encoded byte is at most 6 in the text (a `\u003c`), at least 1: cut at least `over / 6`.
+        let keep = before.saturating_sub(over.div_ceil(6).max(1));
+        value.truncate(floor_char_boundary(value, keep));
+        if !cuts.iter().any(|c| c.starts_with(field)) {
+            cuts.push(format!("{field} (cut from {before} bytes)"));
+        }
+    }
+    cuts
+}
+
+/// The encoded size of each item of a list, with its separating comma.
+fn item_sizes<T: Serialize>(items: &[T]) -> Vec<usize> {
+    items.iter().map(|item| encoded_len(item) + 1).collect()
+}
+
+/// Bytes `value` takes as JSON the way the API server writes it: Go escapes `<`, `>`, `&` and the
+/// line and paragraph separators as `\uXXXX`, which serde_json does not.
+fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let Ok(json) = serde_json::to_string(value) else {
+        return usize::MAX;
+    };
+    let escaped: usize = json
+        .chars()
+        .map(|c| match c {
+            '<' | '>' | '&' => 5,
+            '\u{2028}' | '\u{2029}' => 3,
+            _ => 0,
+        })
+        .sum();
+    json.len() + escaped
+}
+
+/// `text` with the user name and password of every URL replaced by [`REDACTED_USERINFO`]:
+/// `https://user:token@host/repo` and `user:token@registry.example.com/image` alike. A part before
+/// `@` counts as credentials when it follows `scheme://`, or when it holds a `:` (`user:password`);
+/// so e-mail addresses, `git@host:repo` and image digests (`name@sha256:...`) stay as they are.
+pub fn redact_userinfo(text: &str) -> Cow<'_, str> {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for (at, _) in text.match_indices('@') {
+        let before = &text[..at];
+        let token_start = before
+            .rfind(|c: char| c.is_whitespace() || "\"'`=(),;<>[]{}|".contains(c))
+            .map_or(0, |i| {
+                i + before[i..].chars().next().map_or(1, char::len_utf8)
+            });
+        let token = &text[token_start..at];
+        let (has_scheme, start) = match token.rfind("://") {
+            Some(i) => (true, token_start + i + 3),
+            None => (false, token_start),
+        };
+        let userinfo = &text[start..at];
+        if userinfo.is_empty()
+            || userinfo.contains('/')
+            || (!has_scheme && !userinfo.contains(':'))
+            || is_digest(&text[at + 1..])
+        {
+            continue;
+        }
+        match ranges.last_mut() {
+            // `user:p@ss@host`: the last `@` ends the credentials.
+            Some(last) if last.0 == start => last.1 = at,
+            _ => ranges.push((start, at)),
+        }
+    }
+    if ranges.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut redacted = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (start, end) in ranges {
+        redacted.push_str(&text[copied..start]);
+        redacted.push_str(REDACTED_USERINFO);
+        copied = end;
+    }
+    redacted.push_str(&text[copied..]);
+    Cow::Owned(redacted)
+}
+
+/// Whether `text` starts with an image digest such as `sha256:` and at least 32 hex digits.
+fn is_digest(text: &str) -> bool {
+    let Some((algorithm, rest)) = text.split_once(':') else {
+        return false;
+    };
+    let hex = rest.bytes().take_while(u8::is_ascii_hexdigit).count();
+    !algorithm.is_empty()
+        && algorithm
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+        && hex >= 32
 }
 
 /// `Ready` is True while the remote instance is running; otherwise False with the remote status as
@@ -245,7 +469,7 @@ fn ready(instance: &Instance, now: Timestamp) -> Condition {
         type_: condition::READY.to_owned(),
         status: ConditionStatus::from(running),
         reason,
-        message: truncate(&message, MAX_LONG_TEXT),
+        message: truncate(&strip_control(&message, true), MAX_LONG_TEXT),
         last_transition_time: whole_seconds(now),
         observed_generation: None,
     }
@@ -298,23 +522,45 @@ pub fn spec_instance_id(id: &str) -> String {
     truncate(id, MAX_SHORT_TEXT)
 }
 
+/// A short field: control characters stripped, at most 253 bytes; absent when empty.
 fn text(value: &str) -> Option<String> {
-    (!value.is_empty()).then(|| truncate(value, MAX_SHORT_TEXT))
+    let clean = strip_control(value, false);
+    (!clean.is_empty()).then(|| truncate(&clean, MAX_SHORT_TEXT))
 }
 
+/// A long field (command, message, path): control characters but tab and newline stripped, at most
+/// 4 KiB; absent when empty.
 fn long_text(value: &str) -> Option<String> {
-    (!value.is_empty()).then(|| truncate(value, MAX_LONG_TEXT))
+    let clean = strip_control(value, true);
+    (!clean.is_empty()).then(|| truncate(&clean, MAX_LONG_TEXT))
 }
 
-fn truncate(value: &str, max: usize) -> String {
-    if value.len() <= max {
-        return value.to_owned();
+/// `value` without control characters and bidirectional overrides (which can make text in a
+/// terminal read differently from what it is); tab and newline stay when `keep_lines`.
+fn strip_control(value: &str, keep_lines: bool) -> Cow<'_, str> {
+    let unwanted = |c: char| {
+        (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t')))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if value.chars().any(unwanted) {
+        Cow::Owned(value.chars().filter(|&c| !unwanted(c)).collect())
+    } else {
+        Cow::Borrowed(value)
     }
-    let mut end = max;
+}
+
+/// `value` cut to at most `max` bytes on a character boundary.
+pub fn truncate(value: &str, max: usize) -> String {
+    value[..floor_char_boundary(value, max)].to_owned()
+}
+
+/// The largest character boundary of `value` at or below `max`.
+fn floor_char_boundary(value: &str, max: usize) -> usize {
+    let mut end = value.len().min(max);
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    value[..end].to_owned()
+    end
 }
 
 fn dns_label_chars(text: &str) -> String {
@@ -426,7 +672,12 @@ mod tests {
 
     #[test]
     fn running_instances_are_ready() {
-        let status = status(&instance("a1", "running"), &[], Timestamp::UNIX_EPOCH);
+        let status = status(
+            &instance("a1", "running"),
+            &MirrorOptions::default(),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
         let ready = &status.conditions[0];
         assert_eq!(ready.status, ConditionStatus::True);
         assert_eq!(ready.reason, "Running");
@@ -437,7 +688,7 @@ mod tests {
         let mut i = instance("a1", "toStart");
         i.status.as_mut().unwrap().error = "NO_CAPACITY".into();
         i.status.as_mut().unwrap().message = "no GPU left in region".into();
-        let status = status(&i, &[], Timestamp::UNIX_EPOCH);
+        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
         let ready = &status.conditions[0];
         assert_eq!(ready.status, ConditionStatus::False);
         assert_eq!(ready.reason, "ToStart");
@@ -447,8 +698,18 @@ mod tests {
     #[test]
     fn mapping_twice_gives_an_equal_status() {
         let i = instance("a1", "running");
-        let first = status(&i, &[], Timestamp::from_second(100).unwrap());
-        let second = status(&i, &first.conditions, Timestamp::from_second(200).unwrap());
+        let first = status(
+            &i,
+            &MirrorOptions::default(),
+            &[],
+            Timestamp::from_second(100).unwrap(),
+        );
+        let second = status(
+            &i,
+            &MirrorOptions::default(),
+            &first.conditions,
+            Timestamp::from_second(200).unwrap(),
+        );
         assert_eq!(first, second);
     }
 
@@ -458,7 +719,13 @@ mod tests {
         i.envs = vec![EnvVar {
             key: "HF_TOKEN".into(),
         }];
-        let json = serde_json::to_string(&status(&i, &[], Timestamp::UNIX_EPOCH)).unwrap();
+        let json = serde_json::to_string(&status(
+            &i,
+            &MirrorOptions::default(),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        ))
+        .unwrap();
         assert!(json.contains("\"envs\":[{\"key\":\"HF_TOKEN\"}]"), "{json}");
     }
 
@@ -471,7 +738,13 @@ mod tests {
                 key: format!("K{n}"),
             })
             .collect();
-        let json = serde_json::to_string(&status(&i, &[], Timestamp::UNIX_EPOCH)).unwrap();
+        let json = serde_json::to_string(&status(
+            &i,
+            &MirrorOptions::default(),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        ))
+        .unwrap();
         assert!(json.len() < 64 * 1024, "{} bytes", json.len());
     }
 
@@ -480,7 +753,7 @@ mod tests {
         let mut i = instance("a1", "running");
         i.created_at = Some(Timestamp::from_second(-62_135_596_801).unwrap());
         i.last_stopped_at = Some(Timestamp::from_second(-62_135_596_800).unwrap());
-        let status = status(&i, &[], Timestamp::UNIX_EPOCH);
+        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
         assert_eq!(status.created_at, None);
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["lastStoppedAt"], "0001-01-01T00:00:00Z");
@@ -510,7 +783,13 @@ mod tests {
             })
             .collect();
         i.envs = (0..1_000).map(|_| EnvVar { key: long.clone() }).collect();
-        let json = serde_json::to_string(&status(&i, &[], Timestamp::UNIX_EPOCH)).unwrap();
+        let json = serde_json::to_string(&status(
+            &i,
+            &MirrorOptions::default(),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        ))
+        .unwrap();
         // etcd takes objects up to ~1.5 MB; stay well under it whatever PPIO sends.
         assert!(json.len() < 1_024 * 1_024, "{} bytes", json.len());
         assert!(spec_instance_id(&long).len() <= 253);
@@ -520,10 +799,172 @@ mod tests {
     fn status_round_trips_through_json_unchanged() {
         let mut i = instance("a1", "running");
         i.created_at = Some(Timestamp::from_second(1_714_464_000).unwrap());
-        let status = status(&i, &[], Timestamp::from_second(5).unwrap());
+        let status = status(
+            &i,
+            &MirrorOptions::default(),
+            &[],
+            Timestamp::from_second(5).unwrap(),
+        );
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["createdAt"], "2024-04-30T08:00:00Z");
         let back: GpuInstanceStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, status);
+    }
+
+    /// A record whose every field is within its own cap, yet whose status is megabytes as JSON: 128
+    /// volumes of 4 KiB paths made of characters the API server escapes six-fold.
+    fn oversized_record() -> Instance {
+        use crate::ppio::Volume;
+        let mut i = instance("a1", "running");
+        i.volumes = (0..128)
+            .map(|n| Volume {
+                kind: "network".into(),
+                id: format!("vol-{n}"),
+                mount_point: format!("/data/{n}/{}", "<".repeat(40_000)),
+            })
+            .collect();
+        i.command = "&".repeat(100_000);
+        i
+    }
+
+    #[test]
+    fn an_oversized_record_fits_the_budget_and_says_what_was_cut() {
+        let i = oversized_record();
+        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        assert!(
+            encoded_len(&status) <= STATUS_BUDGET_BYTES,
+            "{} bytes",
+            encoded_len(&status)
+        );
+        assert!(!status.volumes.is_empty(), "what fits is kept");
+        assert!(status.volumes.len() < 128);
+        assert_eq!(
+            status.volumes[0].id.as_deref(),
+            Some("vol-0"),
+            "cut from the end"
+        );
+        let truncated = condition::find(&status.conditions, TRUNCATED).expect("Truncated");
+        assert_eq!(truncated.status, ConditionStatus::True);
+        assert!(
+            truncated
+                .message
+                .contains(&format!("volumes (kept {} of 128)", status.volumes.len())),
+            "{}",
+            truncated.message
+        );
+        let ready = condition::find(&status.conditions, condition::READY).expect("Ready");
+        assert_eq!(
+            ready.status,
+            ConditionStatus::True,
+            "the instance still runs"
+        );
+        // Deterministic, so a truncated mirror is not rewritten at every sync.
+        let again = status_again(&i, &status);
+        assert_eq!(again, status);
+    }
+
+    fn status_again(i: &Instance, previous: &GpuInstanceStatus) -> GpuInstanceStatus {
+        status(
+            i,
+            &MirrorOptions::default(),
+            &previous.conditions,
+            Timestamp::from_second(1_000).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_record_within_the_budget_has_no_truncated_condition() {
+        let status = status(
+            &instance("a1", "running"),
+            &MirrorOptions::default(),
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(condition::find(&status.conditions, TRUNCATED), None);
+    }
+
+    #[test]
+    fn control_characters_and_bidi_overrides_are_stripped() {
+        let mut i = instance("a1", "running");
+        i.name = "train\u{1b}[31mer\u{0}\u{202e}".into();
+        i.command = "line one\nline\ttwo\r\u{7}".into();
+        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        assert_eq!(status.name.as_deref(), Some("train[31mer"));
+        assert_eq!(status.command.as_deref(), Some("line one\nline\ttwo"));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let cases = [
+            (
+                "git clone https://user:s3cretT0ken@github.com/org/repo && run",
+                "git clone https://<redacted>@github.com/org/repo && run",
+            ),
+            (
+                "curl https://ghp_tokenonly@example.com/x",
+                "curl https://<redacted>@example.com/x",
+            ),
+            (
+                "deploy:Pa55word@registry.example.com/ns/image:tag",
+                "<redacted>@registry.example.com/ns/image:tag",
+            ),
+            (
+                "--url=https://u:p@ss@host.example/path",
+                "--url=https://<redacted>@host.example/path",
+            ),
+            (
+                "a https://x:y@h1.example b s3://k:v@h2.example",
+                "a https://<redacted>@h1.example b s3://<redacted>@h2.example",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(redact_userinfo(raw), want, "{raw:?}");
+        }
+        let untouched = [
+            "ubuntu:22.04@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "registry.example.com/ns/image@sha256:0123456789abcdef0123456789abcdef",
+            "mail ops@example.com when done",
+            "git clone git@github.com:org/repo.git",
+            "python train.py --lr 0.1",
+        ];
+        for raw in untouched {
+            assert_eq!(redact_userinfo(raw), raw);
+        }
+    }
+
+    #[test]
+    fn credentials_are_redacted_before_a_long_command_is_cut() {
+        let mut i = instance("a1", "running");
+        // The `@` that marks the credentials lies beyond the 4 KiB cut.
+        i.command = format!(
+            "{} https://bot:{}@git.example/repo",
+            "x".repeat(4_060),
+            "T0KEN".repeat(20)
+        );
+        i.image = "bot:hunter22@registry.example.com/img:1".into();
+        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        let command = status.command.expect("command");
+        assert!(!command.contains("T0KEN"), "{}", &command[4_000..]);
+        assert!(!command.contains("bot:"));
+        assert_eq!(
+            status.image.as_deref(),
+            Some("<redacted>@registry.example.com/img:1")
+        );
+    }
+
+    #[test]
+    fn a_view_may_leave_commands_out_of_its_mirrors() {
+        let mut i = instance("a1", "running");
+        i.command = "python serve.py --token abc".into();
+        i.entrypoint = "/bin/sh -c".into();
+        i.image = "registry.example.com/img:1".into();
+        let options = MirrorOptions {
+            omit_fields: vec![OmittedField::Command, OmittedField::Entrypoint],
+            ..MirrorOptions::default()
+        };
+        let status = status(&i, &options, &[], Timestamp::UNIX_EPOCH);
+        assert_eq!(status.command, None);
+        assert_eq!(status.entrypoint, None);
+        assert_eq!(status.image.as_deref(), Some("registry.example.com/img:1"));
     }
 }

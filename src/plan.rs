@@ -5,16 +5,24 @@
 //! rules that protect what is mirrored live here, where unit tests pin them down:
 //! - an object whose content would not change is not written at all;
 //! - an object is deleted only when its instance was missing from two consecutive complete listings
-//!   (the first miss marks it with `status.absentSince`; a reappearance clears the mark);
+//!   **and** has been missing for at least the view's sync interval (the first miss marks it with
+//!   `status.absentSince`; a reappearance clears the mark), so a burst of quick syncs (a spec edit, a
+//!   refresh) cannot empty a view;
+//! - when one listing would delete more than half of a view's mirrors (and more than
+//!   [`MASS_REMOVAL_MIN`]), the deletions wait until the instances have been missing for the view's
+//!   mass-removal grace period; the plan says how many are held and until when;
+//! - with `deletionPolicy: Retain` nothing is deleted for being missing: the mirror stays, marked;
 //! - only a complete listing is ever planned against: a failed sync never reaches this module.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::api::condition::{self, Condition, ConditionStatus};
+use crate::api::view::DeletionPolicy;
 use crate::api::{
     GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView, GpuInstanceViewStatus,
 };
@@ -25,6 +33,12 @@ use crate::ppio::Instance;
 pub const MAX_COUNT_KEYS: usize = 32;
 /// The key that sums up statuses or regions beyond [`MAX_COUNT_KEYS`].
 pub const OTHER: &str = "other";
+/// The mass-removal guard holds deletions only when more than this many are due at once.
+pub const MASS_REMOVAL_MIN: usize = 5;
+/// The view's Ready reason while the mass-removal guard holds deletions back.
+pub const MASS_REMOVAL_HELD: &str = "MassRemovalHeld";
+/// The mirror's Ready reason while its instance is missing from the view's complete listings.
+pub const NOT_LISTED: &str = "NotListed";
 
 /// One write of a mirror: its metadata and spec when they change (server-side apply on the object),
 /// and its status when it changes (server-side apply on the status subresource).
@@ -49,10 +63,26 @@ pub struct MirrorPlan {
     pub created: usize,
     /// Mirrors left as they are.
     pub unchanged: usize,
-    /// Mirrors whose instance is missing from this listing for the first time.
+    /// Writes that mark a mirror absent (its instance missing from a complete listing the first time).
+    pub newly_absent: usize,
+    /// Mirrors kept although their instance is missing from complete listings: waiting for the
+    /// second listing or the sync interval, held by the mass-removal guard, or retained.
     pub pending_removal: usize,
+    /// Of those, the deletions the mass-removal guard holds back, and when the first of them may go.
+    pub held: Option<HeldRemovals>,
     /// Mirrors the view keeps after the plan is carried out.
     pub mirrored: usize,
+}
+
+/// Deletions that the mass-removal guard holds back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldRemovals {
+    /// Mirrors that would have been deleted now.
+    pub count: usize,
+    /// The view's mirrors before this plan.
+    pub of: usize,
+    /// When the earliest of them has been missing for the grace period.
+    pub until: Timestamp,
 }
 
 /// Plans the mirrors of `view` for a complete `listing`, given the objects the view already `existing`
@@ -82,7 +112,7 @@ pub fn plan_mirror(
             .and_then(|o| o.status.as_ref())
             .map(|s| s.conditions.as_slice())
             .unwrap_or_default();
-        let desired_status = mirror::status(instance, previous_conditions, now);
+        let desired_status = mirror::status(instance, &view.spec.mirror, previous_conditions, now);
 
         let object_changed = current.is_none_or(|o| !same_object(o, &desired_object));
         let status_changed = current.is_none_or(|o| o.status.as_ref() != Some(&desired_status));
@@ -102,37 +132,102 @@ pub fn plan_mirror(
     }
 
     // What is left exists in the cluster but not in this complete listing.
+    let interval = view.spec.sync_interval();
+    let mut due: Vec<(String, Timestamp)> = Vec::new();
     for (name, object) in existing_by_name {
         let status = object.status.clone().unwrap_or_default();
-        if status.absent_since.is_some() {
-            plan.deletes.push(name);
-        } else {
-            plan.pending_removal += 1;
-            plan.mirrored += 1;
-            let not_listed = Condition {
-                type_: condition::READY.to_owned(),
-                status: ConditionStatus::Unknown,
-                reason: "NotListed".to_owned(),
-                message: "The instance is missing from the view's last complete listing; this \
-                          object is removed if the next listing lacks it too."
-                    .to_owned(),
-                last_transition_time: mirror::whole_seconds(now),
-                observed_generation: None,
-            };
-            plan.writes.push(MirrorWrite {
-                name,
-                object: None,
-                status: Some(GpuInstanceStatus {
-                    absent_since: Some(mirror::whole_seconds(now)),
-                    conditions: condition::merge_conditions(&status.conditions, vec![not_listed]),
-                    ..status
-                }),
+        match status.absent_since {
+            Some(since)
+                if view.spec.mirror.deletion_policy == DeletionPolicy::Delete
+                    && missing_for(since, now) >= interval =>
+            {
+                due.push((name, since));
+            }
+            Some(_) => {
+                plan.pending_removal += 1;
+                plan.mirrored += 1;
+                plan.unchanged += 1;
+            }
+            None => {
+                plan.pending_removal += 1;
+                plan.newly_absent += 1;
+                plan.mirrored += 1;
+                plan.writes.push(MirrorWrite {
+                    name,
+                    object: None,
+                    status: Some(marked_absent(view, status, now)),
+                });
+            }
+        }
+    }
+    let grace = view.spec.mirror.mass_removal_grace_period();
+    let existing_count = existing.len();
+    if !grace.is_zero() && due.len() > MASS_REMOVAL_MIN && due.len() * 2 > existing_count {
+        let (gone, held): (Vec<_>, Vec<_>) = due
+            .into_iter()
+            .partition(|(_, since)| missing_for(*since, now) >= grace);
+        plan.deletes.extend(gone.into_iter().map(|(name, _)| name));
+        if let Some(earliest) = held.iter().map(|(_, since)| *since).min() {
+            plan.pending_removal += held.len();
+            plan.mirrored += held.len();
+            plan.unchanged += held.len();
+            plan.held = Some(HeldRemovals {
+                count: held.len(),
+                of: existing_count,
+                until: mirror::whole_seconds(earliest + grace),
             });
         }
+    } else {
+        plan.deletes.extend(due.into_iter().map(|(name, _)| name));
     }
     plan.writes.sort_by(|a, b| a.name.cmp(&b.name));
     plan.deletes.sort();
     plan
+}
+
+/// How long an instance has been missing; zero when `since` is in the future (clock steps).
+fn missing_for(since: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
+}
+
+/// The status of a mirror whose instance a complete listing lacks for the first time: the remote
+/// record as last listed, `absentSince`, and Ready Unknown saying what happens next.
+fn marked_absent(
+    view: &GpuInstanceView,
+    status: GpuInstanceStatus,
+    now: Timestamp,
+) -> GpuInstanceStatus {
+    let message = match view.spec.mirror.deletion_policy {
+        DeletionPolicy::Delete => format!(
+            "The instance is missing from the view's last complete listing; this object is removed \
+             once the next complete listing lacks it too, {} or more after it went missing.",
+            view.spec.sync_interval.trim()
+        ),
+        DeletionPolicy::Retain => "The instance is missing from the view's last complete listing; \
+             this object is kept as last listed (spec.mirror.deletionPolicy: Retain)."
+            .to_owned(),
+    };
+    let not_listed = Condition {
+        type_: condition::READY.to_owned(),
+        status: ConditionStatus::Unknown,
+        reason: NOT_LISTED.to_owned(),
+        message,
+        last_transition_time: mirror::whole_seconds(now),
+        observed_generation: None,
+    };
+    // Ready changes; the other conditions (e.g. Truncated) still describe the record as listed.
+    let mut conditions: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != condition::READY)
+        .cloned()
+        .collect();
+    conditions.insert(0, not_listed);
+    GpuInstanceStatus {
+        absent_since: Some(mirror::whole_seconds(now)),
+        conditions: condition::merge_conditions(&status.conditions, conditions),
+        ..status
+    }
 }
 
 /// The object (metadata and spec) that mirrors `instance` for `view`.
@@ -362,12 +457,12 @@ pub fn synced_status(
             "; {} mirrored ({} created, {} updated, {} removed",
             plan.mirrored,
             plan.created,
-            plan.writes.len() - plan.created - plan.pending_removal,
+            plan.writes.len() - plan.created - plan.newly_absent,
             plan.deletes.len()
         ));
         if plan.pending_removal > 0 {
             message.push_str(&format!(
-                ", {} missing from this listing and removed if the next one lacks them too",
+                ", {} kept although missing from complete listings",
                 plan.pending_removal
             ));
         }
@@ -376,13 +471,26 @@ pub fn synced_status(
         message.push_str("; mirroring is disabled");
     }
     message.push('.');
+    let mut reason = "Synced";
+    if let Some(held) = &plan.held {
+        reason = MASS_REMOVAL_HELD;
+        message.push_str(&format!(
+            " Removing {} of this view's {} mirrors at once is held until {} (the mass-removal guard, \
+             spec.mirror.massRemovalGracePeriod {}): their instances are missing from complete \
+             listings. If PPIO lists them again by then, nothing is removed.",
+            held.count,
+            held.of,
+            held.until,
+            view.spec.mirror.mass_removal_grace_period.trim()
+        ));
+    }
     let generation = view.metadata.generation;
     GpuInstanceViewStatus {
         observed_generation: generation,
         conditions: condition::merge_conditions(
             &previous.conditions,
             vec![
-                new_condition(condition::READY, true, "Synced", &message, generation, now),
+                new_condition(condition::READY, true, reason, &message, generation, now),
                 new_condition(
                     condition::RECONCILING,
                     false,
@@ -854,5 +962,120 @@ mod tests {
             (ConditionStatus::True, "Suspended")
         );
         assert_eq!(status.instance_count, Some(1));
+    }
+
+    /// `view` with mirrors of `n` instances, then a complete listing at `missing_at` that lacks the
+    /// first `gone` of them.
+    fn cluster_after_a_miss(
+        view: &GpuInstanceView,
+        n: usize,
+        gone: usize,
+        missing_at: i64,
+    ) -> (Vec<Instance>, Vec<GpuInstance>) {
+        let all: Vec<Instance> = (0..n)
+            .map(|k| instance(&format!("aa{k:02}"), "running", "r", 1))
+            .collect();
+        let cluster = carry_out(&[], &plan_mirror(view, &all, &[], at(100)));
+        let left = all[gone..].to_vec();
+        let cluster = carry_out(
+            &cluster,
+            &plan_mirror(view, &left, &cluster, at(missing_at)),
+        );
+        (left, cluster)
+    }
+
+    #[test]
+    fn quick_syncs_never_remove_before_the_sync_interval_has_passed() {
+        // A spec edit or a refresh syncs at once: two empty listings seconds apart.
+        let view = view(true);
+        let (left, cluster) = cluster_after_a_miss(&view, 2, 1, 200);
+        let soon = plan_mirror(&view, &left, &cluster, at(210));
+        assert!(
+            soon.deletes.is_empty(),
+            "missing for 10 s of a 60 s interval"
+        );
+        assert!(soon.writes.is_empty(), "already marked: nothing to write");
+        assert_eq!((soon.pending_removal, soon.mirrored), (1, 2));
+
+        let later = plan_mirror(&view, &left, &cluster, at(260));
+        assert_eq!(later.deletes, ["team-a-aa00"]);
+    }
+
+    #[test]
+    fn a_listing_that_would_remove_most_mirrors_waits_for_the_grace_period() {
+        let view = view(true);
+        let (left, cluster) = cluster_after_a_miss(&view, 10, 8, 200);
+        let held = plan_mirror(&view, &left, &cluster, at(300));
+        assert!(held.deletes.is_empty(), "{:?}", held.deletes);
+        assert_eq!(
+            held.held,
+            Some(HeldRemovals {
+                count: 8,
+                of: 10,
+                until: at(200 + 15 * 60)
+            })
+        );
+        assert_eq!((held.pending_removal, held.mirrored), (8, 10));
+        let status = synced_status(&view, &summarize(&left), &held, 1, at(300));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::True, MASS_REMOVAL_HELD)
+        );
+        assert!(
+            ready.message.contains("8 of this view's 10 mirrors"),
+            "{}",
+            ready.message
+        );
+
+        let after_grace = plan_mirror(&view, &left, &cluster, at(200 + 15 * 60));
+        assert_eq!(after_grace.deletes.len(), 8);
+        assert_eq!(after_grace.held, None);
+    }
+
+    #[test]
+    fn the_guard_spares_small_and_partial_removals() {
+        let view = view(true);
+        // Five is not a mass removal, even if it is all of them.
+        let (left, cluster) = cluster_after_a_miss(&view, 5, 5, 200);
+        assert_eq!(
+            plan_mirror(&view, &left, &cluster, at(300)).deletes.len(),
+            5
+        );
+        // Six of twenty is not more than half.
+        let (left, cluster) = cluster_after_a_miss(&view, 20, 6, 200);
+        assert_eq!(
+            plan_mirror(&view, &left, &cluster, at(300)).deletes.len(),
+            6
+        );
+    }
+
+    #[test]
+    fn a_zero_grace_period_turns_the_guard_off() {
+        let mut view = view(true);
+        view.spec.mirror.mass_removal_grace_period = "0s".into();
+        let (left, cluster) = cluster_after_a_miss(&view, 10, 10, 200);
+        let plan = plan_mirror(&view, &left, &cluster, at(300));
+        assert_eq!((plan.deletes.len(), plan.held), (10, None));
+    }
+
+    #[test]
+    fn retained_mirrors_of_vanished_instances_stay_marked_absent() {
+        let mut view = view(true);
+        view.spec.mirror.deletion_policy = DeletionPolicy::Retain;
+        let (left, cluster) = cluster_after_a_miss(&view, 2, 1, 200);
+        let marked = cluster
+            .iter()
+            .find(|o| o.name_any() == "team-a-aa00")
+            .and_then(|o| o.status.as_ref())
+            .unwrap();
+        let ready = condition::find(&marked.conditions, condition::READY).unwrap();
+        assert_eq!(ready.reason, NOT_LISTED);
+        assert!(ready.message.contains("Retain"), "{}", ready.message);
+
+        let much_later = plan_mirror(&view, &left, &cluster, at(10_000_000));
+        assert!(much_later.deletes.is_empty());
+        assert!(much_later.writes.is_empty());
+        assert_eq!((much_later.pending_removal, much_later.mirrored), (1, 2));
     }
 }

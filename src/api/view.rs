@@ -17,6 +17,11 @@ pub const REFRESH_ANNOTATION: &str = "gpu.ppio.io/refresh-requested-at";
 pub const DEFAULT_ENDPOINT: &str = "https://api.ppio.com";
 /// The shortest sync interval a view may ask for.
 pub const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// The sync interval of a view that names none.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// How long removals wait when one listing would remove most of a view's mirrors, unless the view
+/// says otherwise.
+pub const DEFAULT_MASS_REMOVAL_GRACE_PERIOD: Duration = Duration::from_secs(15 * 60);
 
 /// A view onto the GPU instances of one PPIO account. The operator lists the matching instances every
 /// `syncInterval`, summarises them in `status`, and mirrors each as a `GpuInstance` in this namespace.
@@ -185,12 +190,81 @@ pub struct MirrorOptions {
     /// and the GpuInstances this view created are removed.
     #[serde(default = "default_true")]
     pub enabled: bool,
+
+    /// What becomes of the mirror of an instance that PPIO no longer lists. `Delete` (the default)
+    /// removes it once it has been missing from two consecutive complete listings and for at least
+    /// `syncInterval`; `Retain` keeps it for good, marked absent (`status.absentSince`, Ready
+    /// Unknown with reason `NotListed`).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// How long removals wait when one complete listing would remove more than half of this view's
+    /// mirrors (and more than 5): a duration such as `15m` or `1h`, counted from when the instances
+    /// went missing. Meanwhile the view's Ready reason is `MassRemovalHeld` and nothing is removed.
+    /// `0s` turns the guard off.
+    #[serde(default = "default_mass_removal_grace_period")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
+        extend("x-kubernetes-validations" = [{
+            "rule": "duration(self) <= duration('168h')",
+            "message": "massRemovalGracePeriod must be at most 168h"
+        }])
+    )]
+    pub mass_removal_grace_period: String,
+
+    /// Fields of the remote record left out of every mirror, e.g. `command` and `entrypoint`, which
+    /// often carry credentials. User names and passwords in URLs are redacted from these fields in
+    /// any case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub omit_fields: Vec<OmittedField>,
 }
 
 impl Default for MirrorOptions {
     fn default() -> Self {
-        MirrorOptions { enabled: true }
+        MirrorOptions {
+            enabled: true,
+            deletion_policy: DeletionPolicy::default(),
+            mass_removal_grace_period: default_mass_removal_grace_period(),
+            omit_fields: Vec::new(),
+        }
     }
+}
+
+impl MirrorOptions {
+    /// The mass-removal grace period; a value the schema would refuse counts as the default.
+    pub fn mass_removal_grace_period(&self) -> Duration {
+        parse_duration(&self.mass_removal_grace_period).unwrap_or(DEFAULT_MASS_REMOVAL_GRACE_PERIOD)
+    }
+
+    /// Whether `field` is left out of the mirrors.
+    pub fn omits(&self, field: OmittedField) -> bool {
+        self.omit_fields.contains(&field)
+    }
+}
+
+/// What becomes of the mirror of an instance that PPIO no longer lists.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove it once it has been missing from two consecutive complete listings and for at least
+    /// the view's sync interval.
+    #[default]
+    Delete,
+    /// Keep it for good, marked absent.
+    Retain,
+}
+
+/// A field of the remote record that a view may leave out of its mirrors.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OmittedField {
+    /// `status.command`.
+    Command,
+    /// `status.entrypoint`.
+    Entrypoint,
+    /// `status.image`.
+    Image,
 }
 
 /// The summary of the last sync. Its size is bounded whatever the number of instances.
@@ -243,6 +317,20 @@ pub struct GpuInstanceViewStatus {
 
 fn default_sync_interval() -> String {
     "60s".into()
+}
+
+fn default_mass_removal_grace_period() -> String {
+    "15m".into()
+}
+
+impl GpuInstanceViewSpec {
+    /// How often the view is synced: `syncInterval`, never below [`MIN_SYNC_INTERVAL`]; a value the
+    /// schema would refuse counts as the default.
+    pub fn sync_interval(&self) -> Duration {
+        parse_duration(&self.sync_interval)
+            .unwrap_or(DEFAULT_SYNC_INTERVAL)
+            .max(MIN_SYNC_INTERVAL)
+    }
 }
 
 fn default_page_size() -> i32 {
@@ -332,6 +420,13 @@ mod tests {
         assert_eq!(spec.page_size, 50);
         assert!(!spec.suspend);
         assert!(spec.mirror.enabled);
+        assert_eq!(spec.mirror.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(
+            spec.mirror.mass_removal_grace_period(),
+            Duration::from_secs(900)
+        );
+        assert!(spec.mirror.omit_fields.is_empty());
+        assert_eq!(spec.sync_interval(), Duration::from_secs(60));
         assert_eq!(spec.endpoint, None);
         assert_eq!(spec.filter, Filter::default());
     }

@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_gpu_operator::simulator::{Fault, FaultKind, generate_instances, load_instances};
 use serde_json::json;
@@ -263,16 +264,233 @@ async fn remote_changes_show_at_the_next_sync_and_removals_are_confirmed_before_
         Some(1)
     );
 
-    // A second complete listing without it: pruned.
-    fx.refresh("v").await;
+    // A second complete listing seconds later: still kept, since it has not been missing for the
+    // view's sync interval (10 s) yet. A burst of quick syncs never empties a view.
+    let view = fx.refresh("v").await;
+    let since = view.status.as_ref().and_then(|s| s.last_sync_time);
     assert!(
         fx.instances()
             .get_opt(&format!("v-{}", ids[1]))
             .await
             .expect("get")
-            .is_none()
+            .is_some(),
+        "removed by a second listing that came before the sync interval had passed"
     );
+
+    // Missing from two complete listings and for the interval: pruned at a later sync.
+    let instances = fx.instances();
+    let gone = format!("v-{}", ids[1]);
+    wait_for(
+        "the missing instance's mirror to be pruned",
+        Duration::from_secs(60),
+        || {
+            let instances = instances.clone();
+            let gone = gone.clone();
+            async move { instances.get_opt(&gone).await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
+    let pruned_by = fx
+        .views()
+        .get("v")
+        .await
+        .expect("view")
+        .status
+        .and_then(|s| s.last_sync_time);
+    assert!(pruned_by > since, "pruned by a later sync");
     assert_eq!(fx.mirrors_of("v").await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_empties_a_view_is_held_by_the_mass_removal_guard() {
+    let records = generate_instances(8, 11);
+    let fx = Fixture::start("guard", records).await;
+    fx.create_view(
+        "v",
+        json!({ "mirror": { "massRemovalGracePeriod": "30s" } }),
+    )
+    .await;
+    fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(fx.mirrors_of("v").await.len(), 8);
+
+    // PPIO answers with an empty (but complete) account, e.g. after a glitch on its side.
+    fx.simulator().set_instances(Vec::new());
+    let marked = fx.refresh("v").await;
+    assert_eq!(
+        marked.status.as_ref().and_then(|s| s.pending_removal_count),
+        Some(8)
+    );
+    // Past the sync interval, a second empty listing would remove all eight: held.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    fx.refresh("v").await;
+    let held = fx.wait_ready("v", true, "MassRemovalHeld").await;
+    let ready = condition::find(
+        &held.status.as_ref().expect("status").conditions,
+        condition::READY,
+    )
+    .expect("Ready")
+    .clone();
+    assert!(
+        ready.message.contains("8 of this view's 8 mirrors"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        fx.mirrors_of("v").await.len(),
+        8,
+        "nothing removed while held"
+    );
+    fx.refresh("v").await;
+    assert_eq!(fx.mirrors_of("v").await.len(), 8);
+
+    let events = fx.ns.api::<Event>();
+    let warnings: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("MassRemovalHeld"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one Warning while held: {warnings:?}");
+    assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+
+    // Once the instances have been missing for the grace period, the next sync removes them.
+    let instances = fx.instances();
+    wait_for(
+        "the held mirrors to be removed after the grace period",
+        Duration::from_secs(90),
+        || {
+            let instances = instances.clone();
+            async move {
+                let left = instances
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .len();
+                (left == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    fx.wait_ready("v", true, "Synced").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_mirror_outlives_its_instance_marked_absent() {
+    let records = generate_instances(2, 13);
+    let gone = records[0]["id"].as_str().expect("id").to_owned();
+    let fx = Fixture::start("retain", records).await;
+    fx.create_view("v", json!({ "mirror": { "deletionPolicy": "Retain" } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+
+    fx.simulator().remove_instance(&gone);
+    fx.refresh("v").await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    fx.refresh("v").await;
+    fx.refresh("v").await;
+    let kept = fx
+        .instances()
+        .get(&format!("v-{gone}"))
+        .await
+        .expect("a retained mirror stays");
+    let status = kept.status.expect("status");
+    assert!(status.absent_since.is_some());
+    let ready = condition::find(&status.conditions, condition::READY).expect("Ready");
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::Unknown, "NotListed")
+    );
+    assert_eq!(fx.mirrors_of("v").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_megabytes_is_mirrored_within_the_budget_and_the_view_stays_ready() {
+    let mut records = generate_instances(4, 17);
+    let mut huge = records[0].clone();
+    huge["id"] = json!("b16b16b16b");
+    // 128 volumes of 40 KiB paths of a character the API server escapes six-fold: about 5 MB of
+    // record, 30 MB as the API server would encode it.
+    huge["volumes"] = json!(
+        (0..128)
+            .map(|n| json!({ "type": "network", "id": format!("vol-{n}"), "mount_point": "<".repeat(40 * 1024) }))
+            .collect::<Vec<_>>()
+    );
+    records.push(huge);
+    let fx = Fixture::start("huge", records).await;
+    fx.create_view("v", json!({})).await;
+    let view = fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(view.status.as_ref().and_then(|s| s.mirrored_count), Some(5));
+    let mirror = fx
+        .instances()
+        .get("v-b16b16b16b")
+        .await
+        .expect("the big record's mirror");
+    let status = mirror.status.expect("status");
+    assert!(!status.volumes.is_empty() && status.volumes.len() < 128);
+    let truncated =
+        condition::find(&status.conditions, "Truncated").expect("a Truncated condition");
+    assert_eq!(truncated.status, ConditionStatus::True);
+    assert!(
+        truncated.message.contains("volumes (kept"),
+        "{}",
+        truncated.message
+    );
+
+    // The next sync finds it unchanged: no endless rewrites of a cut record.
+    let before = mirror.metadata.resource_version.clone();
+    fx.refresh("v").await;
+    let after = fx.instances().get("v-b16b16b16b").await.expect("mirror");
+    assert_eq!(after.metadata.resource_version, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_commands_and_images_never_reach_a_mirror() {
+    let mut records = generate_instances(1, 19);
+    records[0]["command"] =
+        json!("git clone https://deploy:ghp_S3cretT0ken@github.com/org/repo && python run.py");
+    records[0]["entrypoint"] = json!("/bin/sh -c");
+    records[0]["image"] = json!("robot:Registry5ecret@registry.example.com/ml/trainer:1");
+    let id = records[0]["id"].as_str().expect("id").to_owned();
+    let fx = Fixture::start("creds", records).await;
+    fx.create_view("plain", json!({})).await;
+    fx.create_view(
+        "bare",
+        json!({ "mirror": { "omitFields": ["command", "entrypoint"] } }),
+    )
+    .await;
+    fx.wait_ready("plain", true, "Synced").await;
+    fx.wait_ready("bare", true, "Synced").await;
+
+    let plain = fx
+        .instances()
+        .get(&format!("plain-{id}"))
+        .await
+        .expect("mirror");
+    let status = plain.status.expect("status");
+    assert_eq!(
+        status.command.as_deref(),
+        Some("git clone https://<redacted>@github.com/org/repo && python run.py")
+    );
+    assert_eq!(
+        status.image.as_deref(),
+        Some("<redacted>@registry.example.com/ml/trainer:1")
+    );
+    let bare = fx
+        .instances()
+        .get(&format!("bare-{id}"))
+        .await
+        .expect("mirror");
+    let status = bare.status.expect("status");
+    assert_eq!((status.command, status.entrypoint), (None, None));
+    assert!(status.image.is_some());
+
+    let everything = fx.ns.kubectl(&["get", "gpuinstances", "-o", "yaml"]);
+    for secret in ["ghp_S3cretT0ken", "Registry5ecret"] {
+        assert!(!everything.contains(secret), "{secret} reached a mirror");
+    }
 }
 
 /// Sums the API server's own counters of write requests to GpuInstances.
@@ -384,14 +602,21 @@ async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_lef
         view.status.as_ref().and_then(|s| s.pending_removal_count),
         Some(2)
     );
-    fx.refresh("v").await;
-    let names: Vec<_> = fx
-        .mirrors_of("v")
-        .await
-        .iter()
-        .map(|m| m.name_any())
-        .collect();
-    assert_eq!(names, ["v-88f1c3b7e4"]);
+    // Pruned once missing from a second complete listing and for the sync interval (10 s).
+    wait_for(
+        "what left the filter to be pruned",
+        Duration::from_secs(60),
+        || async {
+            let names: Vec<_> = fx
+                .mirrors_of("v")
+                .await
+                .iter()
+                .map(|m| m.name_any())
+                .collect();
+            (names == ["v-88f1c3b7e4"]).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
