@@ -69,11 +69,11 @@ fn expected_operator_grants() -> BTreeSet<Grant> {
 }
 
 /// The leader-election grants, in the release namespace only: create any Lease (create carries no
-/// name to authorize); get and patch only the operator's (kube-lease-manager acquires and renews
-/// with patches, and never updates).
+/// name to authorize); get and update only the operator's (the elector takes, renews and releases
+/// it with updates conditional on its resourceVersion, and never patches).
 fn expected_lease_grants(lease: &str) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::from([Grant::new("coordination.k8s.io", "leases", "create", None)]);
-    for verb in ["get", "patch"] {
+    for verb in ["get", "update"] {
         grants.insert(Grant::new(
             "coordination.k8s.io",
             "leases",
@@ -570,13 +570,13 @@ async fn the_api_server_authorizes_the_operator_in_watched_namespaces_only() {
         Access::new("get", "coordination.k8s.io", "leases", home)
             .named(lease)
             .allowed(),
-        Access::new("patch", "coordination.k8s.io", "leases", home)
-            .named(lease)
-            .allowed(),
         Access::new("update", "coordination.k8s.io", "leases", home)
             .named(lease)
-            .denied(),
+            .allowed(),
         Access::new("patch", "coordination.k8s.io", "leases", home)
+            .named(lease)
+            .denied(),
+        Access::new("update", "coordination.k8s.io", "leases", home)
             .named("another")
             .denied(),
         Access::new("list", "coordination.k8s.io", "leases", home).denied(),

@@ -3,6 +3,7 @@
 //! They live in one test binary so that one control plane serves the whole run.
 
 mod chart;
+mod election;
 mod harness;
 mod mirroring;
 mod operations;

@@ -317,8 +317,8 @@ async fn a_leader_that_cannot_renew_its_lease_stops_on_its_own() {
     })
     .await;
 
-    // From now on the API server refuses every renewal by this replica, while reads still work: the
-    // lease manager keeps believing it leads, so only the watchdog can stop it.
+    // From now on the API server refuses every renewal by this replica, while reads still work and
+    // still name it: only its renew deadline, on its own clock, can stop it.
     let ns = fx.ns.name.clone();
     let policy = format!("deny-renewals-{ns}");
     let manifests = json!({
@@ -375,7 +375,7 @@ async fn a_leader_that_cannot_renew_its_lease_stops_on_its_own() {
     );
     assert!(
         log.contains("cannot confirm a recent renewal of the Lease"),
-        "the watchdog stopped it: {log}"
+        "the renew deadline stopped it: {log}"
     );
     assert_eq!(
         lease_holder(&fx).await.as_deref(),
