@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod plan;
 pub mod ppio;
 pub mod simulator;
+pub mod status;
 pub mod telemetry;
 
 /// Errors that stop a reconciliation before it could even report itself in the view's status.

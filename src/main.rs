@@ -91,13 +91,17 @@ struct RunArgs {
     #[arg(long, env = "PPIO_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
 
-    /// Name of the leader Lease.
-    #[arg(
-        long,
-        env = "PPIO_OPERATOR_LEASE_NAME",
-        default_value = "ppio-gpu-operator"
-    )]
-    lease_name: String,
+    /// Sync only the views whose labels match this selector, and watch only their mirrors: one
+    /// shard of the views, e.g. `sharding.ppio.io/key in (shard1)`, or `!sharding.ppio.io/key` for the
+    /// views of no shard. It may constrain only the label `sharding.ppio.io/key`, which mirrors
+    /// carry from their view. Each shard elects its own leader on its own Lease.
+    #[arg(long, env = "PPIO_OPERATOR_WATCH_LABEL_SELECTOR", value_parser = parse_shard_selector)]
+    watch_label_selector: Option<String>,
+
+    /// Name of the leader Lease. Default: `ppio-gpu-operator`, or, with --watch-label-selector,
+    /// `ppio-gpu-operator-shard-` and a hash of the selector, so each shard has its own.
+    #[arg(long, env = "PPIO_OPERATOR_LEASE_NAME")]
+    lease_name: Option<String>,
 
     /// Namespace of the leader Lease. Default: the operator's own namespace (POD_NAMESPACE, the
     /// in-cluster namespace, or the kubeconfig's).
@@ -158,6 +162,7 @@ async fn run(args: RunArgs) -> ExitCode {
             requests_per_minute: args.ppio_requests_per_minute,
             ..ppio::ClientConfig::default()
         },
+        label_selector: args.watch_label_selector.clone(),
         ..Settings::default()
     };
     let metrics = Metrics::new();
@@ -206,7 +211,9 @@ async fn run(args: RunArgs) -> ExitCode {
                 .lease_namespace
                 .clone()
                 .unwrap_or_else(|| own_namespace(&client)),
-            name: args.lease_name.clone(),
+            name: args.lease_name.clone().unwrap_or_else(|| {
+                controller::default_lease_name(args.watch_label_selector.as_deref())
+            }),
             identity: identity.clone(),
             duration: Duration::from_secs(args.lease_duration_seconds),
         };
@@ -353,6 +360,12 @@ async fn run_as_elected(
         leadership.release().await;
         ExitCode::SUCCESS
     }
+}
+
+/// Checks a `--watch-label-selector`: it may constrain only the shard label, which mirrors carry
+/// too, so that the shard's watch of mirrors sees exactly the mirrors of its views.
+fn parse_shard_selector(selector: &str) -> Result<String, String> {
+    controller::check_shard_selector(selector).map(|()| selector.trim().to_owned())
 }
 
 /// The pod name, else the host name, else a random name.

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::instance::{
-    AutoMigrate, AutoRenew, Billing, EnvVarKey, GpuInstanceStatus, Network, Port, Prepaid,
-    RemoteStatus, ResourceSpecs, Volume,
+    AutoMigrate, AutoRenew, Billing, EnvVarKey, GpuInstanceSpec, GpuInstanceStatus, Network, Port,
+    Prepaid, RemoteStatus, ResourceSpecs, Volume,
 };
 use crate::api::view::{MirrorOptions, OmittedField};
 use crate::ppio::Instance;
@@ -40,6 +40,26 @@ pub const REGION_LABEL: &str = "gpu.ppio.io/region";
 pub const STATUS_LABEL: &str = "gpu.ppio.io/status";
 /// Label holding the billing mode.
 pub const BILLING_MODE_LABEL: &str = "gpu.ppio.io/billing-mode";
+
+/// Label that shards views across operator deployments (`--watch-label-selector`). A mirror carries
+/// its view's value, so that each shard watches only the mirrors of its own views.
+pub const SHARD_LABEL: &str = "sharding.ppio.io/key";
+/// The labels the operator sets on a mirror and compares; labels others add are theirs to keep.
+pub const OWN_LABELS: [&str; 7] = [
+    MANAGED_BY_LABEL,
+    VIEW_LABEL,
+    INSTANCE_ID_LABEL,
+    REGION_LABEL,
+    STATUS_LABEL,
+    BILLING_MODE_LABEL,
+    SHARD_LABEL,
+];
+/// Annotation holding the [`fingerprint`] of the spec and status the operator last applied, so that
+/// an unchanged mirror is recognised from its metadata alone, without reading its status.
+pub const FINGERPRINT_ANNOTATION: &str = "gpu.ppio.io/fingerprint";
+/// Annotation holding when a complete listing first lacked the instance (RFC 3339), so that the
+/// removal rules can be applied from metadata alone; `status.absentSince` shows the same to people.
+pub const ABSENT_SINCE_ANNOTATION: &str = "gpu.ppio.io/absent-since";
 
 /// The remote status in which an instance counts as Ready.
 pub const RUNNING: &str = "running";
@@ -126,8 +146,9 @@ fn is_valid_label_value(text: &str) -> bool {
             .is_none_or(|b| b.is_ascii_alphanumeric())
 }
 
-/// The labels of the mirror of `instance` kept by `view`, for `kubectl get gpui -l ...`.
-pub fn labels(view: &str, instance: &Instance) -> BTreeMap<String, String> {
+/// The labels of the mirror of `instance` kept by `view` (whose shard label value is `shard`), for
+/// `kubectl get gpui -l ...`.
+pub fn labels(view: &str, shard: Option<&str>, instance: &Instance) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
         (VIEW_LABEL.to_owned(), label_value(view)),
@@ -146,6 +167,7 @@ pub fn labels(view: &str, instance: &Instance) -> BTreeMap<String, String> {
             BILLING_MODE_LABEL,
             instance.billing.as_ref().map_or("", |b| b.mode.as_str()),
         ),
+        (SHARD_LABEL, shard.unwrap_or_default()),
     ];
     for (key, value) in optional {
         let value = label_value(value);
@@ -154,6 +176,43 @@ pub fn labels(view: &str, instance: &Instance) -> BTreeMap<String, String> {
         }
     }
     labels
+}
+
+/// A digest of the operator's own labels among `labels` ([`OWN_LABELS`]): equal digests mean equal
+/// values, and a label the operator no longer sets (a region that became empty) changes it.
+pub fn labels_digest(labels: &BTreeMap<String, String>) -> u64 {
+    let mut hash = FNV_OFFSET;
+    for key in OWN_LABELS {
+        if let Some(value) = labels.get(key) {
+            hash = fnv1a_extend(hash, key.as_bytes());
+            hash = fnv1a_extend(hash, b"=");
+            hash = fnv1a_extend(hash, value.as_bytes());
+            hash = fnv1a_extend(hash, b"\n");
+        }
+    }
+    hash
+}
+
+/// The fingerprint of a mirror's content: its spec and status, with the conditions' transition
+/// times left out (they depend on history, not on the record). Written as
+/// [`FINGERPRINT_ANNOTATION`] with every apply.
+pub fn fingerprint(spec: &GpuInstanceSpec, status: &GpuInstanceStatus) -> u64 {
+    let mut canonical = status.clone();
+    for condition in &mut canonical.conditions {
+        condition.last_transition_time = Timestamp::UNIX_EPOCH;
+    }
+    let json = serde_json::to_vec(&(spec, &canonical)).unwrap_or_default();
+    fnv1a_extend(FNV_OFFSET, &json)
+}
+
+/// The annotation value of a fingerprint, and back.
+pub fn fingerprint_text(fingerprint: u64) -> String {
+    format!("{fingerprint:016x}")
+}
+
+/// Parses [`fingerprint_text`]; `None` for anything else.
+pub fn parse_fingerprint(text: &str) -> Option<u64> {
+    (text.len() == 16).then(|| u64::from_str_radix(text, 16).ok())?
 }
 
 /// The status of the mirror of `instance`: every field of the record (environment variables by key
@@ -570,10 +629,17 @@ fn dns_label_chars(text: &str) -> String {
         .collect()
 }
 
-/// 64-bit FNV-1a: a stable, dependency-free hash for names (not for security).
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a: a stable, dependency-free hash for names and fingerprints (not for security;
+/// stable across releases and platforms, unlike the standard library's hasher).
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    fnv1a_extend(FNV_OFFSET, text.as_bytes())
+}
+
+fn fnv1a_extend(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
@@ -661,13 +727,14 @@ mod tests {
             mode: "spot".into(),
             prepaid: None,
         });
-        let labels = labels("team-a", &i);
+        let labels = labels("team-a", Some("shard1"), &i);
         assert_eq!(labels[VIEW_LABEL], "team-a");
         assert_eq!(labels[REGION_LABEL], "cn-east-1");
         assert_eq!(labels[STATUS_LABEL], "running");
         assert_eq!(labels[BILLING_MODE_LABEL], "spot");
         assert_eq!(labels[INSTANCE_ID_LABEL], "ca338f12f3");
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGER);
+        assert_eq!(labels[SHARD_LABEL], "shard1");
     }
 
     #[test]

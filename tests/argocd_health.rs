@@ -7,8 +7,9 @@ use std::path::Path;
 use jiff::Timestamp;
 use mlua::{Lua, LuaSerdeExt, Table};
 use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::plan::{self, FailureReason, SyncFailure};
+use ppio_gpu_operator::plan;
 use ppio_gpu_operator::ppio::{Instance, InstanceId, InstanceStatus};
+use ppio_gpu_operator::status::{self, FailureReason, MirrorCounts, SyncFailure};
 
 fn health(view: &GpuInstanceView) -> (String, String) {
     let script = std::fs::read_to_string(
@@ -47,11 +48,15 @@ fn synced(mut view: GpuInstanceView) -> GpuInstanceView {
     });
     let listing = [instance];
     let now = Timestamp::from_second(1_800_000_000).unwrap();
-    let mirror = plan::plan_mirror(&view, &listing, &[], now);
-    view.status = Some(plan::synced_status(
+    let counts = MirrorCounts {
+        mirrored: 1,
+        created: 1,
+        ..MirrorCounts::default()
+    };
+    view.status = Some(status::synced_status(
         &view,
         &plan::summarize(&listing),
-        &mirror,
+        &counts,
         1,
         now,
     ));
@@ -63,7 +68,7 @@ fn failed(mut view: GpuInstanceView, reason: FailureReason) -> GpuInstanceView {
         reason,
         message: format!("{reason} happened"),
     };
-    view.status = Some(plan::failed_status(
+    view.status = Some(status::failed_status(
         &view,
         &failure,
         Timestamp::from_second(1_800_000_100).unwrap(),
@@ -111,7 +116,7 @@ fn a_view_without_status_is_progressing() {
 fn a_suspended_view_is_suspended() {
     let mut view = synced(view());
     view.spec.suspend = true;
-    view.status = Some(plan::suspended_status(
+    view.status = Some(status::suspended_status(
         &view,
         Timestamp::from_second(1_800_000_200).unwrap(),
     ));

@@ -243,6 +243,13 @@ impl Client {
         &self.inner.base_url
     }
 
+    /// Waits until the key's request budget allows one more request, and counts it. A caller that
+    /// must not hold something scarce while it waits (a sync slot) paces first, then asks for the
+    /// page with [`Pager::next_page`](super::Pager::next_page), which then does not wait again.
+    pub async fn pace(&self, key: &ApiKey) {
+        self.inner.limiter.acquire(key).await;
+    }
+
     /// Fetches one page: one `GET /gpus/v2/instances`, without retrying. `cursor` is the previous
     /// page's `next_cursor`; `None` (or empty) for the first page. Echoes of the API key in the
     /// records are replaced by `[redacted]`; a record whose ID contains the key makes the page an
@@ -253,7 +260,7 @@ impl Client {
         query: &ListQuery,
         cursor: Option<&str>,
     ) -> Result<Page, PpioError> {
-        self.request_page(key, query, cursor, None)
+        self.request_page(key, query, cursor, None, false)
             .await
             .map(|fetched| fetched.page)
     }
@@ -295,7 +302,15 @@ impl Client {
                 limit: limits.max_listing_bytes,
             };
             let fetched = self
-                .request_page_with_retries(key, query, cursor.as_deref(), number, budget, limits)
+                .request_page_with_retries(
+                    key,
+                    query,
+                    cursor.as_deref(),
+                    number,
+                    budget,
+                    limits,
+                    false,
+                )
                 .await
                 .map_err(|error| match error {
                     PpioError::InvalidResponse { detail } => {
@@ -359,7 +374,10 @@ impl Client {
 
     /// One page of a listing, asked for again while it fails transiently, as
     /// [`Client::list_all_instances`] describes.
-    async fn request_page_with_retries(
+    /// `paced` says the first request was already counted against the key's budget
+    /// ([`Client::pace`]).
+    #[allow(clippy::too_many_arguments)] // the state of one page of one listing
+    pub(super) async fn request_page_with_retries(
         &self,
         key: &ApiKey,
         query: &ListQuery,
@@ -367,12 +385,14 @@ impl Client {
         page: u32,
         budget: ListingBudget,
         limits: &ListingLimits,
+        mut paced: bool,
     ) -> Result<FetchedPage, PpioError> {
         let attempts = limits.page_attempts.max(1);
         let mut attempt: u32 = 1;
         loop {
-            let error = match self
-                .request_page(key, query, cursor, Some(budget))
+            let request = self.request_page(key, query, cursor, Some(budget), paced);
+            paced = false;
+            let error = match request
                 .instrument(tracing::debug_span!("ppio_list_page", page, attempt))
                 .await
             {
@@ -416,10 +436,13 @@ impl Client {
         query: &ListQuery,
         cursor: Option<&str>,
         budget: Option<ListingBudget>,
+        paced: bool,
     ) -> Result<FetchedPage, PpioError> {
         let url = self.page_url(query, cursor);
         // The wait for the per-key budget is not the server's latency.
-        self.inner.limiter.acquire(key).await;
+        if !paced {
+            self.pace(key).await;
+        }
         let started = Instant::now();
         let (status_code, result) = self.fetch_page(key, url, budget).await;
         let latency = started.elapsed();
@@ -614,15 +637,15 @@ impl Client {
 
 /// What is left of a listing's byte budget, and the budget itself for the message.
 #[derive(Debug, Clone, Copy)]
-struct ListingBudget {
-    remaining: usize,
-    limit: usize,
+pub(super) struct ListingBudget {
+    pub(super) remaining: usize,
+    pub(super) limit: usize,
 }
 
 /// A page and the size of the body it came in.
-struct FetchedPage {
-    page: Page,
-    body_bytes: usize,
+pub(super) struct FetchedPage {
+    pub(super) page: Page,
+    pub(super) body_bytes: usize,
 }
 
 /// Decodes a 200 body into a page and redacts the API key from its records. A record whose ID holds

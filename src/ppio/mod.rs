@@ -7,6 +7,7 @@
 //!   strict envelope: `data` and `has_more` must be there).
 //! - `client`: HTTP, paging, per-page retries of transient failures, and the guards that make a
 //!   listing complete or an error.
+//! - `pager`: the same listing handed out page by page, so memory is bounded by a page.
 //! - `error`: the error enum, server error bodies, `Retry-After`, sanitizing server text, and the one
 //!   helper that redacts the key.
 
@@ -14,6 +15,7 @@ mod api_key;
 mod client;
 mod error;
 mod model;
+mod pager;
 mod rate_limit;
 
 pub use api_key::{ApiKey, InvalidApiKey};
@@ -23,4 +25,5 @@ pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
     InstanceStatus, Network, Page, Port, Prepaid, ResourceSpecs, UnknownBillingMode, Volume,
 };
+pub use pager::Pager;
 pub use rate_limit::RateLimiter;

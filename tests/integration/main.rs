@@ -4,6 +4,7 @@
 
 mod chart;
 mod election;
+mod engine;
 mod harness;
 mod mirroring;
 mod operations;

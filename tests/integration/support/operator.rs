@@ -74,7 +74,17 @@ pub struct RunningOperator {
 impl RunningOperator {
     /// Runs the controller over `namespace` only, allowing views to use `endpoint`.
     pub fn start(client: Client, namespace: &str, endpoint: &str) -> RunningOperator {
-        let settings = Settings {
+        RunningOperator::start_with(client, namespace, endpoint, |_| {})
+    }
+
+    /// The same, with `adjust` changing the test settings first.
+    pub fn start_with(
+        client: Client,
+        namespace: &str,
+        endpoint: &str,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> RunningOperator {
+        let mut settings = Settings {
             endpoints: EndpointPolicy::new(vec![Url::parse(endpoint).expect("endpoint URL")]),
             ppio: ppio_gpu_operator::ppio::ClientConfig {
                 request_timeout: Duration::from_secs(2),
@@ -86,6 +96,7 @@ impl RunningOperator {
             },
             ..Settings::default()
         };
+        adjust(&mut settings);
         let namespaces = vec![namespace.to_owned()];
         let context = Arc::new(Context::new(
             client,

@@ -1,0 +1,454 @@
+//! What the cluster holds of every GpuInstance the operator manages, known from a metadata-only watch
+//! (no LIST per sync, and no status is ever read to plan) and reduced per object to what planning
+//! needs: a [`plan::Observed`].
+//!
+//! The cache also remembers the resourceVersion of the operator's own last write of each object. Any
+//! other write (labels, spec or status alike) changes the resourceVersion the watch reports, so the
+//! mirror stops being trusted and is written again at the next sync. After a restart nothing is
+//! remembered and the metadata (fingerprint, labels, owner) is taken at its word.
+//!
+//! Not kube-runtime's reflector `Store`, which would keep each whole `PartialObjectMeta` (labels,
+//! annotations, owner references: about a kilobyte an object); an entry here is about 200 bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta};
+use kube::core::ObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::{GpuInstance, GpuInstanceView};
+use crate::mirror;
+use crate::plan::{self, Digest, Observed};
+
+/// One mirror, as far as planning needs it.
+#[derive(Clone, Debug)]
+struct Entry {
+    uid: String,
+    view: Arc<str>,
+    resource_version: u64,
+    digest: Digest,
+    absent_since: Option<Timestamp>,
+    /// The resourceVersion of the operator's last write of it, if this process wrote it.
+    written: Option<u64>,
+    /// The operator's last write of it failed part-way (e.g. the object, not its status).
+    write_failed: bool,
+}
+
+/// The key of an entry: namespace and name.
+type Key = (Arc<str>, String);
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<Key, Entry>,
+    /// Per watch scope (a namespace, or `None` for all), the entries of a relist in progress.
+    relisting: HashMap<Option<Arc<str>>, HashMap<Key, Entry>>,
+    /// Interned namespace and view names: many entries share them.
+    names: HashSet<Arc<str>>,
+}
+
+/// The cache of mirrors; see the module documentation. Shared by every sync.
+pub struct MirrorCache {
+    state: Mutex<State>,
+    hasher: RandomState,
+    /// Watch scopes that have not completed their first list yet.
+    pending: watch::Sender<usize>,
+}
+
+impl Default for MirrorCache {
+    fn default() -> Self {
+        MirrorCache {
+            state: Mutex::default(),
+            hasher: RandomState::new(),
+            pending: watch::Sender::new(usize::MAX),
+        }
+    }
+}
+
+impl MirrorCache {
+    /// Watches the operator's GpuInstances (label `app.kubernetes.io/managed-by`, and `selector`
+    /// when the operator is sharded) in `namespaces` (all when empty) and keeps the cache current until
+    /// the returned future is dropped. `on_listed` is called once when every watch has listed.
+    pub async fn watch(
+        self: Arc<Self>,
+        client: Client,
+        namespaces: &[String],
+        selector: Option<&str>,
+        on_listed: impl FnOnce() + Send,
+    ) {
+        let mut labels = format!("{}={}", mirror::MANAGED_BY_LABEL, mirror::MANAGER);
+        if let Some(selector) = selector {
+            labels.push(',');
+            labels.push_str(selector);
+        }
+        let config = watcher::Config::default().labels(&labels).any_semantic();
+        let scopes: Vec<Option<Arc<str>>> = if namespaces.is_empty() {
+            vec![None]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| Some(Arc::from(ns.as_str())))
+                .collect()
+        };
+        self.pending.send_replace(scopes.len());
+        let streams = scopes.into_iter().map(|scope| {
+            // An `Api` of `PartialObjectMeta` asks for metadata only.
+            let api: Api<PartialObjectMeta<GpuInstance>> = match &scope {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            watcher(api, config.clone())
+                .default_backoff()
+                .map(move |event| (scope.clone(), event))
+                .boxed()
+        });
+        let mut events = stream::select_all(streams);
+        let mut on_listed = Some(on_listed);
+        while let Some((scope, event)) = events.next().await {
+            match event {
+                Ok(event) => {
+                    if self.apply(scope, event) && *self.pending.borrow() == 0 {
+                        info!(mirrors = self.len(), "the watch listed every GpuInstance");
+                        if let Some(on_listed) = on_listed.take() {
+                            on_listed();
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "the watch of GpuInstances failed; retrying"),
+            }
+        }
+    }
+
+    /// Waits until every watch has listed, at most `timeout`; whether it has.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut pending = self.pending.subscribe();
+        tokio::time::timeout(timeout, pending.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// What the cache knows of mirror `name` in `namespace`.
+    pub fn observed(&self, namespace: &str, name: &str) -> Option<Observed> {
+        let state = self.lock();
+        let entry = state
+            .entries
+            .get(&(Arc::from(namespace), name.to_owned()))?;
+        Some(Observed {
+            uid: entry.uid.clone(),
+            digest: entry.digest,
+            absent_since: entry.absent_since,
+            trusted: !entry.write_failed
+                && entry.written.is_none_or(|w| w == entry.resource_version),
+        })
+    }
+
+    /// The mirrors of `view` (by its view label and its UID as controlling owner): each name and
+    /// when its instance went missing, if it did.
+    pub fn mirrors_of(&self, view: &GpuInstanceView) -> Vec<(String, Option<Timestamp>)> {
+        let namespace = view.meta().namespace.as_deref().unwrap_or_default();
+        let label = mirror::label_value(view.meta().name.as_deref().unwrap_or_default());
+        let owner = plan::owner_hash(view.meta().uid.as_deref().unwrap_or_default());
+        let state = self.lock();
+        state
+            .entries
+            .iter()
+            .filter(|((ns, _), entry)| {
+                &**ns == namespace && *entry.view == *label && entry.digest.owner == owner
+            })
+            .map(|((_, name), entry)| (name.clone(), entry.absent_since))
+            .collect()
+    }
+
+    /// Mirrors in the cache.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the cache holds no mirror.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records the object an operator write returned: its resourceVersion is now the operator's.
+    pub fn record_write(&self, object: &GpuInstance) {
+        let Some(mut entry) = self.entry_of(&object.metadata) else {
+            return;
+        };
+        entry.written = Some(entry.resource_version);
+        let key = self.key_of(&object.metadata);
+        self.lock().entries.insert(key, entry);
+    }
+
+    /// Records that a write of mirror `name` failed part-way: it is written again at the next sync,
+    /// whatever its metadata says.
+    pub fn record_failed_write(&self, namespace: &str, name: &str) {
+        if let Some(entry) = self
+            .lock()
+            .entries
+            .get_mut(&(Arc::from(namespace), name.to_owned()))
+        {
+            entry.write_failed = true;
+        }
+    }
+
+    /// Records that the operator deleted mirror `name`.
+    pub fn record_delete(&self, namespace: &str, name: &str) {
+        self.lock()
+            .entries
+            .remove(&(Arc::from(namespace), name.to_owned()));
+    }
+
+    /// Applies one watch event of `scope`; true when it completed that scope's first list.
+    fn apply(
+        &self,
+        scope: Option<Arc<str>>,
+        event: watcher::Event<PartialObjectMeta<GpuInstance>>,
+    ) -> bool {
+        match event {
+            watcher::Event::Apply(object) => {
+                if let Some(entry) = self.entry_of(&object.metadata) {
+                    let key = self.key_of(&object.metadata);
+                    let mut state = self.lock();
+                    let entry = carry_memory(state.entries.get(&key), entry);
+                    state.entries.insert(key, entry);
+                }
+                false
+            }
+            watcher::Event::Delete(object) => {
+                let key = self.key_of(&object.metadata);
+                self.lock().entries.remove(&key);
+                false
+            }
+            watcher::Event::Init => {
+                self.lock().relisting.insert(scope, HashMap::new());
+                false
+            }
+            watcher::Event::InitApply(object) => {
+                if let Some(entry) = self.entry_of(&object.metadata) {
+                    let key = self.key_of(&object.metadata);
+                    self.lock()
+                        .relisting
+                        .entry(scope)
+                        .or_default()
+                        .insert(key, entry);
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                let mut state = self.lock();
+                let listed = state.relisting.remove(&scope).unwrap_or_default();
+                let mut previous = std::mem::take(&mut state.entries);
+                // Entries of other scopes stay; this scope's are replaced by what it listed.
+                state.entries = previous
+                    .extract_if(|(ns, _), _| scope.as_ref().is_some_and(|s| s != ns))
+                    .collect();
+                for (key, entry) in listed {
+                    let entry = carry_memory(previous.get(&key), entry);
+                    state.entries.insert(key, entry);
+                }
+                drop(state);
+                let mut completed = false;
+                self.pending.send_if_modified(|pending| {
+                    if *pending > 0 && *pending != usize::MAX {
+                        *pending -= 1;
+                        completed = true;
+                    }
+                    completed
+                });
+                completed
+            }
+        }
+    }
+
+    /// The entry for an object's metadata, or `None` when it has no name or UID.
+    fn entry_of(&self, meta: &ObjectMeta) -> Option<Entry> {
+        let uid = meta.uid.clone()?;
+        meta.name.as_ref()?;
+        let labels = meta.labels.clone().unwrap_or_default();
+        let annotations = meta.annotations.as_ref();
+        let view = labels.get(mirror::VIEW_LABEL).map_or("", String::as_str);
+        let digest = Digest {
+            fingerprint: annotations
+                .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION))
+                .and_then(|f| mirror::parse_fingerprint(f))
+                .unwrap_or_default(),
+            labels: mirror::labels_digest(&labels),
+            owner: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| r.controller == Some(true) && r.kind == "GpuInstanceView")
+                .map_or(0, |r| plan::owner_hash(&r.uid)),
+        };
+        Some(Entry {
+            uid,
+            view: self.intern(view),
+            resource_version: self
+                .hasher
+                .hash_one(meta.resource_version.as_deref().unwrap_or_default()),
+            digest,
+            absent_since: annotations
+                .and_then(|a| a.get(mirror::ABSENT_SINCE_ANNOTATION))
+                .and_then(|t| t.parse().ok()),
+            written: None,
+            write_failed: false,
+        })
+    }
+
+    fn key_of(&self, meta: &ObjectMeta) -> Key {
+        (
+            self.intern(meta.namespace.as_deref().unwrap_or_default()),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+
+    fn intern(&self, text: &str) -> Arc<str> {
+        let mut state = self.lock();
+        if let Some(interned) = state.names.get(text) {
+            return interned.clone();
+        }
+        let interned: Arc<str> = Arc::from(text);
+        state.names.insert(interned.clone());
+        interned
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `observed` with what this process remembers of the same object (same UID) from `known`: a write
+/// of its own is recognised, and a failed write stays failed until the next successful one.
+fn carry_memory(known: Option<&Entry>, mut observed: Entry) -> Entry {
+    if let Some(known) = known.filter(|k| k.uid == observed.uid) {
+        observed.written = known.written;
+        observed.write_failed = known.write_failed;
+    }
+    observed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::PartialObjectMetaExt;
+    use std::collections::BTreeMap;
+
+    fn meta(name: &str, rv: &str, view: &str, fingerprint: &str) -> PartialObjectMeta<GpuInstance> {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ml".into()),
+            uid: Some(format!("uid-{name}")),
+            resource_version: Some(rv.into()),
+            labels: Some(BTreeMap::from([(mirror::VIEW_LABEL.into(), view.into())])),
+            annotations: Some(BTreeMap::from([(
+                mirror::FINGERPRINT_ANNOTATION.into(),
+                fingerprint.into(),
+            )])),
+            ..ObjectMeta::default()
+        }
+        .into_response_partial()
+    }
+
+    fn instance_with(meta: &PartialObjectMeta<GpuInstance>) -> GpuInstance {
+        let mut object = GpuInstance::new(
+            meta.metadata.name.as_deref().unwrap(),
+            crate::api::GpuInstanceSpec {
+                instance_id: "x".into(),
+                view: "v".into(),
+            },
+        );
+        object.metadata = meta.metadata.clone();
+        object
+    }
+
+    #[test]
+    fn a_first_list_makes_the_cache_ready_and_a_relist_replaces_it() {
+        let cache = MirrorCache::default();
+        cache.pending.send_replace(1);
+        let scope = Some(Arc::from("ml"));
+        cache.apply(scope.clone(), watcher::Event::Init);
+        cache.apply(
+            scope.clone(),
+            watcher::Event::InitApply(meta("a", "1", "v", "00000000000000aa")),
+        );
+        assert!(
+            cache.observed("ml", "a").is_none(),
+            "not before the list is done"
+        );
+        assert!(cache.apply(scope.clone(), watcher::Event::InitDone));
+        let a = cache.observed("ml", "a").expect("listed");
+        assert_eq!(a.digest.fingerprint, 0xaa);
+        assert!(a.trusted);
+
+        // A relist that no longer has `a` (deleted while the watch was down) forgets it.
+        cache.apply(scope.clone(), watcher::Event::Init);
+        cache.apply(
+            scope.clone(),
+            watcher::Event::InitApply(meta("b", "2", "v", "00000000000000bb")),
+        );
+        assert!(
+            !cache.apply(scope, watcher::Event::InitDone),
+            "only the first list counts"
+        );
+        assert!(cache.observed("ml", "a").is_none());
+        assert!(cache.observed("ml", "b").is_some());
+    }
+
+    #[test]
+    fn a_write_by_anyone_else_makes_a_mirror_untrusted_until_written_again() {
+        let cache = MirrorCache::default();
+        let ours = meta("a", "10", "v", "00000000000000aa");
+        cache.apply(None, watcher::Event::Apply(ours.clone()));
+        cache.record_write(&instance_with(&ours));
+        assert!(cache.observed("ml", "a").unwrap().trusted);
+
+        // Someone edits its status: the watch reports a new resourceVersion.
+        cache.apply(
+            None,
+            watcher::Event::Apply(meta("a", "11", "v", "00000000000000aa")),
+        );
+        assert!(!cache.observed("ml", "a").unwrap().trusted);
+
+        // The operator writes it again.
+        cache.record_write(&instance_with(&meta("a", "12", "v", "00000000000000aa")));
+        cache.apply(
+            None,
+            watcher::Event::Apply(meta("a", "12", "v", "00000000000000aa")),
+        );
+        assert!(cache.observed("ml", "a").unwrap().trusted);
+    }
+
+    #[test]
+    fn a_failed_write_is_remembered_through_watch_events() {
+        let cache = MirrorCache::default();
+        cache.apply(
+            None,
+            watcher::Event::Apply(meta("a", "1", "v", "00000000000000aa")),
+        );
+        cache.record_failed_write("ml", "a");
+        cache.apply(
+            None,
+            watcher::Event::Apply(meta("a", "2", "v", "00000000000000aa")),
+        );
+        assert!(!cache.observed("ml", "a").unwrap().trusted);
+    }
+
+    #[test]
+    fn deletes_by_anyone_remove_the_entry() {
+        let cache = MirrorCache::default();
+        let a = meta("a", "1", "v", "00000000000000aa");
+        cache.apply(None, watcher::Event::Apply(a.clone()));
+        cache.apply(None, watcher::Event::Delete(a));
+        assert!(cache.observed("ml", "a").is_none());
+        assert!(cache.is_empty());
+    }
+}

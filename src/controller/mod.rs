@@ -1,0 +1,438 @@
+//! The controller: for each `GpuInstanceView`, read its API key, list its instances from PPIO page by
+//! page, carry out what [`crate::plan`] decides, then write the view's status and schedule the next
+//! sync.
+//!
+//! This module is the imperative shell around [`crate::plan`] and [`crate::status`]: it talks to the
+//! Kubernetes API and, through [`crate::ppio::Client`], to PPIO, but decides nothing about what to
+//! write itself. It knows no HTTP or PPIO field names; every failure becomes a
+//! [`SyncFailure`](crate::status::SyncFailure) in the view's status. Its parts:
+//! - `views`: one watch of views over every watched namespace, feeding one kube-runtime controller;
+//! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch;
+//! - `slots`: how many views sync at once, operator-wide;
+//! - `schedule`: when each view is due, and the backoff after failures;
+//! - `sync`: one sync of one view; `endpoint` and `credentials` check its endpoint and read its key;
+//! - `writes`: the mirror writes of a sync, in flight as pages arrive;
+//! - `events`: Events on the view for transitions.
+
+mod cache;
+mod credentials;
+mod endpoint;
+mod events;
+mod schedule;
+mod slots;
+mod sync;
+mod views;
+mod writes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+use url::Url;
+
+pub use cache::MirrorCache;
+pub use endpoint::EndpointPolicy;
+pub use slots::SyncSlots;
+
+use crate::Error;
+use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::ppio::{self, ListingLimits, PpioError};
+use crate::status;
+use schedule::{Schedule, Schedules};
+
+/// The field manager of every write the operator makes (server-side apply).
+pub const FIELD_MANAGER: &str = "ppio-gpu-operator";
+
+/// PPIO clients kept for reuse (one per endpoint).
+const MAX_CACHED_CLIENTS: usize = 64;
+
+/// How the controller behaves, from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Endpoints views may use.
+    pub endpoints: EndpointPolicy,
+    /// Views synced at once, operator-wide.
+    pub view_concurrency: u16,
+    /// Kubernetes writes in flight at once within one sync.
+    pub write_concurrency: usize,
+    /// Timeouts and body limit of PPIO requests.
+    pub ppio: ppio::ClientConfig,
+    /// Guards on one listing.
+    pub listing_limits: ListingLimits,
+    /// Only views (and mirrors) with labels matching this selector, e.g.
+    /// `sharding.ppio.io/key in (shard1)`: this replica set's shard.
+    pub label_selector: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            endpoints: EndpointPolicy::new(Vec::new()),
+            view_concurrency: 4,
+            write_concurrency: 8,
+            ppio: ppio::ClientConfig::default(),
+            listing_limits: ListingLimits::default(),
+            label_selector: None,
+        }
+    }
+}
+
+/// The Lease a replica set competes for: one per shard, so every shard has a leader of its own.
+pub fn default_lease_name(shard_selector: Option<&str>) -> String {
+    match shard_selector {
+        None => FIELD_MANAGER.to_owned(),
+        Some(selector) => {
+            let digest = crate::mirror::label_value(&format!("{selector}!"));
+            let hash = digest.rsplit('-').next().unwrap_or_default();
+            format!("{FIELD_MANAGER}-shard-{hash}")
+        }
+    }
+}
+
+/// Checks that a shard selector constrains only [`crate::mirror::SHARD_LABEL`]: `key`, `!key`,
+/// `key=v`, `key!=v`, `key in (...)`, `key notin (...)`, comma-separated.
+pub fn check_shard_selector(selector: &str) -> Result<(), String> {
+    let key = crate::mirror::SHARD_LABEL;
+    let mut depth = 0usize;
+    let mut requirements = vec![String::new()];
+    for c in selector.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                requirements.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(last) = requirements.last_mut() {
+            last.push(c);
+        }
+    }
+    for requirement in &requirements {
+        let requirement = requirement.trim();
+        let rest = requirement
+            .strip_prefix('!')
+            .unwrap_or(requirement)
+            .trim_start();
+        let Some(after) = rest.strip_prefix(key) else {
+            return Err(format!(
+                "{requirement:?} does not constrain {key}: shard views by that label only, which \
+                 their mirrors carry too (e.g. \"{key} in (shard1)\" or \"!{key}\")"
+            ));
+        };
+        let after = after.trim_start();
+        let operator_ok = after.is_empty()
+            || after.starts_with('=')
+            || after.starts_with("!=")
+            || after.starts_with("in ")
+            || after.starts_with("in(")
+            || after.starts_with("notin");
+        if requirement.is_empty() || !operator_ok {
+            return Err(format!(
+                "{requirement:?} is not a label selector requirement on {key}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// State shared by every reconciliation.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    recorder: Recorder,
+    mirrors: Arc<MirrorCache>,
+    slots: SyncSlots,
+    // One request budget per API key across every endpoint; clients are cached per endpoint.
+    rate_limiter: Arc<ppio::RateLimiter>,
+    ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
+    schedules: Schedules,
+}
+
+impl Context {
+    /// A context for `client` with `settings`, recording into `metrics` and publishing Events as
+    /// `instance` (e.g. the pod name) of the operator.
+    pub fn new(client: Client, settings: Settings, metrics: Metrics, instance: &str) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance.into()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            rate_limiter: Arc::new(ppio::RateLimiter::new(settings.ppio.requests_per_minute)),
+            mirrors: Arc::new(MirrorCache::default()),
+            slots: SyncSlots::new(usize::from(settings.view_concurrency)),
+            client,
+            settings,
+            metrics,
+            ppio_clients: Mutex::new(HashMap::new()),
+            schedules: Schedules::default(),
+        }
+    }
+
+    fn ppio_client(&self, endpoint: &Url) -> Result<ppio::Client, PpioError> {
+        let mut clients = self
+            .ppio_clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let metrics = self.metrics.clone();
+        let client = ppio::Client::new(ppio::ClientConfig {
+            base_url: endpoint.clone(),
+            ..self.settings.ppio.clone()
+        })?
+        .with_rate_limiter(self.rate_limiter.clone())
+        .with_request_observer(move |outcome| {
+            metrics.record_ppio_request(outcome.status_code, outcome.latency)
+        });
+        // Views choose endpoints (within the allow-list): keep the cache from growing without end.
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(endpoint.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Drops what is kept about a deleted view: its schedule and its metrics.
+    fn forget(&self, namespace: &str, name: &str) {
+        self.metrics.forget_view(namespace, name);
+        self.schedules
+            .set(ObjectRef::new(name).within(namespace), None);
+    }
+}
+
+/// Runs the controller over the views of `namespaces` (every namespace when empty) until `shutdown`
+/// resolves; reconciliations in flight then finish. `health` learns when the watches have listed
+/// every view and every mirror.
+pub async fn run(
+    context: Arc<Context>,
+    namespaces: Vec<String>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let selector = context.settings.label_selector.clone();
+    // One watch of views and one of mirrors per namespace (or one each for all namespaces).
+    health.watches_starting(2);
+    let mirrors = {
+        let health = health.clone();
+        let cache = context.mirrors.clone();
+        let client = client.clone();
+        let namespaces = namespaces.clone();
+        let selector = selector.clone();
+        tokio::spawn(async move {
+            cache
+                .watch(client, &namespaces, selector.as_deref(), || {
+                    health.watch_synced()
+                })
+                .await
+        })
+    };
+    let (views, store) = views::watch(client, &namespaces, selector.as_deref(), {
+        let health = health.clone();
+        move || health.watch_synced()
+    });
+    // Concurrency is bounded by the sync slots, which a sync gives up while it waits for its key's
+    // request budget; the controller itself only keeps one reconciliation per view.
+    let controller = Controller::for_stream(views, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
+        .graceful_shutdown_on(shutdown);
+    controller
+        .run(reconcile, error_policy, context.clone())
+        .for_each(|result| {
+            let context = context.clone();
+            async move {
+                match result {
+                    Ok((view, action)) => debug!(view = %view, ?action, "reconciled"),
+                    // A deleted view: its mirrors go with it (garbage collector); forget the rest.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(view)) => {
+                        let namespace = view.namespace.clone().unwrap_or_default();
+                        debug!(%namespace, view = %view.name, "view deleted");
+                        context.forget(&namespace, &view.name);
+                    }
+                    Err(e) => warn!(error = %e, "reconciliation failed"),
+                }
+            }
+        })
+        .await;
+    mirrors.abort();
+}
+
+/// Syncs one view if it is due, and says when to look at it again.
+pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*view);
+    let span = info_span!("sync_view", namespace = %view.namespace().unwrap_or_default(), view = %view.name_any());
+    async move {
+        if view.meta().deletion_timestamp.is_some() {
+            ctx.forget(&view.namespace().unwrap_or_default(), &view.name_any());
+            return Ok(Action::await_change());
+        }
+        if view.spec.suspend {
+            let status = status::suspended_status(&view, Timestamp::now());
+            write_view_status_if_changed(&ctx, &view, status).await?;
+            ctx.schedules.set(key, None);
+            return Ok(Action::await_change());
+        }
+        let interval = view.spec.sync_interval();
+        if let Some(wait) = schedule::time_until_due(&view, ctx.schedules.get(&key), interval) {
+            return Ok(Action::requeue(wait));
+        }
+
+        let mut slot = ctx.slots.take().await;
+        let started = Instant::now();
+        let outcome = sync::sync_view(
+            view.clone(),
+            &ctx,
+            &mut slot,
+            schedule::listing_deadline(interval),
+        )
+        .await;
+        let previous_failures = ctx.schedules.get(&key).map_or(0, |s| s.failures);
+        let (status, delay, failures) = match outcome {
+            Ok(synced) => {
+                info!(
+                    instances = synced.summary.instances,
+                    pages = synced.pages,
+                    writes = synced.writes,
+                    created = synced.counts.created,
+                    updated = synced.counts.updated,
+                    removed = synced.counts.removed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "synced"
+                );
+                let status = status::synced_status(
+                    &view,
+                    &synced.summary,
+                    &synced.counts,
+                    synced.pages,
+                    Timestamp::now(),
+                );
+                ctx.metrics.record_sync("Synced", true, started.elapsed());
+                ctx.metrics.set_mirrored(
+                    &view.namespace().unwrap_or_default(),
+                    &view.name_any(),
+                    synced.counts.mirrored as i64,
+                );
+                (status, schedule::next_regular_sync(interval), 0)
+            }
+            Err(failure) => {
+                let failures = previous_failures.saturating_add(1);
+                warn!(reason = %failure.failure.reason, detail = %failure.failure.message, failures, "sync failed");
+                ctx.metrics
+                    .record_sync(failure.failure.reason.as_str(), false, started.elapsed());
+                let backoff = schedule::retry_delay(failures, interval);
+                let delay = failure.retry_after.map_or(backoff, |after| backoff.max(after));
+                (
+                    status::failed_status(&view, &failure.failure, Timestamp::now()),
+                    delay,
+                    failures,
+                )
+            }
+        };
+        drop(slot);
+        // Scheduled before the status is written: a status that cannot be written must not turn the
+        // backoff into a listing every few seconds.
+        ctx.schedules.set(
+            key,
+            Some(Schedule {
+                next_sync: Instant::now() + delay,
+                failures,
+                generation: view.metadata.generation,
+                refresh: status::refresh_requested(&view),
+            }),
+        );
+        events::publish_transition(&ctx.recorder, &view, &status).await;
+        write_view_status_if_changed(&ctx, &view, status).await?;
+        Ok(Action::requeue(delay))
+    }
+    .instrument(span)
+    .await
+}
+
+/// Retries the reconciliation shortly when even the view's status could not be written.
+pub fn error_policy(view: Arc<GpuInstanceView>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(namespace = %view.namespace().unwrap_or_default(), view = %view.name_any(), error = %error, "cannot reconcile; retrying");
+    Action::requeue(schedule::jittered(Duration::from_secs(5)))
+}
+
+/// Writes the view's status, unless it would not change.
+async fn write_view_status_if_changed(
+    ctx: &Context,
+    view: &GpuInstanceView,
+    status: GpuInstanceViewStatus,
+) -> Result<(), Error> {
+    if view.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let namespace = view.namespace().unwrap_or_default();
+    let views: Api<GpuInstanceView> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.record_write("apply_status", "gpuinstanceviews");
+    let body = json!({
+        "apiVersion": GpuInstanceView::api_version(&()),
+        "kind": GpuInstanceView::kind(&()),
+        "status": status,
+    });
+    views
+        .patch_status(
+            &view.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_selectors_may_constrain_only_the_shard_label() {
+        for good in [
+            "sharding.ppio.io/key in (shard1)",
+            "sharding.ppio.io/key in (shard1, shard2)",
+            "!sharding.ppio.io/key",
+            "sharding.ppio.io/key=shard1",
+            "sharding.ppio.io/key notin (shard1,shard2)",
+        ] {
+            assert_eq!(check_shard_selector(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "team=ml",
+            "sharding.ppio.io/key in (a),team=ml",
+            "",
+            "sharding.ppio.io/keyx=a",
+        ] {
+            assert!(check_shard_selector(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_shard_gets_a_lease_of_its_own() {
+        assert_eq!(default_lease_name(None), "ppio-gpu-operator");
+        let one = default_lease_name(Some("sharding.ppio.io/key in (shard1)"));
+        let two = default_lease_name(Some("sharding.ppio.io/key in (shard2)"));
+        assert!(one.starts_with("ppio-gpu-operator-shard-"), "{one}");
+        assert_ne!(one, two);
+        assert_eq!(
+            one,
+            default_lease_name(Some("sharding.ppio.io/key in (shard1)"))
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! When each view syncs next: its interval after a success (plus jitter, never sooner), capped
+//! exponential backoff after failures, at once for a new spec or a new refresh request. The schedule
+//! is kept in memory because the view's own status writes wake the controller too, and those must
+//! not make a view due; after a restart, `status.lastSyncTime` stands in for it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+use rand::Rng;
+
+use crate::api::GpuInstanceView;
+use crate::status;
+
+/// Where a failing view's retries start; they double up to its sync interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// When a view is next due, and how many syncs in a row failed.
+#[derive(Clone, Debug)]
+pub(super) struct Schedule {
+    pub(super) next_sync: Instant,
+    pub(super) failures: u32,
+    /// The spec generation and refresh request the last sync answered: a newer one is due at once,
+    /// even if that sync's status could not be written.
+    pub(super) generation: Option<i64>,
+    pub(super) refresh: Option<String>,
+}
+
+/// The schedule of every view this replica syncs.
+#[derive(Default)]
+pub(super) struct Schedules(Mutex<HashMap<ObjectRef<GpuInstanceView>, Schedule>>);
+
+impl Schedules {
+    /// The schedule of `view`, if it synced since the operator started.
+    pub(super) fn get(&self, view: &ObjectRef<GpuInstanceView>) -> Option<Schedule> {
+        self.lock().get(view).cloned()
+    }
+
+    /// Sets (or, with `None`, forgets) the schedule of `view`.
+    pub(super) fn set(&self, view: ObjectRef<GpuInstanceView>, schedule: Option<Schedule>) {
+        let mut schedules = self.lock();
+        match schedule {
+            Some(s) => schedules.insert(view, s),
+            None => schedules.remove(&view),
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<GpuInstanceView>, Schedule>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How long until `view` is due, or `None` when it should sync now: at once for a new spec or a new
+/// refresh request, otherwise when its schedule says (or, after an operator restart, one interval
+/// after its last sync).
+pub(super) fn time_until_due(
+    view: &GpuInstanceView,
+    schedule: Option<Schedule>,
+    interval: Duration,
+) -> Option<Duration> {
+    let (answered_generation, answered_refresh) = match &schedule {
+        Some(s) => (s.generation, s.refresh.clone()),
+        None => {
+            let status = view.status.as_ref()?;
+            (
+                status.observed_generation,
+                status.last_handled_refresh.clone(),
+            )
+        }
+    };
+    if answered_generation != view.metadata.generation
+        || answered_refresh != status::refresh_requested(view)
+    {
+        return None;
+    }
+    match schedule {
+        Some(s) => s.next_sync.checked_duration_since(Instant::now()),
+        None => {
+            let last = view.status.as_ref()?.last_sync_time?;
+            let since = Timestamp::now().duration_since(last).unsigned_abs();
+            interval.checked_sub(since).filter(|d| !d.is_zero())
+        }
+    }
+}
+
+/// How long one listing may take: the view's sync interval, but at least two minutes.
+pub(super) fn listing_deadline(interval: Duration) -> Duration {
+    interval.max(Duration::from_secs(120))
+}
+
+/// When a view that synced is due again: its interval plus up to 10%, so that views created together
+/// drift apart, and never sooner than the interval, so that an instance missing from one listing has
+/// been missing for the interval by the next (the time half of the removal rule).
+pub(super) fn next_regular_sync(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(1.0..=1.1))
+}
+
+/// The interval, give or take 10%, so that views created together do not sync together.
+pub(super) fn jittered(interval: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.9..=1.1);
+    interval.mul_f64(factor)
+}
+
+/// Exponential backoff with jitter from [`FIRST_RETRY`], capped at the view's sync interval: a failing
+/// view is retried at least as often as a healthy one syncs.
+pub(super) fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let backoff = FIRST_RETRY.saturating_mul(1 << exponent).min(interval);
+    jittered(backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::GpuInstanceViewStatus;
+    use crate::api::view;
+
+    fn synced_view(generation: i64, last_sync_seconds_ago: i64) -> GpuInstanceView {
+        let mut view: GpuInstanceView = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gpu.ppio.io/v1alpha1",
+            "kind": "GpuInstanceView",
+            "metadata": { "name": "v", "namespace": "ns", "generation": generation },
+            "spec": { "credentials": { "secretRef": { "name": "ppio" } } }
+        }))
+        .unwrap();
+        let last = Timestamp::now() - jiff::SignedDuration::from_secs(last_sync_seconds_ago);
+        view.status = Some(GpuInstanceViewStatus {
+            observed_generation: Some(generation),
+            last_sync_time: Some(last),
+            ..Default::default()
+        });
+        view
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A schedule due at `next_sync` that answered generation 1 and `refresh`.
+    fn schedule(next_sync: Instant, refresh: Option<&str>) -> Option<Schedule> {
+        Some(Schedule {
+            next_sync,
+            failures: 0,
+            generation: Some(1),
+            refresh: refresh.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn a_view_never_synced_is_due_at_once() {
+        let mut view = synced_view(1, 0);
+        view.status = None;
+        assert_eq!(time_until_due(&view, None, MINUTE), None);
+    }
+
+    #[test]
+    fn a_new_spec_is_due_at_once_whatever_the_schedule() {
+        let mut view = synced_view(1, 0);
+        view.metadata.generation = Some(2);
+        let later = schedule(Instant::now() + MINUTE, None);
+        assert_eq!(time_until_due(&view, later, MINUTE), None);
+    }
+
+    #[test]
+    fn a_new_refresh_request_is_due_at_once_and_only_once() {
+        let mut view = synced_view(1, 0);
+        view.metadata.annotations = Some(
+            [(view::REFRESH_ANNOTATION.to_owned(), "now".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        let later = Instant::now() + MINUTE;
+        assert_eq!(time_until_due(&view, schedule(later, None), MINUTE), None);
+        assert!(
+            time_until_due(&view, schedule(later, Some("now")), MINUTE).is_some(),
+            "answered once"
+        );
+    }
+
+    #[test]
+    fn our_own_status_write_does_not_make_a_view_due() {
+        let view = synced_view(1, 0);
+        let wait = time_until_due(&view, schedule(Instant::now() + MINUTE, None), MINUTE)
+            .expect("not due");
+        assert!(wait > Duration::from_secs(55), "{wait:?}");
+        let passed = schedule(Instant::now() - Duration::from_secs(1), None);
+        assert_eq!(time_until_due(&view, passed, MINUTE), None);
+    }
+
+    #[test]
+    fn a_status_that_could_not_be_written_does_not_make_a_view_due_again() {
+        // The sync answered generation 1, but its status never reached the API server.
+        let mut view = synced_view(1, 0);
+        view.status = None;
+        let wait = time_until_due(&view, schedule(Instant::now() + MINUTE, None), MINUTE);
+        assert!(wait.is_some(), "the schedule holds, not the missing status");
+    }
+
+    #[test]
+    fn after_a_restart_the_last_sync_time_sets_the_schedule() {
+        let recent = time_until_due(&synced_view(1, 20), None, MINUTE).expect("not due yet");
+        assert!(
+            recent <= Duration::from_secs(41) && recent >= Duration::from_secs(35),
+            "{recent:?}"
+        );
+        assert_eq!(time_until_due(&synced_view(1, 120), None, MINUTE), None);
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_interval() {
+        let interval = Duration::from_secs(60);
+        let first = retry_delay(1, interval);
+        assert!(first >= Duration::from_millis(900) && first <= Duration::from_millis(1100));
+        let fifth = retry_delay(5, interval);
+        assert!(fifth >= Duration::from_millis(14_400) && fifth <= Duration::from_millis(17_600));
+        let late = retry_delay(30, interval);
+        assert!(late <= Duration::from_secs(66) && late >= Duration::from_secs(54));
+    }
+}

@@ -1,0 +1,267 @@
+//! One sync of one view: its endpoint and API key, its listing from PPIO page by page, and the
+//! writes that follow. Creates and updates of the instances a page lists are started as the page
+//! arrives (they are true remote data); removals (absence marks, deletes) and the summary wait for a
+//! complete listing. A listing that fails or runs too long therefore removes nothing, and the view's
+//! counts stay as the last complete sync left them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use url::Url;
+
+use super::Context;
+use super::credentials::read_api_key;
+use super::endpoint::endpoint_of;
+use super::slots::Slot;
+use super::writes::{MirrorWrite, Writes};
+use crate::api::GpuInstanceView;
+use crate::api::view;
+use crate::plan::{self, InstancePlan, Summary};
+use crate::ppio::{self, ApiKey, ListQuery, PpioError};
+use crate::status::{FailureReason, MirrorCounts, SyncFailure};
+
+/// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
+const CACHE_WAIT: Duration = Duration::from_secs(60);
+
+/// A sync that completed.
+pub(super) struct Synced {
+    pub(super) summary: Summary,
+    pub(super) counts: MirrorCounts,
+    pub(super) pages: u32,
+    pub(super) writes: usize,
+}
+
+/// A sync that did not complete, and when PPIO asked us to come back.
+pub(super) struct Failed {
+    pub(super) failure: SyncFailure,
+    pub(super) retry_after: Option<Duration>,
+}
+
+impl From<SyncFailure> for Failed {
+    fn from(failure: SyncFailure) -> Self {
+        Failed {
+            failure,
+            retry_after: None,
+        }
+    }
+}
+
+/// Syncs `view`, holding `slot` except while it waits for its API key's request budget. The listing
+/// is abandoned after `deadline`, so that one slow account cannot hold a slot for hours.
+pub(super) async fn sync_view(
+    view: Arc<GpuInstanceView>,
+    ctx: &Context,
+    slot: &mut Slot,
+    deadline: Duration,
+) -> Result<Synced, Failed> {
+    let namespace = view.namespace().unwrap_or_default();
+    let endpoint: Url = endpoint_of(&view, &ctx.settings.endpoints)?;
+    let key = read_api_key(&ctx.client, &namespace, &view).await?;
+    let ppio = ctx
+        .ppio_client(&endpoint)
+        .map_err(|e| Failed::from(ppio_failure(&e, &key)))?;
+    if !ctx.mirrors.wait_ready(CACHE_WAIT).await {
+        return Err(SyncFailure {
+            reason: FailureReason::ListFailed,
+            message: "The watch of GpuInstances has not listed them yet; nothing was changed. \
+                      Retrying with backoff."
+                .to_owned(),
+        }
+        .into());
+    }
+
+    let query = list_query(&view);
+    let mut writes = Writes::new(
+        ctx.client.clone(),
+        view.clone(),
+        ctx.mirrors.clone(),
+        ctx.metrics.clone(),
+        ctx.settings.write_concurrency,
+    );
+    let mut listing = Listing {
+        view: &view,
+        namespace: &namespace,
+        ctx,
+        summary: Summary::default(),
+        counts: MirrorCounts::default(),
+        listed: HashSet::new(),
+        now: Timestamp::now(),
+    };
+    let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits);
+    let listed = tokio::time::timeout(deadline, async {
+        loop {
+            slot.released_while(pager.pace()).await;
+            let Some(page) = pager.next_page().await? else {
+                return Ok::<_, PpioError>(());
+            };
+            for instance in page {
+                if let Some(write) = listing.plan(&instance) {
+                    writes.start(write).await;
+                }
+            }
+        }
+    })
+    .await;
+    let pages = pager.pages();
+    let failure = match listed {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(Failed {
+            retry_after: e.retry_after(),
+            failure: ppio_failure(&e, &key),
+        }),
+        Err(_) => Some(
+            SyncFailure {
+                reason: FailureReason::ApiUnavailable,
+                message: format!(
+                    "Listing from PPIO took longer than {}s and was abandoned; nothing was removed. \
+                     Retrying with backoff. A narrower filter or a larger pageSize makes listings \
+                     shorter.",
+                    deadline.as_secs()
+                ),
+            }
+            .into(),
+        ),
+    };
+    if let Some(failure) = failure {
+        // What the pages listed is being written; let it finish, then report the listing.
+        let _ = writes.finish().await;
+        return Err(failure);
+    }
+
+    // A complete listing: what it lacks may go.
+    for write in listing.removals() {
+        writes.start(write).await;
+    }
+    let total = writes
+        .finish()
+        .await
+        .map_err(|e| kube_failure(FailureReason::WriteFailed, "write GpuInstances", &e))?;
+    Ok(Synced {
+        summary: listing.summary.bounded(),
+        counts: listing.counts,
+        pages,
+        writes: total,
+    })
+}
+
+/// What a listing in progress has seen and decided.
+struct Listing<'a> {
+    view: &'a GpuInstanceView,
+    namespace: &'a str,
+    ctx: &'a Context,
+    summary: Summary,
+    counts: MirrorCounts,
+    /// Names of the mirrors of listed instances.
+    listed: HashSet<String>,
+    now: Timestamp,
+}
+
+impl Listing<'_> {
+    /// Counts a listed instance and plans its mirror.
+    fn plan(&mut self, instance: &ppio::Instance) -> Option<MirrorWrite> {
+        self.summary.add(instance);
+        if !self.view.spec.mirror.enabled {
+            return None;
+        }
+        let name = crate::mirror::object_name(&self.view.name_any(), instance.id.as_str());
+        if !self.listed.insert(name.clone()) {
+            // Two IDs that map to one name cannot happen (names carry a hash of odd IDs); the pager
+            // refuses duplicate IDs.
+            return None;
+        }
+        self.counts.mirrored += 1;
+        let observed = self.ctx.mirrors.observed(self.namespace, &name);
+        match plan::plan_instance(self.view, instance, observed.as_ref(), self.now) {
+            InstancePlan::Unchanged => None,
+            InstancePlan::Create(desired) => {
+                self.counts.created += 1;
+                Some(MirrorWrite::Create(desired))
+            }
+            InstancePlan::Update(desired) => {
+                self.counts.updated += 1;
+                Some(MirrorWrite::Update(desired))
+            }
+        }
+    }
+
+    /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked.
+    fn removals(&mut self) -> Vec<MirrorWrite> {
+        let mirrors = self.ctx.mirrors.mirrors_of(self.view);
+        let total = mirrors.len();
+        let unlisted: Vec<_> = mirrors
+            .into_iter()
+            .filter(|(name, _)| !self.listed.contains(name))
+            .collect();
+        let removals = plan::plan_removals(self.view, unlisted, total, self.now);
+        self.counts.mirrored += removals.kept;
+        self.counts.kept_missing = removals.kept;
+        self.counts.removed = removals.deletes.len();
+        self.counts.held = removals.held;
+        let uids = |name: &str| {
+            self.ctx
+                .mirrors
+                .observed(self.namespace, name)
+                .map(|o| o.uid)
+        };
+        let mut writes: Vec<MirrorWrite> = removals
+            .mark_absent
+            .into_iter()
+            .map(MirrorWrite::MarkAbsent)
+            .collect();
+        writes.extend(removals.deletes.into_iter().filter_map(|name| {
+            let uid = uids(&name)?;
+            Some(MirrorWrite::Delete { name, uid })
+        }));
+        writes
+    }
+}
+
+fn list_query(view: &GpuInstanceView) -> ListQuery {
+    let filter = &view.spec.filter;
+    ListQuery {
+        name: filter.name.clone(),
+        status: filter.status.clone(),
+        regions: filter.regions.clone(),
+        billing_mode: filter.billing_mode.map(|mode| match mode {
+            view::BillingMode::Postpaid => ppio::BillingMode::Postpaid,
+            view::BillingMode::Prepaid => ppio::BillingMode::Prepaid,
+            view::BillingMode::Spot => ppio::BillingMode::Spot,
+        }),
+        page_size: u32::try_from(view.spec.page_size.max(1)).unwrap_or(50),
+    }
+}
+
+/// A PPIO failure as the view reports it. The client already redacts the key from server text; the
+/// message is checked once more because it ends up in the cluster.
+fn ppio_failure(error: &PpioError, key: &ApiKey) -> SyncFailure {
+    let mut message = error.to_string();
+    if key.appears_in(&message) {
+        message = "PPIO returned an error that echoed the API key; it is not shown.".into();
+    }
+    let reason = match error {
+        PpioError::Unauthorized | PpioError::Forbidden => FailureReason::AuthFailed,
+        PpioError::RateLimited { .. } => FailureReason::RateLimited,
+        PpioError::ServerError { .. } | PpioError::Timeout | PpioError::Unreachable { .. } => {
+            FailureReason::ApiUnavailable
+        }
+        PpioError::InvalidResponse { .. } => FailureReason::InvalidResponse,
+        PpioError::Rejected { .. } => FailureReason::RequestRejected,
+        PpioError::InvalidConfig { .. } => FailureReason::InvalidConfig,
+    };
+    SyncFailure { reason, message }
+}
+
+/// A failure of the Kubernetes API as the view reports it.
+pub(super) fn kube_failure(
+    reason: FailureReason,
+    action: &str,
+    error: &impl std::fmt::Display,
+) -> SyncFailure {
+    SyncFailure {
+        reason,
+        message: format!("Could not {action}: {error}. Retrying with backoff."),
+    }
+}

@@ -1,0 +1,266 @@
+//! Carrying a sync's decisions out: creates, updates, absence marks and deletes of mirrors, each a
+//! task of its own, at most `--write-concurrency` of one sync in flight, started as the pages of the
+//! listing arrive. Every write is attempted; the failures are reported together at the end, and the
+//! next sync plans again what is still missing.
+//!
+//! The order of the two writes of a mirror matters, because its metadata (the fingerprint) is what
+//! the next sync believes: an update writes the status first and the object (with the new
+//! fingerprint) last, so a failure in between leaves an old fingerprint that the next sync corrects.
+//! A new mirror must exist before its status can be written; if that status write fails, the cache
+//! remembers it and the next sync writes the mirror again.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::FIELD_MANAGER;
+use super::cache::MirrorCache;
+use crate::api::condition;
+use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
+use crate::metrics::Metrics;
+use crate::plan::{self, DesiredMirror};
+
+/// One write of one mirror.
+#[derive(Debug)]
+pub enum MirrorWrite {
+    /// Create the mirror, then write its status.
+    Create(Box<DesiredMirror>),
+    /// Rewrite the mirror: status first, keeping the transition times of unchanged conditions.
+    Update(Box<DesiredMirror>),
+    /// Mark the mirror absent: its instance is missing from a complete listing for the first time.
+    MarkAbsent(String),
+    /// Delete the mirror, if it is still the object with this UID.
+    Delete {
+        /// Object name.
+        name: String,
+        /// The UID planned against: an object recreated under the name since is left alone.
+        uid: String,
+    },
+}
+
+/// The writes of one sync in flight. Dropping it cancels those still running.
+pub struct Writes {
+    api: Api<GpuInstance>,
+    view: Arc<GpuInstanceView>,
+    cache: Arc<MirrorCache>,
+    metrics: Metrics,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<Result<(), kube::Error>>,
+    outcome: WriteFailures,
+}
+
+/// Writes of one sync that the API server refused.
+#[derive(Debug, Default)]
+pub struct WriteFailures {
+    /// Writes that failed.
+    pub failed: usize,
+    /// Writes attempted.
+    pub total: usize,
+    /// The first failure.
+    pub first: Option<kube::Error>,
+}
+
+impl std::fmt::Display for WriteFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} writes failed", self.failed, self.total)?;
+        if let Some(first) = &self.first {
+            write!(f, "; the first: {first}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Writes {
+    /// Writes of `view`'s mirrors, at most `concurrency` at a time.
+    pub fn new(
+        client: kube::Client,
+        view: Arc<GpuInstanceView>,
+        cache: Arc<MirrorCache>,
+        metrics: Metrics,
+        concurrency: usize,
+    ) -> Writes {
+        let namespace = view.namespace().unwrap_or_default();
+        Writes {
+            api: Api::namespaced(client, &namespace),
+            view,
+            cache,
+            metrics,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            tasks: JoinSet::new(),
+            outcome: WriteFailures::default(),
+        }
+    }
+
+    /// Starts `write`, first waiting for a free place when `concurrency` writes are in flight.
+    pub async fn start(&mut self, write: MirrorWrite) {
+        while let Some(done) = self.tasks.try_join_next() {
+            self.count(done);
+        }
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let api = self.api.clone();
+        let view = self.view.clone();
+        let cache = self.cache.clone();
+        let metrics = self.metrics.clone();
+        self.outcome.total += 1;
+        self.tasks.spawn(async move {
+            let result = carry_out(&api, &view, &cache, &metrics, write).await;
+            drop(permit);
+            result
+        });
+    }
+
+    /// Waits for every write started; the failures, if any.
+    pub async fn finish(mut self) -> Result<usize, WriteFailures> {
+        while let Some(done) = self.tasks.join_next().await {
+            self.count(done);
+        }
+        if self.outcome.failed == 0 {
+            Ok(self.outcome.total)
+        } else {
+            Err(std::mem::take(&mut self.outcome))
+        }
+    }
+
+    fn count(&mut self, done: Result<Result<(), kube::Error>, tokio::task::JoinError>) {
+        let error = match done {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            // A write task that panicked or was cancelled is a failed write.
+            Err(e) => kube::Error::Service(Box::new(e)),
+        };
+        self.outcome.failed += 1;
+        self.outcome.first.get_or_insert(error);
+    }
+}
+
+/// Carries out one write, keeping the cache's memory of the operator's own writes current.
+async fn carry_out(
+    api: &Api<GpuInstance>,
+    view: &GpuInstanceView,
+    cache: &MirrorCache,
+    metrics: &Metrics,
+    write: MirrorWrite,
+) -> Result<(), kube::Error> {
+    let namespace = view.namespace().unwrap_or_default();
+    match write {
+        MirrorWrite::Create(desired) => {
+            apply_object(api, metrics, &desired.object).await?;
+            let written = apply_status(api, metrics, &desired.name, &desired.status).await;
+            remember(cache, &namespace, &desired.name, written)
+        }
+        MirrorWrite::Update(desired) => {
+            let name = desired.name.clone();
+            let written = update(api, metrics, *desired).await;
+            remember(cache, &namespace, &name, written)
+        }
+        MirrorWrite::MarkAbsent(name) => {
+            let Some(current) = api.get_opt(&name).await? else {
+                return Ok(());
+            };
+            let (object, status) = plan::absent_mirror(view, &current, Timestamp::now());
+            let written = async {
+                apply_status(api, metrics, &name, &status).await?;
+                apply_object(api, metrics, &object).await
+            }
+            .await;
+            remember(cache, &namespace, &name, written)
+        }
+        MirrorWrite::Delete { name, uid } => {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            metrics.record_write("delete", "gpuinstances");
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                // Gone already, or another object by now: nothing of ours to delete.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+            cache.record_delete(&namespace, &name);
+            Ok(())
+        }
+    }
+}
+
+/// Rewrites a mirror: reads it for its conditions' history, then writes its status and its object.
+/// A mirror deleted meanwhile is created again.
+async fn update(
+    api: &Api<GpuInstance>,
+    metrics: &Metrics,
+    mut desired: DesiredMirror,
+) -> Result<GpuInstance, kube::Error> {
+    let Some(current) = api.get_opt(&desired.name).await? else {
+        apply_object(api, metrics, &desired.object).await?;
+        return apply_status(api, metrics, &desired.name, &desired.status).await;
+    };
+    let previous = current.status.map(|s| s.conditions).unwrap_or_default();
+    desired.status.conditions = condition::merge_conditions(&previous, desired.status.conditions);
+    apply_status(api, metrics, &desired.name, &desired.status).await?;
+    apply_object(api, metrics, &desired.object).await
+}
+
+/// Remembers the outcome of a mirror's writes in the cache, and passes the error on.
+fn remember(
+    cache: &MirrorCache,
+    namespace: &str,
+    name: &str,
+    written: Result<GpuInstance, kube::Error>,
+) -> Result<(), kube::Error> {
+    match written {
+        Ok(object) => {
+            cache.record_write(&object);
+            Ok(())
+        }
+        Err(e) => {
+            cache.record_failed_write(namespace, name);
+            Err(e)
+        }
+    }
+}
+
+/// Server-side apply of a mirror's metadata and spec.
+async fn apply_object(
+    api: &Api<GpuInstance>,
+    metrics: &Metrics,
+    object: &GpuInstance,
+) -> Result<GpuInstance, kube::Error> {
+    metrics.record_write("apply", "gpuinstances");
+    api.patch(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+}
+
+/// Server-side apply of a mirror's status.
+async fn apply_status(
+    api: &Api<GpuInstance>,
+    metrics: &Metrics,
+    name: &str,
+    status: &GpuInstanceStatus,
+) -> Result<GpuInstance, kube::Error> {
+    let body = json!({
+        "apiVersion": GpuInstance::api_version(&()),
+        "kind": GpuInstance::kind(&()),
+        "status": status,
+    });
+    metrics.record_write("apply_status", "gpuinstances");
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+}

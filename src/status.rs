@@ -1,0 +1,468 @@
+//! The view's status: what a complete sync, a failed one or a suspension makes of it. Pure functions
+//! of the view, the sync's outcome and the time; the controller writes what they return (and only
+//! when it differs from the status the view has).
+//!
+//! The status is kstatus-compatible: `Ready`, and `Reconciling` or `Stalled` as kstatus reads them,
+//! each with the generation it answers. A failure never changes the counts or
+//! `lastSuccessfulSyncTime` of the last complete sync: they stay as that sync left them.
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::condition::{self, Condition, ConditionStatus};
+use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
+use crate::mirror;
+use crate::plan::{HeldRemovals, Summary};
+
+/// The view's Ready reason after a complete sync.
+pub const SYNCED: &str = "Synced";
+/// The view's Ready reason while the mass-removal guard holds deletions back.
+pub const MASS_REMOVAL_HELD: &str = "MassRemovalHeld";
+
+/// Why a sync did not complete: the Ready condition's reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The Secret named by the view does not exist.
+    SecretNotFound,
+    /// The Secret has no such key.
+    SecretKeyNotFound,
+    /// The operator may not read the Secret.
+    SecretForbidden,
+    /// Reading the Secret failed for another reason.
+    SecretUnavailable,
+    /// The Secret's value is not a usable API key.
+    InvalidApiKey,
+    /// PPIO refused the key (401, 403).
+    AuthFailed,
+    /// `spec.endpoint` is not on the operator's allow-list.
+    EndpointNotAllowed,
+    /// The spec cannot be used (e.g. an endpoint that is not a URL).
+    InvalidSpec,
+    /// PPIO rejected the request (another 4xx).
+    RequestRejected,
+    /// The PPIO client could not be set up for the endpoint.
+    InvalidConfig,
+    /// PPIO answered 429.
+    RateLimited,
+    /// PPIO answered 5xx, timed out or could not be reached.
+    ApiUnavailable,
+    /// PPIO's answer was malformed or inconsistent, so the listing is not complete.
+    InvalidResponse,
+    /// Listing the view's GpuInstances from the Kubernetes API failed.
+    ListFailed,
+    /// Writing GpuInstances to the Kubernetes API failed.
+    WriteFailed,
+}
+
+impl FailureReason {
+    /// The reason as the condition shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::SecretNotFound => "SecretNotFound",
+            FailureReason::SecretKeyNotFound => "SecretKeyNotFound",
+            FailureReason::SecretForbidden => "SecretForbidden",
+            FailureReason::SecretUnavailable => "SecretUnavailable",
+            FailureReason::InvalidApiKey => "InvalidApiKey",
+            FailureReason::AuthFailed => "AuthFailed",
+            FailureReason::EndpointNotAllowed => "EndpointNotAllowed",
+            FailureReason::InvalidSpec => "InvalidSpec",
+            FailureReason::RequestRejected => "RequestRejected",
+            FailureReason::InvalidConfig => "InvalidConfig",
+            FailureReason::RateLimited => "RateLimited",
+            FailureReason::ApiUnavailable => "ApiUnavailable",
+            FailureReason::InvalidResponse => "InvalidResponse",
+            FailureReason::ListFailed => "ListFailed",
+            FailureReason::WriteFailed => "WriteFailed",
+        }
+    }
+
+    /// Whether only a change by the user (the view, its Secret, the operator's settings, the PPIO
+    /// account) can fix it: kstatus `Stalled`. The others pass with time: `Reconciling`.
+    pub fn needs_user_action(self) -> bool {
+        matches!(
+            self,
+            FailureReason::SecretNotFound
+                | FailureReason::SecretKeyNotFound
+                | FailureReason::SecretForbidden
+                | FailureReason::InvalidApiKey
+                | FailureReason::AuthFailed
+                | FailureReason::EndpointNotAllowed
+                | FailureReason::InvalidSpec
+                | FailureReason::RequestRejected
+                | FailureReason::InvalidConfig
+        )
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a sync did not complete, as the view's conditions report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncFailure {
+    /// The condition reason.
+    pub reason: FailureReason,
+    /// What happened and what to do, safe to show (never holds the API key).
+    pub message: String,
+}
+
+/// What a complete sync did to the view's mirrors, as its status reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MirrorCounts {
+    /// Mirrors the view keeps after the sync.
+    pub mirrored: usize,
+    /// Mirrors created.
+    pub created: usize,
+    /// Mirrors rewritten: changed remotely, changed by someone else, or back after a miss.
+    pub updated: usize,
+    /// Mirrors deleted.
+    pub removed: usize,
+    /// Mirrors kept although their instance is missing from complete listings.
+    pub kept_missing: usize,
+    /// Deletions the mass-removal guard holds back.
+    pub held: Option<HeldRemovals>,
+}
+
+/// The view's status after a complete sync whose writes all succeeded.
+pub fn synced_status(
+    view: &GpuInstanceView,
+    summary: &Summary,
+    counts: &MirrorCounts,
+    pages: u32,
+    now: Timestamp,
+) -> GpuInstanceViewStatus {
+    let previous = view.status.clone().unwrap_or_default();
+    let mut message = format!(
+        "Listed {} instance{} in {} page{}",
+        summary.instances,
+        plural(summary.instances),
+        pages,
+        plural(i64::from(pages))
+    );
+    if view.spec.mirror.enabled {
+        message.push_str(&format!(
+            "; {} mirrored ({} created, {} updated, {} removed",
+            counts.mirrored, counts.created, counts.updated, counts.removed
+        ));
+        if counts.kept_missing > 0 {
+            message.push_str(&format!(
+                ", {} kept although missing from complete listings",
+                counts.kept_missing
+            ));
+        }
+        message.push(')');
+    } else {
+        message.push_str("; mirroring is disabled");
+    }
+    message.push('.');
+    let mut reason = SYNCED;
+    if let Some(held) = &counts.held {
+        reason = MASS_REMOVAL_HELD;
+        message.push_str(&format!(
+            " Removing {} of this view's {} mirrors at once is held until {} (the mass-removal guard, \
+             spec.mirror.massRemovalGracePeriod {}): their instances are missing from complete \
+             listings. If PPIO lists them again by then, nothing is removed.",
+            held.count,
+            held.of,
+            held.until,
+            view.spec.mirror.mass_removal_grace_period.trim()
+        ));
+    }
+    let generation = view.metadata.generation;
+    GpuInstanceViewStatus {
+        observed_generation: generation,
+        conditions: condition::merge_conditions(
+            &previous.conditions,
+            vec![
+                new_condition(condition::READY, true, reason, &message, generation, now),
+                new_condition(
+                    condition::RECONCILING,
+                    false,
+                    "Synced",
+                    "The last sync completed.",
+                    generation,
+                    now,
+                ),
+                new_condition(
+                    condition::STALLED,
+                    false,
+                    "Synced",
+                    "The last sync completed.",
+                    generation,
+                    now,
+                ),
+            ],
+        ),
+        last_sync_time: Some(mirror::whole_seconds(now)),
+        last_successful_sync_time: Some(mirror::whole_seconds(now)),
+        instance_count: Some(summary.instances),
+        running_count: Some(summary.running),
+        gpu_count: Some(summary.gpus),
+        instances_by_status: summary.by_status.clone(),
+        instances_by_region: summary.by_region.clone(),
+        mirrored_count: Some(counts.mirrored as i64),
+        pending_removal_count: Some(counts.kept_missing as i64),
+        last_handled_refresh: refresh_requested(view),
+    }
+}
+
+/// The view's status after a sync that failed: the failure in the conditions, and everything else
+/// (counts, last successful sync) as the last complete sync left it.
+pub fn failed_status(
+    view: &GpuInstanceView,
+    failure: &SyncFailure,
+    now: Timestamp,
+) -> GpuInstanceViewStatus {
+    let previous = view.status.clone().unwrap_or_default();
+    let generation = view.metadata.generation;
+    let needs_user_action = failure.reason.needs_user_action();
+    let (reconciling, stalled) = if needs_user_action {
+        (
+            "Waiting for a change to the view, its Secret or the operator's settings; retrying periodically.",
+            failure.message.as_str(),
+        )
+    } else {
+        (failure.message.as_str(), "Retrying with backoff.")
+    };
+    GpuInstanceViewStatus {
+        observed_generation: generation,
+        conditions: condition::merge_conditions(
+            &previous.conditions,
+            vec![
+                new_condition(
+                    condition::READY,
+                    false,
+                    failure.reason.as_str(),
+                    &failure.message,
+                    generation,
+                    now,
+                ),
+                new_condition(
+                    condition::RECONCILING,
+                    !needs_user_action,
+                    failure.reason.as_str(),
+                    reconciling,
+                    generation,
+                    now,
+                ),
+                new_condition(
+                    condition::STALLED,
+                    needs_user_action,
+                    failure.reason.as_str(),
+                    stalled,
+                    generation,
+                    now,
+                ),
+            ],
+        ),
+        last_sync_time: Some(mirror::whole_seconds(now)),
+        last_handled_refresh: refresh_requested(view),
+        ..previous
+    }
+}
+
+/// The view's status while it is suspended: nothing is listed or changed; Ready keeps its value and
+/// says why nothing moves.
+pub fn suspended_status(view: &GpuInstanceView, now: Timestamp) -> GpuInstanceViewStatus {
+    let previous = view.status.clone().unwrap_or_default();
+    let generation = view.metadata.generation;
+    // Suspension changes nothing remote or mirrored, so Ready keeps its value; the reason says why
+    // nothing moves.
+    let message =
+        "Syncing is suspended (spec.suspend); mirrored instances are kept as last synced.";
+    let mut ready = new_condition(
+        condition::READY,
+        false,
+        "Suspended",
+        message,
+        generation,
+        now,
+    );
+    ready.status = condition::find(&previous.conditions, condition::READY)
+        .map_or(ConditionStatus::Unknown, |c| c.status);
+    GpuInstanceViewStatus {
+        observed_generation: generation,
+        conditions: condition::merge_conditions(
+            &previous.conditions,
+            vec![
+                ready,
+                new_condition(
+                    condition::RECONCILING,
+                    false,
+                    "Suspended",
+                    message,
+                    generation,
+                    now,
+                ),
+                new_condition(
+                    condition::STALLED,
+                    false,
+                    "Suspended",
+                    message,
+                    generation,
+                    now,
+                ),
+            ],
+        ),
+        ..previous
+    }
+}
+
+/// The value of the refresh annotation, if any.
+pub fn refresh_requested(view: &GpuInstanceView) -> Option<String> {
+    view.annotations()
+        .get(crate::api::view::REFRESH_ANNOTATION)
+        .map(|v| v.chars().take(256).collect())
+}
+
+fn new_condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: ConditionStatus::from(status),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: mirror::whole_seconds(now),
+        observed_generation: generation,
+    }
+}
+
+fn plural(n: i64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::summarize;
+    use crate::plan::tests::{instance, view};
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    fn counts(mirrored: usize, created: usize) -> MirrorCounts {
+        MirrorCounts {
+            mirrored,
+            created,
+            ..MirrorCounts::default()
+        }
+    }
+
+    /// `view` after one complete sync of a single running instance at second 100.
+    fn synced_once(mut view: GpuInstanceView) -> GpuInstanceView {
+        let listing = [instance("aa01", "running", "r", 1)];
+        view.status = Some(synced_status(
+            &view,
+            &summarize(&listing),
+            &counts(1, 1),
+            1,
+            at(100),
+        ));
+        view
+    }
+
+    #[test]
+    fn a_failure_keeps_the_last_counts_and_says_why() {
+        let view = synced_once(view(true));
+
+        let failure = SyncFailure {
+            reason: FailureReason::ApiUnavailable,
+            message: "PPIO answered 503".into(),
+        };
+        let status = failed_status(&view, &failure, at(200));
+        assert_eq!(status.instance_count, Some(1));
+        assert_eq!(status.last_successful_sync_time, Some(at(100)));
+        assert_eq!(status.last_sync_time, Some(at(200)));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "ApiUnavailable")
+        );
+        let reconciling = condition::find(&status.conditions, condition::RECONCILING).unwrap();
+        assert_eq!(reconciling.status, ConditionStatus::True);
+        let stalled = condition::find(&status.conditions, condition::STALLED).unwrap();
+        assert_eq!(stalled.status, ConditionStatus::False);
+    }
+
+    #[test]
+    fn a_failure_that_needs_the_user_is_stalled() {
+        let failure = SyncFailure {
+            reason: FailureReason::SecretNotFound,
+            message: "Secret ml/ppio not found".into(),
+        };
+        let status = failed_status(&view(true), &failure, at(200));
+        let stalled = condition::find(&status.conditions, condition::STALLED).unwrap();
+        assert_eq!(
+            (stalled.status, stalled.reason.as_str()),
+            (ConditionStatus::True, "SecretNotFound")
+        );
+        assert_eq!(status.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_successful_sync_is_ready_for_its_generation() {
+        let view = view(true);
+        let listing = [instance("aa01", "running", "r", 1)];
+        let status = synced_status(&view, &summarize(&listing), &counts(1, 1), 1, at(100));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(ready.status, ConditionStatus::True);
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.mirrored_count, Some(1));
+        assert!(ready.message.contains("1 created"), "{}", ready.message);
+    }
+
+    #[test]
+    fn held_removals_keep_the_view_ready_and_say_until_when() {
+        let view = view(true);
+        let held = MirrorCounts {
+            mirrored: 10,
+            kept_missing: 8,
+            held: Some(HeldRemovals {
+                count: 8,
+                of: 10,
+                until: at(1_100),
+            }),
+            ..MirrorCounts::default()
+        };
+        let status = synced_status(&view, &summarize(&[]), &held, 1, at(300));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::True, MASS_REMOVAL_HELD)
+        );
+        assert!(
+            ready.message.contains("8 of this view's 10 mirrors"),
+            "{}",
+            ready.message
+        );
+        assert!(
+            ready.message.contains("1970-01-01T00:18:20Z"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(status.pending_removal_count, Some(8));
+    }
+
+    #[test]
+    fn suspension_keeps_ready_as_it_was() {
+        let view = synced_once(view(true));
+        let status = suspended_status(&view, at(200));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::True, "Suspended")
+        );
+        assert_eq!(status.instance_count, Some(1));
+    }
+}
