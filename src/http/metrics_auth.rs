@@ -76,7 +76,8 @@ impl ApiServerReviewer {
 impl Reviewer for ApiServerReviewer {
     fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Verdict, ReviewError>> {
         Box::pin(async move {
-            // No audiences: the token must be valid for the API server itself, as controller-runtime asks.
+            // No audiences: the token must be valid for the API server itself, as controller-runtime
+            // asks.
             let review = TokenReview {
                 spec: TokenReviewSpec {
                     token: Some(token.to_owned()),

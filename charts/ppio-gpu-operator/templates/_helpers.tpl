@@ -103,3 +103,25 @@ into a ClusterRole (all namespaces) or into a Role in each watched namespace.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+The pods' affinity: `affinity` as given, else the anti-affinity of podAntiAffinityPreset that keeps
+replicas on different nodes (preferred when soft, required when hard), else none.
+*/}}
+{{- define "ppio-gpu-operator.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if .Values.podAntiAffinityPreset }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "ppio-gpu-operator.selectorLabels" . | fromYaml)) }}
+podAntiAffinity:
+{{- if eq .Values.podAntiAffinityPreset "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - {{ toYaml $term | nindent 6 | trim }}
+{{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        {{- toYaml $term | nindent 8 }}
+{{- end }}
+{{- end }}
+{{- end }}
