@@ -41,7 +41,11 @@ const GROUP: &str = "gpu.ppio.io";
 // ---------------------------------------------------------------------------------------------------
 // What the chart must grant the operator, and nothing more.
 
-/// The operator's grants in every namespace it watches (ClusterRole, or a Role in each namespace).
+/// The operator's grants in every namespace it watches (ClusterRole, or a Role in each namespace):
+/// the verbs its code uses, and no other. Views: the controller's watch (list, watch) and status
+/// written with server-side apply (patch). Mirrors: listed by label, applied (patch, and create for a
+/// new one: the API server authorizes an apply that creates as a create), pruned (delete). No `get` or
+/// `update` on either kind, and nothing watches the mirrors.
 fn expected_operator_grants() -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     let mut add = |group: &str, resource: &str, verbs: &[&str]| {
@@ -49,21 +53,15 @@ fn expected_operator_grants() -> BTreeSet<Grant> {
             grants.insert(Grant::new(group, resource, verb, None));
         }
     };
-    add(GROUP, "gpuinstanceviews", &["get", "list", "watch"]);
-    add(
-        GROUP,
-        "gpuinstanceviews/status",
-        &["get", "patch", "update"],
-    );
+    add(GROUP, "gpuinstanceviews", &["list", "watch"]);
+    add(GROUP, "gpuinstanceviews/status", &["patch"]);
     add(GROUP, "gpuinstanceviews/finalizers", &["update"]);
     add(
         GROUP,
         "gpuinstances",
-        &[
-            "get", "list", "watch", "create", "patch", "update", "delete",
-        ],
+        &["list", "create", "patch", "delete"],
     );
-    add(GROUP, "gpuinstances/status", &["get", "patch", "update"]);
+    add(GROUP, "gpuinstances/status", &["patch"]);
     add("", "secrets", &["get"]);
     add("events.k8s.io", "events", &["create", "patch"]);
     grants
@@ -942,12 +940,21 @@ async fn the_api_server_authorizes_the_operator_in_watched_namespaces_only() {
             .denied(),
         Access::new("watch", GROUP, "gpuinstanceviews", a).allowed(),
         Access::new("update", GROUP, "gpuinstanceviews", a).denied(),
+        Access::new("get", GROUP, "gpuinstanceviews", a)
+            .named("account")
+            .denied(),
         Access::new("patch", GROUP, "gpuinstanceviews/status", a).allowed(),
+        Access::new("update", GROUP, "gpuinstanceviews/status", a).denied(),
         Access::new("update", GROUP, "gpuinstanceviews/finalizers", a).allowed(),
+        Access::new("list", GROUP, "gpuinstances", a).allowed(),
+        Access::new("create", GROUP, "gpuinstances", a).allowed(),
         Access::new("patch", GROUP, "gpuinstances", a).allowed(),
         Access::new("delete", GROUP, "gpuinstances", a).allowed(),
+        Access::new("update", GROUP, "gpuinstances", a).denied(),
+        Access::new("watch", GROUP, "gpuinstances", a).denied(),
         Access::new("deletecollection", GROUP, "gpuinstances", a).denied(),
         Access::new("patch", GROUP, "gpuinstances/status", a).allowed(),
+        Access::new("update", GROUP, "gpuinstances/status", a).denied(),
         Access::new("create", "events.k8s.io", "events", a).allowed(),
         Access::new("list", GROUP, "gpuinstanceviews", x).denied(),
         Access::new("create", GROUP, "gpuinstances", x).denied(),
@@ -1000,7 +1007,9 @@ async fn the_api_server_authorizes_the_cluster_wide_operator_in_every_namespace(
         Access::new("list", "", "secrets", "").denied(),
         Access::new("watch", "", "secrets", "").denied(),
         Access::new("list", GROUP, "gpuinstanceviews", "").allowed(),
-        Access::new("watch", GROUP, "gpuinstances", "").allowed(),
+        Access::new("watch", GROUP, "gpuinstanceviews", "").allowed(),
+        Access::new("watch", GROUP, "gpuinstances", "").denied(),
+        Access::new("list", GROUP, "gpuinstances", any).allowed(),
         Access::new("patch", GROUP, "gpuinstances", any).allowed(),
         Access::new("create", GROUP, "gpuinstanceviews", any).denied(),
         Access::new("patch", "events.k8s.io", "events", any).allowed(),
@@ -1016,7 +1025,7 @@ async fn the_api_server_authorizes_the_cluster_wide_operator_in_every_namespace(
 
 /// The real operator binary, run with the arguments the chart renders and authenticated as the
 /// chart's ServiceAccount with only the chart's RBAC: it parses every flag, wins the Lease, syncs a
-/// view into GpuInstances and answers the chart's probes.
+/// view into GpuInstances, records an Event on a failing view and answers the chart's probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() {
     install_chart_crds();
@@ -1134,6 +1143,49 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
         records.len(),
         "every remote instance is mirrored:\n{mirrored}"
     );
+
+    // A view whose Secret is missing fails, and the operator records that in an Event.
+    let broken = tempfile_with(
+        &serde_yaml::to_string(&serde_json::json!({
+            "apiVersion": "gpu.ppio.io/v1alpha1",
+            "kind": "GpuInstanceView",
+            "metadata": { "name": "no-key", "namespace": watched.name },
+            "spec": {
+                "credentials": { "secretRef": { "name": "missing" } },
+                "endpoint": ppio.base_url(),
+                "syncInterval": "10s",
+            },
+        }))
+        .expect("view YAML"),
+    );
+    watched.kubectl(&["apply", "-f", broken.path().to_str().expect("UTF-8 path")]);
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(watched.client.clone(), &watched.name);
+    wait_for(
+        &format!(
+            "a Warning Event on view no-key (log: {})",
+            operator.log.display()
+        ),
+        Duration::from_secs(60),
+        || {
+            operator.assert_running();
+            let events = events.clone();
+            async move {
+                let listed = events.list(&Default::default()).await.ok()?;
+                listed
+                    .items
+                    .iter()
+                    .any(|e| {
+                        e.type_.as_deref() == Some("Warning")
+                            && e.reason.as_deref() == Some("SecretNotFound")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                == Some("no-key")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 
     // The same token, used directly: it may not list Secrets or touch what the chart does not grant.
     for (args, what) in [
