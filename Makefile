@@ -24,10 +24,19 @@ HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION
 	-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
 CHART := charts/ppio-gpu-operator
 
-.PHONY: test control-plane helm chart lint demo crds
+# kube-score, built from the Go module that pins it (tools/kube-score/go.mod), stamped with its version.
+KUBE_SCORE := target/tools/kube-score
+KUBE_SCORE_VERSION := $(shell awk '$$1 == "github.com/zegl/kube-score" {print $$2}' tools/kube-score/go.mod)
+# The Kubernetes release kube-score judges against: the oldest the chart supports (Chart.yaml kubeVersion).
+KUBE_SCORE_KUBERNETES := v1.30
+# kube-score checks the chart does not follow; charts/ppio-gpu-operator/README.md says why for each.
+KUBE_SCORE_IGNORED := container-image-pull-policy
 
-## test: build the control plane and helm, check formatting and lints, lint the chart, run every test.
-test: control-plane helm lint chart
+.PHONY: test control-plane helm kube-score chart chart-score lint demo crds
+
+## test: build the control plane and the tools, check formatting and lints, lint and score the chart,
+## run every test.
+test: control-plane helm lint chart chart-score
 	cargo test --locked
 
 ## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
@@ -47,6 +56,25 @@ helm:
 chart: helm
 	$(HELM) lint --strict $(CHART)
 	for values in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) --values "$$values"; done
+
+## kube-score: build kube-score from tools/kube-score/go.mod into target/tools/kube-score (cached by Go).
+kube-score:
+	cd tools/kube-score && CGO_ENABLED=0 go build -trimpath \
+		-ldflags "-s -w -X main.version=$(KUBE_SCORE_VERSION)" \
+		-o ../../$(KUBE_SCORE) github.com/zegl/kube-score/cmd/kube-score
+
+## chart-score: kube-score the chart rendered with its defaults and with each values file in its
+## ci/, printing warnings and criticals; any CRITICAL fails.
+chart-score: helm kube-score
+	for values in "" $(CHART)/ci/*-values.yaml; do \
+		rendered=$$($(HELM) template ppio $(CHART) --namespace ppio-system $${values:+--values "$$values"}); \
+		report=$$($(KUBE_SCORE) score --output-format ci --kubernetes-version $(KUBE_SCORE_KUBERNETES) \
+			$(foreach check,$(KUBE_SCORE_IGNORED),--ignore-test $(check)) - <<<"$$rendered") \
+			&& status=0 || status=$$?; \
+		echo "kube-score, $${values:-default values}:"; \
+		grep -E '^\[(WARNING|CRITICAL)\]' <<<"$$report" || echo "  no warning"; \
+		[ "$$status" = 0 ] || { echo "kube-score: CRITICAL findings above" >&2; exit 1; }; \
+	done
 
 ## crds: regenerate crds/ from the Rust types, and the chart's copy (a test fails when either is stale).
 crds:

@@ -1,17 +1,21 @@
 //! The operator's HTTP endpoints: `/healthz` (the process serves), `/readyz` (leadership is known and,
-//! on the leader, the watches have listed everything) and `/metrics` (Prometheus text format).
+//! on the leader, the watches have listed everything) and `/metrics` (Prometheus text format), which
+//! [`metrics_auth`] may put behind the API server's authentication and authorization.
+
+pub mod metrics_auth;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use metrics_auth::MetricsAuth;
 
 /// What `/readyz` reports, updated by leader election and the controller.
 #[derive(Debug, Default)]
@@ -64,15 +68,25 @@ impl Health {
 struct AppState {
     health: Arc<Health>,
     metrics: Metrics,
+    metrics_auth: Option<Arc<MetricsAuth>>,
 }
 
-/// The router of the operator's endpoints.
-pub fn router(health: Arc<Health>, metrics: Metrics) -> Router {
+/// The router of the operator's endpoints. With `metrics_auth`, `/metrics` answers only bearer tokens
+/// it allows; the probes stay open either way.
+pub fn router(
+    health: Arc<Health>,
+    metrics: Metrics,
+    metrics_auth: Option<Arc<MetricsAuth>>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics })
+        .route(metrics_auth::METRICS_PATH, get(metrics_text))
+        .with_state(AppState {
+            health,
+            metrics,
+            metrics_auth,
+        })
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -82,7 +96,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(auth) = &state.metrics_auth
+        && let Err(refusal) = auth.check(&headers).await
+    {
+        return refusal.into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -90,6 +109,7 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }
 
 /// Serves the endpoints on `listener` until `shutdown` resolves.
@@ -97,16 +117,84 @@ pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Metrics,
+    metrics_auth: Option<Arc<MetricsAuth>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(health, metrics))
+    axum::serve(listener, router(health, metrics, metrics_auth))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures::future::BoxFuture;
+    use tower::ServiceExt;
+
+    use super::metrics_auth::{ReviewError, Reviewer, Verdict};
     use super::*;
+
+    /// Allows the token `reader` only.
+    struct OneReader;
+
+    impl Reviewer for OneReader {
+        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Verdict, ReviewError>> {
+            Box::pin(async move {
+                Ok(match token {
+                    "reader" => Verdict::Allowed,
+                    "stranger" => Verdict::Forbidden,
+                    _ => Verdict::Unauthenticated,
+                })
+            })
+        }
+    }
+
+    async fn status_of(router: &Router, path: &str, token: Option<&str>) -> StatusCode {
+        let mut request = Request::get(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Body::empty()).expect("request");
+        router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("response")
+            .status()
+    }
+
+    #[tokio::test]
+    async fn with_metrics_auth_only_allowed_tokens_read_metrics_and_probes_stay_open() {
+        let health = Arc::new(Health::default());
+        health.set_leadership(false);
+        let auth = Arc::new(MetricsAuth::with_reviewer(OneReader));
+        let router = router(health, Metrics::new(), Some(auth));
+        assert_eq!(
+            status_of(&router, "/metrics", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_of(&router, "/metrics", Some("made-up")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_of(&router, "/metrics", Some("stranger")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_of(&router, "/metrics", Some("reader")).await,
+            StatusCode::OK
+        );
+        assert_eq!(status_of(&router, "/healthz", None).await, StatusCode::OK);
+        assert_eq!(status_of(&router, "/readyz", None).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn without_metrics_auth_metrics_are_open() {
+        let router = router(Arc::new(Health::default()), Metrics::new(), None);
+        assert_eq!(status_of(&router, "/metrics", None).await, StatusCode::OK);
+    }
 
     #[test]
     fn a_leader_is_ready_only_after_its_watches_listed_everything() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
+use ppio_gpu_operator::http::metrics_auth::MetricsAuth;
 use ppio_gpu_operator::http::{self, Health};
 use ppio_gpu_operator::leadership::{Leadership, LeaseSettings};
 use ppio_gpu_operator::metrics::Metrics;
@@ -86,6 +87,12 @@ struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     http_address: SocketAddr,
+
+    /// Serve /metrics only to bearer tokens that the API server authenticates (TokenReview) and
+    /// authorizes for `get` on the non-resource URL /metrics (SubjectAccessReview). The operator then
+    /// needs `create` on tokenreviews and subjectaccessreviews. /healthz and /readyz stay open.
+    #[arg(long, env = "PPIO_OPERATOR_METRICS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    metrics_auth: bool,
 
     /// Run the controller only while holding the leader Lease, so several replicas can run.
     #[arg(long, env = "PPIO_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -189,12 +196,16 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     if let Ok(address) = listener.local_addr() {
-        info!(%address, "serving /healthz, /readyz and /metrics");
+        info!(%address, metrics_auth = args.metrics_auth, "serving /healthz, /readyz and /metrics");
     }
+    let metrics_auth = args
+        .metrics_auth
+        .then(|| Arc::new(MetricsAuth::new(client.clone())));
     let server = tokio::spawn(http::serve(
         listener,
         health.clone(),
         metrics.clone(),
+        metrics_auth,
         stopping.wait(),
     ));
 

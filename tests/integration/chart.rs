@@ -20,7 +20,8 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Container, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject,
 };
@@ -40,7 +41,11 @@ const GROUP: &str = "gpu.ppio.io";
 // ---------------------------------------------------------------------------------------------------
 // What the chart must grant the operator, and nothing more.
 
-/// The operator's grants in every namespace it watches (ClusterRole, or a Role in each namespace).
+/// The operator's grants in every namespace it watches (ClusterRole, or a Role in each namespace):
+/// the verbs its code uses, and no other. Views: the controller's watch (list, watch) and status
+/// written with server-side apply (patch). Mirrors: listed by label, applied (patch, and create for a
+/// new one: the API server authorizes an apply that creates as a create), pruned (delete). No `get` or
+/// `update` on either kind, and nothing watches the mirrors.
 fn expected_operator_grants() -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     let mut add = |group: &str, resource: &str, verbs: &[&str]| {
@@ -48,21 +53,15 @@ fn expected_operator_grants() -> BTreeSet<Grant> {
             grants.insert(Grant::new(group, resource, verb, None));
         }
     };
-    add(GROUP, "gpuinstanceviews", &["get", "list", "watch"]);
-    add(
-        GROUP,
-        "gpuinstanceviews/status",
-        &["get", "patch", "update"],
-    );
+    add(GROUP, "gpuinstanceviews", &["list", "watch"]);
+    add(GROUP, "gpuinstanceviews/status", &["patch"]);
     add(GROUP, "gpuinstanceviews/finalizers", &["update"]);
     add(
         GROUP,
         "gpuinstances",
-        &[
-            "get", "list", "watch", "create", "patch", "update", "delete",
-        ],
+        &["get", "list", "watch", "create", "patch", "delete"],
     );
-    add(GROUP, "gpuinstances/status", &["get", "patch", "update"]);
+    add(GROUP, "gpuinstances/status", &["patch"]);
     add("", "secrets", &["get"]);
     add("events.k8s.io", "events", &["create", "patch"]);
     grants
@@ -82,6 +81,20 @@ fn expected_lease_grants(lease: &str) -> BTreeSet<Grant> {
         ));
     }
     grants
+}
+
+/// With metrics auth on, and only then: the operator asks the API server who a /metrics reader is
+/// (TokenReview) and whether they may read it (SubjectAccessReview). Both kinds are cluster-scoped.
+fn expected_metrics_auth_grants() -> BTreeSet<Grant> {
+    BTreeSet::from([
+        Grant::new("authentication.k8s.io", "tokenreviews", "create", None),
+        Grant::new(
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "create",
+            None,
+        ),
+    ])
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -447,6 +460,367 @@ fn aggregated_user_roles_read_both_kinds_and_edit_only_views() {
 }
 
 #[test]
+fn network_policy_admits_only_the_http_port_and_lets_out_only_dns_the_api_server_and_ppio() {
+    let rendered = render("ppio", "ppio-system", &[]);
+    let policy = rendered.network_policy();
+    assert_eq!(policy.metadata.namespace.as_deref(), Some("ppio-system"));
+    let spec = policy.spec.expect("NetworkPolicy spec");
+    let pod_labels = rendered.pod_labels();
+    let selected = spec
+        .pod_selector
+        .and_then(|s| s.match_labels)
+        .unwrap_or_default();
+    assert!(
+        !selected.is_empty() && selected.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+        "the policy must select the operator's pods: {selected:?} vs {pod_labels:?}"
+    );
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+        "both directions are restricted"
+    );
+
+    let ingress = spec.ingress.unwrap_or_default();
+    let [only] = ingress.as_slice() else {
+        panic!("expected one ingress rule, found {ingress:?}");
+    };
+    assert_eq!(
+        ports_of(only.ports.as_deref()),
+        ["TCP/8080"],
+        "the HTTP port only"
+    );
+    assert_eq!(
+        only.from, None,
+        "by default from anywhere, to that port only"
+    );
+
+    let egress = spec.egress.unwrap_or_default();
+    let allowed: Vec<(Vec<String>, Vec<String>)> = egress
+        .iter()
+        .map(|rule| {
+            (
+                peers_of(rule.to.as_deref()),
+                ports_of(rule.ports.as_deref()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        allowed,
+        [
+            (
+                vec![
+                    "namespace kubernetes.io/metadata.name=kube-system, pods k8s-app=kube-dns"
+                        .into()
+                ],
+                vec!["UDP/53".into(), "TCP/53".into()],
+            ),
+            (
+                vec!["0.0.0.0/0".into()],
+                vec!["TCP/443".into(), "TCP/6443".into()]
+            ),
+            (vec!["0.0.0.0/0".into()], vec!["TCP/443".into()]),
+        ],
+        "DNS to the cluster DNS, then the API server, then PPIO; nothing else"
+    );
+
+    // Every part is configurable, and the policy can be left out.
+    let custom = render(
+        "ppio",
+        "ppio-system",
+        &[
+            "--set",
+            "httpPort=9090",
+            "--set",
+            "networkPolicy.ingress.from[0].namespaceSelector.matchLabels.team=monitoring",
+            "--set",
+            "networkPolicy.egress.apiServer.cidrs={10.0.0.1/32}",
+            "--set",
+            "networkPolicy.egress.apiServer.ports={6443}",
+            "--set",
+            "networkPolicy.egress.ppio.cidrs={203.0.113.0/24}",
+            "--set",
+            "networkPolicy.egress.extra[0].ports[0].port=3128",
+        ],
+    );
+    let spec = custom.network_policy().spec.expect("spec");
+    let ingress = spec.ingress.unwrap_or_default();
+    assert_eq!(ports_of(ingress[0].ports.as_deref()), ["TCP/9090"]);
+    assert_eq!(
+        peers_of(ingress[0].from.as_deref()),
+        ["namespace team=monitoring"]
+    );
+    let egress = spec.egress.unwrap_or_default();
+    assert_eq!(peers_of(egress[1].to.as_deref()), ["10.0.0.1/32"]);
+    assert_eq!(ports_of(egress[1].ports.as_deref()), ["TCP/6443"]);
+    assert_eq!(peers_of(egress[2].to.as_deref()), ["203.0.113.0/24"]);
+    assert_eq!(ports_of(egress[3].ports.as_deref()), ["TCP/3128"]);
+
+    let without = render(
+        "ppio",
+        "ppio-system",
+        &["--set", "networkPolicy.enabled=false"],
+    );
+    assert_eq!(without.kinds_count("NetworkPolicy"), 0);
+}
+
+#[test]
+fn replicas_are_spread_over_nodes_and_bounded_in_ephemeral_storage() {
+    let rendered = render("ppio", "ppio-system", &[]);
+    let pod_labels = rendered.pod_labels();
+    let anti_affinity = rendered
+        .pod_spec()
+        .affinity
+        .and_then(|a| a.pod_anti_affinity)
+        .expect("a pod anti-affinity by default");
+    assert_eq!(
+        anti_affinity.required_during_scheduling_ignored_during_execution,
+        None
+    );
+    let preferred = anti_affinity
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap_or_default();
+    let [term] = preferred.as_slice() else {
+        panic!("expected one preferred term, found {preferred:?}");
+    };
+    assert_eq!(term.weight, 100);
+    assert_eq!(
+        term.pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+    let matched = term
+        .pod_affinity_term
+        .label_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    assert!(
+        !matched.is_empty() && matched.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+        "the term must match the replicas themselves: {matched:?} vs {pod_labels:?}"
+    );
+
+    let hard = render(
+        "ppio",
+        "ppio-system",
+        &["--set", "podAntiAffinityPreset=hard"],
+    )
+    .pod_spec()
+    .affinity
+    .and_then(|a| a.pod_anti_affinity)
+    .expect("anti-affinity");
+    let required = hard
+        .required_during_scheduling_ignored_during_execution
+        .unwrap_or_default();
+    assert_eq!(required.len(), 1);
+    assert_eq!(required[0].topology_key, "kubernetes.io/hostname");
+    assert_eq!(
+        hard.preferred_during_scheduling_ignored_during_execution,
+        None
+    );
+
+    let none = render("ppio", "ppio-system", &["--set", "podAntiAffinityPreset="]);
+    assert_eq!(none.pod_spec().affinity, None);
+    let own = render(
+        "ppio",
+        "ppio-system",
+        &[
+            "--set",
+            "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
+            "--set",
+            "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].key=gpu",
+            "--set",
+            "affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].operator=DoesNotExist",
+        ],
+    )
+    .pod_spec()
+    .affinity
+    .expect("the given affinity");
+    assert!(
+        own.node_affinity.is_some() && own.pod_anti_affinity.is_none(),
+        "{own:?}"
+    );
+
+    let resources = rendered
+        .operator_container()
+        .resources
+        .expect("container resources");
+    for (what, quantities) in [
+        ("requests", resources.requests),
+        ("limits", resources.limits),
+    ] {
+        assert!(
+            quantities
+                .unwrap_or_default()
+                .contains_key("ephemeral-storage"),
+            "no ephemeral-storage in {what}"
+        );
+    }
+}
+
+#[test]
+fn metrics_auth_grants_token_and_access_reviews_exactly_and_only_when_on() {
+    let off = render("ppio", "ppio-system", &[]);
+    let args = off.operator_container().args.unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--metrics-auth=false"), "{args:?}");
+    let review_grants: Vec<_> = off
+        .all_grants()
+        .into_iter()
+        .filter(|g| g.resource.ends_with("reviews"))
+        .collect();
+    assert!(
+        review_grants.is_empty(),
+        "granted with metrics auth off: {review_grants:?}"
+    );
+    for role in off.objects::<ClusterRole>("ClusterRole") {
+        assert!(
+            role.rules
+                .unwrap_or_default()
+                .iter()
+                .all(|r| r.non_resource_urls.is_none()),
+            "no /metrics reader role with metrics auth off"
+        );
+    }
+
+    let on = render(
+        "ppio",
+        "ppio-system",
+        &[
+            "--set",
+            "metricsAuth.enabled=true",
+            "--set",
+            "watchNamespaces={team-a}",
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    let args = on.operator_container().args.unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--metrics-auth=true"), "{args:?}");
+    let account = on.operator_account();
+    let role = on.named::<ClusterRole>("ClusterRole", "ppio-ppio-gpu-operator-metrics-auth");
+    assert_eq!(
+        grants_of(role.rules.as_deref()),
+        expected_metrics_auth_grants()
+    );
+    let binding =
+        on.named::<ClusterRoleBinding>("ClusterRoleBinding", "ppio-ppio-gpu-operator-metrics-auth");
+    assert_eq!(binding.role_ref.name, "ppio-ppio-gpu-operator-metrics-auth");
+    assert_eq!(binding.subjects, Some(vec![account]));
+    let review_grants: BTreeSet<_> = on
+        .all_grants()
+        .into_iter()
+        .filter(|g| g.resource.ends_with("reviews"))
+        .collect();
+    assert_eq!(
+        review_grants,
+        expected_metrics_auth_grants(),
+        "granted once, and nothing more"
+    );
+    assert_eq!(
+        on.kinds_count("ClusterRoleBinding"),
+        1,
+        "a namespaced operator gets only the reviews cluster-wide; no reader is bound unless named"
+    );
+
+    let reader = on.named::<ClusterRole>("ClusterRole", "ppio-ppio-gpu-operator-metrics-reader");
+    let rules = reader.rules.unwrap_or_default();
+    let [rule] = rules.as_slice() else {
+        panic!("expected one rule, found {rules:?}");
+    };
+    assert_eq!(rule.non_resource_urls, Some(vec!["/metrics".to_owned()]));
+    assert_eq!(rule.verbs, ["get"]);
+    assert_eq!(rule.resources, None);
+
+    let with_reader = render(
+        "ppio",
+        "ppio-system",
+        &[
+            "--values",
+            chart_dir()
+                .join("ci/metrics-auth-values.yaml")
+                .to_str()
+                .expect("UTF-8 path"),
+        ],
+    );
+    let binding = with_reader.named::<ClusterRoleBinding>(
+        "ClusterRoleBinding",
+        "ppio-ppio-gpu-operator-metrics-reader",
+    );
+    assert_eq!(
+        binding.role_ref.name,
+        "ppio-ppio-gpu-operator-metrics-reader"
+    );
+    assert_eq!(
+        binding.subjects,
+        Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "prometheus-k8s".into(),
+            namespace: Some("monitoring".into()),
+            api_group: None,
+        }])
+    );
+}
+
+#[test]
+fn service_monitor_scrapes_with_prometheus_token_when_metrics_auth_is_on() {
+    let endpoint_of = |args: &[&str]| {
+        let rendered = render("ppio", "ppio-system", args);
+        let monitors = rendered.of_kind("ServiceMonitor");
+        monitors[0]["spec"]["endpoints"][0].clone()
+    };
+    let open = endpoint_of(&["--set", "serviceMonitor.enabled=true"]);
+    assert!(open.get("bearerTokenFile").is_none() && open.get("authorization").is_none());
+
+    let token_file = endpoint_of(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "metricsAuth.enabled=true",
+    ]);
+    assert_eq!(token_file["scheme"].as_str(), Some("http"));
+    assert_eq!(
+        token_file["bearerTokenFile"].as_str(),
+        Some("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    );
+
+    let secret = endpoint_of(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "metricsAuth.enabled=true",
+        "--set",
+        "serviceMonitor.authorization.type=Bearer",
+        "--set",
+        "serviceMonitor.authorization.credentials.name=prometheus-token",
+        "--set",
+        "serviceMonitor.authorization.credentials.key=token",
+    ]);
+    assert!(secret.get("bearerTokenFile").is_none());
+    assert_eq!(
+        secret["authorization"]["credentials"]["name"].as_str(),
+        Some("prometheus-token")
+    );
+}
+
+#[test]
+fn every_kube_score_check_the_makefile_ignores_is_explained_in_the_chart_readme() {
+    let makefile = read(&repo_dir().join("Makefile"));
+    let ignored: Vec<&str> = makefile
+        .lines()
+        .find_map(|line| line.strip_prefix("KUBE_SCORE_IGNORED :="))
+        .expect("the Makefile sets KUBE_SCORE_IGNORED")
+        .split_whitespace()
+        .collect();
+    let readme = read(&chart_dir().join("README.md"));
+    for check in ignored {
+        assert!(
+            readme
+                .lines()
+                .any(|line| line.starts_with(&format!("| `{check}`"))),
+            "kube-score check {check} is ignored but the chart's README gives no reason in its table"
+        );
+    }
+}
+
+#[test]
 fn values_that_violate_the_schema_are_rejected() {
     let mut values = tempfile::Builder::new()
         .suffix(".yaml")
@@ -459,7 +833,9 @@ fn values_that_violate_the_schema_are_rejected() {
               watchNamespaces: [Team_A]\n\
               allowedEndpoints: ['https://a.example.com,https://b.example.com']\n\
               image:\n  pullpolicy: Always\n\
-              replicas: 3\n",
+              replicas: 3\n\
+              podAntiAffinityPreset: always\n\
+              networkPolicy:\n  egress:\n    apiServer:\n      cidrs: [10.0.0.1]\n    ppio:\n      ports: []\n",
         )
         .expect("write values");
     let path = values.path().to_str().expect("UTF-8 temp path");
@@ -472,6 +848,9 @@ fn values_that_violate_the_schema_are_rejected() {
         "/allowedEndpoints/0",
         "'pullpolicy' not allowed",
         "'replicas' not allowed",
+        "/podAntiAffinityPreset",
+        "/networkPolicy/egress/apiServer/cidrs/0",
+        "/networkPolicy/egress/ppio/ports",
     ] {
         assert!(
             refused.contains(complaint),
@@ -480,7 +859,11 @@ fn values_that_violate_the_schema_are_rejected() {
     }
     // The chart's own defaults and its CI values files pass the same schema.
     render("ppio", "ppio-system", &[]);
-    for file in ["namespaced-values.yaml", "single-replica-values.yaml"] {
+    for file in [
+        "namespaced-values.yaml",
+        "single-replica-values.yaml",
+        "metrics-auth-values.yaml",
+    ] {
         let file = chart_dir().join("ci").join(file);
         render(
             "ppio",
@@ -557,12 +940,22 @@ async fn the_api_server_authorizes_the_operator_in_watched_namespaces_only() {
             .denied(),
         Access::new("watch", GROUP, "gpuinstanceviews", a).allowed(),
         Access::new("update", GROUP, "gpuinstanceviews", a).denied(),
+        Access::new("get", GROUP, "gpuinstanceviews", a)
+            .named("account")
+            .denied(),
         Access::new("patch", GROUP, "gpuinstanceviews/status", a).allowed(),
+        Access::new("update", GROUP, "gpuinstanceviews/status", a).denied(),
         Access::new("update", GROUP, "gpuinstanceviews/finalizers", a).allowed(),
+        Access::new("list", GROUP, "gpuinstances", a).allowed(),
+        Access::new("create", GROUP, "gpuinstances", a).allowed(),
         Access::new("patch", GROUP, "gpuinstances", a).allowed(),
         Access::new("delete", GROUP, "gpuinstances", a).allowed(),
+        Access::new("update", GROUP, "gpuinstances", a).denied(),
+        Access::new("watch", GROUP, "gpuinstances", a).allowed(),
+        Access::new("get", GROUP, "gpuinstances", a).allowed(),
         Access::new("deletecollection", GROUP, "gpuinstances", a).denied(),
         Access::new("patch", GROUP, "gpuinstances/status", a).allowed(),
+        Access::new("update", GROUP, "gpuinstances/status", a).denied(),
         Access::new("create", "events.k8s.io", "events", a).allowed(),
         Access::new("list", GROUP, "gpuinstanceviews", x).denied(),
         Access::new("create", GROUP, "gpuinstances", x).denied(),
@@ -584,6 +977,9 @@ async fn the_api_server_authorizes_the_operator_in_watched_namespaces_only() {
             .named(lease)
             .denied(),
         Access::new("create", "coordination.k8s.io", "leases", a).denied(),
+        // Metrics auth is off: the operator may not review tokens or access.
+        Access::new("create", "authentication.k8s.io", "tokenreviews", "").denied(),
+        Access::new("create", "authorization.k8s.io", "subjectaccessreviews", "").denied(),
     ];
     assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
 }
@@ -612,7 +1008,9 @@ async fn the_api_server_authorizes_the_cluster_wide_operator_in_every_namespace(
         Access::new("list", "", "secrets", "").denied(),
         Access::new("watch", "", "secrets", "").denied(),
         Access::new("list", GROUP, "gpuinstanceviews", "").allowed(),
+        Access::new("watch", GROUP, "gpuinstanceviews", "").allowed(),
         Access::new("watch", GROUP, "gpuinstances", "").allowed(),
+        Access::new("list", GROUP, "gpuinstances", any).allowed(),
         Access::new("patch", GROUP, "gpuinstances", any).allowed(),
         Access::new("create", GROUP, "gpuinstanceviews", any).denied(),
         Access::new("patch", "events.k8s.io", "events", any).allowed(),
@@ -620,13 +1018,15 @@ async fn the_api_server_authorizes_the_cluster_wide_operator_in_every_namespace(
         Access::new("get", "", "configmaps", any).denied(),
         Access::new("create", "coordination.k8s.io", "leases", home).allowed(),
         Access::new("create", "coordination.k8s.io", "leases", any).denied(),
+        Access::new("create", "authentication.k8s.io", "tokenreviews", "").denied(),
+        Access::new("create", "authorization.k8s.io", "subjectaccessreviews", "").denied(),
     ];
     assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
 }
 
 /// The real operator binary, run with the arguments the chart renders and authenticated as the
 /// chart's ServiceAccount with only the chart's RBAC: it parses every flag, wins the Lease, syncs a
-/// view into GpuInstances and answers the chart's probes.
+/// view into GpuInstances, records an Event on a failing view and answers the chart's probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() {
     install_chart_crds();
@@ -745,6 +1145,49 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
         "every remote instance is mirrored:\n{mirrored}"
     );
 
+    // A view whose Secret is missing fails, and the operator records that in an Event.
+    let broken = tempfile_with(
+        &serde_yaml::to_string(&serde_json::json!({
+            "apiVersion": "gpu.ppio.io/v1alpha1",
+            "kind": "GpuInstanceView",
+            "metadata": { "name": "no-key", "namespace": watched.name },
+            "spec": {
+                "credentials": { "secretRef": { "name": "missing" } },
+                "endpoint": ppio.base_url(),
+                "syncInterval": "10s",
+            },
+        }))
+        .expect("view YAML"),
+    );
+    watched.kubectl(&["apply", "-f", broken.path().to_str().expect("UTF-8 path")]);
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(watched.client.clone(), &watched.name);
+    wait_for(
+        &format!(
+            "a Warning Event on view no-key (log: {})",
+            operator.log.display()
+        ),
+        Duration::from_secs(60),
+        || {
+            operator.assert_running();
+            let events = events.clone();
+            async move {
+                let listed = events.list(&Default::default()).await.ok()?;
+                listed
+                    .items
+                    .iter()
+                    .any(|e| {
+                        e.type_.as_deref() == Some("Warning")
+                            && e.reason.as_deref() == Some("SecretNotFound")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                == Some("no-key")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
     // The same token, used directly: it may not list Secrets or touch what the chart does not grant.
     for (args, what) in [
         (vec!["get", "secrets"], "list Secrets"),
@@ -787,6 +1230,163 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
         .await;
     }
     drop(operator);
+}
+
+/// The real operator binary with the chart's arguments and metricsAuth on, as the chart's
+/// ServiceAccount with the chart's RBAC only: `/metrics` answers 401 without a valid token, 403 to a
+/// ServiceAccount without the metrics-reader role, 200 to one the chart binds to it; the probes
+/// answer without a token; no token reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_auth_serves_metrics_only_to_bound_readers_and_keeps_probes_open() {
+    install_chart_crds();
+    let release_ns = TestNamespace::new("chart-mauth").await;
+    let watched = TestNamespace::new("chart-mauth-a").await;
+    let release = format!("chart-{}", rand_suffix());
+    let rendered = render(
+        &release,
+        &release_ns.name,
+        &[
+            "--set",
+            &format!("watchNamespaces={{{}}}", watched.name),
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+            "--set",
+            "metricsAuth.enabled=true",
+            "--set",
+            "metricsAuth.readers[0].kind=ServiceAccount",
+            "--set",
+            "metricsAuth.readers[0].name=prometheus",
+            "--set",
+            &format!("metricsAuth.readers[0].namespace={}", release_ns.name),
+        ],
+    );
+    let _cleanup = ClusterScopedCleanup(release.clone());
+    apply_rbac(&rendered);
+    let subject = |name: &str| Subject {
+        kind: "ServiceAccount".into(),
+        name: name.into(),
+        namespace: Some(release_ns.name.clone()),
+        api_group: None,
+    };
+    for name in ["prometheus", "stranger"] {
+        release_ns.kubectl(&["create", "serviceaccount", name]);
+    }
+
+    let account = rendered.operator_account();
+    let user = username(&account);
+    assert_authorizer_agrees(
+        &release_ns.client,
+        &user,
+        &[
+            Access::new("create", "authentication.k8s.io", "tokenreviews", "").allowed(),
+            Access::new("create", "authorization.k8s.io", "subjectaccessreviews", "").allowed(),
+            Access::new("list", "authentication.k8s.io", "tokenreviews", "").denied(),
+            Access::new(
+                "create",
+                "authorization.k8s.io",
+                "localsubjectaccessreviews",
+                &watched.name,
+            )
+            .denied(),
+            Access::new("create", "", "serviceaccounts/token", &release_ns.name).denied(),
+        ],
+    )
+    .await;
+
+    let kubeconfig = service_account_kubeconfig(&release_ns.client, &account).await;
+    let http_port = free_port();
+    let args: Vec<String> = rendered
+        .operator_container()
+        .args
+        .unwrap_or_default()
+        .into_iter()
+        .map(|arg| match arg.strip_prefix("--http-address=") {
+            Some(_) => format!("--http-address=127.0.0.1:{http_port}"),
+            None => arg,
+        })
+        .collect();
+    assert!(args.iter().any(|a| a == "--metrics-auth=true"), "{args:?}");
+    let pod_name = format!("ppio-gpu-operator-{}", rand_suffix());
+    let operator = OperatorProcess::start(&args, kubeconfig.path(), &pod_name, &release_ns.name);
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    // The answer to GET `path` with `token`, once the operator answers at all.
+    let status = |path: &'static str, token: Option<String>| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let mut request = http.get(&url).timeout(Duration::from_secs(5));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            Some(request.send().await.ok()?.status().as_u16())
+        }
+    };
+    // Waits until GET `path` with `token` answers something other than `passing` (the operator not
+    // up yet, or RBAC not yet seen by the authorizer), and returns that.
+    let settled = |path: &'static str, token: Option<String>, passing: &'static [u16]| {
+        let operator = &operator;
+        async move {
+            wait_for(
+                &format!("{path} to answer (log: {})", operator.log.display()),
+                Duration::from_secs(60),
+                || {
+                    operator.assert_running();
+                    let answer = status(path, token.clone());
+                    async move { answer.await.filter(|code| !passing.contains(code)) }
+                },
+            )
+            .await
+        }
+    };
+
+    assert_eq!(
+        settled("/healthz", None, &[]).await,
+        200,
+        "liveness needs no token"
+    );
+    assert_eq!(settled("/metrics", None, &[]).await, 401, "no token");
+    assert_eq!(
+        settled("/metrics", Some("not-a-token".into()), &[503]).await,
+        401,
+        "a token the API server does not know"
+    );
+    let stranger = service_account_token(&release_ns.client, &subject("stranger")).await;
+    assert_eq!(
+        settled("/metrics", Some(stranger.clone()), &[503]).await,
+        403,
+        "a ServiceAccount without the metrics-reader role"
+    );
+    let prometheus = service_account_token(&release_ns.client, &subject("prometheus")).await;
+    assert_eq!(
+        settled("/metrics", Some(prometheus.clone()), &[503, 403]).await,
+        200,
+        "the ServiceAccount the chart binds to the metrics-reader role"
+    );
+    let body = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&prometheus)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(body.contains("ppio_gpu_operator_leader"), "{body}");
+    assert_eq!(
+        settled("/readyz", None, &[503]).await,
+        200,
+        "readiness needs no token"
+    );
+
+    let log_path = operator.log.clone();
+    drop(operator);
+    let log = read(&log_path);
+    for token in [&stranger, &prometheus] {
+        assert!(
+            !log.contains(token.as_str()),
+            "a bearer token reached the log"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -884,6 +1484,54 @@ impl Rendered {
             .unwrap_or_else(|e| panic!("rendered {kind} {name} does not parse: {e}"))
     }
 
+    /// The pod spec of the one Deployment.
+    fn pod_spec(&self) -> PodSpec {
+        let deployments = self.objects::<Deployment>("Deployment");
+        let [deployment] = deployments.as_slice() else {
+            panic!("expected one Deployment, found {}", deployments.len());
+        };
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .expect("pod spec")
+    }
+
+    /// The labels of the Deployment's pods.
+    fn pod_labels(&self) -> std::collections::BTreeMap<String, String> {
+        let deployment = self.objects::<Deployment>("Deployment").remove(0);
+        deployment
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.labels)
+            .unwrap_or_default()
+    }
+
+    /// The one NetworkPolicy.
+    fn network_policy(&self) -> NetworkPolicy {
+        let policies = self.objects::<NetworkPolicy>("NetworkPolicy");
+        let [policy] = policies.as_slice() else {
+            panic!("expected one NetworkPolicy, found {}", policies.len());
+        };
+        policy.clone()
+    }
+
+    /// Every resource grant of every (Cluster)Role rendered; non-resource rules are left out.
+    fn all_grants(&self) -> BTreeSet<Grant> {
+        let rules = self
+            .objects::<ClusterRole>("ClusterRole")
+            .into_iter()
+            .flat_map(|r| r.rules.unwrap_or_default())
+            .chain(
+                self.objects::<Role>("Role")
+                    .into_iter()
+                    .flat_map(|r| r.rules.unwrap_or_default()),
+            )
+            .filter(|rule| rule.non_resource_urls.is_none())
+            .collect::<Vec<_>>();
+        grants_of(Some(&rules))
+    }
+
     /// The operator's container in the one Deployment.
     fn operator_container(&self) -> Container {
         let deployments = self.objects::<Deployment>("Deployment");
@@ -926,18 +1574,9 @@ impl Rendered {
     /// Every rule of every (Cluster)Role: Secrets are read one at a time by name, never listed or
     /// watched (either would hand the operator every Secret's content), and nothing is a wildcard.
     fn assert_never_lists_or_watches_secrets(&self) {
-        let rules = self
-            .objects::<ClusterRole>("ClusterRole")
-            .into_iter()
-            .flat_map(|r| r.rules.unwrap_or_default())
-            .chain(
-                self.objects::<Role>("Role")
-                    .into_iter()
-                    .flat_map(|r| r.rules.unwrap_or_default()),
-            )
-            .collect::<Vec<_>>();
-        assert!(!rules.is_empty());
-        for grant in grants_of(Some(&rules)) {
+        let grants = self.all_grants();
+        assert!(!grants.is_empty());
+        for grant in grants {
             assert!(
                 !(grant.resource == "secrets" && matches!(grant.verb.as_str(), "list" | "watch")),
                 "{grant} hands the operator every Secret"
@@ -1020,6 +1659,59 @@ fn grants_of(rules: Option<&[PolicyRule]>) -> BTreeSet<Grant> {
         }
     }
     grants
+}
+
+/// A NetworkPolicy rule's ports as `PROTOCOL/port`, in order.
+fn ports_of(ports: Option<&[k8s_openapi::api::networking::v1::NetworkPolicyPort]>) -> Vec<String> {
+    ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let port = match &p.port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                    n.to_string()
+                }
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name)) => {
+                    name.clone()
+                }
+                None => "any".to_owned(),
+            };
+            format!("{}/{port}", p.protocol.as_deref().unwrap_or("TCP"))
+        })
+        .collect()
+}
+
+/// A NetworkPolicy rule's peers, each as its CIDR or as `namespace k=v, pods k=v`.
+fn peers_of(peers: Option<&[NetworkPolicyPeer]>) -> Vec<String> {
+    let labels =
+        |selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+            selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .map(|l| {
+                    l.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+        };
+    peers
+        .unwrap_or_default()
+        .iter()
+        .map(|peer| {
+            if let Some(block) = &peer.ip_block {
+                return block.cidr.clone();
+            }
+            let mut parts = Vec::new();
+            if let Some(namespaces) = labels(&peer.namespace_selector) {
+                parts.push(format!("namespace {namespaces}"));
+            }
+            if let Some(pods) = labels(&peer.pod_selector) {
+                parts.push(format!("pods {pods}"));
+            }
+            parts.join(", ")
+        })
+        .collect()
 }
 
 /// The user name the API server authenticates a ServiceAccount's tokens as.
@@ -1211,8 +1903,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A kubeconfig for the shared control plane that authenticates as `account` (a TokenRequest token).
-async fn service_account_kubeconfig(client: &Client, account: &Subject) -> tempfile::NamedTempFile {
+/// A token of ServiceAccount `account` for the API server's audience (a TokenRequest).
+async fn service_account_token(client: &Client, account: &Subject) -> String {
     let namespace = account
         .namespace
         .as_deref()
@@ -1225,13 +1917,18 @@ async fn service_account_kubeconfig(client: &Client, account: &Subject) -> tempf
         },
         ..Default::default()
     };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .create_token_request(&account.name, &PostParams::default(), &request)
         .await
-        .expect("TokenRequest for the operator's ServiceAccount")
+        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {}: {e}", account.name))
         .status
         .expect("TokenRequest status")
-        .token;
+        .token
+}
+
+/// A kubeconfig for the shared control plane that authenticates as `account` (a TokenRequest token).
+async fn service_account_kubeconfig(client: &Client, account: &Subject) -> tempfile::NamedTempFile {
+    let token = service_account_token(client, account).await;
     let mut config: serde_yaml::Value =
         serde_yaml::from_str(&read(&shared().kubeconfig)).expect("admin kubeconfig is YAML");
     let users = config["users"]

@@ -75,31 +75,56 @@ What the operator needs on the objects of the namespaces it watches, as RBAC rul
 into a ClusterRole (all namespaces) or into a Role in each watched namespace.
 */}}
 {{- define "ppio-gpu-operator.operatorRules" -}}
-# Views are only read; the operator writes their status.
+# Views are listed and watched (the controller's watch), never read one by one nor written; the
+# operator writes their status with server-side apply (a patch).
 - apiGroups: ["gpu.ppio.io"]
   resources: ["gpuinstanceviews"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["gpu.ppio.io"]
   resources: ["gpuinstanceviews/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Owner references with blockOwnerDeletion need update on the owner's finalizers subresource where
 # the OwnerReferencesPermissionEnforcement admission plugin runs.
 - apiGroups: ["gpu.ppio.io"]
   resources: ["gpuinstanceviews/finalizers"]
   verbs: ["update"]
-# The mirrors: created, kept current and pruned by the operator.
+# The mirrors: known from a metadata-only watch (list, watch), read before a changed one is rewritten
+# (get), written with server-side apply (a patch, which needs create as well when the mirror is new),
+# pruned with delete; status written the same way.
 - apiGroups: ["gpu.ppio.io"]
   resources: ["gpuinstances"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["gpu.ppio.io"]
   resources: ["gpuinstances/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Only get: the operator reads the one Secret a view names, at each sync, and never lists or watches.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events on views when a sync starts failing or recovers.
+# Events on views when a sync starts failing or recovers (created, or patched when one repeats).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+The pods' affinity: `affinity` as given, else the anti-affinity of podAntiAffinityPreset that keeps
+replicas on different nodes (preferred when soft, required when hard), else none.
+*/}}
+{{- define "ppio-gpu-operator.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if .Values.podAntiAffinityPreset }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "ppio-gpu-operator.selectorLabels" . | fromYaml)) }}
+podAntiAffinity:
+{{- if eq .Values.podAntiAffinityPreset "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - {{ toYaml $term | nindent 6 | trim }}
+{{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        {{- toYaml $term | nindent 8 }}
+{{- end }}
+{{- end }}
 {{- end }}
