@@ -231,6 +231,56 @@ fn default_deployment_runs_the_hardened_operator_with_leader_election() {
 }
 
 #[test]
+fn each_release_of_a_sharded_install_syncs_its_shard_on_its_own_lease() {
+    let deployment_args = |release: &str, selector: &str| {
+        let set = format!("watchLabelSelector={selector}");
+        let rendered = render(release, "ppio-system", &["--set-string", &set]);
+        let [deployment] = rendered
+            .objects::<Deployment>("Deployment")
+            .try_into()
+            .unwrap_or_else(|found: Vec<_>| panic!("one Deployment, found {}", found.len()));
+        let pod = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        pod.containers[0].args.clone().unwrap_or_default()
+    };
+    let shard = deployment_args("shard1", "sharding.ppio.io/key in (shard1)");
+    assert!(
+        shard
+            .iter()
+            .any(|a| a == "--watch-label-selector=sharding.ppio.io/key in (shard1)"),
+        "{shard:?}"
+    );
+    let rest = deployment_args("ppio", "!sharding.ppio.io/key");
+    assert!(
+        rest.iter()
+            .any(|a| a == "--watch-label-selector=!sharding.ppio.io/key"),
+        "{rest:?}"
+    );
+    assert_ne!(
+        container_arg(&shard, "--lease-name="),
+        container_arg(&rest, "--lease-name="),
+        "each shard leads on a Lease of its own"
+    );
+    let unsharded = render("ppio", "ppio-system", &[]);
+    assert!(
+        !format!("{:?}", unsharded.objects::<Deployment>("Deployment"))
+            .contains("--watch-label-selector"),
+        "no selector by default"
+    );
+    assert!(
+        helm_template(
+            "bad",
+            "ppio-system",
+            &["--set-string", "watchLabelSelector=team=ml"]
+        )
+        .is_err(),
+        "the schema refuses a selector on another label"
+    );
+}
+
+#[test]
 fn cluster_wide_rbac_grants_exactly_what_the_operator_needs() {
     let rendered = render("ppio", "ppio-system", &[]);
     let account = rendered.operator_account();
