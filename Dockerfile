@@ -27,9 +27,14 @@ ENV CC_x86_64_unknown_linux_musl=musl-gcc \
 WORKDIR /src
 
 # Dependencies in a layer of their own, rebuilt only when Cargo.toml or Cargo.lock change: build a stub
-# crate with the real manifests, then forget the stub's own artifacts so the real sources rebuild.
+# crate with the real manifests, then forget the stub's own artifacts so the real sources rebuild. The
+# workspace's other member, the PPIO simulator, only needs its manifest (and empty sources) for Cargo
+# to load the workspace: it is a dev-dependency and never part of the image.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY simulator/Cargo.toml simulator/Cargo.toml
+RUN mkdir -p src simulator/src \
+ && touch simulator/src/lib.rs \
+ && echo 'fn main() {}' > simulator/src/main.rs \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
  && cargo build --release --locked --target "$TARGET" --bin ppio-gpu-operator \

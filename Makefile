@@ -37,7 +37,7 @@ KUBE_SCORE_IGNORED := container-image-pull-policy
 ## test: build the control plane and the tools, check formatting and lints, lint and score the chart,
 ## run every test.
 test: control-plane helm lint chart chart-score
-	cargo test --locked
+	cargo test --workspace --locked
 
 ## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
 control-plane:
@@ -46,7 +46,7 @@ control-plane:
 ## lint: rustfmt and clippy, warnings are errors.
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 ## helm: build helm from tools/helm/go.mod into target/tools/helm (cached by Go).
 helm:

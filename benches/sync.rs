@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_operator::plan::{self, InstancePlan, Observed};
 use ppio_gpu_operator::ppio::Page;
-use ppio_gpu_operator::simulator::generate_instances;
+use ppio_simulator::generate_instances;
 
 /// Counts live and peak heap bytes, to report memory per instance.
 struct CountingAllocator;

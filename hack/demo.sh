@@ -31,7 +31,7 @@ wait_for_line() {
 
 echo "demo: building (the first build takes a few minutes)"
 make --no-print-directory control-plane
-cargo build --quiet --locked --bin ppio-gpu-operator --bin ppio-simulator
+cargo build --quiet --locked --bins -p ppio-gpu-operator -p ppio-simulator
 
 echo "demo: starting the control plane (etcd + kube-apiserver + garbage collector)"
 target/control-plane/kube-control-plane --data-dir "$demo_dir/control-plane" \

@@ -3,7 +3,8 @@
 //! A `GpuInstanceView` ([`api`]) names a PPIO account, filters and an interval; the [`controller`]
 //! lists the matching instances with the [`ppio`] client, decides what to write with [`plan`] (using
 //! [`mirror`] to turn each instance into a `GpuInstance`), and writes it with server-side apply.
-//! [`simulator`] serves a faithful PPIO API for tests and the local demo.
+//! The PPIO simulator that tests and the local demo use is a crate of its own (`simulator/`): it never
+//! ships in the operator.
 
 pub mod api;
 pub mod controller;
@@ -13,7 +14,6 @@ pub mod metrics;
 pub mod mirror;
 pub mod plan;
 pub mod ppio;
-pub mod simulator;
 pub mod status;
 pub mod telemetry;
 

@@ -30,7 +30,7 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use ppio_gpu_operator::simulator::load_instances;
+use ppio_simulator::load_instances;
 
 use crate::support::control_plane::target_dir;
 use crate::support::operator::{API_KEY, start_simulator};

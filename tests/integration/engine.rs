@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use ppio_gpu_operator::simulator::generate_instances;
+use ppio_simulator::generate_instances;
 use serde_json::json;
 
 use crate::support::operator::{API_KEY, Fixture, RunningOperator, create_secret};

@@ -9,7 +9,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::simulator::{Fault, FaultKind, generate_instances, load_instances};
+use ppio_simulator::{Fault, FaultKind, generate_instances, load_instances};
 use serde_json::json;
 
 use crate::support::operator::{API_KEY, Fixture, create_secret};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams};
-use ppio_gpu_operator::simulator::generate_instances;
+use ppio_simulator::generate_instances;
 use serde_json::json;
 
 use crate::support::operator::{API_KEY, Fixture, create_secret};

@@ -13,7 +13,7 @@ use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
 use ppio_gpu_operator::http::Health;
 use ppio_gpu_operator::metrics::Metrics;
-use ppio_gpu_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
+use ppio_simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 use url::Url;
 

@@ -183,7 +183,7 @@ fn not_found(id: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use crate::simulator::{Fault, FaultKind, Simulator, SimulatorConfig};
+    use crate::{Fault, FaultKind, Simulator, SimulatorConfig};
     use axum::body::Body;
     use axum::http::{Method, Request, StatusCode, header};
     use serde_json::{Value, json};

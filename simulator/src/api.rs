@@ -270,7 +270,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::{Fault, SimulatorConfig, generate_instances};
+    use crate::{Fault, SimulatorConfig, generate_instances};
     use axum::body::Body;
     use axum::http::Request;
     use serde_json::Value;

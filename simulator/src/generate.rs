@@ -650,7 +650,7 @@ mod tests {
 
     #[test]
     fn records_carry_every_documented_field() {
-        let fields = crate::simulator::records::RECORD_FIELDS;
+        let fields = crate::records::RECORD_FIELDS;
         for record in generate_instances(30, 5) {
             for field in fields {
                 assert!(record.get(field).is_some(), "{field} missing in {record}");

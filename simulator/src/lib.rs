@@ -1,6 +1,6 @@
 //! A faithful simulator of the PPIO GPU API v2 list endpoint, for tests and the local demo.
 //!
-//! The real API cannot be reached from tests, so this module serves `GET /gpus/v2/instances` the way
+//! The real API cannot be reached from tests, so this crate serves `GET /gpus/v2/instances` the way
 //! the documented API and the observed service behave (see `shared/ppio/` beside the repository), from
 //! instance records it holds as PPIO wire-format JSON. It does **not** use the project's PPIO client
 //! types: the client is tested against an independent implementation of the wire format.
@@ -62,7 +62,7 @@
 //! # In process
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
-//! use ppio_gpu_operator::simulator::{Fault, FaultKind, Simulator, SimulatorConfig, generate_instances};
+//! use ppio_simulator::{Fault, FaultKind, Simulator, SimulatorConfig, generate_instances};
 //!
 //! let running = Simulator::start(SimulatorConfig {
 //!     api_keys: vec!["test-key".to_owned()],

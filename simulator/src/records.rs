@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn the_example_file_loads_and_covers_the_documented_cases() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ppio-instances.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ppio-instances.json");
         let records = load_instances(&path).expect("the example file loads");
         let fields = RECORD_FIELDS;
         for record in &records {

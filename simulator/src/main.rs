@@ -3,7 +3,7 @@
 //! It prints exactly one line, `LISTENING http://<addr>`, on stdout once the port is bound (scripts
 //! wait for it), logs to stderr, and stops cleanly on SIGTERM or Ctrl-C. The simulator itself, its
 //! list endpoint and its `/_simulator/` control endpoints are documented in
-//! `ppio_gpu_operator::simulator`.
+//! `ppio_simulator`.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -11,9 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use ppio_gpu_operator::simulator::{
-    Simulator, SimulatorConfig, generate_instances, load_instances,
-};
+use ppio_simulator::{Simulator, SimulatorConfig, generate_instances, load_instances};
 use tracing_subscriber::EnvFilter;
 
 /// How long open requests may run on after SIGTERM or Ctrl-C.
