@@ -13,7 +13,7 @@ use ppio_gpu_operator::leadership::{Leadership, LeaseSettings};
 use ppio_gpu_operator::metrics::Metrics;
 use ppio_gpu_operator::ppio;
 use ppio_gpu_operator::telemetry::{self, LogFormat};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
 
@@ -176,17 +176,16 @@ async fn run(args: RunArgs) -> ExitCode {
     let health = Arc::new(Health::default());
 
     // One stop signal for everything: SIGTERM or Ctrl-C, or the controller ending for another reason.
-    let (stop, stopped) = watch::channel(false);
-    let stop = Arc::new(stop);
+    let stop = CancellationToken::new();
     {
         let stop = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             info!("shutting down");
-            let _ = stop.send(true);
+            stop.cancel();
         });
     }
-    let stopping = Stopping(stopped);
+    let stopping = stop.clone();
 
     let listener = match tokio::net::TcpListener::bind(args.http_address).await {
         Ok(listener) => listener,
@@ -206,7 +205,7 @@ async fn run(args: RunArgs) -> ExitCode {
         health.clone(),
         metrics.clone(),
         metrics_auth,
-        stopping.wait(),
+        stopping.clone().cancelled_owned(),
     ));
 
     info!(namespaces = ?args.namespaces, %identity, version = env!("CARGO_PKG_VERSION"), "starting");
@@ -251,7 +250,7 @@ async fn run(args: RunArgs) -> ExitCode {
         .await;
         ExitCode::SUCCESS
     };
-    let _ = stop.send(true);
+    stop.cancel();
     let _ = server.await;
     info!("stopped");
     code
@@ -262,20 +261,6 @@ async fn run(args: RunArgs) -> ExitCode {
 /// the chart's terminationGracePeriodSeconds (30), with the Lease release (at most 5 s) after it, so
 /// the Lease is released before the pod is killed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The shutdown signal, shareable.
-#[derive(Clone)]
-struct Stopping(watch::Receiver<bool>);
-
-impl Stopping {
-    /// Resolves once shutdown was asked for.
-    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-        let mut stopped = self.0.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    }
-}
 
 /// How the controller ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -292,12 +277,17 @@ async fn run_controller(
     context: Arc<Context>,
     namespaces: Vec<String>,
     health: Arc<Health>,
-    stopping: &Stopping,
+    stopping: &CancellationToken,
     abort: impl std::future::Future<Output = ()>,
 ) -> Ended {
-    let controller = controller::run(context, namespaces, health, stopping.wait());
+    let controller = controller::run(
+        context,
+        namespaces,
+        health,
+        stopping.clone().cancelled_owned(),
+    );
     let drain_expired = {
-        let stop = stopping.wait();
+        let stop = stopping.clone().cancelled_owned();
         async move {
             stop.await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -323,11 +313,11 @@ async fn run_as_elected(
     namespaces: Vec<String>,
     health: Arc<Health>,
     metrics: Metrics,
-    stopping: &Stopping,
+    stopping: &CancellationToken,
 ) -> ExitCode {
     let joined = tokio::select! {
         joined = Leadership::join(client, &lease) => joined,
-        _ = stopping.wait() => return ExitCode::SUCCESS,
+        _ = stopping.cancelled() => return ExitCode::SUCCESS,
     };
     let mut leadership = match joined {
         Ok(leadership) => leadership,
@@ -344,7 +334,7 @@ async fn run_as_elected(
                 return ExitCode::FAILURE;
             }
         }
-        _ = stopping.wait() => {
+        _ = stopping.cancelled() => {
             leadership.release().await;
             return ExitCode::SUCCESS;
         }

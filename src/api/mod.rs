@@ -22,11 +22,11 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 }
 
 /// The CRDs as one multi-document YAML stream, as `ppio-gpu-operator crd` prints it and `crds/` holds it.
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&serde_yaml_ng::to_string(&crd)?);
     }
     Ok(out)
 }

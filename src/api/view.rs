@@ -358,6 +358,10 @@ impl BillingMode {
 
 /// Parses a Go-style duration (`90s`, `1m30s`, `1.5h`, `500ms`), the syntax the API server's CEL
 /// `duration()` accepts, so what the schema admits is what the operator understands.
+///
+/// Not `kube::core::Duration`: it parses all of Go's syntax, including what the schema refuses
+/// (negative durations, `ns`/`us` units, `.5s`), and this parser is the schema's rule, tested
+/// against it.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();
     if rest.is_empty() {

@@ -118,7 +118,7 @@ fn chart_app_version_is_the_crate_version() {
     struct ChartYaml {
         app_version: String,
     }
-    let chart: ChartYaml = serde_yaml::from_str(&read(&chart_dir().join("Chart.yaml")))
+    let chart: ChartYaml = serde_yaml_ng::from_str(&read(&chart_dir().join("Chart.yaml")))
         .expect("Chart.yaml has an appVersion");
     assert_eq!(
         chart.app_version,
@@ -1147,7 +1147,7 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
         .await
         .expect("create the API key Secret");
     let view = tempfile_with(
-        &serde_yaml::to_string(&serde_json::json!({
+        &serde_yaml_ng::to_string(&serde_json::json!({
             "apiVersion": "gpu.ppio.io/v1alpha1",
             "kind": "GpuInstanceView",
             "metadata": { "name": "account", "namespace": watched.name },
@@ -1197,7 +1197,7 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
 
     // A view whose Secret is missing fails, and the operator records that in an Event.
     let broken = tempfile_with(
-        &serde_yaml::to_string(&serde_json::json!({
+        &serde_yaml_ng::to_string(&serde_json::json!({
             "apiVersion": "gpu.ppio.io/v1alpha1",
             "kind": "GpuInstanceView",
             "metadata": { "name": "no-key", "namespace": watched.name },
@@ -1486,9 +1486,9 @@ fn helm_template(release: &str, namespace: &str, args: &[&str]) -> Result<String
 fn render(release: &str, namespace: &str, args: &[&str]) -> Rendered {
     let yaml = helm_template(release, namespace, args)
         .unwrap_or_else(|e| panic!("helm template {args:?} failed: {e}"));
-    let documents = serde_yaml::Deserializer::from_str(&yaml)
+    let documents = serde_yaml_ng::Deserializer::from_str(&yaml)
         .map(|document| {
-            serde_yaml::Value::deserialize(document)
+            serde_yaml_ng::Value::deserialize(document)
                 .unwrap_or_else(|e| panic!("helm rendered invalid YAML: {e}\n{yaml}"))
         })
         .filter(|document| !document.is_null())
@@ -1499,11 +1499,11 @@ fn render(release: &str, namespace: &str, args: &[&str]) -> Rendered {
 /// What `helm template` printed, as YAML documents.
 struct Rendered {
     yaml: String,
-    documents: Vec<serde_yaml::Value>,
+    documents: Vec<serde_yaml_ng::Value>,
 }
 
 impl Rendered {
-    fn of_kind(&self, kind: &str) -> Vec<&serde_yaml::Value> {
+    fn of_kind(&self, kind: &str) -> Vec<&serde_yaml_ng::Value> {
         self.documents
             .iter()
             .filter(|d| d["kind"].as_str() == Some(kind))
@@ -1518,7 +1518,7 @@ impl Rendered {
         self.of_kind(kind)
             .into_iter()
             .map(|d| {
-                serde_yaml::from_value(d.clone())
+                serde_yaml_ng::from_value(d.clone())
                     .unwrap_or_else(|e| panic!("rendered {kind} does not parse: {e}"))
             })
             .collect()
@@ -1530,7 +1530,7 @@ impl Rendered {
             .into_iter()
             .find(|d| d["metadata"]["name"].as_str() == Some(name))
             .unwrap_or_else(|| panic!("no {kind} named {name} in:\n{}", self.yaml));
-        serde_yaml::from_value(document.clone())
+        serde_yaml_ng::from_value(document.clone())
             .unwrap_or_else(|e| panic!("rendered {kind} {name} does not parse: {e}"))
     }
 
@@ -1803,13 +1803,13 @@ fn install_chart_crds() {
 }
 
 /// Writes documents to a temporary YAML file for kubectl.
-fn manifest_file(documents: &[&serde_yaml::Value]) -> tempfile::NamedTempFile {
+fn manifest_file(documents: &[&serde_yaml_ng::Value]) -> tempfile::NamedTempFile {
     let manifest: String = documents
         .iter()
         .map(|d| {
             format!(
                 "---\n{}",
-                serde_yaml::to_string(d).expect("serialize a document")
+                serde_yaml_ng::to_string(d).expect("serialize a document")
             )
         })
         .collect();
@@ -1979,16 +1979,16 @@ async fn service_account_token(client: &Client, account: &Subject) -> String {
 /// A kubeconfig for the shared control plane that authenticates as `account` (a TokenRequest token).
 async fn service_account_kubeconfig(client: &Client, account: &Subject) -> tempfile::NamedTempFile {
     let token = service_account_token(client, account).await;
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&read(&shared().kubeconfig)).expect("admin kubeconfig is YAML");
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read(&shared().kubeconfig)).expect("admin kubeconfig is YAML");
     let users = config["users"]
         .as_sequence_mut()
         .expect("kubeconfig has users");
     for user in users {
         user["user"] =
-            serde_yaml::to_value(serde_json::json!({ "token": token })).expect("token as YAML");
+            serde_yaml_ng::to_value(serde_json::json!({ "token": token })).expect("token as YAML");
     }
-    tempfile_with(&serde_yaml::to_string(&config).expect("kubeconfig YAML"))
+    tempfile_with(&serde_yaml_ng::to_string(&config).expect("kubeconfig YAML"))
 }
 
 /// A temporary file holding `text`.
