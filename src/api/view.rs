@@ -83,7 +83,7 @@ pub struct GpuInstanceViewSpec {
     /// Where the PPIO API key is: a Secret in this view's namespace.
     pub credentials: Credentials,
 
-    /// Base URL of the PPIO API. Defaults to https://api.ppio.com. Any other value is accepted only
+    /// Base URL of the PPIO API. Defaults to `https://api.ppio.com`. Any other value is accepted only
     /// when the operator's endpoint allow-list permits it, since the API key is sent there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
