@@ -24,7 +24,7 @@ HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION
 	-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
 CHART := charts/ppio-gpu-operator
 
-.PHONY: test control-plane helm chart lint demo crds
+.PHONY: test control-plane helm chart lint demo crds bench
 
 ## test: build the control plane and helm, check formatting and lints, lint the chart, run every test.
 test: control-plane helm lint chart
@@ -57,3 +57,10 @@ crds:
 ## demo: run the operator locally against the test control plane and the PPIO simulator (Ctrl-C stops).
 demo:
 	hack/demo.sh
+
+## bench: the release-built operator at scale against the test control plane and the simulator, with a
+## bare server-side-apply client as yardstick; prints each number against its target. N instances
+## (default 10000), PAGE_SIZE (default 100): `N=100000 make bench`.
+bench: control-plane
+	cargo build --release --locked --bin ppio-gpu-operator --bin ppio-simulator
+	cargo bench --locked --bench scale
