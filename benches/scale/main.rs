@@ -182,15 +182,14 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     step("starting the test control plane (etcd, kube-apiserver, garbage collector)");
     let mut command = Command::new(&settings.control_plane);
     command.arg("--stop-on-stdin-eof");
-    let (_control_plane, ready) = Running::start(
+    let (_control_plane, ready) = Running::start_announcing(
         "control plane",
         command,
         &settings.logs.join("control-plane.log"),
-        Some("READY "),
+        "READY ",
         Duration::from_secs(180),
     )?;
     let kubeconfig = ready
-        .unwrap_or_default()
         .split_whitespace()
         .find_map(|field| field.strip_prefix("kubeconfig="))
         .map(PathBuf::from)
@@ -211,14 +210,13 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .arg("--max-page-size")
         .arg(settings.page_size.max(100).to_string());
     without_settings_from_environment(&mut command);
-    let (mut simulator, listening) = Running::start(
+    let (mut simulator, ppio_url) = Running::start_announcing(
         "PPIO simulator",
         command,
         &settings.logs.join("simulator.log"),
-        Some("LISTENING "),
+        "LISTENING ",
         Duration::from_secs(300),
     )?;
-    let ppio_url = listening.ok_or("the simulator printed no address")?;
 
     step("starting the release-built operator");
     let port = processes::free_local_port()?;
@@ -232,13 +230,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .args(["--log-level", "info"])
         .env("KUBECONFIG", &kubeconfig);
     without_settings_from_environment(&mut command);
-    let (mut operator, _) = Running::start(
-        "operator",
-        command,
-        &settings.logs.join("operator.log"),
-        None,
-        Duration::ZERO,
-    )?;
+    let mut operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
     wait_until_ready(&http, port, &mut operator).await?;
 
     step(&format!(

@@ -26,41 +26,21 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts `command` with its standard error (and standard output unless `ready_prefix` is given)
-    /// written to `log`. With `ready_prefix`, waits up to `timeout` for the first line of its standard
-    /// output that starts with it, and returns the rest of that line.
-    pub fn start(
+    /// Starts `command` with its standard output and standard error written to `log`.
+    pub fn start(name: &'static str, command: Command, log: &Path) -> Result<Running, String> {
+        Running::spawn(name, command, log, false)
+    }
+
+    /// Starts `command` with its standard error written to `log`, and waits up to `timeout` for the
+    /// first line of its standard output that starts with `prefix`; returns the rest of that line.
+    pub fn start_announcing(
         name: &'static str,
-        mut command: Command,
+        command: Command,
         log: &Path,
-        ready_prefix: Option<&'static str>,
+        prefix: &'static str,
         timeout: Duration,
-    ) -> Result<(Running, Option<String>), String> {
-        let log_file =
-            File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let stdout = match ready_prefix {
-            Some(_) => Stdio::piped(),
-            None => Stdio::from(
-                log_file
-                    .try_clone()
-                    .map_err(|e| format!("cannot share {}: {e}", log.display()))?,
-            ),
-        };
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(stdout)
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .map_err(|e| format!("cannot start the {name} ({command:?}): {e}"))?;
-        let mut running = Running {
-            name,
-            stdin: child.stdin.take(),
-            child,
-            log: log.to_owned(),
-        };
-        let Some(prefix) = ready_prefix else {
-            return Ok((running, None));
-        };
+    ) -> Result<(Running, String), String> {
+        let mut running = Running::spawn(name, command, log, true)?;
         let Some(stdout) = running.child.stdout.take() else {
             return Err(format!("the {name}'s standard output is not piped"));
         };
@@ -74,7 +54,7 @@ impl Running {
             for _ in lines {}
         });
         match ready_rx.recv_timeout(timeout) {
-            Ok(Some(line)) => Ok((running, Some(line[prefix.len()..].trim().to_owned()))),
+            Ok(Some(line)) => Ok((running, line[prefix.len()..].trim().to_owned())),
             Ok(None) => Err(format!(
                 "the {name} exited before it printed \"{prefix}\"; its log is {}",
                 running.log.display()
@@ -84,6 +64,37 @@ impl Running {
                 running.log.display()
             )),
         }
+    }
+
+    fn spawn(
+        name: &'static str,
+        mut command: Command,
+        log: &Path,
+        pipe_stdout: bool,
+    ) -> Result<Running, String> {
+        let log_file =
+            File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let stdout = if pipe_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::from(
+                log_file
+                    .try_clone()
+                    .map_err(|e| format!("cannot share {}: {e}", log.display()))?,
+            )
+        };
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(stdout)
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .map_err(|e| format!("cannot start the {name} ({command:?}): {e}"))?;
+        Ok(Running {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            log: log.to_owned(),
+        })
     }
 
     /// The process ID.
