@@ -32,7 +32,7 @@ KUBE_SCORE_KUBERNETES := v1.30
 # kube-score checks the chart does not follow; charts/ppio-gpu-operator/README.md says why for each.
 KUBE_SCORE_IGNORED := container-image-pull-policy
 
-.PHONY: test control-plane helm kube-score chart chart-score lint demo crds
+.PHONY: test control-plane helm kube-score chart chart-score lint demo crds bench
 
 ## test: build the control plane and the tools, check formatting and lints, lint and score the chart,
 ## run every test.
@@ -85,3 +85,10 @@ crds:
 ## demo: run the operator locally against the test control plane and the PPIO simulator (Ctrl-C stops).
 demo:
 	hack/demo.sh
+
+## bench: the release-built operator at scale against the test control plane and the simulator, with a
+## bare server-side-apply client as yardstick; prints each number against its target. N instances
+## (default 10000), PAGE_SIZE (default 100): `N=100000 make bench`.
+bench: control-plane
+	cargo build --release --locked --bins -p ppio-gpu-operator -p ppio-simulator
+	cargo bench --locked --bench scale

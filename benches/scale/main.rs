@@ -1,0 +1,613 @@
+//! The real operator process at scale: `make bench` (or `N=100000 PAGE_SIZE=100 make bench`).
+//!
+//! Starts the test control plane, the PPIO simulator with N generated instances and the release-built
+//! operator (one namespace, no leader election, no PPIO request limit, `--log-level info`), and measures
+//! from outside, through the operator's CLI, the API server and the simulator, so that it measures
+//! whatever the operator binary does:
+//! - the first mirror of one view (`pageSize` PAGE_SIZE, `syncInterval` 30s): from the view's creation
+//!   until its status says every instance is mirrored and it is Ready; against a bare server-side-apply
+//!   client writing the same objects, run first, in another namespace, with nothing else running;
+//! - the operator's peak resident memory (`VmHWM`) over the first mirror and three syncs in which
+//!   nothing changed (asked for with the refresh annotation);
+//! - per such sync: the operator's CPU time, the API server's requests by verb and resource (from its
+//!   own `apiserver_request_total`, less the benchmark's own requests), and PPIO requests.
+//!
+//! Prints each against its target with PASS or FAIL. Exits 0 whatever the numbers; non-zero only when
+//! the run itself broke. Every process it started is stopped at the end, on error and on Ctrl-C.
+
+mod bare_client;
+mod processes;
+mod report;
+mod requests;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use ppio_gpu_operator::api::condition::{self, ConditionStatus};
+use ppio_gpu_operator::api::view::REFRESH_ANNOTATION;
+use ppio_gpu_operator::api::{GROUP, GpuInstanceView};
+use serde_json::{Value, json};
+
+use processes::{ProcessCounters, Running};
+use report::Measurements;
+use requests::{PpioRequests, RequestCounts, RequestKind};
+
+/// Instances when `N` is not set.
+const DEFAULT_INSTANCES: usize = 10_000;
+/// The view's `pageSize` when `PAGE_SIZE` is not set.
+const DEFAULT_PAGE_SIZE: usize = 100;
+/// The view's `syncInterval`.
+const SYNC_INTERVAL: &str = "30s";
+/// Concurrent writers of the bare client.
+const BARE_WORKERS: usize = 16;
+/// Syncs in which nothing changed, after the first mirror.
+const NO_OP_SYNCS: usize = 3;
+/// How often the view is read while waiting on it.
+const POLL: Duration = Duration::from_millis(200);
+/// A pause before reading counters after a phase, so that work the operator does right after its
+/// last write (handling the watch event of its own status write, say) is counted in that phase.
+const SETTLE: Duration = Duration::from_secs(1);
+/// The API key the simulator accepts; a test value.
+const API_KEY: &str = "sk-bench-0123456789abcdef";
+/// The namespace the operator syncs.
+const OPERATOR_NAMESPACE: &str = "bench-operator";
+/// The namespace the bare client writes to; the operator does not watch it.
+const BARE_NAMESPACE: &str = "bench-bare";
+/// The view's name in both namespaces, so both write objects of the same names.
+const VIEW: &str = "bench";
+/// The API key Secret.
+const SECRET: &str = "ppio";
+
+fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run(&settings) => outcome,
+            () = interrupted() => Err("interrupted; stopping everything it started".to_owned()),
+        }
+    });
+    match outcome {
+        Ok(measurements) => {
+            report::print(&measurements);
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// What to run, from the environment.
+struct Settings {
+    instances: usize,
+    page_size: usize,
+    control_plane: PathBuf,
+    operator: PathBuf,
+    simulator: PathBuf,
+    logs: PathBuf,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings, String> {
+        let instances = env_number("N", DEFAULT_INSTANCES, 1, 10_000_000)?;
+        let page_size = env_number("PAGE_SIZE", DEFAULT_PAGE_SIZE, 1, 200)?;
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        let control_plane = std::env::var_os("KUBE_CONTROL_PLANE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| target.join("control-plane/kube-control-plane"));
+        let operator = target.join("release/ppio-gpu-operator");
+        let simulator = target.join("release/ppio-simulator");
+        for binary in [&control_plane, &operator, &simulator] {
+            if !binary.is_file() {
+                return Err(format!(
+                    "{} is missing: `make bench` builds it (the control plane with Go, the operator and \
+                     the simulator with `cargo build --release`)",
+                    binary.display()
+                ));
+            }
+        }
+        let started = jiff::Timestamp::now().as_second();
+        let logs = target.join(format!("bench/scale-{instances}-{started}"));
+        Ok(Settings {
+            instances,
+            page_size,
+            control_plane,
+            operator,
+            simulator,
+            logs,
+        })
+    }
+}
+
+/// A whole number from the environment variable `name`, `default` when unset.
+fn env_number(name: &str, default: usize, min: usize, max: usize) -> Result<usize, String> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(default);
+    };
+    text.trim()
+        .replace('_', "")
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{name}={text}: expected a whole number from {min} to {max}"))
+}
+
+/// The whole benchmark: start everything, measure, stop everything (when the locals are dropped, in
+/// reverse order: the operator, the simulator, then the control plane).
+async fn run(settings: &Settings) -> Result<Measurements, String> {
+    let n = settings.instances;
+    std::fs::create_dir_all(&settings.logs)
+        .map_err(|e| format!("cannot create {}: {e}", settings.logs.display()))?;
+    let ticks_per_second = processes::ticks_per_second()?;
+    let load_at_start = processes::load_average();
+    let http = reqwest::Client::new();
+
+    step("starting the test control plane (etcd, kube-apiserver, garbage collector)");
+    let mut command = Command::new(&settings.control_plane);
+    command.arg("--stop-on-stdin-eof");
+    let (_control_plane, ready) = Running::start_announcing(
+        "control plane",
+        command,
+        &settings.logs.join("control-plane.log"),
+        "READY ",
+        Duration::from_secs(180),
+    )?;
+    let kubeconfig = ready
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("kubeconfig="))
+        .map(PathBuf::from)
+        .ok_or("the control plane's READY line names no kubeconfig")?;
+    let client = admin_client(&kubeconfig).await?;
+    install_crds(&client).await?;
+    for namespace in [OPERATOR_NAMESPACE, BARE_NAMESPACE] {
+        create_namespace(&client, namespace).await?;
+    }
+    create_secret(&client, OPERATOR_NAMESPACE).await?;
+
+    step(&format!("starting the PPIO simulator with {n} instances"));
+    let mut command = Command::new(&settings.simulator);
+    command
+        .args(["--listen", "127.0.0.1:0", "--api-key", API_KEY])
+        .arg("--generate")
+        .arg(n.to_string())
+        .arg("--max-page-size")
+        .arg(settings.page_size.max(100).to_string());
+    without_settings_from_environment(&mut command);
+    let (mut simulator, ppio_url) = Running::start_announcing(
+        "PPIO simulator",
+        command,
+        &settings.logs.join("simulator.log"),
+        "LISTENING ",
+        Duration::from_secs(300),
+    )?;
+
+    step("starting the release-built operator");
+    let port = processes::free_local_port()?;
+    let mut command = Command::new(&settings.operator);
+    command
+        .args(["run", "--namespace", OPERATOR_NAMESPACE])
+        .args(["--allowed-endpoint", &ppio_url])
+        .args(["--leader-election", "false"])
+        .args(["--http-address", &format!("127.0.0.1:{port}")])
+        .args(["--ppio-requests-per-minute", "0"])
+        .args(["--log-level", "info"])
+        .env("KUBECONFIG", &kubeconfig);
+    without_settings_from_environment(&mut command);
+    let mut operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
+    wait_until_ready(&http, port, &mut operator).await?;
+
+    step(&format!(
+        "bare client: server-side apply of the same {n} objects and their statuses, {BARE_WORKERS} workers"
+    ));
+    let records = simulator_records(&http, &ppio_url).await?;
+    if records.len() != n {
+        return Err(format!(
+            "the simulator holds {} instances, not {n}",
+            records.len()
+        ));
+    }
+    let bare_view = create_view(&client, BARE_NAMESPACE, &ppio_url, settings.page_size).await?;
+    let (bare, bare_objects) =
+        bare_client::apply_mirrors(&client, &bare_view, records, BARE_WORKERS).await?;
+    if bare_objects != n {
+        return Err(format!(
+            "the bare client planned {bare_objects} objects, not {n}"
+        ));
+    }
+    // Let the API server and etcd finish what the bare client caused before the operator starts.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    step(&format!(
+        "first mirror: creating the view (pageSize {}, syncInterval {SYNC_INTERVAL})",
+        settings.page_size
+    ));
+    let mut views = ViewReader::new(&client, OPERATOR_NAMESPACE);
+    let before = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
+    let started = Instant::now();
+    create_view(&client, OPERATOR_NAMESPACE, &ppio_url, settings.page_size).await?;
+    views
+        .wait_for(
+            &mut operator,
+            "every instance to be mirrored and the view Ready",
+            Duration::from_secs(300) + Duration::from_millis(20) * n as u32,
+            |view| fully_mirrored(view, n),
+        )
+        .await?;
+    let first_mirror = started.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let after = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
+    let mut first_mirror_api = after.api.since(&before.api);
+    first_mirror_api.discount(&view_request("POST", ""), 1.0);
+    first_mirror_api.discount(&view_request("GET", ""), views.take_reads() as f64);
+    let first_mirror_cpu = after.process.cpu.saturating_sub(before.process.cpu);
+    let first_mirror_ppio = after.ppio.since(&before.ppio);
+    let peak_rss_after_first_mirror = after.process.peak_rss;
+
+    step(&format!(
+        "{NO_OP_SYNCS} syncs in which nothing changed (refresh annotation)"
+    ));
+    let before_no_op = after;
+    let started = Instant::now();
+    for sync in 1..=NO_OP_SYNCS {
+        let value = format!("bench-{sync}-{}", jiff::Timestamp::now().as_nanosecond());
+        request_refresh(&client, &value).await?;
+        views
+            .wait_for(
+                &mut operator,
+                &format!("the view to answer refresh {value}"),
+                Duration::from_secs(60) + Duration::from_millis(5) * n as u32,
+                |view| {
+                    view.status
+                        .as_ref()
+                        .and_then(|s| s.last_handled_refresh.as_deref())
+                        == Some(value.as_str())
+                },
+            )
+            .await?;
+    }
+    let no_op_wall = started.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let after_no_op = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
+    let mut no_op_api = after_no_op.api.since(&before_no_op.api);
+    no_op_api.discount(&view_request("PATCH", ""), NO_OP_SYNCS as f64);
+    no_op_api.discount(&view_request("GET", ""), views.take_reads() as f64);
+    let no_op_ppio = after_no_op.ppio.since(&before_no_op.ppio);
+    if no_op_ppio.listings == 0 {
+        return Err("the operator listed nothing from PPIO during the syncs asked for".to_owned());
+    }
+    simulator.ensure_running()?;
+    operator.ensure_running()?;
+
+    step("done; stopping everything");
+    Ok(Measurements {
+        instances: n,
+        page_size: settings.page_size,
+        first_mirror,
+        bare,
+        bare_workers: BARE_WORKERS,
+        first_mirror_cpu,
+        first_mirror_api,
+        first_mirror_ppio,
+        peak_rss_after_first_mirror,
+        peak_rss: after_no_op.process.peak_rss,
+        no_op_syncs_asked: NO_OP_SYNCS,
+        no_op_syncs: no_op_ppio.listings,
+        no_op_wall,
+        no_op_cpu: after_no_op
+            .process
+            .cpu
+            .saturating_sub(before_no_op.process.cpu),
+        no_op_api,
+        no_op_ppio,
+        load_at_start,
+        load_at_end: processes::load_average(),
+        logs: settings.logs.clone(),
+    })
+}
+
+/// Prints what the benchmark is doing, on standard error (the report goes to standard output).
+fn step(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+/// Leaves out the operator's and the simulator's settings from the caller's environment, so that only
+/// the benchmark's flags count.
+fn without_settings_from_environment(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("PPIO_OPERATOR_") || name.starts_with("PPIO_SIMULATOR_") {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command.env_remove("RUST_LOG");
+}
+
+/// The counters read before and after each phase.
+struct Sample {
+    process: ProcessCounters,
+    api: RequestCounts,
+    ppio: PpioRequests,
+}
+
+impl Sample {
+    async fn take(
+        client: &kube::Client,
+        http: &reqwest::Client,
+        ppio_url: &str,
+        operator: &Running,
+        ticks_per_second: u64,
+    ) -> Result<Sample, String> {
+        Ok(Sample {
+            process: processes::counters(operator.pid(), ticks_per_second)?,
+            api: RequestCounts::read(client).await?,
+            ppio: PpioRequests::read(http, ppio_url).await?,
+        })
+    }
+}
+
+/// A request of the benchmark's own to the view, to take away from the API server's counts.
+fn view_request(verb: &str, subresource: &str) -> RequestKind {
+    RequestKind::new(verb, GROUP, "gpuinstanceviews", subresource)
+}
+
+/// Reads the operator's view, counting its own reads.
+struct ViewReader {
+    views: Api<GpuInstanceView>,
+    reads: usize,
+}
+
+impl ViewReader {
+    fn new(client: &kube::Client, namespace: &str) -> ViewReader {
+        ViewReader {
+            views: Api::namespaced(client.clone(), namespace),
+            reads: 0,
+        }
+    }
+
+    /// The reads since the last call.
+    fn take_reads(&mut self) -> usize {
+        std::mem::take(&mut self.reads)
+    }
+
+    /// Reads the view every [`POLL`] until `done` holds, the operator exits, the view is Stalled, or
+    /// `timeout` passes.
+    async fn wait_for(
+        &mut self,
+        operator: &mut Running,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&GpuInstanceView) -> bool,
+    ) -> Result<GpuInstanceView, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            operator.ensure_running()?;
+            self.reads += 1;
+            let view = self
+                .views
+                .get(VIEW)
+                .await
+                .map_err(|e| format!("cannot read the view: {e}"))?;
+            if done(&view) {
+                return Ok(view);
+            }
+            let conditions = view.status.as_ref().map(|s| s.conditions.as_slice());
+            let stalled = conditions
+                .and_then(|c| condition::find(c, condition::STALLED))
+                .filter(|c| c.status == ConditionStatus::True);
+            if let Some(stalled) = stalled {
+                return Err(format!(
+                    "the view is Stalled ({}): {}",
+                    stalled.reason, stalled.message
+                ));
+            }
+            if Instant::now() >= deadline {
+                let status = serde_json::to_string(&view.status).unwrap_or_default();
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for {what}; the view's status: {status}"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Whether the view's status says all `instances` are mirrored and it is Ready, for its current spec.
+fn fully_mirrored(view: &GpuInstanceView, instances: usize) -> bool {
+    let Some(status) = &view.status else {
+        return false;
+    };
+    let ready = condition::find(&status.conditions, condition::READY)
+        .is_some_and(|c| c.status == ConditionStatus::True);
+    ready
+        && status.observed_generation == view.metadata.generation
+        && status.mirrored_count == i64::try_from(instances).ok()
+}
+
+/// An admin client of the control plane.
+async fn admin_client(kubeconfig: &Path) -> Result<kube::Client, String> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| format!("cannot read {}: {e}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .map_err(|e| format!("invalid kubeconfig {}: {e}", kubeconfig.display()))?;
+    kube::Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
+}
+
+/// Installs the operator's CRDs and waits until the API server serves them.
+async fn install_crds(client: &kube::Client) -> Result<(), String> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ppio_gpu_operator::api::crds() {
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .map_err(|e| format!("cannot install the CRD {name}: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let established = crds
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|crd| crd.status?.conditions)
+                .is_some_and(|conditions| {
+                    conditions
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("the CRD {name} was not Established within 60 s"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) -> Result<(), String> {
+    let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } }))
+        .map_err(|e| format!("namespace {name}: {e}"))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot create the namespace {name}: {e}"))
+}
+
+/// The API key Secret the view names.
+async fn create_secret(client: &kube::Client, namespace: &str) -> Result<(), String> {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": SECRET },
+        "stringData": { "apiKey": API_KEY },
+    }))
+    .map_err(|e| format!("secret: {e}"))?;
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot create the Secret {namespace}/{SECRET}: {e}"))
+}
+
+/// Creates the view [`VIEW`] in `namespace`: every instance of the simulator's account.
+async fn create_view(
+    client: &kube::Client,
+    namespace: &str,
+    ppio_url: &str,
+    page_size: usize,
+) -> Result<GpuInstanceView, String> {
+    let view: GpuInstanceView = serde_json::from_value(json!({
+        "apiVersion": "gpu.ppio.io/v1alpha1",
+        "kind": "GpuInstanceView",
+        "metadata": { "name": VIEW },
+        "spec": {
+            "credentials": { "secretRef": { "name": SECRET } },
+            "endpoint": ppio_url,
+            "syncInterval": SYNC_INTERVAL,
+            "pageSize": page_size,
+        },
+    }))
+    .map_err(|e| format!("view: {e}"))?;
+    Api::<GpuInstanceView>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &view)
+        .await
+        .map_err(|e| format!("cannot create the view {namespace}/{VIEW}: {e}"))
+}
+
+/// Asks the operator for a sync now, with the refresh annotation.
+async fn request_refresh(client: &kube::Client, value: &str) -> Result<(), String> {
+    Api::<GpuInstanceView>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .patch(
+            VIEW,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": { REFRESH_ANNOTATION: value } } })),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot annotate the view for a refresh: {e}"))
+}
+
+/// Every record the simulator serves, in PPIO wire format (not a list request: not recorded).
+async fn simulator_records(http: &reqwest::Client, ppio_url: &str) -> Result<Vec<Value>, String> {
+    let url = format!("{ppio_url}/_simulator/instances");
+    http.get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))
+        .and_then(|body| {
+            serde_json::from_slice(&body)
+                .map_err(|e| format!("{url} did not answer a JSON array: {e}"))
+        })
+}
+
+/// Waits until the operator's `/readyz` answers 200: its watches have listed the views.
+async fn wait_until_ready(
+    http: &reqwest::Client,
+    port: u16,
+    operator: &mut Running,
+) -> Result<(), String> {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        operator.ensure_running()?;
+        let ready = http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the operator's {url} did not answer 200 within 60 s"
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
