@@ -197,12 +197,42 @@ pub fn labels_digest(labels: &BTreeMap<String, String>) -> u64 {
 /// times left out (they depend on history, not on the record). Written as
 /// [`FINGERPRINT_ANNOTATION`] with every apply.
 pub fn fingerprint(spec: &GpuInstanceSpec, status: &GpuInstanceStatus) -> u64 {
-    let mut canonical = status.clone();
-    for condition in &mut canonical.conditions {
-        condition.last_transition_time = Timestamp::UNIX_EPOCH;
+    let conditions: Vec<Condition> = status
+        .conditions
+        .iter()
+        .map(|c| Condition {
+            last_transition_time: Timestamp::UNIX_EPOCH,
+            ..c.clone()
+        })
+        .collect();
+    let mut hash = Fnv1a(FNV_OFFSET);
+    // Writing into the hash cannot fail; the JSON is hashed as it is produced, never kept.
+    let _ = serde_json::to_writer(
+        &mut hash,
+        &(
+            spec,
+            GpuInstanceStatus {
+                conditions: Vec::new(),
+                ..status.clone()
+            },
+            conditions,
+        ),
+    );
+    hash.0
+}
+
+/// FNV-1a over bytes written to it.
+struct Fnv1a(u64);
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = fnv1a_extend(self.0, bytes);
+        Ok(bytes.len())
     }
-    let json = serde_json::to_vec(&(spec, &canonical)).unwrap_or_default();
-    fnv1a_extend(FNV_OFFSET, &json)
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The annotation value of a fingerprint, and back.

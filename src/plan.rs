@@ -97,39 +97,63 @@ pub fn plan_instance(
     observed: Option<&Observed>,
     now: Timestamp,
 ) -> InstancePlan {
-    let desired = desired_mirror(view, instance, now);
-    match observed {
-        None => InstancePlan::Create(Box::new(desired)),
-        Some(observed)
-            if observed.trusted
-                && observed.absent_since.is_none()
-                && observed.digest == digest_of(&desired) =>
-        {
-            InstancePlan::Unchanged
-        }
-        Some(_) => InstancePlan::Update(Box::new(desired)),
-    }
-}
-
-/// The mirror of `instance` for `view`, its fingerprint annotation included.
-pub fn desired_mirror(
-    view: &GpuInstanceView,
-    instance: &Instance,
-    now: Timestamp,
-) -> DesiredMirror {
     let view_name = view.name_any();
-    let name = mirror::object_name(&view_name, instance.id.as_str());
     let spec = GpuInstanceSpec {
         instance_id: mirror::spec_instance_id(instance.id.as_str()),
         view: view_name.clone(),
     };
     let status = mirror::status(instance, &view.spec.mirror, &[], now);
     let fingerprint = mirror::fingerprint(&spec, &status);
+    let labels = mirror::labels(&view_name, shard_of(view), instance);
+    // Most syncs change nothing: tell that from the digest before building any object.
+    if let Some(observed) = observed
+        && observed.trusted
+        && observed.absent_since.is_none()
+        && observed.digest
+            == (Digest {
+                fingerprint,
+                labels: mirror::labels_digest(&labels),
+                owner: view.uid().as_deref().map_or(0, owner_hash),
+            })
+    {
+        return InstancePlan::Unchanged;
+    }
+    let name = mirror::object_name(&view_name, instance.id.as_str());
+    let desired = Box::new(assemble(view, name, spec, status, fingerprint, labels));
+    match observed {
+        None => InstancePlan::Create(desired),
+        Some(_) => InstancePlan::Update(desired),
+    }
+}
+
+/// The mirror of `instance` for `view`, its fingerprint annotation included.
+pub fn desired_mirror(view: &GpuInstanceView, instance: &Instance, now: Timestamp) -> DesiredMirror {
+    let view_name = view.name_any();
+    let spec = GpuInstanceSpec {
+        instance_id: mirror::spec_instance_id(instance.id.as_str()),
+        view: view_name.clone(),
+    };
+    let status = mirror::status(instance, &view.spec.mirror, &[], now);
+    let fingerprint = mirror::fingerprint(&spec, &status);
+    let labels = mirror::labels(&view_name, shard_of(view), instance);
+    let name = mirror::object_name(&view_name, instance.id.as_str());
+    assemble(view, name, spec, status, fingerprint, labels)
+}
+
+/// The object of a mirror from its parts.
+fn assemble(
+    view: &GpuInstanceView,
+    name: String,
+    spec: GpuInstanceSpec,
+    status: GpuInstanceStatus,
+    fingerprint: u64,
+    labels: BTreeMap<String, String>,
+) -> DesiredMirror {
     let object = GpuInstance {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: view.namespace(),
-            labels: Some(mirror::labels(&view_name, shard_of(view), instance)),
+            labels: Some(labels),
             annotations: Some(BTreeMap::from([(
                 mirror::FINGERPRINT_ANNOTATION.to_owned(),
                 mirror::fingerprint_text(fingerprint),

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -50,7 +50,8 @@ impl From<SyncFailure> for Failed {
 }
 
 /// Syncs `view`, holding `slot` except while it waits for its API key's request budget. The listing
-/// is abandoned after `deadline`, so that one slow account cannot hold a slot for hours.
+/// is abandoned once PPIO has taken `deadline` in all, so that one slow account cannot hold a slot
+/// for hours.
 pub(super) async fn sync_view(
     view: Arc<GpuInstanceView>,
     ctx: &Context,
@@ -91,20 +92,29 @@ pub(super) async fn sync_view(
         now: Timestamp::now(),
     };
     let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits);
-    let listed = tokio::time::timeout(deadline, async {
-        loop {
+    // The deadline bounds the time spent on PPIO (its answers and the key's budget), not the writes:
+    // a first mirror of a large account may take longer to write than any listing should take.
+    let mut ppio_time = Duration::ZERO;
+    let listed = loop {
+        let started = Instant::now();
+        let page = tokio::time::timeout(deadline.saturating_sub(ppio_time), async {
             slot.released_while(pager.pace()).await;
-            let Some(page) = pager.next_page().await? else {
-                return Ok::<_, PpioError>(());
-            };
-            for instance in page {
-                if let Some(write) = listing.plan(&instance) {
-                    writes.start(write).await;
-                }
+            pager.next_page().await
+        })
+        .await;
+        ppio_time += started.elapsed();
+        let page = match page {
+            Ok(Ok(Some(page))) => page,
+            Ok(Ok(None)) => break Ok(Ok(())),
+            Ok(Err(e)) => break Ok(Err(e)),
+            Err(elapsed) => break Err(elapsed),
+        };
+        for instance in page {
+            if let Some(write) = listing.plan(&instance) {
+                writes.start(write).await;
             }
         }
-    })
-    .await;
+    };
     let pages = pager.pages();
     let failure = match listed {
         Ok(Ok(())) => None,
