@@ -527,6 +527,9 @@ impl Page {
 }
 
 /// A list response body that does not match the record, with where in it the problem is.
+///
+/// The message may quote what the body held there, whole and unredacted (this module does not know
+/// the API key): redact it ([`super::ApiKey::redact`]) before showing or shortening it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", if path == "." { String::new() } else { format!("at {path}: ") })]
 pub struct DecodeError {
@@ -632,10 +635,12 @@ impl<'de> Visitor<'de> for LenientIntVisitor {
         if v.is_empty() {
             return Ok(None);
         }
+        // Quoted whole, never cut here: this layer does not know the API key, and a cut could
+        // split an echo of it so that redaction no longer finds it. Whoever shows the message
+        // redacts it, then shortens it (the client's `sanitize`).
         v.parse::<i64>().map(Some).map_err(|_| {
-            let shown: String = v.chars().take(40).collect();
             E::custom(format!(
-                "expected an integer or a numeric string, found the string {shown:?}"
+                "expected an integer or a numeric string, found the string {v:?}"
             ))
         })
     }
