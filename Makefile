@@ -24,11 +24,18 @@ HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION
 	-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
 CHART := charts/ppio-gpu-operator
 
-.PHONY: test control-plane helm chart lint demo crds
+.PHONY: test control-plane helm chart lint demo crds fuzz
 
 ## test: build the control plane and helm, check formatting and lints, lint the chart, run every test.
 test: control-plane helm lint chart
 	cargo test --locked
+
+## fuzz: the property tests over hostile PPIO input (page decoder, paging guards, redaction of the API
+## key), each with random cases for FUZZ_SECONDS (default 60), side by side, in a release build. A
+## failing input is shrunk and saved under tests/fuzz-corpus/, which `make test` replays.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --release --locked --test fuzz -- --ignored --test-threads=3 fuzz_
 
 ## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
 control-plane:

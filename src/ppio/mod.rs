@@ -25,7 +25,8 @@ pub use client::{Client, ClientConfig, ListQuery, Listing, ListingLimits, Reques
 pub use error::{MAX_RETRY_AFTER, PpioError};
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
-    InstanceStatus, Network, Page, Port, Prepaid, ResourceSpecs, UnknownBillingMode, Volume,
+    InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,
+    UnknownBillingMode, Volume,
 };
 pub use paging::{NextPage, Paging, Progress};
 pub use rate_limit::RateLimiter;
