@@ -35,7 +35,7 @@ test: control-plane helm lint chart
 ## failing input is shrunk and saved under tests/fuzz-corpus/, which `make test` replays.
 FUZZ_SECONDS ?= 60
 fuzz:
-	FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --release --locked --test fuzz -- --ignored --test-threads=3 fuzz_
+	FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --release --locked --test fuzz -- --ignored --test-threads=3 --nocapture fuzz_
 
 ## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
 control-plane:

@@ -1793,6 +1793,21 @@ mod tests {
         assert!(!format!("{page:?}").contains(SECRET));
     }
 
+    #[test]
+    fn a_key_sent_as_a_numeric_field_leaves_no_fragment_in_the_decode_error() {
+        let secret = "sk_live_0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b"; // 48 characters
+        let key = ApiKey::new(secret).expect("valid key");
+        let body = json!({"data": [{"id": "a", "resource_specs": {"memory_gb": secret}}],
+            "has_more": false});
+        let error = decode_page(body.to_string().as_bytes(), &key).expect_err("not a number");
+        let shown = format!("{error} {error:?}");
+        assert!(shown.contains("memory_gb"), "{shown}");
+        for run in secret.as_bytes().windows(8) {
+            let run = std::str::from_utf8(run).expect("ASCII");
+            assert!(!shown.contains(run), "{run:?} shows in {shown}");
+        }
+    }
+
     #[tokio::test]
     async fn a_record_whose_id_contains_the_api_key_fails_the_page() {
         let body = json!({"data": [{"id": "ok"}, {"id": format!("id-{SECRET}")}],

@@ -406,6 +406,40 @@ mod tests {
         assert_eq!(raw.message.as_deref(), Some("bad key [redacted]"));
     }
 
+    /// Every run of 8 characters of `key` that occurs in `text`.
+    fn fragments_of(key: &str, text: &str) -> Vec<String> {
+        key.as_bytes()
+            .windows(8)
+            .map(|run| String::from_utf8_lossy(run).into_owned())
+            .filter(|run| text.contains(run.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_key_across_the_200_character_cut_of_a_raw_body_leaves_no_fragment() {
+        let secret = "sk_live_4f9c2a7e1b3d5f7a9c0e2b4d6f8a1c3e5b"; // 42 characters
+        let key = ApiKey::new(secret).expect("valid key");
+        for offset in 150..210 {
+            let body = format!(
+                "{}{secret}{}",
+                "<p>proxy said:"
+                    .repeat(20)
+                    .chars()
+                    .take(offset)
+                    .collect::<String>(),
+                " more".repeat(40)
+            );
+            let message = parse_error_body(body.as_bytes(), &key)
+                .message
+                .expect("some text");
+            assert_eq!(
+                fragments_of(secret, &message),
+                Vec::<String>::new(),
+                "{message}"
+            );
+        }
+    }
+
     #[test]
     fn redacts_a_key_hidden_behind_control_characters_or_url_encoding() {
         let spliced = "sk_live_\u{0}7f9a\u{1b}2b";
