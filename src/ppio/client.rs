@@ -4,11 +4,11 @@
 //!
 //! A listing that is returned at all is complete, because callers prune what it no longer holds:
 //! every page must be a real page (see [`Page::from_json`]), and the pages must pass the guards of
-//! [`super::paging`], within the listing's [`ListingLimits`] (pages, instances, bytes). Within a listing, a page that fails transiently
-//! (429, 5xx, timeout, connection failure) is asked for again, with the same cursor, a few times;
-//! anything else fails the listing at once. Beyond that the client does not retry: every error says
-//! whether it is transient and how long the server asked to wait, and the caller owns the backoff
-//! between listings.
+//! [`super::paging`], within the listing's [`ListingLimits`] (pages, instances, bytes). Within a
+//! listing, a page that fails transiently (429, 5xx, timeout, connection failure) is asked for
+//! again, with the same cursor, a few times; anything else fails the listing at once. Beyond that
+//! the client does not retry: every error says whether it is transient and how long the server
+//! asked to wait, and the caller owns the backoff between listings.
 //!
 //! Every record is cleaned of echoes of the API key before it is returned ([`Instance::redact`]);
 //! a page with the key in a record's ID is refused. The client never follows redirects, which would

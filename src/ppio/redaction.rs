@@ -92,7 +92,7 @@ impl KeyEchoes {
         let mut redacted = String::with_capacity(text.len());
         let mut kept_from = 0;
         for echo in echoes {
-            // Echoes start and end next to ASCII bytes (the forms are ASCII), so on char boundaries.
+            // Echoes start and end next to ASCII bytes (every form is ASCII): char boundaries.
             redacted.push_str(&text[kept_from..echo.start]);
             redacted.push_str(REDACTED);
             kept_from = echo.end;
