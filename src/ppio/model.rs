@@ -1034,6 +1034,30 @@ mod tests {
     }
 
     #[test]
+    fn a_page_with_more_array_items_than_the_bound_is_refused_unread() {
+        let page_of = |records: usize| {
+            let data = vec![r#"{"id": "a", "gpu_ids": []}"#; records].join(",");
+            format!(r#"{{"data": [{data}], "has_more": false}}"#)
+        };
+        let error = Page::from_json(page_of(MAX_PAGE_ITEMS + 1).as_bytes()).expect_err("too many");
+        assert_eq!(error.path, ".");
+        assert!(
+            error.message.contains("more than 50000 array items"),
+            "{error}"
+        );
+        let nested = format!(
+            r#"{{"data": [{{"id": "a", "envs": [{}]}}], "has_more": false}}"#,
+            vec!["{}"; MAX_PAGE_ITEMS].join(",")
+        );
+        assert!(
+            Page::from_json(nested.as_bytes()).is_err(),
+            "items at any depth count"
+        );
+        let fits = Page::from_json(page_of(MAX_PAGE_ITEMS).as_bytes()).expect("within the bound");
+        assert_eq!(fits.instances.len(), MAX_PAGE_ITEMS);
+    }
+
+    #[test]
     fn has_more_must_be_a_boolean() {
         for body in [
             r#"{"data": [], "has_more": "false"}"#,
