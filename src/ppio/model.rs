@@ -505,7 +505,10 @@ impl Page {
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let wire: WirePage =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|e| DecodeError {
-                path: e.path().to_string(),
+                // A path through a field named "" prints as nothing; say where it is instead.
+                path: Some(e.path().to_string())
+                    .filter(|path| !path.is_empty())
+                    .unwrap_or_else(|| ".".to_owned()),
                 message: e.inner().to_string(),
             })?;
         deserializer.end().map_err(|e| DecodeError {
@@ -1055,6 +1058,12 @@ mod tests {
         );
         let fits = Page::from_json(page_of(MAX_PAGE_ITEMS).as_bytes()).expect("within the bound");
         assert_eq!(fits.instances.len(), MAX_PAGE_ITEMS);
+    }
+
+    #[test]
+    fn an_error_under_a_field_named_empty_still_names_a_path() {
+        let error = Page::from_json(br#"{"":{"#).expect_err("cut short");
+        assert_eq!(error.path, ".");
     }
 
     #[test]
