@@ -32,12 +32,19 @@ KUBE_SCORE_KUBERNETES := v1.30
 # kube-score checks the chart does not follow; charts/ppio-gpu-operator/README.md says why for each.
 KUBE_SCORE_IGNORED := container-image-pull-policy
 
-.PHONY: test control-plane helm kube-score chart chart-score lint demo crds bench
+.PHONY: test control-plane helm kube-score chart chart-score lint demo crds bench fuzz
 
 ## test: build the control plane and the tools, check formatting and lints, lint and score the chart,
 ## run every test.
 test: control-plane helm lint chart chart-score
 	cargo test --workspace --locked
+
+## fuzz: the property tests over hostile PPIO input (page decoder, paging guards, redaction of the API
+## key), each with random cases for FUZZ_SECONDS (default 60), side by side, in a release build. A
+## failing input is shrunk and saved under tests/fuzz-corpus/, which `make test` replays.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --release --locked --test fuzz -- --ignored --test-threads=3 --nocapture fuzz_
 
 ## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
 control-plane:

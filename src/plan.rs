@@ -127,7 +127,11 @@ pub fn plan_instance(
 }
 
 /// The mirror of `instance` for `view`, its fingerprint annotation included.
-pub fn desired_mirror(view: &GpuInstanceView, instance: &Instance, now: Timestamp) -> DesiredMirror {
+pub fn desired_mirror(
+    view: &GpuInstanceView,
+    instance: &Instance,
+    now: Timestamp,
+) -> DesiredMirror {
     let view_name = view.name_any();
     let spec = GpuInstanceSpec {
         instance_id: mirror::spec_instance_id(instance.id.as_str()),

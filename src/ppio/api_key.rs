@@ -1,9 +1,14 @@
 //! The PPIO API key as a value that cannot leak: it is checked once when read (so it can always be
 //! sent as an HTTP header), and prints as `ApiKey(<redacted>)` in logs, errors and debug output.
 //!
-//! This module only holds the key; it does not read it from anywhere.
+//! This module only holds the key; it does not read it from anywhere. What counts as an echo of the
+//! key in other text is decided in [`super::redaction`].
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
+
+use super::redaction::KeyEchoes;
 
 /// Longest key accepted, in bytes. Real keys are far shorter; the bound stops a Secret that holds a
 /// whole file from being sent as a header.
@@ -16,9 +21,8 @@ const MAX_API_KEY_BYTES: usize = 4096;
 #[derive(Clone)]
 pub struct ApiKey {
     key: String,
-    /// The key as it appears URL-encoded in a query string or form, when that differs from the key;
-    /// kept so every redaction does not re-encode it.
-    url_encoded: Option<String>,
+    /// The key's forms prepared for finding echoes, built once per key; shared by clones.
+    echoes: Arc<KeyEchoes>,
 }
 
 impl ApiKey {
@@ -48,29 +52,30 @@ impl ApiKey {
                 position: position + 1,
             });
         }
-        let url_encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
         Ok(ApiKey {
             key: key.to_owned(),
-            url_encoded: Some(url_encoded).filter(|encoded| encoded != key),
+            echoes: Arc::new(KeyEchoes::new(key)),
         })
     }
 
-    /// Whether the key occurs in `text`, plain or URL-encoded: a last check before text from
-    /// outside is shown anywhere.
+    /// `text` with every echo of the key replaced by `[redacted]`, and nothing else changed;
+    /// borrowed when there was none. An echo is any run of 8 or more characters of the key, plain,
+    /// quoted, base64- or percent-encoded: the rule and why are in [`super::redaction`]. Call it
+    /// on server text before cutting, quoting or formatting it.
+    pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        self.echoes.redact(text)
+    }
+
+    /// Whether `text` holds any echo of the key, as [`ApiKey::redact`] would find it: a last check
+    /// before text from outside is shown anywhere.
     pub fn appears_in(&self, text: &str) -> bool {
-        self.forms().any(|form| text.contains(form))
+        self.echoes.appear_in(text)
     }
 
     /// The key itself, for the `Authorization` header. Kept inside the crate's PPIO client so no
     /// other code can print it.
     pub(crate) fn expose(&self) -> &str {
         &self.key
-    }
-
-    /// Every form in which an echo of the key is looked for: the key, then its URL-encoded form
-    /// when that differs.
-    pub(crate) fn forms(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.key.as_str()).chain(self.url_encoded.as_deref())
     }
 }
 
@@ -175,7 +180,18 @@ mod tests {
         assert!(key.appears_in("q=a%2Bb%2Fc%3D"));
         assert!(!key.appears_in("a+b/c"));
         let plain = ApiKey::new("sk_abc123").expect("valid key");
-        assert_eq!(plain.forms().collect::<Vec<_>>(), ["sk_abc123"]);
+        assert!(!plain.appears_in("sk_abc1 and sk_abc1"));
+        assert!(plain.appears_in("sk_abc12"));
+    }
+
+    #[test]
+    fn redact_replaces_fragments_of_the_key_and_borrows_clean_text() {
+        let key = ApiKey::new("sk_live_0123456789abcdefghij").expect("valid key");
+        assert_eq!(
+            key.redact("echo: sk_live_0123456 (cut)"),
+            "echo: [redacted] (cut)"
+        );
+        assert!(matches!(key.redact("nothing here"), Cow::Borrowed(_)));
     }
 
     #[test]

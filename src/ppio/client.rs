@@ -3,18 +3,17 @@
 //! or send something other than a page with HTTP 200.
 //!
 //! A listing that is returned at all is complete, because callers prune what it no longer holds:
-//! every page must be a real page (see [`Page::from_json`]), and the listing must stay within its
-//! [`ListingLimits`] (pages, instances, bytes). Within a listing, a page that fails transiently
-//! (429, 5xx, timeout, connection failure) is asked for again, with the same cursor, a few times;
-//! anything else fails the listing at once. Beyond that the client does not retry: every error says
-//! whether it is transient and how long the server asked to wait, and the caller owns the backoff
-//! between listings.
+//! every page must be a real page (see [`Page::from_json`]), and the pages must pass the guards of
+//! [`super::paging`], within the listing's [`ListingLimits`] (pages, instances, bytes). Within a
+//! listing, a page that fails transiently (429, 5xx, timeout, connection failure) is asked for
+//! again, with the same cursor, a few times; anything else fails the listing at once. Beyond that
+//! the client does not retry: every error says whether it is transient and how long the server
+//! asked to wait, and the caller owns the backoff between listings.
 //!
 //! Every record is cleaned of echoes of the API key before it is returned ([`Instance::redact`]);
 //! a page with the key in a record's ID is refused. The client never follows redirects, which would
 //! carry the bearer token to another host, and never logs the key or the `Authorization` header.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +27,8 @@ use url::Url;
 
 use super::api_key::ApiKey;
 use super::error::{PpioError, ServerMessage, parse_error_body, parse_retry_after, sanitize};
-use super::model::{BillingMode, Instance, InstanceId, Page};
+use super::model::{BillingMode, Instance, Page};
+use super::paging::{Paging, Progress};
 use super::rate_limit::RateLimiter;
 
 const USER_AGENT: &str = concat!("ppio-gpu-operator/", env!("CARGO_PKG_VERSION"));
@@ -281,24 +281,13 @@ impl Client {
         query: &ListQuery,
         limits: &ListingLimits,
     ) -> Result<Listing, PpioError> {
-        let invalid = |detail: String| PpioError::InvalidResponse { detail };
-        let mut instances: Vec<Instance> = Vec::new();
-        let mut page_of_id: HashMap<InstanceId, u32> = HashMap::new();
-        let mut seen_cursors: HashSet<String> = HashSet::new();
-        let mut cursor: Option<String> = None;
-        let mut pages: u32 = 0;
-        let mut listing_bytes: usize = 0;
+        let mut paging = Paging::new(*limits, key);
+        let mut instances = Vec::new();
         loop {
-            if pages >= limits.max_pages {
-                return Err(invalid(format!(
-                    "the listing did not end within {} pages; stopped so as not to page forever \
-                     (raise the page size if the account really has that many instances)",
-                    limits.max_pages
-                )));
-            }
-            let number = pages + 1;
+            let next = paging.next_page()?;
+            let (number, cursor) = (next.number, next.cursor.map(str::to_owned));
             let budget = ListingBudget {
-                remaining: limits.max_listing_bytes.saturating_sub(listing_bytes),
+                remaining: next.remaining_bytes,
                 limit: limits.max_listing_bytes,
             };
             let fetched = self
@@ -313,63 +302,29 @@ impl Client {
                 )
                 .await
                 .map_err(|error| match error {
-                    PpioError::InvalidResponse { detail } => {
-                        invalid(format!("page {number}: {detail}"))
-                    }
+                    PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
+                        detail: format!("page {number}: {detail}"),
+                    },
                     other => other,
                 })?;
-            let page = fetched.page;
-            pages = number;
-            listing_bytes = listing_bytes.saturating_add(fetched.body_bytes);
-            if instances.len() + page.instances.len() > limits.max_instances {
-                return Err(invalid(format!(
-                    "the listing holds more than {} instances (page {number}); stopped to bound \
-                     memory",
-                    limits.max_instances
-                )));
-            }
-            for instance in page.instances {
-                if let Some(first) = page_of_id.insert(instance.id.clone(), number) {
-                    return Err(invalid(format!(
-                        "listing inconsistent: instance {} appears on page {first} and again on \
-                         page {number}; the list changed while paging or the server pages \
-                         incorrectly",
-                        sanitize(instance.id.as_str(), key)
-                    )));
-                }
-                instances.push(instance);
-            }
-            if !page.has_more {
-                if page.next_cursor.is_some() {
-                    // The spec says the cursor is empty on the last page: an answer that says both
-                    // "last page" and "here is the next" cannot be trusted to be complete.
-                    return Err(invalid(format!(
-                        "page {number} says it is the last (has_more false) but gives a next_cursor; \
-                         the listing may be incomplete"
-                    )));
-                }
+            let progress = paging.accept(&fetched.page, fetched.body_bytes)?;
+            instances.extend(fetched.page.instances);
+            if progress == Progress::Complete {
                 break;
             }
-            let Some(next) = page.next_cursor else {
-                return Err(invalid(format!(
-                    "page {number} says more pages follow (has_more) but gives no next_cursor"
-                )));
-            };
-            if !seen_cursors.insert(next.clone()) {
-                return Err(invalid(format!(
-                    "page {number} gave a next_cursor already used in this listing; the server \
-                     is paging in a loop"
-                )));
-            }
-            cursor = Some(next);
         }
+        let bytes = paging.bytes();
+        let listing = Listing {
+            instances,
+            pages: paging.pages(),
+        };
         tracing::debug!(
-            pages,
-            instances = instances.len(),
-            bytes = listing_bytes,
+            pages = listing.pages,
+            instances = listing.instances.len(),
+            bytes,
             "listed all PPIO instances"
         );
-        Ok(Listing { instances, pages })
+        Ok(listing)
     }
 
     /// One page of a listing, asked for again while it fails transiently, as
@@ -757,6 +712,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::convert::Infallible;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1864,6 +1820,21 @@ mod tests {
             .await
             .expect("page");
         assert!(!format!("{page:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn a_key_sent_as_a_numeric_field_leaves_no_fragment_in_the_decode_error() {
+        let secret = "sk_live_0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b"; // 48 characters
+        let key = ApiKey::new(secret).expect("valid key");
+        let body = json!({"data": [{"id": "a", "resource_specs": {"memory_gb": secret}}],
+            "has_more": false});
+        let error = decode_page(body.to_string().as_bytes(), &key).expect_err("not a number");
+        let shown = format!("{error} {error:?}");
+        assert!(shown.contains("memory_gb"), "{shown}");
+        for run in secret.as_bytes().windows(8) {
+            let run = std::str::from_utf8(run).expect("ASCII");
+            assert!(!shown.contains(run), "{run:?} shows in {shown}");
+        }
     }
 
     #[tokio::test]

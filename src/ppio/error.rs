@@ -1,7 +1,7 @@
 //! Everything that can go wrong talking to the PPIO API, as one error enum, plus the helpers that
 //! turn a server's answer into that error safely: error-body parsing, `Retry-After` parsing, and the
-//! sanitizing of every server-provided string (control characters stripped, length capped, any
-//! echo of the API key replaced by `[redacted]`), and the one helper that redacts the key.
+//! sanitizing of every server-provided string (control characters stripped, any echo of the API key
+//! replaced by `[redacted]`, then the length capped: never cut before redacting).
 
 use std::fmt;
 use std::time::Duration;
@@ -20,9 +20,6 @@ const MAX_SERVER_TEXT_CHARS: usize = 300;
 
 /// How much of a non-JSON error body is kept, in characters.
 const MAX_RAW_BODY_CHARS: usize = 200;
-
-/// What replaces the API key wherever a server echoes it.
-const REDACTED: &str = "[redacted]";
 
 /// A failed call to the PPIO API. Every message says what happened and what to do; none contains the
 /// API key.
@@ -194,7 +191,7 @@ impl fmt::Display for ServerMessage {
 
 /// Reads an undocumented error body: the message from `message`, `error` (a string, or an object
 /// with `message`) or `reason`; the code name from `reason`, `code` or inside `error`. Anything else
-/// (HTML from a proxy, plain text) keeps its first 200 characters.
+/// (HTML from a proxy, plain text) keeps its first 200 characters, counted after redaction.
 pub(crate) fn parse_error_body(body: &[u8], key: &ApiKey) -> ServerMessage {
     let parsed = serde_json::from_slice::<Value>(body).ok();
     let (code, message) = match &parsed {
@@ -225,21 +222,14 @@ pub(crate) fn parse_error_body(body: &[u8], key: &ApiKey) -> ServerMessage {
         Some(Value::String(text)) => (None, Some(text.as_str())),
         _ => (None, None),
     };
-    let raw_text;
     let message = match (code, message) {
-        (None, None) => {
-            raw_text = String::from_utf8_lossy(body)
-                .trim()
-                .chars()
-                .take(MAX_RAW_BODY_CHARS)
-                .collect::<String>();
-            Some(raw_text.as_str())
-        }
-        (_, message) => message,
+        // The whole body is redacted, then cut: a cut first could split the key and hide it.
+        (None, None) => sanitize_within(&String::from_utf8_lossy(body), key, MAX_RAW_BODY_CHARS),
+        (_, message) => message.map_or_else(String::new, |m| sanitize(m, key)),
     };
     ServerMessage {
         code: code.map(|code| sanitize(code, key)),
-        message: message.map(|m| sanitize(m, key)).filter(|m| !m.is_empty()),
+        message: Some(message).filter(|m| !m.is_empty()),
     }
 }
 
@@ -260,9 +250,14 @@ fn is_code_name(value: &Value) -> bool {
 }
 
 /// Makes a server-provided string safe to show in a status, an event or a log: whitespace runs
-/// become one space, control and bidirectional-override characters go, every occurrence of the API
-/// key (plain or URL-encoded) becomes `[redacted]`, and the result is cut to 300 characters.
+/// become one space, control and bidirectional-override characters go, every echo of the API key
+/// becomes `[redacted]` ([`ApiKey::redact`]), and only then is the result cut to 300 characters.
 pub(crate) fn sanitize(text: &str, key: &ApiKey) -> String {
+    sanitize_within(text, key, MAX_SERVER_TEXT_CHARS)
+}
+
+/// [`sanitize`], cut to `max_chars` characters (the last one `…` when cut).
+fn sanitize_within(text: &str, key: &ApiKey, max_chars: usize) -> String {
     let cleaned = text
         .split_whitespace()
         .map(|word| {
@@ -273,11 +268,11 @@ pub(crate) fn sanitize(text: &str, key: &ApiKey) -> String {
         .filter(|word| !word.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    // Redact after cleaning, so a key split by control characters is still found.
-    let mut redacted = cleaned;
-    redact(&mut redacted, key);
-    if redacted.chars().count() > MAX_SERVER_TEXT_CHARS {
-        let mut cut: String = redacted.chars().take(MAX_SERVER_TEXT_CHARS - 1).collect();
+    // Redact after cleaning, so a key split by control characters is still found, and before
+    // cutting, so the cut cannot split it.
+    let redacted = key.redact(&cleaned).into_owned();
+    if redacted.chars().count() > max_chars {
+        let mut cut: String = redacted.chars().take(max_chars.saturating_sub(1)).collect();
         cut.push('…');
         cut
     } else {
@@ -285,19 +280,17 @@ pub(crate) fn sanitize(text: &str, key: &ApiKey) -> String {
     }
 }
 
-/// Replaces every occurrence of the API key in `text`, plain or URL-encoded, with `[redacted]`, and
-/// says whether there was any. The one place the key is redacted: [`sanitize`] uses it for server
-/// messages, and [`super::Instance::redact`] for every string of a listed record. Unlike
-/// `sanitize`, it changes nothing else, so record fields keep their exact text.
+/// Replaces every echo of the API key in `text` with `[redacted]` ([`ApiKey::redact`]) and says
+/// whether there was any: [`super::Instance::redact`] uses it for every string of a listed record.
+/// Unlike [`sanitize`], it changes nothing else, so record fields keep their exact text.
 pub(crate) fn redact(text: &mut String, key: &ApiKey) -> bool {
-    let mut found = false;
-    for form in key.forms() {
-        if text.contains(form) {
-            *text = text.replace(form, REDACTED);
-            found = true;
+    match key.redact(text) {
+        std::borrow::Cow::Owned(redacted) => {
+            *text = redacted;
+            true
         }
+        std::borrow::Cow::Borrowed(_) => false,
     }
-    found
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -411,6 +404,40 @@ mod tests {
         );
         let raw = parse_error_body(format!("bad key {SECRET}").as_bytes(), &key());
         assert_eq!(raw.message.as_deref(), Some("bad key [redacted]"));
+    }
+
+    /// Every run of 8 characters of `key` that occurs in `text`.
+    fn fragments_of(key: &str, text: &str) -> Vec<String> {
+        key.as_bytes()
+            .windows(8)
+            .map(|run| String::from_utf8_lossy(run).into_owned())
+            .filter(|run| text.contains(run.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_key_across_the_200_character_cut_of_a_raw_body_leaves_no_fragment() {
+        let secret = "sk_live_4f9c2a7e1b3d5f7a9c0e2b4d6f8a1c3e5b"; // 42 characters
+        let key = ApiKey::new(secret).expect("valid key");
+        for offset in 150..210 {
+            let body = format!(
+                "{}{secret}{}",
+                "<p>proxy said:"
+                    .repeat(20)
+                    .chars()
+                    .take(offset)
+                    .collect::<String>(),
+                " more".repeat(40)
+            );
+            let message = parse_error_body(body.as_bytes(), &key)
+                .message
+                .expect("some text");
+            assert_eq!(
+                fragments_of(secret, &message),
+                Vec::<String>::new(),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -3,27 +3,34 @@
 //! PPIO record to cluster objects happens elsewhere.
 //!
 //! - `api_key`: the API key, which never prints.
+//! - `redaction`: what counts as an echo of the key in server text (any run of 8 of its
+//!   characters, plain, quoted, base64- or percent-encoded), and its replacement.
 //! - `model`: the instance record (lenient decoding, redaction of the key) and the list page (a
 //!   strict envelope: `data` and `has_more` must be there).
-//! - `client`: HTTP, paging, per-page retries of transient failures, and the guards that make a
-//!   listing complete or an error.
-//! - `pager`: the same listing handed out page by page, so memory is bounded by a page.
-//! - `error`: the error enum, server error bodies, `Retry-After`, sanitizing server text, and the one
-//!   helper that redacts the key.
+//! - `client`: HTTP, paging through a listing, and per-page retries of transient failures.
+//! - `paging`: the guards that make a listing complete or an error (budgets, cursor loops,
+//!   contradictions, duplicate IDs), as a pure state machine fed one page at a time.
+//! - `pager`: a listing handed out page by page, so memory is bounded by a page.
+//! - `error`: the error enum, server error bodies, `Retry-After`, and sanitizing server text.
 
 mod api_key;
 mod client;
 mod error;
 mod model;
 mod pager;
+mod paging;
 mod rate_limit;
+mod redaction;
 
 pub use api_key::{ApiKey, InvalidApiKey};
 pub use client::{Client, ClientConfig, ListQuery, Listing, ListingLimits, RequestOutcome};
 pub use error::{MAX_RETRY_AFTER, PpioError};
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
-    InstanceStatus, Network, Page, Port, Prepaid, ResourceSpecs, UnknownBillingMode, Volume,
+    InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,
+    UnknownBillingMode, Volume,
 };
 pub use pager::Pager;
+pub use paging::{NextPage, Paging, Progress};
 pub use rate_limit::RateLimiter;
+pub use redaction::{MIN_ECHO_CHARS, REDACTED};

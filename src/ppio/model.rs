@@ -18,6 +18,11 @@
 //! sent with HTTP 200 would read as an empty, final page, and a caller that prunes what a listing
 //! no longer holds would delete everything.
 //!
+//! Decoding memory is bounded: a page holding more than [`MAX_PAGE_ITEMS`] array items, counted at
+//! any depth in one pass that allocates nothing, is refused before it is decoded. Decoded, an item
+//! takes up to about 1 KiB (an instance record) for a few bytes of JSON (`{"id":"a"},`), so without
+//! the bound a 16 MiB body could take over a gigabyte.
+//!
 //! [`Instance::redact`] replaces echoes of the API key in every string of a record. This module does
 //! no I/O; the HTTP side lives in the client.
 
@@ -25,8 +30,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use jiff::Timestamp;
+use std::cell::Cell;
+
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::api_key::ApiKey;
 use super::error::redact;
@@ -457,6 +464,10 @@ pub struct InstanceStatus {
     pub message: String,
 }
 
+/// Most array items, at any depth, a page may hold: room for pages of well over a thousand
+/// instances, while decoding a page stays within about 50 MB.
+pub const MAX_PAGE_ITEMS: usize = 50_000;
+
 /// One page of the list call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -472,7 +483,8 @@ impl Page {
     /// Decodes a list response body. It must be a JSON object with a `data` array (`[]` is fine)
     /// and a boolean `has_more`; either one null or absent is an error, so nothing but a real page
     /// passes as one. A null or absent `next_cursor` means none; unknown top-level fields such as
-    /// `total` are ignored.
+    /// `total` are ignored. A body with more than [`MAX_PAGE_ITEMS`] array items is refused
+    /// unread.
     pub fn from_json(body: &[u8]) -> Result<Page, DecodeError> {
         // Serde would also accept a JSON array for a struct; `[]` must not pass for an empty page.
         if body.trim_ascii_start().first() != Some(&b'{') {
@@ -481,10 +493,22 @@ impl Page {
                 message: "expected a JSON object".to_owned(),
             });
         }
+        if holds_more_items_than(body, MAX_PAGE_ITEMS) {
+            return Err(DecodeError {
+                path: ".".to_owned(),
+                message: format!(
+                    "the page holds more than {MAX_PAGE_ITEMS} array items; refused unread to \
+                     bound memory (list with a smaller page size)"
+                ),
+            });
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let wire: WirePage =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|e| DecodeError {
-                path: e.path().to_string(),
+                // A path through a field named "" prints as nothing; say where it is instead.
+                path: Some(e.path().to_string())
+                    .filter(|path| !path.is_empty())
+                    .unwrap_or_else(|| ".".to_owned()),
                 message: e.inner().to_string(),
             })?;
         deserializer.end().map_err(|e| DecodeError {
@@ -526,7 +550,90 @@ impl Page {
     }
 }
 
+/// Whether the JSON document `body` holds more than `limit` array items, at any depth. Counts in
+/// one pass without keeping anything; a body that is not JSON counts what comes before the error
+/// (the real decoding reports the error itself).
+fn holds_more_items_than(body: &[u8], limit: usize) -> bool {
+    let counter = ItemCounter {
+        items: &Cell::new(0),
+        limit,
+        exceeded: &Cell::new(false),
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let _ = counter.deserialize(&mut deserializer);
+    counter.exceeded.get()
+}
+
+/// Counts array items while skipping a JSON value; stops with an error past the limit.
+#[derive(Clone, Copy)]
+struct ItemCounter<'c> {
+    items: &'c Cell<usize>,
+    limit: usize,
+    exceeded: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for ItemCounter<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemCounter<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {
+            self.items.set(self.items.get() + 1);
+            if self.items.get() > self.limit {
+                self.exceeded.set(true);
+                return Err(de::Error::custom("too many array items"));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+}
+
 /// A list response body that does not match the record, with where in it the problem is.
+///
+/// The message may quote what the body held there, whole and unredacted (this module does not know
+/// the API key): redact it ([`super::ApiKey::redact`]) before showing or shortening it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", if path == "." { String::new() } else { format!("at {path}: ") })]
 pub struct DecodeError {
@@ -632,10 +739,12 @@ impl<'de> Visitor<'de> for LenientIntVisitor {
         if v.is_empty() {
             return Ok(None);
         }
+        // Quoted whole, never cut here: this layer does not know the API key, and a cut could
+        // split an echo of it so that redaction no longer finds it. Whoever shows the message
+        // redacts it, then shortens it (the client's `sanitize`).
         v.parse::<i64>().map(Some).map_err(|_| {
-            let shown: String = v.chars().take(40).collect();
             E::custom(format!(
-                "expected an integer or a numeric string, found the string {shown:?}"
+                "expected an integer or a numeric string, found the string {v:?}"
             ))
         })
     }
@@ -925,6 +1034,36 @@ mod tests {
             );
             assert!(error.message.contains(problem), "{body}: {error}");
         }
+    }
+
+    #[test]
+    fn a_page_with_more_array_items_than_the_bound_is_refused_unread() {
+        let page_of = |records: usize| {
+            let data = vec![r#"{"id": "a", "gpu_ids": []}"#; records].join(",");
+            format!(r#"{{"data": [{data}], "has_more": false}}"#)
+        };
+        let error = Page::from_json(page_of(MAX_PAGE_ITEMS + 1).as_bytes()).expect_err("too many");
+        assert_eq!(error.path, ".");
+        assert!(
+            error.message.contains("more than 50000 array items"),
+            "{error}"
+        );
+        let nested = format!(
+            r#"{{"data": [{{"id": "a", "envs": [{}]}}], "has_more": false}}"#,
+            vec!["{}"; MAX_PAGE_ITEMS].join(",")
+        );
+        assert!(
+            Page::from_json(nested.as_bytes()).is_err(),
+            "items at any depth count"
+        );
+        let fits = Page::from_json(page_of(MAX_PAGE_ITEMS).as_bytes()).expect("within the bound");
+        assert_eq!(fits.instances.len(), MAX_PAGE_ITEMS);
+    }
+
+    #[test]
+    fn an_error_under_a_field_named_empty_still_names_a_path() {
+        let error = Page::from_json(br#"{"":{"#).expect_err("cut short");
+        assert_eq!(error.path, ".");
     }
 
     #[test]
