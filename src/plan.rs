@@ -395,11 +395,8 @@ impl Summary {
             self.running += 1;
         }
         self.instances += 1;
-        *self.by_status.entry(count_key(state)).or_insert(0) += 1;
-        *self
-            .by_region
-            .entry(count_key(&instance.region))
-            .or_insert(0) += 1;
+        count(&mut self.by_status, state);
+        count(&mut self.by_region, &instance.region);
         let gpu_num = instance.resource_specs.as_ref().map_or(0, |r| r.gpu_num);
         self.gpus = self.gpus.saturating_add(gpu_num.max(0));
     }
@@ -421,6 +418,15 @@ pub fn summarize(listing: &[Instance]) -> Summary {
         summary.add(instance);
     }
     summary.bounded()
+}
+
+/// Counts one more `value` in `counts`, allocating only for a value not seen before.
+fn count(counts: &mut BTreeMap<String, i64>, value: &str) {
+    let key = if value.is_empty() { "unknown" } else { value };
+    match counts.get_mut(key) {
+        Some(n) if key.len() <= 63 => *n += 1,
+        _ => *counts.entry(count_key(value)).or_insert(0) += 1,
+    }
 }
 
 fn count_key(value: &str) -> String {

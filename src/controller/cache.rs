@@ -45,9 +45,12 @@ struct Entry {
 /// The key of an entry: namespace and name.
 type Key = (Arc<str>, String);
 
+/// Entries by namespace, then by name: looked up with borrowed strings, no allocation per lookup.
+type Entries = HashMap<Arc<str>, HashMap<String, Entry>>;
+
 #[derive(Default)]
 struct State {
-    entries: HashMap<Key, Entry>,
+    entries: Entries,
     /// Per watch scope (a namespace, or `None` for all), the entries of a relist in progress.
     relisting: HashMap<Option<Arc<str>>, HashMap<Key, Entry>>,
     /// Interned namespace and view names: many entries share them.
@@ -137,9 +140,7 @@ impl MirrorCache {
     /// What the cache knows of mirror `name` in `namespace`.
     pub fn observed(&self, namespace: &str, name: &str) -> Option<Observed> {
         let state = self.lock();
-        let entry = state
-            .entries
-            .get(&(Arc::from(namespace), name.to_owned()))?;
+        let entry = state.entries.get(namespace)?.get(name)?;
         Some(Observed {
             uid: entry.uid.clone(),
             digest: entry.digest,
@@ -158,17 +159,17 @@ impl MirrorCache {
         let state = self.lock();
         state
             .entries
-            .iter()
-            .filter(|((ns, _), entry)| {
-                &**ns == namespace && *entry.view == *label && entry.digest.owner == owner
-            })
-            .map(|((_, name), entry)| (name.clone(), entry.absent_since))
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter(|(_, entry)| *entry.view == *label && entry.digest.owner == owner)
+            .map(|(name, entry)| (name.clone(), entry.absent_since))
             .collect()
     }
 
     /// Mirrors in the cache.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().entries.values().map(HashMap::len).sum()
     }
 
     /// Whether the cache holds no mirror.
@@ -183,7 +184,7 @@ impl MirrorCache {
         };
         entry.written = Some(entry.resource_version);
         let key = self.key_of(&object.metadata);
-        self.lock().entries.insert(key, entry);
+        insert(&mut self.lock().entries, key, entry);
     }
 
     /// Records that a write of mirror `name` failed part-way: it is written again at the next sync,
@@ -192,7 +193,8 @@ impl MirrorCache {
         if let Some(entry) = self
             .lock()
             .entries
-            .get_mut(&(Arc::from(namespace), name.to_owned()))
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
         {
             entry.write_failed = true;
         }
@@ -200,9 +202,7 @@ impl MirrorCache {
 
     /// Records that the operator deleted mirror `name`.
     pub fn record_delete(&self, namespace: &str, name: &str) {
-        self.lock()
-            .entries
-            .remove(&(Arc::from(namespace), name.to_owned()));
+        remove(&mut self.lock().entries, namespace, name);
     }
 
     /// Applies one watch event of `scope`; true when it completed that scope's first list.
@@ -216,14 +216,18 @@ impl MirrorCache {
                 if let Some(entry) = self.entry_of(&object.metadata) {
                     let key = self.key_of(&object.metadata);
                     let mut state = self.lock();
-                    let entry = carry_memory(state.entries.get(&key), entry);
-                    state.entries.insert(key, entry);
+                    let known = state
+                        .entries
+                        .get(&key.0)
+                        .and_then(|names| names.get(&key.1));
+                    let entry = carry_memory(known, entry);
+                    insert(&mut state.entries, key, entry);
                 }
                 false
             }
             watcher::Event::Delete(object) => {
                 let key = self.key_of(&object.metadata);
-                self.lock().entries.remove(&key);
+                remove(&mut self.lock().entries, &key.0, &key.1);
                 false
             }
             watcher::Event::Init => {
@@ -244,14 +248,15 @@ impl MirrorCache {
             watcher::Event::InitDone => {
                 let mut state = self.lock();
                 let listed = state.relisting.remove(&scope).unwrap_or_default();
-                let mut previous = std::mem::take(&mut state.entries);
                 // Entries of other scopes stay; this scope's are replaced by what it listed.
-                state.entries = previous
-                    .extract_if(|(ns, _), _| scope.as_ref().is_some_and(|s| s != ns))
-                    .collect();
+                let previous: Entries = match &scope {
+                    Some(ns) => state.entries.remove_entry(ns).into_iter().collect(),
+                    None => std::mem::take(&mut state.entries),
+                };
                 for (key, entry) in listed {
-                    let entry = carry_memory(previous.get(&key), entry);
-                    state.entries.insert(key, entry);
+                    let known = previous.get(&key.0).and_then(|names| names.get(&key.1));
+                    let entry = carry_memory(known, entry);
+                    insert(&mut state.entries, key, entry);
                 }
                 drop(state);
                 let mut completed = false;
@@ -323,6 +328,19 @@ impl MirrorCache {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn insert(entries: &mut Entries, (namespace, name): Key, entry: Entry) {
+    entries.entry(namespace).or_default().insert(name, entry);
+}
+
+fn remove(entries: &mut Entries, namespace: &str, name: &str) {
+    if let Some(names) = entries.get_mut(namespace) {
+        names.remove(name);
+        if names.is_empty() {
+            entries.remove(namespace);
+        }
     }
 }
 

@@ -502,19 +502,12 @@ impl Page {
                 ),
             });
         }
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let wire: WirePage =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| DecodeError {
-                // A path through a field named "" prints as nothing; say where it is instead.
-                path: Some(e.path().to_string())
-                    .filter(|path| !path.is_empty())
-                    .unwrap_or_else(|| ".".to_owned()),
-                message: e.inner().to_string(),
-            })?;
-        deserializer.end().map_err(|e| DecodeError {
-            path: ".".to_owned(),
-            message: e.to_string(),
-        })?;
+        // Most pages decode: do it without tracking the path (about twice as fast), and decode
+        // again with the path only to say where a page that fails went wrong.
+        let wire: WirePage = match serde_json::from_slice(body) {
+            Ok(wire) => wire,
+            Err(_) => return Err(located_error(body)),
+        };
         match (wire.data, wire.has_more) {
             (Some(Some(instances)), Some(Some(has_more))) => Ok(Page {
                 instances,
@@ -547,6 +540,32 @@ impl Page {
                 })
             }
         }
+    }
+}
+
+/// Why `body` does not decode as a page, and where: decoded again, tracking the path.
+fn located_error(body: &[u8]) -> DecodeError {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let decoded: Result<WirePage, _> = serde_path_to_error::deserialize(&mut deserializer);
+    match decoded {
+        Err(e) => DecodeError {
+            // A path through a field named "" prints as nothing; say where it is instead.
+            path: Some(e.path().to_string())
+                .filter(|path| !path.is_empty())
+                .unwrap_or_else(|| ".".to_owned()),
+            message: e.inner().to_string(),
+        },
+        Ok(_) => match deserializer.end() {
+            Err(e) => DecodeError {
+                path: ".".to_owned(),
+                message: e.to_string(),
+            },
+            // Decodes now although it did not before: cannot happen (decoding is deterministic).
+            Ok(()) => DecodeError {
+                path: ".".to_owned(),
+                message: "the page does not decode".to_owned(),
+            },
+        },
     }
 }
 
