@@ -197,27 +197,21 @@ pub fn labels_digest(labels: &BTreeMap<String, String>) -> u64 {
 /// times left out (they depend on history, not on the record). Written as
 /// [`FINGERPRINT_ANNOTATION`] with every apply.
 pub fn fingerprint(spec: &GpuInstanceSpec, status: &GpuInstanceStatus) -> u64 {
-    let conditions: Vec<Condition> = status
-        .conditions
-        .iter()
-        .map(|c| Condition {
-            last_transition_time: Timestamp::UNIX_EPOCH,
-            ..c.clone()
-        })
-        .collect();
     let mut hash = Fnv1a(FNV_OFFSET);
     // Writing into the hash cannot fail; the JSON is hashed as it is produced, never kept.
-    let _ = serde_json::to_writer(
-        &mut hash,
-        &(
-            spec,
-            GpuInstanceStatus {
-                conditions: Vec::new(),
-                ..status.clone()
-            },
-            conditions,
-        ),
-    );
+    if status
+        .conditions
+        .iter()
+        .all(|c| c.last_transition_time == Timestamp::UNIX_EPOCH)
+    {
+        let _ = serde_json::to_writer(&mut hash, &(spec, status));
+    } else {
+        let mut canonical = status.clone();
+        for condition in &mut canonical.conditions {
+            condition.last_transition_time = Timestamp::UNIX_EPOCH;
+        }
+        let _ = serde_json::to_writer(&mut hash, &(spec, &canonical));
+    }
     hash.0
 }
 
@@ -460,18 +454,40 @@ fn item_sizes<T: Serialize>(items: &[T]) -> Vec<usize> {
 /// Bytes `value` takes as JSON the way the API server writes it: Go escapes `<`, `>`, `&` and the
 /// line and paragraph separators as `\uXXXX`, which serde_json does not.
 fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    let Ok(json) = serde_json::to_string(value) else {
-        return usize::MAX;
-    };
-    let escaped: usize = json
-        .chars()
-        .map(|c| match c {
-            '<' | '>' | '&' => 5,
-            '\u{2028}' | '\u{2029}' => 3,
-            _ => 0,
-        })
-        .sum();
-    json.len() + escaped
+    let mut counter = EncodedLen(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Counts the bytes of JSON written to it as Go would encode them, keeping none.
+struct EncodedLen(usize);
+
+impl std::io::Write for EncodedLen {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // serde_json writes strings in runs cut at ASCII escapes, so a character is never split.
+        let extra: usize = bytes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| match b {
+                b'<' | b'>' | b'&' => 5,
+                // U+2028 and U+2029 are E2 80 A8 and E2 80 A9.
+                0xe2 if bytes.get(i + 1) == Some(&0x80)
+                    && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+                {
+                    3
+                }
+                _ => 0,
+            })
+            .sum();
+        self.0 += bytes.len() + extra;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `text` with the user name and password of every URL replaced by [`REDACTED_USERINFO`]:

@@ -102,8 +102,7 @@ pub fn plan_instance(
         instance_id: mirror::spec_instance_id(instance.id.as_str()),
         view: view_name.clone(),
     };
-    let status = mirror::status(instance, &view.spec.mirror, &[], now);
-    let fingerprint = mirror::fingerprint(&spec, &status);
+    let (status, fingerprint) = fingerprinted_status(view, instance, &spec);
     let labels = mirror::labels(&view_name, shard_of(view), instance);
     // Most syncs change nothing: tell that from the digest before building any object.
     if let Some(observed) = observed
@@ -119,6 +118,7 @@ pub fn plan_instance(
         return InstancePlan::Unchanged;
     }
     let name = mirror::object_name(&view_name, instance.id.as_str());
+    let status = stamped(status, now);
     let desired = Box::new(assemble(view, name, spec, status, fingerprint, labels));
     match observed {
         None => InstancePlan::Create(desired),
@@ -137,11 +137,30 @@ pub fn desired_mirror(
         instance_id: mirror::spec_instance_id(instance.id.as_str()),
         view: view_name.clone(),
     };
-    let status = mirror::status(instance, &view.spec.mirror, &[], now);
-    let fingerprint = mirror::fingerprint(&spec, &status);
+    let (status, fingerprint) = fingerprinted_status(view, instance, &spec);
     let labels = mirror::labels(&view_name, shard_of(view), instance);
     let name = mirror::object_name(&view_name, instance.id.as_str());
-    assemble(view, name, spec, status, fingerprint, labels)
+    assemble(view, name, spec, stamped(status, now), fingerprint, labels)
+}
+
+/// The status of the mirror of `instance` with no history (transition times at the epoch), and its
+/// fingerprint, computed without a copy.
+fn fingerprinted_status(
+    view: &GpuInstanceView,
+    instance: &Instance,
+    spec: &GpuInstanceSpec,
+) -> (GpuInstanceStatus, u64) {
+    let status = mirror::status(instance, &view.spec.mirror, &[], Timestamp::UNIX_EPOCH);
+    let fingerprint = mirror::fingerprint(spec, &status);
+    (status, fingerprint)
+}
+
+/// `status` with its conditions' transitions at `now`.
+fn stamped(mut status: GpuInstanceStatus, now: Timestamp) -> GpuInstanceStatus {
+    for condition in &mut status.conditions {
+        condition.last_transition_time = mirror::whole_seconds(now);
+    }
+    status
 }
 
 /// The object of a mirror from its parts.

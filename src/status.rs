@@ -13,6 +13,7 @@ use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
 use crate::mirror;
 use crate::plan::{HeldRemovals, Summary};
+use crate::ppio::{ApiKey, ErrorKind, PpioError};
 
 /// The view's Ready reason after a complete sync.
 pub const SYNCED: &str = "Synced";
@@ -98,6 +99,46 @@ impl std::fmt::Display for FailureReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+impl From<ErrorKind> for FailureReason {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::AuthFailed => FailureReason::AuthFailed,
+            ErrorKind::RateLimited => FailureReason::RateLimited,
+            ErrorKind::Unavailable => FailureReason::ApiUnavailable,
+            ErrorKind::InvalidResponse => FailureReason::InvalidResponse,
+            ErrorKind::Rejected => FailureReason::RequestRejected,
+            ErrorKind::InvalidConfig => FailureReason::InvalidConfig,
+        }
+    }
+}
+
+/// A PPIO failure as the view reports it: what the client says happened, then what to do about it
+/// here. The client already redacts the key from server text; the message is checked once more
+/// because it ends up in the cluster.
+pub fn ppio_failure(error: &PpioError, key: &ApiKey) -> SyncFailure {
+    let reason = FailureReason::from(error.kind());
+    let remedy = match reason {
+        FailureReason::AuthFailed => {
+            "Check that the Secret named by spec.credentials.secretRef holds a current PPIO API key \
+             of an account with access to GPU instances."
+        }
+        FailureReason::RateLimited => {
+            "Retrying with backoff; sync less often (spec.syncInterval) or share an API key among \
+             fewer views if it persists."
+        }
+        FailureReason::RequestRejected => "Check the view's filter and page size.",
+        FailureReason::InvalidConfig => "Check spec.endpoint.",
+        FailureReason::InvalidResponse => "Nothing was removed; retrying with backoff.",
+        _ => "Usually temporary; retrying with backoff.",
+    };
+    let mut message = format!("{error}. {remedy}");
+    if key.appears_in(&message) {
+        message =
+            format!("PPIO returned an error that echoed the API key; it is not shown. {remedy}");
+    }
+    SyncFailure { reason, message }
 }
 
 /// Why a sync did not complete, as the view's conditions report it.

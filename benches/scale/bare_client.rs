@@ -31,20 +31,23 @@ pub async fn apply_mirrors(
         .namespace
         .clone()
         .ok_or("the bare client's view has no namespace")?;
-    // The records as the operator decodes them from a PPIO page.
-    let page =
-        serde_json::to_vec(&json!({ "data": records, "next_cursor": "", "has_more": false }))
-            .map_err(|e| format!("cannot encode the simulator's records: {e}"))?;
-    let listing = Page::from_json(&page)
-        .map_err(|e| format!("the simulator's records do not decode as a PPIO page: {e}"))?
-        .instances;
-    drop(page);
+    // The records as the operator decodes them from PPIO pages (of 100, within the decoder's bounds).
     let now = Timestamp::now();
-    let writes: Vec<plan::DesiredMirror> = listing
-        .iter()
-        .map(|instance| plan::desired_mirror(view, instance, now))
-        .collect();
-    drop(listing);
+    let mut writes: Vec<plan::DesiredMirror> = Vec::with_capacity(records.len());
+    for chunk in records.chunks(100) {
+        let page =
+            serde_json::to_vec(&json!({ "data": chunk, "next_cursor": "", "has_more": false }))
+                .map_err(|e| format!("cannot encode the simulator's records: {e}"))?;
+        let listing = Page::from_json(&page)
+            .map_err(|e| format!("the simulator's records do not decode as a PPIO page: {e}"))?
+            .instances;
+        writes.extend(
+            listing
+                .iter()
+                .map(|instance| plan::desired_mirror(view, instance, now)),
+        );
+    }
+    drop(records);
 
     let instances: Api<GpuInstance> = Api::namespaced(client.clone(), &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();

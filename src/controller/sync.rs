@@ -20,8 +20,8 @@ use super::writes::{MirrorWrite, Writes};
 use crate::api::GpuInstanceView;
 use crate::api::view;
 use crate::plan::{self, InstancePlan, Summary};
-use crate::ppio::{self, ApiKey, ListQuery, PpioError};
-use crate::status::{FailureReason, MirrorCounts, SyncFailure};
+use crate::ppio::{self, ListQuery};
+use crate::status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
 
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
 const CACHE_WAIT: Duration = Duration::from_secs(60);
@@ -242,26 +242,6 @@ fn list_query(view: &GpuInstanceView) -> ListQuery {
         }),
         page_size: u32::try_from(view.spec.page_size.max(1)).unwrap_or(50),
     }
-}
-
-/// A PPIO failure as the view reports it. The client already redacts the key from server text; the
-/// message is checked once more because it ends up in the cluster.
-fn ppio_failure(error: &PpioError, key: &ApiKey) -> SyncFailure {
-    let mut message = error.to_string();
-    if key.appears_in(&message) {
-        message = "PPIO returned an error that echoed the API key; it is not shown.".into();
-    }
-    let reason = match error {
-        PpioError::Unauthorized | PpioError::Forbidden => FailureReason::AuthFailed,
-        PpioError::RateLimited { .. } => FailureReason::RateLimited,
-        PpioError::ServerError { .. } | PpioError::Timeout | PpioError::Unreachable { .. } => {
-            FailureReason::ApiUnavailable
-        }
-        PpioError::InvalidResponse { .. } => FailureReason::InvalidResponse,
-        PpioError::Rejected { .. } => FailureReason::RequestRejected,
-        PpioError::InvalidConfig { .. } => FailureReason::InvalidConfig,
-    };
-    SyncFailure { reason, message }
 }
 
 /// A failure of the Kubernetes API as the view reports it.

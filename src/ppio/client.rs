@@ -372,7 +372,7 @@ impl Client {
                 page,
                 attempt,
                 attempts,
-                reason = error.reason(),
+                reason = error.kind().as_str(),
                 status = error.status_code(),
                 wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 %error,
@@ -419,7 +419,7 @@ impl Client {
             ),
             Err(error) => tracing::debug!(
                 status = status_code,
-                reason = error.reason(),
+                reason = error.kind().as_str(),
                 %error,
                 latency_ms,
                 "listing a page of PPIO instances failed"
@@ -512,7 +512,7 @@ impl Client {
                 Err(BodyError::TooLarge) => Err(PpioError::InvalidResponse {
                     detail: match budget {
                         Some(budget) if budget.remaining < max_body => format!(
-                            "the listing exceeded {} bytes; narrow the view's filter",
+                            "the listing exceeded {} bytes; list fewer instances at once (narrower filters)",
                             budget.limit
                         ),
                         _ => format!("the response body is larger than the {max_body}-byte limit"),
@@ -1203,7 +1203,7 @@ mod tests {
             .await
             .expect_err("401");
         assert_eq!(error, PpioError::Unauthorized);
-        assert_eq!(error.reason(), "AuthFailed");
+        assert_eq!(error.kind().as_str(), "AuthFailed");
     }
 
     #[tokio::test]
@@ -1774,7 +1774,7 @@ mod tests {
         assert_eq!(
             detail,
             format!(
-                "page 3: the listing exceeded {} bytes; narrow the view's filter",
+                "page 3: the listing exceeded {} bytes; list fewer instances at once (narrower filters)",
                 total - 1
             )
         );
@@ -1907,7 +1907,7 @@ mod tests {
                 ..ClientConfig::default()
             };
             let error = Client::new(config).expect_err(endpoint);
-            assert_eq!(error.reason(), "InvalidConfig", "{endpoint}");
+            assert_eq!(error.kind().as_str(), "InvalidConfig", "{endpoint}");
         }
     }
 

@@ -26,20 +26,14 @@ const MAX_RAW_BODY_CHARS: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PpioError {
     /// HTTP 401: the key is wrong, revoked or expired.
-    #[error(
-        "PPIO rejected the API key (HTTP 401): check that the Secret holds a current PPIO API key"
-    )]
+    #[error("PPIO rejected the API key (HTTP 401): it is wrong, revoked or expired")]
     Unauthorized,
     /// HTTP 403: the key is valid but may not list instances.
-    #[error(
-        "PPIO refused access (HTTP 403): the API key is valid but may not list GPU instances; use a \
-         key of an account with access to GPU instances"
-    )]
+    #[error("PPIO refused access (HTTP 403): the API key is valid but may not list GPU instances")]
     Forbidden,
     /// HTTP 429: too many requests for this account.
     #[error(
-        "PPIO rate limit exceeded (HTTP 429){}: sync less often or share fewer views per account; \
-         retrying with backoff",
+        "PPIO rate limit exceeded (HTTP 429){}",
         retry_hint(.retry_after)
     )]
     RateLimited {
@@ -49,7 +43,7 @@ pub enum PpioError {
     /// Another 4xx: the request itself was refused (a bad filter, an unknown resource...).
     /// PPIO sends `RESOURCE_NOT_FOUND` and `VALIDATOR_PARAM` as 400.
     #[error(
-        "PPIO rejected the request (HTTP {status}{}){}: check the view's filter and page size",
+        "PPIO rejected the request (HTTP {status}{}){}",
         code.as_deref().map(|c| format!(", {c}")).unwrap_or_default(),
         with_colon(message)
     )]
@@ -62,10 +56,7 @@ pub enum PpioError {
         message: String,
     },
     /// HTTP 5xx: PPIO failed.
-    #[error(
-        "PPIO API failed (HTTP {status}){}: usually temporary, retrying with backoff",
-        with_colon(message)
-    )]
+    #[error("PPIO API failed (HTTP {status}){}", with_colon(message))]
     ServerError {
         /// HTTP status code.
         status: u16,
@@ -74,8 +65,7 @@ pub enum PpioError {
     },
     /// No complete answer within the configured timeouts.
     #[error(
-        "PPIO API did not answer in time: retrying with backoff; if it persists, check network \
-         egress to the endpoint"
+        "PPIO API did not answer in time; if it persists, check network egress to the endpoint"
     )]
     Timeout,
     /// The connection could not be made or broke.
@@ -89,8 +79,8 @@ pub enum PpioError {
     },
     /// The answer was not a valid list response, or paging went wrong; the listing is incomplete.
     #[error(
-        "invalid response from the PPIO API: {detail}; the listing was discarded as incomplete \
-         (if it persists, check that the endpoint serves the PPIO GPU API v2)"
+        "invalid response from the PPIO API: {detail}; the listing is incomplete (if it persists, \
+         check that the endpoint serves the PPIO GPU API v2)"
     )]
     InvalidResponse {
         /// What was wrong, sanitized.
@@ -104,19 +94,50 @@ pub enum PpioError {
     },
 }
 
-impl PpioError {
-    /// A short CamelCase label of this kind of error, for logs: `AuthFailed`, `RateLimited`,
-    /// `ApiUnavailable`, `InvalidResponse`, `RequestRejected` or `InvalidConfig`.
-    pub fn reason(&self) -> &'static str {
+/// What kind of failure a [`PpioError`] is: what callers decide on. The client reports what
+/// happened; what a user should do about it is the caller's to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The key was refused (401, 403).
+    AuthFailed,
+    /// Too many requests (429).
+    RateLimited,
+    /// PPIO failed, did not answer in time or could not be reached.
+    Unavailable,
+    /// The answer was malformed or inconsistent: the listing is incomplete.
+    InvalidResponse,
+    /// The request was refused (another 4xx).
+    Rejected,
+    /// The client cannot be built from its configuration.
+    InvalidConfig,
+}
+
+impl ErrorKind {
+    /// A CamelCase label, for logs.
+    pub fn as_str(self) -> &'static str {
         match self {
-            PpioError::Unauthorized | PpioError::Forbidden => "AuthFailed",
-            PpioError::RateLimited { .. } => "RateLimited",
+            ErrorKind::AuthFailed => "AuthFailed",
+            ErrorKind::RateLimited => "RateLimited",
+            ErrorKind::Unavailable => "ApiUnavailable",
+            ErrorKind::InvalidResponse => "InvalidResponse",
+            ErrorKind::Rejected => "RequestRejected",
+            ErrorKind::InvalidConfig => "InvalidConfig",
+        }
+    }
+}
+
+impl PpioError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PpioError::Unauthorized | PpioError::Forbidden => ErrorKind::AuthFailed,
+            PpioError::RateLimited { .. } => ErrorKind::RateLimited,
             PpioError::ServerError { .. } | PpioError::Timeout | PpioError::Unreachable { .. } => {
-                "ApiUnavailable"
+                ErrorKind::Unavailable
             }
-            PpioError::InvalidResponse { .. } => "InvalidResponse",
-            PpioError::Rejected { .. } => "RequestRejected",
-            PpioError::InvalidConfig { .. } => "InvalidConfig",
+            PpioError::InvalidResponse { .. } => ErrorKind::InvalidResponse,
+            PpioError::Rejected { .. } => ErrorKind::Rejected,
+            PpioError::InvalidConfig { .. } => ErrorKind::InvalidConfig,
         }
     }
 
@@ -573,7 +594,7 @@ mod tests {
             ),
         ];
         for (error, reason, transient, status) in cases {
-            assert_eq!(error.reason(), reason, "{error:?}");
+            assert_eq!(error.kind().as_str(), reason, "{error:?}");
             assert_eq!(error.is_transient(), transient, "{error:?}");
             assert_eq!(error.status_code(), status, "{error:?}");
         }
@@ -598,8 +619,7 @@ mod tests {
         };
         assert_eq!(
             rejected.to_string(),
-            "PPIO rejected the request (HTTP 400, VALIDATOR_PARAM): limit too large: check the \
-             view's filter and page size"
+            "PPIO rejected the request (HTTP 400, VALIDATOR_PARAM): limit too large"
         );
         let limited = PpioError::RateLimited {
             retry_after: Some(Duration::from_secs(30)),
@@ -614,10 +634,6 @@ mod tests {
             status: 502,
             message: String::new(),
         };
-        assert!(
-            failed
-                .to_string()
-                .starts_with("PPIO API failed (HTTP 502): usually")
-        );
+        assert_eq!(failed.to_string(), "PPIO API failed (HTTP 502)");
     }
 }

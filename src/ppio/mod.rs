@@ -24,7 +24,7 @@ mod redaction;
 
 pub use api_key::{ApiKey, InvalidApiKey};
 pub use client::{Client, ClientConfig, ListQuery, Listing, ListingLimits, RequestOutcome};
-pub use error::{MAX_RETRY_AFTER, PpioError};
+pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
     InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,

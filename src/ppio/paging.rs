@@ -98,7 +98,7 @@ impl<'k> Paging<'k> {
         if self.bytes > self.limits.max_listing_bytes {
             // The client stops reading a body at the budget; this holds for any other caller.
             return Err(invalid(format!(
-                "page {number}: the listing exceeded {} bytes; narrow the view's filter",
+                "page {number}: the listing exceeded {} bytes; list fewer instances at once (narrower filters)",
                 self.limits.max_listing_bytes
             )));
         }
@@ -254,7 +254,7 @@ mod tests {
             .expect_err("over");
         assert_eq!(
             detail(error),
-            "page 2: the listing exceeded 15 bytes; narrow the view's filter"
+            "page 2: the listing exceeded 15 bytes; list fewer instances at once (narrower filters)"
         );
     }
 

@@ -333,17 +333,6 @@ impl Server {
     }
 }
 
-fn failure_reason(error: &PpioError) -> FailureReason {
-    match error.reason() {
-        "AuthFailed" => FailureReason::AuthFailed,
-        "RateLimited" => FailureReason::RateLimited,
-        "ApiUnavailable" => FailureReason::ApiUnavailable,
-        "RequestRejected" => FailureReason::RequestRejected,
-        "InvalidConfig" => FailureReason::InvalidConfig,
-        _ => FailureReason::InvalidResponse,
-    }
-}
-
 fn view() -> GpuInstanceView {
     let spec: GpuInstanceViewSpec =
         serde_json::from_value(json!({"credentials": {"secretRef": {"name": "ppio"}}}))
@@ -360,9 +349,11 @@ fn shown(server: &Server, case: &LeakCase, key: &ApiKey) -> Vec<(&'static str, S
         Err(error) => {
             shown.push(("error", error.to_string()));
             shown.push(("error (debug)", format!("{error:?}")));
-            // What the view's status says: the message as the controller passes it, unfiltered.
+            // What the view's status says: the message as the controller makes it, and stricter,
+            // the client's message as it is, without the controller's last check.
+            shown.push(("view message", status::ppio_failure(&error, key).message));
             let failure = SyncFailure {
-                reason: failure_reason(&error),
+                reason: FailureReason::from(error.kind()),
                 message: error.to_string(),
             };
             let status = status::failed_status(&view(), &failure, Timestamp::UNIX_EPOCH);

@@ -104,7 +104,7 @@ fn outcome_of(error: &PpioError) -> Result<Outcome, TestCaseError> {
     };
     let outcomes = [
         ("pages; stopped", Outcome::TooManyPages),
-        ("bytes; narrow", Outcome::TooManyBytes),
+        ("bytes; list fewer", Outcome::TooManyBytes),
         ("instances (page", Outcome::TooManyInstances),
         ("and again on page", Outcome::DuplicateId),
         ("but gives a next_cursor", Outcome::LastPageWithCursor),
