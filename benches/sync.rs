@@ -103,6 +103,7 @@ fn main() {
                 digest: plan::digest_of(&desired),
                 absent_since: None,
                 trusted: true,
+                source: None,
             };
             (desired.name, observed)
         })

@@ -17,11 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
 
-// A sync allocates for every record it decodes and maps; the system allocator (musl's, in the
-// image, above all) spends several times the CPU mimalloc does on that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Mirrors PPIO GPU cloud instances into Kubernetes as GpuInstance objects.
 #[derive(Parser, Debug)]
 #[command(version, about)]

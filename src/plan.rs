@@ -53,6 +53,26 @@ pub struct Observed {
     /// False when its metadata cannot be taken at its word: someone else wrote the object since the
     /// operator did, or the operator's own last write of it failed half-way.
     pub trusted: bool,
+    /// The [`source_hash`] of the record this process last found the mirror to match, if any.
+    pub source: Option<u64>,
+}
+
+/// What the mirror of a record depends on, as one number: the record as decoded (the API key
+/// already redacted) and the view's name, UID, shard and mirroring options. A trusted mirror whose
+/// record hashes as it did last time is unchanged, which the operator then knows without mapping
+/// the record again. Kept in memory only, so it may use a per-process hash.
+pub fn source_hash(view: &GpuInstanceView, instance: &Instance) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = rustc_hash::FxHasher::default();
+    view.metadata.name.hash(&mut hasher);
+    view.metadata.uid.hash(&mut hasher);
+    shard_of(view).hash(&mut hasher);
+    view.spec.mirror.omit_fields.len().hash(&mut hasher);
+    for field in &view.spec.mirror.omit_fields {
+        (*field as u8).hash(&mut hasher);
+    }
+    instance.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A mirror's content in three numbers: the [`mirror::fingerprint`] of its spec and status, the
@@ -513,6 +533,7 @@ pub(crate) mod tests {
             digest: digest_of(desired),
             absent_since: None,
             trusted: true,
+            source: None,
         }
     }
 
@@ -811,5 +832,22 @@ pub(crate) mod tests {
         assert_eq!(summary.by_status.len(), MAX_COUNT_KEYS + 1);
         assert_eq!(summary.by_status.values().sum::<i64>(), 1000);
         assert_eq!(summary.by_region.len(), MAX_COUNT_KEYS + 1);
+    }
+
+    #[test]
+    fn the_source_hash_follows_the_record_and_the_views_options() {
+        let view = view(true);
+        let i = instance("aa01", "running", "r", 1);
+        assert_eq!(source_hash(&view, &i), source_hash(&view, &i.clone()));
+        let exited = instance("aa01", "exited", "r", 1);
+        assert_ne!(source_hash(&view, &i), source_hash(&view, &exited));
+        let mut omitting = view.clone();
+        omitting.spec.mirror.omit_fields = vec![crate::api::view::OmittedField::Command];
+        assert_ne!(source_hash(&view, &i), source_hash(&omitting, &i));
+        let mut sharded = view.clone();
+        sharded
+            .labels_mut()
+            .insert(mirror::SHARD_LABEL.into(), "one".into());
+        assert_ne!(source_hash(&view, &i), source_hash(&sharded, &i));
     }
 }

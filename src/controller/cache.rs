@@ -40,6 +40,8 @@ struct Entry {
     written: Option<u64>,
     /// The operator's last write of it failed part-way (e.g. the object, not its status).
     write_failed: bool,
+    /// The source hash of the record the mirror was last found or written to match.
+    source: Option<u64>,
 }
 
 /// The key of an entry: namespace and name.
@@ -147,6 +149,7 @@ impl MirrorCache {
             absent_since: entry.absent_since,
             trusted: !entry.write_failed
                 && entry.written.is_none_or(|w| w == entry.resource_version),
+            source: entry.source,
         })
     }
 
@@ -177,14 +180,28 @@ impl MirrorCache {
         self.len() == 0
     }
 
-    /// Records the object an operator write returned: its resourceVersion is now the operator's.
-    pub fn record_write(&self, object: &GpuInstance) {
+    /// Records the object an operator write returned: its resourceVersion is now the operator's,
+    /// and it matches the record with `source` hash.
+    pub fn record_write(&self, object: &GpuInstance, source: Option<u64>) {
         let Some(mut entry) = self.entry_of(&object.metadata) else {
             return;
         };
         entry.written = Some(entry.resource_version);
+        entry.source = source;
         let key = self.key_of(&object.metadata);
         insert(&mut self.lock().entries, key, entry);
+    }
+
+    /// Records that mirror `name` was found to match the record with `source` hash.
+    pub fn record_source(&self, namespace: &str, name: &str, source: u64) {
+        if let Some(entry) = self
+            .lock()
+            .entries
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+        {
+            entry.source = Some(source);
+        }
     }
 
     /// Records that a write of mirror `name` failed part-way: it is written again at the next sync,
@@ -197,6 +214,7 @@ impl MirrorCache {
             .and_then(|names| names.get_mut(name))
         {
             entry.write_failed = true;
+            entry.source = None;
         }
     }
 
@@ -304,6 +322,7 @@ impl MirrorCache {
                 .and_then(|t| t.parse().ok()),
             written: None,
             write_failed: false,
+            source: None,
         })
     }
 
@@ -350,6 +369,7 @@ fn carry_memory(known: Option<&Entry>, mut observed: Entry) -> Entry {
     if let Some(known) = known.filter(|k| k.uid == observed.uid) {
         observed.written = known.written;
         observed.write_failed = known.write_failed;
+        observed.source = known.source;
     }
     observed
 }
@@ -426,7 +446,7 @@ mod tests {
         let cache = MirrorCache::default();
         let ours = meta("a", "10", "v", "00000000000000aa");
         cache.apply(None, watcher::Event::Apply(ours.clone()));
-        cache.record_write(&instance_with(&ours));
+        cache.record_write(&instance_with(&ours), None);
         assert!(cache.observed("ml", "a").unwrap().trusted);
 
         // Someone edits its status: the watch reports a new resourceVersion.
@@ -437,7 +457,10 @@ mod tests {
         assert!(!cache.observed("ml", "a").unwrap().trusted);
 
         // The operator writes it again.
-        cache.record_write(&instance_with(&meta("a", "12", "v", "00000000000000aa")));
+        cache.record_write(
+            &instance_with(&meta("a", "12", "v", "00000000000000aa")),
+            None,
+        );
         cache.apply(
             None,
             watcher::Event::Apply(meta("a", "12", "v", "00000000000000aa")),

@@ -184,15 +184,29 @@ impl Listing<'_> {
         }
         self.counts.mirrored += 1;
         let observed = self.ctx.mirrors.observed(self.namespace, &name);
+        // A trusted mirror of a record that hashes as last time is unchanged: no mapping needed.
+        let source = plan::source_hash(self.view, instance);
+        if let Some(observed) = &observed
+            && observed.trusted
+            && observed.absent_since.is_none()
+            && observed.source == Some(source)
+        {
+            return None;
+        }
         match plan::plan_instance(self.view, instance, observed.as_ref(), self.now) {
-            InstancePlan::Unchanged => None,
-            InstancePlan::Create(desired) => {
-                self.counts.created += 1;
-                Some(MirrorWrite::Create(desired))
+            InstancePlan::Unchanged => {
+                self.ctx
+                    .mirrors
+                    .record_source(self.namespace, &name, source);
+                None
             }
-            InstancePlan::Update(desired) => {
+            InstancePlan::Create(mirror) => {
+                self.counts.created += 1;
+                Some(MirrorWrite::Create { mirror, source })
+            }
+            InstancePlan::Update(mirror) => {
                 self.counts.updated += 1;
-                Some(MirrorWrite::Update(desired))
+                Some(MirrorWrite::Update { mirror, source })
             }
         }
     }

@@ -29,9 +29,19 @@ use crate::plan::{self, DesiredMirror};
 #[derive(Debug)]
 pub enum MirrorWrite {
     /// Create the mirror, then write its status.
-    Create(Box<DesiredMirror>),
+    Create {
+        /// The mirror.
+        mirror: Box<DesiredMirror>,
+        /// The source hash of its record.
+        source: u64,
+    },
     /// Rewrite the mirror: status first, keeping the transition times of unchanged conditions.
-    Update(Box<DesiredMirror>),
+    Update {
+        /// The mirror.
+        mirror: Box<DesiredMirror>,
+        /// The source hash of its record.
+        source: u64,
+    },
     /// Mark the mirror absent: its instance is missing from a complete listing for the first time.
     MarkAbsent(String),
     /// Delete the mirror, if it is still the object with this UID.
@@ -150,15 +160,21 @@ async fn carry_out(
 ) -> Result<(), kube::Error> {
     let namespace = view.namespace().unwrap_or_default();
     match write {
-        MirrorWrite::Create(desired) => {
+        MirrorWrite::Create {
+            mirror: desired,
+            source,
+        } => {
             apply_object(api, metrics, &desired.object).await?;
             let written = apply_status(api, metrics, &desired.name, &desired.status).await;
-            remember(cache, &namespace, &desired.name, written)
+            remember(cache, &namespace, &desired.name, written, Some(source))
         }
-        MirrorWrite::Update(desired) => {
+        MirrorWrite::Update {
+            mirror: desired,
+            source,
+        } => {
             let name = desired.name.clone();
             let written = update(api, metrics, *desired).await;
-            remember(cache, &namespace, &name, written)
+            remember(cache, &namespace, &name, written, Some(source))
         }
         MirrorWrite::MarkAbsent(name) => {
             let Some(current) = api.get_opt(&name).await? else {
@@ -170,7 +186,7 @@ async fn carry_out(
                 apply_object(api, metrics, &object).await
             }
             .await;
-            remember(cache, &namespace, &name, written)
+            remember(cache, &namespace, &name, written, None)
         }
         MirrorWrite::Delete { name, uid } => {
             let params = DeleteParams {
@@ -210,16 +226,18 @@ async fn update(
     apply_object(api, metrics, &desired.object).await
 }
 
-/// Remembers the outcome of a mirror's writes in the cache, and passes the error on.
+/// Remembers the outcome of a mirror's writes in the cache (and the record it now matches), and
+/// passes the error on.
 fn remember(
     cache: &MirrorCache,
     namespace: &str,
     name: &str,
     written: Result<GpuInstance, kube::Error>,
+    source: Option<u64>,
 ) -> Result<(), kube::Error> {
     match written {
         Ok(object) => {
-            cache.record_write(&object);
+            cache.record_write(&object, source);
             Ok(())
         }
         Err(e) => {
