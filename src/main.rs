@@ -57,7 +57,7 @@ struct RunArgs {
     concurrency: u16,
 
     /// Kubernetes writes in flight at the same time within one view's sync.
-    #[arg(long, env = "PPIO_OPERATOR_WRITE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "PPIO_OPERATOR_WRITE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     write_concurrency: u16,
 
     /// Timeout of one PPIO request, in seconds.

@@ -80,7 +80,7 @@ impl Default for Settings {
         Settings {
             endpoints: EndpointPolicy::new(Vec::new()),
             view_concurrency: 4,
-            write_concurrency: 8,
+            write_concurrency: 16,
             ppio: ppio::ClientConfig::default(),
             listing_limits: ListingLimits::default(),
             label_selector: None,

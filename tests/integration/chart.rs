@@ -151,7 +151,7 @@ fn default_deployment_runs_the_hardened_operator_with_leader_election() {
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
     for expected in [
         "--concurrency=4",
-        "--write-concurrency=8",
+        "--write-concurrency=16",
         "--ppio-timeout-seconds=30",
         "--ppio-requests-per-minute=100",
         "--log-format=json",
