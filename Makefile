@@ -50,10 +50,11 @@ fuzz:
 control-plane:
 	cd tests/control-plane && go build -trimpath -ldflags "-s -w $(VERSION_LDFLAGS)" -o ../../$(CONTROL_PLANE) .
 
-## lint: rustfmt and clippy, warnings are errors.
+## lint: rustfmt, clippy and the API docs (cargo doc), warnings are errors.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 ## helm: build helm from tools/helm/go.mod into target/tools/helm (cached by Go).
 helm:

@@ -7,6 +7,7 @@
 //! ships in the operator.
 
 pub mod api;
+pub mod backoff;
 pub mod controller;
 pub mod http;
 pub mod leadership;

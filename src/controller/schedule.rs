@@ -108,9 +108,11 @@ pub(super) fn jittered(interval: Duration) -> Duration {
 /// Exponential backoff with jitter from [`FIRST_RETRY`], capped at the view's sync interval: a failing
 /// view is retried at least as often as a healthy one syncs.
 pub(super) fn retry_delay(failures: u32, interval: Duration) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let backoff = FIRST_RETRY.saturating_mul(1 << exponent).min(interval);
-    jittered(backoff)
+    jittered(crate::backoff::capped_exponential(
+        failures,
+        FIRST_RETRY,
+        interval,
+    ))
 }
 
 #[cfg(test)]

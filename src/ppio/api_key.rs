@@ -60,7 +60,7 @@ impl ApiKey {
 
     /// `text` with every echo of the key replaced by `[redacted]`, and nothing else changed;
     /// borrowed when there was none. An echo is any run of 8 or more characters of the key, plain,
-    /// quoted, base64- or percent-encoded: the rule and why are in [`super::redaction`]. Call it
+    /// quoted, base64- or percent-encoded: the rule and why are in `src/ppio/redaction.rs`. Call it
     /// on server text before cutting, quoting or formatting it.
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
         self.echoes.redact(text)

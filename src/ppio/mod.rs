@@ -7,7 +7,9 @@
 //!   characters, plain, quoted, base64- or percent-encoded), and its replacement.
 //! - `model`: the instance record (lenient decoding, redaction of the key) and the list page (a
 //!   strict envelope: `data` and `has_more` must be there).
-//! - `client`: HTTP, paging through a listing, and per-page retries of transient failures.
+//! - `config`: how the client connects, what a listing asks for, and the bounds of a listing.
+//! - `client`: paging through a listing and per-page retries of transient failures; `transport`
+//!   inside it: one request, its body within bounds, and its answer as a page or an error.
 //! - `paging`: the guards that make a listing complete or an error (budgets, cursor loops,
 //!   contradictions, duplicate IDs), as a pure state machine fed one page at a time.
 //! - `pager`: a listing handed out page by page, so memory is bounded by a page.
@@ -15,6 +17,7 @@
 
 mod api_key;
 mod client;
+mod config;
 mod error;
 mod model;
 mod pager;
@@ -23,7 +26,8 @@ mod rate_limit;
 mod redaction;
 
 pub use api_key::{ApiKey, InvalidApiKey};
-pub use client::{Client, ClientConfig, ListQuery, Listing, ListingLimits, RequestOutcome};
+pub use client::{Client, Listing, RequestOutcome};
+pub use config::{ClientConfig, ListQuery, ListingLimits};
 pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,

@@ -8,7 +8,8 @@
 //! nothing may be concluded from what it lacked.
 
 use super::api_key::ApiKey;
-use super::client::{Client, ListQuery, ListingBudget, ListingLimits};
+use super::client::{Budget as ListingBudget, Client};
+use super::config::{ListQuery, ListingLimits};
 use super::error::PpioError;
 use super::model::Instance;
 use super::paging::{Paging, Progress};

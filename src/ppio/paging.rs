@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::api_key::ApiKey;
-use super::client::ListingLimits;
+use super::config::ListingLimits;
 use super::error::{PpioError, sanitize};
 use super::model::{InstanceId, Page};
 

@@ -1,0 +1,235 @@
+//! One request for one page: sending it, reading the body within its bounds, and turning the answer
+//! into a page with the API key redacted from its records, or into an error that says what the
+//! server said.
+
+use super::*;
+
+impl Client {
+    /// Sends one request and turns the answer into a redacted page or an error; also returns the
+    /// status code, when there was a response, for logs and metrics.
+    pub(super) async fn fetch_page(
+        &self,
+        key: &ApiKey,
+        url: Url,
+        budget: Option<ListingBudget>,
+    ) -> (Option<u16>, Result<FetchedPage, PpioError>) {
+        let Ok(mut authorization) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        else {
+            // ApiKey::new already guarantees a valid header value.
+            let detail = "the API key cannot be sent as an HTTP header".to_owned();
+            return (None, Err(PpioError::InvalidConfig { detail }));
+        };
+        authorization.set_sensitive(true);
+        let sent = self
+            .inner
+            .http
+            .get(url)
+            .header(AUTHORIZATION, authorization)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(error) => return (None, Err(self.transport_error(error, key))),
+        };
+        let status = response.status();
+        let result = if status.is_success() {
+            let max_body = self.inner.max_body_bytes;
+            let cap = budget.map_or(max_body, |budget| budget.remaining.min(max_body));
+            match read_body(&mut response, cap).await {
+                Ok(body) => decode_page(&body, key).map(|page| FetchedPage {
+                    page,
+                    body_bytes: body.len(),
+                }),
+                Err(BodyError::TooLarge) => Err(PpioError::InvalidResponse {
+                    detail: match budget {
+                        Some(budget) if budget.remaining < max_body => format!(
+                            "the listing exceeded {} bytes; list fewer instances at once (narrower filters)",
+                            budget.limit
+                        ),
+                        _ => format!("the response body is larger than the {max_body}-byte limit"),
+                    },
+                }),
+                Err(BodyError::Transport(error)) => Err(self.transport_error(error, key)),
+            }
+        } else {
+            Err(self.status_error(status, &mut response, key).await)
+        };
+        (Some(status.as_u16()), result)
+    }
+
+    /// The error for a non-2xx answer, with what the server said in its body.
+    async fn status_error(
+        &self,
+        status: StatusCode,
+        response: &mut Response,
+        key: &ApiKey,
+    ) -> PpioError {
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .map(|value| sanitize(&String::from_utf8_lossy(value.as_bytes()), key))
+                .unwrap_or_default();
+            return PpioError::InvalidResponse {
+                detail: format!(
+                    "the server redirected (HTTP {}) to {location:?}; redirects are not followed \
+                     because they would carry the API key elsewhere: set the endpoint to the \
+                     final URL",
+                    status.as_u16()
+                ),
+            };
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, Timestamp::now()));
+        let cap = MAX_ERROR_BODY_BYTES.min(self.inner.max_body_bytes);
+        let said = parse_error_body(&read_body_prefix(response, cap).await, key);
+        tracing::debug!(status = status.as_u16(), server_said = %said, "PPIO refused the request");
+        let status = status.as_u16();
+        match status {
+            401 => PpioError::Unauthorized,
+            403 => PpioError::Forbidden,
+            429 => PpioError::RateLimited { retry_after },
+            400..=499 => PpioError::Rejected {
+                status,
+                code: said.code,
+                message: said.message.unwrap_or_default(),
+            },
+            500..=599 => PpioError::ServerError {
+                status,
+                message: said.to_string(),
+            },
+            _ => PpioError::InvalidResponse {
+                detail: format!("unexpected HTTP status {status}"),
+            },
+        }
+    }
+
+    /// Maps a failure of the HTTP stack. The URL is left out of the detail (the endpoint is named
+    /// instead) so the error chain's cause fits within the length cap.
+    fn transport_error(&self, error: reqwest::Error, key: &ApiKey) -> PpioError {
+        if error.is_timeout() {
+            return PpioError::Timeout;
+        }
+        let host = self.inner.base_url.host_str().unwrap_or_default();
+        let detail = format!("{host}: {}", error_chain(&error.without_url()));
+        PpioError::Unreachable {
+            detail: sanitize(&detail, key),
+        }
+    }
+}
+
+/// What is left of a listing's byte budget, and the budget itself for the message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListingBudget {
+    pub(crate) remaining: usize,
+    pub(crate) limit: usize,
+}
+
+/// A page and the size of the body it came in.
+pub(crate) struct FetchedPage {
+    pub(crate) page: Page,
+    pub(crate) body_bytes: usize,
+}
+
+/// Decodes a 200 body into a page and redacts the API key from its records. A record whose ID holds
+/// the key fails the page: it could only be mirrored under the key or under a made-up ID.
+pub(super) fn decode_page(body: &[u8], key: &ApiKey) -> Result<Page, PpioError> {
+    let mut page = Page::from_json(body).map_err(|error| {
+        let hint = error_body_sent_as_page(body, key)
+            .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
+            .unwrap_or_default();
+        PpioError::InvalidResponse {
+            detail: sanitize(
+                &format!("the list response does not decode: {error}{hint}"),
+                key,
+            ),
+        }
+    })?;
+    let mut redacted = 0;
+    for (index, instance) in page.instances.iter_mut().enumerate() {
+        if key.appears_in(instance.id.as_str()) {
+            return Err(PpioError::InvalidResponse {
+                detail: format!(
+                    "a record's ID contains the API key (record {} of the page), so it cannot be \
+                     mirrored safely; the page was discarded",
+                    index + 1
+                ),
+            });
+        }
+        redacted += instance.redact(key);
+    }
+    if redacted > 0 {
+        tracing::debug!(
+            strings = redacted,
+            "PPIO records echoed the API key; replaced it with [redacted]"
+        );
+    }
+    Ok(page)
+}
+
+/// What a 200 body that is not a page says, when it is shaped like an error (an object with no
+/// `data` but a `code`, `message`, `error` or `reason`), as some gateways send them.
+fn error_body_sent_as_page(body: &[u8], key: &ApiKey) -> Option<ServerMessage> {
+    let serde_json::Value::Object(fields) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    let error_like = !fields.contains_key("data")
+        && ["code", "message", "error", "reason"]
+            .iter()
+            .any(|name| fields.contains_key(*name));
+    error_like.then(|| parse_error_body(body, key))
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads the whole body, chunk by chunk, failing as soon as it exceeds `cap` bytes.
+async fn read_body(response: &mut Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = response.content_length().unwrap_or(0);
+    if usize::try_from(declared).map_or(true, |declared| declared > cap) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads at most `cap` bytes of an error body; a body that cannot be read counts as empty, since
+/// the status code alone already says what happened.
+async fn read_body_prefix(response: &mut Response, cap: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = cap - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= cap {
+            break;
+        }
+    }
+    body
+}
+
+/// An error and its causes, joined by `: `, skipping causes its message already contains.
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
