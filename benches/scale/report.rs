@@ -308,6 +308,8 @@ fn millis(d: Duration) -> String {
 
 /// A count: whole when it is one, else with two decimals (an average over syncs).
 fn count(value: f64) -> String {
+    // A sum of deltas can come out as -0.0, which would print as "-0".
+    let value = if value == 0.0 { 0.0 } else { value };
     if (value - value.round()).abs() < 0.005 {
         format!("{value:.0}")
     } else {

@@ -52,8 +52,11 @@ pub struct ListQuery {
     pub page_size: u32,
 }
 
-/// Bounds on one listing, so a misbehaving server cannot keep the client paging or growing memory,
-/// and how hard a page that fails transiently is retried within the listing.
+/// Bounds on one listing, so a misbehaving server cannot keep the client paging for ever, and how
+/// hard a page that fails transiently is retried within the listing. A listing read page by page
+/// ([`Pager`](super::Pager)) holds one page at a time, plus 8 bytes or so per instance ID for the
+/// duplicate guard; a listing read whole ([`Client::list_all_instances`](super::Client::list_all_instances))
+/// holds every record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListingLimits {
     /// Most pages fetched before the listing fails.
@@ -75,13 +78,13 @@ pub struct ListingLimits {
 }
 
 impl Default for ListingLimits {
-    /// 1000 pages, 50 000 instances, 64 MiB in all; 3 attempts per page, retries from 500 ms,
-    /// waits of at most 30 s.
+    /// 10 000 pages, 1 000 000 instances, 1 GiB of bodies in all; 3 attempts per page, retries from
+    /// 500 ms, waits of at most 30 s.
     fn default() -> Self {
         ListingLimits {
-            max_pages: 1000,
-            max_instances: 50_000,
-            max_listing_bytes: 64 * 1024 * 1024,
+            max_pages: 10_000,
+            max_instances: 1_000_000,
+            max_listing_bytes: 1024 * 1024 * 1024,
             page_attempts: 3,
             retry_base: Duration::from_millis(500),
             max_retry_wait: Duration::from_secs(30),

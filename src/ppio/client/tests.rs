@@ -1222,9 +1222,9 @@ fn defaults_match_the_documented_values() {
     assert_eq!(
         ListingLimits::default(),
         ListingLimits {
-            max_pages: 1000,
-            max_instances: 50_000,
-            max_listing_bytes: 64 * 1024 * 1024,
+            max_pages: 10_000,
+            max_instances: 1_000_000,
+            max_listing_bytes: 1024 * 1024 * 1024,
             page_attempts: 3,
             retry_base: Duration::from_millis(500),
             max_retry_wait: Duration::from_secs(30),
