@@ -87,7 +87,8 @@ pub(super) fn time_until_due(
     }
 }
 
-/// How long one listing may take: the view's sync interval, but at least two minutes.
+/// How long one page of a listing may take, retries included: the view's sync interval, but at
+/// least two minutes.
 pub(super) fn listing_deadline(interval: Duration) -> Duration {
     interval.max(Duration::from_secs(120))
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -50,8 +50,8 @@ impl From<SyncFailure> for Failed {
 }
 
 /// Syncs `view`, holding `slot` except while it waits for its API key's request budget. The listing
-/// is abandoned once PPIO has taken `deadline` in all, so that one slow account cannot hold a slot
-/// for hours.
+/// is abandoned when one page takes longer than `deadline`, so that a stalled account cannot hold a
+/// slot for hours.
 pub(super) async fn sync_view(
     view: Arc<GpuInstanceView>,
     ctx: &Context,
@@ -92,17 +92,14 @@ pub(super) async fn sync_view(
         now: Timestamp::now(),
     };
     let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits);
-    // The deadline bounds the time spent on PPIO (its answers and the key's budget), not the writes:
-    // a first mirror of a large account may take longer to write than any listing should take.
-    let mut ppio_time = Duration::ZERO;
+    // The deadline bounds each page (its answer, its retries and the key's budget), not the whole
+    // listing, whose length grows with the account, nor the writes.
     let listed = loop {
-        let started = Instant::now();
-        let page = tokio::time::timeout(deadline.saturating_sub(ppio_time), async {
+        let page = tokio::time::timeout(deadline, async {
             slot.released_while(pager.pace()).await;
             pager.next_page().await
         })
         .await;
-        ppio_time += started.elapsed();
         let page = match page {
             Ok(Ok(Some(page))) => page,
             Ok(Ok(None)) => break Ok(Ok(())),
@@ -126,9 +123,9 @@ pub(super) async fn sync_view(
             SyncFailure {
                 reason: FailureReason::ApiUnavailable,
                 message: format!(
-                    "Listing from PPIO took longer than {}s and was abandoned; nothing was removed. \
-                     Retrying with backoff. A narrower filter or a larger pageSize makes listings \
-                     shorter.",
+                    "A page of the PPIO listing took longer than {}s (its retries and the API key's \
+                     request budget included) and the listing was abandoned; nothing was removed. \
+                     Retrying with backoff.",
                     deadline.as_secs()
                 ),
             }
