@@ -117,29 +117,21 @@ pub fn plan_instance(
     observed: Option<&Observed>,
     now: Timestamp,
 ) -> InstancePlan {
-    let view_name = view.name_any();
-    let spec = GpuInstanceSpec {
-        instance_id: mirror::spec_instance_id(instance.id.as_str()),
-        view: view_name.clone(),
-    };
-    let (status, fingerprint) = fingerprinted_status(view, instance, &spec);
-    let labels = mirror::labels(&view_name, shard_of(view), instance);
+    let content = MirrorContent::of(view, instance);
     // Most syncs change nothing: tell that from the digest before building any object.
     if let Some(observed) = observed
         && observed.trusted
         && observed.absent_since.is_none()
         && observed.digest
             == (Digest {
-                fingerprint,
-                labels: mirror::labels_digest(&labels),
+                fingerprint: content.fingerprint,
+                labels: mirror::labels_digest(&content.labels),
                 owner: view.uid().as_deref().map_or(0, owner_hash),
             })
     {
         return InstancePlan::Unchanged;
     }
-    let name = mirror::object_name(&view_name, instance.id.as_str());
-    let status = stamped(status, now);
-    let desired = Box::new(assemble(view, name, spec, status, fingerprint, labels));
+    let desired = Box::new(content.into_mirror(view, instance, now));
     match observed {
         None => InstancePlan::Create(desired),
         Some(_) => InstancePlan::Update(desired),
@@ -152,15 +144,50 @@ pub fn desired_mirror(
     instance: &Instance,
     now: Timestamp,
 ) -> DesiredMirror {
-    let view_name = view.name_any();
-    let spec = GpuInstanceSpec {
-        instance_id: mirror::spec_instance_id(instance.id.as_str()),
-        view: view_name.clone(),
-    };
-    let (status, fingerprint) = fingerprinted_status(view, instance, &spec);
-    let labels = mirror::labels(&view_name, shard_of(view), instance);
-    let name = mirror::object_name(&view_name, instance.id.as_str());
-    assemble(view, name, spec, stamped(status, now), fingerprint, labels)
+    MirrorContent::of(view, instance).into_mirror(view, instance, now)
+}
+
+/// What a mirror holds, before any object is built: enough to compare with its digest.
+struct MirrorContent {
+    spec: GpuInstanceSpec,
+    status: GpuInstanceStatus,
+    fingerprint: u64,
+    labels: BTreeMap<String, String>,
+}
+
+impl MirrorContent {
+    fn of(view: &GpuInstanceView, instance: &Instance) -> MirrorContent {
+        let view_name = view.name_any();
+        let spec = GpuInstanceSpec {
+            instance_id: mirror::spec_instance_id(instance.id.as_str()),
+            view: view_name.clone(),
+        };
+        let (status, fingerprint) = fingerprinted_status(view, instance, &spec);
+        let labels = mirror::labels(&view_name, shard_of(view), instance);
+        MirrorContent {
+            spec,
+            status,
+            fingerprint,
+            labels,
+        }
+    }
+
+    fn into_mirror(
+        self,
+        view: &GpuInstanceView,
+        instance: &Instance,
+        now: Timestamp,
+    ) -> DesiredMirror {
+        let name = mirror::object_name(&self.spec.view, instance.id.as_str());
+        assemble(
+            view,
+            name,
+            self.spec,
+            stamped(self.status, now),
+            self.fingerprint,
+            self.labels,
+        )
+    }
 }
 
 /// The status of the mirror of `instance` with no history (transition times at the epoch), and its
