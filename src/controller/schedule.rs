@@ -1,7 +1,12 @@
 //! When each view syncs next: its interval after a success (plus jitter, never sooner), capped
-//! exponential backoff after failures, at once for a new spec or a new refresh request. The schedule
-//! is kept in memory because the view's own status writes wake the controller too, and those must
-//! not make a view due; after a restart, `status.lastSyncTime` stands in for it.
+//! exponential backoff after failures, at once for a new spec or a new refresh request.
+//!
+//! kube-runtime does most of this: its predicates (see `views.rs`) drop the events of the view's
+//! own status writes, and `Action::requeue` wakes a view when it is due. What it cannot know is kept
+//! here, one small entry per view: how many syncs in a row failed (the backoff), when the view is
+//! due (a reconcile cannot tell a due requeue from the relist after a watch restarts), and which
+//! generation and refresh request the last sync answered (its status write may have failed). After
+//! an operator restart, `status.lastSyncTime` stands in for it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

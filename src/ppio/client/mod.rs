@@ -16,8 +16,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable as _};
 use jiff::Timestamp;
 use rand::Rng;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, LOCATION, RETRY_AFTER};
@@ -258,47 +260,46 @@ impl Client {
         page: u32,
         budget: ListingBudget,
         limits: &ListingLimits,
-        mut paced: bool,
+        paced: bool,
     ) -> Result<FetchedPage, PpioError> {
         let attempts = limits.page_attempts.max(1);
-        let mut attempt: u32 = 1;
-        loop {
-            let request = self.request_page(key, query, cursor, Some(budget), paced);
-            paced = false;
-            let error = match request
-                .instrument(tracing::debug_span!("ppio_list_page", page, attempt))
-                .await
-            {
-                Ok(fetched) => return Ok(fetched),
-                Err(error) => error,
-            };
-            if !error.is_transient() || attempt >= attempts {
-                return Err(error);
-            }
-            let wait = match error.retry_after() {
+        // Shared by the attempts and the log of each retry; only one attempt runs at a time.
+        let attempt = AtomicU32::new(0);
+        let paced = AtomicBool::new(paced);
+        let fetch = || {
+            let number = attempt.fetch_add(1, Ordering::Relaxed) + 1;
+            let paced = paced.swap(false, Ordering::Relaxed);
+            self.request_page(key, query, cursor, Some(budget), paced)
+                .instrument(tracing::debug_span!(
+                    "ppio_list_page",
+                    page,
+                    attempt = number
+                ))
+        };
+        fetch
+            .retry(page_backoff(limits))
+            .sleep(tokio::time::sleep)
+            .when(PpioError::is_transient)
+            .adjust(|error, backoff| match error.retry_after() {
                 // The caller's own schedule handles long waits better than a blocked listing.
-                Some(asked) if asked > limits.max_retry_wait => return Err(error),
-                Some(asked) => asked,
-                None => retry_backoff(
-                    attempt,
-                    limits.retry_base,
-                    limits.max_retry_wait,
-                    rand::rng().random(),
-                ),
-            };
-            tracing::info!(
-                page,
-                attempt,
-                attempts,
-                reason = error.kind().as_str(),
-                status = error.status_code(),
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                %error,
-                "a page of the PPIO listing failed; retrying it"
-            );
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+                Some(asked) if asked > limits.max_retry_wait => None,
+                // The server's word, while retries remain.
+                Some(asked) => backoff.map(|_| asked),
+                None => backoff.map(|wait| jittered(wait, rand::rng().random())),
+            })
+            .notify(|error, wait| {
+                tracing::info!(
+                    page,
+                    attempt = attempt.load(Ordering::Relaxed),
+                    attempts,
+                    reason = error.kind().as_str(),
+                    status = error.status_code(),
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    %error,
+                    "a page of the PPIO listing failed; retrying it"
+                );
+            })
+            .await
     }
 
     /// One request for one page, reported to the observer and logged. `budget`, within a listing,
@@ -392,11 +393,23 @@ impl Client {
     }
 }
 
-/// How long to wait before retry number `retry` (1 for the first) of a page when the server did
-/// not say: `base` doubled for each earlier retry, capped at `cap`, then scaled by a factor between
-/// 0.5 and 1 from `jitter` (in `0.0..1.0`) so that views failing together do not retry together.
-fn retry_backoff(retry: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
-    crate::backoff::capped_exponential(retry, base, cap).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+/// The waits before each retry of a page when the server did not say how long to wait:
+/// [`ListingLimits::retry_base`] doubled for each earlier retry, capped at
+/// [`ListingLimits::max_retry_wait`] (the rule of [`crate::backoff::capped_exponential`]), for
+/// [`ListingLimits::page_attempts`] attempts in all.
+fn page_backoff(limits: &ListingLimits) -> ExponentialBuilder {
+    let retries = limits.page_attempts.max(1) - 1;
+    ExponentialBuilder::new()
+        .with_min_delay(limits.retry_base)
+        .with_factor(2.0)
+        .with_max_delay(limits.max_retry_wait)
+        .with_max_times(usize::try_from(retries).unwrap_or(usize::MAX))
+}
+
+/// `wait` scaled by a factor between 0.5 and 1 from `jitter` (in `0.0..1.0`), so that views failing
+/// together do not retry together.
+fn jittered(wait: Duration, jitter: f64) -> Duration {
+    wait.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
 mod transport;

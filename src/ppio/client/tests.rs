@@ -1013,16 +1013,36 @@ async fn a_retry_after_longer_than_max_retry_wait_ends_the_listing_at_once() {
 
 #[test]
 fn backoff_doubles_from_retry_base_capped_and_jittered_down_by_at_most_half() {
-    let base = Duration::from_millis(500);
-    let cap = Duration::from_secs(30);
+    use backon::BackoffBuilder as _;
+    let limits = ListingLimits {
+        page_attempts: 11,
+        retry_base: Duration::from_millis(500),
+        max_retry_wait: Duration::from_secs(30),
+        ..ListingLimits::default()
+    };
+    let waits: Vec<u128> = page_backoff(&limits)
+        .build()
+        .map(|d| d.as_millis())
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000, 30_000
+        ],
+        "one wait before each retry, doubling up to the cap"
+    );
+    let one_attempt = ListingLimits {
+        page_attempts: 1,
+        ..limits
+    };
+    assert_eq!(page_backoff(&one_attempt).build().count(), 0);
     let ms = |d: Duration| d.as_millis();
-    assert_eq!(ms(retry_backoff(1, base, cap, 1.0)), 500);
-    assert_eq!(ms(retry_backoff(1, base, cap, 0.0)), 250);
-    assert_eq!(ms(retry_backoff(2, base, cap, 1.0)), 1000);
-    assert_eq!(ms(retry_backoff(3, base, cap, 0.5)), 1500);
-    assert_eq!(ms(retry_backoff(10, base, cap, 1.0)), 30_000);
-    assert_eq!(ms(retry_backoff(u32::MAX, base, cap, 0.0)), 15_000);
-    assert_eq!(retry_backoff(1, Duration::ZERO, cap, 0.7), Duration::ZERO);
+    let wait = Duration::from_millis(500);
+    assert_eq!(ms(jittered(wait, 1.0)), 500);
+    assert_eq!(ms(jittered(wait, 0.0)), 250);
+    assert_eq!(ms(jittered(Duration::from_millis(2000), 0.5)), 1500);
+    assert_eq!(ms(jittered(wait, 7.0)), 500, "jitter is clamped");
+    assert_eq!(jittered(Duration::ZERO, 0.7), Duration::ZERO);
 }
 
 // --- The listing's byte budget ---
