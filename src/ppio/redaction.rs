@@ -35,8 +35,8 @@
 //! around a `[redacted]` never forms a run with it when the key itself contains `[`, `]` or
 //! `redacted`; real keys do not.
 //!
-//! Matching reads 8 bytes at a time against a set of every 8-byte window of every form, so its cost
-//! grows with the text, not with the key.
+//! Matching reads 8 bytes at a time against a set of every 8-byte window of every form (behind a bit
+//! filter that most windows of other text miss), so its cost grows with the text, not with the key.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -55,6 +55,9 @@ pub const REDACTED: &str = "[redacted]";
 pub(crate) struct KeyEchoes {
     /// Every window of [`MIN_ECHO_CHARS`] bytes of every form, as a big-endian `u64`.
     runs: FxHashSet<u64>,
+    /// One bit per [`filter_slot`] of the windows in `runs`: most windows of ordinary text miss it,
+    /// and cost a multiplication rather than a set lookup.
+    filter: Box<[u64]>,
     /// Forms shorter than [`MIN_ECHO_CHARS`], matched whole: packed like `runs`, with their length.
     whole: Vec<(u64, usize)>,
 }
@@ -80,7 +83,16 @@ impl KeyEchoes {
         for form in base64_forms(key) {
             runs.extend(form.as_bytes().windows(MIN_ECHO_CHARS).map(pack));
         }
-        KeyEchoes { runs, whole }
+        let mut filter = vec![0u64; FILTER_BITS / 64].into_boxed_slice();
+        for &run in &runs {
+            let slot = filter_slot(run);
+            filter[slot / 64] |= 1 << (slot % 64);
+        }
+        KeyEchoes {
+            runs,
+            filter,
+            whole,
+        }
     }
 
     /// `text` with every echo replaced by [`REDACTED`]; borrowed when there was none.
@@ -140,7 +152,11 @@ impl KeyEchoes {
             window = (window << 8) | u64::from(byte);
             starts[seen % MIN_ECHO_CHARS] = span.start;
             seen += 1;
-            let longest = if seen >= MIN_ECHO_CHARS && self.runs.contains(&window) {
+            let slot = filter_slot(window);
+            let longest = if seen >= MIN_ECHO_CHARS
+                && self.filter[slot / 64] & (1 << (slot % 64)) != 0
+                && self.runs.contains(&window)
+            {
                 MIN_ECHO_CHARS
             } else {
                 self.whole
@@ -155,6 +171,15 @@ impl KeyEchoes {
             }
         }
     }
+}
+
+/// Bits of [`KeyEchoes`]'s filter: with the few hundred windows of a key's forms, about one window
+/// of other text in a hundred passes it.
+const FILTER_BITS: usize = 1 << 16;
+
+/// Where `window` falls in the filter: the top 16 bits of a multiplicative hash.
+fn filter_slot(window: u64) -> usize {
+    (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize
 }
 
 /// Appends `range`, or extends the last range when they overlap or touch.
