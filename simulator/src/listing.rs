@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::records::sort_key;
+use super::records::created_at;
 
 /// Longest accepted `cursor`, in characters (from the API documentation).
 const MAX_CURSOR_CHARS: usize = 1024;
@@ -197,9 +197,12 @@ fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Whether an instance record passes the query's filters.
+/// Whether an instance record passes the query's filters. Reads the record in place: it runs for
+/// every stored instance on every page.
 fn matches(id: &str, record: &Value, query: &ListQuery) -> bool {
-    let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or("").to_owned();
+    fn text(value: Option<&Value>) -> &str {
+        value.and_then(Value::as_str).unwrap_or("")
+    }
     if let Some(needle) = &query.name {
         let name = text(record.get("name")).to_lowercase();
         if !name.contains(needle) && !id.to_lowercase().contains(needle) {
@@ -207,15 +210,20 @@ fn matches(id: &str, record: &Value, query: &ListQuery) -> bool {
         }
     }
     if let Some(status) = &query.status
-        && text(record.pointer("/status/status")) != *status
+        && text(record.pointer("/status/status")) != status
     {
         return false;
     }
-    if !query.regions.is_empty() && !query.regions.contains(&text(record.get("region"))) {
+    if !query.regions.is_empty()
+        && !query
+            .regions
+            .iter()
+            .any(|region| region == text(record.get("region")))
+    {
         return false;
     }
     if let Some(mode) = &query.billing_mode
-        && text(record.pointer("/billing/mode")) != *mode
+        && text(record.pointer("/billing/mode")) != mode
     {
         return false;
     }
@@ -250,46 +258,52 @@ impl Page {
     }
 }
 
-/// Cuts the page the query asks for out of the instances (id → record, any order).
+/// Cuts the page the query asks for out of the instances (id → record, any order). One pass over
+/// the instances and a partial sort of what follows the cursor, so a listing of N instances in
+/// pages of L costs about N²/L, not N² log N / L: accounts of 100,000 instances list in seconds.
 pub(crate) fn list_page<'a>(
     instances: impl IntoIterator<Item = (&'a String, &'a Value)>,
     query: &ListQuery,
 ) -> Page {
-    let mut matching: Vec<((i64, String), &Value)> = instances
-        .into_iter()
-        .filter(|(id, record)| matches(id, record, query))
-        .map(|(id, record)| (sort_key(id, record), record))
-        .collect();
-    matching.sort_by(|(a, _), (b, _)| a.cmp(b));
-    let total = matching.len();
-
-    let start = match &query.cursor {
-        None => 0,
-        Some(cursor) => matching
-            .partition_point(|((created_at, id), _)| (*created_at, id.as_str()) <= cursor.key()),
-    };
-    // Without a cursor `start` is 0, so there is no previous instance.
-    let previous = start
-        .checked_sub(1)
-        .and_then(|at| matching.get(at))
-        .map(|(_, record)| (*record).clone());
-    let end = start.saturating_add(query.limit).min(total);
-    let page = matching.get(start..end).unwrap_or_default();
-    let has_more = end < total;
-    let next_cursor = match page.last() {
+    let mut total = 0;
+    // The last matching instance at or before the cursor, and every one after it.
+    let mut previous: Option<((i64, &str), &Value)> = None;
+    let mut after: Vec<((i64, &str), &Value)> = Vec::new();
+    for (id, record) in instances {
+        if !matches(id, record, query) {
+            continue;
+        }
+        total += 1;
+        let key = (created_at(record), id.as_str());
+        match &query.cursor {
+            Some(cursor) if key <= cursor.key() => {
+                if previous.is_none_or(|(before, _)| key > before) {
+                    previous = Some((key, record));
+                }
+            }
+            _ => after.push((key, record)),
+        }
+    }
+    let has_more = after.len() > query.limit;
+    if has_more {
+        after.select_nth_unstable_by(query.limit, |(a, _), (b, _)| a.cmp(b));
+        after.truncate(query.limit);
+    }
+    after.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    let next_cursor = match after.last() {
         Some(((created_at, id), _)) if has_more => Cursor {
             created_at: *created_at,
-            id: id.clone(),
+            id: (*id).to_owned(),
         }
         .encode(),
         _ => String::new(),
     };
     Page {
-        data: page.iter().map(|(_, record)| (*record).clone()).collect(),
+        data: after.iter().map(|(_, record)| (*record).clone()).collect(),
         next_cursor,
         has_more,
         total,
-        previous,
+        previous: previous.map(|(_, record)| record.clone()),
     }
 }
 

@@ -139,10 +139,12 @@ pub(crate) fn integer_field(value: Option<&Value>) -> Option<i64> {
 /// The position of a record in the listing order: by `created_at` (missing or unreadable counts as 0),
 /// then by `id`. Ids are unique, so the order is total and stable.
 pub(crate) fn sort_key(id: &str, record: &Value) -> (i64, String) {
-    (
-        integer_field(record.get("created_at")).unwrap_or(0),
-        id.to_owned(),
-    )
+    (created_at(record), id.to_owned())
+}
+
+/// A record's `created_at`, the first part of its [`sort_key`]; 0 when missing or unreadable.
+pub(crate) fn created_at(record: &Value) -> i64 {
+    integer_field(record.get("created_at")).unwrap_or(0)
 }
 
 /// A short name for the kind of a JSON value, for error messages.
