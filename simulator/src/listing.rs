@@ -289,7 +289,7 @@ pub(crate) fn list_page<'a>(
         after.select_nth_unstable_by(query.limit, |(a, _), (b, _)| a.cmp(b));
         after.truncate(query.limit);
     }
-    after.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    after.sort_unstable_by_key(|(key, _)| *key);
     let next_cursor = match after.last() {
         Some(((created_at, id), _)) if has_more => Cursor {
             created_at: *created_at,
