@@ -57,11 +57,12 @@ pub struct Observed {
     pub source: Option<u64>,
 }
 
-/// What the mirror of a record depends on, as one number: the record as decoded (the API key
-/// already redacted) and the view's name, UID, shard and mirroring options. A trusted mirror whose
-/// record hashes as it did last time is unchanged, which the operator then knows without mapping
-/// the record again. Kept in memory only, so it may use a per-process hash.
-pub fn source_hash(view: &GpuInstanceView, instance: &Instance) -> u64 {
+/// What the mirror of a record depends on, as one number: the record as sent and the API key it was
+/// read with (`record`, from [`crate::ppio::ListedPage::source`]), and the view's name, UID, shard
+/// and mirroring options. A trusted mirror whose record hashes as it did last time is unchanged,
+/// which the operator then knows without decoding or mapping the record again. Kept in memory
+/// only, so it may use a per-process hash.
+pub fn source_hash(view: &GpuInstanceView, record: u64) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = rustc_hash::FxHasher::default();
     view.metadata.name.hash(&mut hasher);
@@ -71,7 +72,7 @@ pub fn source_hash(view: &GpuInstanceView, instance: &Instance) -> u64 {
     for field in &view.spec.mirror.omit_fields {
         (*field as u8).hash(&mut hasher);
     }
-    instance.hash(&mut hasher);
+    record.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -864,17 +865,22 @@ pub(crate) mod tests {
     #[test]
     fn the_source_hash_follows_the_record_and_the_views_options() {
         let view = view(true);
-        let i = instance("aa01", "running", "r", 1);
-        assert_eq!(source_hash(&view, &i), source_hash(&view, &i.clone()));
-        let exited = instance("aa01", "exited", "r", 1);
-        assert_ne!(source_hash(&view, &i), source_hash(&view, &exited));
+        let (record, other) = (0x5eed_u64, 0x5eee_u64);
+        assert_eq!(
+            source_hash(&view, record),
+            source_hash(&view.clone(), record)
+        );
+        assert_ne!(source_hash(&view, record), source_hash(&view, other));
         let mut omitting = view.clone();
         omitting.spec.mirror.omit_fields = vec![crate::api::view::OmittedField::Command];
-        assert_ne!(source_hash(&view, &i), source_hash(&omitting, &i));
+        assert_ne!(source_hash(&view, record), source_hash(&omitting, record));
         let mut sharded = view.clone();
         sharded
             .labels_mut()
             .insert(mirror::SHARD_LABEL.into(), "one".into());
-        assert_ne!(source_hash(&view, &i), source_hash(&sharded, &i));
+        assert_ne!(source_hash(&view, record), source_hash(&sharded, record));
+        let mut renamed = view.clone();
+        renamed.metadata.uid = Some("another-uid".into());
+        assert_ne!(source_hash(&view, record), source_hash(&renamed, record));
     }
 }

@@ -44,6 +44,14 @@ struct Entry {
     source: Option<u64>,
 }
 
+impl Entry {
+    /// Whether its metadata can be taken at its word: the operator's own last write of it succeeded
+    /// whole, and nobody wrote it since.
+    fn trusted(&self) -> bool {
+        !self.write_failed && self.written.is_none_or(|w| w == self.resource_version)
+    }
+}
+
 /// The key of an entry: namespace and name.
 type Key = (Arc<str>, String);
 
@@ -147,10 +155,23 @@ impl MirrorCache {
             uid: entry.uid.clone(),
             digest: entry.digest,
             absent_since: entry.absent_since,
-            trusted: !entry.write_failed
-                && entry.written.is_none_or(|w| w == entry.resource_version),
+            trusted: entry.trusted(),
             source: entry.source,
         })
+    }
+
+    /// Whether the mirror `namespace/name` is trusted, not marked absent, and was last found or
+    /// written to match the record whose [`plan::source_hash`] is `source`: then it is unchanged.
+    /// The check every listed record of a sync makes, so it allocates nothing.
+    pub fn is_unchanged_source(&self, namespace: &str, name: &str, source: u64) -> bool {
+        let state = self.lock();
+        state
+            .entries
+            .get(namespace)
+            .and_then(|mirrors| mirrors.get(name))
+            .is_some_and(|entry| {
+                entry.source == Some(source) && entry.absent_since.is_none() && entry.trusted()
+            })
     }
 
     /// The mirrors of `view` (by its view label and its UID as controlling owner): each name and

@@ -109,10 +109,18 @@ pub(super) async fn sync_view(
             Ok(Err(e)) => break Ok(Err(e)),
             Err(elapsed) => break Err(elapsed),
         };
-        for instance in page {
-            if let Some(write) = listing.plan(&instance) {
-                writes.start(write).await;
+        // The page is planned whole before any of its writes starts: a record that does not decode
+        // makes the page invalid, and nothing of an invalid page is written.
+        let planned = (0..page.len())
+            .map(|index| listing.plan(&page, index))
+            .collect::<Result<Vec<_>, _>>();
+        match planned {
+            Ok(planned) => {
+                for write in planned.into_iter().flatten() {
+                    writes.start(write).await;
+                }
             }
+            Err(e) => break Ok(Err(e)),
         }
     };
     let pages = pager.pages();
@@ -172,46 +180,55 @@ struct Listing<'a> {
 }
 
 impl Listing<'_> {
-    /// Counts a listed instance and plans its mirror.
-    fn plan(&mut self, instance: &ppio::Instance) -> Option<MirrorWrite> {
-        self.summary.add(instance);
-        self.fleet.add(instance);
+    /// Counts record `index` of `page` and plans its mirror. The record is decoded whole only when
+    /// its mirror may have to change: a trusted mirror of a record that hashes as it did last time
+    /// is unchanged, and counting needs only the record's summary.
+    fn plan(
+        &mut self,
+        page: &ppio::ListedPage<'_>,
+        index: usize,
+    ) -> Result<Option<MirrorWrite>, ppio::PpioError> {
+        let summary = page.summary(index);
+        self.summary.add(summary);
+        self.fleet.add(summary);
         if !self.view.spec.mirror.enabled {
-            return None;
+            return Ok(None);
         }
-        let name = crate::mirror::object_name(&self.view.name_any(), instance.id.as_str());
+        let name = crate::mirror::object_name(&self.view.name_any(), summary.id.as_str());
         if !self.listed.insert(name.clone()) {
             // Two IDs that map to one name cannot happen (names carry a hash of odd IDs); the pager
             // refuses duplicate IDs.
-            return None;
+            return Ok(None);
         }
         self.counts.mirrored += 1;
-        let observed = self.ctx.mirrors.observed(self.namespace, &name);
-        // A trusted mirror of a record that hashes as last time is unchanged: no mapping needed.
-        let source = plan::source_hash(self.view, instance);
-        if let Some(observed) = &observed
-            && observed.trusted
-            && observed.absent_since.is_none()
-            && observed.source == Some(source)
+        let source = plan::source_hash(self.view, page.source(index));
+        if self
+            .ctx
+            .mirrors
+            .is_unchanged_source(self.namespace, &name, source)
         {
-            return None;
+            return Ok(None);
         }
-        match plan::plan_instance(self.view, instance, observed.as_ref(), self.now) {
-            InstancePlan::Unchanged => {
-                self.ctx
-                    .mirrors
-                    .record_source(self.namespace, &name, source);
-                None
-            }
-            InstancePlan::Create(mirror) => {
-                self.counts.created += 1;
-                Some(MirrorWrite::Create { mirror, source })
-            }
-            InstancePlan::Update(mirror) => {
-                self.counts.updated += 1;
-                Some(MirrorWrite::Update { mirror, source })
-            }
-        }
+        let instance = page.decode(index)?;
+        let observed = self.ctx.mirrors.observed(self.namespace, &name);
+        Ok(
+            match plan::plan_instance(self.view, &instance, observed.as_ref(), self.now) {
+                InstancePlan::Unchanged => {
+                    self.ctx
+                        .mirrors
+                        .record_source(self.namespace, &name, source);
+                    None
+                }
+                InstancePlan::Create(mirror) => {
+                    self.counts.created += 1;
+                    Some(MirrorWrite::Create { mirror, source })
+                }
+                InstancePlan::Update(mirror) => {
+                    self.counts.updated += 1;
+                    Some(MirrorWrite::Update { mirror, source })
+                }
+            },
+        )
     }
 
     /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked.

@@ -7,12 +7,15 @@
 //!   characters, plain, quoted, base64- or percent-encoded), and its replacement.
 //! - `model`: the instance record (lenient decoding, redaction of the key) and the list page (a
 //!   strict envelope: `data` and `has_more` must be there).
+//! - `raw_page`: a page whose records are located and summarised at once and decoded whole only
+//!   when asked, so that a listing of unchanged records decodes few of them.
 //! - `config`: how the client connects, what a listing asks for, and the bounds of a listing.
 //! - `client`: paging through a listing and per-page retries of transient failures; `transport`
 //!   inside it: one request, its body within bounds, and its answer as a page or an error.
 //! - `paging`: the guards that make a listing complete or an error (budgets, cursor loops,
 //!   contradictions, duplicate IDs), as a pure state machine fed one page at a time.
-//! - `pager`: a listing handed out page by page, so memory is bounded by a page.
+//! - `pager`: a listing handed out page by page, so memory is bounded by a page; each page gives
+//!   its records' summaries, a hash of each record as sent, and the whole record on demand.
 //! - `error`: the error enum, server error bodies, `Retry-After`, and sanitizing server text.
 
 mod api_key;
@@ -23,6 +26,7 @@ mod model;
 mod pager;
 mod paging;
 mod rate_limit;
+mod raw_page;
 mod redaction;
 
 pub use api_key::{ApiKey, InvalidApiKey};
@@ -34,7 +38,8 @@ pub use model::{
     InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,
     UnknownBillingMode, Volume,
 };
-pub use pager::Pager;
+pub use pager::{ListedPage, Pager};
 pub use paging::{NextPage, Paging, Progress};
 pub use rate_limit::RateLimiter;
+pub use raw_page::RawPage;
 pub use redaction::{MIN_ECHO_CHARS, REDACTED};

@@ -486,68 +486,85 @@ impl Page {
     /// `total` are ignored. A body with more than [`MAX_PAGE_ITEMS`] array items is refused
     /// unread.
     pub fn from_json(body: &[u8]) -> Result<Page, DecodeError> {
-        // Serde would also accept a JSON array for a struct; `[]` must not pass for an empty page.
-        if body.trim_ascii_start().first() != Some(&b'{') {
-            return Err(DecodeError {
-                path: ".".to_owned(),
-                message: "expected a JSON object".to_owned(),
-            });
-        }
-        if holds_more_items_than(body, MAX_PAGE_ITEMS) {
-            return Err(DecodeError {
-                path: ".".to_owned(),
-                message: format!(
-                    "the page holds more than {MAX_PAGE_ITEMS} array items; refused unread to \
-                     bound memory (list with a smaller page size)"
-                ),
-            });
-        }
+        check_envelope(body)?;
         // Most pages decode: do it without tracking the path (about twice as fast), from text whose
-        // UTF-8 is checked once (with SIMD) rather than string by string, and decode again with the path only
-        // to say where a page that fails went wrong.
+        // UTF-8 is checked once (with SIMD) rather than string by string, and decode again with the
+        // path only to say where a page that fails went wrong.
         let decoded = simdutf8::basic::from_utf8(body)
             .ok()
             .and_then(|text| serde_json::from_str::<WirePage>(text).ok());
         let Some(wire) = decoded else {
             return Err(located_error(body));
         };
-        match (wire.data, wire.has_more) {
-            (Some(Some(instances)), Some(Some(has_more))) => Ok(Page {
-                instances,
-                next_cursor: Some(wire.next_cursor).filter(|cursor| !cursor.is_empty()),
-                has_more,
-            }),
-            (data, has_more) => {
-                let problems: Vec<&str> = [
-                    match data {
-                        None => Some("`data` is missing"),
-                        Some(None) => Some("`data` is null"),
-                        Some(Some(_)) => None,
-                    },
-                    match has_more {
-                        None => Some("`has_more` is missing"),
-                        Some(None) => Some("`has_more` is null"),
-                        Some(Some(_)) => None,
-                    },
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                Err(DecodeError {
-                    path: ".".to_owned(),
-                    message: format!(
-                        "not a list page: {}; a page must carry `data` (an array, `[]` when \
-                         empty) and `has_more` (a boolean)",
-                        problems.join(" and ")
-                    ),
-                })
-            }
+        let (instances, has_more) = required(wire.data, wire.has_more)?;
+        Ok(Page {
+            instances,
+            next_cursor: Some(wire.next_cursor).filter(|cursor| !cursor.is_empty()),
+            has_more,
+        })
+    }
+}
+
+/// What is checked of a body before it is decoded: it is a JSON object (serde would also accept an
+/// array for a struct, and `[]` must not pass for an empty page), and it holds no more than
+/// [`MAX_PAGE_ITEMS`] array items.
+pub(super) fn check_envelope(body: &[u8]) -> Result<(), DecodeError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(DecodeError {
+            path: ".".to_owned(),
+            message: "expected a JSON object".to_owned(),
+        });
+    }
+    if holds_more_items_than(body, MAX_PAGE_ITEMS) {
+        return Err(DecodeError {
+            path: ".".to_owned(),
+            message: format!(
+                "the page holds more than {MAX_PAGE_ITEMS} array items; refused unread to \
+                 bound memory (list with a smaller page size)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The records and `has_more` of a decoded envelope, or why it is not a page: either field absent or
+/// null.
+pub(super) fn required<T>(
+    data: Option<Option<Vec<T>>>,
+    has_more: Option<Option<bool>>,
+) -> Result<(Vec<T>, bool), DecodeError> {
+    match (data, has_more) {
+        (Some(Some(records)), Some(Some(has_more))) => Ok((records, has_more)),
+        (data, has_more) => {
+            let problems: Vec<&str> = [
+                match data {
+                    None => Some("`data` is missing"),
+                    Some(None) => Some("`data` is null"),
+                    Some(Some(_)) => None,
+                },
+                match has_more {
+                    None => Some("`has_more` is missing"),
+                    Some(None) => Some("`has_more` is null"),
+                    Some(Some(_)) => None,
+                },
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            Err(DecodeError {
+                path: ".".to_owned(),
+                message: format!(
+                    "not a list page: {}; a page must carry `data` (an array, `[]` when \
+                     empty) and `has_more` (a boolean)",
+                    problems.join(" and ")
+                ),
+            })
         }
     }
 }
 
 /// Why `body` does not decode as a page, and where: decoded again, tracking the path.
-fn located_error(body: &[u8]) -> DecodeError {
+pub(super) fn located_error(body: &[u8]) -> DecodeError {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let decoded: Result<WirePage, _> = serde_path_to_error::deserialize(&mut deserializer);
     match decoded {
@@ -686,7 +703,7 @@ struct WirePage {
 
 /// A field that is present reads as `Some`, null included (absent fields get `None` from
 /// `#[serde(default)]`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(super) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -695,7 +712,7 @@ where
 }
 
 /// Null reads as the type's default (absent fields get it from `#[serde(default)]`).
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(super) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

@@ -6,13 +6,19 @@
 //! twice or exceed the [`ListingLimits`]. A page that breaks a guard is an error, never handed out;
 //! pages handed out before it were real remote data, but the listing as a whole is incomplete, so
 //! nothing may be concluded from what it lacked.
+//!
+//! A page hands out each record's summary at once and the whole record only when asked
+//! ([`ListedPage::decode`]), with a hash that tells a record unchanged since the last listing without
+//! decoding it ([`ListedPage::source`]). Both come with the API key redacted.
 
 use super::api_key::ApiKey;
+use super::client::decode_record;
 use super::client::{Budget as ListingBudget, Client};
 use super::config::{ListQuery, ListingLimits};
 use super::error::PpioError;
 use super::model::Instance;
 use super::paging::{Paging, Progress};
+use super::raw_page::RawPage;
 
 /// One listing in progress; see the module documentation.
 pub struct Pager<'a> {
@@ -45,7 +51,7 @@ impl Client {
     }
 }
 
-impl Pager<'_> {
+impl<'a> Pager<'a> {
     /// Waits for the key's request budget for the next page (see [`Client::pace`]); optional, since
     /// [`Pager::next_page`] paces itself otherwise.
     pub async fn pace(&mut self) {
@@ -55,9 +61,9 @@ impl Pager<'_> {
         }
     }
 
-    /// The next page's instances, with the API key redacted from them; `Ok(None)` once the listing is
-    /// complete. After an error the listing is over and incomplete.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Instance>>, PpioError> {
+    /// The next page; `Ok(None)` once the listing is complete. After an error the listing is over and
+    /// incomplete.
+    pub async fn next_page(&mut self) -> Result<Option<ListedPage<'a>>, PpioError> {
         if self.finished {
             return Ok(None);
         }
@@ -88,7 +94,7 @@ impl Pager<'_> {
                 },
                 other => other,
             })?;
-        match self.paging.accept(&fetched.page, fetched.body_bytes)? {
+        match self.paging.accept_raw(&fetched.page, fetched.body_bytes)? {
             Progress::More => self.finished = false,
             Progress::Complete => tracing::debug!(
                 pages = self.paging.pages(),
@@ -97,11 +103,61 @@ impl Pager<'_> {
                 "listed all PPIO instances"
             ),
         }
-        Ok(Some(fetched.page.instances))
+        Ok(Some(ListedPage {
+            page: fetched.page,
+            key: self.key,
+            number,
+        }))
     }
 
     /// Pages fetched so far.
     pub fn pages(&self) -> u32 {
         self.paging.pages()
+    }
+}
+
+/// One page of a listing; see the module documentation.
+pub struct ListedPage<'k> {
+    page: RawPage,
+    key: &'k ApiKey,
+    number: u32,
+}
+
+impl ListedPage<'_> {
+    /// Records on the page.
+    pub fn len(&self) -> usize {
+        self.page.len()
+    }
+
+    /// Whether the page holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.page.is_empty()
+    }
+
+    /// Record `index`'s summary, redacted: its ID, name, product, region, billing, resources and
+    /// remote status; every other field is empty (see [`RawPage::summary`]).
+    pub fn summary(&self, index: usize) -> &Instance {
+        self.page.summary(index)
+    }
+
+    /// A hash of record `index` as sent and of the API key it is read with. A record that hashes as
+    /// an earlier one decodes, and is redacted, to the same instance. In memory only.
+    pub fn source(&self, index: usize) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(self.key.expose().as_bytes());
+        hasher.write_u64(self.page.record_hash(index));
+        hasher.finish()
+    }
+
+    /// Record `index` decoded whole, redacted. A record that does not decode is an invalid response,
+    /// which ends the listing as incomplete.
+    pub fn decode(&self, index: usize) -> Result<Instance, PpioError> {
+        decode_record(&self.page, index, self.key).map_err(|error| match error {
+            PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
+                detail: format!("page {}: {detail}", self.number),
+            },
+            other => other,
+        })
     }
 }

@@ -21,7 +21,8 @@ use std::hash::{BuildHasher, RandomState};
 use super::api_key::ApiKey;
 use super::config::ListingLimits;
 use super::error::{PpioError, sanitize};
-use super::model::Page;
+use super::model::{InstanceId, Page};
+use super::raw_page::RawPage;
 
 /// A listing in progress: what the guards remember of the pages accepted so far.
 #[derive(Debug)]
@@ -96,6 +97,28 @@ impl<'k> Paging<'k> {
     /// says whether more follow; an error means the listing is incomplete: conclude nothing from
     /// what it lacks.
     pub fn accept(&mut self, page: &Page, body_bytes: usize) -> Result<Progress, PpioError> {
+        let ids = page.instances.iter().map(|instance| &instance.id);
+        self.accept_listed(ids, page.next_cursor.as_deref(), page.has_more, body_bytes)
+    }
+
+    /// [`Paging::accept`] for a page read as a [`RawPage`].
+    pub fn accept_raw(&mut self, page: &RawPage, body_bytes: usize) -> Result<Progress, PpioError> {
+        self.accept_listed(
+            page.ids(),
+            page.next_cursor.as_deref(),
+            page.has_more,
+            body_bytes,
+        )
+    }
+
+    /// The checks of [`Paging::accept`], on what a page says: its IDs, its cursor, `has_more`.
+    fn accept_listed<'i>(
+        &mut self,
+        ids: impl ExactSizeIterator<Item = &'i InstanceId>,
+        next_cursor: Option<&str>,
+        has_more: bool,
+        body_bytes: usize,
+    ) -> Result<Progress, PpioError> {
         let number = self.next_page()?.number;
         self.pages = number;
         self.bytes = self.bytes.saturating_add(body_bytes);
@@ -106,27 +129,27 @@ impl<'k> Paging<'k> {
                 self.limits.max_listing_bytes
             )));
         }
-        if self.instances + page.instances.len() > self.limits.max_instances {
+        if self.instances + ids.len() > self.limits.max_instances {
             return Err(invalid(format!(
                 "the listing holds more than {} instances (page {number}); stopped to bound \
                  memory",
                 self.limits.max_instances
             )));
         }
-        for instance in &page.instances {
-            let id = self.hasher.hash_one(instance.id.as_str());
-            if let Some(first) = self.page_of_id.insert(id, number) {
+        for id in ids {
+            let hash = self.hasher.hash_one(id.as_str());
+            if let Some(first) = self.page_of_id.insert(hash, number) {
                 return Err(invalid(format!(
                     "listing inconsistent: instance {} appears on page {first} and again on \
                      page {number}; the list changed while paging or the server pages \
                      incorrectly",
-                    sanitize(instance.id.as_str(), self.key)
+                    sanitize(id.as_str(), self.key)
                 )));
             }
             self.instances += 1;
         }
-        if !page.has_more {
-            if page.next_cursor.is_some() {
+        if !has_more {
+            if next_cursor.is_some() {
                 // The spec says the cursor is empty on the last page: an answer that says both
                 // "last page" and "here is the next" cannot be trusted to be complete.
                 return Err(invalid(format!(
@@ -136,7 +159,7 @@ impl<'k> Paging<'k> {
             }
             return Ok(Progress::Complete);
         }
-        let Some(next) = page.next_cursor.clone() else {
+        let Some(next) = next_cursor.map(str::to_owned) else {
             return Err(invalid(format!(
                 "page {number} says more pages follow (has_more) but gives no next_cursor"
             )));

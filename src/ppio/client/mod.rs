@@ -33,6 +33,7 @@ use super::error::{PpioError, ServerMessage, parse_error_body, parse_retry_after
 use super::model::{Instance, Page};
 use super::paging::{Paging, Progress};
 use super::rate_limit::RateLimiter;
+use super::raw_page::RawPage;
 
 const USER_AGENT: &str = concat!("ppio-gpu-operator/", env!("CARGO_PKG_VERSION"));
 
@@ -180,9 +181,8 @@ impl Client {
         query: &ListQuery,
         cursor: Option<&str>,
     ) -> Result<Page, PpioError> {
-        self.request_page(key, query, cursor, None, false)
-            .await
-            .map(|fetched| fetched.page)
+        let fetched = self.request_page(key, query, cursor, None, false).await?;
+        decode_all(fetched.page, key)
     }
 
     /// Fetches every page and checks the listing is whole: it fails, rather than returning part of
@@ -227,8 +227,8 @@ impl Client {
                     },
                     other => other,
                 })?;
-            let progress = paging.accept(&fetched.page, fetched.body_bytes)?;
-            instances.extend(fetched.page.instances);
+            let progress = paging.accept_raw(&fetched.page, fetched.body_bytes)?;
+            instances.extend(decode_all(fetched.page, key)?.instances);
             if progress == Progress::Complete {
                 break;
             }
@@ -330,7 +330,7 @@ impl Client {
         match &result {
             Ok(fetched) => tracing::debug!(
                 status = status_code,
-                instances = fetched.page.instances.len(),
+                instances = fetched.page.len(),
                 has_more = fetched.page.has_more,
                 bytes = fetched.body_bytes,
                 latency_ms,
@@ -415,7 +415,8 @@ fn jittered(wait: Duration, jitter: f64) -> Duration {
 mod transport;
 
 pub(super) use transport::ListingBudget as Budget;
-use transport::{FetchedPage, ListingBudget, error_chain};
+pub(super) use transport::decode_record;
+use transport::{FetchedPage, ListingBudget, decode_all, error_chain};
 
 #[cfg(test)]
 mod tests;

@@ -1135,7 +1135,7 @@ fn a_key_sent_as_a_numeric_field_leaves_no_fragment_in_the_decode_error() {
     let key = ApiKey::new(secret).expect("valid key");
     let body = json!({"data": [{"id": "a", "resource_specs": {"memory_gb": secret}}],
         "has_more": false});
-    let error = decode_page(body.to_string().as_bytes(), &key).expect_err("not a number");
+    let error = decode_page(body.to_string().into_bytes(), &key).expect_err("not a number");
     let shown = format!("{error} {error:?}");
     assert!(shown.contains("memory_gb"), "{shown}");
     for run in secret.as_bytes().windows(8) {

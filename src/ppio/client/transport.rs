@@ -37,10 +37,10 @@ impl Client {
             let max_body = self.inner.max_body_bytes;
             let cap = budget.map_or(max_body, |budget| budget.remaining.min(max_body));
             match read_body(&mut response, cap).await {
-                Ok(body) => decode_page(&body, key).map(|page| FetchedPage {
-                    page,
-                    body_bytes: body.len(),
-                }),
+                Ok(body) => {
+                    let body_bytes = body.len();
+                    decode_page(body, key).map(|page| FetchedPage { page, body_bytes })
+                }
                 Err(BodyError::TooLarge) => Err(PpioError::InvalidResponse {
                     detail: match budget {
                         Some(budget) if budget.remaining < max_body => format!(
@@ -131,37 +131,41 @@ pub(crate) struct ListingBudget {
 
 /// A page and the size of the body it came in.
 pub(crate) struct FetchedPage {
-    pub(crate) page: Page,
+    pub(crate) page: RawPage,
     pub(crate) body_bytes: usize,
 }
 
-/// Decodes a 200 body into a page and redacts the API key from its records. A record whose ID holds
-/// the key fails the page: it could only be mirrored under the key or under a made-up ID.
-pub(super) fn decode_page(body: &[u8], key: &ApiKey) -> Result<Page, PpioError> {
-    let mut page = Page::from_json(body).map_err(|error| {
-        let hint = error_body_sent_as_page(body, key)
-            .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
-            .unwrap_or_default();
-        PpioError::InvalidResponse {
-            detail: sanitize(
-                &format!("the list response does not decode: {error}{hint}"),
-                key,
-            ),
-        }
-    })?;
-    let mut redacted = 0;
-    for (index, instance) in page.instances.iter_mut().enumerate() {
-        if key.appears_in(instance.id.as_str()) {
+/// Reads a 200 body as a page and redacts the API key from its records' summaries (whole records
+/// are redacted as they are decoded, [`decode_record`]). A record whose ID holds the key fails the
+/// page: it could only be mirrored under the key or under a made-up ID.
+pub(super) fn decode_page(body: Vec<u8>, key: &ApiKey) -> Result<RawPage, PpioError> {
+    let mut page = match RawPage::from_json(body) {
+        Ok(page) => page,
+        Err((error, body)) => {
+            let hint = error_body_sent_as_page(&body, key)
+                .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
+                .unwrap_or_default();
             return Err(PpioError::InvalidResponse {
-                detail: format!(
-                    "a record's ID contains the API key (record {} of the page), so it cannot be \
-                     mirrored safely; the page was discarded",
-                    index + 1
+                detail: sanitize(
+                    &format!("the list response does not decode: {error}{hint}"),
+                    key,
                 ),
             });
         }
-        redacted += instance.redact(key);
+    };
+    if let Some(index) = page.ids().position(|id| key.appears_in(id.as_str())) {
+        return Err(PpioError::InvalidResponse {
+            detail: format!(
+                "a record's ID contains the API key (record {} of the page), so it cannot be \
+                 mirrored safely; the page was discarded",
+                index + 1
+            ),
+        });
     }
+    let redacted: usize = page
+        .summaries_mut()
+        .map(|summary| summary.redact(key))
+        .sum();
     if redacted > 0 {
         tracing::debug!(
             strings = redacted,
@@ -169,6 +173,33 @@ pub(super) fn decode_page(body: &[u8], key: &ApiKey) -> Result<Page, PpioError> 
         );
     }
     Ok(page)
+}
+
+/// Record `index` of `page` decoded whole, with the API key redacted from it.
+pub(crate) fn decode_record(
+    page: &RawPage,
+    index: usize,
+    key: &ApiKey,
+) -> Result<Instance, PpioError> {
+    let mut instance = page
+        .decode(index)
+        .map_err(|error| PpioError::InvalidResponse {
+            detail: sanitize(&format!("the list response does not decode: {error}"), key),
+        })?;
+    instance.redact(key);
+    Ok(instance)
+}
+
+/// Every record of `page` decoded whole and redacted, as a [`Page`].
+pub(super) fn decode_all(page: RawPage, key: &ApiKey) -> Result<Page, PpioError> {
+    let instances = (0..page.len())
+        .map(|index| decode_record(&page, index, key))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page {
+        instances,
+        next_cursor: page.next_cursor,
+        has_more: page.has_more,
+    })
 }
 
 /// What a 200 body that is not a page says, when it is shaped like an error (an object with no
