@@ -104,6 +104,15 @@ fn main() {
                 absent_since: None,
                 trusted: true,
                 source: None,
+                status: std::sync::Arc::from(
+                    object
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(ppio_gpu_operator::mirror::STATUS_LABEL))
+                        .map_or("", String::as_str),
+                ),
+                expiring_soon: None,
             };
             (desired.name, observed)
         })

@@ -9,8 +9,10 @@
 pub mod api;
 pub mod backoff;
 pub mod controller;
+pub mod expiry;
 pub mod http;
 pub mod leadership;
+pub mod lifecycle;
 pub mod metrics;
 pub mod mirror;
 pub mod plan;

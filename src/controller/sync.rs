@@ -19,6 +19,7 @@ use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use crate::api::GpuInstanceView;
 use crate::api::view;
+use crate::lifecycle::{self, Seen};
 use crate::plan::{self, InstancePlan, Summary};
 use crate::ppio::{self, ListQuery};
 use crate::status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
@@ -60,6 +61,12 @@ pub(super) async fn sync_view(
 ) -> Result<Synced, Failed> {
     let namespace = view.namespace().unwrap_or_default();
     let endpoint: Url = endpoint_of(&view, &ctx.settings.endpoints)?;
+    view.spec
+        .expiry_warning_window()
+        .map_err(|problem| SyncFailure {
+            reason: FailureReason::InvalidSpec,
+            message: format!("{problem}. Correct the view; nothing was listed."),
+        })?;
     let key = read_api_key(&ctx.client, &namespace, &view).await?;
     let ppio = ctx
         .ppio_client(&endpoint)
@@ -80,6 +87,7 @@ pub(super) async fn sync_view(
         view.clone(),
         ctx.mirrors.clone(),
         ctx.metrics.clone(),
+        ctx.recorder.clone(),
         ctx.settings.write_concurrency,
     );
     let mut listing = Listing {
@@ -170,6 +178,8 @@ impl Listing<'_> {
     /// Counts a listed instance and plans its mirror.
     fn plan(&mut self, instance: &ppio::Instance) -> Option<MirrorWrite> {
         self.summary.add(instance);
+        let expiry = plan::expiry_of(self.view, instance, self.now);
+        self.summary.add_expiry(expiry);
         if !self.view.spec.mirror.enabled {
             return None;
         }
@@ -182,7 +192,7 @@ impl Listing<'_> {
         self.counts.mirrored += 1;
         let observed = self.ctx.mirrors.observed(self.namespace, &name);
         // A trusted mirror of a record that hashes as last time is unchanged: no mapping needed.
-        let source = plan::source_hash(self.view, instance);
+        let source = plan::source_hash(self.view, instance, expiry);
         if let Some(observed) = &observed
             && observed.trusted
             && observed.absent_since.is_none()
@@ -199,13 +209,43 @@ impl Listing<'_> {
             }
             InstancePlan::Create(mirror) => {
                 self.counts.created += 1;
-                Some(MirrorWrite::Create { mirror, source })
+                let events = self.lifecycle_events(Seen::First, instance, expiry);
+                Some(MirrorWrite::Create {
+                    mirror,
+                    source,
+                    events,
+                })
             }
             InstancePlan::Update(mirror) => {
                 self.counts.updated += 1;
-                Some(MirrorWrite::Update { mirror, source })
+                let seen = observed.as_ref().map_or(Seen::First, |o| Seen::Mirrored {
+                    status: &o.status,
+                    expiring_soon: o.expiring_soon,
+                });
+                let events = self.lifecycle_events(seen, instance, expiry);
+                Some(MirrorWrite::Update {
+                    mirror,
+                    source,
+                    events,
+                })
             }
         }
+    }
+
+    /// The lifecycle Events due once the mirror of `instance` is written.
+    fn lifecycle_events(
+        &self,
+        seen: Seen<'_>,
+        instance: &ppio::Instance,
+        expiry: crate::expiry::ExpiryState,
+    ) -> Vec<lifecycle::InstanceEvent> {
+        lifecycle::instance_events(
+            seen,
+            instance,
+            expiry,
+            &self.view.spec.lifecycle_events,
+            &self.view.spec.expiry_warning_window,
+        )
     }
 
     /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked.
