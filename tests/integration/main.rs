@@ -6,6 +6,7 @@ mod chart;
 mod election;
 mod engine;
 mod harness;
+mod lifecycle;
 mod mirroring;
 mod operations;
 mod support;
