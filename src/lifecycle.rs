@@ -235,50 +235,50 @@ impl SyncTally {
         }
         let mut kinds: Vec<_> = self.transitions.iter().collect();
         kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        let mut note = format!(
-            "{} instance{} changed status in one sync",
-            thousands(self.changes),
-            if self.changes == 1 { "" } else { "s" }
-        );
-        let tail = {
-            let mut tail = String::new();
-            if self.expiring > 0 {
-                tail.push_str(&format!(
-                    " {} started expiring soon (status.expiringSoonCount).",
-                    thousands(self.expiring)
-                ));
-            }
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let mut tail = String::new();
+        if self.expiring > 0 {
             tail.push_str(&format!(
-                " Events were published for the first {} (spec.lifecycleEvents.maxPerSync); the \
-                 GpuInstances' labels and conditions show every one.",
-                thousands(self.max_per_sync)
+                " {} instance{} started expiring soon (status.expiringSoonCount).",
+                thousands(self.expiring),
+                plural(self.expiring)
             ));
-            tail
-        };
-        let mut listed = 0u64;
-        let mut parts = Vec::new();
-        for ((from, to), n) in &kinds {
-            let part = format!("{} {from}→{to}", thousands(**n));
-            // Room for the rest of the note and an "N other" part.
-            let used: usize = parts.iter().map(|p: &String| p.len() + 2).sum();
-            if note.len() + used + part.len() + tail.len() + 40 > mirror::MAX_EVENT_NOTE {
-                break;
+        }
+        tail.push_str(&format!(
+            " Events were published for the first {} (spec.lifecycleEvents.maxPerSync); the \
+             GpuInstances' labels and conditions show every one.",
+            thousands(self.max_per_sync)
+        ));
+        let mut note = String::new();
+        if self.changes > 0 {
+            note = format!(
+                "{} instance{} changed status in one sync",
+                thousands(self.changes),
+                plural(self.changes)
+            );
+            let mut listed = 0u64;
+            let mut parts: Vec<String> = Vec::new();
+            for ((from, to), n) in &kinds {
+                let part = format!("{} {from}→{to}", thousands(**n));
+                // Room for the rest of the note and an "N other" part.
+                let used: usize = parts.iter().map(|p| p.len() + 2).sum();
+                if note.len() + used + part.len() + tail.len() + 40 > mirror::MAX_EVENT_NOTE {
+                    break;
+                }
+                listed += **n;
+                parts.push(part);
             }
-            listed += **n;
-            parts.push(part);
+            let rest = self.changes - listed;
+            if rest > 0 {
+                parts.push(format!("{} other", thousands(rest)));
+            }
+            note.push_str(&format!(" ({}).", parts.join(", ")));
         }
-        let rest = self.changes - listed;
-        if rest > 0 {
-            parts.push(format!("{} other", thousands(rest)));
-        }
-        if !parts.is_empty() {
-            note.push_str(&format!(" ({})", parts.join(", ")));
-        }
-        note.push('.');
         note.push_str(&tail);
+        let note = note.trim_start();
         Some(SummaryEvent {
             warning: self.stopped > 0,
-            note: mirror::event_note(&note),
+            note: mirror::event_note(note),
         })
     }
 }
@@ -502,6 +502,27 @@ mod tests {
         assert!(summary.note.len() <= mirror::MAX_EVENT_NOTE);
         assert!(summary.note.contains("500 instances"), "{}", summary.note);
         assert!(summary.note.contains(" other"), "{}", summary.note);
+    }
+
+    #[test]
+    fn expiries_beyond_the_bound_are_summed_up_too() {
+        let mut tally = SyncTally::new(1);
+        let expiring = InstanceEvent {
+            reason: EventReason::ExpiringSoon,
+            note: String::new(),
+            transition: None,
+        };
+        assert!(tally.admit(&expiring));
+        assert!(!tally.admit(&expiring));
+        let summary = tally.summary().expect("a summary");
+        assert!(!summary.warning, "no instance stopped");
+        assert!(
+            summary
+                .note
+                .starts_with("2 instances started expiring soon"),
+            "{}",
+            summary.note
+        );
     }
 
     #[test]
