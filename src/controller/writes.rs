@@ -9,9 +9,10 @@
 //! A new mirror must exist before its status can be written; if that status write fails, the cache
 //! remembers it and the next sync writes the mirror again.
 //!
-//! A mirror's lifecycle Events are published only after its writes succeeded: its labels then show
-//! the new remote status, so a later sync (or a restarted operator) does not publish them again, and
-//! a failed write keeps them for the next sync. At most `spec.lifecycleEvents.maxPerSync` are
+//! A mirror's lifecycle Events are published only once the labels that record them are written
+//! (the last write of an update, the first of a create): the labels then show the new remote status
+//! and end time, so a later sync (or a restarted operator) does not publish them again, and a write
+//! that fails before them keeps the Events for the next sync. At most `spec.lifecycleEvents.maxPerSync` are
 //! published one by one; when more were due, one summary on the view follows the last write.
 
 use std::sync::{Arc, Mutex};
@@ -219,11 +220,12 @@ async fn carry_out(
             source,
             events,
         } => {
-            apply_object(api, metrics, &desired.object).await?;
+            let created = apply_object(api, metrics, &desired.object).await?;
+            // Its labels, which record these Events, are written: a failed status write would
+            // otherwise lose them, since the next sync finds the labels already current.
+            lifecycle.publish(&created, events).await;
             let written = apply_status(api, metrics, &desired.name, &desired.status).await;
-            let written = remember(cache, &namespace, &desired.name, written, Some(source))?;
-            lifecycle.publish(&written, events).await;
-            Ok(())
+            remember(cache, &namespace, &desired.name, written, Some(source)).map(drop)
         }
         MirrorWrite::Update {
             mirror: desired,
