@@ -384,3 +384,43 @@ async fn a_prepaid_instance_ending_soon_without_auto_renew_is_flagged_once() {
     );
     assert_eq!(events_on(&fx, &soon_mirror, "ExpiringSoon").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_refuses_a_malformed_expiry_window_or_event_bound() {
+    let fx = Fixture::start("lifecycle-schema", Vec::new()).await;
+    for (spec, what) in [
+        (json!({ "expiryWarningWindow": "3 days" }), "not a duration"),
+        (json!({ "expiryWarningWindow": "9000h" }), "beyond 8760h"),
+        (
+            json!({ "lifecycleEvents": { "maxPerSync": -1 } }),
+            "negative",
+        ),
+        (
+            json!({ "lifecycleEvents": { "maxPerSync": 1001 } }),
+            "over 1000",
+        ),
+    ] {
+        let mut full = json!({
+            "credentials": { "secretRef": { "name": "ppio" } },
+            "endpoint": fx.ppio.base_url(),
+        });
+        for (key, value) in spec.as_object().expect("object") {
+            full[key] = value.clone();
+        }
+        let view: ppio_gpu_operator::api::GpuInstanceView = serde_json::from_value(json!({
+            "apiVersion": "gpu.ppio.io/v1alpha1",
+            "kind": "GpuInstanceView",
+            "metadata": { "name": "bad" },
+            "spec": full,
+        }))
+        .expect("a view the client can send");
+        let created = fx
+            .views()
+            .create(&kube::api::PostParams::default(), &view)
+            .await;
+        assert!(
+            matches!(&created, Err(kube::Error::Api(s)) if s.code == 422),
+            "{what}: {created:?}"
+        );
+    }
+}
