@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_operator::plan::{self, InstancePlan, Observed};
 use ppio_gpu_operator::mirror;
+use ppio_gpu_operator::plan::{self, InstancePlan, Observed};
 use ppio_gpu_operator::ppio::{ApiKey, Page, RawPage};
 use ppio_simulator::generate_instances;
 
@@ -105,6 +105,15 @@ fn main() {
                 absent_since: None,
                 trusted: true,
                 source: None,
+                status: std::sync::Arc::from(
+                    object
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(ppio_gpu_operator::mirror::STATUS_LABEL))
+                        .map_or("", String::as_str),
+                ),
+                expiring_soon: None,
             };
             (desired.name, observed)
         })
@@ -119,7 +128,8 @@ fn main() {
             (0..page.len())
                 .map(|i| {
                     let name = mirror::object_name("bench", page.summary(i).id.as_str());
-                    (name, plan::source_hash(&view, page.record_hash(i)))
+                    let expiry = plan::expiry_of(&view, page.summary(i), now);
+                    (name, plan::source_hash(&view, page.record_hash(i), expiry))
                 })
                 .collect::<Vec<_>>()
         })
@@ -134,7 +144,8 @@ fn main() {
         }
         for i in 0..page.len() {
             let name = mirror::object_name("bench", page.summary(i).id.as_str());
-            if sources.get(&name) != Some(&plan::source_hash(&view, page.record_hash(i))) {
+            let expiry = plan::expiry_of(&view, page.summary(i), now);
+            if sources.get(&name) != Some(&plan::source_hash(&view, page.record_hash(i), expiry)) {
                 decoded += 1;
                 let instance = page.decode(i).expect("decodes");
                 let _ = plan::plan_instance(&view, &instance, observed.get(&name), now);

@@ -66,12 +66,47 @@ kubectl wait --for=condition=Ready gpuinstanceview/demo --timeout=60s >/dev/null
 echo
 echo "\$ kubectl get gpuinstanceviews,gpuinstances"
 kubectl get gpuinstanceviews,gpuinstances
+
+# A remote instance stops with an error, and another one's prepaid term ends in two days without
+# auto-renew: both through the simulator's control API, as PPIO would report them.
+stop_id=$(kubectl get gpui -l gpu.ppio.io/status=running -o jsonpath='{.items[0].spec.instanceId}')
+prepaid_id=$(kubectl get gpui -o jsonpath='{range .items[*]}{.spec.instanceId}{"\n"}{end}' \
+  | grep -vx "$stop_id" | tail -n 1)
+end_time=$(( $(date +%s) + 48 * 3600 ))
+echo
+echo "demo: instance $stop_id exits with error OOM; instance $prepaid_id becomes prepaid, ending in 48h without auto-renew"
+curl -sf -X PATCH "$ppio_url/_simulator/instances/$stop_id" \
+  -d '{"status":{"status":"exited","error":"OOM","message":"the container exceeded its memory limit"}}' >/dev/null
+curl -sf -X PATCH "$ppio_url/_simulator/instances/$prepaid_id" \
+  -d "{\"billing\":{\"mode\":\"prepaid\",\"prepaid\":{\"months\":1,\"end_time\":$end_time,\"auto_renew\":{\"enabled\":false,\"months\":1,\"status\":\"\"}}}}" >/dev/null
+echo "demo: asking for a sync now (the view also syncs every 15s) and waiting for it"
+kubectl annotate gpuview demo gpu.ppio.io/refresh-requested-at="$(date +%s)" --overwrite >/dev/null
+for _ in $(seq 600); do
+  if [[ -n $(kubectl get events --field-selector reason=Stopped -o name) \
+     && -n $(kubectl get events --field-selector reason=ExpiringSoon -o name) ]]; then break; fi
+  sleep 0.1
+done
+stopped=$(kubectl get gpui -l gpu.ppio.io/instance-id="$stop_id" -o name)
+echo
+echo "\$ kubectl describe $stopped | sed -n '/^Events:/,\$p'"
+kubectl describe "$stopped" | sed -n '/^Events:/,$p'
+echo
+echo "\$ kubectl get events --field-selector involvedObject.kind=GpuInstance"
+kubectl get events --field-selector involvedObject.kind=GpuInstance
+echo
+echo "\$ kubectl get gpui -l gpu.ppio.io/expiring-soon -o wide"
+kubectl get gpui -l gpu.ppio.io/expiring-soon -o wide
+echo
+echo "\$ kubectl get gpui -o wide"
+kubectl get gpui -o wide
 cat <<MSG
 
 demo: running. In another shell:
   export KUBECONFIG=$KUBECONFIG
   kubectl get gpui -o wide
   kubectl get gpui -l gpu.ppio.io/status=running
+  kubectl get gpui -l gpu.ppio.io/expiring-soon
+  kubectl get events --field-selector type=Warning
   curl -s -X PATCH $ppio_url/_simulator/instances/<id> -d '{"status":{"status":"exited"}}'
   kubectl annotate gpuview demo gpu.ppio.io/refresh-requested-at="\$(date +%s)" --overwrite
 Logs are in $demo_dir/. Press Ctrl-C to stop everything.

@@ -9,9 +9,11 @@
 pub mod api;
 pub mod backoff;
 pub mod controller;
+pub mod expiry;
 pub mod fleet;
 pub mod http;
 pub mod leadership;
+pub mod lifecycle;
 pub mod metrics;
 pub mod mirror;
 pub mod plan;

@@ -40,12 +40,16 @@ pub const REGION_LABEL: &str = "gpu.ppio.io/region";
 pub const STATUS_LABEL: &str = "gpu.ppio.io/status";
 /// Label holding the billing mode.
 pub const BILLING_MODE_LABEL: &str = "gpu.ppio.io/billing-mode";
+/// Label on the mirror of a prepaid instance that is expiring soon (see [`crate::expiry`]): the end
+/// time of its term as Unix seconds. It also tells the next sync, or the next operator, that the
+/// `ExpiringSoon` Event for this end time was published.
+pub const EXPIRING_SOON_LABEL: &str = "gpu.ppio.io/expiring-soon";
 
 /// Label that shards views across operator deployments (`--watch-label-selector`). A mirror carries
 /// its view's value, so that each shard watches only the mirrors of its own views.
 pub const SHARD_LABEL: &str = "sharding.ppio.io/key";
 /// The labels the operator sets on a mirror and compares; labels others add are theirs to keep.
-pub const OWN_LABELS: [&str; 7] = [
+pub const OWN_LABELS: [&str; 8] = [
     MANAGED_BY_LABEL,
     VIEW_LABEL,
     INSTANCE_ID_LABEL,
@@ -53,6 +57,7 @@ pub const OWN_LABELS: [&str; 7] = [
     STATUS_LABEL,
     BILLING_MODE_LABEL,
     SHARD_LABEL,
+    EXPIRING_SOON_LABEL,
 ];
 /// Annotation holding the [`fingerprint`] of the spec and status the operator last applied, so that
 /// an unchanged mirror is recognised from its metadata alone, without reading its status.
@@ -71,6 +76,8 @@ pub const TRUNCATED: &str = "Truncated";
 pub const STATUS_BUDGET_BYTES: usize = 128 * 1024;
 /// What replaces the user name and password of a URL in a mirrored command, entrypoint or image.
 pub const REDACTED_USERINFO: &str = "<redacted>";
+/// Most bytes of an Event's note: events.k8s.io refuses notes over 1 KiB.
+pub const MAX_EVENT_NOTE: usize = 1000;
 
 /// Room kept in the budget for the `Truncated` condition itself.
 const TRUNCATED_CONDITION_ROOM: usize = 1024;
@@ -147,8 +154,13 @@ fn is_valid_label_value(text: &str) -> bool {
 }
 
 /// The labels of the mirror of `instance` kept by `view` (whose shard label value is `shard`), for
-/// `kubectl get gpui -l ...`.
-pub fn labels(view: &str, shard: Option<&str>, instance: &Instance) -> BTreeMap<String, String> {
+/// `kubectl get gpui -l ...`; `expiring_soon` is the end time of a prepaid term that ends soon.
+pub fn labels(
+    view: &str,
+    shard: Option<&str>,
+    instance: &Instance,
+    expiring_soon: Option<Timestamp>,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
         (VIEW_LABEL.to_owned(), label_value(view)),
@@ -175,7 +187,21 @@ pub fn labels(view: &str, shard: Option<&str>, instance: &Instance) -> BTreeMap<
             labels.insert(key.to_owned(), value);
         }
     }
+    if let Some(end) = expiring_soon {
+        labels.insert(EXPIRING_SOON_LABEL.to_owned(), end.as_second().to_string());
+    }
     labels
+}
+
+/// The end time an [`EXPIRING_SOON_LABEL`] holds, as Unix seconds.
+pub fn parse_expiring_soon(value: &str) -> Option<i64> {
+    value.parse().ok()
+}
+
+/// `text` as an Event's note: control characters and bidirectional overrides stripped, at most
+/// [`MAX_EVENT_NOTE`] bytes. Text from PPIO is already cleaned of the API key when it is decoded.
+pub fn event_note(text: &str) -> String {
+    truncate(&strip_control(text, true), MAX_EVENT_NOTE)
 }
 
 /// A digest of the operator's own labels among `labels` ([`OWN_LABELS`]): equal digests mean equal
@@ -240,12 +266,14 @@ pub fn parse_fingerprint(text: &str) -> Option<u64> {
 }
 
 /// The status of the mirror of `instance`: every field of the record (environment variables by key
-/// only, fields the view omits left out), the `Ready` condition, and a `Truncated` condition when the
+/// only, fields the view omits left out), the `Ready` condition, `expiring` (the `ExpiringSoon`
+/// condition of a prepaid instance, see [`crate::expiry`]), and a `Truncated` condition when the
 /// record did not fit [`STATUS_BUDGET_BYTES`]. `previous` is the mirror's current conditions, so an
 /// unchanged condition keeps its transition time; `now` stamps a transition.
 pub fn status(
     instance: &Instance,
     options: &MirrorOptions,
+    expiring: Option<Condition>,
     previous: &[Condition],
     now: Timestamp,
 ) -> GpuInstanceStatus {
@@ -332,7 +360,12 @@ pub fn status(
         member_id: text(&instance.member_id),
         owner_id: text(&instance.owner_id),
         region_version: text(&instance.region_version),
-        conditions: vec![ready(instance, now)],
+        conditions: std::iter::once(ready(instance, now))
+            .chain(expiring.map(|mut c| {
+                c.last_transition_time = whole_seconds(now);
+                c
+            }))
+            .collect(),
         absent_since: None,
     };
     let cuts = fit_to_budget(&mut status, STATUS_BUDGET_BYTES - TRUNCATED_CONDITION_ROOM);
@@ -773,7 +806,7 @@ mod tests {
             mode: "spot".into(),
             prepaid: None,
         });
-        let labels = labels("team-a", Some("shard1"), &i);
+        let labels = labels("team-a", Some("shard1"), &i, None);
         assert_eq!(labels[VIEW_LABEL], "team-a");
         assert_eq!(labels[REGION_LABEL], "cn-east-1");
         assert_eq!(labels[STATUS_LABEL], "running");
@@ -788,6 +821,7 @@ mod tests {
         let status = status(
             &instance("a1", "running"),
             &MirrorOptions::default(),
+            None,
             &[],
             Timestamp::UNIX_EPOCH,
         );
@@ -801,7 +835,13 @@ mod tests {
         let mut i = instance("a1", "toStart");
         i.status.as_mut().unwrap().error = "NO_CAPACITY".into();
         i.status.as_mut().unwrap().message = "no GPU left in region".into();
-        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        let status = status(
+            &i,
+            &MirrorOptions::default(),
+            None,
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
         let ready = &status.conditions[0];
         assert_eq!(ready.status, ConditionStatus::False);
         assert_eq!(ready.reason, "ToStart");
@@ -814,12 +854,14 @@ mod tests {
         let first = status(
             &i,
             &MirrorOptions::default(),
+            None,
             &[],
             Timestamp::from_second(100).unwrap(),
         );
         let second = status(
             &i,
             &MirrorOptions::default(),
+            None,
             &first.conditions,
             Timestamp::from_second(200).unwrap(),
         );
@@ -835,6 +877,7 @@ mod tests {
         let json = serde_json::to_string(&status(
             &i,
             &MirrorOptions::default(),
+            None,
             &[],
             Timestamp::UNIX_EPOCH,
         ))
@@ -854,6 +897,7 @@ mod tests {
         let json = serde_json::to_string(&status(
             &i,
             &MirrorOptions::default(),
+            None,
             &[],
             Timestamp::UNIX_EPOCH,
         ))
@@ -866,7 +910,13 @@ mod tests {
         let mut i = instance("a1", "running");
         i.created_at = Some(Timestamp::from_second(-62_135_596_801).unwrap());
         i.last_stopped_at = Some(Timestamp::from_second(-62_135_596_800).unwrap());
-        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        let status = status(
+            &i,
+            &MirrorOptions::default(),
+            None,
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(status.created_at, None);
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["lastStoppedAt"], "0001-01-01T00:00:00Z");
@@ -899,6 +949,7 @@ mod tests {
         let json = serde_json::to_string(&status(
             &i,
             &MirrorOptions::default(),
+            None,
             &[],
             Timestamp::UNIX_EPOCH,
         ))
@@ -915,6 +966,7 @@ mod tests {
         let status = status(
             &i,
             &MirrorOptions::default(),
+            None,
             &[],
             Timestamp::from_second(5).unwrap(),
         );
@@ -943,7 +995,13 @@ mod tests {
     #[test]
     fn an_oversized_record_fits_the_budget_and_says_what_was_cut() {
         let i = oversized_record();
-        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        let status = status(
+            &i,
+            &MirrorOptions::default(),
+            None,
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
         assert!(
             encoded_len(&status) <= STATUS_BUDGET_BYTES,
             "{} bytes",
@@ -980,6 +1038,7 @@ mod tests {
         status(
             i,
             &MirrorOptions::default(),
+            None,
             &previous.conditions,
             Timestamp::from_second(1_000).unwrap(),
         )
@@ -990,6 +1049,7 @@ mod tests {
         let status = status(
             &instance("a1", "running"),
             &MirrorOptions::default(),
+            None,
             &[],
             Timestamp::UNIX_EPOCH,
         );
@@ -1001,7 +1061,13 @@ mod tests {
         let mut i = instance("a1", "running");
         i.name = "train\u{1b}[31mer\u{0}\u{202e}".into();
         i.command = "line one\nline\ttwo\r\u{7}".into();
-        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        let status = status(
+            &i,
+            &MirrorOptions::default(),
+            None,
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(status.name.as_deref(), Some("train[31mer"));
         assert_eq!(status.command.as_deref(), Some("line one\nline\ttwo"));
     }
@@ -1055,7 +1121,13 @@ mod tests {
             "T0KEN".repeat(20)
         );
         i.image = "bot:hunter22@registry.example.com/img:1".into();
-        let status = status(&i, &MirrorOptions::default(), &[], Timestamp::UNIX_EPOCH);
+        let status = status(
+            &i,
+            &MirrorOptions::default(),
+            None,
+            &[],
+            Timestamp::UNIX_EPOCH,
+        );
         let command = status.command.expect("command");
         assert!(!command.contains("T0KEN"), "{}", &command[4_000..]);
         assert!(!command.contains("bot:"));
@@ -1075,7 +1147,7 @@ mod tests {
             omit_fields: vec![OmittedField::Command, OmittedField::Entrypoint],
             ..MirrorOptions::default()
         };
-        let status = status(&i, &options, &[], Timestamp::UNIX_EPOCH);
+        let status = status(&i, &options, None, &[], Timestamp::UNIX_EPOCH);
         assert_eq!(status.command, None);
         assert_eq!(status.entrypoint, None);
         assert_eq!(status.image.as_deref(), Some("registry.example.com/img:1"));

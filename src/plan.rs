@@ -20,6 +20,7 @@
 //!   [`plan_removals`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -29,6 +30,7 @@ use kube::{Resource, ResourceExt};
 use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::view::DeletionPolicy;
 use crate::api::{GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView};
+use crate::expiry::{self, ExpiryState};
 use crate::mirror;
 use crate::ppio::Instance;
 
@@ -55,14 +57,20 @@ pub struct Observed {
     pub trusted: bool,
     /// The [`source_hash`] of the record this process last found the mirror to match, if any.
     pub source: Option<u64>,
+    /// The value of its `gpu.ppio.io/status` label: the remote status it last showed, which the
+    /// lifecycle Events compare with the new one (empty when it has none).
+    pub status: Arc<str>,
+    /// The value of its `gpu.ppio.io/expiring-soon` label: the end time it last warned of.
+    pub expiring_soon: Option<i64>,
 }
 
 /// What the mirror of a record depends on, as one number: the record as sent and the API key it was
-/// read with (`record`, from [`crate::ppio::ListedPage::source`]), and the view's name, UID, shard
-/// and mirroring options. A trusted mirror whose record hashes as it did last time is unchanged,
-/// which the operator then knows without decoding or mapping the record again. Kept in memory
-/// only, so it may use a per-process hash.
-pub fn source_hash(view: &GpuInstanceView, record: u64) -> u64 {
+/// read with (`record`, from [`crate::ppio::ListedPage::source`]), the view's name, UID, shard,
+/// mirroring options and expiry warning window, and the record's [`ExpiryState`] now, which changes
+/// with time alone. A trusted mirror whose record hashes as it did last time is unchanged, which the
+/// operator then knows without decoding or mapping the record again. Kept in memory only, so it may
+/// use a per-process hash.
+pub fn source_hash(view: &GpuInstanceView, record: u64, expiry: ExpiryState) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = rustc_hash::FxHasher::default();
     view.metadata.name.hash(&mut hasher);
@@ -72,8 +80,17 @@ pub fn source_hash(view: &GpuInstanceView, record: u64) -> u64 {
     for field in &view.spec.mirror.omit_fields {
         (*field as u8).hash(&mut hasher);
     }
+    view.spec.expiry_warning_window.hash(&mut hasher);
+    expiry.hash(&mut hasher);
     record.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Where `instance` stands at `now` against `view`'s expiry warning window. A window the schema
+/// would refuse fails the sync before anything is planned; here it counts as off.
+pub fn expiry_of(view: &GpuInstanceView, instance: &Instance, now: Timestamp) -> ExpiryState {
+    let window = view.spec.expiry_warning_window().unwrap_or(Duration::ZERO);
+    expiry::expiry_state(instance, window, now)
 }
 
 /// A mirror's content in three numbers: the [`mirror::fingerprint`] of its spec and status, the
@@ -118,7 +135,7 @@ pub fn plan_instance(
     observed: Option<&Observed>,
     now: Timestamp,
 ) -> InstancePlan {
-    let content = MirrorContent::of(view, instance);
+    let content = MirrorContent::of(view, instance, now);
     // Most syncs change nothing: tell that from the digest before building any object.
     if let Some(observed) = observed
         && observed.trusted
@@ -145,7 +162,7 @@ pub fn desired_mirror(
     instance: &Instance,
     now: Timestamp,
 ) -> DesiredMirror {
-    MirrorContent::of(view, instance).into_mirror(view, instance, now)
+    MirrorContent::of(view, instance, now).into_mirror(view, instance, now)
 }
 
 /// What a mirror holds, before any object is built: enough to compare with its digest.
@@ -157,14 +174,15 @@ struct MirrorContent {
 }
 
 impl MirrorContent {
-    fn of(view: &GpuInstanceView, instance: &Instance) -> MirrorContent {
+    fn of(view: &GpuInstanceView, instance: &Instance, now: Timestamp) -> MirrorContent {
         let view_name = view.name_any();
         let spec = GpuInstanceSpec {
             instance_id: mirror::spec_instance_id(instance.id.as_str()),
             view: view_name.clone(),
         };
-        let (status, fingerprint) = fingerprinted_status(view, instance, &spec);
-        let labels = mirror::labels(&view_name, shard_of(view), instance);
+        let expiry = expiry_of(view, instance, now);
+        let (status, fingerprint) = fingerprinted_status(view, instance, expiry, &spec);
+        let labels = mirror::labels(&view_name, shard_of(view), instance, expiry.soon());
         MirrorContent {
             spec,
             status,
@@ -196,9 +214,17 @@ impl MirrorContent {
 fn fingerprinted_status(
     view: &GpuInstanceView,
     instance: &Instance,
+    expiry: ExpiryState,
     spec: &GpuInstanceSpec,
 ) -> (GpuInstanceStatus, u64) {
-    let status = mirror::status(instance, &view.spec.mirror, &[], Timestamp::UNIX_EPOCH);
+    let expiring = expiry::expiring_soon_condition(expiry, &view.spec.expiry_warning_window);
+    let status = mirror::status(
+        instance,
+        &view.spec.mirror,
+        expiring,
+        &[],
+        Timestamp::UNIX_EPOCH,
+    );
     let fingerprint = mirror::fingerprint(spec, &status);
     (status, fingerprint)
 }
@@ -452,6 +478,8 @@ pub struct Summary {
     pub by_status: BTreeMap<String, i64>,
     /// Instances per region, bounded.
     pub by_region: BTreeMap<String, i64>,
+    /// Prepaid instances expiring soon (see [`crate::expiry`]).
+    pub expiring_soon: i64,
 }
 
 impl Summary {
@@ -466,6 +494,13 @@ impl Summary {
         count(&mut self.by_region, &instance.region);
         let gpu_num = instance.resource_specs.as_ref().map_or(0, |r| r.gpu_num);
         self.gpus = self.gpus.saturating_add(gpu_num.max(0));
+    }
+
+    /// Counts a listed instance that is expiring soon, given its [`ExpiryState`].
+    pub fn add_expiry(&mut self, expiry: ExpiryState) {
+        if expiry.soon().is_some() {
+            self.expiring_soon += 1;
+        }
     }
 
     /// The summary with at most [`MAX_COUNT_KEYS`] statuses and regions (the rest under [`OTHER`]).
@@ -562,6 +597,18 @@ pub(crate) mod tests {
             absent_since: None,
             trusted: true,
             source: None,
+            status: Arc::from(
+                desired
+                    .object
+                    .labels()
+                    .get(mirror::STATUS_LABEL)
+                    .map_or("", String::as_str),
+            ),
+            expiring_soon: desired
+                .object
+                .labels()
+                .get(mirror::EXPIRING_SOON_LABEL)
+                .and_then(|v| mirror::parse_expiring_soon(v)),
         }
     }
 
@@ -866,21 +913,149 @@ pub(crate) mod tests {
     fn the_source_hash_follows_the_record_and_the_views_options() {
         let view = view(true);
         let (record, other) = (0x5eed_u64, 0x5eee_u64);
+        let none = ExpiryState::NotApplicable;
         assert_eq!(
-            source_hash(&view, record),
-            source_hash(&view.clone(), record)
+            source_hash(&view, record, none),
+            source_hash(&view.clone(), record, none)
         );
-        assert_ne!(source_hash(&view, record), source_hash(&view, other));
+        assert_ne!(
+            source_hash(&view, record, none),
+            source_hash(&view, other, none)
+        );
         let mut omitting = view.clone();
         omitting.spec.mirror.omit_fields = vec![crate::api::view::OmittedField::Command];
-        assert_ne!(source_hash(&view, record), source_hash(&omitting, record));
+        assert_ne!(
+            source_hash(&view, record, none),
+            source_hash(&omitting, record, none)
+        );
         let mut sharded = view.clone();
         sharded
             .labels_mut()
             .insert(mirror::SHARD_LABEL.into(), "one".into());
-        assert_ne!(source_hash(&view, record), source_hash(&sharded, record));
+        assert_ne!(
+            source_hash(&view, record, none),
+            source_hash(&sharded, record, none)
+        );
+        let mut warning_later = view.clone();
+        warning_later.spec.expiry_warning_window = "168h".into();
+        assert_ne!(
+            source_hash(&view, record, none),
+            source_hash(&warning_later, record, none)
+        );
         let mut renamed = view.clone();
         renamed.metadata.uid = Some("another-uid".into());
-        assert_ne!(source_hash(&view, record), source_hash(&renamed, record));
+        assert_ne!(
+            source_hash(&view, record, none),
+            source_hash(&renamed, record, none)
+        );
+    }
+
+    fn prepaid(id: &str, end: i64, auto_renew: bool) -> Instance {
+        let mut i = instance(id, "running", "r", 1);
+        i.billing = Some(crate::ppio::Billing {
+            mode: "prepaid".into(),
+            prepaid: Some(crate::ppio::Prepaid {
+                months: 1,
+                end_time: Some(at(end)),
+                auto_renew: Some(crate::ppio::AutoRenew {
+                    enabled: auto_renew,
+                    ..Default::default()
+                }),
+            }),
+        });
+        i
+    }
+
+    #[test]
+    fn an_unchanged_record_that_crosses_into_the_expiry_window_is_rewritten() {
+        const HOUR: i64 = 3600;
+        let view = view(true);
+        let end = 1_000_000;
+        let i = prepaid("aa01", end, false);
+        let early = at(end - 100 * HOUR);
+        let late = at(end - 10 * HOUR);
+        // The fast path: the same record hashes differently once it is expiring soon.
+        let record = 0x5eed_u64;
+        assert_ne!(
+            source_hash(&view, record, expiry_of(&view, &i, early)),
+            source_hash(&view, record, expiry_of(&view, &i, late))
+        );
+        let before = desired(plan_instance(&view, &i, None, early));
+        assert!(
+            !before
+                .object
+                .labels()
+                .contains_key(mirror::EXPIRING_SOON_LABEL)
+        );
+        let after = desired(plan_instance(&view, &i, Some(&observed(&before)), late));
+        assert_eq!(
+            after.object.labels()[mirror::EXPIRING_SOON_LABEL],
+            end.to_string()
+        );
+        let condition = condition::find(&after.status.conditions, expiry::EXPIRING_SOON)
+            .expect("an ExpiringSoon condition");
+        assert_eq!(condition.status, ConditionStatus::True);
+        assert!(
+            condition.message.contains(&at(end).to_string()),
+            "{}",
+            condition.message
+        );
+        // Still expiring soon an hour later: nothing to write.
+        assert_eq!(
+            plan_instance(&view, &i, Some(&observed(&after)), at(end - 9 * HOUR)),
+            InstancePlan::Unchanged
+        );
+    }
+
+    #[test]
+    fn auto_renewing_or_unwarned_views_get_no_expiring_soon_label() {
+        let end = 1_000_000;
+        let renewing = desired(plan_instance(
+            &view(true),
+            &prepaid("aa01", end, true),
+            None,
+            at(end - 3600),
+        ));
+        assert!(
+            !renewing
+                .object
+                .labels()
+                .contains_key(mirror::EXPIRING_SOON_LABEL)
+        );
+        let mut off = view(true);
+        off.spec.expiry_warning_window = "0s".into();
+        let unwarned = desired(plan_instance(
+            &off,
+            &prepaid("aa01", end, false),
+            None,
+            at(end - 3600),
+        ));
+        assert!(
+            !unwarned
+                .object
+                .labels()
+                .contains_key(mirror::EXPIRING_SOON_LABEL)
+        );
+        assert_eq!(
+            condition::find(&unwarned.status.conditions, expiry::EXPIRING_SOON),
+            None
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_instances_expiring_soon() {
+        let view = view(true);
+        let end = 1_000_000;
+        let now = at(end - 3600);
+        let mut summary = Summary::default();
+        for i in [
+            prepaid("a", end, false),
+            prepaid("b", end, true),
+            instance("c", "running", "r", 1),
+        ] {
+            summary.add(&i);
+            summary.add_expiry(expiry_of(&view, &i, now));
+        }
+        assert_eq!(summary.bounded().expiring_soon, 1);
     }
 }

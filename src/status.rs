@@ -246,6 +246,7 @@ pub fn synced_status(
         instances_by_region: summary.by_region.clone(),
         mirrored_count: Some(counts.mirrored as i64),
         pending_removal_count: Some(counts.kept_missing as i64),
+        expiring_soon_count: Some(summary.expiring_soon),
         last_handled_refresh: refresh_requested(view),
     }
 }

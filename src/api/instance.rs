@@ -74,6 +74,12 @@ use super::condition::Condition;
         type_ = "string",
         priority = 1,
         json_path = ".status.status.error"
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.billing.prepaid.endTime"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -164,7 +170,9 @@ pub struct GpuInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region_version: Option<String>,
     /// `Ready` is True while the remote instance is `running`; otherwise False, with the remote
-    /// status as reason and the remote error and message as message.
+    /// status as reason and the remote error and message as message. A prepaid instance also has
+    /// `ExpiringSoon`: True while its term ends within the view's `spec.expiryWarningWindow` and
+    /// auto-renew is off, with the end time in the message.
     #[serde(default)]
     #[schemars(length(max = 8))]
     pub conditions: Vec<Condition>,

@@ -22,6 +22,10 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// How long removals wait when one listing would remove most of a view's mirrors, unless the view
 /// says otherwise.
 pub const DEFAULT_MASS_REMOVAL_GRACE_PERIOD: Duration = Duration::from_secs(15 * 60);
+/// How far ahead a prepaid instance's end time warns, unless the view says otherwise.
+pub const DEFAULT_EXPIRY_WARNING_WINDOW: &str = "72h";
+/// Per-instance lifecycle Events one sync publishes, unless the view says otherwise.
+pub const DEFAULT_MAX_EVENTS_PER_SYNC: i32 = 20;
 
 /// A view onto the GPU instances of one PPIO account. The operator lists the matching instances every
 /// `syncInterval`, summarises them in `status`, and mirrors each as a `GpuInstance` in this namespace.
@@ -120,6 +124,56 @@ pub struct GpuInstanceViewSpec {
     /// What to mirror besides the summary in this view's status.
     #[serde(default)]
     pub mirror: MirrorOptions,
+
+    /// Events on the GpuInstances when their remote status changes.
+    #[serde(default)]
+    pub lifecycle_events: LifecycleEvents,
+
+    /// How far ahead to warn of a prepaid instance's end: a duration such as `72h`. A prepaid
+    /// instance whose term ends within it and whose auto-renew is off gets the condition
+    /// `ExpiringSoon`, the label `gpu.ppio.io/expiring-soon` (the end time as Unix seconds) and one
+    /// Warning Event. `0s` turns the warning off. At most `8760h`.
+    #[serde(default = "default_expiry_warning_window")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
+        extend("x-kubernetes-validations" = [{
+            "rule": "duration(self) <= duration('8760h')",
+            "message": "expiryWarningWindow must be at most 8760h"
+        }])
+    )]
+    pub expiry_warning_window: String,
+}
+
+/// Events on the GpuInstances when their remote status changes: `Running` (Normal), `Stopped`
+/// (Warning, with PPIO's error and message), `StatusChanged` (Normal), one per remote transition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleEvents {
+    /// Also publish `FirstSeen` when an instance is mirrored for the first time. Default false.
+    #[serde(default)]
+    pub first_sight: bool,
+    /// Per-instance Events one sync publishes at most; beyond it one `ManyStatusChanges` Event on
+    /// this view counts the transitions. Default 20.
+    #[serde(default = "default_max_per_sync")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_per_sync: i32,
+}
+
+impl Default for LifecycleEvents {
+    fn default() -> Self {
+        LifecycleEvents {
+            first_sight: false,
+            max_per_sync: DEFAULT_MAX_EVENTS_PER_SYNC,
+        }
+    }
+}
+
+impl LifecycleEvents {
+    /// Per-instance Events one sync may publish.
+    pub fn max_per_sync(&self) -> u64 {
+        u64::try_from(self.max_per_sync).unwrap_or(0)
+    }
 }
 
 /// A reference to the API key.
@@ -309,6 +363,10 @@ pub struct GpuInstanceViewStatus {
     /// Mirrored instances missing from the last complete listing, removed if the next one lacks them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_removal_count: Option<i64>,
+    /// Prepaid instances in the last complete listing whose term ends within
+    /// `spec.expiryWarningWindow` and whose auto-renew is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiring_soon_count: Option<i64>,
     /// The value of the refresh annotation the last sync answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
@@ -323,6 +381,14 @@ fn default_mass_removal_grace_period() -> String {
     "15m".into()
 }
 
+fn default_expiry_warning_window() -> String {
+    DEFAULT_EXPIRY_WARNING_WINDOW.into()
+}
+
+fn default_max_per_sync() -> i32 {
+    DEFAULT_MAX_EVENTS_PER_SYNC
+}
+
 impl GpuInstanceViewSpec {
     /// How often the view is synced: `syncInterval`, never below [`MIN_SYNC_INTERVAL`]; a value the
     /// schema would refuse counts as the default.
@@ -330,6 +396,17 @@ impl GpuInstanceViewSpec {
         parse_duration(&self.sync_interval)
             .unwrap_or(DEFAULT_SYNC_INTERVAL)
             .max(MIN_SYNC_INTERVAL)
+    }
+
+    /// The expiry warning window (zero: off), or why `spec.expiryWarningWindow` cannot be used
+    /// (a value the schema refuses, e.g. under an older CRD).
+    pub fn expiry_warning_window(&self) -> Result<Duration, String> {
+        parse_duration(&self.expiry_warning_window).ok_or_else(|| {
+            format!(
+                "spec.expiryWarningWindow {:?} is not a duration such as 72h, 30m or 0s (off)",
+                crate::mirror::truncate(&self.expiry_warning_window, 64)
+            )
+        })
     }
 }
 
@@ -433,5 +510,25 @@ mod tests {
         assert_eq!(spec.sync_interval(), Duration::from_secs(60));
         assert_eq!(spec.endpoint, None);
         assert_eq!(spec.filter, Filter::default());
+        assert_eq!(
+            spec.expiry_warning_window(),
+            Ok(Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(spec.lifecycle_events, LifecycleEvents::default());
+        assert!(!spec.lifecycle_events.first_sight);
+        assert_eq!(spec.lifecycle_events.max_per_sync(), 20);
+    }
+
+    #[test]
+    fn an_expiry_window_of_zero_is_off_and_a_malformed_one_is_reported() {
+        let mut spec: GpuInstanceViewSpec = serde_json::from_value(serde_json::json!({
+            "credentials": { "secretRef": { "name": "ppio" } },
+            "expiryWarningWindow": "0s"
+        }))
+        .unwrap();
+        assert_eq!(spec.expiry_warning_window(), Ok(Duration::ZERO));
+        spec.expiry_warning_window = "3 days".into();
+        let error = spec.expiry_warning_window().unwrap_err();
+        assert!(error.contains("spec.expiryWarningWindow"), "{error}");
     }
 }

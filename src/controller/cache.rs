@@ -7,11 +7,17 @@
 //! mirror stops being trusted and is written again at the next sync. After a restart nothing is
 //! remembered and the metadata (fingerprint, labels, owner) is taken at its word.
 //!
+//! The labels `gpu.ppio.io/status` and `gpu.ppio.io/expiring-soon` are kept too: they say which
+//! remote status, and which prepaid end time, the mirror last showed, so a lifecycle Event is
+//! published once per transition, across restarts as well.
+//!
 //! Not kube-runtime's reflector `Store`, which would keep each whole `PartialObjectMeta` (labels,
-//! annotations, owner references: about a kilobyte an object); an entry here is about 200 bytes.
+//! annotations, owner references: about a kilobyte an object); an entry here is about 200 bytes
+//! (status strings are interned: a few distinct values shared by every entry).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroI64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +48,10 @@ struct Entry {
     write_failed: bool,
     /// The source hash of the record the mirror was last found or written to match.
     source: Option<u64>,
+    /// Its `gpu.ppio.io/status` label, interned.
+    status: Arc<str>,
+    /// Its `gpu.ppio.io/expiring-soon` label: Unix seconds.
+    expiring_soon: Option<NonZeroI64>,
 }
 
 impl Entry {
@@ -63,7 +73,7 @@ struct State {
     entries: Entries,
     /// Per watch scope (a namespace, or `None` for all), the entries of a relist in progress.
     relisting: HashMap<Option<Arc<str>>, HashMap<Key, Entry>>,
-    /// Interned namespace and view names: many entries share them.
+    /// Interned namespace, view and status names: many entries share them.
     names: HashSet<Arc<str>>,
 }
 
@@ -157,6 +167,8 @@ impl MirrorCache {
             absent_since: entry.absent_since,
             trusted: entry.trusted(),
             source: entry.source,
+            status: entry.status.clone(),
+            expiring_soon: entry.expiring_soon.map(NonZeroI64::get),
         })
     }
 
@@ -318,6 +330,11 @@ impl MirrorCache {
         let labels = meta.labels.clone().unwrap_or_default();
         let annotations = meta.annotations.as_ref();
         let view = labels.get(mirror::VIEW_LABEL).map_or("", String::as_str);
+        let status = labels.get(mirror::STATUS_LABEL).map_or("", String::as_str);
+        let expiring_soon = labels
+            .get(mirror::EXPIRING_SOON_LABEL)
+            .and_then(|v| mirror::parse_expiring_soon(v))
+            .and_then(NonZeroI64::new);
         let digest = Digest {
             fingerprint: annotations
                 .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION))
@@ -344,6 +361,8 @@ impl MirrorCache {
             written: None,
             write_failed: false,
             source: None,
+            status: self.intern(status),
+            expiring_soon,
         })
     }
 
@@ -502,6 +521,29 @@ mod tests {
             watcher::Event::Apply(meta("a", "2", "v", "00000000000000aa")),
         );
         assert!(!cache.observed("ml", "a").unwrap().trusted);
+    }
+
+    #[test]
+    fn the_remote_status_and_expiry_warning_are_known_from_labels() {
+        let cache = MirrorCache::default();
+        let mut labelled = meta("a", "1", "v", "00000000000000aa");
+        let labels = labelled.metadata.labels.get_or_insert_default();
+        labels.insert(mirror::STATUS_LABEL.into(), "running".into());
+        labels.insert(mirror::EXPIRING_SOON_LABEL.into(), "1785780950".into());
+        cache.apply(None, watcher::Event::Apply(labelled));
+        let a = cache.observed("ml", "a").unwrap();
+        assert_eq!((&*a.status, a.expiring_soon), ("running", Some(1785780950)));
+
+        // The operator's own write is known before the watch reports it.
+        let mut written = meta("a", "2", "v", "00000000000000aa");
+        written
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(mirror::STATUS_LABEL.into(), "exited".into());
+        cache.record_write(&instance_with(&written), None);
+        let a = cache.observed("ml", "a").unwrap();
+        assert_eq!((&*a.status, a.expiring_soon), ("exited", None));
     }
 
     #[test]

@@ -1,15 +1,75 @@
-//! Kubernetes Events on a view, for transitions only: syncs start failing (or fail for a new reason),
-//! recover, or the mass-removal guard starts holding removals back. Steady states publish nothing, so
-//! Events stay few however often a view syncs.
+//! Kubernetes Events (events.k8s.io), for transitions only. On a view: syncs start failing (or fail
+//! for a new reason), recover, the mass-removal guard starts holding removals back, or one sync saw
+//! more remote lifecycle changes than it publishes one by one. On a GpuInstance: the lifecycle Events
+//! [`crate::lifecycle`] decides, published once the mirror's write succeeded. Steady states publish
+//! nothing, so Events stay few however often a view syncs.
 
-use kube::Resource;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use crate::api::condition::{self, ConditionStatus};
-use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
+use crate::api::{GpuInstance, GpuInstanceView, GpuInstanceViewStatus};
+use crate::lifecycle::{InstanceEvent, MANY_STATUS_CHANGES, SummaryEvent};
 use crate::mirror;
 use crate::status;
+
+/// The Event's action for remote lifecycle Events.
+const OBSERVE: &str = "Observe";
+
+/// Publishes a lifecycle Event on the GpuInstance `mirror`, as just written.
+pub(super) async fn publish_instance_event(
+    recorder: &Recorder,
+    mirror: &GpuInstance,
+    event: &InstanceEvent,
+) {
+    let event = Event {
+        type_: if event.reason.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: event.reason.as_str().to_owned(),
+        note: Some(mirror::event_note(&event.note)),
+        action: OBSERVE.into(),
+        secondary: None,
+    };
+    // Without the resourceVersion, so that one object's Events of one reason form one series.
+    let regarding = ObjectReference {
+        api_version: Some(GpuInstance::api_version(&()).into_owned()),
+        kind: Some(GpuInstance::kind(&()).into_owned()),
+        name: Some(mirror.name_any()),
+        namespace: mirror.namespace(),
+        uid: mirror.uid(),
+        ..ObjectReference::default()
+    };
+    if let Err(e) = recorder.publish(&event, &regarding).await {
+        warn!(error = %e, mirror = %mirror.name_any(), "cannot publish an Event");
+    }
+}
+
+/// Publishes the `ManyStatusChanges` Event on `view`.
+pub(super) async fn publish_summary(
+    recorder: &Recorder,
+    view: &GpuInstanceView,
+    summary: &SummaryEvent,
+) {
+    let event = Event {
+        type_: if summary.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: MANY_STATUS_CHANGES.into(),
+        note: Some(mirror::event_note(&summary.note)),
+        action: OBSERVE.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &view.object_ref(&())).await {
+        warn!(error = %e, "cannot publish an Event");
+    }
+}
 
 /// Publishes an Event when the view's Ready condition changes: syncs start failing (or fail for a
 /// new reason), or recover. Steady states publish nothing, so Events stay few.
@@ -66,7 +126,9 @@ pub(super) async fn publish_transition(
     };
     let event = Event {
         // events.k8s.io rejects notes over 1 KiB.
-        note: event.note.map(|note| mirror::truncate(&note, 1000)),
+        note: event
+            .note
+            .map(|note| mirror::truncate(&note, mirror::MAX_EVENT_NOTE)),
         ..event
     };
     if let Err(e) = recorder.publish(&event, &view.object_ref(&())).await {

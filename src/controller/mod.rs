@@ -12,7 +12,7 @@
 //! - `schedule`: when each view is due, and the backoff after failures;
 //! - `sync`: one sync of one view; `endpoint` and `credentials` check its endpoint and read its key;
 //! - `writes`: the mirror writes of a sync, in flight as pages arrive;
-//! - `events`: Events on the view for transitions.
+//! - `events`: Events for transitions, on the view and on its GpuInstances.
 
 mod cache;
 mod credentials;

@@ -20,6 +20,7 @@ use super::writes::{MirrorWrite, Writes};
 use crate::api::GpuInstanceView;
 use crate::api::view;
 use crate::fleet::{FleetSnapshot, FleetTally};
+use crate::lifecycle::{self, Seen};
 use crate::plan::{self, InstancePlan, Summary};
 use crate::ppio::{self, ListQuery};
 use crate::status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
@@ -62,6 +63,12 @@ pub(super) async fn sync_view(
 ) -> Result<Synced, Failed> {
     let namespace = view.namespace().unwrap_or_default();
     let endpoint: Url = endpoint_of(&view, &ctx.settings.endpoints)?;
+    view.spec
+        .expiry_warning_window()
+        .map_err(|problem| SyncFailure {
+            reason: FailureReason::InvalidSpec,
+            message: format!("{problem}. Correct the view; nothing was listed."),
+        })?;
     let key = read_api_key(&ctx.client, &namespace, &view).await?;
     let ppio = ctx
         .ppio_client(&endpoint)
@@ -82,6 +89,7 @@ pub(super) async fn sync_view(
         view.clone(),
         ctx.mirrors.clone(),
         ctx.metrics.clone(),
+        ctx.recorder.clone(),
         ctx.settings.write_concurrency,
     );
     let mut listing = Listing {
@@ -182,7 +190,8 @@ struct Listing<'a> {
 impl Listing<'_> {
     /// Counts record `index` of `page` and plans its mirror. The record is decoded whole only when
     /// its mirror may have to change: a trusted mirror of a record that hashes as it did last time
-    /// is unchanged, and counting needs only the record's summary.
+    /// (and is as close to its prepaid end as it was) is unchanged, and counting needs only the
+    /// record's summary.
     fn plan(
         &mut self,
         page: &ppio::ListedPage<'_>,
@@ -191,6 +200,8 @@ impl Listing<'_> {
         let summary = page.summary(index);
         self.summary.add(summary);
         self.fleet.add(summary);
+        let expiry = plan::expiry_of(self.view, summary, self.now);
+        self.summary.add_expiry(expiry);
         if !self.view.spec.mirror.enabled {
             return Ok(None);
         }
@@ -201,7 +212,7 @@ impl Listing<'_> {
             return Ok(None);
         }
         self.counts.mirrored += 1;
-        let source = plan::source_hash(self.view, page.source(index));
+        let source = plan::source_hash(self.view, page.source(index), expiry);
         if self
             .ctx
             .mirrors
@@ -221,13 +232,43 @@ impl Listing<'_> {
                 }
                 InstancePlan::Create(mirror) => {
                     self.counts.created += 1;
-                    Some(MirrorWrite::Create { mirror, source })
+                    let events = self.lifecycle_events(Seen::First, &instance, expiry);
+                    Some(MirrorWrite::Create {
+                        mirror,
+                        source,
+                        events,
+                    })
                 }
                 InstancePlan::Update(mirror) => {
                     self.counts.updated += 1;
-                    Some(MirrorWrite::Update { mirror, source })
+                    let seen = observed.as_ref().map_or(Seen::First, |o| Seen::Mirrored {
+                        status: &o.status,
+                        expiring_soon: o.expiring_soon,
+                    });
+                    let events = self.lifecycle_events(seen, &instance, expiry);
+                    Some(MirrorWrite::Update {
+                        mirror,
+                        source,
+                        events,
+                    })
                 }
             },
+        )
+    }
+
+    /// The lifecycle Events due once the mirror of `instance` is written.
+    fn lifecycle_events(
+        &self,
+        seen: Seen<'_>,
+        instance: &ppio::Instance,
+        expiry: crate::expiry::ExpiryState,
+    ) -> Vec<lifecycle::InstanceEvent> {
+        lifecycle::instance_events(
+            seen,
+            instance,
+            expiry,
+            &self.view.spec.lifecycle_events,
+            &self.view.spec.expiry_warning_window,
         )
     }
 

@@ -8,11 +8,18 @@
 //! fingerprint) last, so a failure in between leaves an old fingerprint that the next sync corrects.
 //! A new mirror must exist before its status can be written; if that status write fails, the cache
 //! remembers it and the next sync writes the mirror again.
+//!
+//! A mirror's lifecycle Events are published only once the labels that record them are written
+//! (the last write of an update, the first of a create): the labels then show the new remote status
+//! and end time, so a later sync (or a restarted operator) does not publish them again, and a write
+//! that fails before them keeps the Events for the next sync. At most `spec.lifecycleEvents.maxPerSync` are
+//! published one by one; when more were due, one summary on the view follows the last write.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::Recorder;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -20,8 +27,10 @@ use tokio::task::JoinSet;
 
 use super::FIELD_MANAGER;
 use super::cache::MirrorCache;
+use super::events;
 use crate::api::condition;
 use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
+use crate::lifecycle::{InstanceEvent, SyncTally};
 use crate::metrics::Metrics;
 use crate::plan::{self, DesiredMirror};
 
@@ -34,6 +43,8 @@ pub enum MirrorWrite {
         mirror: Box<DesiredMirror>,
         /// The source hash of its record.
         source: u64,
+        /// Lifecycle Events to publish once it is written.
+        events: Vec<InstanceEvent>,
     },
     /// Rewrite the mirror: status first, keeping the transition times of unchanged conditions.
     Update {
@@ -41,6 +52,8 @@ pub enum MirrorWrite {
         mirror: Box<DesiredMirror>,
         /// The source hash of its record.
         source: u64,
+        /// Lifecycle Events to publish once it is written.
+        events: Vec<InstanceEvent>,
     },
     /// Mark the mirror absent: its instance is missing from a complete listing for the first time.
     MarkAbsent(String),
@@ -59,6 +72,7 @@ pub struct Writes {
     view: Arc<GpuInstanceView>,
     cache: Arc<MirrorCache>,
     metrics: Metrics,
+    lifecycle: Arc<LifecycleEvents>,
     permits: Arc<Semaphore>,
     tasks: JoinSet<Result<(), kube::Error>>,
     outcome: WriteFailures,
@@ -85,21 +99,50 @@ impl std::fmt::Display for WriteFailures {
     }
 }
 
+/// The lifecycle Events of one sync: the recorder, and the tally that bounds them.
+struct LifecycleEvents {
+    recorder: Recorder,
+    tally: Mutex<SyncTally>,
+}
+
+impl LifecycleEvents {
+    /// Publishes the Events of `mirror`, just written, that the tally lets through.
+    async fn publish(&self, mirror: &GpuInstance, due: Vec<InstanceEvent>) {
+        for event in due {
+            let admitted = self
+                .tally
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .admit(&event);
+            if admitted {
+                events::publish_instance_event(&self.recorder, mirror, &event).await;
+            }
+        }
+    }
+}
+
 impl Writes {
-    /// Writes of `view`'s mirrors, at most `concurrency` at a time.
+    /// Writes of `view`'s mirrors, at most `concurrency` at a time, publishing their lifecycle
+    /// Events with `recorder`.
     pub fn new(
         client: kube::Client,
         view: Arc<GpuInstanceView>,
         cache: Arc<MirrorCache>,
         metrics: Metrics,
+        recorder: Recorder,
         concurrency: usize,
     ) -> Writes {
         let namespace = view.namespace().unwrap_or_default();
+        let tally = SyncTally::new(view.spec.lifecycle_events.max_per_sync());
         Writes {
             api: Api::namespaced(client, &namespace),
             view,
             cache,
             metrics,
+            lifecycle: Arc::new(LifecycleEvents {
+                recorder,
+                tally: Mutex::new(tally),
+            }),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             tasks: JoinSet::new(),
             outcome: WriteFailures::default(),
@@ -118,18 +161,29 @@ impl Writes {
         let view = self.view.clone();
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
+        let lifecycle = self.lifecycle.clone();
         self.outcome.total += 1;
         self.tasks.spawn(async move {
-            let result = carry_out(&api, &view, &cache, &metrics, write).await;
+            let result = carry_out(&api, &view, &cache, &metrics, &lifecycle, write).await;
             drop(permit);
             result
         });
     }
 
-    /// Waits for every write started; the failures, if any.
+    /// Waits for every write started, then publishes the summary of the sync's lifecycle Events on
+    /// the view if more were due than it publishes one by one; the failures, if any.
     pub async fn finish(mut self) -> Result<usize, WriteFailures> {
         while let Some(done) = self.tasks.join_next().await {
             self.count(done);
+        }
+        let summary = self
+            .lifecycle
+            .tally
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .summary();
+        if let Some(summary) = summary {
+            events::publish_summary(&self.lifecycle.recorder, &self.view, &summary).await;
         }
         if self.outcome.failed == 0 {
             Ok(self.outcome.total)
@@ -156,6 +210,7 @@ async fn carry_out(
     view: &GpuInstanceView,
     cache: &MirrorCache,
     metrics: &Metrics,
+    lifecycle: &LifecycleEvents,
     write: MirrorWrite,
 ) -> Result<(), kube::Error> {
     let namespace = view.namespace().unwrap_or_default();
@@ -163,18 +218,25 @@ async fn carry_out(
         MirrorWrite::Create {
             mirror: desired,
             source,
+            events,
         } => {
-            apply_object(api, metrics, &desired.object).await?;
+            let created = apply_object(api, metrics, &desired.object).await?;
+            // Its labels, which record these Events, are written: a failed status write would
+            // otherwise lose them, since the next sync finds the labels already current.
+            lifecycle.publish(&created, events).await;
             let written = apply_status(api, metrics, &desired.name, &desired.status).await;
-            remember(cache, &namespace, &desired.name, written, Some(source))
+            remember(cache, &namespace, &desired.name, written, Some(source)).map(drop)
         }
         MirrorWrite::Update {
             mirror: desired,
             source,
+            events,
         } => {
             let name = desired.name.clone();
             let written = update(api, metrics, *desired).await;
-            remember(cache, &namespace, &name, written, Some(source))
+            let written = remember(cache, &namespace, &name, written, Some(source))?;
+            lifecycle.publish(&written, events).await;
+            Ok(())
         }
         MirrorWrite::MarkAbsent(name) => {
             let Some(current) = api.get_opt(&name).await? else {
@@ -186,7 +248,7 @@ async fn carry_out(
                 apply_object(api, metrics, &object).await
             }
             .await;
-            remember(cache, &namespace, &name, written, None)
+            remember(cache, &namespace, &name, written, None).map(drop)
         }
         MirrorWrite::Delete { name, uid } => {
             let params = DeleteParams {
@@ -227,18 +289,18 @@ async fn update(
 }
 
 /// Remembers the outcome of a mirror's writes in the cache (and the record it now matches), and
-/// passes the error on.
+/// passes it on.
 fn remember(
     cache: &MirrorCache,
     namespace: &str,
     name: &str,
     written: Result<GpuInstance, kube::Error>,
     source: Option<u64>,
-) -> Result<(), kube::Error> {
+) -> Result<GpuInstance, kube::Error> {
     match written {
         Ok(object) => {
             cache.record_write(&object, source);
-            Ok(())
+            Ok(object)
         }
         Err(e) => {
             cache.record_failed_write(namespace, name);
