@@ -7,5 +7,6 @@ mod election;
 mod engine;
 mod harness;
 mod mirroring;
+mod observability;
 mod operations;
 mod support;
