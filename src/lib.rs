@@ -9,6 +9,7 @@
 pub mod api;
 pub mod backoff;
 pub mod controller;
+pub mod fleet;
 pub mod http;
 pub mod leadership;
 pub mod metrics;

@@ -94,6 +94,12 @@ struct RunArgs {
     #[arg(long, env = "PPIO_OPERATOR_METRICS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     metrics_auth: bool,
 
+    /// Also export `ppio_gpu_operator_instance_info`: one series per listed PPIO instance (its ID,
+    /// name, status, region, billing mode and product), so a Prometheus with many instances pays
+    /// for one series each.
+    #[arg(long, env = "PPIO_OPERATOR_METRICS_INSTANCE_INFO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    metrics_instance_info: bool,
+
     /// Run the controller only while holding the leader Lease, so several replicas can run.
     #[arg(long, env = "PPIO_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -170,6 +176,7 @@ async fn run(args: RunArgs) -> ExitCode {
             ..ppio::ClientConfig::default()
         },
         label_selector: args.watch_label_selector.clone(),
+        metrics_instance_info: args.metrics_instance_info,
         ..Settings::default()
     };
     let metrics = Metrics::new();

@@ -1,15 +1,27 @@
 //! Every Prometheus metric of the operator, in one registry, served at `/metrics` in the Prometheus
 //! text format. Names carry the `ppio_gpu_operator_` prefix and their unit; counters end in `_total`.
+//!
+//! The fleet series of each view (its instances, GPUs, errors, prepaid terms, sync times; see
+//! [`crate::fleet`]) are not gauges set one by one: the last [`FleetSnapshot`] of each view is kept
+//! whole and encoded at scrape time. Replacing a view's snapshot therefore drops the series of
+//! instances it no longer lists, and forgetting a deleted view drops all of its series, with nothing
+//! to remove by hand. A scrape holds the lock only to copy the list of snapshots (reference counted).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use jiff::Timestamp;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::fleet::FleetSnapshot;
 
 /// Labels of a sync outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,7 +49,7 @@ pub struct WriteLabels {
 }
 
 /// Labels naming a view.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ViewLabels {
     /// The view's namespace.
     pub namespace: String,
@@ -63,6 +75,7 @@ pub struct Metrics {
     pub kubernetes_writes: Family<WriteLabels, Counter>,
     /// 1 while this replica leads (or runs without leader election), else 0.
     pub leader: Gauge,
+    fleet: FleetViews,
 }
 
 impl Default for Metrics {
@@ -88,6 +101,7 @@ impl Metrics {
             mirrored_instances: Family::default(),
             kubernetes_writes: Family::default(),
             leader: Gauge::default(),
+            fleet: FleetViews::default(),
         };
         registry.register_with_unit(
             "sync_duration",
@@ -126,6 +140,7 @@ impl Metrics {
             "1 while this replica is the active controller, else 0",
             metrics.leader.clone(),
         );
+        registry.register_collector(Box::new(metrics.fleet.clone()));
         Metrics {
             registry: Arc::new(registry),
             ..metrics
@@ -172,12 +187,36 @@ impl Metrics {
             .set(count);
     }
 
-    /// Forgets a deleted view.
+    /// Notes that the view is reconciled with `sync_interval`: from now on its sync interval and
+    /// its last successful sync (0 until one succeeds) are exported.
+    pub fn observe_view(&self, namespace: &str, view: &str, sync_interval: Duration) {
+        self.fleet
+            .lock()
+            .entry(view_labels(namespace, view))
+            .or_default()
+            .sync_interval = sync_interval;
+    }
+
+    /// Replaces the view's fleet series with those of a complete listing, made by a sync that
+    /// succeeded at `synced_at`.
+    pub fn record_fleet(
+        &self,
+        namespace: &str,
+        view: &str,
+        snapshot: FleetSnapshot,
+        synced_at: Timestamp,
+    ) {
+        let mut views = self.fleet.lock();
+        let fleet = views.entry(view_labels(namespace, view)).or_default();
+        fleet.snapshot = Some(Arc::new(snapshot));
+        fleet.last_success = Some(synced_at);
+    }
+
+    /// Forgets a deleted view: every series that names it goes.
     pub fn forget_view(&self, namespace: &str, view: &str) {
-        self.mirrored_instances.remove(&ViewLabels {
-            namespace: namespace.into(),
-            view: view.into(),
-        });
+        let labels = view_labels(namespace, view);
+        self.mirrored_instances.remove(&labels);
+        self.fleet.lock().remove(&labels);
     }
 
     /// The metrics in the Prometheus text format.
@@ -187,6 +226,188 @@ impl Metrics {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
+}
+
+fn view_labels(namespace: &str, view: &str) -> ViewLabels {
+    ViewLabels {
+        namespace: namespace.into(),
+        view: view.into(),
+    }
+}
+
+/// What is exported of one view besides its counters.
+#[derive(Clone, Debug, Default)]
+struct ViewFleet {
+    sync_interval: Duration,
+    last_success: Option<Timestamp>,
+    /// The last complete listing; `None` before the first.
+    snapshot: Option<Arc<FleetSnapshot>>,
+}
+
+/// The fleet of every view this replica reconciles, encoded at scrape time.
+#[derive(Clone, Debug, Default)]
+struct FleetViews(Arc<Mutex<BTreeMap<ViewLabels, ViewFleet>>>);
+
+impl FleetViews {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ViewLabels, ViewFleet>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Collector for FleetViews {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Copied out (the snapshots are shared, not cloned) so that no sync waits for the encoding.
+        let views: Vec<(ViewLabels, ViewFleet)> = self
+            .lock()
+            .iter()
+            .map(|(labels, fleet)| (labels.clone(), fleet.clone()))
+            .collect();
+        let snapshots = || {
+            views.iter().filter_map(|(view, fleet)| {
+                let snapshot = fleet.snapshot.as_deref()?;
+                Some((
+                    [
+                        ("namespace", view.namespace.as_str()),
+                        ("view", view.view.as_str()),
+                    ],
+                    snapshot,
+                ))
+            })
+        };
+        let seconds = Unit::Seconds;
+
+        let groups = || {
+            snapshots().flat_map(|(view, snapshot)| {
+                snapshot.groups.iter().map(move |(group, counts)| {
+                    let labels = [
+                        view[0],
+                        view[1],
+                        ("status", group.status.as_str()),
+                        ("region", group.region.as_str()),
+                        ("billing_mode", group.billing_mode.as_str()),
+                    ];
+                    (labels, *counts)
+                })
+            })
+        };
+        encode_gauges(
+            &mut encoder,
+            "instances",
+            "PPIO instances in the last complete listing of each view, by status, region and \
+             billing mode.",
+            None,
+            groups().map(|(labels, counts)| (labels, counts.instances)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "gpus",
+            "GPUs of the PPIO instances in the last complete listing of each view, by status, region \
+             and billing mode.",
+            None,
+            groups().map(|(labels, counts)| (labels, counts.gpus)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "instances_with_error",
+            "PPIO instances in the last complete listing of each view whose status carries an error, \
+             by status.",
+            None,
+            snapshots().flat_map(|(view, snapshot)| {
+                snapshot
+                    .with_error_by_status
+                    .iter()
+                    .map(move |(status, count)| {
+                        ([view[0], view[1], ("status", status.as_str())], *count)
+                    })
+            }),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "instance_prepaid_end_time",
+            "Unix time when the term of a prepaid PPIO instance ends.",
+            Some(&seconds),
+            snapshots().flat_map(|(view, snapshot)| {
+                snapshot.prepaid.iter().map(move |term| {
+                    let labels = [
+                        view[0],
+                        view[1],
+                        ("instance_id", term.instance_id.as_str()),
+                        ("auto_renew", if term.auto_renew { "true" } else { "false" }),
+                    ];
+                    (labels, term.end_time_seconds)
+                })
+            }),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "view_last_successful_sync_timestamp",
+            "Unix time of the last successful sync of each view; 0 before the first.",
+            Some(&seconds),
+            views.iter().map(|(view, fleet)| {
+                let labels = [
+                    ("namespace", view.namespace.as_str()),
+                    ("view", view.view.as_str()),
+                ];
+                (labels, fleet.last_success.map_or(0, |at| at.as_second()))
+            }),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "view_sync_interval",
+            "The sync interval of each view.",
+            Some(&seconds),
+            views.iter().map(|(view, fleet)| {
+                let labels = [
+                    ("namespace", view.namespace.as_str()),
+                    ("view", view.view.as_str()),
+                ];
+                (labels, fleet.sync_interval.as_secs_f64())
+            }),
+        )?;
+        // Opt-in: exported only when the operator keeps it (--metrics-instance-info).
+        if snapshots().any(|(_, snapshot)| snapshot.instances.is_some()) {
+            encode_gauges(
+                &mut encoder,
+                "instance_info",
+                "1 for each PPIO instance in the last complete listing of each view, its labels \
+                 describing it.",
+                None,
+                snapshots().flat_map(|(view, snapshot)| {
+                    snapshot.instances.iter().flatten().map(move |info| {
+                        let labels = [
+                            view[0],
+                            view[1],
+                            ("instance_id", info.instance_id.as_str()),
+                            ("name", info.name.as_str()),
+                            ("status", info.status.as_str()),
+                            ("region", info.region.as_str()),
+                            ("billing_mode", info.billing_mode.as_str()),
+                            ("product_id", info.product_id.as_str()),
+                        ];
+                        (labels, 1_i64)
+                    })
+                }),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes one gauge family from its series.
+fn encode_gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: impl Iterator<Item = (L, V)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in series {
+        family.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -220,7 +441,181 @@ mod tests {
     fn a_forgotten_view_leaves_the_metrics() {
         let metrics = Metrics::new();
         metrics.set_mirrored("ml", "team", 7);
+        metrics.observe_view("ml", "team", Duration::from_secs(60));
+        metrics.record_fleet("ml", "team", snapshot(&fleet(), true), at(1_750_000_000));
+        metrics.observe_view("ml", "other", Duration::from_secs(60));
+        assert!(metrics.render().contains("view=\"team\""));
         metrics.forget_view("ml", "team");
-        assert!(!metrics.render().contains("view=\"team\""));
+        let text = metrics.render();
+        assert!(!text.contains("view=\"team\""), "{text}");
+        assert!(text.contains("view=\"other\""), "{text}");
+    }
+
+    use crate::fleet::{FleetSnapshot, FleetTally};
+    use crate::plan::tests::instance;
+    use crate::ppio::{AutoRenew, Billing, Instance, Prepaid};
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    fn with_billing(mut i: Instance, mode: &str, prepaid: Option<(i64, bool)>) -> Instance {
+        i.billing = Some(Billing {
+            mode: mode.into(),
+            prepaid: prepaid.map(|(end, enabled)| Prepaid {
+                months: 1,
+                end_time: Timestamp::from_second(end).ok(),
+                auto_renew: Some(AutoRenew {
+                    enabled,
+                    ..Default::default()
+                }),
+            }),
+        });
+        i
+    }
+
+    fn fleet() -> Vec<Instance> {
+        let mut broken = with_billing(instance("c3", "exited", "us-1", 1), "postpaid", None);
+        if let Some(status) = &mut broken.status {
+            status.error = "ImagePullFailed".into();
+        }
+        broken.name = "say \"hi\"\\".into();
+        vec![
+            with_billing(
+                instance("a1", "running", "eu-1", 8),
+                "prepaid",
+                Some((1_800_000_000, true)),
+            ),
+            with_billing(
+                instance("b2", "running", "eu-1", 4),
+                "prepaid",
+                Some((1_700_000_000, false)),
+            ),
+            broken,
+        ]
+    }
+
+    fn snapshot(instances: &[Instance], info: bool) -> FleetSnapshot {
+        let mut tally = FleetTally::new(info);
+        for i in instances {
+            tally.add(i);
+        }
+        tally.finish()
+    }
+
+    /// The sample lines of the fleet series (those naming a view), in order.
+    fn fleet_lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains("view=\""))
+            .filter(|l| !l.starts_with("ppio_gpu_operator_mirrored_instances"))
+            .collect()
+    }
+
+    #[test]
+    fn the_fleet_of_a_view_renders_as_its_last_complete_listing() {
+        let metrics = Metrics::new();
+        metrics.observe_view("ml", "team", Duration::from_secs(90));
+        assert_eq!(
+            fleet_lines(&metrics.render()),
+            vec![
+                "ppio_gpu_operator_view_last_successful_sync_timestamp_seconds{namespace=\"ml\",view=\"team\"} 0",
+                "ppio_gpu_operator_view_sync_interval_seconds{namespace=\"ml\",view=\"team\"} 90.0",
+            ],
+            "before the first success: the sync times only, the last one 0"
+        );
+
+        metrics.record_fleet("ml", "team", snapshot(&fleet(), true), at(1_750_000_123));
+        let text = metrics.render();
+        assert_eq!(
+            fleet_lines(&text),
+            vec![
+                r#"ppio_gpu_operator_instances{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 1"#,
+                r#"ppio_gpu_operator_instances{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 2"#,
+                r#"ppio_gpu_operator_gpus{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 1"#,
+                r#"ppio_gpu_operator_gpus{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 12"#,
+                r#"ppio_gpu_operator_instances_with_error{namespace="ml",view="team",status="exited"} 1"#,
+                r#"ppio_gpu_operator_instances_with_error{namespace="ml",view="team",status="running"} 0"#,
+                r#"ppio_gpu_operator_instance_prepaid_end_time_seconds{namespace="ml",view="team",instance_id="a1",auto_renew="true"} 1800000000"#,
+                r#"ppio_gpu_operator_instance_prepaid_end_time_seconds{namespace="ml",view="team",instance_id="b2",auto_renew="false"} 1700000000"#,
+                r#"ppio_gpu_operator_view_last_successful_sync_timestamp_seconds{namespace="ml",view="team"} 1750000123"#,
+                r#"ppio_gpu_operator_view_sync_interval_seconds{namespace="ml",view="team"} 90.0"#,
+                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="a1",name="",status="running",region="eu-1",billing_mode="prepaid",product_id=""} 1"#,
+                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="b2",name="",status="running",region="eu-1",billing_mode="prepaid",product_id=""} 1"#,
+                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="c3",name="say \"hi\"\\",status="exited",region="us-1",billing_mode="postpaid",product_id=""} 1"#,
+            ]
+        );
+        for (name, unit_suffix) in [
+            ("instances", ""),
+            ("gpus", ""),
+            ("instances_with_error", ""),
+            ("instance_prepaid_end_time", "_seconds"),
+            ("view_last_successful_sync_timestamp", "_seconds"),
+            ("view_sync_interval", "_seconds"),
+            ("instance_info", ""),
+        ] {
+            let full = format!("ppio_gpu_operator_{name}{unit_suffix}");
+            assert!(
+                text.contains(&format!("# TYPE {full} gauge\n")),
+                "{full}: {text}"
+            );
+            assert!(text.contains(&format!("# HELP {full} ")), "{full}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_new_listing_replaces_the_series_of_the_last_one() {
+        let metrics = Metrics::new();
+        metrics.observe_view("ml", "team", Duration::from_secs(60));
+        metrics.record_fleet("ml", "team", snapshot(&fleet(), true), at(1_750_000_000));
+        // b2 is gone and a1 stopped.
+        let mut next = fleet();
+        next.remove(1);
+        if let Some(status) = &mut next[0].status {
+            status.status = "exited".into();
+        }
+        metrics.record_fleet("ml", "team", snapshot(&next, true), at(1_750_000_060));
+        let text = metrics.render();
+        let lines = fleet_lines(&text);
+        assert!(!text.contains("b2"), "{text}");
+        assert!(!text.contains("status=\"running\""), "{text}");
+        for expected in [
+            r#"ppio_gpu_operator_instances{namespace="ml",view="team",status="exited",region="eu-1",billing_mode="prepaid"} 1"#,
+            r#"ppio_gpu_operator_instance_prepaid_end_time_seconds{namespace="ml",view="team",instance_id="a1",auto_renew="true"} 1800000000"#,
+            r#"ppio_gpu_operator_view_last_successful_sync_timestamp_seconds{namespace="ml",view="team"} 1750000060"#,
+        ] {
+            assert!(lines.contains(&expected), "missing {expected} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_info_series_is_absent_unless_asked_for() {
+        let metrics = Metrics::new();
+        metrics.record_fleet("ml", "team", snapshot(&fleet(), false), at(1_750_000_000));
+        let text = metrics.render();
+        assert!(!text.contains("instance_info"), "{text}");
+        assert!(text.contains("ppio_gpu_operator_instances{"), "{text}");
+    }
+
+    #[test]
+    fn every_fleet_series_has_a_prometheus_name() {
+        let metrics = Metrics::new();
+        metrics.observe_view("ml", "team", Duration::from_secs(60));
+        metrics.record_fleet("ml", "team", snapshot(&fleet(), true), at(1_750_000_000));
+        for line in metrics.render().lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split(' ').nth(2).unwrap_or_default();
+            let kind = line.split(' ').nth(3).unwrap_or_default();
+            assert!(name.starts_with("ppio_gpu_operator_"), "{line}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{line}"
+            );
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+            if kind != "histogram" {
+                for reserved in ["_count", "_sum", "_bucket"] {
+                    assert!(!name.ends_with(reserved), "{line}");
+                }
+            }
+        }
     }
 }

@@ -642,7 +642,7 @@ fn long_text(value: &str) -> Option<String> {
 
 /// `value` without control characters and bidirectional overrides (which can make text in a
 /// terminal read differently from what it is); tab and newline stay when `keep_lines`.
-fn strip_control(value: &str, keep_lines: bool) -> Cow<'_, str> {
+pub(crate) fn strip_control(value: &str, keep_lines: bool) -> Cow<'_, str> {
     let unwanted = |c: char| {
         (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t')))
             || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')

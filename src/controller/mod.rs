@@ -73,6 +73,8 @@ pub struct Settings {
     /// Only views (and mirrors) with labels matching this selector, e.g.
     /// `sharding.ppio.io/key in (shard1)`: this replica set's shard.
     pub label_selector: Option<String>,
+    /// Export `ppio_gpu_operator_instance_info`, one series per listed instance.
+    pub metrics_instance_info: bool,
 }
 
 impl Default for Settings {
@@ -84,6 +86,7 @@ impl Default for Settings {
             ppio: ppio::ClientConfig::default(),
             listing_limits: ListingLimits::default(),
             label_selector: None,
+            metrics_instance_info: false,
         }
     }
 }
@@ -282,6 +285,11 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
             ctx.forget(&view.namespace().unwrap_or_default(), &view.name_any());
             return Ok(Action::await_change());
         }
+        ctx.metrics.observe_view(
+            &view.namespace().unwrap_or_default(),
+            &view.name_any(),
+            view.spec.sync_interval(),
+        );
         if view.spec.suspend {
             let status = status::suspended_status(&view, Timestamp::now());
             write_view_status_if_changed(&ctx, &view, status).await?;
@@ -323,10 +331,14 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                     Timestamp::now(),
                 );
                 ctx.metrics.record_sync("Synced", true, started.elapsed());
-                ctx.metrics.set_mirrored(
-                    &view.namespace().unwrap_or_default(),
-                    &view.name_any(),
-                    synced.counts.mirrored as i64,
+                let (namespace, name) = (view.namespace().unwrap_or_default(), view.name_any());
+                ctx.metrics
+                    .set_mirrored(&namespace, &name, synced.counts.mirrored as i64);
+                ctx.metrics.record_fleet(
+                    &namespace,
+                    &name,
+                    synced.fleet,
+                    Timestamp::now(),
                 );
                 (status, schedule::next_regular_sync(interval), 0)
             }

@@ -19,6 +19,7 @@ use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use crate::api::GpuInstanceView;
 use crate::api::view;
+use crate::fleet::{FleetSnapshot, FleetTally};
 use crate::plan::{self, InstancePlan, Summary};
 use crate::ppio::{self, ListQuery};
 use crate::status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
@@ -29,6 +30,7 @@ const CACHE_WAIT: Duration = Duration::from_secs(60);
 /// A sync that completed.
 pub(super) struct Synced {
     pub(super) summary: Summary,
+    pub(super) fleet: FleetSnapshot,
     pub(super) counts: MirrorCounts,
     pub(super) pages: u32,
     pub(super) writes: usize,
@@ -87,6 +89,7 @@ pub(super) async fn sync_view(
         namespace: &namespace,
         ctx,
         summary: Summary::default(),
+        fleet: FleetTally::new(ctx.settings.metrics_instance_info),
         counts: MirrorCounts::default(),
         listed: HashSet::new(),
         now: Timestamp::now(),
@@ -148,6 +151,7 @@ pub(super) async fn sync_view(
         .map_err(|e| kube_failure(FailureReason::WriteFailed, "write GpuInstances", &e))?;
     Ok(Synced {
         summary: listing.summary.bounded(),
+        fleet: listing.fleet.finish(),
         counts: listing.counts,
         pages,
         writes: total,
@@ -160,6 +164,7 @@ struct Listing<'a> {
     namespace: &'a str,
     ctx: &'a Context,
     summary: Summary,
+    fleet: FleetTally,
     counts: MirrorCounts,
     /// Names of the mirrors of listed instances.
     listed: HashSet<String>,
@@ -170,6 +175,7 @@ impl Listing<'_> {
     /// Counts a listed instance and plans its mirror.
     fn plan(&mut self, instance: &ppio::Instance) -> Option<MirrorWrite> {
         self.summary.add(instance);
+        self.fleet.add(instance);
         if !self.view.spec.mirror.enabled {
             return None;
         }

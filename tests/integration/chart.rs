@@ -707,6 +707,33 @@ fn replicas_are_spread_over_nodes_and_bounded_in_ephemeral_storage() {
 }
 
 #[test]
+fn the_instance_info_series_is_off_unless_the_value_turns_it_on() {
+    let args = |set: &[&str]| {
+        render("ppio", "ppio-system", set)
+            .operator_container()
+            .args
+            .unwrap_or_default()
+    };
+    let off = args(&[]);
+    assert!(
+        off.iter().any(|a| a == "--metrics-instance-info=false"),
+        "{off:?}"
+    );
+    let on = args(&["--set", "metrics.instanceInfo=true"]);
+    assert!(
+        on.iter().any(|a| a == "--metrics-instance-info=true"),
+        "{on:?}"
+    );
+    let refused = helm_template(
+        "ppio",
+        "ppio-system",
+        &["--set-string", "metrics.instanceInfo=yes"],
+    )
+    .expect_err("a string is not a boolean");
+    assert!(refused.contains("/metrics/instanceInfo"), "{refused}");
+}
+
+#[test]
 fn metrics_auth_grants_token_and_access_reviews_exactly_and_only_when_on() {
     let off = render("ppio", "ppio-system", &[]);
     let args = off.operator_container().args.unwrap_or_default();

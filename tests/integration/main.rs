@@ -6,6 +6,7 @@ mod chart;
 mod election;
 mod engine;
 mod harness;
+mod metrics;
 mod mirroring;
 mod observability;
 mod operations;
