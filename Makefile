@@ -32,11 +32,26 @@ KUBE_SCORE_KUBERNETES := v1.30
 # kube-score checks the chart does not follow; charts/ppio-gpu-operator/README.md says why for each.
 KUBE_SCORE_IGNORED := container-image-pull-policy
 
-.PHONY: test control-plane helm kube-score chart chart-score lint demo crds bench fuzz
+# promlint: a small Go program (tools/promlint) around client_golang's promlint, pinned by its go.mod;
+# the integration tests lint the operator's /metrics with it.
+PROMLINT := target/tools/promlint
+
+# promtool, built from the Prometheus module that tools/promtool/go.mod pins and stamped with its
+# release: Prometheus tags its Go module v0.3MM.P for release 3.MM.P.
+PROMTOOL := target/tools/promtool
+PROMETHEUS_MODULE_VERSION := $(shell awk '$$1 == "github.com/prometheus/prometheus" {print $$2}' tools/promtool/go.mod)
+PROMETHEUS_VERSION := $(shell awk -v v=$(PROMETHEUS_MODULE_VERSION) 'BEGIN { split(substr(v, 2), p, "."); \
+	printf "%d.%d.%s", int(p[2] / 100), p[2] % 100, p[3] }')
+PROMTOOL_LDFLAGS := -s -w -X github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION) \
+	-X github.com/prometheus/common/version.Revision=$(PROMETHEUS_MODULE_VERSION)
+# The chart's alerting rules, shipped as a plain rules file that its PrometheusRule embeds.
+RULES := $(CHART)/files/prometheus-rules.yaml
+
+.PHONY: test control-plane helm kube-score promlint promtool chart chart-score alerts lint demo crds bench fuzz
 
 ## test: build the control plane and the tools, check formatting and lints, lint and score the chart,
-## run every test.
-test: control-plane helm lint chart chart-score
+## check and unit-test the alerts, run every test.
+test: control-plane helm promlint lint chart chart-score alerts
 	cargo test --workspace --locked
 
 ## fuzz: the property tests over hostile PPIO input (page decoder, paging guards, redaction of the API
@@ -83,6 +98,21 @@ chart-score: helm kube-score
 		grep -E '^\[(WARNING|CRITICAL)\]' <<<"$$report" || echo "  no warning"; \
 		[ "$$status" = 0 ] || { echo "kube-score: CRITICAL findings above" >&2; exit 1; }; \
 	done
+
+## promlint: build tools/promlint (client_golang's metric linter) into target/tools/promlint (cached by Go).
+promlint:
+	cd tools/promlint && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../$(PROMLINT) .
+
+## promtool: build promtool from tools/promtool/go.mod into target/tools/promtool (cached by Go).
+promtool:
+	cd tools/promtool && CGO_ENABLED=0 go build -trimpath -ldflags "$(PROMTOOL_LDFLAGS)" \
+		-o ../../$(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
+
+## alerts: promtool checks the chart's rules file and runs the alert unit tests in tests/alerts/
+## (the integration tests check that the rendered PrometheusRule carries exactly these groups).
+alerts: promtool
+	$(PROMTOOL) check rules $(RULES)
+	$(PROMTOOL) test rules tests/alerts/*.yaml
 
 ## crds: regenerate crds/ from the Rust types, and the chart's copy (a test fails when either is stale).
 crds:

@@ -9,5 +9,6 @@ mod harness;
 mod lifecycle;
 mod metrics;
 mod mirroring;
+mod observability;
 mod operations;
 mod support;
