@@ -71,26 +71,58 @@ pub struct Observed {
 /// operator then knows without decoding or mapping the record again. Kept in memory only, so it may
 /// use a per-process hash.
 pub fn source_hash(view: &GpuInstanceView, record: u64, expiry: ExpiryState) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = rustc_hash::FxHasher::default();
-    view.metadata.name.hash(&mut hasher);
-    view.metadata.uid.hash(&mut hasher);
-    shard_of(view).hash(&mut hasher);
-    view.spec.mirror.omit_fields.len().hash(&mut hasher);
-    for field in &view.spec.mirror.omit_fields {
-        (*field as u8).hash(&mut hasher);
-    }
-    view.spec.expiry_warning_window.hash(&mut hasher);
-    expiry.hash(&mut hasher);
-    record.hash(&mut hasher);
-    hasher.finish()
+    ViewSeed::of(view).source_hash(record, expiry)
 }
 
 /// Where `instance` stands at `now` against `view`'s expiry warning window. A window the schema
 /// would refuse fails the sync before anything is planned; here it counts as off.
 pub fn expiry_of(view: &GpuInstanceView, instance: &Instance, now: Timestamp) -> ExpiryState {
-    let window = view.spec.expiry_warning_window().unwrap_or(Duration::ZERO);
-    expiry::expiry_state(instance, window, now)
+    ViewSeed::of(view).expiry_of(instance, now)
+}
+
+/// What [`source_hash`] and [`expiry_of`] need of a view, worked out once per sync rather than once
+/// per listed record.
+#[derive(Clone, Copy, Debug)]
+pub struct ViewSeed {
+    /// The view's part of every source hash.
+    hash: u64,
+    /// Its expiry warning window.
+    window: Duration,
+}
+
+impl ViewSeed {
+    /// The seed of `view` as it is now.
+    pub fn of(view: &GpuInstanceView) -> ViewSeed {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = rustc_hash::FxHasher::default();
+        view.metadata.name.hash(&mut hasher);
+        view.metadata.uid.hash(&mut hasher);
+        shard_of(view).hash(&mut hasher);
+        view.spec.mirror.omit_fields.len().hash(&mut hasher);
+        for field in &view.spec.mirror.omit_fields {
+            (*field as u8).hash(&mut hasher);
+        }
+        view.spec.expiry_warning_window.hash(&mut hasher);
+        ViewSeed {
+            hash: hasher.finish(),
+            window: view.spec.expiry_warning_window().unwrap_or(Duration::ZERO),
+        }
+    }
+
+    /// [`source_hash`] for this view.
+    pub fn source_hash(&self, record: u64, expiry: ExpiryState) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = rustc_hash::FxHasher::default();
+        self.hash.hash(&mut hasher);
+        expiry.hash(&mut hasher);
+        record.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// [`expiry_of`] for this view.
+    pub fn expiry_of(&self, instance: &Instance, now: Timestamp) -> ExpiryState {
+        expiry::expiry_state(instance, self.window, now)
+    }
 }
 
 /// A mirror's content in three numbers: the [`mirror::fingerprint`] of its spec and status, the

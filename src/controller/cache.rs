@@ -15,7 +15,7 @@
 //! annotations, owner references: about a kilobyte an object); an entry here is about 200 bytes
 //! (status strings are interned: a few distinct values shared by every entry).
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroI64;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -282,7 +282,7 @@ impl MirrorCache {
                 false
             }
             watcher::Event::Init => {
-                self.lock().relisting.insert(scope, HashMap::new());
+                self.lock().relisting.insert(scope, HashMap::default());
                 false
             }
             watcher::Event::InitApply(object) => {

@@ -4,12 +4,12 @@
 //! complete listing. A listing that fails or runs too long therefore removes nothing, and the view's
 //! counts stay as the last complete sync left them.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
+use rustc_hash::FxHashSet;
 use url::Url;
 
 use super::Context;
@@ -99,7 +99,9 @@ pub(super) async fn sync_view(
         summary: Summary::default(),
         fleet: FleetTally::new(ctx.settings.metrics_instance_info),
         counts: MirrorCounts::default(),
-        listed: HashSet::new(),
+        listed: FxHashSet::default(),
+        view_name: view.name_any(),
+        seed: plan::ViewSeed::of(&view),
         now: Timestamp::now(),
     };
     let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits);
@@ -183,7 +185,10 @@ struct Listing<'a> {
     fleet: FleetTally,
     counts: MirrorCounts,
     /// Names of the mirrors of listed instances.
-    listed: HashSet<String>,
+    listed: FxHashSet<String>,
+    /// The view's name and [`plan::ViewSeed`], worked out once for every record.
+    view_name: String,
+    seed: plan::ViewSeed,
     now: Timestamp,
 }
 
@@ -200,26 +205,28 @@ impl Listing<'_> {
         let summary = page.summary(index);
         self.summary.add(summary);
         self.fleet.add(summary);
-        let expiry = plan::expiry_of(self.view, summary, self.now);
+        let expiry = self.seed.expiry_of(summary, self.now);
         self.summary.add_expiry(expiry);
         if !self.view.spec.mirror.enabled {
             return Ok(None);
         }
-        let name = crate::mirror::object_name(&self.view.name_any(), summary.id.as_str());
-        if !self.listed.insert(name.clone()) {
+        let name = crate::mirror::object_name(&self.view_name, summary.id.as_str());
+        if self.listed.contains(&name) {
             // Two IDs that map to one name cannot happen (names carry a hash of odd IDs); the pager
             // refuses duplicate IDs.
             return Ok(None);
         }
         self.counts.mirrored += 1;
-        let source = plan::source_hash(self.view, page.source(index), expiry);
+        let source = self.seed.source_hash(page.source(index), expiry);
         if self
             .ctx
             .mirrors
             .is_unchanged_source(self.namespace, &name, source)
         {
+            self.listed.insert(name);
             return Ok(None);
         }
+        self.listed.insert(name.clone());
         let instance = page.decode(index)?;
         let observed = self.ctx.mirrors.observed(self.namespace, &name);
         Ok(

@@ -596,7 +596,7 @@ fn holds_more_items_than(body: &[u8], limit: usize) -> bool {
     // An array of n items holds n - 1 commas and one `[`, so commas and `[`s together bound the items
     // from above (those inside strings only raise the bound). Most pages are far below the limit and
     // are let through on this count alone, without parsing the body a second time.
-    let bound = body.iter().filter(|&&b| b == b',' || b == b'[').count();
+    let bound = memchr::memchr2_iter(b',', b'[', body).count();
     if bound <= limit {
         return false;
     }

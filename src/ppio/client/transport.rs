@@ -226,7 +226,8 @@ async fn read_body(response: &mut Response, cap: usize) -> Result<Vec<u8>, BodyE
     if usize::try_from(declared).map_or(true, |declared| declared > cap) {
         return Err(BodyError::TooLarge);
     }
-    let mut body = Vec::new();
+    // The declared length (already within the cap) is reserved at once: no copying as it grows.
+    let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if body.len() + chunk.len() > cap {
             return Err(BodyError::TooLarge);
