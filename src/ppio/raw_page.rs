@@ -73,9 +73,13 @@ impl RawPage {
             let summary: WireSummary =
                 serde_json::from_str(raw.get()).map_err(|_| located_error(body))?;
             // `raw` borrows from `text`: its offset there is where the record starts.
-            let at = raw.get().as_ptr() as usize - start;
+            let span = (raw.get().as_ptr() as usize)
+                .checked_sub(start)
+                .map(|at| at..at + raw.get().len())
+                .filter(|span| span.end <= text.len())
+                .ok_or_else(|| located_error(body))?;
             records.push(RawRecord {
-                span: at..at + raw.get().len(),
+                span,
                 summary: summary.into_instance(),
             });
         }

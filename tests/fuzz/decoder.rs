@@ -2,7 +2,7 @@
 //! hold any JSON value: it must never panic, never recurse without bound, and never allocate more
 //! than a fixed budget plus a small multiple of the body.
 
-use ppio_gpu_operator::ppio::{ApiKey, MAX_PAGE_ITEMS, Page};
+use ppio_gpu_operator::ppio::{ApiKey, MAX_PAGE_ITEMS, Page, RawPage};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -20,6 +20,7 @@ fn allocation_bound(body_len: usize) -> usize {
 
 /// Decodes `body` and checks what must hold for any input.
 fn check(body: Vec<u8>) -> Result<(), TestCaseError> {
+    check_raw_page(&body)?;
     let key = ApiKey::new("sk_fuzz_decoder_key_0123456789").expect("valid key");
     let (decoded, peak) = peak_bytes_of(|| Page::from_json(&body));
     prop_assert!(
@@ -40,6 +41,44 @@ fn check(body: Vec<u8>) -> Result<(), TestCaseError> {
             prop_assert!(!error.path.is_empty());
             // Redaction must cope with whatever a decode error quotes.
             let _ = key.redact(&error.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The page read as the sync reads it ([`RawPage`], each record decoded on demand) agrees with the
+/// page decoded whole: the same records when both decode, and never a page where the whole one fails
+/// unless a record then fails to decode.
+fn check_raw_page(body: &[u8]) -> Result<(), TestCaseError> {
+    let (raw, peak) = peak_bytes_of(|| RawPage::from_json(body.to_vec()));
+    prop_assert!(
+        peak <= allocation_bound(body.len()),
+        "reading {} bytes allocated {peak} bytes",
+        body.len()
+    );
+    let whole = Page::from_json(body);
+    match (raw, whole) {
+        (Ok(raw), Ok(whole)) => {
+            prop_assert_eq!(raw.len(), whole.instances.len());
+            prop_assert_eq!(&raw.next_cursor, &whole.next_cursor);
+            prop_assert_eq!(raw.has_more, whole.has_more);
+            for (index, instance) in whole.instances.iter().enumerate() {
+                prop_assert_eq!(
+                    &raw.decode(index).expect("decodes as in the whole page"),
+                    instance
+                );
+                prop_assert_eq!(&raw.summary(index).id, &instance.id);
+            }
+        }
+        (Ok(raw), Err(_)) => {
+            let failed = (0..raw.len()).any(|index| raw.decode(index).is_err());
+            prop_assert!(failed, "the whole page fails, so one of its records must");
+        }
+        (Err((error, _)), whole) => {
+            prop_assert!(
+                whole.is_err(),
+                "the whole page decodes, so must its envelope: {error}"
+            );
         }
     }
     Ok(())

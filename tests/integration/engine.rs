@@ -175,18 +175,7 @@ async fn two_shards_each_lead_and_sync_only_their_own_views() {
     let fx = Fixture::without_operator(shared(), "shards", generate_instances(3, 41)).await;
     let kubeconfig = shared().kubeconfig.clone();
     let shard = |name: &str, selector: &str| {
-        let args = [
-            "--namespace",
-            &fx.ns.name,
-            "--lease-namespace",
-            &fx.ns.name,
-            "--lease-duration-seconds",
-            "10",
-            "--allowed-endpoint",
-            &fx.ppio.base_url(),
-            "--watch-label-selector",
-            selector,
-        ];
+        let args = fx.replica_args(&["--watch-label-selector", selector]);
         OperatorProcess::start(&kubeconfig, name, &args)
     };
     let one = shard("shard-one", "sharding.ppio.io/key in (one)");

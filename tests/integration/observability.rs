@@ -468,17 +468,7 @@ async fn the_operator_exports_every_metric_the_alerts_and_dashboard_query_and_pa
         instances_exercising_every_series(),
     )
     .await;
-    let args = [
-        "--namespace",
-        &fx.ns.name,
-        "--lease-namespace",
-        &fx.ns.name,
-        "--lease-duration-seconds",
-        "10",
-        "--allowed-endpoint",
-        &fx.ppio.base_url(),
-        "--metrics-instance-info",
-    ];
+    let args = fx.replica_args(&["--metrics-instance-info"]);
     let mut operator = OperatorProcess::start(&shared().kubeconfig, "observability", &args);
     wait_until_ready(&mut operator).await;
     // PPIO rate-limits the first listing: the 429 is counted, the retry succeeds.

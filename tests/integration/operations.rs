@@ -23,27 +23,10 @@ async fn lease_holder(fx: &Fixture) -> Option<String> {
     lease.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
-/// Arguments of an operator replica watching only the fixture's namespace, with its Lease there
-/// (10 s, the shortest allowed) and the fixture's simulator allowed.
-fn replica_args(fx: &Fixture) -> Vec<String> {
-    [
-        "--namespace",
-        &fx.ns.name,
-        "--lease-namespace",
-        &fx.ns.name,
-        "--lease-duration-seconds",
-        "10",
-        "--allowed-endpoint",
-        &fx.ppio.base_url(),
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_one_leader_that_alone_writes_and_a_standby_takes_over() {
     let fx = Fixture::without_operator(shared(), "ha", generate_instances(4, 5)).await;
-    let args = replica_args(&fx);
+    let args = fx.replica_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let kubeconfig = shared().kubeconfig.clone();
     let mut replicas = vec![
@@ -205,7 +188,7 @@ async fn a_view_gets_one_event_when_syncs_start_failing_and_one_when_they_recove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_lease_is_taken_stops_at_once_and_exits() {
     let fx = Fixture::without_operator(shared(), "lease-loss", generate_instances(2, 8)).await;
-    let args = replica_args(&fx);
+    let args = fx.replica_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut replica = OperatorProcess::start(&shared().kubeconfig, "replica-a", &args);
     fx.create_view("v", json!({})).await;
@@ -309,7 +292,7 @@ async fn the_operator_rides_out_an_api_server_restart_and_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_its_lease_stops_on_its_own() {
     let fx = Fixture::without_operator(shared(), "lease-stuck", generate_instances(2, 6)).await;
-    let args = replica_args(&fx);
+    let args = fx.replica_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut replica = OperatorProcess::start(&shared().kubeconfig, "replica-stuck", &args);
     wait_for("the replica to lead", Duration::from_secs(30), || async {

@@ -170,6 +170,24 @@ impl Fixture {
         }
     }
 
+    /// Arguments of an operator replica watching only the fixture's namespace, with its Lease there
+    /// (10 s, the shortest allowed) and the fixture's simulator allowed; `extra` follow.
+    pub fn replica_args(&self, extra: &[&str]) -> Vec<String> {
+        let base_url = self.ppio.base_url();
+        let mut args = vec![
+            "--namespace",
+            &self.ns.name,
+            "--lease-namespace",
+            &self.ns.name,
+            "--lease-duration-seconds",
+            "10",
+            "--allowed-endpoint",
+            &base_url,
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect()
+    }
+
     /// The simulator's state.
     pub fn simulator(&self) -> &Simulator {
         self.ppio.simulator()

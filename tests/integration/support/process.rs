@@ -19,7 +19,11 @@ pub struct OperatorProcess {
 
 impl OperatorProcess {
     /// Starts the operator binary with `kubeconfig` and extra `args` after `run`.
-    pub fn start(kubeconfig: &Path, identity: &str, args: &[&str]) -> OperatorProcess {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(
+        kubeconfig: &Path,
+        identity: &str,
+        args: &[S],
+    ) -> OperatorProcess {
         let port = free_port();
         let logs = target_dir().join("test-logs");
         std::fs::create_dir_all(&logs).expect("log directory");
