@@ -570,19 +570,7 @@ async fn request_refresh(client: &kube::Client, value: &str) -> Result<(), Strin
 
 /// Every record the simulator serves, in PPIO wire format (not a list request: not recorded).
 async fn simulator_records(http: &reqwest::Client, ppio_url: &str) -> Result<Vec<Value>, String> {
-    let url = format!("{ppio_url}/_simulator/instances");
-    http.get(&url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("cannot read {url}: {e}"))?
-        .bytes()
-        .await
-        .map_err(|e| format!("cannot read {url}: {e}"))
-        .and_then(|body| {
-            serde_json::from_slice(&body)
-                .map_err(|e| format!("{url} did not answer a JSON array: {e}"))
-        })
+    requests::get_json_array(http, &format!("{ppio_url}/_simulator/instances")).await
 }
 
 /// Waits until the operator's `/readyz` answers 200: its watches have listed the views.

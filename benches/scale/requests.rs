@@ -180,20 +180,7 @@ pub struct PpioRequests {
 impl PpioRequests {
     /// The simulator's count now.
     pub async fn read(http: &reqwest::Client, simulator: &str) -> Result<PpioRequests, String> {
-        let url = format!("{simulator}/_simulator/requests");
-        let recorded: Vec<Value> = http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("cannot read {url}: {e}"))?
-            .bytes()
-            .await
-            .map_err(|e| format!("cannot read {url}: {e}"))
-            .and_then(|body| {
-                serde_json::from_slice(&body)
-                    .map_err(|e| format!("{url} did not answer a JSON array: {e}"))
-            })?;
+        let recorded = get_json_array(http, &format!("{simulator}/_simulator/requests")).await?;
         let listings = recorded
             .iter()
             .filter(|request| {
@@ -216,4 +203,20 @@ impl PpioRequests {
             listings: self.listings.saturating_sub(earlier.listings),
         }
     }
+}
+
+/// GETs `url` and reads its answer as a JSON array.
+pub async fn get_json_array(http: &reqwest::Client, url: &str) -> Result<Vec<Value>, String> {
+    http.get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))
+        .and_then(|body| {
+            serde_json::from_slice(&body)
+                .map_err(|e| format!("{url} did not answer a JSON array: {e}"))
+        })
 }

@@ -129,7 +129,7 @@ impl FromStr for BillingMode {
 pub struct UnknownBillingMode;
 
 /// One PPIO GPU (or CPU) instance, every field of the list call's record.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Instance {
     /// Instance ID.
     pub id: InstanceId,
@@ -332,7 +332,7 @@ impl Instance {
 }
 
 /// Billing configuration of an instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Billing {
     /// `postpaid`, `prepaid` or `spot`, kept as a string so a new mode does not break decoding;
     /// `mode.parse::<BillingMode>()` gives the known ones.
@@ -344,7 +344,7 @@ pub struct Billing {
 }
 
 /// Terms of a prepaid (monthly) instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Prepaid {
     /// Months bought.
     #[serde(default, deserialize_with = "lenient_int")]
@@ -358,7 +358,7 @@ pub struct Prepaid {
 }
 
 /// Automatic renewal of a prepaid instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct AutoRenew {
     /// Whether the instance renews itself.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -373,7 +373,7 @@ pub struct AutoRenew {
 
 /// An environment variable of the instance. Only the name: the value often holds a token and is
 /// never read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct EnvVar {
     /// Variable name.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -381,7 +381,7 @@ pub struct EnvVar {
 }
 
 /// A port the instance exposes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Port {
     /// Port number.
     #[serde(default, deserialize_with = "lenient_int")]
@@ -395,7 +395,7 @@ pub struct Port {
 }
 
 /// Requested and system-assigned resources of an instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ResourceSpecs {
     /// System disk size in GB.
     #[serde(default, deserialize_with = "lenient_int")]
@@ -415,7 +415,7 @@ pub struct ResourceSpecs {
 }
 
 /// VPC network attachment of an instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Network {
     /// VPC network ID.
     #[serde(default, deserialize_with = "null_as_default")]

@@ -27,6 +27,8 @@ pub struct Pager<'a> {
     query: &'a ListQuery,
     limits: ListingLimits,
     paging: Paging<'a>,
+    /// A hash of the key, part of every record's [`ListedPage::source`].
+    key_hash: u64,
     paced: bool,
     finished: bool,
 }
@@ -45,6 +47,12 @@ impl Client {
             query,
             limits: *limits,
             paging: Paging::new(*limits, key),
+            key_hash: {
+                use std::hash::Hasher;
+                let mut hasher = rustc_hash::FxHasher::default();
+                hasher.write(key.expose().as_bytes());
+                hasher.finish()
+            },
             paced: false,
             finished: false,
         }
@@ -106,6 +114,7 @@ impl<'a> Pager<'a> {
         Ok(Some(ListedPage {
             page: fetched.page,
             key: self.key,
+            key_hash: self.key_hash,
             number,
         }))
     }
@@ -120,6 +129,7 @@ impl<'a> Pager<'a> {
 pub struct ListedPage<'k> {
     page: RawPage,
     key: &'k ApiKey,
+    key_hash: u64,
     number: u32,
 }
 
@@ -145,7 +155,7 @@ impl ListedPage<'_> {
     pub fn source(&self, index: usize) -> u64 {
         use std::hash::Hasher;
         let mut hasher = rustc_hash::FxHasher::default();
-        hasher.write(self.key.expose().as_bytes());
+        hasher.write_u64(self.key_hash);
         hasher.write_u64(self.page.record_hash(index));
         hasher.finish()
     }

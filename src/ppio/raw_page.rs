@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::model::{
-    Billing, DecodeError, Instance, InstanceId, InstanceStatus, Page, ResourceSpecs,
-    check_envelope, located_error, null_as_default, present, required,
+    Billing, DecodeError, Instance, InstanceId, InstanceStatus, ResourceSpecs, check_envelope,
+    located_error, null_as_default, present, required,
 };
 
 /// A decoded page envelope whose records are located but not decoded; see the module documentation.
@@ -46,7 +46,7 @@ struct RawRecord {
 }
 
 impl RawPage {
-    /// Reads a list response body as [`Page::from_json`] does, decoding each record's summary only.
+    /// Reads a list response body as [`Page::from_json`](super::Page::from_json) does, decoding each record's summary only.
     /// On error the body is handed back, for a caller that wants to say more about it.
     pub fn from_json(body: Vec<u8>) -> Result<RawPage, (DecodeError, Vec<u8>)> {
         match Self::locate(&body) {
@@ -152,18 +152,6 @@ impl RawPage {
         Err(error)
     }
 
-    /// Every record decoded whole, as a [`Page`].
-    pub fn into_page(self) -> Result<Page, DecodeError> {
-        let instances = (0..self.len())
-            .map(|index| self.decode(index))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            instances,
-            next_cursor: self.next_cursor,
-            has_more: self.has_more,
-        })
-    }
-
     fn bytes(&self, index: usize) -> &[u8] {
         &self.body[self.records[index].span.clone()]
     }
@@ -215,6 +203,7 @@ impl WireSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ppio::Page;
     use serde_json::json;
 
     fn page(records: serde_json::Value) -> RawPage {
