@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_operator::mirror;
 use ppio_gpu_operator::plan::{self, InstancePlan, Observed};
-use ppio_gpu_operator::ppio::{ApiKey, Page, RawPage};
+use ppio_gpu_operator::ppio::{ApiKey, ListingMemo, Page};
 use ppio_simulator::generate_instances;
 
 /// Counts live and peak heap bytes, to report memory per instance.
@@ -120,31 +120,42 @@ fn main() {
         .collect();
 
     // Second sync: nothing changed remotely, so nothing is written. As the operator does, each record
-    // is read for its summary and hashed as sent; a record that hashes as last time is not decoded.
-    let sources: std::collections::HashMap<String, u64> = pages
+    // is located and hashed as sent; its summary comes from the memo of the first listing, and a
+    // record that hashes as last time is not decoded.
+    let key = ApiKey::new("sk_bench_0123456789abcdef0123456789abcdef").expect("key");
+    let memo = ListingMemo::default();
+    let summarized = |memo: &ListingMemo| {
+        memo.start_listing(&key, &Default::default());
+        let summarized: Vec<_> = pages
+            .iter()
+            .map(|page| {
+                let page = memo.page(page.clone()).expect("page decodes");
+                let summaries = memo.summaries(&page, &key).expect("summaries");
+                (page, summaries)
+            })
+            .collect();
+        memo.finish_listing();
+        summarized
+    };
+    let sources: std::collections::HashMap<String, u64> = summarized(&memo)
         .iter()
-        .flat_map(|page| {
-            let page = RawPage::from_json(page.clone()).expect("page decodes");
-            (0..page.len())
-                .map(|i| {
-                    let name = mirror::object_name("bench", page.summary(i).id.as_str());
-                    let expiry = plan::expiry_of(&view, page.summary(i), now);
-                    (name, plan::source_hash(&view, page.record_hash(i), expiry))
-                })
-                .collect::<Vec<_>>()
+        .flat_map(|(page, summaries)| {
+            summaries.iter().enumerate().map(|(i, summary)| {
+                let name = mirror::object_name("bench", summary.id.as_str());
+                let expiry = plan::expiry_of(&view, summary, now);
+                (name, plan::source_hash(&view, page.record_hash(i), expiry))
+            })
         })
         .collect();
-    let key = ApiKey::new("sk_bench_0123456789abcdef0123456789abcdef").expect("key");
     let started = Instant::now();
     let mut decoded = 0;
+    memo.start_listing(&key, &Default::default());
     for page in &pages {
-        let mut page = RawPage::from_json(page.clone()).expect("page decodes");
-        for summary in page.summaries_mut() {
-            summary.redact(&key);
-        }
-        for i in 0..page.len() {
-            let name = mirror::object_name("bench", page.summary(i).id.as_str());
-            let expiry = plan::expiry_of(&view, page.summary(i), now);
+        let page = memo.page(page.clone()).expect("page decodes");
+        let summaries = memo.summaries(&page, &key).expect("summaries");
+        for (i, summary) in summaries.iter().enumerate() {
+            let name = mirror::object_name("bench", summary.id.as_str());
+            let expiry = plan::expiry_of(&view, summary, now);
             if sources.get(&name) != Some(&plan::source_hash(&view, page.record_hash(i), expiry)) {
                 decoded += 1;
                 let instance = page.decode(i).expect("decodes");
@@ -152,6 +163,7 @@ fn main() {
             }
         }
     }
+    memo.finish_listing();
     let steady_plan = started.elapsed();
     assert_eq!(decoded, 0, "an unchanged listing decodes no record");
 
@@ -171,7 +183,7 @@ fn main() {
         per(first_plan)
     );
     println!(
-        "summarise, hash, no change        {:>8.1} ms  {:>6.2} µs/instance",
+        "locate, hash, recall, no change   {:>8.1} ms  {:>6.2} µs/instance",
         steady_plan.as_secs_f64() * 1e3,
         per(steady_plan)
     );

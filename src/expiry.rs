@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::condition::{Condition, ConditionStatus};
-use crate::ppio::Instance;
+use crate::ppio::RecordSummary;
 
 /// The condition type on a prepaid instance's mirror.
 pub const EXPIRING_SOON: &str = "ExpiringSoon";
@@ -58,20 +58,17 @@ impl ExpiryState {
 }
 
 /// Where `instance` stands at `now` against a warning `window` (zero turns warnings off).
-pub fn expiry_state(instance: &Instance, window: Duration, now: Timestamp) -> ExpiryState {
-    let Some(billing) = instance.billing.as_ref() else {
-        return ExpiryState::NotApplicable;
-    };
-    if window.is_zero() || billing.mode != "prepaid" {
+pub fn expiry_state(instance: &RecordSummary, window: Duration, now: Timestamp) -> ExpiryState {
+    if window.is_zero() || instance.billing_mode != "prepaid" {
         return ExpiryState::NotApplicable;
     }
-    let Some(prepaid) = billing.prepaid.as_ref() else {
+    let Some(prepaid) = instance.prepaid else {
         return ExpiryState::NoEndTime;
     };
     let Some(end) = prepaid.end_time.map(crate::mirror::whole_seconds) else {
         return ExpiryState::NoEndTime;
     };
-    if prepaid.auto_renew.as_ref().is_some_and(|a| a.enabled) {
+    if prepaid.auto_renew {
         return ExpiryState::AutoRenew { end };
     }
     let left = now.duration_until(end);
@@ -142,7 +139,7 @@ pub fn expiring_soon_note(end: Timestamp, window: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ppio::{AutoRenew, Billing, InstanceId, Prepaid};
+    use crate::ppio::{AutoRenew, Billing, Instance, InstanceId, Prepaid};
 
     const HOUR: i64 = 3600;
     const WINDOW: Duration = Duration::from_secs(72 * 3600);
@@ -173,14 +170,18 @@ mod tests {
         let now = 1_000_000;
         let i = prepaid(Some(now + 48 * HOUR), false);
         assert_eq!(
-            expiry_state(&i, WINDOW, at(now)),
+            expiry_state(&(&i).into(), WINDOW, at(now)),
             ExpiryState::Soon {
                 end: at(now + 48 * HOUR)
             }
         );
         // The window's edge is within it.
         let edge = prepaid(Some(now + 72 * HOUR), false);
-        assert!(expiry_state(&edge, WINDOW, at(now)).soon().is_some());
+        assert!(
+            expiry_state(&(&edge).into(), WINDOW, at(now))
+                .soon()
+                .is_some()
+        );
     }
 
     #[test]
@@ -193,7 +194,11 @@ mod tests {
             (prepaid(None, false), "no end time"),
         ];
         for (i, what) in cases {
-            assert_eq!(expiry_state(&i, WINDOW, at(now)).soon(), None, "{what}");
+            assert_eq!(
+                expiry_state(&(&i).into(), WINDOW, at(now)).soon(),
+                None,
+                "{what}"
+            );
         }
     }
 
@@ -201,8 +206,8 @@ mod tests {
     fn the_same_record_crosses_into_the_window_as_time_passes() {
         let end = 1_000_000;
         let i = prepaid(Some(end), false);
-        let before = expiry_state(&i, WINDOW, at(end - 73 * HOUR));
-        let after = expiry_state(&i, WINDOW, at(end - 71 * HOUR));
+        let before = expiry_state(&(&i).into(), WINDOW, at(end - 73 * HOUR));
+        let after = expiry_state(&(&i).into(), WINDOW, at(end - 71 * HOUR));
         assert_eq!(before, ExpiryState::Later { end: at(end) });
         assert_eq!(after, ExpiryState::Soon { end: at(end) });
     }
@@ -212,7 +217,7 @@ mod tests {
         let now = 1_000_000;
         let i = prepaid(Some(now + HOUR), false);
         assert_eq!(
-            expiry_state(&i, Duration::ZERO, at(now)),
+            expiry_state(&(&i).into(), Duration::ZERO, at(now)),
             ExpiryState::NotApplicable
         );
         assert_eq!(
@@ -222,13 +227,13 @@ mod tests {
         let mut postpaid = i.clone();
         postpaid.billing.as_mut().unwrap().mode = "postpaid".into();
         assert_eq!(
-            expiry_state(&postpaid, WINDOW, at(now)),
+            expiry_state(&(&postpaid).into(), WINDOW, at(now)),
             ExpiryState::NotApplicable
         );
         let mut unbilled = i;
         unbilled.billing = None;
         assert_eq!(
-            expiry_state(&unbilled, WINDOW, at(now)),
+            expiry_state(&(&unbilled).into(), WINDOW, at(now)),
             ExpiryState::NotApplicable
         );
     }

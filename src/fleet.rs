@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::mirror;
 use crate::plan::{MAX_COUNT_KEYS, OTHER};
-use crate::ppio::{BillingMode, Instance};
+use crate::ppio::RecordSummary;
 
 /// Longest label value taken from PPIO data, in bytes.
 pub const MAX_LABEL_BYTES: usize = 128;
@@ -133,39 +133,24 @@ impl FleetTally {
     }
 
     /// Counts one listed instance.
-    pub fn add(&mut self, instance: &Instance) {
-        let remote = instance.status.as_ref();
-        let status = self.statuses.add(remote.map_or("", |s| s.status.as_str()));
+    pub fn add(&mut self, instance: &RecordSummary) {
+        let status = self.statuses.add(&instance.status);
         let region = self.regions.add(&instance.region);
-        let billing = instance.billing.as_ref();
-        let billing_mode = self
-            .billing_modes
-            .add(billing.map_or("", |b| b.mode.as_str()));
-        let gpus = instance
-            .resource_specs
-            .as_ref()
-            .map_or(0, |r| r.gpu_num)
-            .max(0);
+        let billing_mode = self.billing_modes.add(&instance.billing_mode);
         let counts = self
             .groups
             .entry((status, region, billing_mode))
             .or_default();
         counts.instances += 1;
-        counts.gpus = counts.gpus.saturating_add(gpus);
-        if remote.is_some_and(|s| !s.error.trim().is_empty()) {
+        counts.gpus = counts.gpus.saturating_add(instance.gpus.max(0));
+        if instance.has_error {
             *self.with_error.entry(status).or_default() += 1;
         }
 
-        let prepaid = billing
-            .filter(|b| b.mode.parse::<BillingMode>() == Ok(BillingMode::Prepaid))
-            .and_then(|b| b.prepaid.as_ref())
-            .and_then(|p| {
-                let end = p.end_time?;
-                Some((
-                    end.as_second(),
-                    p.auto_renew.as_ref().is_some_and(|a| a.enabled),
-                ))
-            });
+        let prepaid = instance
+            .prepaid
+            .filter(|_| instance.is_prepaid())
+            .and_then(|p| Some((p.end_time?.as_second(), p.auto_renew)));
         if prepaid.is_none() && self.instances.is_none() {
             return;
         }
@@ -336,7 +321,7 @@ fn bounded_groups(groups: BTreeMap<Group, GroupCounts>) -> BTreeMap<Group, Group
 mod tests {
     use super::*;
     use crate::plan::tests::instance;
-    use crate::ppio::{AutoRenew, Billing, Prepaid};
+    use crate::ppio::{AutoRenew, Billing, Instance, Prepaid};
     use jiff::Timestamp;
 
     fn billed(mut i: Instance, mode: &str) -> Instance {
@@ -373,7 +358,7 @@ mod tests {
     fn tally(instances: &[Instance], info: bool) -> FleetSnapshot {
         let mut tally = FleetTally::new(info);
         for i in instances {
-            tally.add(i);
+            tally.add(&i.into());
         }
         tally.finish()
     }

@@ -498,7 +498,7 @@ mod tests {
     fn snapshot(instances: &[Instance], info: bool) -> FleetSnapshot {
         let mut tally = FleetTally::new(info);
         for i in instances {
-            tally.add(i);
+            tally.add(&i.into());
         }
         tally.finish()
     }

@@ -32,7 +32,7 @@ use crate::api::view::DeletionPolicy;
 use crate::api::{GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView};
 use crate::expiry::{self, ExpiryState};
 use crate::mirror;
-use crate::ppio::Instance;
+use crate::ppio::{Instance, RecordSummary};
 
 /// Distinct statuses or regions kept in the view's counts; the rest add up under [`OTHER`].
 pub const MAX_COUNT_KEYS: usize = 32;
@@ -76,7 +76,7 @@ pub fn source_hash(view: &GpuInstanceView, record: u64, expiry: ExpiryState) -> 
 
 /// Where `instance` stands at `now` against `view`'s expiry warning window. A window the schema
 /// would refuse fails the sync before anything is planned; here it counts as off.
-pub fn expiry_of(view: &GpuInstanceView, instance: &Instance, now: Timestamp) -> ExpiryState {
+pub fn expiry_of(view: &GpuInstanceView, instance: &RecordSummary, now: Timestamp) -> ExpiryState {
     ViewSeed::of(view).expiry_of(instance, now)
 }
 
@@ -120,7 +120,7 @@ impl ViewSeed {
     }
 
     /// [`expiry_of`] for this view.
-    pub fn expiry_of(&self, instance: &Instance, now: Timestamp) -> ExpiryState {
+    pub fn expiry_of(&self, instance: &RecordSummary, now: Timestamp) -> ExpiryState {
         expiry::expiry_state(instance, self.window, now)
     }
 }
@@ -212,7 +212,7 @@ impl MirrorContent {
             instance_id: mirror::spec_instance_id(instance.id.as_str()),
             view: view_name.clone(),
         };
-        let expiry = expiry_of(view, instance, now);
+        let expiry = expiry_of(view, &instance.into(), now);
         let (status, fingerprint) = fingerprinted_status(view, instance, expiry, &spec);
         let labels = mirror::labels(&view_name, shard_of(view), instance, expiry.soon());
         MirrorContent {
@@ -516,16 +516,14 @@ pub struct Summary {
 
 impl Summary {
     /// Counts one more listed instance. Call [`Summary::bounded`] once the listing is complete.
-    pub fn add(&mut self, instance: &Instance) {
-        let state = instance.status.as_ref().map_or("", |s| s.status.as_str());
-        if state == mirror::RUNNING {
+    pub fn add(&mut self, instance: &RecordSummary) {
+        if instance.status == mirror::RUNNING {
             self.running += 1;
         }
         self.instances += 1;
-        count(&mut self.by_status, state);
+        count(&mut self.by_status, &instance.status);
         count(&mut self.by_region, &instance.region);
-        let gpu_num = instance.resource_specs.as_ref().map_or(0, |r| r.gpu_num);
-        self.gpus = self.gpus.saturating_add(gpu_num.max(0));
+        self.gpus = self.gpus.saturating_add(instance.gpus.max(0));
     }
 
     /// Counts a listed instance that is expiring soon, given its [`ExpiryState`].
@@ -549,7 +547,7 @@ impl Summary {
 pub fn summarize(listing: &[Instance]) -> Summary {
     let mut summary = Summary::default();
     for instance in listing {
-        summary.add(instance);
+        summary.add(&instance.into());
     }
     summary.bounded()
 }
@@ -1009,8 +1007,8 @@ pub(crate) mod tests {
         // The fast path: the same record hashes differently once it is expiring soon.
         let record = 0x5eed_u64;
         assert_ne!(
-            source_hash(&view, record, expiry_of(&view, &i, early)),
-            source_hash(&view, record, expiry_of(&view, &i, late))
+            source_hash(&view, record, expiry_of(&view, &(&i).into(), early)),
+            source_hash(&view, record, expiry_of(&view, &(&i).into(), late))
         );
         let before = desired(plan_instance(&view, &i, None, early));
         assert!(
@@ -1085,6 +1083,7 @@ pub(crate) mod tests {
             prepaid("b", end, true),
             instance("c", "running", "r", 1),
         ] {
+            let i = RecordSummary::from(&i);
             summary.add(&i);
             summary.add_expiry(expiry_of(&view, &i, now));
         }

@@ -10,6 +10,7 @@
 //! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch;
 //! - `slots`: how many views sync at once, operator-wide;
 //! - `schedule`: when each view is due, and the backoff after failures;
+//! - `memos`: what each view's listings read of every record, so a record sent again is not read;
 //! - `sync`: one sync of one view; `endpoint` and `credentials` check its endpoint and read its key;
 //! - `writes`: the mirror writes of a sync, in flight as pages arrive;
 //! - `events`: Events for transitions, on the view and on its GpuInstances.
@@ -18,6 +19,7 @@ mod cache;
 mod credentials;
 mod endpoint;
 mod events;
+mod memos;
 mod schedule;
 mod slots;
 mod sync;
@@ -163,6 +165,7 @@ pub struct Context {
     rate_limiter: Arc<ppio::RateLimiter>,
     ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
     schedules: Schedules,
+    memos: memos::Memos,
 }
 
 impl Context {
@@ -183,6 +186,7 @@ impl Context {
             metrics,
             ppio_clients: Mutex::new(HashMap::new()),
             schedules: Schedules::default(),
+            memos: memos::Memos::default(),
         }
     }
 
@@ -211,11 +215,12 @@ impl Context {
         Ok(client)
     }
 
-    /// Drops what is kept about a deleted view: its schedule and its metrics.
+    /// Drops what is kept about a deleted view: its schedule, its memo and its metrics.
     fn forget(&self, namespace: &str, name: &str) {
         self.metrics.forget_view(namespace, name);
-        self.schedules
-            .set(ObjectRef::new(name).within(namespace), None);
+        let view = ObjectRef::new(name).within(namespace);
+        self.memos.forget(&view);
+        self.schedules.set(view, None);
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use rustc_hash::FxHashSet;
 use url::Url;
 
@@ -104,7 +105,8 @@ pub(super) async fn sync_view(
         seed: plan::ViewSeed::of(&view),
         now: Timestamp::now(),
     };
-    let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits);
+    let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
+    let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits, &memo);
     // The deadline bounds each page (its answer, its retries and the key's budget), not the whole
     // listing, whose length grows with the account, nor the writes.
     let listed = loop {

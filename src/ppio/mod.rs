@@ -7,8 +7,11 @@
 //!   characters, plain, quoted, base64- or percent-encoded), and its replacement.
 //! - `model`: the instance record (lenient decoding, redaction of the key) and the list page (a
 //!   strict envelope: `data` and `has_more` must be there).
-//! - `raw_page`: a page whose records are located and summarised at once and decoded whole only
-//!   when asked, so that a listing of unchanged records decodes few of them.
+//! - `raw_page`: a page whose records are located and hashed at once and decoded only when asked,
+//!   so that a listing of unchanged records decodes few of them.
+//! - `summary`: the few fields of a record that counts, metrics and expiry read.
+//! - `memo`: what a view's earlier listings read (page layouts, record summaries), by a hash of the
+//!   bytes, so that what is sent again is not read again.
 //! - `config`: how the client connects, what a listing asks for, and the bounds of a listing.
 //! - `client`: paging through a listing and per-page retries of transient failures; `transport`
 //!   inside it: one request, its body within bounds, and its answer as a page or an error.
@@ -22,17 +25,20 @@ mod api_key;
 mod client;
 mod config;
 mod error;
+mod memo;
 mod model;
 mod pager;
 mod paging;
 mod rate_limit;
 mod raw_page;
 mod redaction;
+mod summary;
 
 pub use api_key::{ApiKey, InvalidApiKey};
 pub use client::{Client, Listing, RequestOutcome};
 pub use config::{ClientConfig, ListQuery, ListingLimits};
 pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
+pub use memo::ListingMemo;
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
     InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,
@@ -43,3 +49,4 @@ pub use paging::{NextPage, Paging, Progress};
 pub use rate_limit::RateLimiter;
 pub use raw_page::RawPage;
 pub use redaction::{MIN_ECHO_CHARS, REDACTED};
+pub use summary::{PrepaidTerm, RecordSummary};

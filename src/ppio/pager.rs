@@ -7,18 +7,23 @@
 //! pages handed out before it were real remote data, but the listing as a whole is incomplete, so
 //! nothing may be concluded from what it lacked.
 //!
-//! A page hands out each record's summary at once and the whole record only when asked
-//! ([`ListedPage::decode`]), with a hash that tells a record unchanged since the last listing without
-//! decoding it ([`ListedPage::source`]). Both come with the API key redacted.
+//! A page hands out each record's summary at once (from the view's [`ListingMemo`] for a record sent
+//! before byte for byte) and the whole record only when asked ([`ListedPage::decode`]), with a hash
+//! that tells a record unchanged since the last listing without decoding it
+//! ([`ListedPage::source`]). Both come with the API key redacted.
+
+use std::sync::Arc;
 
 use super::api_key::ApiKey;
 use super::client::decode_record;
 use super::client::{Budget as ListingBudget, Client};
 use super::config::{ListQuery, ListingLimits};
 use super::error::PpioError;
+use super::memo::ListingMemo;
 use super::model::Instance;
 use super::paging::{Paging, Progress};
 use super::raw_page::RawPage;
+use super::summary::RecordSummary;
 
 /// One listing in progress; see the module documentation.
 pub struct Pager<'a> {
@@ -27,6 +32,7 @@ pub struct Pager<'a> {
     query: &'a ListQuery,
     limits: ListingLimits,
     paging: Paging<'a>,
+    memo: &'a ListingMemo,
     /// A hash of the key, part of every record's [`ListedPage::source`].
     key_hash: u64,
     paced: bool,
@@ -34,25 +40,30 @@ pub struct Pager<'a> {
 }
 
 impl Client {
-    /// Starts a listing with `key` and `query`, to be read with [`Pager::next_page`].
+    /// Starts a listing with `key` and `query`, to be read with [`Pager::next_page`]. `memo` holds
+    /// what earlier listings of the same view read, and learns what this one reads.
     pub fn pager<'a>(
         &'a self,
         key: &'a ApiKey,
         query: &'a ListQuery,
         limits: &ListingLimits,
+        memo: &'a ListingMemo,
     ) -> Pager<'a> {
+        let key_hash = {
+            use std::hash::Hasher;
+            let mut hasher = rustc_hash::FxHasher::default();
+            hasher.write(key.expose().as_bytes());
+            hasher.finish()
+        };
+        memo.start_listing(key, limits);
         Pager {
             client: self,
             key,
             query,
             limits: *limits,
             paging: Paging::new(*limits, key),
-            key_hash: {
-                use std::hash::Hasher;
-                let mut hasher = rustc_hash::FxHasher::default();
-                hasher.write(key.expose().as_bytes());
-                hasher.finish()
-            },
+            memo,
+            key_hash,
             paced: false,
             finished: false,
         }
@@ -94,25 +105,40 @@ impl<'a> Pager<'a> {
                 budget,
                 &self.limits,
                 paced,
+                Some(self.memo),
             )
             .await
+            .and_then(|fetched| {
+                let summaries = self.memo.summaries(&fetched.page, self.key)?;
+                Ok((fetched, summaries))
+            })
             .map_err(|error| match error {
                 PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
                     detail: format!("page {number}: {detail}"),
                 },
                 other => other,
             })?;
-        match self.paging.accept_raw(&fetched.page, fetched.body_bytes)? {
+        let (fetched, summaries) = fetched;
+        let ids = summaries.iter().map(|summary| &summary.id);
+        match self
+            .paging
+            .accept_raw(&fetched.page, ids, fetched.body_bytes)?
+        {
             Progress::More => self.finished = false,
-            Progress::Complete => tracing::debug!(
-                pages = self.paging.pages(),
-                instances = self.paging.instances(),
-                bytes = self.paging.bytes(),
-                "listed all PPIO instances"
-            ),
+            Progress::Complete => {
+                self.memo.finish_listing();
+                tracing::debug!(
+                    pages = self.paging.pages(),
+                    instances = self.paging.instances(),
+                    bytes = self.paging.bytes(),
+                    remembered = self.memo.len(),
+                    "listed all PPIO instances"
+                );
+            }
         }
         Ok(Some(ListedPage {
             page: fetched.page,
+            summaries,
             key: self.key,
             key_hash: self.key_hash,
             number,
@@ -128,6 +154,8 @@ impl<'a> Pager<'a> {
 /// One page of a listing; see the module documentation.
 pub struct ListedPage<'k> {
     page: RawPage,
+    /// The summary of each record, in order.
+    summaries: Vec<Arc<RecordSummary>>,
     key: &'k ApiKey,
     key_hash: u64,
     number: u32,
@@ -144,10 +172,9 @@ impl ListedPage<'_> {
         self.page.is_empty()
     }
 
-    /// Record `index`'s summary, redacted: its ID, name, product, region, billing, resources and
-    /// remote status; every other field is empty (see [`RawPage::summary`]).
-    pub fn summary(&self, index: usize) -> &Instance {
-        self.page.summary(index)
+    /// Record `index`'s summary, redacted (see [`RecordSummary`]).
+    pub fn summary(&self, index: usize) -> &RecordSummary {
+        &self.summaries[index]
     }
 
     /// A hash of record `index` as sent and of the API key it is read with. A record that hashes as

@@ -101,14 +101,14 @@ impl<'k> Paging<'k> {
         self.accept_listed(ids, page.next_cursor.as_deref(), page.has_more, body_bytes)
     }
 
-    /// [`Paging::accept`] for a page read as a [`RawPage`].
-    pub fn accept_raw(&mut self, page: &RawPage, body_bytes: usize) -> Result<Progress, PpioError> {
-        self.accept_listed(
-            page.ids(),
-            page.next_cursor.as_deref(),
-            page.has_more,
-            body_bytes,
-        )
+    /// [`Paging::accept`] for a page read as a [`RawPage`], whose records have the IDs `ids`.
+    pub(crate) fn accept_raw<'i>(
+        &mut self,
+        page: &RawPage,
+        ids: impl ExactSizeIterator<Item = &'i InstanceId>,
+        body_bytes: usize,
+    ) -> Result<Progress, PpioError> {
+        self.accept_listed(ids, page.next_cursor.as_deref(), page.has_more, body_bytes)
     }
 
     /// The checks of [`Paging::accept`], on what a page says: its IDs, its cursor, `has_more`.

@@ -1,28 +1,34 @@
-//! A list page whose records stay as the server sent them until someone needs them whole.
+//! A list page whose records stay as the server sent them until someone needs them.
 //!
-//! Most syncs of a large account find most records as they were: decoding each one fully (two dozen
+//! Most syncs of a large account find most records as they were: decoding each one (two dozen
 //! strings, timestamps, lists) only to find it unchanged was most of the CPU a sync in which nothing
-//! changed cost. A [`RawPage`] therefore reads each record once for its [`summary`](RawPage::summary)
-//! (ID, name, product, region, billing, resources, remote status: what counts, metrics and expiry
-//! need) and a hash of its bytes, and decodes the whole record only when asked
-//! ([`RawPage::decode`]).
+//! changed cost. A [`RawPage`] therefore only locates each record and hashes its bytes; its summary
+//! ([`RawPage::decode_summary`], see [`super::summary`]) and the whole record ([`RawPage::decode`])
+//! are decoded when asked.
 //!
 //! The rules of [`super::model`] hold unchanged: the envelope is checked the same way, the item bound
-//! is applied first, every field a summary holds is decoded by the same rules as in a full record,
-//! and an error says where in the page it is (`data[3].billing.mode`). A record whose summary does
-//! not decode fails the page as a whole; one that fails only in a field outside its summary fails
-//! when it is decoded.
+//! is applied first, every field is decoded by the same rules as in a full page, and an error says
+//! where in the page it is (`data[3].billing.mode`).
 
-use std::hash::Hasher;
+use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::model::{
-    Billing, DecodeError, Instance, InstanceId, InstanceStatus, ResourceSpecs, check_envelope,
-    located_error, null_as_default, present, required,
+    DecodeError, Instance, check_envelope, located_error, null_as_default, present, required,
 };
+use super::summary::{self, RecordSummary};
+
+/// The per-process key of [`hash_of`]: no server can choose bytes that collide.
+static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// A hash of `bytes` (a record, or a whole body): equal bytes hash equal within one process.
+pub(super) fn hash_of(bytes: &[u8]) -> u64 {
+    HASHER.hash_one(bytes)
+}
 
 /// A decoded page envelope whose records are located but not decoded; see the module documentation.
 #[derive(Debug, Clone)]
@@ -41,12 +47,23 @@ pub struct RawPage {
 struct RawRecord {
     /// Where the record is in the body.
     span: Range<usize>,
-    /// The record's summary fields; every other field empty.
-    summary: Instance,
+    /// A hash of its bytes ([`hash_of`]).
+    hash: u64,
+}
+
+/// What reading a body found: where its records are, with their hashes, and what its envelope
+/// says. It holds for any body with the same bytes, which need not be read again.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    body_len: usize,
+    records: Vec<RawRecord>,
+    next_cursor: Option<String>,
+    has_more: bool,
 }
 
 impl RawPage {
-    /// Reads a list response body as [`Page::from_json`](super::Page::from_json) does, decoding each record's summary only.
+    /// Reads a list response body as [`Page::from_json`](super::Page::from_json) does, locating its
+    /// records without decoding them.
     /// On error the body is handed back, for a caller that wants to say more about it.
     pub fn from_json(body: Vec<u8>) -> Result<RawPage, (DecodeError, Vec<u8>)> {
         match Self::locate(&body) {
@@ -60,6 +77,30 @@ impl RawPage {
         }
     }
 
+    /// The page of `body`, whose bytes are those `layout` was found in: not read again. The body
+    /// comes back when it cannot be (its length differs).
+    pub(super) fn with_layout(body: Vec<u8>, layout: &Layout) -> Result<RawPage, Vec<u8>> {
+        if body.len() != layout.body_len {
+            return Err(body);
+        }
+        Ok(RawPage {
+            body,
+            records: layout.records.clone(),
+            next_cursor: layout.next_cursor.clone(),
+            has_more: layout.has_more,
+        })
+    }
+
+    /// What reading this page's body found, for [`RawPage::with_layout`].
+    pub(super) fn layout(&self) -> Layout {
+        Layout {
+            body_len: self.body.len(),
+            records: self.records.clone(),
+            next_cursor: self.next_cursor.clone(),
+            has_more: self.has_more,
+        }
+    }
+
     /// The records of `body`, its cursor and `has_more`.
     #[allow(clippy::type_complexity)] // the parts of a page, named by the caller
     fn locate(body: &[u8]) -> Result<(Vec<RawRecord>, Option<String>, bool), DecodeError> {
@@ -70,8 +111,6 @@ impl RawPage {
         let start = text.as_ptr() as usize;
         let mut records = Vec::with_capacity(data.len());
         for raw in data {
-            let summary: WireSummary =
-                serde_json::from_str(raw.get()).map_err(|_| located_error(body))?;
             // `raw` borrows from `text`: its offset there is where the record starts.
             let span = (raw.get().as_ptr() as usize)
                 .checked_sub(start)
@@ -80,7 +119,7 @@ impl RawPage {
                 .ok_or_else(|| located_error(body))?;
             records.push(RawRecord {
                 span,
-                summary: summary.into_instance(),
+                hash: hash_of(raw.get().as_bytes()),
             });
         }
         let next_cursor = Some(wire.next_cursor).filter(|cursor| !cursor.is_empty());
@@ -97,41 +136,34 @@ impl RawPage {
         self.records.is_empty()
     }
 
-    /// The IDs of the page's records, in the order sent.
-    pub fn ids(&self) -> impl ExactSizeIterator<Item = &InstanceId> {
-        self.records.iter().map(|record| &record.summary.id)
-    }
-
-    /// Record `index`'s summary: its ID, name, product, region, billing, resources and remote
-    /// status, decoded as in a full record; every other field is empty.
-    pub fn summary(&self, index: usize) -> &Instance {
-        &self.records[index].summary
-    }
-
-    /// Mutable access to every summary, e.g. to redact them.
-    pub fn summaries_mut(&mut self) -> impl Iterator<Item = &mut Instance> {
-        self.records.iter_mut().map(|record| &mut record.summary)
-    }
-
     /// A hash of record `index` exactly as sent: equal bytes, equal hash (within one process).
     pub fn record_hash(&self, index: usize) -> u64 {
-        let mut hasher = rustc_hash::FxHasher::default();
-        hasher.write(self.bytes(index));
-        hasher.finish()
+        self.records[index].hash
     }
 
-    /// Record `index` decoded whole.
+    /// Record `index`'s [`RecordSummary`], not redacted.
+    pub fn decode_summary(&self, index: usize) -> Result<RecordSummary, DecodeError> {
+        self.decode_as::<summary::Wire>(index)
+            .map(summary::Wire::into_summary)
+    }
+
+    /// Record `index` decoded whole, not redacted.
     pub fn decode(&self, index: usize) -> Result<Instance, DecodeError> {
+        self.decode_as::<Instance>(index)
+    }
+
+    /// Record `index` decoded as a `T`; an error says where in the page it went wrong.
+    fn decode_as<T: for<'de> Deserialize<'de>>(&self, index: usize) -> Result<T, DecodeError> {
         let bytes = self.bytes(index);
-        if let Some(instance) = simdutf8::basic::from_utf8(bytes)
+        if let Some(decoded) = simdutf8::basic::from_utf8(bytes)
             .ok()
-            .and_then(|text| serde_json::from_str::<Instance>(text).ok())
+            .and_then(|text| serde_json::from_str::<T>(text).ok())
         {
-            return Ok(instance);
+            return Ok(decoded);
         }
         // Decoded again with the path tracked, only to say where it went wrong.
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let error = match serde_path_to_error::deserialize::<_, Instance>(&mut deserializer) {
+        let error = match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
             Err(e) => {
                 let inner = e.path().to_string();
                 DecodeError {
@@ -168,42 +200,12 @@ struct WireRawPage<'a> {
     has_more: Option<Option<bool>>,
 }
 
-/// The fields of a record a summary holds, with the attributes of the same fields of [`Instance`].
-#[derive(Deserialize)]
-struct WireSummary {
-    id: InstanceId,
-    #[serde(default, deserialize_with = "null_as_default")]
-    name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    product_id: String,
-    #[serde(default)]
-    billing: Option<Billing>,
-    #[serde(default)]
-    resource_specs: Option<ResourceSpecs>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    region: String,
-    #[serde(default)]
-    status: Option<InstanceStatus>,
-}
-
-impl WireSummary {
-    fn into_instance(self) -> Instance {
-        Instance {
-            name: self.name,
-            product_id: self.product_id,
-            billing: self.billing,
-            resource_specs: self.resource_specs,
-            region: self.region,
-            status: self.status,
-            ..Instance::new(self.id)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ppio::Page;
+    use crate::ppio::summary::PrepaidTerm;
+    use crate::ppio::{InstanceId, Page};
+    use jiff::Timestamp;
     use serde_json::json;
 
     fn page(records: serde_json::Value) -> RawPage {
@@ -225,22 +227,24 @@ mod tests {
         let page = page(json!([record]));
         assert_eq!((page.len(), page.has_more), (1, true));
         assert_eq!(page.next_cursor.as_deref(), Some("c2"));
-        let summary = page.summary(0);
-        assert_eq!(summary.id.as_str(), "a1");
+        let summary = page.decode_summary(0).expect("decodes");
+        let end = "1767225600".parse::<i64>().map(Timestamp::from_second);
         assert_eq!(
-            (summary.name.as_str(), summary.region.as_str()),
-            ("trainer", "eu")
-        );
-        assert_eq!(summary.resource_specs.as_ref().map(|r| r.gpu_num), Some(2));
-        assert_eq!(
-            summary.status.as_ref().map(|s| s.error.as_str()),
-            Some("OOM")
-        );
-        let prepaid = summary.billing.as_ref().and_then(|b| b.prepaid.as_ref());
-        assert!(prepaid.and_then(|p| p.end_time).is_some());
-        assert!(
-            summary.image.is_empty() && summary.ports.is_empty(),
-            "not in a summary"
+            summary,
+            RecordSummary {
+                id: InstanceId::new("a1").expect("an ID"),
+                name: "trainer".to_owned(),
+                product_id: "p".to_owned(),
+                region: "eu".to_owned(),
+                status: "exited".to_owned(),
+                has_error: true,
+                billing_mode: "prepaid".to_owned(),
+                prepaid: Some(PrepaidTerm {
+                    end_time: Some(end.expect("a number").expect("a time")),
+                    auto_renew: false,
+                }),
+                gpus: 2,
+            }
         );
 
         let whole = page.decode(0).expect("decodes");
@@ -266,26 +270,43 @@ mod tests {
         assert_eq!(page.record_hash(0), page.record_hash(2));
         assert_ne!(page.record_hash(0), page.record_hash(1));
         assert_ne!(page.record_hash(0), page.record_hash(3));
-        let ids: Vec<&str> = page.ids().map(InstanceId::as_str).collect();
-        assert_eq!(ids, ["a", "b", "a", "a"]);
     }
 
     #[test]
-    fn a_bad_summary_field_fails_the_page_and_a_bad_other_field_fails_its_decode() {
-        let body = json!({"data": [{"id": "a", "region": 5}], "has_more": false});
-        let (error, returned) =
-            RawPage::from_json(body.to_string().into_bytes()).expect_err("region is a string");
-        assert_eq!(error.path, "data[0].region");
-        assert_eq!(
-            returned,
-            body.to_string().into_bytes(),
-            "the body comes back"
-        );
-
-        let page = page(json!([{"id": "a"}, {"id": "b", "ports": [{"port": "x"}]}]));
-        assert!(page.decode(0).is_ok());
+    fn a_bad_field_fails_the_decode_that_reads_it_and_says_where() {
+        let page = page(json!([
+            {"id": "a"},
+            {"id": "b", "ports": [{"port": "x"}]},
+            {"id": "c", "region": 5},
+            {"name": "no id"},
+            5,
+        ]));
+        assert!(page.decode(0).is_ok() && page.decode_summary(0).is_ok());
+        assert!(page.decode_summary(1).is_ok(), "ports are not in a summary");
         let error = page.decode(1).expect_err("port is not a number");
         assert_eq!(error.path, "data[1].ports[0].port");
+        for error in [page.decode_summary(2), page.decode(2).map(|i| (&i).into())] {
+            assert_eq!(
+                error.expect_err("region is a string").path,
+                "data[2].region"
+            );
+        }
+        let error = page.decode_summary(3).expect_err("no ID");
+        assert_eq!(error.path, "data[3]");
+        assert!(error.message.contains("ID is missing"), "{error}");
+        assert_eq!(
+            page.decode_summary(4).expect_err("not a record").path,
+            "data[4]"
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_page_comes_back_with_the_error() {
+        let body = json!({"data": [{"id": "a"}], "has_more": "no"}).to_string();
+        let (error, returned) =
+            RawPage::from_json(body.clone().into_bytes()).expect_err("has_more is a boolean");
+        assert_eq!(error.path, "has_more");
+        assert_eq!(returned, body.into_bytes(), "the body comes back");
     }
 
     #[test]
@@ -294,7 +315,6 @@ mod tests {
             json!([]).to_string(),
             json!({"data": [], "has_more": null}).to_string(),
             json!({"has_more": false}).to_string(),
-            json!({"data": [{"name": "no id"}], "has_more": false}).to_string(),
             format!(
                 r#"{{"data": [{}], "has_more": false}}"#,
                 vec!["{\"id\": \"a\"}"; MAX_ITEMS_PLUS_ONE].join(",")

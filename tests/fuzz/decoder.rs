@@ -2,7 +2,7 @@
 //! hold any JSON value: it must never panic, never recurse without bound, and never allocate more
 //! than a fixed budget plus a small multiple of the body.
 
-use ppio_gpu_operator::ppio::{ApiKey, MAX_PAGE_ITEMS, Page, RawPage};
+use ppio_gpu_operator::ppio::{ApiKey, MAX_PAGE_ITEMS, Page, RawPage, RecordSummary};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -46,9 +46,9 @@ fn check(body: Vec<u8>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The page read as the sync reads it ([`RawPage`], each record decoded on demand) agrees with the
-/// page decoded whole: the same records when both decode, and never a page where the whole one fails
-/// unless a record then fails to decode.
+/// The page read as the sync reads it ([`RawPage`], each record's summary and the record itself
+/// decoded on demand) agrees with the page decoded whole: the same records and summaries when both
+/// decode, and never a page where the whole one fails unless a record then fails to decode.
 fn check_raw_page(body: &[u8]) -> Result<(), TestCaseError> {
     let (raw, peak) = peak_bytes_of(|| RawPage::from_json(body.to_vec()));
     prop_assert!(
@@ -67,7 +67,11 @@ fn check_raw_page(body: &[u8]) -> Result<(), TestCaseError> {
                     &raw.decode(index).expect("decodes as in the whole page"),
                     instance
                 );
-                prop_assert_eq!(&raw.summary(index).id, &instance.id);
+                prop_assert_eq!(
+                    raw.decode_summary(index)
+                        .expect("a record decodes, so does its summary"),
+                    RecordSummary::from(instance)
+                );
             }
         }
         (Ok(raw), Err(_)) => {

@@ -30,10 +30,12 @@ use url::Url;
 use super::api_key::ApiKey;
 use super::config::{ClientConfig, ListQuery, ListingLimits};
 use super::error::{PpioError, ServerMessage, parse_error_body, parse_retry_after, sanitize};
+use super::memo::ListingMemo;
 use super::model::{Instance, Page};
 use super::paging::{Paging, Progress};
 use super::rate_limit::RateLimiter;
 use super::raw_page::RawPage;
+use super::summary::id_holds_key;
 
 const USER_AGENT: &str = concat!("ppio-gpu-operator/", env!("CARGO_PKG_VERSION"));
 
@@ -181,7 +183,9 @@ impl Client {
         query: &ListQuery,
         cursor: Option<&str>,
     ) -> Result<Page, PpioError> {
-        let fetched = self.request_page(key, query, cursor, None, false).await?;
+        let fetched = self
+            .request_page(key, query, cursor, None, false, None)
+            .await?;
         decode_all(fetched.page, key)
     }
 
@@ -219,16 +223,19 @@ impl Client {
                     budget,
                     limits,
                     false,
+                    None,
                 )
                 .await
+                .and_then(|fetched| Ok((decode_all(fetched.page, key)?, fetched.body_bytes)))
                 .map_err(|error| match error {
                     PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
                         detail: format!("page {number}: {detail}"),
                     },
                     other => other,
                 })?;
-            let progress = paging.accept_raw(&fetched.page, fetched.body_bytes)?;
-            instances.extend(decode_all(fetched.page, key)?.instances);
+            let (page, body_bytes) = fetched;
+            let progress = paging.accept(&page, body_bytes)?;
+            instances.extend(page.instances);
             if progress == Progress::Complete {
                 break;
             }
@@ -250,7 +257,7 @@ impl Client {
     /// One page of a listing, asked for again while it fails transiently, as
     /// [`Client::list_all_instances`] describes.
     /// `paced` says the first request was already counted against the key's budget
-    /// ([`Client::pace`]).
+    /// ([`Client::pace`]); a body that `memo` has seen is not read again.
     #[allow(clippy::too_many_arguments)] // the state of one page of one listing
     pub(super) async fn request_page_with_retries(
         &self,
@@ -261,6 +268,7 @@ impl Client {
         budget: ListingBudget,
         limits: &ListingLimits,
         paced: bool,
+        memo: Option<&ListingMemo>,
     ) -> Result<FetchedPage, PpioError> {
         let attempts = limits.page_attempts.max(1);
         // Shared by the attempts and the log of each retry; only one attempt runs at a time.
@@ -269,7 +277,7 @@ impl Client {
         let fetch = || {
             let number = attempt.fetch_add(1, Ordering::Relaxed) + 1;
             let paced = paced.swap(false, Ordering::Relaxed);
-            self.request_page(key, query, cursor, Some(budget), paced)
+            self.request_page(key, query, cursor, Some(budget), paced, memo)
                 .instrument(tracing::debug_span!(
                     "ppio_list_page",
                     page,
@@ -303,7 +311,8 @@ impl Client {
     }
 
     /// One request for one page, reported to the observer and logged. `budget`, within a listing,
-    /// bounds the body further than [`ClientConfig::max_body_bytes`].
+    /// bounds the body further than [`ClientConfig::max_body_bytes`]; a body that `memo` has seen
+    /// is not read again.
     async fn request_page(
         &self,
         key: &ApiKey,
@@ -311,6 +320,7 @@ impl Client {
         cursor: Option<&str>,
         budget: Option<ListingBudget>,
         paced: bool,
+        memo: Option<&ListingMemo>,
     ) -> Result<FetchedPage, PpioError> {
         let url = self.page_url(query, cursor);
         // The wait for the per-key budget is not the server's latency.
@@ -318,7 +328,7 @@ impl Client {
             self.pace(key).await;
         }
         let started = Instant::now();
-        let (status_code, result) = self.fetch_page(key, url, budget).await;
+        let (status_code, result) = self.fetch_page(key, url, budget, memo).await;
         let latency = started.elapsed();
         if let Some(observer) = &self.inner.observer {
             observer(&RequestOutcome {

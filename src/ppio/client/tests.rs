@@ -13,8 +13,9 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::transport::decode_page;
+use super::transport::{decode_all, decode_page};
 use super::*;
+use crate::ppio::ListingMemo;
 use crate::ppio::model::BillingMode;
 
 const SECRET: &str = "sk_test_5e3c9d";
@@ -1135,12 +1136,21 @@ fn a_key_sent_as_a_numeric_field_leaves_no_fragment_in_the_decode_error() {
     let key = ApiKey::new(secret).expect("valid key");
     let body = json!({"data": [{"id": "a", "resource_specs": {"memory_gb": secret}}],
         "has_more": false});
-    let error = decode_page(body.to_string().into_bytes(), &key).expect_err("not a number");
-    let shown = format!("{error} {error:?}");
-    assert!(shown.contains("memory_gb"), "{shown}");
-    for run in secret.as_bytes().windows(8) {
-        let run = std::str::from_utf8(run).expect("ASCII");
-        assert!(!shown.contains(run), "{run:?} shows in {shown}");
+    let page = decode_page(body.to_string().into_bytes(), &key, None).expect("records are located");
+    let memo = ListingMemo::default();
+    memo.start_listing(&key, &ListingLimits::default());
+    let errors = [
+        memo.summaries(&page, &key)
+            .expect_err("its summary does not decode"),
+        decode_all(page, &key).expect_err("nor does the record"),
+    ];
+    for error in errors {
+        let shown = format!("{error} {error:?}");
+        assert!(shown.contains("memory_gb"), "{shown}");
+        for run in secret.as_bytes().windows(8) {
+            let run = std::str::from_utf8(run).expect("ASCII");
+            assert!(!shown.contains(run), "{run:?} shows in {shown}");
+        }
     }
 }
 

@@ -1,17 +1,18 @@
 //! One request for one page: sending it, reading the body within its bounds, and turning the answer
-//! into a page with the API key redacted from its records, or into an error that says what the
-//! server said.
+//! into a page whose records are located (and redacted of the API key as they are decoded), or into
+//! an error that says what the server said.
 
 use super::*;
 
 impl Client {
-    /// Sends one request and turns the answer into a redacted page or an error; also returns the
+    /// Sends one request and turns the answer into a page or an error; also returns the
     /// status code, when there was a response, for logs and metrics.
     pub(super) async fn fetch_page(
         &self,
         key: &ApiKey,
         url: Url,
         budget: Option<ListingBudget>,
+        memo: Option<&ListingMemo>,
     ) -> (Option<u16>, Result<FetchedPage, PpioError>) {
         let Ok(mut authorization) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
         else {
@@ -39,7 +40,7 @@ impl Client {
             match read_body(&mut response, cap).await {
                 Ok(body) => {
                     let body_bytes = body.len();
-                    decode_page(body, key).map(|page| FetchedPage { page, body_bytes })
+                    decode_page(body, key, memo).map(|page| FetchedPage { page, body_bytes })
                 }
                 Err(BodyError::TooLarge) => Err(PpioError::InvalidResponse {
                     detail: match budget {
@@ -135,44 +136,28 @@ pub(crate) struct FetchedPage {
     pub(crate) body_bytes: usize,
 }
 
-/// Reads a 200 body as a page and redacts the API key from its records' summaries (whole records
-/// are redacted as they are decoded, [`decode_record`]). A record whose ID holds the key fails the
-/// page: it could only be mirrored under the key or under a made-up ID.
-pub(super) fn decode_page(body: Vec<u8>, key: &ApiKey) -> Result<RawPage, PpioError> {
-    let mut page = match RawPage::from_json(body) {
-        Ok(page) => page,
-        Err((error, body)) => {
-            let hint = error_body_sent_as_page(&body, key)
-                .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
-                .unwrap_or_default();
-            return Err(PpioError::InvalidResponse {
-                detail: sanitize(
-                    &format!("the list response does not decode: {error}{hint}"),
-                    key,
-                ),
-            });
-        }
+/// Reads a 200 body as a page, its records located but not decoded (see [`RawPage`]); a body that
+/// `memo` has seen is not read again.
+pub(super) fn decode_page(
+    body: Vec<u8>,
+    key: &ApiKey,
+    memo: Option<&ListingMemo>,
+) -> Result<RawPage, PpioError> {
+    let page = match memo {
+        Some(memo) => memo.page(body),
+        None => RawPage::from_json(body),
     };
-    if let Some(index) = page.ids().position(|id| key.appears_in(id.as_str())) {
-        return Err(PpioError::InvalidResponse {
-            detail: format!(
-                "a record's ID contains the API key (record {} of the page), so it cannot be \
-                 mirrored safely; the page was discarded",
-                index + 1
+    page.map_err(|(error, body)| {
+        let hint = error_body_sent_as_page(&body, key)
+            .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
+            .unwrap_or_default();
+        PpioError::InvalidResponse {
+            detail: sanitize(
+                &format!("the list response does not decode: {error}{hint}"),
+                key,
             ),
-        });
-    }
-    let redacted: usize = page
-        .summaries_mut()
-        .map(|summary| summary.redact(key))
-        .sum();
-    if redacted > 0 {
-        tracing::debug!(
-            strings = redacted,
-            "PPIO records echoed the API key; replaced it with [redacted]"
-        );
-    }
-    Ok(page)
+        }
+    })
 }
 
 /// Record `index` of `page` decoded whole, with the API key redacted from it.
@@ -190,10 +175,17 @@ pub(crate) fn decode_record(
     Ok(instance)
 }
 
-/// Every record of `page` decoded whole and redacted, as a [`Page`].
+/// Every record of `page` decoded whole and redacted, as a [`Page`]. A record whose ID holds the
+/// key fails the page, as in [`SummaryMemo::summaries`](super::super::SummaryMemo).
 pub(super) fn decode_all(page: RawPage, key: &ApiKey) -> Result<Page, PpioError> {
     let instances = (0..page.len())
-        .map(|index| decode_record(&page, index, key))
+        .map(|index| {
+            let instance = decode_record(&page, index, key)?;
+            if key.appears_in(instance.id.as_str()) {
+                return Err(id_holds_key(index));
+            }
+            Ok(instance)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page {
         instances,

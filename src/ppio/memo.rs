@@ -1,0 +1,329 @@
+//! What one view's earlier listings read, so that what the server sends again byte for byte is not
+//! read again.
+//!
+//! Most syncs of a large account find most of it as it was, and reading every page (locating its
+//! records) and every record (its [`RecordSummary`]) only to find them unchanged was most of the CPU
+//! a sync in which nothing changed cost. A [`ListingMemo`] keeps, by a hash of the bytes:
+//! - each page body's layout (where its records are, their hashes, its cursor and `has_more`), so a
+//!   page sent again is not parsed;
+//! - each record's summary, so a record sent again (on whatever page) is not decoded.
+//!
+//! A new or changed page or record is read as if there were no memo, by the same rules. The hash
+//! is keyed per process, so no server can choose bytes that collide. A memo holds what was read
+//! with one API key (summaries are redacted with it) and forgets everything when the key changes;
+//! it keeps what the last complete listing sent, plus what incomplete ones since added, never more
+//! than a listing's bounds (its pages and instances).
+
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::api_key::ApiKey;
+use super::config::ListingLimits;
+use super::error::{PpioError, sanitize};
+use super::model::DecodeError;
+use super::raw_page::{Layout, RawPage, hash_of};
+use super::summary::{RecordSummary, id_holds_key};
+
+/// The memo of one view's listings; see the module documentation. Shared through `&` by the pages
+/// of a listing.
+#[derive(Debug, Default)]
+pub struct ListingMemo(Mutex<Memory>);
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// A hash of the API key what is remembered was read with.
+    key: Option<u64>,
+    /// The listing in progress; each entry says which listing last sent it.
+    listing: u32,
+    /// Layouts of page bodies by the body's hash, at most `max_pages`.
+    pages: HashMap<u64, (Layout, u32)>,
+    max_pages: usize,
+    /// Summaries by the record's hash, at most `max_records`.
+    summaries: HashMap<u64, (Arc<RecordSummary>, u32)>,
+    max_records: usize,
+}
+
+impl ListingMemo {
+    /// Starts a listing read with `key` within `limits`: a memo of another key forgets everything.
+    pub fn start_listing(&self, key: &ApiKey, limits: &ListingLimits) {
+        let key = hash_of(key.expose().as_bytes());
+        let mut memory = self.lock();
+        if memory.key != Some(key) {
+            memory.pages.clear();
+            memory.summaries.clear();
+            memory.key = Some(key);
+        }
+        memory.listing = memory.listing.wrapping_add(1);
+        memory.max_pages = usize::try_from(limits.max_pages).unwrap_or(usize::MAX);
+        memory.max_records = limits.max_instances;
+    }
+
+    /// `body` as a page: as [`RawPage::from_json`] reads it, or, for a body sent before, as it was
+    /// read then.
+    pub fn page(&self, body: Vec<u8>) -> Result<RawPage, (DecodeError, Vec<u8>)> {
+        let hash = hash_of(&body);
+        let body = {
+            let mut memory = self.lock();
+            let listing = memory.listing;
+            match memory.pages.get_mut(&hash) {
+                Some((layout, seen)) => match RawPage::with_layout(body, layout) {
+                    Ok(page) => {
+                        *seen = listing;
+                        return Ok(page);
+                    }
+                    Err(body) => body,
+                },
+                None => body,
+            }
+        };
+        let page = RawPage::from_json(body)?;
+        let mut memory = self.lock();
+        let listing = memory.listing;
+        if memory.pages.len() < memory.max_pages {
+            memory.pages.insert(hash, (page.layout(), listing));
+        }
+        Ok(page)
+    }
+
+    /// The summaries of every record of `page`, redacted of `key`, in order: remembered ones as
+    /// they were, the others read from the page and remembered. A record whose summary does not
+    /// decode, or whose ID holds the key, fails the page.
+    pub fn summaries(
+        &self,
+        page: &RawPage,
+        key: &ApiKey,
+    ) -> Result<Vec<Arc<RecordSummary>>, PpioError> {
+        let mut memory = self.lock();
+        let listing = memory.listing;
+        let mut summaries = Vec::with_capacity(page.len());
+        let mut redacted = 0;
+        for index in 0..page.len() {
+            let hash = page.record_hash(index);
+            if let Some((summary, seen)) = memory.summaries.get_mut(&hash) {
+                *seen = listing;
+                summaries.push(summary.clone());
+                continue;
+            }
+            let mut summary =
+                page.decode_summary(index)
+                    .map_err(|error| PpioError::InvalidResponse {
+                        detail: sanitize(
+                            &format!("the list response does not decode: {error}"),
+                            key,
+                        ),
+                    })?;
+            if key.appears_in(summary.id.as_str()) {
+                return Err(id_holds_key(index));
+            }
+            redacted += summary.redact(key);
+            let summary = Arc::new(summary);
+            if memory.summaries.len() < memory.max_records
+                && let Entry::Vacant(vacant) = memory.summaries.entry(hash)
+            {
+                vacant.insert((summary.clone(), listing));
+            }
+            summaries.push(summary);
+        }
+        if redacted > 0 {
+            tracing::debug!(
+                strings = redacted,
+                "PPIO records echoed the API key; replaced it with [redacted]"
+            );
+        }
+        Ok(summaries)
+    }
+
+    /// After a complete listing: forgets the pages and records it did not send.
+    pub fn finish_listing(&self) {
+        let mut memory = self.lock();
+        let listing = memory.listing;
+        memory.pages.retain(|_, (_, seen)| *seen == listing);
+        memory.summaries.retain(|_, (_, seen)| *seen == listing);
+    }
+
+    /// Records remembered.
+    pub fn len(&self) -> usize {
+        self.lock().summaries.len()
+    }
+
+    /// Whether no record is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pages remembered.
+    pub fn pages(&self) -> usize {
+        self.lock().pages.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Memory> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &str = "sk_test_memo_0123456789";
+
+    fn key(secret: &str) -> ApiKey {
+        ApiKey::new(secret).expect("a key")
+    }
+
+    fn limits(max_instances: usize) -> ListingLimits {
+        ListingLimits {
+            max_instances,
+            ..ListingLimits::default()
+        }
+    }
+
+    fn page(records: serde_json::Value) -> RawPage {
+        let body = json!({"data": records, "has_more": false});
+        RawPage::from_json(body.to_string().into_bytes()).expect("a page")
+    }
+
+    fn record(id: &str, status: &str) -> serde_json::Value {
+        json!({"id": id, "region": "eu", "status": {"status": status}, "image": "img"})
+    }
+
+    #[test]
+    fn a_record_sent_again_byte_for_byte_is_recalled_and_a_changed_one_is_read() {
+        let (key, memo) = (key(SECRET), ListingMemo::default());
+        memo.start_listing(&key, &limits(10));
+        let first = memo
+            .summaries(
+                &page(json!([record("a", "running"), record("b", "running")])),
+                &key,
+            )
+            .expect("summaries");
+        memo.finish_listing();
+        assert_eq!(memo.len(), 2);
+
+        memo.start_listing(&key, &limits(10));
+        let second = memo
+            .summaries(
+                &page(json!([record("a", "running"), record("b", "exited")])),
+                &key,
+            )
+            .expect("summaries");
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "recalled, not read");
+        assert!(!Arc::ptr_eq(&first[1], &second[1]), "changed, so read");
+        assert_eq!(
+            (second[1].id.as_str(), second[1].status.as_str()),
+            ("b", "exited")
+        );
+    }
+
+    #[test]
+    fn a_complete_listing_forgets_what_it_did_not_send_and_an_incomplete_one_forgets_nothing() {
+        let (key, memo) = (key(SECRET), ListingMemo::default());
+        memo.start_listing(&key, &limits(10));
+        memo.summaries(&page(json!([record("a", "x"), record("b", "x")])), &key)
+            .expect("summaries");
+        memo.finish_listing();
+
+        // A listing that stops after its first page, which sends only `c`.
+        memo.start_listing(&key, &limits(10));
+        memo.summaries(&page(json!([record("c", "x")])), &key)
+            .expect("summaries");
+        assert_eq!(
+            memo.len(),
+            3,
+            "nothing forgotten without a complete listing"
+        );
+
+        memo.start_listing(&key, &limits(10));
+        let kept = memo
+            .summaries(&page(json!([record("b", "x")])), &key)
+            .expect("summaries");
+        memo.finish_listing();
+        assert_eq!(memo.len(), 1);
+        assert_eq!(kept[0].id.as_str(), "b");
+    }
+
+    #[test]
+    fn a_new_api_key_forgets_every_summary_and_the_memo_never_outgrows_its_capacity() {
+        let memo = ListingMemo::default();
+        let (old, new) = (key(SECRET), key("sk_test_other_9876543210"));
+        memo.start_listing(&old, &limits(2));
+        let records = json!([record("a", "x"), record("b", "x"), record("c", "x")]);
+        let summaries = memo
+            .summaries(&page(records.clone()), &old)
+            .expect("summaries");
+        assert_eq!(
+            (summaries.len(), memo.len()),
+            (3, 2),
+            "every summary, two remembered"
+        );
+
+        memo.start_listing(&new, &limits(2));
+        assert!(
+            memo.is_empty(),
+            "summaries redacted with another key are not reused"
+        );
+        memo.summaries(&page(records), &new).expect("summaries");
+        assert_eq!(memo.len(), 2);
+    }
+
+    #[test]
+    fn summaries_are_redacted_and_a_record_whose_id_holds_the_key_fails_the_page() {
+        let (key, memo) = (key(SECRET), ListingMemo::default());
+        memo.start_listing(&key, &limits(10));
+        let echo = json!([{"id": "a", "name": format!("job-{SECRET}"), "region": SECRET}]);
+        let summaries = memo.summaries(&page(echo), &key).expect("summaries");
+        assert_eq!(summaries[0].name, "job-[redacted]");
+        assert_eq!(summaries[0].region, "[redacted]");
+
+        let bad = json!([{"id": "ok"}, {"id": format!("id-{SECRET}")}]);
+        let error = memo
+            .summaries(&page(bad), &key)
+            .expect_err("an ID with the key");
+        let shown = format!("{error} {error:?}");
+        assert!(
+            shown.contains("record 2 of the page") && !shown.contains(SECRET),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_body_sent_again_is_not_parsed_and_reads_as_it_did() {
+        let (key, memo) = (key(SECRET), ListingMemo::default());
+        memo.start_listing(&key, &limits(10));
+        let body = json!({"data": [record("a", "x"), record("b", "y")], "next_cursor": "c2",
+            "has_more": true})
+        .to_string()
+        .into_bytes();
+        let first = memo.page(body.clone()).expect("a page");
+        assert_eq!(memo.pages(), 1);
+        let again = memo.page(body.clone()).expect("a page");
+        assert_eq!(memo.pages(), 1, "recalled, not added");
+        assert_eq!(
+            (again.len(), again.next_cursor.as_deref(), again.has_more),
+            (2, Some("c2"), true)
+        );
+        for index in 0..2 {
+            assert_eq!(again.record_hash(index), first.record_hash(index));
+            assert_eq!(again.decode(index), first.decode(index));
+        }
+
+        // A body that does not decode is never remembered, and fails every time.
+        let bad = br#"{"data": [{"id": "a"}], "has_more": "no"}"#.to_vec();
+        assert!(memo.page(bad.clone()).is_err() && memo.page(bad).is_err());
+        assert_eq!(memo.pages(), 1);
+
+        // Only what a complete listing sent is kept.
+        memo.start_listing(&key, &limits(10));
+        let other = json!({"data": [record("c", "x")], "has_more": false}).to_string();
+        memo.page(other.into_bytes()).expect("a page");
+        memo.finish_listing();
+        assert_eq!(memo.pages(), 1);
+        assert!(memo.page(body).is_ok());
+        assert_eq!(memo.pages(), 2, "forgotten, so read again");
+    }
+}
