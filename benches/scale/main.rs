@@ -6,7 +6,9 @@
 //! whatever the operator binary does:
 //! - the first mirror of one view (`pageSize` PAGE_SIZE, `syncInterval` 30s): from the view's creation
 //!   until its status says every instance is mirrored and it is Ready; against a bare server-side-apply
-//!   client writing the same objects, run first, in another namespace, with nothing else running;
+//!   client writing the same objects into another namespace, with nothing else running, once before
+//!   the operator and once after (the control plane slows as its store grows, so the yardstick is the
+//!   mean of the two);
 //! - the operator's peak resident memory (`VmHWM`) over the first mirror and three syncs in which
 //!   nothing changed (asked for with the refresh annotation);
 //! - per such sync: the operator's CPU time, the API server's requests by verb and resource (from its
@@ -34,7 +36,7 @@ use ppio_gpu_operator::api::{GROUP, GpuInstanceView};
 use serde_json::{Value, json};
 
 use processes::{ProcessCounters, Running};
-use report::Measurements;
+use report::{BareRun, Measurements};
 use requests::{PpioRequests, RequestCounts, RequestKind};
 
 /// Instances when `N` is not set.
@@ -56,8 +58,10 @@ const SETTLE: Duration = Duration::from_secs(1);
 const API_KEY: &str = "sk-bench-0123456789abcdef";
 /// The namespace the operator syncs.
 const OPERATOR_NAMESPACE: &str = "bench-operator";
-/// The namespace the bare client writes to; the operator does not watch it.
+/// The namespaces the bare client writes to, before and after the operator; the operator watches
+/// neither.
 const BARE_NAMESPACE: &str = "bench-bare";
+const BARE_AFTER_NAMESPACE: &str = "bench-bare-after";
 /// The view's name in both namespaces, so both write objects of the same names.
 const VIEW: &str = "bench";
 /// The API key Secret.
@@ -182,7 +186,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     step("starting the test control plane (etcd, kube-apiserver, garbage collector)");
     let mut command = Command::new(&settings.control_plane);
     command.arg("--stop-on-stdin-eof");
-    let (_control_plane, ready) = Running::start_announcing(
+    let (control_plane, ready) = Running::start_announcing(
         "control plane",
         command,
         &settings.logs.join("control-plane.log"),
@@ -196,7 +200,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .ok_or("the control plane's READY line names no kubeconfig")?;
     let client = admin_client(&kubeconfig).await?;
     install_crds(&client).await?;
-    for namespace in [OPERATOR_NAMESPACE, BARE_NAMESPACE] {
+    for namespace in [OPERATOR_NAMESPACE, BARE_NAMESPACE, BARE_AFTER_NAMESPACE] {
         create_namespace(&client, namespace).await?;
     }
     create_secret(&client, OPERATOR_NAMESPACE).await?;
@@ -233,24 +237,18 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let mut operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
     wait_until_ready(&http, port, &mut operator).await?;
 
-    step(&format!(
-        "bare client: server-side apply of the same {n} objects and their statuses, {BARE_WORKERS} workers"
-    ));
-    let records = simulator_records(&http, &ppio_url).await?;
-    if records.len() != n {
-        return Err(format!(
-            "the simulator holds {} instances, not {n}",
-            records.len()
-        ));
-    }
-    let bare_view = create_view(&client, BARE_NAMESPACE, &ppio_url, settings.page_size).await?;
-    let (bare, bare_objects) =
-        bare_client::apply_mirrors(&client, &bare_view, records, BARE_WORKERS).await?;
-    if bare_objects != n {
-        return Err(format!(
-            "the bare client planned {bare_objects} objects, not {n}"
-        ));
-    }
+    let bare_before = {
+        let mut bare = BareClient {
+            client: &client,
+            http: &http,
+            ppio_url: &ppio_url,
+            page_size: settings.page_size,
+            instances: n,
+            control_plane: &control_plane,
+            ticks_per_second,
+        };
+        bare.run(BARE_NAMESPACE, "before the operator").await?
+    };
     // Let the API server and etcd finish what the bare client caused before the operator starts.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
@@ -260,6 +258,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     ));
     let mut views = ViewReader::new(&client, OPERATOR_NAMESPACE);
     let before = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
+    let cpu_before = CpuSample::take(&control_plane, ticks_per_second)?;
     let started = Instant::now();
     create_view(&client, OPERATOR_NAMESPACE, &ppio_url, settings.page_size).await?;
     views
@@ -271,6 +270,9 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         )
         .await?;
     let first_mirror = started.elapsed();
+    let first_mirror_control_plane_cpu = CpuSample::take(&control_plane, ticks_per_second)?
+        .since(&cpu_before)
+        .control_plane;
     tokio::time::sleep(SETTLE).await;
     let after = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
     let mut first_mirror_api = after.api.since(&before.api);
@@ -315,13 +317,32 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     simulator.ensure_running()?;
     operator.ensure_running()?;
 
+    // The control plane slows as its store grows: a second run of the bare client, after the
+    // operator's, makes the yardstick the mean of one run on a smaller and one on a larger store.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let bare_after = {
+        let mut bare = BareClient {
+            client: &client,
+            http: &http,
+            ppio_url: &ppio_url,
+            page_size: settings.page_size,
+            instances: n,
+            control_plane: &control_plane,
+            ticks_per_second,
+        };
+        bare.run(BARE_AFTER_NAMESPACE, "after the operator").await?
+    };
+    operator.ensure_running()?;
+
     step("done; stopping everything");
     Ok(Measurements {
         instances: n,
         page_size: settings.page_size,
         first_mirror,
-        bare,
+        bare_before,
+        bare_after,
         bare_workers: BARE_WORKERS,
+        first_mirror_control_plane_cpu,
         first_mirror_cpu,
         first_mirror_api,
         first_mirror_ppio,
@@ -379,6 +400,73 @@ impl Sample {
             api: RequestCounts::read(client).await?,
             ppio: PpioRequests::read(http, ppio_url).await?,
         })
+    }
+}
+
+/// The bare client, as a yardstick: see [`bare_client`].
+struct BareClient<'a> {
+    client: &'a kube::Client,
+    http: &'a reqwest::Client,
+    ppio_url: &'a str,
+    page_size: usize,
+    instances: usize,
+    control_plane: &'a Running,
+    ticks_per_second: u64,
+}
+
+impl BareClient<'_> {
+    /// Writes the mirrors of every simulated instance into `namespace`, timed.
+    async fn run(&mut self, namespace: &str, when: &str) -> Result<BareRun, String> {
+        let n = self.instances;
+        step(&format!(
+            "bare client, {when}: server-side apply of the same {n} objects and their statuses, \
+             {BARE_WORKERS} workers"
+        ));
+        let records = simulator_records(self.http, self.ppio_url).await?;
+        if records.len() != n {
+            return Err(format!(
+                "the simulator holds {} instances, not {n}",
+                records.len()
+            ));
+        }
+        let view = create_view(self.client, namespace, self.ppio_url, self.page_size).await?;
+        let before = CpuSample::take(self.control_plane, self.ticks_per_second)?;
+        let (wall, objects) =
+            bare_client::apply_mirrors(self.client, &view, records, BARE_WORKERS).await?;
+        let cpu = CpuSample::take(self.control_plane, self.ticks_per_second)?.since(&before);
+        if objects != n {
+            return Err(format!(
+                "the bare client planned {objects} objects, not {n}"
+            ));
+        }
+        Ok(BareRun {
+            wall,
+            cpu: cpu.benchmark,
+            control_plane_cpu: cpu.control_plane,
+        })
+    }
+}
+
+/// CPU time so far of the control plane and of the benchmark's own process (where the bare client
+/// runs).
+struct CpuSample {
+    control_plane: Duration,
+    benchmark: Duration,
+}
+
+impl CpuSample {
+    fn take(control_plane: &Running, ticks_per_second: u64) -> Result<CpuSample, String> {
+        Ok(CpuSample {
+            control_plane: processes::counters(control_plane.pid(), ticks_per_second)?.cpu,
+            benchmark: processes::counters(std::process::id(), ticks_per_second)?.cpu,
+        })
+    }
+
+    fn since(&self, earlier: &CpuSample) -> CpuSample {
+        CpuSample {
+            control_plane: self.control_plane.saturating_sub(earlier.control_plane),
+            benchmark: self.benchmark.saturating_sub(earlier.benchmark),
+        }
     }
 }
 
