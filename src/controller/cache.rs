@@ -213,9 +213,9 @@ impl MirrorCache {
         self.len() == 0
     }
 
-    /// Records the object an operator write returned: its resourceVersion is now the operator's,
-    /// and it matches the record with `source` hash.
-    pub fn record_write(&self, object: &GpuInstance, source: Option<u64>) {
+    /// Records the object an operator write returned (its metadata): its resourceVersion is now the
+    /// operator's, and it matches the record with `source` hash.
+    pub fn record_write(&self, object: &PartialObjectMeta<GpuInstance>, source: Option<u64>) {
         let Some(mut entry) = self.entry_of(&object.metadata) else {
             return;
         };
@@ -436,18 +436,6 @@ mod tests {
         .into_response_partial()
     }
 
-    fn instance_with(meta: &PartialObjectMeta<GpuInstance>) -> GpuInstance {
-        let mut object = GpuInstance::new(
-            meta.metadata.name.as_deref().unwrap(),
-            crate::api::GpuInstanceSpec {
-                instance_id: "x".into(),
-                view: "v".into(),
-            },
-        );
-        object.metadata = meta.metadata.clone();
-        object
-    }
-
     #[test]
     fn a_first_list_makes_the_cache_ready_and_a_relist_replaces_it() {
         let cache = MirrorCache::default();
@@ -486,7 +474,7 @@ mod tests {
         let cache = MirrorCache::default();
         let ours = meta("a", "10", "v", "00000000000000aa");
         cache.apply(None, watcher::Event::Apply(ours.clone()));
-        cache.record_write(&instance_with(&ours), None);
+        cache.record_write(&ours, None);
         assert!(cache.observed("ml", "a").unwrap().trusted);
 
         // Someone edits its status: the watch reports a new resourceVersion.
@@ -497,10 +485,7 @@ mod tests {
         assert!(!cache.observed("ml", "a").unwrap().trusted);
 
         // The operator writes it again.
-        cache.record_write(
-            &instance_with(&meta("a", "12", "v", "00000000000000aa")),
-            None,
-        );
+        cache.record_write(&meta("a", "12", "v", "00000000000000aa"), None);
         cache.apply(
             None,
             watcher::Event::Apply(meta("a", "12", "v", "00000000000000aa")),
@@ -541,7 +526,7 @@ mod tests {
             .labels
             .get_or_insert_default()
             .insert(mirror::STATUS_LABEL.into(), "exited".into());
-        cache.record_write(&instance_with(&written), None);
+        cache.record_write(&written, None);
         let a = cache.observed("ml", "a").unwrap();
         assert_eq!((&*a.status, a.expiring_soon), ("exited", None));
     }

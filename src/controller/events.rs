@@ -5,6 +5,7 @@
 //! nothing, so Events stay few however often a view syncs.
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
@@ -21,7 +22,7 @@ const OBSERVE: &str = "Observe";
 /// Publishes a lifecycle Event on the GpuInstance `mirror`, as just written.
 pub(super) async fn publish_instance_event(
     recorder: &Recorder,
-    mirror: &GpuInstance,
+    mirror: &PartialObjectMeta<GpuInstance>,
     event: &InstanceEvent,
 ) {
     let event = Event {

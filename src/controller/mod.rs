@@ -56,6 +56,17 @@ use schedule::{Schedule, Schedules};
 /// The field manager of every write the operator makes (server-side apply).
 pub const FIELD_MANAGER: &str = "ppio-gpu-operator";
 
+/// Server-side apply as the operator makes it: under [`FIELD_MANAGER`], taking over fields others
+/// set, and with `fieldValidation=Ignore`. Every object the operator applies is serialized from the
+/// types its CRDs are generated from (a test keeps `crds/` current), so there is no unknown or
+/// duplicate field to report, and the check would cost the API server a second decoding of every
+/// body (apply bodies are decoded as YAML). The schema's own validation still applies.
+pub(crate) fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER)
+        .force()
+        .validation_ignore()
+}
+
 /// PPIO clients kept for reuse (one per endpoint).
 const MAX_CACHED_CLIENTS: usize = 64;
 
@@ -405,11 +416,7 @@ async fn write_view_status_if_changed(
         "status": status,
     });
     views
-        .patch_status(
-            &view.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
+        .patch_status(&view.name_any(), &apply_params(), &Patch::Apply(&body))
         .await
         .map_err(Error::Kube)?;
     Ok(())

@@ -17,15 +17,16 @@
 
 use std::sync::{Arc, Mutex};
 
+use http::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, Preconditions};
 use kube::runtime::events::Recorder;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::FIELD_MANAGER;
+use super::apply_params;
 use super::cache::MirrorCache;
 use super::events;
 use crate::api::condition;
@@ -107,7 +108,7 @@ struct LifecycleEvents {
 
 impl LifecycleEvents {
     /// Publishes the Events of `mirror`, just written, that the tally lets through.
-    async fn publish(&self, mirror: &GpuInstance, due: Vec<InstanceEvent>) {
+    async fn publish(&self, mirror: &Written, due: Vec<InstanceEvent>) {
         for event in due {
             let admitted = self
                 .tally
@@ -277,7 +278,7 @@ async fn update(
     api: &Api<GpuInstance>,
     metrics: &Metrics,
     mut desired: DesiredMirror,
-) -> Result<GpuInstance, kube::Error> {
+) -> Result<Written, kube::Error> {
     let Some(current) = api.get_opt(&desired.name).await? else {
         apply_object(api, metrics, &desired.object).await?;
         return apply_status(api, metrics, &desired.name, &desired.status).await;
@@ -294,9 +295,9 @@ fn remember(
     cache: &MirrorCache,
     namespace: &str,
     name: &str,
-    written: Result<GpuInstance, kube::Error>,
+    written: Result<Written, kube::Error>,
     source: Option<u64>,
-) -> Result<GpuInstance, kube::Error> {
+) -> Result<Written, kube::Error> {
     match written {
         Ok(object) => {
             cache.record_write(&object, source);
@@ -309,19 +310,24 @@ fn remember(
     }
 }
 
+/// What a write of a mirror returns: its metadata. The API server sends no more (an apply asks for
+/// `PartialObjectMetadata`), which spares it encoding, and the operator decoding, the spec and the
+/// status just written.
+pub(super) type Written = PartialObjectMeta<GpuInstance>;
+
+/// The `Accept` header that asks the API server for an object's metadata only.
+const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+
 /// Server-side apply of a mirror's metadata and spec.
 async fn apply_object(
     api: &Api<GpuInstance>,
     metrics: &Metrics,
     object: &GpuInstance,
-) -> Result<GpuInstance, kube::Error> {
+) -> Result<Written, kube::Error> {
     metrics.record_write("apply", "gpuinstances");
-    api.patch(
-        &object.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
+    // `patch_metadata` asks for the metadata back; the patch itself may hold any field.
+    api.patch_metadata(&object.name_any(), &apply_params(), &Patch::Apply(object))
+        .await
 }
 
 /// Server-side apply of a mirror's status.
@@ -330,17 +336,19 @@ async fn apply_status(
     metrics: &Metrics,
     name: &str,
     status: &GpuInstanceStatus,
-) -> Result<GpuInstance, kube::Error> {
+) -> Result<Written, kube::Error> {
     let body = json!({
         "apiVersion": GpuInstance::api_version(&()),
         "kind": GpuInstance::kind(&()),
         "status": status,
     });
     metrics.record_write("apply_status", "gpuinstances");
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
+    // kube's `patch_status` asks for the whole object back; this asks for its metadata.
+    let mut request = kube::core::Request::new(api.resource_url())
+        .patch_subresource("status", name, &apply_params(), &Patch::Apply(&body))
+        .map_err(kube::Error::BuildRequest)?;
+    request
+        .headers_mut()
+        .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
+    api.clone().into_client().request(request).await
 }
