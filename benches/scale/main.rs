@@ -319,6 +319,21 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
 
     // The control plane slows as its store grows: a second run of the bare client, after the
     // operator's, makes the yardstick the mean of one run on a smaller and one on a larger store.
+    // The view is suspended first, so that the operator's syncs do not share the machine with it.
+    suspend_view(&client).await?;
+    views
+        .wait_for(
+            &mut operator,
+            "the view to be suspended",
+            Duration::from_secs(60) + Duration::from_millis(5) * n as u32,
+            |view| {
+                view.status
+                    .as_ref()
+                    .and_then(|s| condition::find(&s.conditions, condition::READY))
+                    .is_some_and(|ready| ready.reason == "Suspended")
+            },
+        )
+        .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let bare_after = {
         let mut bare = BareClient {
@@ -654,6 +669,19 @@ async fn request_refresh(client: &kube::Client, value: &str) -> Result<(), Strin
         .await
         .map(drop)
         .map_err(|e| format!("cannot annotate the view for a refresh: {e}"))
+}
+
+/// Suspends the operator's view (`spec.suspend`).
+async fn suspend_view(client: &kube::Client) -> Result<(), String> {
+    Api::<GpuInstanceView>::namespaced(client.clone(), OPERATOR_NAMESPACE)
+        .patch(
+            VIEW,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspend": true } })),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot suspend the view: {e}"))
 }
 
 /// Every record the simulator serves, in PPIO wire format (not a list request: not recorded).

@@ -1,5 +1,6 @@
-//! The summaries of the records each view's listings read ([`ListingMemo`]), kept from one sync of
-//! the view to the next so that a record sent again is not read again, and dropped with the view.
+//! What each view's listings read ([`ListingMemo`]: page layouts and record summaries), kept from
+//! one sync of the view to the next so that what PPIO sends again is not read again; dropped when
+//! the view is deleted or suspended.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -309,6 +309,8 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
         if view.spec.suspend {
             let status = status::suspended_status(&view, Timestamp::now());
             write_view_status_if_changed(&ctx, &view, status).await?;
+            // A suspended view lists nothing: what its listings read is of no use until it resumes.
+            ctx.memos.forget(&key);
             ctx.schedules.set(key, None);
             return Ok(Action::await_change());
         }

@@ -10,9 +10,11 @@
 //!
 //! A new or changed page or record is read as if there were no memo, by the same rules. The hash
 //! is keyed per process, so no server can choose bytes that collide. A memo holds what was read
-//! with one API key (summaries are redacted with it) and forgets everything when the key changes;
-//! it keeps what the last complete listing sent, plus what incomplete ones since added, never more
-//! than a listing's bounds (its pages and instances).
+//! with one API key (summaries are redacted with it) and forgets everything when the key changes.
+//! It keeps what the last complete listing sent and what the listing in progress adds, no more:
+//! what an incomplete listing added is forgotten when the next one starts. It never holds more
+//! than a listing's page and instance bounds, nor more than [`MAX_MEMO_BYTES`]; past that, what is
+//! sent is read every time, as without a memo.
 
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +28,9 @@ use super::model::DecodeError;
 use super::raw_page::{Layout, RawPage, hash_of};
 use super::summary::{RecordSummary, id_holds_key};
 
+/// The most one memo holds (an estimate of its entries' memory): some 200,000 instances' worth.
+pub const MAX_MEMO_BYTES: usize = 64 * 1024 * 1024;
+
 /// The memo of one view's listings; see the module documentation. Shared through `&` by the pages
 /// of a listing.
 #[derive(Debug, Default)]
@@ -35,26 +40,89 @@ pub struct ListingMemo(Mutex<Memory>);
 struct Memory {
     /// A hash of the API key what is remembered was read with.
     key: Option<u64>,
-    /// The listing in progress; each entry says which listing last sent it.
+    /// The listing in progress.
     listing: u32,
     /// Layouts of page bodies by the body's hash, at most `max_pages`.
-    pages: HashMap<u64, (Layout, u32)>,
+    pages: HashMap<u64, (Layout, Mark)>,
     max_pages: usize,
     /// Summaries by the record's hash, at most `max_records`.
-    summaries: HashMap<u64, (Arc<RecordSummary>, u32)>,
+    summaries: HashMap<u64, (Arc<RecordSummary>, Mark)>,
     max_records: usize,
+    /// The estimated memory of both maps' entries.
+    bytes: usize,
+    /// A bound other than [`MAX_MEMO_BYTES`], for tests.
+    max_bytes: Option<usize>,
+}
+
+/// When an entry was last sent.
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    /// The last listing that sent it.
+    listing: u32,
+    /// Whether the last complete listing sent it.
+    complete: bool,
+}
+
+impl Memory {
+    /// Forgets everything unless it was read with `key`.
+    fn read_with(&mut self, key: &ApiKey) {
+        let key = hash_of(key.expose().as_bytes());
+        if self.key != Some(key) {
+            self.pages.clear();
+            self.summaries.clear();
+            self.bytes = 0;
+            self.key = Some(key);
+        }
+    }
+
+    /// Keeps only the entries `keep` says, and counts their memory again.
+    fn retain(&mut self, keep: impl Fn(&mut Mark) -> bool) {
+        self.pages.retain(|_, (_, mark)| keep(mark));
+        self.summaries.retain(|_, (_, mark)| keep(mark));
+        self.bytes = self
+            .pages
+            .values()
+            .map(|(l, _)| l.footprint())
+            .sum::<usize>()
+            + self
+                .summaries
+                .values()
+                .map(|(s, _)| footprint(s))
+                .sum::<usize>();
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            listing: self.listing,
+            complete: false,
+        }
+    }
+
+    /// Whether `more` bytes still fit.
+    fn fits(&self, more: usize) -> bool {
+        self.bytes.saturating_add(more) <= self.max_bytes.unwrap_or(MAX_MEMO_BYTES)
+    }
+}
+
+/// The estimated memory of a remembered summary: its fields, its strings, its place in the map.
+fn footprint(summary: &RecordSummary) -> usize {
+    std::mem::size_of::<RecordSummary>()
+        + 48
+        + summary.id.as_str().len()
+        + summary.name.capacity()
+        + summary.product_id.capacity()
+        + summary.region.capacity()
+        + summary.status.capacity()
+        + summary.billing_mode.capacity()
 }
 
 impl ListingMemo {
-    /// Starts a listing read with `key` within `limits`: a memo of another key forgets everything.
+    /// Starts a listing read with `key` within `limits`. A memo of another key forgets everything;
+    /// what an incomplete listing added since the last complete one is forgotten.
     pub fn start_listing(&self, key: &ApiKey, limits: &ListingLimits) {
-        let key = hash_of(key.expose().as_bytes());
         let mut memory = self.lock();
-        if memory.key != Some(key) {
-            memory.pages.clear();
-            memory.summaries.clear();
-            memory.key = Some(key);
-        }
+        memory.read_with(key);
+        memory.retain(|mark| mark.complete);
         memory.listing = memory.listing.wrapping_add(1);
         memory.max_pages = usize::try_from(limits.max_pages).unwrap_or(usize::MAX);
         memory.max_records = limits.max_instances;
@@ -68,9 +136,9 @@ impl ListingMemo {
             let mut memory = self.lock();
             let listing = memory.listing;
             match memory.pages.get_mut(&hash) {
-                Some((layout, seen)) => match RawPage::with_layout(body, layout) {
+                Some((layout, mark)) => match RawPage::with_layout(body, layout) {
                     Ok(page) => {
-                        *seen = listing;
+                        mark.listing = listing;
                         return Ok(page);
                     }
                     Err(body) => body,
@@ -79,30 +147,36 @@ impl ListingMemo {
             }
         };
         let page = RawPage::from_json(body)?;
+        let layout = page.layout();
         let mut memory = self.lock();
-        let listing = memory.listing;
-        if memory.pages.len() < memory.max_pages {
-            memory.pages.insert(hash, (page.layout(), listing));
+        if memory.pages.len() < memory.max_pages && memory.fits(layout.footprint()) {
+            let (bytes, mark) = (layout.footprint(), memory.mark());
+            if let Entry::Vacant(vacant) = memory.pages.entry(hash) {
+                vacant.insert((layout, mark));
+                memory.bytes += bytes;
+            }
         }
         Ok(page)
     }
 
     /// The summaries of every record of `page`, redacted of `key`, in order: remembered ones as
     /// they were, the others read from the page and remembered. A record whose summary does not
-    /// decode, or whose ID holds the key, fails the page.
+    /// decode, or whose ID holds the key, fails the page. Summaries remembered with another key are
+    /// forgotten first.
     pub fn summaries(
         &self,
         page: &RawPage,
         key: &ApiKey,
     ) -> Result<Vec<Arc<RecordSummary>>, PpioError> {
         let mut memory = self.lock();
+        memory.read_with(key);
         let listing = memory.listing;
         let mut summaries = Vec::with_capacity(page.len());
         let mut redacted = 0;
         for index in 0..page.len() {
             let hash = page.record_hash(index);
-            if let Some((summary, seen)) = memory.summaries.get_mut(&hash) {
-                *seen = listing;
+            if let Some((summary, mark)) = memory.summaries.get_mut(&hash) {
+                mark.listing = listing;
                 summaries.push(summary.clone());
                 continue;
             }
@@ -119,10 +193,13 @@ impl ListingMemo {
             }
             redacted += summary.redact(key);
             let summary = Arc::new(summary);
-            if memory.summaries.len() < memory.max_records
-                && let Entry::Vacant(vacant) = memory.summaries.entry(hash)
-            {
-                vacant.insert((summary.clone(), listing));
+            let bytes = footprint(&summary);
+            if memory.summaries.len() < memory.max_records && memory.fits(bytes) {
+                let mark = memory.mark();
+                if let Entry::Vacant(vacant) = memory.summaries.entry(hash) {
+                    vacant.insert((summary.clone(), mark));
+                    memory.bytes += bytes;
+                }
             }
             summaries.push(summary);
         }
@@ -135,12 +212,15 @@ impl ListingMemo {
         Ok(summaries)
     }
 
-    /// After a complete listing: forgets the pages and records it did not send.
+    /// After a complete listing: forgets the pages and records it did not send, and keeps the rest
+    /// until the next complete listing.
     pub fn finish_listing(&self) {
         let mut memory = self.lock();
         let listing = memory.listing;
-        memory.pages.retain(|_, (_, seen)| *seen == listing);
-        memory.summaries.retain(|_, (_, seen)| *seen == listing);
+        memory.retain(|mark| {
+            mark.complete = mark.listing == listing;
+            mark.complete
+        });
     }
 
     /// Records remembered.
@@ -156,6 +236,19 @@ impl ListingMemo {
     /// Pages remembered.
     pub fn pages(&self) -> usize {
         self.lock().pages.len()
+    }
+
+    /// The estimated memory of what is remembered, at most [`MAX_MEMO_BYTES`].
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    #[cfg(test)]
+    fn with_max_bytes(max_bytes: usize) -> ListingMemo {
+        ListingMemo(Mutex::new(Memory {
+            max_bytes: Some(max_bytes),
+            ..Memory::default()
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Memory> {
@@ -221,16 +314,16 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_listing_forgets_what_it_did_not_send_and_an_incomplete_one_forgets_nothing() {
+    fn a_memo_keeps_the_last_complete_listing_and_what_the_one_in_progress_adds() {
         let (key, memo) = (key(SECRET), ListingMemo::default());
         memo.start_listing(&key, &limits(10));
         memo.summaries(&page(json!([record("a", "x"), record("b", "x")])), &key)
             .expect("summaries");
         memo.finish_listing();
 
-        // A listing that stops after its first page, which sends only `c`.
+        // A listing that stops after its first page, which sends `b` and a new `c`.
         memo.start_listing(&key, &limits(10));
-        memo.summaries(&page(json!([record("c", "x")])), &key)
+        memo.summaries(&page(json!([record("b", "x"), record("c", "x")])), &key)
             .expect("summaries");
         assert_eq!(
             memo.len(),
@@ -238,13 +331,59 @@ mod tests {
             "nothing forgotten without a complete listing"
         );
 
+        // The next listing starts from the last complete one: `c` is forgotten, `a` is not.
         memo.start_listing(&key, &limits(10));
+        assert_eq!(memo.len(), 2);
         let kept = memo
-            .summaries(&page(json!([record("b", "x")])), &key)
+            .summaries(&page(json!([record("a", "x")])), &key)
             .expect("summaries");
         memo.finish_listing();
         assert_eq!(memo.len(), 1);
-        assert_eq!(kept[0].id.as_str(), "b");
+        assert_eq!(kept[0].id.as_str(), "a");
+    }
+
+    #[test]
+    fn a_memo_holds_no_more_than_its_byte_bound_and_counts_what_it_forgets() {
+        const BOUND: usize = 256 * 1024;
+        let (key, memo) = (key(SECRET), ListingMemo::with_max_bytes(BOUND));
+        memo.start_listing(&key, &limits(1_000_000));
+        // Records of 16 KiB names: the bound lets in a dozen or so, whatever the listing's size.
+        let name = "n".repeat(16 * 1024);
+        let records: Vec<_> = (0..40)
+            .map(|i| json!({"id": format!("r{i}"), "name": name}))
+            .collect();
+        let summaries = memo
+            .summaries(&page(json!(records)), &key)
+            .expect("summaries");
+        assert_eq!(summaries.len(), 40, "every record is summarised");
+        assert!(memo.len() < 16 && memo.bytes() <= BOUND, "{}", memo.bytes());
+        assert!(memo.bytes() > BOUND / 2);
+        memo.finish_listing();
+        memo.start_listing(&key, &limits(1_000_000));
+        memo.summaries(&page(json!([record("a", "x")])), &key)
+            .expect("summaries");
+        memo.finish_listing();
+        assert_eq!(memo.len(), 1);
+        assert!(
+            memo.bytes() < 4096,
+            "forgotten entries are not counted: {}",
+            memo.bytes()
+        );
+    }
+
+    #[test]
+    fn summaries_read_with_another_key_than_the_listing_started_with_are_not_reused() {
+        let memo = ListingMemo::default();
+        let (first, second) = (key(SECRET), key("sk_test_other_9876543210"));
+        memo.start_listing(&first, &limits(10));
+        let records = json!([{"id": "a", "name": "sk_test_other_9876543210"}]);
+        memo.summaries(&page(records.clone()), &first)
+            .expect("summaries");
+        let read = memo.summaries(&page(records), &second).expect("summaries");
+        assert_eq!(
+            read[0].name, "[redacted]",
+            "redacted with the key it is read with"
+        );
     }
 
     #[test]

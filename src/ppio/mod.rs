@@ -38,7 +38,7 @@ pub use api_key::{ApiKey, InvalidApiKey};
 pub use client::{Client, Listing, RequestOutcome};
 pub use config::{ClientConfig, ListQuery, ListingLimits};
 pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
-pub use memo::ListingMemo;
+pub use memo::{ListingMemo, MAX_MEMO_BYTES};
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
     InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,

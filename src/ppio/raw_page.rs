@@ -61,6 +61,16 @@ pub(super) struct Layout {
     has_more: bool,
 }
 
+impl Layout {
+    /// The estimated memory it takes.
+    pub(super) fn footprint(&self) -> usize {
+        std::mem::size_of::<Layout>()
+            + 48
+            + self.records.len() * std::mem::size_of::<RawRecord>()
+            + self.next_cursor.as_ref().map_or(0, String::capacity)
+    }
+}
+
 impl RawPage {
     /// Reads a list response body as [`Page::from_json`](super::Page::from_json) does, locating its
     /// records without decoding them.

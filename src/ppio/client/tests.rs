@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 
 use super::transport::{decode_all, decode_page};
 use super::*;
-use crate::ppio::ListingMemo;
 use crate::ppio::model::BillingMode;
+use crate::ppio::{ListingMemo, RecordSummary};
 
 const SECRET: &str = "sk_test_5e3c9d";
 
@@ -1263,4 +1263,91 @@ fn defaults_match_the_documented_values() {
     let client = Client::new(config).expect("default client");
     assert_eq!(client.base_url().as_str(), "https://api.ppio.com/");
     assert!(!format!("{client:?}").contains("Bearer"));
+}
+
+/// Reads a whole listing with a pager and `memo`: each record's summary and where it is in memory.
+async fn list_with_memo(
+    client: &Client,
+    key: &ApiKey,
+    memo: &ListingMemo,
+) -> Result<Vec<(*const RecordSummary, RecordSummary)>, PpioError> {
+    let (query, limits) = (ListQuery::default(), quick_retries(1));
+    let mut pager = client.pager(key, &query, &limits, memo);
+    let mut summaries = Vec::new();
+    while let Some(page) = pager.next_page().await? {
+        summaries.extend((0..page.len()).map(|index| {
+            let summary = page.summary(index);
+            (summary as *const _, summary.clone())
+        }));
+    }
+    Ok(summaries)
+}
+
+#[tokio::test]
+async fn a_listing_sent_again_is_recalled_whole_and_a_new_key_reads_it_again() {
+    const OTHER: &str = "pk-live-0Zq9wY7xV3";
+    let server = TestServer::with_pages(vec![
+        ("", Canned::page(&["a", "b"], "c1", true)),
+        (
+            "c1",
+            Canned::json(
+                200,
+                json!({"data": [{"id": "c", "name": OTHER}], "has_more": false}),
+            ),
+        ),
+    ])
+    .await;
+    let (client, memo) = (server.client(), ListingMemo::default());
+    let first = list_with_memo(&client, &key(), &memo)
+        .await
+        .expect("listed");
+    assert_eq!((first.len(), memo.len(), memo.pages()), (3, 3, 2));
+    let again = list_with_memo(&client, &key(), &memo)
+        .await
+        .expect("listed");
+    let places = |listing: &[(*const RecordSummary, RecordSummary)]| {
+        listing.iter().map(|(at, _)| *at).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        places(&again),
+        places(&first),
+        "every summary recalled, none read again"
+    );
+    assert_eq!(first[2].1.name, OTHER);
+
+    let other = ApiKey::new(OTHER).expect("valid key");
+    let reread = list_with_memo(&client, &other, &memo)
+        .await
+        .expect("listed");
+    assert_eq!(
+        reread[2].1.name, "[redacted]",
+        "read again and redacted with the key it is listed with"
+    );
+}
+
+#[tokio::test]
+async fn a_record_whose_summary_does_not_decode_fails_its_page_by_number() {
+    let server = TestServer::with_pages(vec![
+        ("", Canned::page(&["a"], "c1", true)),
+        (
+            "c1",
+            Canned::json(
+                200,
+                json!({"data": [{"id": "b", "region": 5}], "has_more": false}),
+            ),
+        ),
+    ])
+    .await;
+    let memo = ListingMemo::default();
+    let error = list_with_memo(&server.client(), &key(), &memo)
+        .await
+        .expect_err("region is a string");
+    let PpioError::InvalidResponse { detail } = error else {
+        panic!("not an invalid response: {error:?}");
+    };
+    assert!(
+        detail.starts_with("page 2: the list response does not decode: at data[0].region"),
+        "{detail}"
+    );
+    assert_eq!(memo.len(), 1, "the first page's record is remembered");
 }

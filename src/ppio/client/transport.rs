@@ -176,7 +176,7 @@ pub(crate) fn decode_record(
 }
 
 /// Every record of `page` decoded whole and redacted, as a [`Page`]. A record whose ID holds the
-/// key fails the page, as in [`SummaryMemo::summaries`](super::super::SummaryMemo).
+/// key fails the page, as in [`ListingMemo::summaries`](super::super::ListingMemo::summaries).
 pub(super) fn decode_all(page: RawPage, key: &ApiKey) -> Result<Page, PpioError> {
     let instances = (0..page.len())
         .map(|index| {
