@@ -58,8 +58,8 @@ pub async fn apply_mirrors(
             let instances = instances.clone();
             let params = params.clone();
             async move {
-                instances
-                    .patch(&write.name, &params, &Patch::Apply(&write.object))
+                let object = Patch::Apply(&write.object);
+                retrying_transport_errors(|| instances.patch(&write.name, &params, &object))
                     .await
                     .map_err(|e| format!("bare client: apply {}: {e}", write.name))?;
                 let body = json!({
@@ -67,8 +67,8 @@ pub async fn apply_mirrors(
                     "kind": GpuInstance::kind(&()),
                     "status": write.status,
                 });
-                instances
-                    .patch_status(&write.name, &params, &Patch::Apply(&body))
+                let status = Patch::Apply(&body);
+                retrying_transport_errors(|| instances.patch_status(&write.name, &params, &status))
                     .await
                     .map_err(|e| format!("bare client: apply the status of {}: {e}", write.name))?;
                 Ok::<(), String>(())
@@ -78,4 +78,23 @@ pub async fn apply_mirrors(
         .try_collect::<()>()
         .await?;
     Ok((started.elapsed(), count))
+}
+
+/// Runs `write` again (up to 3 times, a second apart) when it fails before the API server answered:
+/// over hundreds of thousands of writes a connection may drop, which says nothing of the yardstick.
+async fn retrying_transport_errors<T, F>(mut write: impl FnMut() -> F) -> Result<T, kube::Error>
+where
+    F: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Err(kube::Error::Api(status)) => return Err(kube::Error::Api(status)),
+            Err(_) if attempt < 3 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            done => return done,
+        }
+    }
 }

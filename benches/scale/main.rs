@@ -237,18 +237,16 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let mut operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
     wait_until_ready(&http, port, &mut operator).await?;
 
-    let bare_before = {
-        let mut bare = BareClient {
-            client: &client,
-            http: &http,
-            ppio_url: &ppio_url,
-            page_size: settings.page_size,
-            instances: n,
-            control_plane: &control_plane,
-            ticks_per_second,
-        };
-        bare.run(BARE_NAMESPACE, "before the operator").await?
+    let bare = BareClient {
+        client: &client,
+        http: &http,
+        ppio_url: &ppio_url,
+        page_size: settings.page_size,
+        instances: n,
+        control_plane: &control_plane,
+        ticks_per_second,
     };
+    let bare_before = bare.run(BARE_NAMESPACE, "before the operator").await?;
     // Let the API server and etcd finish what the bare client caused before the operator starts.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
@@ -335,18 +333,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         )
         .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let bare_after = {
-        let mut bare = BareClient {
-            client: &client,
-            http: &http,
-            ppio_url: &ppio_url,
-            page_size: settings.page_size,
-            instances: n,
-            control_plane: &control_plane,
-            ticks_per_second,
-        };
-        bare.run(BARE_AFTER_NAMESPACE, "after the operator").await?
-    };
+    let bare_after = bare.run(BARE_AFTER_NAMESPACE, "after the operator").await?;
     operator.ensure_running()?;
 
     step("done; stopping everything");
@@ -431,7 +418,7 @@ struct BareClient<'a> {
 
 impl BareClient<'_> {
     /// Writes the mirrors of every simulated instance into `namespace`, timed.
-    async fn run(&mut self, namespace: &str, when: &str) -> Result<BareRun, String> {
+    async fn run(&self, namespace: &str, when: &str) -> Result<BareRun, String> {
         let n = self.instances;
         step(&format!(
             "bare client, {when}: server-side apply of the same {n} objects and their statuses, \
