@@ -59,7 +59,7 @@ impl ExpiryState {
 
 /// Where `instance` stands at `now` against a warning `window` (zero turns warnings off).
 pub fn expiry_state(instance: &RecordSummary, window: Duration, now: Timestamp) -> ExpiryState {
-    if window.is_zero() || instance.billing_mode != "prepaid" {
+    if window.is_zero() || !instance.is_prepaid() {
         return ExpiryState::NotApplicable;
     }
     let Some(prepaid) = instance.prepaid else {

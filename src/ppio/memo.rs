@@ -149,8 +149,9 @@ impl ListingMemo {
         let page = RawPage::from_json(body)?;
         let layout = page.layout();
         let mut memory = self.lock();
-        if memory.pages.len() < memory.max_pages && memory.fits(layout.footprint()) {
-            let (bytes, mark) = (layout.footprint(), memory.mark());
+        let bytes = layout.footprint();
+        if memory.pages.len() < memory.max_pages && memory.fits(bytes) {
+            let mark = memory.mark();
             if let Entry::Vacant(vacant) = memory.pages.entry(hash) {
                 vacant.insert((layout, mark));
                 memory.bytes += bytes;
