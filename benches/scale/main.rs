@@ -279,6 +279,13 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let first_mirror_cpu = after.process.cpu.saturating_sub(before.process.cpu);
     let first_mirror_ppio = after.ppio.since(&before.ppio);
     let peak_rss_after_first_mirror = after.process.peak_rss;
+    step(&format!(
+        "first mirror: {:.1} s, control plane CPU {:.1} s, operator CPU {:.1} s, peak RSS {:.1} MiB",
+        first_mirror.as_secs_f64(),
+        first_mirror_control_plane_cpu.as_secs_f64(),
+        first_mirror_cpu.as_secs_f64(),
+        peak_rss_after_first_mirror as f64 / (1024.0 * 1024.0)
+    ));
 
     step(&format!(
         "{NO_OP_SYNCS} syncs in which nothing changed (refresh annotation)"
@@ -312,6 +319,16 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     if no_op_ppio.listings == 0 {
         return Err("the operator listed nothing from PPIO during the syncs asked for".to_owned());
     }
+    let no_op_cpu = after_no_op
+        .process
+        .cpu
+        .saturating_sub(before_no_op.process.cpu);
+    step(&format!(
+        "{} syncs in which nothing changed: operator CPU {:.0} ms per sync, peak RSS {:.1} MiB",
+        no_op_ppio.listings,
+        no_op_cpu.as_secs_f64() * 1000.0 / no_op_ppio.listings as f64,
+        after_no_op.process.peak_rss as f64 / (1024.0 * 1024.0)
+    ));
     simulator.ensure_running()?;
     operator.ensure_running()?;
 
@@ -353,10 +370,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         no_op_syncs_asked: NO_OP_SYNCS,
         no_op_syncs: no_op_ppio.listings,
         no_op_wall,
-        no_op_cpu: after_no_op
-            .process
-            .cpu
-            .saturating_sub(before_no_op.process.cpu),
+        no_op_cpu,
         no_op_api,
         no_op_ppio,
         load_at_start,
@@ -433,16 +447,23 @@ impl BareClient<'_> {
         }
         let view = create_view(self.client, namespace, self.ppio_url, self.page_size).await?;
         let before = CpuSample::take(self.control_plane, self.ticks_per_second)?;
-        let (wall, objects) =
-            bare_client::apply_mirrors(self.client, &view, records, BARE_WORKERS).await?;
+        let applied = bare_client::apply_mirrors(self.client, &view, records, BARE_WORKERS).await?;
         let cpu = CpuSample::take(self.control_plane, self.ticks_per_second)?.since(&before);
-        if objects != n {
+        if applied.objects != n {
             return Err(format!(
-                "the bare client planned {objects} objects, not {n}"
+                "the bare client planned {} objects, not {n}",
+                applied.objects
             ));
         }
+        step(&format!(
+            "bare client, {when}: {:.1} s, control plane CPU {:.1} s, {} writes retried",
+            applied.wall.as_secs_f64(),
+            cpu.control_plane.as_secs_f64(),
+            applied.retries
+        ));
         Ok(BareRun {
-            wall,
+            wall: applied.wall,
+            retries: applied.retries,
             cpu: cpu.benchmark,
             control_plane_cpu: cpu.control_plane,
         })

@@ -58,6 +58,8 @@ pub struct Measurements {
 pub struct BareRun {
     /// How long its writes took.
     pub wall: Duration,
+    /// Writes it sent again (see `bare_client::retrying`).
+    pub retries: usize,
     /// Its CPU time (the benchmark's process).
     pub cpu: Duration,
     /// The control plane's CPU time meanwhile.
@@ -242,9 +244,10 @@ pub fn print(m: &Measurements) {
     );
     for (when, run) in [("before", &m.bare_before), ("after", &m.bare_after)] {
         println!(
-            "  bare client {when}: its CPU {}, control plane CPU {}",
+            "  bare client {when}: its CPU {}, control plane CPU {}, {} writes retried",
             seconds(run.cpu),
-            seconds(run.control_plane_cpu)
+            seconds(run.control_plane_cpu),
+            run.retries
         );
     }
     println!(
