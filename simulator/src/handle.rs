@@ -158,7 +158,7 @@ impl Simulator {
 
     /// Removes the record `id`; `false` if there was none.
     pub fn remove_instance(&self, id: &str) -> bool {
-        self.with_state(|state| state.instances.remove(id).is_some())
+        self.with_state(|state| state.instances.remove(id))
     }
 
     /// Replaces every record.

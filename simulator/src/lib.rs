@@ -88,6 +88,7 @@ mod handle;
 mod listing;
 mod records;
 mod state;
+mod store;
 
 pub use error::SimulatorError;
 pub use faults::{Fault, FaultKind};

@@ -1,8 +1,8 @@
 //! The list operation as a pure function: query parameters in, one page out.
 //!
 //! Parsing and validating the query (`limit`, `cursor`, `name`, `status`, `regions`, `billing_mode`),
-//! filtering, ordering and cutting a page live here, with no HTTP and no shared state, so the paging
-//! rules can be read and tested on their own. [`super::api`] wraps this in the HTTP endpoint.
+//! filtering and cutting a page out of the [`Store`]'s listing order live here, with no HTTP and no
+//! shared state, so the paging rules can be read and tested on their own. [`super::api`] wraps this in the HTTP endpoint.
 //!
 //! Instances are listed by `created_at`, then `id`. A cursor names the last instance served (its sort
 //! key), not an offset: the next page holds the instances sorted after it *in the state at the time of
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::records::created_at;
+use super::store::{SortKey, Store};
 
 /// Longest accepted `cursor`, in characters (from the API documentation).
 const MAX_CURSOR_CHARS: usize = 1024;
@@ -86,8 +86,8 @@ impl Cursor {
         })
     }
 
-    fn key(&self) -> (i64, &str) {
-        (self.created_at, &self.id)
+    fn sort_key(&self) -> SortKey {
+        (self.created_at, self.id.clone())
     }
 }
 
@@ -109,6 +109,16 @@ pub(crate) struct ListQuery {
     pub(crate) regions: Vec<String>,
     /// Exact `billing.mode`; `None` for no filter.
     pub(crate) billing_mode: Option<String>,
+}
+
+impl ListQuery {
+    /// Whether any filter is set.
+    fn has_filters(&self) -> bool {
+        self.name.is_some()
+            || self.status.is_some()
+            || !self.regions.is_empty()
+            || self.billing_mode.is_some()
+    }
 }
 
 /// Validates the query parameters of a list request. The error is the message of a 400
@@ -258,52 +268,48 @@ impl Page {
     }
 }
 
-/// Cuts the page the query asks for out of the instances (id → record, any order). One pass over
-/// the instances and a partial sort of what follows the cursor, so a listing of N instances in
-/// pages of L costs about N²/L, not N² log N / L: accounts of 100,000 instances list in seconds.
-pub(crate) fn list_page<'a>(
-    instances: impl IntoIterator<Item = (&'a String, &'a Value)>,
-    query: &ListQuery,
-) -> Page {
-    let mut total = 0;
-    // The last matching instance at or before the cursor, and every one after it.
-    let mut previous: Option<((i64, &str), &Value)> = None;
-    let mut after: Vec<((i64, &str), &Value)> = Vec::new();
-    for (id, record) in instances {
-        if !matches(id, record, query) {
-            continue;
-        }
-        total += 1;
-        let key = (created_at(record), id.as_str());
-        match &query.cursor {
-            Some(cursor) if key <= cursor.key() => {
-                if previous.is_none_or(|(before, _)| key > before) {
-                    previous = Some((key, record));
-                }
-            }
-            _ => after.push((key, record)),
-        }
-    }
-    let has_more = after.len() > query.limit;
-    if has_more {
-        after.select_nth_unstable_by(query.limit, |(a, _), (b, _)| a.cmp(b));
-        after.truncate(query.limit);
-    }
-    after.sort_unstable_by_key(|(key, _)| *key);
-    let next_cursor = match after.last() {
+/// Cuts the page the query asks for out of the stored instances: from the record after the cursor
+/// on, in listing order, the first `limit` that pass the filters. `total` needs a pass over every
+/// record only when a filter is set.
+pub(crate) fn list_page(store: &Store, query: &ListQuery) -> Page {
+    let cursor = query.cursor.as_ref().map(Cursor::sort_key);
+    let passes = |key: &SortKey, record: &Value| matches(&key.1, record, query);
+    let total = if query.has_filters() {
+        store
+            .iter()
+            .filter(|(id, record)| matches(id, record, query))
+            .count()
+    } else {
+        store.len()
+    };
+    let mut data: Vec<(&SortKey, &Value)> = store
+        .after(cursor.as_ref())
+        .filter(|(key, record)| passes(key, record))
+        .take(query.limit + 1)
+        .collect();
+    let has_more = data.len() > query.limit;
+    data.truncate(query.limit);
+    let next_cursor = match data.last() {
         Some(((created_at, id), _)) if has_more => Cursor {
             created_at: *created_at,
-            id: (*id).to_owned(),
+            id: id.clone(),
         }
         .encode(),
         _ => String::new(),
     };
+    // The last matching instance at or before the cursor.
+    let previous = cursor.as_ref().and_then(|cursor| {
+        store
+            .up_to_backwards(cursor)
+            .find(|(key, record)| passes(key, record))
+            .map(|(_, record)| record.clone())
+    });
     Page {
-        data: after.iter().map(|(_, record)| (*record).clone()).collect(),
+        data: data.into_iter().map(|(_, record)| record.clone()).collect(),
         next_cursor,
         has_more,
         total,
-        previous: previous.map(|(_, record)| record.clone()),
+        previous,
     }
 }
 
@@ -323,11 +329,12 @@ mod tests {
             .collect()
     }
 
-    fn store(records: Vec<Value>) -> BTreeMap<String, Value> {
-        records
-            .into_iter()
-            .map(|r| (r["id"].as_str().expect("id").to_owned(), r))
-            .collect()
+    fn store(records: Vec<Value>) -> Store {
+        Store::new(
+            records
+                .into_iter()
+                .map(|r| (r["id"].as_str().expect("id").to_owned(), r)),
+        )
     }
 
     fn ids(page: &Page) -> Vec<&str> {

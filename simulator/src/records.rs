@@ -136,13 +136,8 @@ pub(crate) fn integer_field(value: Option<&Value>) -> Option<i64> {
     }
 }
 
-/// The position of a record in the listing order: by `created_at` (missing or unreadable counts as 0),
-/// then by `id`. Ids are unique, so the order is total and stable.
-pub(crate) fn sort_key(id: &str, record: &Value) -> (i64, String) {
-    (created_at(record), id.to_owned())
-}
-
-/// A record's `created_at`, the first part of its [`sort_key`]; 0 when missing or unreadable.
+/// A record's `created_at`, which orders the listing (then the `id`; ids are unique, so the order is
+/// total and stable); 0 when missing or unreadable.
 pub(crate) fn created_at(record: &Value) -> i64 {
     integer_field(record.get("created_at")).unwrap_or(0)
 }

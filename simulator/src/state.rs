@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::SimulatorError;
 use super::faults::FaultQueue;
 use super::listing::PageSizes;
-use super::records::{merge_patch, sort_key, validate_record, validate_records};
+use super::records::{merge_patch, validate_record, validate_records};
+use super::store::Store;
 
 /// One list request as the simulator saw it, so tests can check what the client sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +29,8 @@ pub struct RecordedRequest {
 /// Everything the simulator knows and remembers.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// Instance records by id.
-    pub(crate) instances: BTreeMap<String, Value>,
+    /// Instance records by id and in listing order.
+    pub(crate) instances: Store,
     /// Bearer tokens accepted by the list endpoint.
     pub(crate) api_keys: Vec<String>,
     /// Faults waiting for list requests.
@@ -48,7 +49,7 @@ impl State {
         records: Vec<Value>,
     ) -> Result<State, SimulatorError> {
         Ok(State {
-            instances: validate_records(records)?.into_iter().collect(),
+            instances: Store::new(validate_records(records)?),
             api_keys,
             faults: FaultQueue::default(),
             requests: Vec::new(),
@@ -63,14 +64,8 @@ impl State {
 
     /// All records in listing order (by `created_at`, then `id`).
     pub(crate) fn ordered_instances(&self) -> Vec<Value> {
-        let mut records: Vec<_> = self
-            .instances
-            .iter()
-            .map(|(id, record)| (sort_key(id, record), record))
-            .collect();
-        records.sort_by(|(a, _), (b, _)| a.cmp(b));
-        records
-            .into_iter()
+        self.instances
+            .after(None)
             .map(|(_, record)| record.clone())
             .collect()
     }
@@ -78,7 +73,7 @@ impl State {
     /// Inserts or replaces the record with the same id. Returns whether it was new.
     pub(crate) fn upsert(&mut self, record: Value) -> Result<bool, SimulatorError> {
         let id = validate_record(&record)?;
-        Ok(self.instances.insert(id, record).is_none())
+        Ok(self.instances.insert(id, record))
     }
 
     /// Applies a merge patch to a stored record and returns the result; `None` if no such record.
@@ -98,16 +93,15 @@ impl State {
                 "the patch would change the id of instance {id:?}; remove it and insert a new one instead"
             )));
         }
-        let Some(record) = self.instances.get_mut(id) else {
-            return Ok(None);
-        };
-        merge_patch(record, patch);
-        Ok(Some(record.clone()))
+        Ok(self
+            .instances
+            .modify(id, |record| merge_patch(record, patch))
+            .cloned())
     }
 
     /// Replaces every record. On error nothing changes.
     pub(crate) fn replace_all(&mut self, records: Vec<Value>) -> Result<(), SimulatorError> {
-        self.instances = validate_records(records)?.into_iter().collect();
+        self.instances = Store::new(validate_records(records)?);
         Ok(())
     }
 }
@@ -145,8 +139,8 @@ mod tests {
         );
         assert!(state.upsert(json!({"id": "b2"})).expect("valid"));
         assert_eq!(
-            state.instances["a1"],
-            json!({"id": "a1", "name": "renamed"})
+            state.instances.get("a1").unwrap(),
+            &json!({"id": "a1", "name": "renamed"})
         );
         assert!(state.upsert(json!({"name": "no id"})).is_err());
     }

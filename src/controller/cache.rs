@@ -23,14 +23,15 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use jiff::Timestamp;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::core::ObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::api::{GpuInstance, GpuInstanceView};
+use super::mirror_meta::MirrorMeta;
+use crate::api::GpuInstanceView;
 use crate::mirror;
 use crate::plan::{self, Digest, Observed};
 
@@ -122,8 +123,8 @@ impl MirrorCache {
         };
         self.pending.send_replace(scopes.len());
         let streams = scopes.into_iter().map(|scope| {
-            // An `Api` of `PartialObjectMeta` asks for metadata only.
-            let api: Api<PartialObjectMeta<GpuInstance>> = match &scope {
+            // An `Api` of `MirrorMeta` asks for metadata only.
+            let api: Api<MirrorMeta> = match &scope {
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
@@ -215,7 +216,7 @@ impl MirrorCache {
 
     /// Records the object an operator write returned (its metadata): its resourceVersion is now the
     /// operator's, and it matches the record with `source` hash.
-    pub fn record_write(&self, object: &PartialObjectMeta<GpuInstance>, source: Option<u64>) {
+    pub fn record_write(&self, object: &MirrorMeta, source: Option<u64>) {
         let Some(mut entry) = self.entry_of(&object.metadata) else {
             return;
         };
@@ -257,11 +258,7 @@ impl MirrorCache {
     }
 
     /// Applies one watch event of `scope`; true when it completed that scope's first list.
-    fn apply(
-        &self,
-        scope: Option<Arc<str>>,
-        event: watcher::Event<PartialObjectMeta<GpuInstance>>,
-    ) -> bool {
+    fn apply(&self, scope: Option<Arc<str>>, event: watcher::Event<MirrorMeta>) -> bool {
         match event {
             watcher::Event::Apply(object) => {
                 if let Some(entry) = self.entry_of(&object.metadata) {
@@ -417,10 +414,9 @@ fn carry_memory(known: Option<&Entry>, mut observed: Entry) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::core::PartialObjectMetaExt;
     use std::collections::BTreeMap;
 
-    fn meta(name: &str, rv: &str, view: &str, fingerprint: &str) -> PartialObjectMeta<GpuInstance> {
+    fn meta(name: &str, rv: &str, view: &str, fingerprint: &str) -> MirrorMeta {
         ObjectMeta {
             name: Some(name.into()),
             namespace: Some("ml".into()),
@@ -433,7 +429,7 @@ mod tests {
             )])),
             ..ObjectMeta::default()
         }
-        .into_response_partial()
+        .into()
     }
 
     #[test]

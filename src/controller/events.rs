@@ -5,11 +5,11 @@
 //! nothing, so Events stay few however often a view syncs.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
+use super::mirror_meta::MirrorMeta;
 use crate::api::condition::{self, ConditionStatus};
 use crate::api::{GpuInstance, GpuInstanceView, GpuInstanceViewStatus};
 use crate::lifecycle::{InstanceEvent, MANY_STATUS_CHANGES, SummaryEvent};
@@ -22,7 +22,7 @@ const OBSERVE: &str = "Observe";
 /// Publishes a lifecycle Event on the GpuInstance `mirror`, as just written.
 pub(super) async fn publish_instance_event(
     recorder: &Recorder,
-    mirror: &PartialObjectMeta<GpuInstance>,
+    mirror: &MirrorMeta,
     event: &InstanceEvent,
 ) {
     let event = Event {

@@ -7,7 +7,8 @@
 //! write itself. It knows no HTTP or PPIO field names; every failure becomes a
 //! [`SyncFailure`](crate::status::SyncFailure) in the view's status. Its parts:
 //! - `views`: one watch of views over every watched namespace, feeding one kube-runtime controller;
-//! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch;
+//! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch (`mirror_meta`: the
+//!   metadata as read back, without `managedFields`);
 //! - `slots`: how many views sync at once, operator-wide;
 //! - `schedule`: when each view is due, and the backoff after failures;
 //! - `memos`: what each view's listings read of every record, so a record sent again is not read;
@@ -20,6 +21,7 @@ mod credentials;
 mod endpoint;
 mod events;
 mod memos;
+mod mirror_meta;
 mod schedule;
 mod slots;
 mod sync;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use http::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
-use kube::api::{DeleteParams, PartialObjectMeta, Patch, Preconditions};
+use kube::api::{DeleteParams, Patch, Preconditions};
 use kube::runtime::events::Recorder;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use super::apply_params;
 use super::cache::MirrorCache;
 use super::events;
+use super::mirror_meta::MirrorMeta;
 use crate::api::condition;
 use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use crate::lifecycle::{InstanceEvent, SyncTally};
@@ -312,8 +313,8 @@ fn remember(
 
 /// What a write of a mirror returns: its metadata. The API server sends no more (an apply asks for
 /// `PartialObjectMetadata`), which spares it encoding, and the operator decoding, the spec and the
-/// status just written.
-pub(super) type Written = PartialObjectMeta<GpuInstance>;
+/// status just written; [`MirrorMeta`] skips the `managedFields` too.
+pub(super) type Written = MirrorMeta;
 
 /// The `Accept` header that asks the API server for an object's metadata only.
 const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
@@ -325,9 +326,10 @@ async fn apply_object(
     object: &GpuInstance,
 ) -> Result<Written, kube::Error> {
     metrics.record_write("apply", "gpuinstances");
-    // `patch_metadata` asks for the metadata back; the patch itself may hold any field.
-    api.patch_metadata(&object.name_any(), &apply_params(), &Patch::Apply(object))
-        .await
+    let request = kube::core::Request::new(api.resource_url())
+        .patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
+        .map_err(kube::Error::BuildRequest)?;
+    send_for_metadata(api, request).await
 }
 
 /// Server-side apply of a mirror's status.
@@ -343,10 +345,18 @@ async fn apply_status(
         "status": status,
     });
     metrics.record_write("apply_status", "gpuinstances");
-    // kube's `patch_status` asks for the whole object back; this asks for its metadata.
-    let mut request = kube::core::Request::new(api.resource_url())
+    let request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &apply_params(), &Patch::Apply(&body))
         .map_err(kube::Error::BuildRequest)?;
+    send_for_metadata(api, request).await
+}
+
+/// Sends a write of a mirror, asking for its metadata back (kube's `patch_status` would ask for the
+/// whole object).
+async fn send_for_metadata(
+    api: &Api<GpuInstance>,
+    mut request: http::Request<Vec<u8>>,
+) -> Result<Written, kube::Error> {
     request
         .headers_mut()
         .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
