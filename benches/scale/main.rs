@@ -7,8 +7,8 @@
 //! - the first mirror of one view (`pageSize` PAGE_SIZE, `syncInterval` 30s): from the view's creation
 //!   until its status says every instance is mirrored and it is Ready; against a bare server-side-apply
 //!   client writing the same objects into another namespace, with nothing else running, once before
-//!   the operator and once after (the control plane slows as its store grows, so the yardstick is the
-//!   mean of the two);
+//!   the operator and once after (the yardstick is the mean of the two). Each of the three write
+//!   phases starts on an empty store: the previous phase's namespace is deleted first;
 //! - the operator's peak resident memory (`VmHWM`) over the first mirror and three syncs in which
 //!   nothing changed (asked for with the refresh annotation);
 //! - per such sync: the operator's CPU time, the API server's requests by verb and resource (from its
@@ -26,9 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, ResourceExt};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_gpu_operator::api::view::REFRESH_ANNOTATION;
@@ -49,7 +50,7 @@ const SYNC_INTERVAL: &str = "30s";
 const BARE_WORKERS: usize = 16;
 /// Syncs in which nothing changed, after the first mirror.
 const NO_OP_SYNCS: usize = 3;
-/// How often the view is read while waiting on it.
+/// How often the benchmark checks a condition it waits for (other than the view, which it watches).
 const POLL: Duration = Duration::from_millis(200);
 /// A pause before reading counters after a phase, so that work the operator does right after its
 /// last write (handling the watch event of its own status write, say) is counted in that phase.
@@ -247,8 +248,9 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         ticks_per_second,
     };
     let bare_before = bare.run(BARE_NAMESPACE, "before the operator").await?;
-    // Let the API server and etcd finish what the bare client caused before the operator starts.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The operator starts on an empty store, as the bare client did.
+    clear_namespace(&client, BARE_NAMESPACE, n).await?;
+    wait_until_quiet(&control_plane, ticks_per_second).await?;
 
     step(&format!(
         "first mirror: creating the view (pageSize {}, syncInterval {SYNC_INTERVAL})",
@@ -275,7 +277,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let after = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
     let mut first_mirror_api = after.api.since(&before.api);
     first_mirror_api.discount(&view_request("POST", ""), 1.0);
-    first_mirror_api.discount(&view_request("GET", ""), views.take_reads() as f64);
+    views.discount_from(&mut first_mirror_api);
     let first_mirror_cpu = after.process.cpu.saturating_sub(before.process.cpu);
     let first_mirror_ppio = after.ppio.since(&before.ppio);
     let peak_rss_after_first_mirror = after.process.peak_rss;
@@ -314,7 +316,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let after_no_op = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
     let mut no_op_api = after_no_op.api.since(&before_no_op.api);
     no_op_api.discount(&view_request("PATCH", ""), NO_OP_SYNCS as f64);
-    no_op_api.discount(&view_request("GET", ""), views.take_reads() as f64);
+    views.discount_from(&mut no_op_api);
     let no_op_ppio = after_no_op.ppio.since(&before_no_op.ppio);
     if no_op_ppio.listings == 0 {
         return Err("the operator listed nothing from PPIO during the syncs asked for".to_owned());
@@ -332,9 +334,9 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     simulator.ensure_running()?;
     operator.ensure_running()?;
 
-    // The control plane slows as its store grows: a second run of the bare client, after the
-    // operator's, makes the yardstick the mean of one run on a smaller and one on a larger store.
-    // The view is suspended first, so that the operator's syncs do not share the machine with it.
+    // A second run of the bare client, after the operator's, makes the yardstick the mean of one run
+    // at the start and one at the end. The view is suspended first, so that no sync of the operator's
+    // is in flight, then its namespace is deleted, so the bare client too starts on an empty store.
     suspend_view(&client).await?;
     views
         .wait_for(
@@ -349,7 +351,8 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
             },
         )
         .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    clear_namespace(&client, OPERATOR_NAMESPACE, n).await?;
+    wait_until_quiet(&control_plane, ticks_per_second).await?;
     let bare_after = bare.run(BARE_AFTER_NAMESPACE, "after the operator").await?;
     operator.ensure_running()?;
 
@@ -498,27 +501,38 @@ fn view_request(verb: &str, subresource: &str) -> RequestKind {
     RequestKind::new(verb, GROUP, "gpuinstanceviews", subresource)
 }
 
-/// Reads the operator's view, counting its own reads.
+/// Follows the operator's view, counting its own requests (a GET, then a WATCH from the version read),
+/// to take them away from the API server's counts.
 struct ViewReader {
     views: Api<GpuInstanceView>,
-    reads: usize,
+    gets: usize,
+    watches: usize,
 }
 
 impl ViewReader {
     fn new(client: &kube::Client, namespace: &str) -> ViewReader {
         ViewReader {
             views: Api::namespaced(client.clone(), namespace),
-            reads: 0,
+            gets: 0,
+            watches: 0,
         }
     }
 
-    /// The reads since the last call.
-    fn take_reads(&mut self) -> usize {
-        std::mem::take(&mut self.reads)
+    /// Takes the benchmark's own requests to the view since the last call away from `counts`.
+    fn discount_from(&mut self, counts: &mut RequestCounts) {
+        counts.discount(
+            &view_request("GET", ""),
+            std::mem::take(&mut self.gets) as f64,
+        );
+        counts.discount(
+            &view_request("WATCH", ""),
+            std::mem::take(&mut self.watches) as f64,
+        );
     }
 
-    /// Reads the view every [`POLL`] until `done` holds, the operator exits, the view is Stalled, or
-    /// `timeout` passes.
+    /// Waits until `done` holds, the operator exits, the view is Stalled, or `timeout` passes. It
+    /// watches the view, so a phase ends when the operator's write of the view lands, not at the next
+    /// poll.
     async fn wait_for(
         &mut self,
         operator: &mut Running,
@@ -527,34 +541,65 @@ impl ViewReader {
         done: impl Fn(&GpuInstanceView) -> bool,
     ) -> Result<GpuInstanceView, String> {
         let deadline = Instant::now() + timeout;
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={VIEW}"))
+            .timeout(60);
         loop {
-            operator.ensure_running()?;
-            self.reads += 1;
-            let view = self
+            // A GET, then a watch from its version; again when the watch ends or fails.
+            self.gets += 1;
+            let mut view = self
                 .views
                 .get(VIEW)
                 .await
                 .map_err(|e| format!("cannot read the view: {e}"))?;
-            if done(&view) {
-                return Ok(view);
+            self.watches += 1;
+            let mut changes = self
+                .views
+                .watch(&params, &view.resource_version().unwrap_or_default())
+                .await
+                .map_err(|e| format!("cannot watch the view: {e}"))?
+                .boxed();
+            loop {
+                if done(&view) {
+                    return Ok(view);
+                }
+                if let Some(stalled) = view
+                    .status
+                    .as_ref()
+                    .and_then(|s| condition::find(&s.conditions, condition::STALLED))
+                    .filter(|c| c.status == ConditionStatus::True)
+                {
+                    return Err(format!(
+                        "the view is Stalled ({}): {}",
+                        stalled.reason, stalled.message
+                    ));
+                }
+                let change = tokio::select! {
+                    change = changes.next() => change,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {
+                        operator.ensure_running()?;
+                        if Instant::now() >= deadline {
+                            let status = serde_json::to_string(&view.status).unwrap_or_default();
+                            return Err(format!(
+                                "timed out after {timeout:?} waiting for {what}; the view's status: \
+                                 {status}"
+                            ));
+                        }
+                        continue;
+                    }
+                };
+                match change {
+                    Some(Ok(WatchEvent::Added(changed) | WatchEvent::Modified(changed))) => {
+                        view = changed;
+                    }
+                    Some(Ok(WatchEvent::Deleted(_))) => {
+                        return Err(format!("the view was deleted while waiting for {what}"));
+                    }
+                    Some(Ok(WatchEvent::Bookmark(_))) => {}
+                    // The watch ended (its timeout) or failed: read the view again.
+                    Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => break,
+                }
             }
-            let conditions = view.status.as_ref().map(|s| s.conditions.as_slice());
-            let stalled = conditions
-                .and_then(|c| condition::find(c, condition::STALLED))
-                .filter(|c| c.status == ConditionStatus::True);
-            if let Some(stalled) = stalled {
-                return Err(format!(
-                    "the view is Stalled ({}): {}",
-                    stalled.reason, stalled.message
-                ));
-            }
-            if Instant::now() >= deadline {
-                let status = serde_json::to_string(&view.status).unwrap_or_default();
-                return Err(format!(
-                    "timed out after {timeout:?} waiting for {what}; the view's status: {status}"
-                ));
-            }
-            tokio::time::sleep(POLL).await;
         }
     }
 }
@@ -625,6 +670,65 @@ async fn create_namespace(client: &kube::Client, name: &str) -> Result<(), Strin
         .await
         .map(drop)
         .map_err(|e| format!("cannot create the namespace {name}: {e}"))
+}
+
+/// Deletes `namespace` and waits until it is gone, its objects with it. Each write phase starts on an
+/// empty store: the control plane slows as its store grows, and at 100,000 instances two phases' objects
+/// at once (200,000 GpuInstances) took the control plane past 20 GiB on a 24 GiB machine.
+async fn clear_namespace(client: &kube::Client, namespace: &str, n: usize) -> Result<(), String> {
+    step(&format!(
+        "deleting the namespace {namespace} and its objects"
+    ));
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let started = Instant::now();
+    namespaces
+        .delete(namespace, &Default::default())
+        .await
+        .map_err(|e| format!("cannot delete the namespace {namespace}: {e}"))?;
+    let timeout = Duration::from_secs(120) + Duration::from_millis(10) * n as u32;
+    loop {
+        let found = namespaces
+            .get_opt(namespace)
+            .await
+            .map_err(|e| format!("cannot read the namespace {namespace}: {e}"))?;
+        if found.is_none() {
+            step(&format!(
+                "the namespace {namespace} is gone after {:.0} s",
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "the namespace {namespace} is still there {timeout:?} after its deletion"
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until the control plane has been quiet (under a quarter of a core) for a few seconds, at most
+/// five minutes: what a deletion set off (the garbage collector, etcd's compaction) is not counted in
+/// the next phase.
+async fn wait_until_quiet(control_plane: &Running, ticks_per_second: u64) -> Result<(), String> {
+    const WINDOW: Duration = Duration::from_secs(4);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        let before = CpuSample::take(control_plane, ticks_per_second)?;
+        tokio::time::sleep(WINDOW).await;
+        let busy = CpuSample::take(control_plane, ticks_per_second)?
+            .since(&before)
+            .control_plane;
+        if busy < WINDOW / 4 {
+            step(&format!(
+                "the control plane is quiet after {:.0} s",
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+    }
+    step("the control plane is still busy after 300 s; going on");
+    Ok(())
 }
 
 /// The API key Secret the view names.

@@ -263,7 +263,8 @@ pub fn print(m: &Measurements) {
     );
     println!(
         "  the bare client ran alone into other namespaces, before the operator's first mirror and \
-         after its no-op syncs"
+         after its no-op syncs; each write phase started on an empty store (the previous phase's \
+         namespace deleted, the control plane quiet)"
     );
     println!(
         "  machine load average (1, 5, 15 min): {} at the start, {} at the end ({} cores)",
