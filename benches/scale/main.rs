@@ -250,7 +250,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let bare_before = bare.run(BARE_NAMESPACE, "before the operator").await?;
     // The operator starts on an empty store, as the bare client did.
     clear_namespace(&client, BARE_NAMESPACE, n).await?;
-    wait_until_quiet(&control_plane, ticks_per_second).await?;
+    wait_until_quiet(&client, &control_plane, ticks_per_second).await?;
 
     step(&format!(
         "first mirror: creating the view (pageSize {}, syncInterval {SYNC_INTERVAL})",
@@ -352,7 +352,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         )
         .await?;
     clear_namespace(&client, OPERATOR_NAMESPACE, n).await?;
-    wait_until_quiet(&control_plane, ticks_per_second).await?;
+    wait_until_quiet(&client, &control_plane, ticks_per_second).await?;
     let bare_after = bare.run(BARE_AFTER_NAMESPACE, "after the operator").await?;
     operator.ensure_running()?;
 
@@ -707,19 +707,30 @@ async fn clear_namespace(client: &kube::Client, namespace: &str, n: usize) -> Re
     }
 }
 
-/// Waits until the control plane has been quiet (under a quarter of a core) for a few seconds, at most
-/// five minutes: what a deletion set off (the garbage collector, etcd's compaction) is not counted in
-/// the next phase.
-async fn wait_until_quiet(control_plane: &Running, ticks_per_second: u64) -> Result<(), String> {
-    const WINDOW: Duration = Duration::from_secs(4);
+/// Waits until the control plane has been quiet for a few seconds (under a quarter of a core, and no
+/// request about GpuInstances: the garbage collector goes on reading the dependents of a deleted view
+/// after its namespace is gone), at most five minutes, so that what a deletion set off is not counted
+/// in the next phase.
+async fn wait_until_quiet(
+    client: &kube::Client,
+    control_plane: &Running,
+    ticks_per_second: u64,
+) -> Result<(), String> {
+    const WINDOW: Duration = Duration::from_secs(5);
+    let about_mirrors = |kind: &RequestKind| kind.group == GROUP && kind.resource == "gpuinstances";
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(300) {
-        let before = CpuSample::take(control_plane, ticks_per_second)?;
+        let cpu_before = CpuSample::take(control_plane, ticks_per_second)?;
+        let requests_before = RequestCounts::read(client).await?;
         tokio::time::sleep(WINDOW).await;
         let busy = CpuSample::take(control_plane, ticks_per_second)?
-            .since(&before)
+            .since(&cpu_before)
             .control_plane;
-        if busy < WINDOW / 4 {
+        let requests = RequestCounts::read(client)
+            .await?
+            .since(&requests_before)
+            .total(about_mirrors);
+        if busy < WINDOW / 4 && requests == 0.0 {
             step(&format!(
                 "the control plane is quiet after {:.0} s",
                 started.elapsed().as_secs_f64()
