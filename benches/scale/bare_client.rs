@@ -24,7 +24,7 @@ pub struct Applied {
     pub wall: Duration,
     /// Objects written (each with its status).
     pub objects: usize,
-    /// Writes sent again after a dropped connection or an answer that asks for a retry.
+    /// Writes sent again after a dropped connection or an etcd timeout.
     pub retries: usize,
 }
 
@@ -102,10 +102,10 @@ pub async fn apply_mirrors(
 const ATTEMPTS: u32 = 6;
 
 /// Runs `write` again, after 1, 2, 4, 8 then 16 seconds, when it fails in a way that says nothing of
-/// the yardstick: the connection dropped before the API server answered, or the API server asked for
-/// a retry (429, 503, 504) or timed out on etcd (500). Over the hundreds of thousands of writes of a
-/// large run, on a store that holds as many objects again, these happen; the operator rides them out
-/// by syncing again, so the yardstick does too, and the report says how often.
+/// the yardstick: the connection dropped before the API server answered, or etcd timed out (500).
+/// kube's client already retries 429, 503 and 504 itself, as the operator's does. Over the hundreds of
+/// thousands of writes of a large run these happen; the operator rides them out by syncing again, so
+/// the yardstick does too, and the report says how often.
 async fn retrying<T, F>(
     retries: &AtomicUsize,
     mut write: impl FnMut() -> F,
@@ -130,6 +130,7 @@ where
 fn worth_retrying(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => matches!(status.code, 429 | 500 | 503 | 504),
-        _ => true,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }

@@ -250,7 +250,10 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let bare_before = bare.run(BARE_NAMESPACE, "before the operator").await?;
     // The operator starts on an empty store, as the bare client did.
     clear_namespace(&client, BARE_NAMESPACE, n).await?;
-    wait_until_quiet(&client, &control_plane, ticks_per_second).await?;
+    let mut started_busy = Vec::new();
+    if !wait_until_quiet(&client, &control_plane, ticks_per_second, n).await? {
+        started_busy.push("the first mirror");
+    }
 
     step(&format!(
         "first mirror: creating the view (pageSize {}, syncInterval {SYNC_INTERVAL})",
@@ -352,7 +355,9 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         )
         .await?;
     clear_namespace(&client, OPERATOR_NAMESPACE, n).await?;
-    wait_until_quiet(&client, &control_plane, ticks_per_second).await?;
+    if !wait_until_quiet(&client, &control_plane, ticks_per_second, n).await? {
+        started_busy.push("the bare client's run after the operator");
+    }
     let bare_after = bare.run(BARE_AFTER_NAMESPACE, "after the operator").await?;
     operator.ensure_running()?;
 
@@ -376,6 +381,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         no_op_cpu,
         no_op_api,
         no_op_ppio,
+        started_busy,
         load_at_start,
         load_at_end: processes::load_average(),
         logs: settings.logs.clone(),
@@ -545,6 +551,7 @@ impl ViewReader {
             .fields(&format!("metadata.name={VIEW}"))
             .timeout(60);
         loop {
+            operator.ensure_running()?;
             // A GET, then a watch from its version; again when the watch ends or fails.
             self.gets += 1;
             let mut view = self
@@ -563,6 +570,12 @@ impl ViewReader {
                 if done(&view) {
                     return Ok(view);
                 }
+                if Instant::now() >= deadline {
+                    let status = serde_json::to_string(&view.status).unwrap_or_default();
+                    return Err(format!(
+                        "timed out after {timeout:?} waiting for {what}; the view's status: {status}"
+                    ));
+                }
                 if let Some(stalled) = view
                     .status
                     .as_ref()
@@ -578,13 +591,6 @@ impl ViewReader {
                     change = changes.next() => change,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {
                         operator.ensure_running()?;
-                        if Instant::now() >= deadline {
-                            let status = serde_json::to_string(&view.status).unwrap_or_default();
-                            return Err(format!(
-                                "timed out after {timeout:?} waiting for {what}; the view's status: \
-                                 {status}"
-                            ));
-                        }
                         continue;
                     }
                 };
@@ -596,8 +602,11 @@ impl ViewReader {
                         return Err(format!("the view was deleted while waiting for {what}"));
                     }
                     Some(Ok(WatchEvent::Bookmark(_))) => {}
-                    // The watch ended (its timeout) or failed: read the view again.
-                    Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => break,
+                    // The watch ended (its timeout) or failed: read the view again, shortly.
+                    Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => {
+                        tokio::time::sleep(POLL).await;
+                        break;
+                    }
                 }
             }
         }
@@ -708,18 +717,19 @@ async fn clear_namespace(client: &kube::Client, namespace: &str, n: usize) -> Re
 }
 
 /// Waits until the control plane has been quiet for a few seconds (under a quarter of a core, and no
-/// request about GpuInstances: the garbage collector goes on reading the dependents of a deleted view
-/// after its namespace is gone), at most five minutes, so that what a deletion set off is not counted
-/// in the next phase.
+/// request about GpuInstances or their views: the garbage collector goes on reading the dependents of a
+/// deleted view after its namespace is gone), so that what a deletion set off is not counted in the
+/// next phase; whether it became quiet within five minutes, plus 3 ms per instance.
 async fn wait_until_quiet(
     client: &kube::Client,
     control_plane: &Running,
     ticks_per_second: u64,
-) -> Result<(), String> {
+    n: usize,
+) -> Result<bool, String> {
     const WINDOW: Duration = Duration::from_secs(5);
-    let about_mirrors = |kind: &RequestKind| kind.group == GROUP && kind.resource == "gpuinstances";
+    let timeout = Duration::from_secs(300) + Duration::from_millis(3) * n as u32;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(300) {
+    while started.elapsed() < timeout {
         let cpu_before = CpuSample::take(control_plane, ticks_per_second)?;
         let requests_before = RequestCounts::read(client).await?;
         tokio::time::sleep(WINDOW).await;
@@ -729,17 +739,19 @@ async fn wait_until_quiet(
         let requests = RequestCounts::read(client)
             .await?
             .since(&requests_before)
-            .total(about_mirrors);
+            .total(|kind| kind.group == GROUP);
         if busy < WINDOW / 4 && requests == 0.0 {
             step(&format!(
                 "the control plane is quiet after {:.0} s",
                 started.elapsed().as_secs_f64()
             ));
-            return Ok(());
+            return Ok(true);
         }
     }
-    step("the control plane is still busy after 300 s; going on");
-    Ok(())
+    step(&format!(
+        "the control plane is still busy after {timeout:?}; going on (the report says so)"
+    ));
+    Ok(false)
 }
 
 /// The API key Secret the view names.

@@ -20,6 +20,8 @@ pub struct Measurements {
     pub bare_before: BareRun,
     /// The same, after the operator's first mirror and syncs.
     pub bare_after: BareRun,
+    /// Phases that started while the control plane was still busy with the previous one's deletion.
+    pub started_busy: Vec<&'static str>,
     /// The bare client's concurrent writers.
     pub bare_workers: usize,
     /// The control plane's CPU time during the first mirror.
@@ -266,6 +268,12 @@ pub fn print(m: &Measurements) {
          after its no-op syncs; each write phase started on an empty store (the previous phase's \
          namespace deleted, the control plane quiet)"
     );
+    if !m.started_busy.is_empty() {
+        println!(
+            "  NOTE: the control plane was still busy with a deletion when these phases started: {}",
+            m.started_busy.join(", ")
+        );
+    }
     println!(
         "  machine load average (1, 5, 15 min): {} at the start, {} at the end ({} cores)",
         m.load_at_start,

@@ -329,7 +329,7 @@ async fn apply_object(
     let request = kube::core::Request::new(api.resource_url())
         .patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
         .map_err(kube::Error::BuildRequest)?;
-    send_for_metadata(api, request).await
+    send_for_metadata(api, request, "patch").await
 }
 
 /// Server-side apply of a mirror's status.
@@ -348,17 +348,19 @@ async fn apply_status(
     let request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &apply_params(), &Patch::Apply(&body))
         .map_err(kube::Error::BuildRequest)?;
-    send_for_metadata(api, request).await
+    send_for_metadata(api, request, "patch_status").await
 }
 
 /// Sends a write of a mirror, asking for its metadata back (kube's `patch_status` would ask for the
-/// whole object).
+/// whole object); `verb` names its trace span, as kube's own methods do.
 async fn send_for_metadata(
     api: &Api<GpuInstance>,
     mut request: http::Request<Vec<u8>>,
+    verb: &'static str,
 ) -> Result<Written, kube::Error> {
     request
         .headers_mut()
         .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
+    request.extensions_mut().insert(verb);
     api.clone().into_client().request(request).await
 }
