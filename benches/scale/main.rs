@@ -285,11 +285,11 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let first_mirror_ppio = after.ppio.since(&before.ppio);
     let peak_rss_after_first_mirror = after.process.peak_rss;
     step(&format!(
-        "first mirror: {:.1} s, control plane CPU {:.1} s, operator CPU {:.1} s, peak RSS {:.1} MiB",
-        first_mirror.as_secs_f64(),
-        first_mirror_control_plane_cpu.as_secs_f64(),
-        first_mirror_cpu.as_secs_f64(),
-        peak_rss_after_first_mirror as f64 / (1024.0 * 1024.0)
+        "first mirror: {}, control plane CPU {}, operator CPU {}, peak RSS {:.1} MiB",
+        report::seconds(first_mirror),
+        report::seconds(first_mirror_control_plane_cpu),
+        report::seconds(first_mirror_cpu),
+        report::mib(peak_rss_after_first_mirror)
     ));
 
     step(&format!(
@@ -329,10 +329,10 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .cpu
         .saturating_sub(before_no_op.process.cpu);
     step(&format!(
-        "{} syncs in which nothing changed: operator CPU {:.0} ms per sync, peak RSS {:.1} MiB",
+        "{} syncs in which nothing changed: operator CPU {} per sync, peak RSS {:.1} MiB",
         no_op_ppio.listings,
-        no_op_cpu.as_secs_f64() * 1000.0 / no_op_ppio.listings as f64,
-        after_no_op.process.peak_rss as f64 / (1024.0 * 1024.0)
+        report::millis(no_op_cpu / no_op_ppio.listings as u32),
+        report::mib(after_no_op.process.peak_rss)
     ));
     simulator.ensure_running()?;
     operator.ensure_running()?;
@@ -465,9 +465,9 @@ impl BareClient<'_> {
             ));
         }
         step(&format!(
-            "bare client, {when}: {:.1} s, control plane CPU {:.1} s, {} writes retried",
-            applied.wall.as_secs_f64(),
-            cpu.control_plane.as_secs_f64(),
+            "bare client, {when}: {}, control plane CPU {}, {} writes retried",
+            report::seconds(applied.wall),
+            report::seconds(cpu.control_plane),
             applied.retries
         ));
         Ok(BareRun {
@@ -729,18 +729,18 @@ async fn wait_until_quiet(
     const WINDOW: Duration = Duration::from_secs(5);
     let timeout = Duration::from_secs(300) + Duration::from_millis(3) * n as u32;
     let started = Instant::now();
+    let mut cpu_before = CpuSample::take(control_plane, ticks_per_second)?;
+    let mut requests_before = RequestCounts::read(client).await?;
     while started.elapsed() < timeout {
-        let cpu_before = CpuSample::take(control_plane, ticks_per_second)?;
-        let requests_before = RequestCounts::read(client).await?;
         tokio::time::sleep(WINDOW).await;
-        let busy = CpuSample::take(control_plane, ticks_per_second)?
-            .since(&cpu_before)
-            .control_plane;
-        let requests = RequestCounts::read(client)
-            .await?
+        let cpu = CpuSample::take(control_plane, ticks_per_second)?;
+        let requests = RequestCounts::read(client).await?;
+        let busy = cpu.since(&cpu_before).control_plane;
+        let about_the_group = requests
             .since(&requests_before)
             .total(|kind| kind.group == GROUP);
-        if busy < WINDOW / 4 && requests == 0.0 {
+        (cpu_before, requests_before) = (cpu, requests);
+        if busy < WINDOW / 4 && about_the_group == 0.0 {
             step(&format!(
                 "the control plane is quiet after {:.0} s",
                 started.elapsed().as_secs_f64()

@@ -132,7 +132,7 @@ pub fn print(m: &Measurements) {
     let syncs = m.no_op_syncs.max(1) as f64;
     let bare = (m.bare_before.wall + m.bare_after.wall) / 2;
     let ratio = m.first_mirror.as_secs_f64() / bare.as_secs_f64().max(f64::EPSILON);
-    let peak_mib = m.peak_rss as f64 / (1024.0 * 1024.0);
+    let peak_mib = mib(m.peak_rss);
     let rss_target = peak_rss_target_mib(n);
     let cpu_per_sync = m.no_op_cpu.div_f64(syncs);
     let cpu_target = no_op_cpu_target(n);
@@ -254,7 +254,7 @@ pub fn print(m: &Measurements) {
     }
     println!(
         "  peak RSS after the first mirror: {:.1} MiB",
-        m.peak_rss_after_first_mirror as f64 / (1024.0 * 1024.0)
+        mib(m.peak_rss_after_first_mirror)
     );
     println!(
         "  no-op syncs: {} asked for with the refresh annotation, {} seen (PPIO listings begun); \
@@ -339,12 +339,17 @@ fn print_counts(counts: &RequestCounts) {
     }
 }
 
-fn seconds(d: Duration) -> String {
+pub fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-fn millis(d: Duration) -> String {
+pub fn millis(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Bytes in MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// A count: whole when it is one, else with two decimals (an average over syncs).
