@@ -1,29 +1,26 @@
 # syntax=docker/dockerfile:1
 #
-# The ppio-gpu-operator image: one static (musl) binary on distroless/static, as user 65532.
+# The ppio-gpu-operator image: the glibc release binary on distroless/cc-debian12, as user 65532.
 #
 #   docker build -t ghcr.io/ppio/ppio-gpu-operator:0.1.0 .
 #   docker buildx build --platform linux/amd64 -t ghcr.io/ppio/ppio-gpu-operator:0.1.0 --load .
 #
-# linux/amd64 only: the builder cross-links with Debian's musl-gcc, which targets x86_64. No CA bundle
-# is needed at run time: the PPIO client (reqwest) uses rustls with the webpki roots compiled in, and
-# in a cluster the API server is verified with the ServiceAccount's ca.crt. The crypto is ring, whose C
-# and assembly parts compile with musl-gcc.
+# Why glibc on distroless/cc rather than a static musl binary on distroless/static: `make image` builds
+# this same image without Docker (tools/oci-image carries out this file's final stage), on a machine
+# with no musl target. It links the binary against Debian 12's glibc, as this builder does, and
+# unpacks the Debian 12 packages distroless/cc-debian12 is made of (hack/image/base-packages) as the
+# base. One target, one base, one user and one entrypoint, whichever way the image is built.
+#
+# linux/amd64 only. No CA bundle is needed at run time: the PPIO client (reqwest) uses rustls with the
+# webpki roots compiled in, and in a cluster the API server is verified with the ServiceAccount's
+# ca.crt.
 
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
-ARG TARGET=x86_64-unknown-linux-musl
 RUN test "$(dpkg --print-architecture)" = amd64 \
-      || { echo "build for linux/amd64 (docker buildx build --platform linux/amd64 ...)" >&2; exit 1; } \
- && apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add "$TARGET"
-# ring's build script compiles C with this; the stripped release binary is ~half the size.
-ENV CC_x86_64_unknown_linux_musl=musl-gcc \
-    CARGO_PROFILE_RELEASE_STRIP=symbols \
-    CARGO_TERM_COLOR=never
+      || { echo "build for linux/amd64 (docker buildx build --platform linux/amd64 ...)" >&2; exit 1; }
+ENV CARGO_TERM_COLOR=never
 WORKDIR /src
 
 # Dependencies in a layer of their own, rebuilt only when Cargo.toml or Cargo.lock change: build a stub
@@ -37,19 +34,24 @@ RUN mkdir -p src simulator/src \
  && echo 'fn main() {}' > simulator/src/main.rs \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && cargo build --release --locked --target "$TARGET" --bin ppio-gpu-operator \
+ && cargo build --release --locked --bin ppio-gpu-operator \
  && rm -rf src \
-      "target/$TARGET/release/.fingerprint/ppio-gpu-operator-"* \
-      "target/$TARGET/release/deps/ppio_gpu_operator-"* \
-      "target/$TARGET/release/deps/libppio_gpu_operator-"* \
-      "target/$TARGET/release/ppio-gpu-operator"
+      target/release/.fingerprint/ppio-gpu-operator-* \
+      target/release/deps/ppio_gpu_operator-* \
+      target/release/deps/libppio_gpu_operator-* \
+      target/release/ppio-gpu-operator
 
+# The stripped release binary is about half the size.
 COPY src ./src
-RUN cargo build --release --locked --target "$TARGET" --bin ppio-gpu-operator \
- && install -D -m 0755 "target/$TARGET/release/ppio-gpu-operator" /out/ppio-gpu-operator \
+RUN cargo build --release --locked --bin ppio-gpu-operator \
+ && install -D -m 0755 target/release/ppio-gpu-operator /out/ppio-gpu-operator \
+ && strip --strip-all /out/ppio-gpu-operator \
  && /out/ppio-gpu-operator --version
 
-FROM gcr.io/distroless/static-debian12:nonroot
+# The final stage is what tools/oci-image carries out for `make image`: FROM, ARG, LABEL, COPY
+# --from=builder, USER, EXPOSE, ENTRYPOINT and CMD only (no RUN).
+
+FROM gcr.io/distroless/cc-debian12:nonroot
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="ppio-gpu-operator" \

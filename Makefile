@@ -47,12 +47,22 @@ PROMTOOL_LDFLAGS := -s -w -X github.com/prometheus/common/version.Version=$(PROM
 # The chart's alerting rules, shipped as a plain rules file that its PrometheusRule embeds.
 RULES := $(CHART)/files/prometheus-rules.yaml
 
-.PHONY: test control-plane helm kube-score promlint promtool chart chart-score alerts lint demo crds bench fuzz
+# The one-node cluster (hack/node/up.sh): every part built from the release tests/control-plane/go.mod
+# pins, stamped like the control plane; etcd from the etcd server module that release pins.
+NODE_BIN := target/node
+NODE_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+
+# oci-image: carries out the Dockerfile's final stage without a container engine (tools/oci-image).
+OCI_IMAGE := target/tools/oci-image
+
+.PHONY: test control-plane helm kube-score promlint promtool chart chart-score alerts lint demo crds bench fuzz \
+	node-binaries oci-image image node e2e bench-pod
 
 ## test: build the control plane and the tools, check formatting and lints, lint and score the chart,
-## check and unit-test the alerts, run every test.
+## check and unit-test the alerts, run every test, then the end-to-end tests on the one-node cluster.
 test: control-plane helm promlint lint chart chart-score alerts
 	cargo test --workspace --locked
+	$(MAKE) --no-print-directory e2e
 
 ## fuzz: the property tests over hostile PPIO input (page decoder, paging guards, redaction of the API
 ## key), each with random cases for FUZZ_SECONDS (default 60), side by side, in a release build. A
@@ -65,10 +75,44 @@ fuzz:
 control-plane:
 	cd tests/control-plane && go build -trimpath -ldflags "-s -w $(VERSION_LDFLAGS)" -o ../../$(CONTROL_PLANE) .
 
-## lint: rustfmt, clippy and the API docs (cargo doc), warnings are errors.
+## node-binaries: build the one-node cluster's etcd, kube-apiserver, kube-controller-manager,
+## kube-scheduler, kubelet and kube-proxy into target/node/ (cached by Go, shared with control-plane).
+node-binaries:
+	cd tests/control-plane && go build -trimpath -ldflags "-s -w $(VERSION_LDFLAGS)" -o ../../$(NODE_BIN)/ \
+		$(foreach component,$(NODE_COMPONENTS),k8s.io/kubernetes/cmd/$(component)) ./etcd
+
+## oci-image: build tools/oci-image into target/tools/oci-image (cached by Go).
+oci-image:
+	cd tools/oci-image && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../$(OCI_IMAGE) .
+
+## image: the operator's image from the Dockerfile and the pause image, as OCI archives in
+## target/image/, built without Docker or a registry (hack/image/build.sh says how).
+image: oci-image
+	hack/image/build.sh
+
+## node: start the one-node cluster in its own network namespace and open a shell inside it, with
+## KUBECONFIG set; leaving the shell tears it all down. Needs root.
+node: node-binaries image
+	hack/node/up.sh
+
+## e2e: the end-to-end tests (tests/e2e): the chart installed with helm on the one-node cluster.
+e2e: node-binaries image helm
+	cargo test --locked --test e2e --no-run
+	hack/node/up.sh -- cargo test --locked --offline --test e2e -- --test-threads=1 --nocapture
+
+## bench-pod: the operator in a pod of the one-node cluster, under the chart's default limits,
+## mirroring N instances (default 10000) and then syncing with nothing changed: its container's memory,
+## CPU and throttling, from its own cgroup. PAGE_SIZE (default 100).
+bench-pod: node-binaries image helm
+	cargo bench --locked --bench pod --no-run
+	hack/node/up.sh -- cargo bench --locked --offline --bench pod
+
+## lint: rustfmt, clippy (the end-to-end tests too, which --all-targets leaves out as they are not
+## run by cargo test) and the API docs (cargo doc), warnings are errors.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --locked --test e2e -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 ## helm: build helm from tools/helm/go.mod into target/tools/helm (cached by Go).
