@@ -23,7 +23,7 @@ use crate::api::instance::{
     AutoMigrate, AutoRenew, Billing, EnvVarKey, GpuInstanceSpec, GpuInstanceStatus, Network, Port,
     Prepaid, RemoteStatus, ResourceSpecs, Volume,
 };
-use crate::api::view::{MirrorOptions, OmittedField};
+use crate::api::view::OmittedField;
 use crate::ppio::Instance;
 
 /// Label on every object the operator manages.
@@ -272,13 +272,13 @@ pub fn parse_fingerprint(text: &str) -> Option<u64> {
 /// unchanged condition keeps its transition time; `now` stamps a transition.
 pub fn status(
     instance: &Instance,
-    options: &MirrorOptions,
+    omitted: &[OmittedField],
     expiring: Option<Condition>,
     previous: &[Condition],
     now: Timestamp,
 ) -> GpuInstanceStatus {
     let mirrored = |field: OmittedField, value: &str| {
-        if options.omits(field) {
+        if omitted.contains(&field) {
             None
         } else {
             long_text(&redact_userinfo(value))
@@ -820,7 +820,7 @@ mod tests {
     fn running_instances_are_ready() {
         let status = status(
             &instance("a1", "running"),
-            &MirrorOptions::default(),
+            &[],
             None,
             &[],
             Timestamp::UNIX_EPOCH,
@@ -835,13 +835,7 @@ mod tests {
         let mut i = instance("a1", "toStart");
         i.status.as_mut().unwrap().error = "NO_CAPACITY".into();
         i.status.as_mut().unwrap().message = "no GPU left in region".into();
-        let status = status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        );
+        let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
         let ready = &status.conditions[0];
         assert_eq!(ready.status, ConditionStatus::False);
         assert_eq!(ready.reason, "ToStart");
@@ -851,16 +845,10 @@ mod tests {
     #[test]
     fn mapping_twice_gives_an_equal_status() {
         let i = instance("a1", "running");
-        let first = status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::from_second(100).unwrap(),
-        );
+        let first = status(&i, &[], None, &[], Timestamp::from_second(100).unwrap());
         let second = status(
             &i,
-            &MirrorOptions::default(),
+            &[],
             None,
             &first.conditions,
             Timestamp::from_second(200).unwrap(),
@@ -874,14 +862,8 @@ mod tests {
         i.envs = vec![EnvVar {
             key: "HF_TOKEN".into(),
         }];
-        let json = serde_json::to_string(&status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        ))
-        .unwrap();
+        let json =
+            serde_json::to_string(&status(&i, &[], None, &[], Timestamp::UNIX_EPOCH)).unwrap();
         assert!(json.contains("\"envs\":[{\"key\":\"HF_TOKEN\"}]"), "{json}");
     }
 
@@ -894,14 +876,8 @@ mod tests {
                 key: format!("K{n}"),
             })
             .collect();
-        let json = serde_json::to_string(&status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        ))
-        .unwrap();
+        let json =
+            serde_json::to_string(&status(&i, &[], None, &[], Timestamp::UNIX_EPOCH)).unwrap();
         assert!(json.len() < 64 * 1024, "{} bytes", json.len());
     }
 
@@ -910,13 +886,7 @@ mod tests {
         let mut i = instance("a1", "running");
         i.created_at = Some(Timestamp::from_second(-62_135_596_801).unwrap());
         i.last_stopped_at = Some(Timestamp::from_second(-62_135_596_800).unwrap());
-        let status = status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        );
+        let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
         assert_eq!(status.created_at, None);
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["lastStoppedAt"], "0001-01-01T00:00:00Z");
@@ -946,14 +916,8 @@ mod tests {
             })
             .collect();
         i.envs = (0..1_000).map(|_| EnvVar { key: long.clone() }).collect();
-        let json = serde_json::to_string(&status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        ))
-        .unwrap();
+        let json =
+            serde_json::to_string(&status(&i, &[], None, &[], Timestamp::UNIX_EPOCH)).unwrap();
         // etcd takes objects up to ~1.5 MB; stay well under it whatever PPIO sends.
         assert!(json.len() < 1_024 * 1_024, "{} bytes", json.len());
         assert!(spec_instance_id(&long).len() <= 253);
@@ -963,13 +927,7 @@ mod tests {
     fn status_round_trips_through_json_unchanged() {
         let mut i = instance("a1", "running");
         i.created_at = Some(Timestamp::from_second(1_714_464_000).unwrap());
-        let status = status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::from_second(5).unwrap(),
-        );
+        let status = status(&i, &[], None, &[], Timestamp::from_second(5).unwrap());
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["createdAt"], "2024-04-30T08:00:00Z");
         let back: GpuInstanceStatus = serde_json::from_value(json).unwrap();
@@ -995,13 +953,7 @@ mod tests {
     #[test]
     fn an_oversized_record_fits_the_budget_and_says_what_was_cut() {
         let i = oversized_record();
-        let status = status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        );
+        let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
         assert!(
             encoded_len(&status) <= STATUS_BUDGET_BYTES,
             "{} bytes",
@@ -1037,7 +989,7 @@ mod tests {
     fn status_again(i: &Instance, previous: &GpuInstanceStatus) -> GpuInstanceStatus {
         status(
             i,
-            &MirrorOptions::default(),
+            &[],
             None,
             &previous.conditions,
             Timestamp::from_second(1_000).unwrap(),
@@ -1048,7 +1000,7 @@ mod tests {
     fn a_record_within_the_budget_has_no_truncated_condition() {
         let status = status(
             &instance("a1", "running"),
-            &MirrorOptions::default(),
+            &[],
             None,
             &[],
             Timestamp::UNIX_EPOCH,
@@ -1061,13 +1013,7 @@ mod tests {
         let mut i = instance("a1", "running");
         i.name = "train\u{1b}[31mer\u{0}\u{202e}".into();
         i.command = "line one\nline\ttwo\r\u{7}".into();
-        let status = status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        );
+        let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
         assert_eq!(status.name.as_deref(), Some("train[31mer"));
         assert_eq!(status.command.as_deref(), Some("line one\nline\ttwo"));
     }
@@ -1121,13 +1067,7 @@ mod tests {
             "T0KEN".repeat(20)
         );
         i.image = "bot:hunter22@registry.example.com/img:1".into();
-        let status = status(
-            &i,
-            &MirrorOptions::default(),
-            None,
-            &[],
-            Timestamp::UNIX_EPOCH,
-        );
+        let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
         let command = status.command.expect("command");
         assert!(!command.contains("T0KEN"), "{}", &command[4_000..]);
         assert!(!command.contains("bot:"));
@@ -1143,11 +1083,8 @@ mod tests {
         i.command = "python serve.py --token abc".into();
         i.entrypoint = "/bin/sh -c".into();
         i.image = "registry.example.com/img:1".into();
-        let options = MirrorOptions {
-            omit_fields: vec![OmittedField::Command, OmittedField::Entrypoint],
-            ..MirrorOptions::default()
-        };
-        let status = status(&i, &options, None, &[], Timestamp::UNIX_EPOCH);
+        let omitted = [OmittedField::Command, OmittedField::Entrypoint];
+        let status = status(&i, &omitted, None, &[], Timestamp::UNIX_EPOCH);
         assert_eq!(status.command, None);
         assert_eq!(status.entrypoint, None);
         assert_eq!(status.image.as_deref(), Some("registry.example.com/img:1"));

@@ -28,8 +28,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::api::condition::{self, Condition, ConditionStatus};
-use crate::api::view::DeletionPolicy;
-use crate::api::{GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView};
+use crate::api::view::{DeletionPolicy, MirrorOptions, OmittedField, parse_duration};
+use crate::api::{
+    GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView, GpuInstanceViewSpec,
+};
 use crate::expiry::{self, ExpiryState};
 use crate::mirror;
 use crate::ppio::{Instance, RecordSummary};
@@ -55,7 +57,7 @@ pub struct Observed {
     /// False when its metadata cannot be taken at its word: someone else wrote the object since the
     /// operator did, or the operator's own last write of it failed half-way.
     pub trusted: bool,
-    /// The [`source_hash`] of the record this process last found the mirror to match, if any.
+    /// The [`ViewSeed::source_hash`] of the record this process last found the mirror to match, if any.
     pub source: Option<u64>,
     /// The value of its `gpu.ppio.io/status` label: the remote status it last showed, which the
     /// lifecycle Events compare with the new one (empty when it has none).
@@ -64,27 +66,95 @@ pub struct Observed {
     pub expiring_soon: Option<i64>,
 }
 
-/// What the mirror of a record depends on, as one number: the record as sent and the API key it was
-/// read with (`record`, from [`crate::ppio::ListedPage::source`]), the view's name, UID, shard,
-/// mirroring options and expiry warning window, and the record's [`ExpiryState`] now, which changes
-/// with time alone. A trusted mirror whose record hashes as it did last time is unchanged, which the
-/// operator then knows without decoding or mapping the record again. Kept in memory only, so it may
-/// use a per-process hash.
-pub fn source_hash(view: &GpuInstanceView, record: u64, expiry: ExpiryState) -> u64 {
-    ViewSeed::of(view).source_hash(record, expiry)
+/// Everything of a view that shapes its mirrors. The mirror of a record is built from the record,
+/// this and the time alone, and [`ViewSeed`] hashes all of it, so a view whose shape is as it was
+/// finds an unchanged record's mirror unchanged without building it, and a view whose shape changed
+/// rewrites every mirror at its next sync. [`MirrorShape::of`] takes the view's spec apart field by
+/// field: a new field does not compile until it is placed here or said not to shape a mirror.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct MirrorShape<'a> {
+    /// The view's name: in each mirror's name, its view label and its owner reference.
+    pub name: Option<&'a str>,
+    /// The view's namespace, which its mirrors live in.
+    pub namespace: Option<&'a str>,
+    /// The view's UID, in each mirror's owner reference.
+    pub uid: Option<&'a str>,
+    /// The view's shard label, which its mirrors carry too.
+    pub shard: Option<&'a str>,
+    /// Fields of the record left out of the mirrors (`spec.mirror.omitFields`).
+    pub omit_fields: &'a [OmittedField],
+    /// The expiry warning window as written: it decides the `ExpiringSoon` condition and label, and
+    /// the condition's message quotes it.
+    pub expiry_warning_window: &'a str,
 }
 
-/// Where `instance` stands at `now` against `view`'s expiry warning window. A window the schema
-/// would refuse fails the sync before anything is planned; here it counts as off.
-pub fn expiry_of(view: &GpuInstanceView, instance: &RecordSummary, now: Timestamp) -> ExpiryState {
-    ViewSeed::of(view).expiry_of(instance, now)
+impl<'a> MirrorShape<'a> {
+    /// The shape of `view`'s mirrors as the view is now.
+    pub fn of(view: &'a GpuInstanceView) -> MirrorShape<'a> {
+        // No `..` in these patterns: each field of the spec is either part of the shape or said
+        // here not to shape a mirror.
+        let GpuInstanceViewSpec {
+            // Where the key and the records come from, and which records: the record hash (see
+            // `ppio::ListedPage::source`) covers what the records say and the key they were read with.
+            credentials: _,
+            endpoint: _,
+            filter: _,
+            page_size: _,
+            // When syncs happen, and whether they do.
+            sync_interval: _,
+            suspend: _,
+            mirror:
+                MirrorOptions {
+                    // Whether there are mirrors at all, and when a missing instance's mirror goes:
+                    // removals, planned from every mirror after each complete listing.
+                    enabled: _,
+                    deletion_policy: _,
+                    mass_removal_grace_period: _,
+                    omit_fields,
+                },
+            // Events, published only when a mirror is written, not part of it.
+            lifecycle_events: _,
+            expiry_warning_window,
+        } = &view.spec;
+        MirrorShape {
+            name: view.metadata.name.as_deref(),
+            namespace: view.metadata.namespace.as_deref(),
+            uid: view.metadata.uid.as_deref(),
+            shard: shard_of(view),
+            omit_fields,
+            expiry_warning_window,
+        }
+    }
+
+    /// The view's name, empty when it has none.
+    fn view_name(&self) -> &'a str {
+        self.name.unwrap_or_default()
+    }
+
+    /// The expiry warning window. A window the schema would refuse fails the sync before anything
+    /// is planned; here it counts as off.
+    fn expiry_window(&self) -> Duration {
+        parse_duration(self.expiry_warning_window).unwrap_or(Duration::ZERO)
+    }
+
+    /// The owner reference every mirror carries, so deleting the view deletes its mirrors.
+    fn owner_reference(&self) -> Option<OwnerReference> {
+        Some(OwnerReference {
+            api_version: GpuInstanceView::api_version(&()).into_owned(),
+            kind: GpuInstanceView::kind(&()).into_owned(),
+            name: self.name?.to_owned(),
+            uid: self.uid?.to_owned(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
+    }
 }
 
-/// What [`source_hash`] and [`expiry_of`] need of a view, worked out once per sync rather than once
-/// per listed record.
+/// What planning needs of a view for each listed record, worked out once per sync rather than once
+/// per record: the hash of its [`MirrorShape`], and its expiry warning window.
 #[derive(Clone, Copy, Debug)]
 pub struct ViewSeed {
-    /// The view's part of every source hash.
+    /// The hash of the view's [`MirrorShape`], part of every source hash.
     hash: u64,
     /// Its expiry warning window.
     window: Duration,
@@ -94,22 +164,21 @@ impl ViewSeed {
     /// The seed of `view` as it is now.
     pub fn of(view: &GpuInstanceView) -> ViewSeed {
         use std::hash::{Hash, Hasher};
+        let shape = MirrorShape::of(view);
         let mut hasher = rustc_hash::FxHasher::default();
-        view.metadata.name.hash(&mut hasher);
-        view.metadata.uid.hash(&mut hasher);
-        shard_of(view).hash(&mut hasher);
-        view.spec.mirror.omit_fields.len().hash(&mut hasher);
-        for field in &view.spec.mirror.omit_fields {
-            (*field as u8).hash(&mut hasher);
-        }
-        view.spec.expiry_warning_window.hash(&mut hasher);
+        shape.hash(&mut hasher);
         ViewSeed {
             hash: hasher.finish(),
-            window: view.spec.expiry_warning_window().unwrap_or(Duration::ZERO),
+            window: shape.expiry_window(),
         }
     }
 
-    /// [`source_hash`] for this view.
+    /// What the mirror of a record depends on, as one number: the record as sent and the API key it
+    /// was read with (`record`, from [`crate::ppio::ListedPage::source`]), the view's
+    /// [`MirrorShape`], and the record's [`ExpiryState`] now, which changes with time alone. A
+    /// trusted mirror whose record hashes as it did last time is unchanged, which the operator then
+    /// knows without decoding or mapping the record again. Kept in memory only, so it may use a
+    /// per-process hash.
     pub fn source_hash(&self, record: u64, expiry: ExpiryState) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = rustc_hash::FxHasher::default();
@@ -119,7 +188,8 @@ impl ViewSeed {
         hasher.finish()
     }
 
-    /// [`expiry_of`] for this view.
+    /// Where `instance` stands at `now` against the view's expiry warning window. A window the
+    /// schema would refuse fails the sync before anything is planned; here it counts as off.
     pub fn expiry_of(&self, instance: &RecordSummary, now: Timestamp) -> ExpiryState {
         expiry::expiry_state(instance, self.window, now)
     }
@@ -167,7 +237,8 @@ pub fn plan_instance(
     observed: Option<&Observed>,
     now: Timestamp,
 ) -> InstancePlan {
-    let content = MirrorContent::of(view, instance, now);
+    let shape = MirrorShape::of(view);
+    let content = MirrorContent::of(&shape, instance, now);
     // Most syncs change nothing: tell that from the digest before building any object.
     if let Some(observed) = observed
         && observed.trusted
@@ -176,12 +247,12 @@ pub fn plan_instance(
             == (Digest {
                 fingerprint: content.fingerprint,
                 labels: mirror::labels_digest(&content.labels),
-                owner: view.uid().as_deref().map_or(0, owner_hash),
+                owner: shape.uid.map_or(0, owner_hash),
             })
     {
         return InstancePlan::Unchanged;
     }
-    let desired = Box::new(content.into_mirror(view, instance, now));
+    let desired = Box::new(content.into_mirror(&shape, instance, now));
     match observed {
         None => InstancePlan::Create(desired),
         Some(_) => InstancePlan::Update(desired),
@@ -194,7 +265,8 @@ pub fn desired_mirror(
     instance: &Instance,
     now: Timestamp,
 ) -> DesiredMirror {
-    MirrorContent::of(view, instance, now).into_mirror(view, instance, now)
+    let shape = MirrorShape::of(view);
+    MirrorContent::of(&shape, instance, now).into_mirror(&shape, instance, now)
 }
 
 /// What a mirror holds, before any object is built: enough to compare with its digest.
@@ -206,15 +278,15 @@ struct MirrorContent {
 }
 
 impl MirrorContent {
-    fn of(view: &GpuInstanceView, instance: &Instance, now: Timestamp) -> MirrorContent {
-        let view_name = view.name_any();
+    fn of(shape: &MirrorShape<'_>, instance: &Instance, now: Timestamp) -> MirrorContent {
+        let view_name = shape.view_name();
         let spec = GpuInstanceSpec {
             instance_id: mirror::spec_instance_id(instance.id.as_str()),
-            view: view_name.clone(),
+            view: view_name.to_owned(),
         };
-        let expiry = expiry_of(view, &instance.into(), now);
-        let (status, fingerprint) = fingerprinted_status(view, instance, expiry, &spec);
-        let labels = mirror::labels(&view_name, shard_of(view), instance, expiry.soon());
+        let expiry = expiry::expiry_state(&instance.into(), shape.expiry_window(), now);
+        let (status, fingerprint) = fingerprinted_status(shape, instance, expiry, &spec);
+        let labels = mirror::labels(view_name, shape.shard, instance, expiry.soon());
         MirrorContent {
             spec,
             status,
@@ -225,13 +297,13 @@ impl MirrorContent {
 
     fn into_mirror(
         self,
-        view: &GpuInstanceView,
+        shape: &MirrorShape<'_>,
         instance: &Instance,
         now: Timestamp,
     ) -> DesiredMirror {
         let name = mirror::object_name(&self.spec.view, instance.id.as_str());
         assemble(
-            view,
+            shape,
             name,
             self.spec,
             stamped(self.status, now),
@@ -244,15 +316,15 @@ impl MirrorContent {
 /// The status of the mirror of `instance` with no history (transition times at the epoch), and its
 /// fingerprint, computed without a copy.
 fn fingerprinted_status(
-    view: &GpuInstanceView,
+    shape: &MirrorShape<'_>,
     instance: &Instance,
     expiry: ExpiryState,
     spec: &GpuInstanceSpec,
 ) -> (GpuInstanceStatus, u64) {
-    let expiring = expiry::expiring_soon_condition(expiry, &view.spec.expiry_warning_window);
+    let expiring = expiry::expiring_soon_condition(expiry, shape.expiry_warning_window);
     let status = mirror::status(
         instance,
-        &view.spec.mirror,
+        shape.omit_fields,
         expiring,
         &[],
         Timestamp::UNIX_EPOCH,
@@ -271,7 +343,7 @@ fn stamped(mut status: GpuInstanceStatus, now: Timestamp) -> GpuInstanceStatus {
 
 /// The object of a mirror from its parts.
 fn assemble(
-    view: &GpuInstanceView,
+    shape: &MirrorShape<'_>,
     name: String,
     spec: GpuInstanceSpec,
     status: GpuInstanceStatus,
@@ -281,13 +353,13 @@ fn assemble(
     let object = GpuInstance {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            namespace: view.namespace(),
+            namespace: shape.namespace.map(str::to_owned),
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(
                 mirror::FINGERPRINT_ANNOTATION.to_owned(),
                 mirror::fingerprint_text(fingerprint),
             )])),
-            owner_references: owner_reference(view).map(|r| vec![r]),
+            owner_references: shape.owner_reference().map(|r| vec![r]),
             ..ObjectMeta::default()
         },
         spec,
@@ -335,10 +407,7 @@ pub fn shard_of(view: &GpuInstanceView) -> Option<&str> {
 
 /// The owner reference every mirror carries, so deleting the view deletes its mirrors.
 pub fn owner_reference(view: &GpuInstanceView) -> Option<OwnerReference> {
-    view.controller_owner_ref(&()).map(|owner| OwnerReference {
-        block_owner_deletion: Some(true),
-        ..owner
-    })
+    MirrorShape::of(view).owner_reference()
 }
 
 /// What becomes of the mirrors whose instances a complete listing lacked.
@@ -945,38 +1014,38 @@ pub(crate) mod tests {
         let (record, other) = (0x5eed_u64, 0x5eee_u64);
         let none = ExpiryState::NotApplicable;
         assert_eq!(
-            source_hash(&view, record, none),
-            source_hash(&view.clone(), record, none)
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&view.clone()).source_hash(record, none)
         );
         assert_ne!(
-            source_hash(&view, record, none),
-            source_hash(&view, other, none)
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&view).source_hash(other, none)
         );
         let mut omitting = view.clone();
         omitting.spec.mirror.omit_fields = vec![crate::api::view::OmittedField::Command];
         assert_ne!(
-            source_hash(&view, record, none),
-            source_hash(&omitting, record, none)
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&omitting).source_hash(record, none)
         );
         let mut sharded = view.clone();
         sharded
             .labels_mut()
             .insert(mirror::SHARD_LABEL.into(), "one".into());
         assert_ne!(
-            source_hash(&view, record, none),
-            source_hash(&sharded, record, none)
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&sharded).source_hash(record, none)
         );
         let mut warning_later = view.clone();
         warning_later.spec.expiry_warning_window = "168h".into();
         assert_ne!(
-            source_hash(&view, record, none),
-            source_hash(&warning_later, record, none)
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&warning_later).source_hash(record, none)
         );
         let mut renamed = view.clone();
         renamed.metadata.uid = Some("another-uid".into());
         assert_ne!(
-            source_hash(&view, record, none),
-            source_hash(&renamed, record, none)
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&renamed).source_hash(record, none)
         );
     }
 
@@ -995,6 +1064,82 @@ pub(crate) mod tests {
         });
         i
     }
+    #[test]
+    fn a_view_change_that_changes_its_mirrors_changes_its_seed_and_no_other_does() {
+        use crate::api::view::{BillingMode, DeletionPolicy, OmittedField};
+        let now = at(1_700_000_000);
+        let mut record = prepaid("a1", now.as_second() + 3600, false);
+        record.command = "python serve.py".into();
+        let mirror_of = |view: &GpuInstanceView| match plan_instance(view, &record, None, now) {
+            InstancePlan::Create(desired) => desired,
+            other => panic!("a record without a mirror is created, not {other:?}"),
+        };
+        let seed_of = |view: &GpuInstanceView| {
+            ViewSeed::of(view).source_hash(0x5eed, ExpiryState::NotApplicable)
+        };
+        let base = view(true);
+        type Change = fn(&mut GpuInstanceView);
+        let shaping: [(&str, Change); 6] = [
+            ("name", |v| v.metadata.name = Some("team-b".into())),
+            ("namespace", |v| v.metadata.namespace = Some("other".into())),
+            ("uid", |v| v.metadata.uid = Some("another-uid".into())),
+            ("shard", |v| {
+                v.labels_mut()
+                    .insert(mirror::SHARD_LABEL.into(), "one".into());
+            }),
+            ("omitFields", |v| {
+                v.spec.mirror.omit_fields = vec![OmittedField::Command]
+            }),
+            ("expiryWarningWindow", |v| {
+                v.spec.expiry_warning_window = "30m".into()
+            }),
+        ];
+        for (what, change) in shaping {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(
+                mirror_of(&changed),
+                mirror_of(&base),
+                "{what} shapes a mirror"
+            );
+            assert_ne!(seed_of(&changed), seed_of(&base), "{what} changes the seed");
+        }
+        let not_shaping: [(&str, Change); 11] = [
+            ("credentials", |v| {
+                v.spec.credentials.secret_ref.key = "other".into()
+            }),
+            ("endpoint", |v| {
+                v.spec.endpoint = Some("https://ppio.example".into())
+            }),
+            ("filter", |v| {
+                v.spec.filter.billing_mode = Some(BillingMode::Spot)
+            }),
+            ("pageSize", |v| v.spec.page_size = 7),
+            ("syncInterval", |v| v.spec.sync_interval = "5m".into()),
+            ("suspend", |v| v.spec.suspend = true),
+            ("enabled", |v| v.spec.mirror.enabled = false),
+            ("deletionPolicy", |v| {
+                v.spec.mirror.deletion_policy = DeletionPolicy::Retain
+            }),
+            ("massRemovalGracePeriod", |v| {
+                v.spec.mirror.mass_removal_grace_period = "1h".into()
+            }),
+            ("lifecycleEvents", |v| {
+                v.spec.lifecycle_events.first_sight = true
+            }),
+            ("generation", |v| v.metadata.generation = Some(4)),
+        ];
+        for (what, change) in not_shaping {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_eq!(
+                mirror_of(&changed),
+                mirror_of(&base),
+                "{what} shapes no mirror"
+            );
+            assert_eq!(seed_of(&changed), seed_of(&base), "{what} keeps the seed");
+        }
+    }
 
     #[test]
     fn an_unchanged_record_that_crosses_into_the_expiry_window_is_rewritten() {
@@ -1007,8 +1152,10 @@ pub(crate) mod tests {
         // The fast path: the same record hashes differently once it is expiring soon.
         let record = 0x5eed_u64;
         assert_ne!(
-            source_hash(&view, record, expiry_of(&view, &(&i).into(), early)),
-            source_hash(&view, record, expiry_of(&view, &(&i).into(), late))
+            ViewSeed::of(&view)
+                .source_hash(record, ViewSeed::of(&view).expiry_of(&(&i).into(), early)),
+            ViewSeed::of(&view)
+                .source_hash(record, ViewSeed::of(&view).expiry_of(&(&i).into(), late))
         );
         let before = desired(plan_instance(&view, &i, None, early));
         assert!(
@@ -1085,7 +1232,7 @@ pub(crate) mod tests {
         ] {
             let i = RecordSummary::from(&i);
             summary.add(&i);
-            summary.add_expiry(expiry_of(&view, &i, now));
+            summary.add_expiry(ViewSeed::of(&view).expiry_of(&i, now));
         }
         assert_eq!(summary.bounded().expiring_soon, 1);
     }

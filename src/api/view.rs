@@ -310,7 +310,7 @@ pub enum DeletionPolicy {
 }
 
 /// A field of the remote record that a view may leave out of its mirrors.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum OmittedField {
     /// `status.command`.

@@ -174,7 +174,7 @@ impl MirrorCache {
     }
 
     /// Whether the mirror `namespace/name` is trusted, not marked absent, and was last found or
-    /// written to match the record whose [`plan::source_hash`] is `source`: then it is unchanged.
+    /// written to match the record whose [`plan::ViewSeed::source_hash`] is `source`: then it is unchanged.
     /// The check every listed record of a sync makes, so it allocates nothing.
     pub fn is_unchanged_source(&self, namespace: &str, name: &str, source: u64) -> bool {
         let state = self.lock();

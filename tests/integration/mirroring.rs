@@ -493,6 +493,46 @@ async fn credentials_in_commands_and_images_never_reach_a_mirror() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_mirroring_option_rewrites_mirrors_of_unchanged_records_at_the_next_sync() {
+    let mut records = generate_instances(3, 23);
+    for record in &mut records {
+        record["command"] = json!("python serve.py");
+    }
+    let fx = Fixture::start("shape", records).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+    let before = fx.mirrors_of("v").await;
+    assert_eq!(before.len(), 3);
+    for mirror in &before {
+        let status = mirror.status.as_ref().expect("status");
+        assert_eq!(status.command.as_deref(), Some("python serve.py"));
+    }
+
+    // Nothing changes remotely; only how the view mirrors. The next sync (the spec change's)
+    // must not take the records for unchanged.
+    fx.views()
+        .patch(
+            "v",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "mirror": { "omitFields": ["command"] } } })),
+        )
+        .await
+        .expect("change the mirroring options");
+    fx.wait_ready("v", true, "Synced").await;
+    let after = fx.mirrors_of("v").await;
+    assert_eq!(after.len(), 3);
+    for mirror in &after {
+        let status = mirror.status.as_ref().expect("status");
+        assert_eq!(
+            status.command,
+            None,
+            "{} still shows its command",
+            mirror.name_any()
+        );
+    }
+}
+
 /// Sums the API server's own counters of write requests to GpuInstances.
 fn gpuinstance_writes(kubeconfig: &Path) -> u64 {
     let metrics = kubectl(kubeconfig, None, &["get", "--raw", "/metrics"]);
