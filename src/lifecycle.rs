@@ -117,7 +117,7 @@ pub fn instance_events(
 ) -> Vec<InstanceEvent> {
     let mut events = Vec::new();
     let remote = instance.status.as_ref();
-    let to = mirror::label_value(remote.map_or("", |s| s.status.as_str()));
+    let to = mirror::kubernetes_label_value(remote.map_or("", |s| s.status.as_str()));
     let (reason, from, warned_end) = match seen {
         Seen::First if options.first_sight => (Some(EventReason::FirstSeen), None, None),
         Seen::First => (None, None, None),
@@ -285,7 +285,7 @@ impl SyncTally {
 
 /// A status as the tally keeps it: a label value, so at most 63 bytes already; cut again in case.
 fn bounded(status: &str) -> String {
-    mirror::truncate(if status.is_empty() { "unknown" } else { status }, 63)
+    crate::counts::key_of(status, crate::counts::MAX_KEY_BYTES).into_owned()
 }
 
 /// `n` with thousands separated by commas: `2,990`.

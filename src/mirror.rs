@@ -25,11 +25,12 @@ use crate::api::instance::{
 };
 use crate::api::view::OmittedField;
 use crate::ppio::Instance;
+use crate::text::{floor_char_boundary, strip_control, truncate};
 
 /// Label on every object the operator manages.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGER: &str = "ppio-gpu-operator";
+/// Value of [`MANAGED_BY_LABEL`]: the operator's name.
+pub const MANAGER: &str = crate::OPERATOR_NAME;
 /// Label naming the view that keeps the object.
 pub const VIEW_LABEL: &str = "gpu.ppio.io/view";
 /// Label holding the remote instance ID.
@@ -112,9 +113,11 @@ pub fn object_name(view: &str, instance_id: &str) -> String {
     }
 }
 
-/// A valid label value for any text: kept when already valid, otherwise sanitised and, if that lost
-/// information, suffixed with a hash. Empty when the text is empty.
-pub fn label_value(text: &str) -> String {
+/// A valid Kubernetes label value (at most 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both
+/// ends) for any text: kept when already valid, otherwise sanitised and, if that lost information,
+/// suffixed with a hash. Empty when the text is empty. Not the rule of metric labels, which take
+/// any text ([`crate::fleet::metric_label_value`]).
+pub fn kubernetes_label_value(text: &str) -> String {
     if is_valid_label_value(text) {
         return text.to_owned();
     }
@@ -163,10 +166,10 @@ pub fn labels(
 ) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
-        (VIEW_LABEL.to_owned(), label_value(view)),
+        (VIEW_LABEL.to_owned(), kubernetes_label_value(view)),
         (
             INSTANCE_ID_LABEL.to_owned(),
-            label_value(instance.id.as_str()),
+            kubernetes_label_value(instance.id.as_str()),
         ),
     ]);
     let optional = [
@@ -182,7 +185,7 @@ pub fn labels(
         (SHARD_LABEL, shard.unwrap_or_default()),
     ];
     for (key, value) in optional {
-        let value = label_value(value);
+        let value = kubernetes_label_value(value);
         if !value.is_empty() {
             labels.insert(key.to_owned(), value);
         }
@@ -673,34 +676,6 @@ fn long_text(value: &str) -> Option<String> {
     (!clean.is_empty()).then(|| truncate(&clean, MAX_LONG_TEXT))
 }
 
-/// `value` without control characters and bidirectional overrides (which can make text in a
-/// terminal read differently from what it is); tab and newline stay when `keep_lines`.
-pub(crate) fn strip_control(value: &str, keep_lines: bool) -> Cow<'_, str> {
-    let unwanted = |c: char| {
-        (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t')))
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if value.chars().any(unwanted) {
-        Cow::Owned(value.chars().filter(|&c| !unwanted(c)).collect())
-    } else {
-        Cow::Borrowed(value)
-    }
-}
-
-/// `value` cut to at most `max` bytes on a character boundary.
-pub fn truncate(value: &str, max: usize) -> String {
-    value[..floor_char_boundary(value, max)].to_owned()
-}
-
-/// The largest character boundary of `value` at or below `max`.
-fn floor_char_boundary(value: &str, max: usize) -> usize {
-    let mut end = value.len().min(max);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
-}
-
 fn dns_label_chars(text: &str) -> String {
     text.chars()
         .map(|c| c.to_ascii_lowercase())
@@ -792,11 +767,11 @@ mod tests {
     #[test]
     fn label_values_are_always_valid() {
         for text in ["running", "toStart", "a b", "-x-", &"r".repeat(100), "é"] {
-            let value = label_value(text);
+            let value = kubernetes_label_value(text);
             assert!(is_valid_label_value(&value), "{text:?} -> {value:?}");
             assert!(!value.is_empty());
         }
-        assert_eq!(label_value("cn-east-1"), "cn-east-1");
+        assert_eq!(kubernetes_label_value("cn-east-1"), "cn-east-1");
     }
 
     #[test]
@@ -1016,6 +991,17 @@ mod tests {
         let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
         assert_eq!(status.name.as_deref(), Some("train[31mer"));
         assert_eq!(status.command.as_deref(), Some("line one\nline\ttwo"));
+    }
+
+    #[test]
+    fn left_to_right_and_right_to_left_marks_are_stripped_from_mirrored_text() {
+        let mut i = instance("a1", "running");
+        i.name = "\u{200f}trainer\u{200e}".into();
+        i.command = "python\u{200e} serve.py".into();
+        let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
+        assert_eq!(status.name.as_deref(), Some("trainer"));
+        assert_eq!(status.command.as_deref(), Some("python serve.py"));
+        assert_eq!(event_note("up\u{200f}"), "up");
     }
 
     #[test]

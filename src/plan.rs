@@ -32,6 +32,7 @@ use crate::api::view::{DeletionPolicy, MirrorOptions, OmittedField, parse_durati
 use crate::api::{
     GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView, GpuInstanceViewSpec,
 };
+use crate::counts;
 use crate::expiry::{self, ExpiryState};
 use crate::mirror;
 use crate::ppio::{Instance, RecordSummary};
@@ -39,7 +40,7 @@ use crate::ppio::{Instance, RecordSummary};
 /// Distinct statuses or regions kept in the view's counts; the rest add up under [`OTHER`].
 pub const MAX_COUNT_KEYS: usize = 32;
 /// The key that sums up statuses or regions beyond [`MAX_COUNT_KEYS`].
-pub const OTHER: &str = "other";
+pub use crate::counts::OTHER;
 /// The mass-removal guard holds deletions only when more than this many are due at once.
 pub const MASS_REMOVAL_MIN: usize = 5;
 /// The mirror's Ready reason while its instance is missing from the view's complete listings.
@@ -372,24 +373,35 @@ fn assemble(
     }
 }
 
+impl Digest {
+    /// What a mirror's metadata says of its content: the fingerprint annotation, the digest of its
+    /// labels, and the hash of its controlling owner's UID when that owner is a view. The one
+    /// reading of it, for objects the watch sees and objects about to be applied alike.
+    pub fn of_metadata(meta: &ObjectMeta) -> Digest {
+        Digest {
+            fingerprint: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION))
+                .and_then(|f| mirror::parse_fingerprint(f))
+                .unwrap_or_default(),
+            labels: mirror::labels_digest(meta.labels.as_ref().unwrap_or(&BTreeMap::new())),
+            owner: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| {
+                    r.controller == Some(true)
+                        && r.kind.as_str() == GpuInstanceView::kind(&()).as_ref()
+                })
+                .map_or(0, |r| owner_hash(&r.uid)),
+        }
+    }
+}
+
 /// The digest of what `desired` will hold once applied.
 pub fn digest_of(desired: &DesiredMirror) -> Digest {
-    let meta = &desired.object.metadata;
-    Digest {
-        fingerprint: meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION))
-            .and_then(|f| mirror::parse_fingerprint(f))
-            .unwrap_or_default(),
-        labels: mirror::labels_digest(meta.labels.as_ref().unwrap_or(&BTreeMap::new())),
-        owner: meta
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true))
-            .map_or(0, |r| owner_hash(&r.uid)),
-    }
+    Digest::of_metadata(&desired.object.metadata)
 }
 
 /// The hash of an owner's UID that [`Digest::owner`] holds.
@@ -623,31 +635,23 @@ pub fn summarize(listing: &[Instance]) -> Summary {
 
 /// Counts one more `value` in `counts`, allocating only for a value not seen before.
 fn count(counts: &mut BTreeMap<String, i64>, value: &str) {
-    let key = if value.is_empty() { "unknown" } else { value };
-    match counts.get_mut(key) {
-        Some(n) if key.len() <= 63 => *n += 1,
-        _ => *counts.entry(count_key(value)).or_insert(0) += 1,
-    }
-}
-
-fn count_key(value: &str) -> String {
-    if value.is_empty() {
-        "unknown".to_owned()
-    } else {
-        value.chars().take(63).collect()
+    let key = counts::key_of(value, counts::MAX_KEY_BYTES);
+    match counts.get_mut(key.as_ref()) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.into_owned(), 1);
+        }
     }
 }
 
 /// Keeps the largest [`MAX_COUNT_KEYS`] entries and sums the rest under [`OTHER`].
 fn bounded(counts: BTreeMap<String, i64>) -> BTreeMap<String, i64> {
-    if counts.len() <= MAX_COUNT_KEYS {
-        return counts;
+    let (kept, rest) = counts::split_largest(counts, MAX_COUNT_KEYS, |n| *n);
+    if rest.is_empty() {
+        return kept.into_iter().collect();
     }
-    let mut entries: Vec<_> = counts.into_iter().collect();
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let rest: i64 = entries[MAX_COUNT_KEYS..].iter().map(|(_, n)| n).sum();
-    let mut kept: BTreeMap<_, _> = entries.into_iter().take(MAX_COUNT_KEYS).collect();
-    *kept.entry(OTHER.to_owned()).or_insert(0) += rest;
+    let mut kept: BTreeMap<_, _> = kept.into_iter().collect();
+    *kept.entry(OTHER.to_owned()).or_insert(0) += rest.iter().map(|(_, n)| n).sum::<i64>();
     kept
 }
 
@@ -748,6 +752,27 @@ pub(crate) mod tests {
             mirror::parse_fingerprint(fingerprint),
             Some(mirror::fingerprint(&object.spec, &mirror.status))
         );
+    }
+
+    #[test]
+    fn only_a_controlling_view_is_the_owner_a_digest_reads() {
+        let view = view(true);
+        let mut mirror = desired(plan_instance(
+            &view,
+            &instance("aa01", "running", "cn-east-1", 2),
+            None,
+            at(100),
+        ));
+        let meta = &mut mirror.object.metadata;
+        assert_eq!(Digest::of_metadata(meta).owner, owner_hash("0000-view-uid"));
+        fn owner(meta: &mut ObjectMeta) -> &mut OwnerReference {
+            &mut meta.owner_references.as_mut().expect("an owner")[0]
+        }
+        owner(meta).kind = "ConfigMap".into();
+        assert_eq!(Digest::of_metadata(meta).owner, 0, "not a view");
+        owner(meta).kind = "GpuInstanceView".into();
+        owner(meta).controller = Some(false);
+        assert_eq!(Digest::of_metadata(meta).owner, 0, "not the controller");
     }
 
     #[test]
@@ -1064,6 +1089,7 @@ pub(crate) mod tests {
         });
         i
     }
+
     #[test]
     fn a_view_change_that_changes_its_mirrors_changes_its_seed_and_no_other_does() {
         use crate::api::view::{BillingMode, DeletionPolicy, OmittedField};

@@ -21,16 +21,16 @@ use std::num::NonZeroI64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::Api;
 use kube::core::ObjectMeta;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::mirror_meta::MirrorMeta;
+use super::scopes::watch_scopes;
 use crate::api::GpuInstanceView;
 use crate::mirror;
 use crate::plan::{self, Digest, Observed};
@@ -113,27 +113,9 @@ impl MirrorCache {
             labels.push_str(selector);
         }
         let config = watcher::Config::default().labels(&labels).any_semantic();
-        let scopes: Vec<Option<Arc<str>>> = if namespaces.is_empty() {
-            vec![None]
-        } else {
-            namespaces
-                .iter()
-                .map(|ns| Some(Arc::from(ns.as_str())))
-                .collect()
-        };
-        self.pending.send_replace(scopes.len());
-        let streams = scopes.into_iter().map(|scope| {
-            // An `Api` of `MirrorMeta` asks for metadata only.
-            let api: Api<MirrorMeta> = match &scope {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            watcher(api, config.clone())
-                .default_backoff()
-                .map(move |event| (scope.clone(), event))
-                .boxed()
-        });
-        let mut events = stream::select_all(streams);
+        // An `Api` of `MirrorMeta` asks for metadata only.
+        let (scopes, mut events) = watch_scopes::<MirrorMeta>(&client, namespaces, &config);
+        self.pending.send_replace(scopes);
         let mut on_listed = Some(on_listed);
         while let Some((scope, event)) = events.next().await {
             match event {
@@ -191,7 +173,7 @@ impl MirrorCache {
     /// when its instance went missing, if it did.
     pub fn mirrors_of(&self, view: &GpuInstanceView) -> Vec<(String, Option<Timestamp>)> {
         let namespace = view.meta().namespace.as_deref().unwrap_or_default();
-        let label = mirror::label_value(view.meta().name.as_deref().unwrap_or_default());
+        let label = mirror::kubernetes_label_value(view.meta().name.as_deref().unwrap_or_default());
         let owner = plan::owner_hash(view.meta().uid.as_deref().unwrap_or_default());
         let state = self.lock();
         state
@@ -332,19 +314,7 @@ impl MirrorCache {
             .get(mirror::EXPIRING_SOON_LABEL)
             .and_then(|v| mirror::parse_expiring_soon(v))
             .and_then(NonZeroI64::new);
-        let digest = Digest {
-            fingerprint: annotations
-                .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION))
-                .and_then(|f| mirror::parse_fingerprint(f))
-                .unwrap_or_default(),
-            labels: mirror::labels_digest(&labels),
-            owner: meta
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|r| r.controller == Some(true) && r.kind == "GpuInstanceView")
-                .map_or(0, |r| plan::owner_hash(&r.uid)),
-        };
+        let digest = Digest::of_metadata(meta);
         Some(Entry {
             uid,
             view: self.intern(view),

@@ -129,7 +129,7 @@ pub(super) async fn publish_transition(
         // events.k8s.io rejects notes over 1 KiB.
         note: event
             .note
-            .map(|note| mirror::truncate(&note, mirror::MAX_EVENT_NOTE)),
+            .map(|note| crate::text::truncate(&note, mirror::MAX_EVENT_NOTE)),
         ..event
     };
     if let Err(e) = recorder.publish(&event, &view.object_ref(&())).await {

@@ -23,6 +23,7 @@ mod events;
 mod memos;
 mod mirror_meta;
 mod schedule;
+mod scopes;
 mod slots;
 mod sync;
 mod views;
@@ -56,7 +57,7 @@ use crate::status;
 use schedule::{Schedule, Schedules};
 
 /// The field manager of every write the operator makes (server-side apply).
-pub const FIELD_MANAGER: &str = "ppio-gpu-operator";
+pub const FIELD_MANAGER: &str = crate::OPERATOR_NAME;
 
 /// Server-side apply as the operator makes it: under [`FIELD_MANAGER`], taking over fields others
 /// set, and with `fieldValidation=Ignore`. Every object the operator applies is serialized from the
@@ -67,6 +68,18 @@ pub(crate) fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER)
         .force()
         .validation_ignore()
+}
+
+/// The body of a server-side apply of `status` to the status subresource of an object of kind `K`:
+/// the kind, and the status alone, so that the operator owns no other field through it.
+pub(crate) fn status_apply_body<K: Resource<DynamicType = ()>>(
+    status: &impl serde::Serialize,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    })
 }
 
 /// PPIO clients kept for reuse (one per endpoint).
@@ -111,7 +124,7 @@ pub fn default_lease_name(shard_selector: Option<&str>) -> String {
     match shard_selector {
         None => FIELD_MANAGER.to_owned(),
         Some(selector) => {
-            let digest = crate::mirror::label_value(&format!("{selector}!"));
+            let digest = crate::mirror::kubernetes_label_value(&format!("{selector}!"));
             let hash = digest.rsplit('-').next().unwrap_or_default();
             format!("{FIELD_MANAGER}-shard-{hash}")
         }
@@ -414,11 +427,7 @@ async fn write_view_status_if_changed(
     let namespace = view.namespace().unwrap_or_default();
     let views: Api<GpuInstanceView> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.record_write("apply_status", "gpuinstanceviews");
-    let body = json!({
-        "apiVersion": GpuInstanceView::api_version(&()),
-        "kind": GpuInstanceView::kind(&()),
-        "status": status,
-    });
+    let body = status_apply_body::<GpuInstanceView>(&status);
     views
         .patch_status(&view.name_any(), &apply_params(), &Patch::Apply(&body))
         .await

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::backoff;
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
-use rand::Rng;
 
 use crate::api::GpuInstanceView;
 use crate::status;
@@ -102,23 +102,18 @@ pub(super) fn listing_deadline(interval: Duration) -> Duration {
 /// drift apart, and never sooner than the interval, so that an instance missing from one listing has
 /// been missing for the interval by the next (the time half of the removal rule).
 pub(super) fn next_regular_sync(interval: Duration) -> Duration {
-    interval.mul_f64(rand::rng().random_range(1.0..=1.1))
+    backoff::NEXT_SYNC.apply(interval)
 }
 
 /// The interval, give or take 10%, so that views created together do not sync together.
 pub(super) fn jittered(interval: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.9..=1.1);
-    interval.mul_f64(factor)
+    backoff::VIEW_RETRY.apply(interval)
 }
 
 /// Exponential backoff with jitter from [`FIRST_RETRY`], capped at the view's sync interval: a failing
 /// view is retried at least as often as a healthy one syncs.
 pub(super) fn retry_delay(failures: u32, interval: Duration) -> Duration {
-    jittered(crate::backoff::capped_exponential(
-        failures,
-        FIRST_RETRY,
-        interval,
-    ))
+    jittered(backoff::capped_exponential(failures, FIRST_RETRY, interval))
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use super::endpoint::endpoint_of;
 use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use crate::api::GpuInstanceView;
-use crate::api::view;
 use crate::fleet::{FleetSnapshot, FleetTally};
 use crate::lifecycle::{self, Seen};
 use crate::plan::{self, InstancePlan, Summary};
@@ -319,11 +318,7 @@ fn list_query(view: &GpuInstanceView) -> ListQuery {
         name: filter.name.clone(),
         status: filter.status.clone(),
         regions: filter.regions.clone(),
-        billing_mode: filter.billing_mode.map(|mode| match mode {
-            view::BillingMode::Postpaid => ppio::BillingMode::Postpaid,
-            view::BillingMode::Prepaid => ppio::BillingMode::Prepaid,
-            view::BillingMode::Spot => ppio::BillingMode::Spot,
-        }),
+        billing_mode: filter.billing_mode,
         page_size: u32::try_from(view.spec.page_size.max(1)).unwrap_or(50),
     }
 }

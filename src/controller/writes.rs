@@ -21,15 +21,14 @@ use http::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, Preconditions};
 use kube::runtime::events::Recorder;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::apply_params;
 use super::cache::MirrorCache;
 use super::events;
 use super::mirror_meta::MirrorMeta;
+use super::{apply_params, status_apply_body};
 use crate::api::condition;
 use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use crate::lifecycle::{InstanceEvent, SyncTally};
@@ -339,11 +338,7 @@ async fn apply_status(
     name: &str,
     status: &GpuInstanceStatus,
 ) -> Result<Written, kube::Error> {
-    let body = json!({
-        "apiVersion": GpuInstance::api_version(&()),
-        "kind": GpuInstance::kind(&()),
-        "status": status,
-    });
+    let body = status_apply_body::<GpuInstance>(status);
     metrics.record_write("apply_status", "gpuinstances");
     let request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &apply_params(), &Patch::Apply(&body))

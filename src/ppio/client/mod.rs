@@ -362,17 +362,13 @@ impl Client {
 /// [`ListingLimits::page_attempts`] attempts in all.
 fn page_backoff(limits: &ListingLimits) -> ExponentialBuilder {
     let retries = limits.page_attempts.max(1) - 1;
-    ExponentialBuilder::new()
-        .with_min_delay(limits.retry_base)
-        .with_factor(2.0)
-        .with_max_delay(limits.max_retry_wait)
-        .with_max_times(usize::try_from(retries).unwrap_or(usize::MAX))
+    crate::backoff::exponential(limits.retry_base, limits.max_retry_wait, retries)
 }
 
-/// `wait` scaled by a factor between 0.5 and 1 from `jitter` (in `0.0..1.0`), so that views failing
-/// together do not retry together.
+/// `wait` scaled by a factor between 0.5 and 1 from `jitter` (in `0.0..1.0`): the
+/// [`crate::backoff::PAGE_RETRY`] spread.
 fn jittered(wait: Duration, jitter: f64) -> Duration {
-    wait.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    crate::backoff::PAGE_RETRY.at(wait, jitter)
 }
 
 mod transport;
