@@ -260,16 +260,6 @@ pub fn plan_instance(
     }
 }
 
-/// The mirror of `instance` for `view`, its fingerprint annotation included.
-pub fn desired_mirror(
-    view: &GpuInstanceView,
-    instance: &Instance,
-    now: Timestamp,
-) -> DesiredMirror {
-    let shape = MirrorShape::of(view);
-    MirrorContent::of(&shape, instance, now).into_mirror(&shape, instance, now)
-}
-
 /// What a mirror holds, before any object is built: enough to compare with its digest.
 struct MirrorContent {
     spec: GpuInstanceSpec,
@@ -624,15 +614,6 @@ impl Summary {
     }
 }
 
-/// Summarises a complete listing.
-pub fn summarize(listing: &[Instance]) -> Summary {
-    let mut summary = Summary::default();
-    for instance in listing {
-        summary.add(&instance.into());
-    }
-    summary.bounded()
-}
-
 /// Counts one more `value` in `counts`, allocating only for a value not seen before.
 fn count(counts: &mut BTreeMap<String, i64>, value: &str) {
     let key = counts::key_of(value, counts::MAX_KEY_BYTES);
@@ -672,6 +653,15 @@ pub(crate) mod tests {
         view.metadata.uid = Some("0000-view-uid".into());
         view.metadata.generation = Some(3);
         view
+    }
+
+    /// The summary of a complete `listing`, counted as a sync counts it.
+    pub(crate) fn summarize(listing: &[Instance]) -> Summary {
+        let mut summary = Summary::default();
+        for instance in listing {
+            summary.add(&instance.into());
+        }
+        summary.bounded()
     }
 
     pub(crate) fn instance(id: &str, state: &str, region: &str, gpus: i64) -> Instance {

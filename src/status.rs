@@ -385,8 +385,7 @@ fn plural(n: i64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::summarize;
-    use crate::plan::tests::{instance, view};
+    use crate::plan::tests::{instance, summarize, view};
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()

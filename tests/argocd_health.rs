@@ -53,9 +53,13 @@ fn synced(mut view: GpuInstanceView) -> GpuInstanceView {
         created: 1,
         ..MirrorCounts::default()
     };
+    let mut summary = plan::Summary::default();
+    for instance in &listing {
+        summary.add(&instance.into());
+    }
     view.status = Some(status::synced_status(
         &view,
-        &plan::summarize(&listing),
+        &summary.bounded(),
         &counts,
         1,
         now,

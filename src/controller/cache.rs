@@ -121,7 +121,10 @@ impl MirrorCache {
             match event {
                 Ok(event) => {
                     if self.apply(scope, event) && *self.pending.borrow() == 0 {
-                        info!(mirrors = self.len(), "the watch listed every GpuInstance");
+                        info!(
+                            mirrors = self.mirror_count(),
+                            "the watch listed every GpuInstance"
+                        );
                         if let Some(on_listed) = on_listed.take() {
                             on_listed();
                         }
@@ -187,13 +190,8 @@ impl MirrorCache {
     }
 
     /// Mirrors in the cache.
-    pub fn len(&self) -> usize {
+    pub fn mirror_count(&self) -> usize {
         self.lock().entries.values().map(HashMap::len).sum()
-    }
-
-    /// Whether the cache holds no mirror.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Records the object an operator write returned (its metadata): its resourceVersion is now the
@@ -504,6 +502,6 @@ mod tests {
         cache.apply(None, watcher::Event::Apply(a.clone()));
         cache.apply(None, watcher::Event::Delete(a));
         assert!(cache.observed("ml", "a").is_none());
-        assert!(cache.is_empty());
+        assert_eq!(cache.mirror_count(), 0);
     }
 }
