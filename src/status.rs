@@ -150,6 +150,21 @@ pub struct SyncFailure {
     pub message: String,
 }
 
+impl SyncFailure {
+    /// A failure of the Kubernetes API to `action` (e.g. "write GpuInstances"), as the view
+    /// reports it.
+    pub fn kube(
+        reason: FailureReason,
+        action: &str,
+        error: &impl std::fmt::Display,
+    ) -> SyncFailure {
+        SyncFailure {
+            reason,
+            message: format!("Could not {action}: {error}. Retrying with backoff."),
+        }
+    }
+}
+
 /// What a complete sync did to the view's mirrors, as its status reports it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MirrorCounts {

@@ -5,7 +5,6 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use super::sync::kube_failure;
 use crate::api::GpuInstanceView;
 use crate::ppio::ApiKey;
 use crate::status::{FailureReason, SyncFailure};
@@ -42,7 +41,7 @@ pub(super) async fn read_api_key(
             });
         }
         Err(e) => {
-            return Err(kube_failure(
+            return Err(SyncFailure::kube(
                 FailureReason::SecretUnavailable,
                 "read the Secret",
                 &e,

@@ -167,7 +167,7 @@ pub(super) async fn sync_view(
     let total = writes
         .finish()
         .await
-        .map_err(|e| kube_failure(FailureReason::WriteFailed, "write GpuInstances", &e))?;
+        .map_err(|e| SyncFailure::kube(FailureReason::WriteFailed, "write GpuInstances", &e))?;
     Ok(Synced {
         summary: listing.summary.bounded(),
         fleet: listing.fleet.finish(),
@@ -320,17 +320,5 @@ fn list_query(view: &GpuInstanceView) -> ListQuery {
         regions: filter.regions.clone(),
         billing_mode: filter.billing_mode,
         page_size: u32::try_from(view.spec.page_size.max(1)).unwrap_or(50),
-    }
-}
-
-/// A failure of the Kubernetes API as the view reports it.
-pub(super) fn kube_failure(
-    reason: FailureReason,
-    action: &str,
-    error: &impl std::fmt::Display,
-) -> SyncFailure {
-    SyncFailure {
-        reason,
-        message: format!("Could not {action}: {error}. Retrying with backoff."),
     }
 }
