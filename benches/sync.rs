@@ -12,8 +12,8 @@ use std::time::Instant;
 use jiff::Timestamp;
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_operator::mirror;
-use ppio_gpu_operator::plan::{self, InstancePlan, Observed};
 use ppio_gpu_operator::ppio::{ApiKey, ListingMemo, Page};
+use ppio_gpu_operator::sync::plan::{self, InstancePlan, Observed};
 use ppio_simulator::generate_instances;
 
 /// Counts live and peak heap bytes, to report memory per instance.

@@ -41,9 +41,9 @@ pub const REGION_LABEL: &str = "gpu.ppio.io/region";
 pub const STATUS_LABEL: &str = "gpu.ppio.io/status";
 /// Label holding the billing mode.
 pub const BILLING_MODE_LABEL: &str = "gpu.ppio.io/billing-mode";
-/// Label on the mirror of a prepaid instance that is expiring soon (see [`crate::expiry`]): the end
-/// time of its term as Unix seconds. It also tells the next sync, or the next operator, that the
-/// `ExpiringSoon` Event for this end time was published.
+/// Label on the mirror of a prepaid instance that is expiring soon (see [`crate::sync::expiry`]):
+/// the end time of its term as Unix seconds. It also tells the next sync, or the next operator,
+/// that the `ExpiringSoon` Event for this end time was published.
 pub const EXPIRING_SOON_LABEL: &str = "gpu.ppio.io/expiring-soon";
 
 /// Label that shards views across operator deployments (`--watch-label-selector`). A mirror carries
@@ -116,7 +116,7 @@ pub fn object_name(view: &str, instance_id: &str) -> String {
 /// A valid Kubernetes label value (at most 63 characters of `[A-Za-z0-9._-]`, alphanumeric at both
 /// ends) for any text: kept when already valid, otherwise sanitised and, if that lost information,
 /// suffixed with a hash. Empty when the text is empty. Not the rule of metric labels, which take
-/// any text ([`crate::fleet::metric_label_value`]).
+/// any text ([`crate::sync::fleet::metric_label_value`]).
 pub fn kubernetes_label_value(text: &str) -> String {
     if is_valid_label_value(text) {
         return text.to_owned();
@@ -270,8 +270,8 @@ pub fn parse_fingerprint(text: &str) -> Option<u64> {
 
 /// The status of the mirror of `instance`: every field of the record (environment variables by key
 /// only, fields the view omits left out), the `Ready` condition, `expiring` (the `ExpiringSoon`
-/// condition of a prepaid instance, see [`crate::expiry`]), and a `Truncated` condition when the
-/// record did not fit [`STATUS_BUDGET_BYTES`]. `previous` is the mirror's current conditions, so an
+/// condition of a prepaid instance, see [`crate::sync::expiry`]), and a `Truncated` condition when
+/// the record did not fit [`STATUS_BUDGET_BYTES`]. `previous` is the mirror's current conditions, so an
 /// unchanged condition keeps its transition time; `now` stamps a transition.
 pub fn status(
     instance: &Instance,

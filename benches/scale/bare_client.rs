@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_operator::plan;
 use ppio_gpu_operator::ppio::Page;
+use ppio_gpu_operator::sync::plan;
 use serde_json::{Value, json};
 
 /// The field manager of the bare client's writes.

@@ -33,7 +33,7 @@ use super::mirror_meta::MirrorMeta;
 use super::scopes::watch_scopes;
 use crate::api::GpuInstanceView;
 use crate::mirror;
-use crate::plan::{self, Digest, Observed};
+use crate::sync::plan::{self, Digest, Observed};
 
 /// One mirror, as far as planning needs it.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@ use kube::{Api, Client};
 
 use crate::api::GpuInstanceView;
 use crate::ppio::ApiKey;
-use crate::status::{FailureReason, SyncFailure};
+use crate::sync::view_status::{FailureReason, SyncFailure};
 
 /// Reads the API key with a plain GET at every sync, so a rotated key is used at the next sync and
 /// the operator needs no watch on Secrets.

@@ -1,11 +1,11 @@
 //! The controller: for each `GpuInstanceView`, read its API key, list its instances from PPIO page by
-//! page, carry out what [`crate::plan`] decides, then write the view's status and schedule the next
+//! page, carry out what [`crate::sync::plan`] decides, then write the view's status and schedule the next
 //! sync.
 //!
-//! This module is the imperative shell around [`crate::plan`] and [`crate::status`]: it talks to the
+//! This module is the imperative shell around [`crate::sync::plan`] and [`crate::sync::view_status`]: it talks to the
 //! Kubernetes API and, through [`crate::ppio::Client`], to PPIO, but decides nothing about what to
 //! write itself. It knows no HTTP or PPIO field names; every failure becomes a
-//! [`SyncFailure`](crate::status::SyncFailure) in the view's status. Its parts:
+//! [`SyncFailure`](crate::sync::view_status::SyncFailure) in the view's status. Its parts:
 //! - `views`: one watch of views over every watched namespace, feeding one kube-runtime controller;
 //! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch (`mirror_meta`: the
 //!   metadata as read back, without `managedFields`);
@@ -50,10 +50,10 @@ pub use slots::SyncSlots;
 
 use crate::Error;
 use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
-use crate::http::Health;
-use crate::metrics::Metrics;
 use crate::ppio::{self, ListingLimits, PpioError};
-use crate::status;
+use crate::process::http::Health;
+use crate::process::metrics::Metrics;
+use crate::sync::view_status;
 use schedule::{Schedule, Schedules};
 
 /// The field manager of every write the operator makes (server-side apply).
@@ -322,7 +322,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
             view.spec.sync_interval(),
         );
         if view.spec.suspend {
-            let status = status::suspended_status(&view, Timestamp::now());
+            let status = view_status::suspended_status(&view, Timestamp::now());
             write_view_status_if_changed(&ctx, &view, status).await?;
             // A suspended view lists nothing: what its listings read is of no use until it resumes.
             ctx.memos.forget(&key);
@@ -356,7 +356,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "synced"
                 );
-                let status = status::synced_status(
+                let status = view_status::synced_status(
                     &view,
                     &synced.summary,
                     &synced.counts,
@@ -383,7 +383,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 let backoff = schedule::retry_delay(failures, interval);
                 let delay = failure.retry_after.map_or(backoff, |after| backoff.max(after));
                 (
-                    status::failed_status(&view, &failure.failure, Timestamp::now()),
+                    view_status::failed_status(&view, &failure.failure, Timestamp::now()),
                     delay,
                     failures,
                 )
@@ -398,7 +398,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 next_sync: Instant::now() + delay,
                 failures,
                 generation: view.metadata.generation,
-                refresh: status::refresh_requested(&view),
+                refresh: view_status::refresh_requested(&view),
             }),
         );
         events::publish_transition(&ctx.recorder, &view, &status).await;

@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::backoff;
+use crate::process::backoff;
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::GpuInstanceView;
-use crate::status;
+use crate::sync::view_status;
 
 /// Where a failing view's retries start; they double up to its sync interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -78,7 +78,7 @@ pub(super) fn time_until_due(
         }
     };
     if answered_generation != view.metadata.generation
-        || answered_refresh != status::refresh_requested(view)
+        || answered_refresh != view_status::refresh_requested(view)
     {
         return None;
     }

@@ -19,11 +19,13 @@ use super::endpoint::endpoint_of;
 use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use crate::api::GpuInstanceView;
-use crate::fleet::{FleetSnapshot, FleetTally};
-use crate::lifecycle::{self, Seen};
-use crate::plan::{self, InstancePlan, Summary};
 use crate::ppio::{self, ListQuery};
-use crate::status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
+use crate::sync::fleet::{FleetSnapshot, FleetTally};
+use crate::sync::lifecycle::{self, Seen};
+use crate::sync::plan::{self, InstancePlan};
+use crate::sync::removals;
+use crate::sync::summary::Summary;
+use crate::sync::view_status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
 
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
 const CACHE_WAIT: Duration = Duration::from_secs(60);
@@ -269,7 +271,7 @@ impl Listing<'_> {
         &self,
         seen: Seen<'_>,
         instance: &ppio::Instance,
-        expiry: crate::expiry::ExpiryState,
+        expiry: crate::sync::expiry::ExpiryState,
     ) -> Vec<lifecycle::InstanceEvent> {
         lifecycle::instance_events(
             seen,
@@ -288,7 +290,7 @@ impl Listing<'_> {
             .into_iter()
             .filter(|(name, _)| !self.listed.contains(name))
             .collect();
-        let removals = plan::plan_removals(self.view, unlisted, total, self.now);
+        let removals = removals::plan_removals(self.view, unlisted, total, self.now);
         self.counts.mirrored += removals.kept;
         self.counts.kept_missing = removals.kept;
         self.counts.removed = removals.deletes.len();

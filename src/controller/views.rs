@@ -13,7 +13,7 @@ use kube::{Client, ResourceExt};
 
 use super::scopes::{Scope, watch_scopes};
 use crate::api::GpuInstanceView;
-use crate::status;
+use crate::sync::view_status;
 
 /// Watches the views of `namespaces` (all when empty) whose labels match `selector`. Returns the
 /// views to reconcile and the store the controller reads them from; `on_listed` is called once every
@@ -98,6 +98,6 @@ fn spec_or_refresh(view: &GpuInstanceView) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     view.metadata.uid.hash(&mut hasher);
     view.metadata.generation.hash(&mut hasher);
-    status::refresh_requested(view).hash(&mut hasher);
+    view_status::refresh_requested(view).hash(&mut hasher);
     Some(hasher.finish())
 }

@@ -31,9 +31,10 @@ use super::mirror_meta::MirrorMeta;
 use super::{apply_params, status_apply_body};
 use crate::api::condition;
 use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
-use crate::lifecycle::{InstanceEvent, SyncTally};
-use crate::metrics::Metrics;
-use crate::plan::{self, DesiredMirror};
+use crate::process::metrics::Metrics;
+use crate::sync::lifecycle::{InstanceEvent, SyncTally};
+use crate::sync::plan::DesiredMirror;
+use crate::sync::removals;
 
 /// One write of one mirror.
 #[derive(Debug)]
@@ -243,7 +244,7 @@ async fn carry_out(
             let Some(current) = api.get_opt(&name).await? else {
                 return Ok(());
             };
-            let (object, status) = plan::absent_mirror(view, &current, Timestamp::now());
+            let (object, status) = removals::absent_mirror(view, &current, Timestamp::now());
             let written = async {
                 apply_status(api, metrics, &name, &status).await?;
                 apply_object(api, metrics, &object).await

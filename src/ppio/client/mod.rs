@@ -358,17 +358,17 @@ impl Client {
 
 /// The waits before each retry of a page when the server did not say how long to wait:
 /// [`ListingLimits::retry_base`] doubled for each earlier retry, capped at
-/// [`ListingLimits::max_retry_wait`] (the rule of [`crate::backoff::capped_exponential`]), for
+/// [`ListingLimits::max_retry_wait`] (the rule of [`crate::process::backoff::capped_exponential`]), for
 /// [`ListingLimits::page_attempts`] attempts in all.
 fn page_backoff(limits: &ListingLimits) -> ExponentialBuilder {
     let retries = limits.page_attempts.max(1) - 1;
-    crate::backoff::exponential(limits.retry_base, limits.max_retry_wait, retries)
+    crate::process::backoff::exponential(limits.retry_base, limits.max_retry_wait, retries)
 }
 
 /// `wait` scaled by a factor between 0.5 and 1 from `jitter` (in `0.0..1.0`): the
-/// [`crate::backoff::PAGE_RETRY`] spread.
+/// [`crate::process::backoff::PAGE_RETRY`] spread.
 fn jittered(wait: Duration, jitter: f64) -> Duration {
-    crate::backoff::PAGE_RETRY.at(wait, jitter)
+    crate::process::backoff::PAGE_RETRY.at(wait, jitter)
 }
 
 mod transport;

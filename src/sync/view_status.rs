@@ -12,8 +12,9 @@ use kube::ResourceExt;
 use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
 use crate::mirror;
-use crate::plan::{HeldRemovals, Summary};
 use crate::ppio::{ApiKey, ErrorKind, PpioError};
+use crate::sync::removals::HeldRemovals;
+use crate::sync::summary::Summary;
 
 /// The view's Ready reason after a complete sync.
 pub const SYNCED: &str = "Synced";
@@ -400,7 +401,7 @@ fn plural(n: i64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::{instance, summarize, view};
+    use crate::sync::fixtures::{instance, summarize, view};
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()

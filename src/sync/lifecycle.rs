@@ -13,16 +13,16 @@
 //!   e.g. `running` → `exited`, with PPIO's error and message;
 //! - `StatusChanged` (Normal) for any other change (`pulling`, `migrating`, `stopping` → `exited`);
 //! - `FirstSeen` (Normal) for an instance seen for the first time, only when the view asks for it;
-//! - `ExpiringSoon` (Warning) once per instance and prepaid end time (see [`crate::expiry`]);
+//! - `ExpiringSoon` (Warning) once per instance and prepaid end time (see [`crate::sync::expiry`]);
 //! - at most `maxPerSync` of these per sync; beyond it one `ManyStatusChanges` on the view counts
 //!   every transition of the sync by kind ([`SyncTally`]).
 
 use std::collections::BTreeMap;
 
 use crate::api::view::LifecycleEvents;
-use crate::expiry::{self, ExpiryState};
 use crate::mirror;
 use crate::ppio::Instance;
+use crate::sync::expiry::{self, ExpiryState};
 
 /// The remote states in which an instance is stopped or on its way to stop. Entering one of them
 /// from any other state is a `Stopped` Warning.
@@ -285,7 +285,7 @@ impl SyncTally {
 
 /// A status as the tally keeps it: a label value, so at most 63 bytes already; cut again in case.
 fn bounded(status: &str) -> String {
-    crate::counts::key_of(status, crate::counts::MAX_KEY_BYTES).into_owned()
+    crate::sync::counts::key_of(status, crate::sync::counts::MAX_KEY_BYTES).into_owned()
 }
 
 /// `n` with thousands separated by commas: `2,990`.

@@ -1,23 +1,13 @@
-//! Deciding what a sync writes: for each listed instance, whether its mirror is created, updated or
-//! left alone; after a complete listing, which mirrors of vanished instances are marked absent or
-//! deleted; and the counts the view's status shows.
+//! Planning the mirror of each listed record: created, updated, or left alone.
 //!
-//! Pure functions, no I/O: the controller fetches, calls these, and carries the result out. Planning
-//! needs only what a mirror's metadata says ([`Observed`]), never its status, so that a sync in which
-//! nothing changed reads no GpuInstance at all. The rules that protect what is mirrored live here,
-//! where unit tests pin them down:
+//! Planning needs only what a mirror's metadata says ([`Observed`]), never its status, so that a
+//! sync in which nothing changed reads no GpuInstance at all:
 //! - a mirror whose content, labels and owner would not change is not written at all; one that
 //!   someone else changed since the operator wrote it is written again, whatever its metadata says;
-//! - a mirror is deleted only when its instance was missing from two consecutive complete listings
-//!   **and** has been missing for at least the view's sync interval (the first miss marks it absent;
-//!   a reappearance clears the mark), so a burst of quick syncs (a spec edit, a refresh) cannot
-//!   empty a view;
-//! - when one listing would delete more than half of a view's mirrors (and more than
-//!   [`MASS_REMOVAL_MIN`]), the deletions wait until the instances have been missing for the view's
-//!   mass-removal grace period; the plan says how many are held and until when;
-//! - with `deletionPolicy: Retain` nothing is deleted for being missing: the mirror stays, marked;
-//! - removals are planned against a complete listing only: a failed sync never reaches
-//!   [`plan_removals`].
+//! - a mirror is built from its record, the view's [`MirrorShape`] and the time alone, and the
+//!   view's [`ViewSeed`] hashes the whole shape: a record sent as before, to a view whose shape is
+//!   as before, is known to be unchanged without being decoded;
+//! - a mirror marked absent whose instance is listed again loses the mark.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,24 +17,13 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::api::condition::{self, Condition, ConditionStatus};
-use crate::api::view::{DeletionPolicy, MirrorOptions, OmittedField, parse_duration};
+use crate::api::view::{MirrorOptions, OmittedField, parse_duration};
 use crate::api::{
     GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView, GpuInstanceViewSpec,
 };
-use crate::counts;
-use crate::expiry::{self, ExpiryState};
 use crate::mirror;
 use crate::ppio::{Instance, RecordSummary};
-
-/// Distinct statuses or regions kept in the view's counts; the rest add up under [`OTHER`].
-pub const MAX_COUNT_KEYS: usize = 32;
-/// The key that sums up statuses or regions beyond [`MAX_COUNT_KEYS`].
-pub use crate::counts::OTHER;
-/// The mass-removal guard holds deletions only when more than this many are due at once.
-pub const MASS_REMOVAL_MIN: usize = 5;
-/// The mirror's Ready reason while its instance is missing from the view's complete listings.
-pub const NOT_LISTED: &str = "NotListed";
+use crate::sync::expiry::{self, ExpiryState};
 
 /// What a mirror's metadata says of it: enough to plan without reading its status.
 #[derive(Clone, Debug, PartialEq)]
@@ -196,7 +175,7 @@ impl ViewSeed {
     }
 }
 
-/// A mirror's content in three numbers: the [`mirror::fingerprint`] of its spec and status, the
+/// A mirror's content in three numbers: the [`mirror::fingerprint()`] of its spec and status, the
 /// [`mirror::labels_digest`] of the operator's labels, and a hash of its controlling owner's UID.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Digest {
@@ -216,7 +195,7 @@ pub struct DesiredMirror {
     /// Metadata (labels, the fingerprint annotation, the owner) and spec, to apply.
     pub object: GpuInstance,
     /// The status, to apply on the status subresource. Its conditions carry `now` as transition
-    /// time: merge them with the current ones ([`condition::merge_conditions`]) to keep history.
+    /// time: merge them with the current ones ([`crate::api::condition::merge_conditions`]) to keep history.
     pub status: GpuInstanceStatus,
 }
 
@@ -412,305 +391,11 @@ pub fn owner_reference(view: &GpuInstanceView) -> Option<OwnerReference> {
     MirrorShape::of(view).owner_reference()
 }
 
-/// What becomes of the mirrors whose instances a complete listing lacked.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RemovalPlan {
-    /// Mirrors to mark absent: their instance is missing for the first time.
-    pub mark_absent: Vec<String>,
-    /// Mirrors to delete, in name order.
-    pub deletes: Vec<String>,
-    /// Mirrors kept although their instance is missing: marked now, waiting for the second listing
-    /// or the sync interval, held by the mass-removal guard, or retained.
-    pub kept: usize,
-    /// Of those, the deletions the mass-removal guard holds back.
-    pub held: Option<HeldRemovals>,
-}
-
-/// Deletions that the mass-removal guard holds back.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HeldRemovals {
-    /// Mirrors that would have been deleted now.
-    pub count: usize,
-    /// The view's mirrors before this sync.
-    pub of: usize,
-    /// When the earliest of them has been missing for the grace period.
-    pub until: Timestamp,
-}
-
-/// Plans the mirrors of `view` whose instances a complete listing lacked (`unlisted`: name, and when
-/// it went missing if it was marked before), out of `mirrors` that the view has in all. With
-/// mirroring disabled in the view, pass every mirror: all are deleted.
-pub fn plan_removals(
-    view: &GpuInstanceView,
-    unlisted: Vec<(String, Option<Timestamp>)>,
-    mirrors: usize,
-    now: Timestamp,
-) -> RemovalPlan {
-    let mut plan = RemovalPlan::default();
-    if !view.spec.mirror.enabled {
-        plan.deletes = unlisted.into_iter().map(|(name, _)| name).collect();
-        plan.deletes.sort();
-        return plan;
-    }
-    let interval = view.spec.sync_interval();
-    let mut due: Vec<(String, Timestamp)> = Vec::new();
-    for (name, absent_since) in unlisted {
-        match absent_since {
-            Some(since)
-                if view.spec.mirror.deletion_policy == DeletionPolicy::Delete
-                    && missing_for(since, now) >= interval =>
-            {
-                due.push((name, since));
-            }
-            Some(_) => plan.kept += 1,
-            None => {
-                plan.kept += 1;
-                plan.mark_absent.push(name);
-            }
-        }
-    }
-    let grace = view.spec.mirror.mass_removal_grace_period();
-    if !grace.is_zero() && due.len() > MASS_REMOVAL_MIN && due.len() * 2 > mirrors {
-        let (gone, held): (Vec<_>, Vec<_>) = due
-            .into_iter()
-            .partition(|(_, since)| missing_for(*since, now) >= grace);
-        plan.deletes.extend(gone.into_iter().map(|(name, _)| name));
-        if let Some(earliest) = held.iter().map(|(_, since)| *since).min() {
-            plan.kept += held.len();
-            plan.held = Some(HeldRemovals {
-                count: held.len(),
-                of: mirrors,
-                until: mirror::whole_seconds(earliest + grace),
-            });
-        }
-    } else {
-        plan.deletes.extend(due.into_iter().map(|(name, _)| name));
-    }
-    plan.mark_absent.sort();
-    plan.deletes.sort();
-    plan
-}
-
-/// How long an instance has been missing; zero when `since` is in the future (clock steps).
-fn missing_for(since: Timestamp, now: Timestamp) -> Duration {
-    Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
-}
-
-/// The mirror `current` marked absent at `now`: its object with the absence annotation (and only
-/// the operator's own labels and annotations, which is what it applies), and its status as last
-/// listed with `absentSince` and Ready Unknown saying what happens next.
-pub fn absent_mirror(
-    view: &GpuInstanceView,
-    current: &GpuInstance,
-    now: Timestamp,
-) -> (GpuInstance, GpuInstanceStatus) {
-    let since = mirror::whole_seconds(now);
-    let labels = current
-        .labels()
-        .iter()
-        .filter(|(k, _)| mirror::OWN_LABELS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut annotations: BTreeMap<String, String> = current
-        .annotations()
-        .iter()
-        .filter(|(k, _)| k.as_str() == mirror::FINGERPRINT_ANNOTATION)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    annotations.insert(
-        mirror::ABSENT_SINCE_ANNOTATION.to_owned(),
-        since.to_string(),
-    );
-    let object = GpuInstance {
-        metadata: ObjectMeta {
-            name: current.metadata.name.clone(),
-            namespace: current.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: owner_reference(view).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        spec: current.spec.clone(),
-        status: None,
-    };
-    let status = current.status.clone().unwrap_or_default();
-    let message = match view.spec.mirror.deletion_policy {
-        DeletionPolicy::Delete => format!(
-            "The instance is missing from the view's last complete listing; this object is removed \
-             once the next complete listing lacks it too, {} or more after it went missing.",
-            view.spec.sync_interval.trim()
-        ),
-        DeletionPolicy::Retain => "The instance is missing from the view's last complete listing; \
-             this object is kept as last listed (spec.mirror.deletionPolicy: Retain)."
-            .to_owned(),
-    };
-    let not_listed = Condition {
-        type_: condition::READY.to_owned(),
-        status: ConditionStatus::Unknown,
-        reason: NOT_LISTED.to_owned(),
-        message,
-        last_transition_time: since,
-        observed_generation: None,
-    };
-    // Ready changes; the other conditions (e.g. Truncated) still describe the record as listed.
-    let mut conditions: Vec<Condition> = status
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != condition::READY)
-        .cloned()
-        .collect();
-    conditions.insert(0, not_listed);
-    let status = GpuInstanceStatus {
-        absent_since: Some(since),
-        conditions: condition::merge_conditions(&status.conditions, conditions),
-        ..status
-    };
-    (object, status)
-}
-
-/// Counts over a complete listing, as the view's status shows them.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Summary {
-    /// Instances listed.
-    pub instances: i64,
-    /// Instances whose remote status is `running`.
-    pub running: i64,
-    /// GPUs over all instances.
-    pub gpus: i64,
-    /// Instances per remote status, bounded.
-    pub by_status: BTreeMap<String, i64>,
-    /// Instances per region, bounded.
-    pub by_region: BTreeMap<String, i64>,
-    /// Prepaid instances expiring soon (see [`crate::expiry`]).
-    pub expiring_soon: i64,
-}
-
-impl Summary {
-    /// Counts one more listed instance. Call [`Summary::bounded`] once the listing is complete.
-    pub fn add(&mut self, instance: &RecordSummary) {
-        if instance.status == mirror::RUNNING {
-            self.running += 1;
-        }
-        self.instances += 1;
-        count(&mut self.by_status, &instance.status);
-        count(&mut self.by_region, &instance.region);
-        self.gpus = self.gpus.saturating_add(instance.gpus.max(0));
-    }
-
-    /// Counts a listed instance that is expiring soon, given its [`ExpiryState`].
-    pub fn add_expiry(&mut self, expiry: ExpiryState) {
-        if expiry.soon().is_some() {
-            self.expiring_soon += 1;
-        }
-    }
-
-    /// The summary with at most [`MAX_COUNT_KEYS`] statuses and regions (the rest under [`OTHER`]).
-    pub fn bounded(self) -> Summary {
-        Summary {
-            by_status: bounded(self.by_status),
-            by_region: bounded(self.by_region),
-            ..self
-        }
-    }
-}
-
-/// Counts one more `value` in `counts`, allocating only for a value not seen before.
-fn count(counts: &mut BTreeMap<String, i64>, value: &str) {
-    let key = counts::key_of(value, counts::MAX_KEY_BYTES);
-    match counts.get_mut(key.as_ref()) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(key.into_owned(), 1);
-        }
-    }
-}
-
-/// Keeps the largest [`MAX_COUNT_KEYS`] entries and sums the rest under [`OTHER`].
-fn bounded(counts: BTreeMap<String, i64>) -> BTreeMap<String, i64> {
-    let (kept, rest) = counts::split_largest(counts, MAX_COUNT_KEYS, |n| *n);
-    if rest.is_empty() {
-        return kept.into_iter().collect();
-    }
-    let mut kept: BTreeMap<_, _> = kept.into_iter().collect();
-    *kept.entry(OTHER.to_owned()).or_insert(0) += rest.iter().map(|(_, n)| n).sum::<i64>();
-    kept
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::api::view::GpuInstanceViewSpec;
-    use crate::ppio::{InstanceId, InstanceStatus, ResourceSpecs};
-
-    pub(crate) fn view(mirror: bool) -> GpuInstanceView {
-        let mut spec: GpuInstanceViewSpec = serde_json::from_value(serde_json::json!({
-            "credentials": { "secretRef": { "name": "ppio" } }
-        }))
-        .unwrap();
-        spec.mirror.enabled = mirror;
-        let mut view = GpuInstanceView::new("team-a", spec);
-        view.metadata.namespace = Some("ml".into());
-        view.metadata.uid = Some("0000-view-uid".into());
-        view.metadata.generation = Some(3);
-        view
-    }
-
-    /// The summary of a complete `listing`, counted as a sync counts it.
-    pub(crate) fn summarize(listing: &[Instance]) -> Summary {
-        let mut summary = Summary::default();
-        for instance in listing {
-            summary.add(&instance.into());
-        }
-        summary.bounded()
-    }
-
-    pub(crate) fn instance(id: &str, state: &str, region: &str, gpus: i64) -> Instance {
-        let mut i = Instance::new(InstanceId::new(id).unwrap());
-        i.region = region.into();
-        i.status = Some(InstanceStatus {
-            status: state.into(),
-            ..Default::default()
-        });
-        i.resource_specs = Some(ResourceSpecs {
-            gpu_num: gpus,
-            ..Default::default()
-        });
-        i
-    }
-
-    fn at(second: i64) -> Timestamp {
-        Timestamp::from_second(second).unwrap()
-    }
-
-    /// What the metadata of `desired`, once applied, says of it.
-    fn observed(desired: &DesiredMirror) -> Observed {
-        Observed {
-            uid: format!("uid-{}", desired.name),
-            digest: digest_of(desired),
-            absent_since: None,
-            trusted: true,
-            source: None,
-            status: Arc::from(
-                desired
-                    .object
-                    .labels()
-                    .get(mirror::STATUS_LABEL)
-                    .map_or("", String::as_str),
-            ),
-            expiring_soon: desired
-                .object
-                .labels()
-                .get(mirror::EXPIRING_SOON_LABEL)
-                .and_then(|v| mirror::parse_expiring_soon(v)),
-        }
-    }
-
-    fn desired(plan: InstancePlan) -> DesiredMirror {
-        match plan {
-            InstancePlan::Create(d) | InstancePlan::Update(d) => *d,
-            InstancePlan::Unchanged => panic!("expected a write"),
-        }
-    }
+    use crate::api::condition::{self, ConditionStatus};
+    use crate::sync::fixtures::*;
 
     #[test]
     fn a_new_instance_gets_one_owned_labelled_fingerprinted_mirror() {
@@ -853,176 +538,6 @@ pub(crate) mod tests {
         );
     }
 
-    fn unlisted(names: &[&str], since: Option<i64>) -> Vec<(String, Option<Timestamp>)> {
-        names
-            .iter()
-            .map(|n| ((*n).to_owned(), since.map(at)))
-            .collect()
-    }
-
-    #[test]
-    fn a_first_miss_marks_and_keeps() {
-        let plan = plan_removals(&view(true), unlisted(&["m1"], None), 2, at(200));
-        assert_eq!(plan.mark_absent, ["m1"]);
-        assert!(plan.deletes.is_empty(), "one miss must not delete");
-        assert_eq!(plan.kept, 1);
-    }
-
-    #[test]
-    fn quick_syncs_never_remove_before_the_sync_interval_has_passed() {
-        // A spec edit or a refresh syncs at once: two listings seconds apart.
-        let soon = plan_removals(&view(true), unlisted(&["m1"], Some(200)), 2, at(210));
-        assert!(
-            soon.deletes.is_empty(),
-            "missing for 10 s of a 60 s interval"
-        );
-        assert!(soon.mark_absent.is_empty(), "already marked");
-        assert_eq!(soon.kept, 1);
-
-        let later = plan_removals(&view(true), unlisted(&["m1"], Some(200)), 2, at(260));
-        assert_eq!(later.deletes, ["m1"]);
-    }
-
-    fn names(n: usize) -> Vec<String> {
-        (0..n).map(|k| format!("m{k:02}")).collect()
-    }
-
-    fn missing_since(n: usize, since: i64) -> Vec<(String, Option<Timestamp>)> {
-        names(n)
-            .into_iter()
-            .map(|name| (name, Some(at(since))))
-            .collect()
-    }
-
-    #[test]
-    fn a_listing_that_would_remove_most_mirrors_waits_for_the_grace_period() {
-        let view = view(true);
-        let held = plan_removals(&view, missing_since(8, 200), 10, at(300));
-        assert!(held.deletes.is_empty(), "{:?}", held.deletes);
-        assert_eq!(
-            held.held,
-            Some(HeldRemovals {
-                count: 8,
-                of: 10,
-                until: at(200 + 15 * 60)
-            })
-        );
-        assert_eq!(held.kept, 8);
-
-        let after_grace = plan_removals(&view, missing_since(8, 200), 10, at(200 + 15 * 60));
-        assert_eq!(after_grace.deletes.len(), 8);
-        assert_eq!(after_grace.held, None);
-    }
-
-    #[test]
-    fn the_guard_spares_small_and_partial_removals() {
-        let view = view(true);
-        // Five is not a mass removal, even if it is all of them.
-        assert_eq!(
-            plan_removals(&view, missing_since(5, 200), 5, at(300))
-                .deletes
-                .len(),
-            5
-        );
-        // Six of twenty is not more than half.
-        assert_eq!(
-            plan_removals(&view, missing_since(6, 200), 20, at(300))
-                .deletes
-                .len(),
-            6
-        );
-    }
-
-    #[test]
-    fn a_zero_grace_period_turns_the_guard_off() {
-        let mut view = view(true);
-        view.spec.mirror.mass_removal_grace_period = "0s".into();
-        let plan = plan_removals(&view, missing_since(10, 200), 10, at(300));
-        assert_eq!((plan.deletes.len(), plan.held), (10, None));
-    }
-
-    #[test]
-    fn retained_mirrors_of_vanished_instances_are_never_deleted() {
-        let mut view = view(true);
-        view.spec.mirror.deletion_policy = DeletionPolicy::Retain;
-        let much_later = plan_removals(&view, missing_since(3, 200), 3, at(10_000_000));
-        assert!(much_later.deletes.is_empty());
-        assert_eq!(much_later.kept, 3);
-    }
-
-    #[test]
-    fn disabling_mirroring_removes_every_mirror_of_the_view() {
-        let plan = plan_removals(&view(false), unlisted(&["b", "a"], None), 2, at(100));
-        assert_eq!(plan.deletes, ["a", "b"]);
-        assert!(plan.mark_absent.is_empty());
-    }
-
-    #[test]
-    fn a_mirror_marked_absent_keeps_its_record_and_says_what_happens_next() {
-        for (policy, words) in [
-            (DeletionPolicy::Delete, "removed once"),
-            (DeletionPolicy::Retain, "Retain"),
-        ] {
-            let mut view = view(true);
-            view.spec.mirror.deletion_policy = policy;
-            let listed = desired(plan_instance(
-                &view,
-                &instance("aa01", "running", "r", 1),
-                None,
-                at(100),
-            ));
-            let mut current = listed.object.clone();
-            current.status = Some(listed.status.clone());
-            current.labels_mut().insert("team".into(), "theirs".into());
-            let (object, status) = absent_mirror(&view, &current, at(200));
-            assert_eq!(status.absent_since, Some(at(200)));
-            assert_eq!(
-                status.region, listed.status.region,
-                "the record as last listed"
-            );
-            let ready = condition::find(&status.conditions, condition::READY).unwrap();
-            assert_eq!(
-                (ready.status, ready.reason.as_str()),
-                (ConditionStatus::Unknown, NOT_LISTED)
-            );
-            assert!(ready.message.contains(words), "{}", ready.message);
-            assert_eq!(
-                object.annotations()[mirror::ABSENT_SINCE_ANNOTATION],
-                "1970-01-01T00:03:20Z"
-            );
-            assert!(
-                !object.labels().contains_key("team"),
-                "only our own labels are applied"
-            );
-            assert_eq!(object.spec, listed.object.spec);
-        }
-    }
-
-    #[test]
-    fn the_summary_counts_statuses_regions_and_gpus() {
-        let summary = summarize(&[
-            instance("a", "running", "cn-east-1", 2),
-            instance("b", "running", "us-west-1", 4),
-            instance("c", "exited", "cn-east-1", 1),
-        ]);
-        assert_eq!(summary.instances, 3);
-        assert_eq!(summary.running, 2);
-        assert_eq!(summary.gpus, 7);
-        assert_eq!(summary.by_status["running"], 2);
-        assert_eq!(summary.by_region["cn-east-1"], 2);
-    }
-
-    #[test]
-    fn the_summary_stays_bounded_for_any_number_of_statuses() {
-        let listing: Vec<_> = (0..1000)
-            .map(|n| instance(&format!("i{n}"), &format!("state{n}"), &format!("r{n}"), 1))
-            .collect();
-        let summary = summarize(&listing);
-        assert_eq!(summary.by_status.len(), MAX_COUNT_KEYS + 1);
-        assert_eq!(summary.by_status.values().sum::<i64>(), 1000);
-        assert_eq!(summary.by_region.len(), MAX_COUNT_KEYS + 1);
-    }
-
     #[test]
     fn the_source_hash_follows_the_record_and_the_views_options() {
         let view = view(true);
@@ -1062,22 +577,6 @@ pub(crate) mod tests {
             ViewSeed::of(&view).source_hash(record, none),
             ViewSeed::of(&renamed).source_hash(record, none)
         );
-    }
-
-    fn prepaid(id: &str, end: i64, auto_renew: bool) -> Instance {
-        let mut i = instance(id, "running", "r", 1);
-        i.billing = Some(crate::ppio::Billing {
-            mode: "prepaid".into(),
-            prepaid: Some(crate::ppio::Prepaid {
-                months: 1,
-                end_time: Some(at(end)),
-                auto_renew: Some(crate::ppio::AutoRenew {
-                    enabled: auto_renew,
-                    ..Default::default()
-                }),
-            }),
-        });
-        i
     }
 
     #[test]
@@ -1233,23 +732,5 @@ pub(crate) mod tests {
             condition::find(&unwarned.status.conditions, expiry::EXPIRING_SOON),
             None
         );
-    }
-
-    #[test]
-    fn the_summary_counts_instances_expiring_soon() {
-        let view = view(true);
-        let end = 1_000_000;
-        let now = at(end - 3600);
-        let mut summary = Summary::default();
-        for i in [
-            prepaid("a", end, false),
-            prepaid("b", end, true),
-            instance("c", "running", "r", 1),
-        ] {
-            let i = RecordSummary::from(&i);
-            summary.add(&i);
-            summary.add_expiry(ViewSeed::of(&view).expiry_of(&i, now));
-        }
-        assert_eq!(summary.bounded().expiring_soon, 1);
     }
 }

@@ -286,7 +286,7 @@ impl Elector {
                     self.timing.retry_period
                 }
             };
-        tokio::time::sleep(crate::backoff::LEASE_RETRY.apply(wait)).await;
+        tokio::time::sleep(crate::process::backoff::LEASE_RETRY.apply(wait)).await;
     }
 
     /// One leader round: renew, then wait for the next. False when leadership is lost: the Lease

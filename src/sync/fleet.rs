@@ -1,7 +1,7 @@
 //! Fleet metrics of one view: what its complete PPIO listing holds, counted the way
 //! kube-state-metrics counts objects. A [`FleetTally`] counts the instances page by page while the
 //! listing arrives; only a complete listing turns it into a [`FleetSnapshot`], which
-//! [`crate::metrics`] exports until the next complete listing replaces it. A listing that fails is
+//! [`crate::process::metrics`] exports until the next complete listing replaces it. A listing that fails is
 //! dropped with its tally, so the numbers stay as the last complete listing left them, like the view's
 //! status counts.
 //!
@@ -22,9 +22,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::counts::{self, OTHER};
-use crate::plan::MAX_COUNT_KEYS;
 use crate::ppio::RecordSummary;
+use crate::sync::counts::{self, OTHER};
+use crate::sync::summary::MAX_COUNT_KEYS;
 
 /// Longest label value taken from PPIO data, in bytes.
 pub const MAX_LABEL_BYTES: usize = 128;
@@ -305,8 +305,8 @@ fn bounded_groups(groups: BTreeMap<Group, GroupCounts>) -> BTreeMap<Group, Group
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::instance;
     use crate::ppio::{AutoRenew, Billing, Instance, Prepaid};
+    use crate::sync::fixtures::instance;
     use jiff::Timestamp;
 
     fn billed(mut i: Instance, mode: &str) -> Instance {
