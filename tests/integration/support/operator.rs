@@ -225,25 +225,35 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("create view {name}: {e}"))
     }
 
+    /// Merges `patch` into the spec of view `name` (e.g. `{"suspend": true}`).
+    pub async fn change_spec(&self, name: &str, patch: Value) -> GpuInstanceView {
+        self.views()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": patch })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("change the spec of view {name}: {e}"))
+    }
+
     /// Waits until the view's Ready condition for its current generation has `status` and `reason`.
     pub async fn wait_ready(&self, name: &str, status: bool, reason: &str) -> GpuInstanceView {
-        let views = self.views();
         let want = ConditionStatus::from(status);
-        wait_for(
+        let reason = reason.to_owned();
+        self.await_view(
+            name,
             &format!("view {name} to be Ready={want:?} with reason {reason}"),
-            Duration::from_secs(60),
-            || {
-                let views = views.clone();
-                async move {
-                    let view = views.get(name).await.ok()?;
-                    let status = view.status.as_ref()?;
-                    let ready = condition::find(&status.conditions, condition::READY)?;
-                    (status.observed_generation == view.metadata.generation
+            move |view| {
+                let Some(status) = view.status.as_ref() else {
+                    return false;
+                };
+                condition::find(&status.conditions, condition::READY).is_some_and(|ready| {
+                    status.observed_generation == view.metadata.generation
                         && ready.observed_generation == view.metadata.generation
                         && ready.status == want
-                        && ready.reason == reason)
-                        .then_some(view)
-                }
+                        && ready.reason == reason
+                })
             },
         )
         .await
@@ -262,21 +272,35 @@ impl Fixture {
             )
             .await
             .unwrap_or_else(|e| panic!("annotate view {name}: {e}"));
-        let views = self.views();
-        wait_for(
-            &format!("view {name} to answer refresh {value}"),
-            Duration::from_secs(60),
-            || {
-                let views = views.clone();
-                let value = value.clone();
-                async move {
-                    let view = views.get(name).await.ok()?;
-                    (view.status.as_ref()?.last_handled_refresh.as_deref() == Some(value.as_str()))
-                        .then_some(view)
-                }
-            },
-        )
+        let what = format!("view {name} to answer refresh {value}");
+        self.await_view(name, &what, move |view| {
+            view.status
+                .as_ref()
+                .and_then(|s| s.last_handled_refresh.as_deref())
+                == Some(value.as_str())
+        })
         .await
+    }
+
+    /// Watches view `name` until `done` holds for it, at most a minute, and returns it then.
+    async fn await_view(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&GpuInstanceView) -> bool + Send + 'static,
+    ) -> GpuInstanceView {
+        let condition = move |view: Option<&GpuInstanceView>| view.is_some_and(&done);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(60),
+            kube::runtime::wait::await_condition(self.views(), name, condition),
+        )
+        .await;
+        match waited {
+            Ok(Ok(Some(view))) => view,
+            Ok(Ok(None)) => panic!("view {name} was deleted while waiting for {what}"),
+            Ok(Err(e)) => panic!("watching view {name} while waiting for {what}: {e}"),
+            Err(_) => panic!("timed out after 60s waiting for {what}"),
+        }
     }
 
     /// The GpuInstances of view `name`, by object name.
