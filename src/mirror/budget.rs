@@ -2,32 +2,10 @@
 //! escapes more than serde_json), and what is cut when it does not fit, each list and each long text
 //! with accessors of its own, so that a part cannot be counted without being cut.
 
-use jiff::Timestamp;
 use serde::Serialize;
 
-use super::mapping::whole_seconds;
-use super::*;
-use crate::api::condition::{Condition, ConditionStatus};
 use crate::api::instance::GpuInstanceStatus;
 use crate::text::floor_char_boundary;
-
-/// The `Truncated` condition, naming what [`fit_to_budget`] cut.
-pub(super) fn truncated(cuts: &[String], now: Timestamp) -> Condition {
-    let mut message = format!(
-        "The remote record does not fit the {} KiB a mirror may hold; left out: {}.",
-        STATUS_BUDGET_BYTES / 1024,
-        cuts.join(", ")
-    );
-    message.truncate(floor_char_boundary(&message, TRUNCATED_CONDITION_ROOM / 2));
-    Condition {
-        type_: TRUNCATED.to_owned(),
-        status: ConditionStatus::True,
-        reason: "SizeBudget".to_owned(),
-        message,
-        last_transition_time: whole_seconds(now),
-        observed_generation: None,
-    }
-}
 
 /// A list of the status that may lose items from its end to fit the budget: its name in the
 /// `Truncated` condition, the encoded size of each of its items, and how to keep its first `n`.

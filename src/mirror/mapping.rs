@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use super::budget::{fit_to_budget, truncated};
+use super::budget::fit_to_budget;
 use super::*;
 use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::instance::{
@@ -13,7 +13,7 @@ use crate::api::instance::{
 };
 use crate::api::view::OmittedField;
 use crate::ppio::Instance;
-use crate::text::{strip_control, truncate};
+use crate::text::{floor_char_boundary, strip_control, truncate};
 
 /// The status of the mirror of `instance`: every field of the record (environment variables by key
 /// only, fields the view omits left out), the `Ready` condition, `expiring` (the `ExpiringSoon`
@@ -125,6 +125,24 @@ pub fn status(
     }
     status.conditions = condition::merge_conditions(previous, conditions);
     status
+}
+
+/// The `Truncated` condition, naming what [`fit_to_budget`] cut.
+fn truncated(cuts: &[String], now: Timestamp) -> Condition {
+    let mut message = format!(
+        "The remote record does not fit the {} KiB a mirror may hold; left out: {}.",
+        STATUS_BUDGET_BYTES / 1024,
+        cuts.join(", ")
+    );
+    message.truncate(floor_char_boundary(&message, TRUNCATED_CONDITION_ROOM / 2));
+    Condition {
+        type_: TRUNCATED.to_owned(),
+        status: ConditionStatus::True,
+        reason: "SizeBudget".to_owned(),
+        message,
+        last_transition_time: whole_seconds(now),
+        observed_generation: None,
+    }
 }
 
 /// `Ready` is True while the remote instance is running; otherwise False with the remote status as
