@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
@@ -17,7 +16,7 @@ use ppio_simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{TestNamespace, rand_suffix, wait_for};
+use super::{TestNamespace, rand_suffix};
 
 /// The API key the test simulators accept.
 pub const API_KEY: &str = "sk-test-0123456789abcdef";
@@ -25,34 +24,9 @@ pub const API_KEY: &str = "sk-test-0123456789abcdef";
 /// Installs the operator's CRDs (server-side apply, so it is idempotent) and waits until the API
 /// server serves them.
 pub async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in ppio_gpu_operator::api::crds() {
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("integration-tests").force(),
-            &Patch::Apply(&crd),
-        )
+    super::crds::install_operator_crds(client, "integration-tests", Duration::from_secs(30))
         .await
-        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-        wait_for(
-            &format!("CRD {name} to be Established"),
-            Duration::from_secs(30),
-            || {
-                let crds = crds.clone();
-                let name = name.clone();
-                async move {
-                    let crd = crds.get(&name).await.ok()?;
-                    crd.status?
-                        .conditions?
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                        .then_some(())
-                }
-            },
-        )
-        .await;
-    }
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A PPIO simulator serving `records`, accepting [`API_KEY`].
