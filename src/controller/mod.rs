@@ -1,12 +1,13 @@
 //! The controller: for each `GpuInstanceView`, read its API key, list its instances from PPIO page by
-//! page, carry out what [`crate::sync::plan`] decides, then write the view's status and schedule the next
-//! sync.
+//! page, carry out what [`crate::sync::plan`] and [`crate::sync::removals`] decide, then write the
+//! view's status and schedule the next sync.
 //!
-//! This module is the imperative shell around [`crate::sync::plan`] and [`crate::sync::view_status`]: it talks to the
+//! This module is the imperative shell around the pure core ([`crate::sync`]): it talks to the
 //! Kubernetes API and, through [`crate::ppio::Client`], to PPIO, but decides nothing about what to
 //! write itself. It knows no HTTP or PPIO field names; every failure becomes a
 //! [`SyncFailure`](crate::sync::view_status::SyncFailure) in the view's status. Its parts:
 //! - `views`: one watch of views over every watched namespace, feeding one kube-runtime controller;
+//! - `scopes`: the watch of each watched namespace (or of all), merged into one stream;
 //! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch (`mirror_meta`: the
 //!   metadata as read back, without `managedFields`);
 //! - `slots`: how many views sync at once, operator-wide;
