@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView, GpuInstanceViewSpec};
 use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
 use ppio_gpu_operator::process::http::Health;
 use ppio_gpu_operator::process::metrics::Metrics;
@@ -186,6 +186,7 @@ impl Fixture {
             "syncInterval": "10s",
         });
         merge(&mut full, spec);
+        assert_spec_fields(&full);
         let view: GpuInstanceView = serde_json::from_value(json!({
             "apiVersion": "gpu.ppio.io/v1alpha1",
             "kind": "GpuInstanceView",
@@ -201,6 +202,14 @@ impl Fixture {
 
     /// Merges `patch` into the spec of view `name` (e.g. `{"suspend": true}`).
     pub async fn change_spec(&self, name: &str, patch: Value) -> GpuInstanceView {
+        let current = self
+            .views()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("read view {name}: {e}"));
+        let mut spec = serde_json::to_value(&current.spec).expect("a spec serializes");
+        merge_patch(&mut spec, &patch);
+        assert_spec_fields(&spec);
         self.views()
             .patch(
                 name,
@@ -309,6 +318,53 @@ pub async fn create_secret(ns: &TestNamespace, name: &str, key: &str, value: &st
         .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
 }
 
+/// Fails the test when `spec` names a field that `GpuInstanceViewSpec` does not have, which serde
+/// would ignore (and the API server would prune) without a word: a misspelt field in a test must
+/// not pass as a default.
+fn assert_spec_fields(spec: &Value) {
+    let typed: GpuInstanceViewSpec =
+        serde_json::from_value(spec.clone()).unwrap_or_else(|e| panic!("not a view spec: {e}"));
+    let typed = serde_json::to_value(&typed).expect("a spec serializes");
+    assert_fields_known(spec, &typed, "spec");
+}
+
+/// Every field `written` sets (not null, not an empty list) is in `typed`, recursively.
+fn assert_fields_known(written: &Value, typed: &Value, path: &str) {
+    let Value::Object(fields) = written else {
+        return;
+    };
+    for (key, value) in fields {
+        let unset = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+        if unset {
+            continue;
+        }
+        let Some(known) = typed.get(key) else {
+            panic!("{path}.{key} is not a field of GpuInstanceViewSpec");
+        };
+        assert_fields_known(value, known, &format!("{path}.{key}"));
+    }
+}
+
+/// `patch` applied to `base` as a JSON merge patch (RFC 7386) is: a null removes the field.
+fn merge_patch(base: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *base = patch.clone();
+        return;
+    };
+    if !base.is_object() {
+        *base = json!({});
+    }
+    if let Value::Object(base) = base {
+        for (key, value) in patch {
+            if value.is_null() {
+                base.remove(key);
+            } else {
+                merge_patch(base.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
 fn merge(base: &mut Value, overlay: Value) {
     match (base, overlay) {
         (Value::Object(base), Value::Object(overlay)) => {
@@ -318,4 +374,23 @@ fn merge(base: &mut Value, overlay: Value) {
         }
         (base, overlay) => *base = overlay,
     }
+}
+
+#[test]
+#[should_panic(expected = "spec.mirror.omitField is not a field of GpuInstanceViewSpec")]
+fn a_misspelt_view_field_fails_the_test_instead_of_passing_as_a_default() {
+    assert_spec_fields(&json!({
+        "credentials": { "secretRef": { "name": "ppio" } },
+        "mirror": { "omitField": ["command"] },
+    }));
+}
+
+#[test]
+fn the_fields_a_test_sets_or_clears_pass() {
+    assert_spec_fields(&json!({
+        "credentials": { "secretRef": { "name": "ppio" } },
+        "filter": { "regions": [], "status": "running", "billingMode": null },
+        "mirror": { "omitFields": ["command"], "deletionPolicy": "Retain" },
+        "suspend": true,
+    }));
 }
