@@ -12,8 +12,8 @@ use std::time::Instant;
 use jiff::Timestamp;
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_operator::mirror;
-use ppio_gpu_operator::plan::{self, InstancePlan, Observed};
 use ppio_gpu_operator::ppio::{ApiKey, ListingMemo, Page};
+use ppio_gpu_operator::sync::plan::{self, InstancePlan, Observed};
 use ppio_simulator::generate_instances;
 
 /// Counts live and peak heap bytes, to report memory per instance.
@@ -137,13 +137,15 @@ fn main() {
         memo.finish_listing();
         summarized
     };
+    // As a sync does: the view's seed once, then each record's source hash.
+    let seed = plan::ViewSeed::of(&view);
     let sources: std::collections::HashMap<String, u64> = summarized(&memo)
         .iter()
         .flat_map(|(page, summaries)| {
             summaries.iter().enumerate().map(|(i, summary)| {
                 let name = mirror::object_name("bench", summary.id.as_str());
-                let expiry = plan::expiry_of(&view, summary, now);
-                (name, plan::source_hash(&view, page.record_hash(i), expiry))
+                let expiry = seed.expiry_of(summary, now);
+                (name, seed.source_hash(page.record_hash(i), expiry))
             })
         })
         .collect();
@@ -155,8 +157,8 @@ fn main() {
         let summaries = memo.summaries(&page, &key).expect("summaries");
         for (i, summary) in summaries.iter().enumerate() {
             let name = mirror::object_name("bench", summary.id.as_str());
-            let expiry = plan::expiry_of(&view, summary, now);
-            if sources.get(&name) != Some(&plan::source_hash(&view, page.record_hash(i), expiry)) {
+            let expiry = seed.expiry_of(summary, now);
+            if sources.get(&name) != Some(&seed.source_hash(page.record_hash(i), expiry)) {
                 decoded += 1;
                 let instance = page.decode(i).expect("decodes");
                 let _ = plan::plan_instance(&view, &instance, observed.get(&name), now);

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
-use ppio_gpu_operator::http::metrics_auth::MetricsAuth;
-use ppio_gpu_operator::http::{self, Health};
-use ppio_gpu_operator::leadership::{Leadership, LeaseSettings};
-use ppio_gpu_operator::metrics::Metrics;
 use ppio_gpu_operator::ppio;
-use ppio_gpu_operator::telemetry::{self, LogFormat};
+use ppio_gpu_operator::process::http::metrics_auth::MetricsAuth;
+use ppio_gpu_operator::process::http::{self, Health};
+use ppio_gpu_operator::process::leadership::{Leadership, LeaseSettings};
+use ppio_gpu_operator::process::metrics::Metrics;
+use ppio_gpu_operator::process::telemetry::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;

@@ -7,9 +7,9 @@ use std::path::Path;
 use jiff::Timestamp;
 use mlua::{Lua, LuaSerdeExt, Table};
 use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::plan;
 use ppio_gpu_operator::ppio::{Instance, InstanceId, InstanceStatus};
-use ppio_gpu_operator::status::{self, FailureReason, MirrorCounts, SyncFailure};
+use ppio_gpu_operator::sync::summary::Summary;
+use ppio_gpu_operator::sync::view_status::{self, FailureReason, MirrorCounts, SyncFailure};
 
 fn health(view: &GpuInstanceView) -> (String, String) {
     let script = std::fs::read_to_string(
@@ -53,9 +53,13 @@ fn synced(mut view: GpuInstanceView) -> GpuInstanceView {
         created: 1,
         ..MirrorCounts::default()
     };
-    view.status = Some(status::synced_status(
+    let mut summary = Summary::default();
+    for instance in &listing {
+        summary.add(&instance.into());
+    }
+    view.status = Some(view_status::synced_status(
         &view,
-        &plan::summarize(&listing),
+        &summary.bounded(),
         &counts,
         1,
         now,
@@ -68,7 +72,7 @@ fn failed(mut view: GpuInstanceView, reason: FailureReason) -> GpuInstanceView {
         reason,
         message: format!("{reason} happened"),
     };
-    view.status = Some(status::failed_status(
+    view.status = Some(view_status::failed_status(
         &view,
         &failure,
         Timestamp::from_second(1_800_000_100).unwrap(),
@@ -116,7 +120,7 @@ fn a_view_without_status_is_progressing() {
 fn a_suspended_view_is_suspended() {
     let mut view = synced(view());
     view.spec.suspend = true;
-    view.status = Some(status::suspended_status(
+    view.status = Some(view_status::suspended_status(
         &view,
         Timestamp::from_second(1_800_000_200).unwrap(),
     ));

@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_operator::plan;
 use ppio_gpu_operator::ppio::Page;
+use ppio_gpu_operator::sync::plan;
 use serde_json::{Value, json};
 
 /// The field manager of the bare client's writes.
@@ -51,11 +51,13 @@ pub async fn apply_mirrors(
         let listing = Page::from_json(&page)
             .map_err(|e| format!("the simulator's records do not decode as a PPIO page: {e}"))?
             .instances;
-        writes.extend(
-            listing
-                .iter()
-                .map(|instance| plan::desired_mirror(view, instance, now)),
-        );
+        writes.extend(listing.iter().filter_map(|instance| {
+            match plan::plan_instance(view, instance, None, now) {
+                // What has no mirror yet is created whole, as the operator's first sync does.
+                plan::InstancePlan::Create(mirror) => Some(*mirror),
+                plan::InstancePlan::Update(_) | plan::InstancePlan::Unchanged => None,
+            }
+        }));
     }
     drop(records);
 

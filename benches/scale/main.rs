@@ -18,6 +18,8 @@
 //! the run itself broke. Every process it started is stopped at the end, on error and on Ctrl-C.
 
 mod bare_client;
+#[path = "../../tests/shared/crds.rs"]
+mod crds;
 mod processes;
 mod report;
 mod requests;
@@ -28,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, ResourceExt};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
@@ -637,38 +638,7 @@ async fn admin_client(kubeconfig: &Path) -> Result<kube::Client, String> {
 
 /// Installs the operator's CRDs and waits until the API server serves them.
 async fn install_crds(client: &kube::Client) -> Result<(), String> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in ppio_gpu_operator::api::crds() {
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .map_err(|e| format!("cannot install the CRD {name}: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let established = crds
-                .get(&name)
-                .await
-                .ok()
-                .and_then(|crd| crd.status?.conditions)
-                .is_some_and(|conditions| {
-                    conditions
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("the CRD {name} was not Established within 60 s"));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-    Ok(())
+    crds::install_operator_crds(client, "bench", Duration::from_secs(60)).await
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) -> Result<(), String> {

@@ -10,6 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
+/// The billing modes a view's filter names: PPIO's own.
+pub use crate::ppio::BillingMode;
 
 /// Annotation whose new value asks for a sync at once, without touching the spec.
 pub const REFRESH_ANNOTATION: &str = "gpu.ppio.io/refresh-requested-at";
@@ -224,18 +226,6 @@ pub struct Filter {
     pub billing_mode: Option<BillingMode>,
 }
 
-/// PPIO billing modes.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BillingMode {
-    /// Pay as you go.
-    Postpaid,
-    /// Paid by the month in advance.
-    Prepaid,
-    /// Spot capacity, may be reclaimed.
-    Spot,
-}
-
 /// Mirroring options.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -310,7 +300,7 @@ pub enum DeletionPolicy {
 }
 
 /// A field of the remote record that a view may leave out of its mirrors.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum OmittedField {
     /// `status.command`.
@@ -404,7 +394,7 @@ impl GpuInstanceViewSpec {
         parse_duration(&self.expiry_warning_window).ok_or_else(|| {
             format!(
                 "spec.expiryWarningWindow {:?} is not a duration such as 72h, 30m or 0s (off)",
-                crate::mirror::truncate(&self.expiry_warning_window, 64)
+                crate::text::truncate(&self.expiry_warning_window, 64)
             )
         })
     }
@@ -420,17 +410,6 @@ fn default_secret_key() -> String {
 
 fn default_true() -> bool {
     true
-}
-
-impl BillingMode {
-    /// The value PPIO uses for this mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BillingMode::Postpaid => "postpaid",
-            BillingMode::Prepaid => "prepaid",
-            BillingMode::Spot => "spot",
-        }
-    }
 }
 
 /// Parses a Go-style duration (`90s`, `1m30s`, `1.5h`, `500ms`), the syntax the API server's CEL

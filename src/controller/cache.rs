@@ -21,19 +21,19 @@ use std::num::NonZeroI64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::Api;
 use kube::core::ObjectMeta;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::mirror_meta::MirrorMeta;
+use super::scopes::watch_scopes;
 use crate::api::GpuInstanceView;
 use crate::mirror;
-use crate::plan::{self, Digest, Observed};
+use crate::sync::plan::{self, Digest, Observed};
 
 /// One mirror, as far as planning needs it.
 #[derive(Clone, Debug)]
@@ -113,33 +113,18 @@ impl MirrorCache {
             labels.push_str(selector);
         }
         let config = watcher::Config::default().labels(&labels).any_semantic();
-        let scopes: Vec<Option<Arc<str>>> = if namespaces.is_empty() {
-            vec![None]
-        } else {
-            namespaces
-                .iter()
-                .map(|ns| Some(Arc::from(ns.as_str())))
-                .collect()
-        };
-        self.pending.send_replace(scopes.len());
-        let streams = scopes.into_iter().map(|scope| {
-            // An `Api` of `MirrorMeta` asks for metadata only.
-            let api: Api<MirrorMeta> = match &scope {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            watcher(api, config.clone())
-                .default_backoff()
-                .map(move |event| (scope.clone(), event))
-                .boxed()
-        });
-        let mut events = stream::select_all(streams);
+        // An `Api` of `MirrorMeta` asks for metadata only.
+        let (scopes, mut events) = watch_scopes::<MirrorMeta>(&client, namespaces, &config);
+        self.pending.send_replace(scopes);
         let mut on_listed = Some(on_listed);
         while let Some((scope, event)) = events.next().await {
             match event {
                 Ok(event) => {
                     if self.apply(scope, event) && *self.pending.borrow() == 0 {
-                        info!(mirrors = self.len(), "the watch listed every GpuInstance");
+                        info!(
+                            mirrors = self.mirror_count(),
+                            "the watch listed every GpuInstance"
+                        );
                         if let Some(on_listed) = on_listed.take() {
                             on_listed();
                         }
@@ -174,7 +159,7 @@ impl MirrorCache {
     }
 
     /// Whether the mirror `namespace/name` is trusted, not marked absent, and was last found or
-    /// written to match the record whose [`plan::source_hash`] is `source`: then it is unchanged.
+    /// written to match the record whose [`plan::ViewSeed::source_hash`] is `source`: then it is unchanged.
     /// The check every listed record of a sync makes, so it allocates nothing.
     pub fn is_unchanged_source(&self, namespace: &str, name: &str, source: u64) -> bool {
         let state = self.lock();
@@ -191,7 +176,7 @@ impl MirrorCache {
     /// when its instance went missing, if it did.
     pub fn mirrors_of(&self, view: &GpuInstanceView) -> Vec<(String, Option<Timestamp>)> {
         let namespace = view.meta().namespace.as_deref().unwrap_or_default();
-        let label = mirror::label_value(view.meta().name.as_deref().unwrap_or_default());
+        let label = mirror::kubernetes_label_value(view.meta().name.as_deref().unwrap_or_default());
         let owner = plan::owner_hash(view.meta().uid.as_deref().unwrap_or_default());
         let state = self.lock();
         state
@@ -205,13 +190,8 @@ impl MirrorCache {
     }
 
     /// Mirrors in the cache.
-    pub fn len(&self) -> usize {
+    pub fn mirror_count(&self) -> usize {
         self.lock().entries.values().map(HashMap::len).sum()
-    }
-
-    /// Whether the cache holds no mirror.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Records the object an operator write returned (its metadata): its resourceVersion is now the
@@ -332,19 +312,7 @@ impl MirrorCache {
             .get(mirror::EXPIRING_SOON_LABEL)
             .and_then(|v| mirror::parse_expiring_soon(v))
             .and_then(NonZeroI64::new);
-        let digest = Digest {
-            fingerprint: annotations
-                .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION))
-                .and_then(|f| mirror::parse_fingerprint(f))
-                .unwrap_or_default(),
-            labels: mirror::labels_digest(&labels),
-            owner: meta
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|r| r.controller == Some(true) && r.kind == "GpuInstanceView")
-                .map_or(0, |r| plan::owner_hash(&r.uid)),
-        };
+        let digest = Digest::of_metadata(meta);
         Some(Entry {
             uid,
             view: self.intern(view),
@@ -534,6 +502,6 @@ mod tests {
         cache.apply(None, watcher::Event::Apply(a.clone()));
         cache.apply(None, watcher::Event::Delete(a));
         assert!(cache.observed("ml", "a").is_none());
-        assert!(cache.is_empty());
+        assert_eq!(cache.mirror_count(), 0);
     }
 }

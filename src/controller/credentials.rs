@@ -5,10 +5,9 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use super::sync::kube_failure;
 use crate::api::GpuInstanceView;
 use crate::ppio::ApiKey;
-use crate::status::{FailureReason, SyncFailure};
+use crate::sync::view_status::{FailureReason, SyncFailure};
 
 /// Reads the API key with a plain GET at every sync, so a rotated key is used at the next sync and
 /// the operator needs no watch on Secrets.
@@ -42,7 +41,7 @@ pub(super) async fn read_api_key(
             });
         }
         Err(e) => {
-            return Err(kube_failure(
+            return Err(SyncFailure::kube(
                 FailureReason::SecretUnavailable,
                 "read the Secret",
                 &e,

@@ -6,7 +6,7 @@ use url::Url;
 
 use crate::api::GpuInstanceView;
 use crate::api::view::DEFAULT_ENDPOINT;
-use crate::status::{FailureReason, SyncFailure};
+use crate::sync::view_status::{FailureReason, SyncFailure};
 
 /// Which endpoints views may send their API key to.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! Kubernetes Events (events.k8s.io), for transitions only. On a view: syncs start failing (or fail
 //! for a new reason), recover, the mass-removal guard starts holding removals back, or one sync saw
 //! more remote lifecycle changes than it publishes one by one. On a GpuInstance: the lifecycle Events
-//! [`crate::lifecycle`] decides, published once the mirror's write succeeded. Steady states publish
+//! [`crate::sync::lifecycle`] decides, published once the mirror's write succeeded. Steady states publish
 //! nothing, so Events stay few however often a view syncs.
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -12,9 +12,9 @@ use tracing::warn;
 use super::mirror_meta::MirrorMeta;
 use crate::api::condition::{self, ConditionStatus};
 use crate::api::{GpuInstance, GpuInstanceView, GpuInstanceViewStatus};
-use crate::lifecycle::{InstanceEvent, MANY_STATUS_CHANGES, SummaryEvent};
 use crate::mirror;
-use crate::status;
+use crate::sync::lifecycle::{InstanceEvent, MANY_STATUS_CHANGES, SummaryEvent};
+use crate::sync::view_status;
 
 /// The Event's action for remote lifecycle Events.
 const OBSERVE: &str = "Observe";
@@ -96,7 +96,7 @@ pub(super) async fn publish_transition(
         }
         // The mass-removal guard started holding deletions back: once, not at every sync it holds.
         (before, ConditionStatus::True)
-            if reason == status::MASS_REMOVAL_HELD
+            if reason == view_status::MASS_REMOVAL_HELD
                 && before
                     .as_ref()
                     .is_none_or(|(_, old_reason, _)| *old_reason != reason) =>
@@ -129,7 +129,7 @@ pub(super) async fn publish_transition(
         // events.k8s.io rejects notes over 1 KiB.
         note: event
             .note
-            .map(|note| mirror::truncate(&note, mirror::MAX_EVENT_NOTE)),
+            .map(|note| crate::text::truncate(&note, mirror::MAX_EVENT_NOTE)),
         ..event
     };
     if let Err(e) = recorder.publish(&event, &view.object_ref(&())).await {

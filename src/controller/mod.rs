@@ -1,12 +1,13 @@
 //! The controller: for each `GpuInstanceView`, read its API key, list its instances from PPIO page by
-//! page, carry out what [`crate::plan`] decides, then write the view's status and schedule the next
-//! sync.
+//! page, carry out what [`crate::sync::plan`] and [`crate::sync::removals`] decide, then write the
+//! view's status and schedule the next sync.
 //!
-//! This module is the imperative shell around [`crate::plan`] and [`crate::status`]: it talks to the
+//! This module is the imperative shell around the pure core ([`crate::sync`]): it talks to the
 //! Kubernetes API and, through [`crate::ppio::Client`], to PPIO, but decides nothing about what to
 //! write itself. It knows no HTTP or PPIO field names; every failure becomes a
-//! [`SyncFailure`](crate::status::SyncFailure) in the view's status. Its parts:
+//! [`SyncFailure`](crate::sync::view_status::SyncFailure) in the view's status. Its parts:
 //! - `views`: one watch of views over every watched namespace, feeding one kube-runtime controller;
+//! - `scopes`: the watch of each watched namespace (or of all), merged into one stream;
 //! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch (`mirror_meta`: the
 //!   metadata as read back, without `managedFields`);
 //! - `slots`: how many views sync at once, operator-wide;
@@ -23,6 +24,7 @@ mod events;
 mod memos;
 mod mirror_meta;
 mod schedule;
+mod scopes;
 mod slots;
 mod sync;
 mod views;
@@ -49,14 +51,14 @@ pub use slots::SyncSlots;
 
 use crate::Error;
 use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
-use crate::http::Health;
-use crate::metrics::Metrics;
 use crate::ppio::{self, ListingLimits, PpioError};
-use crate::status;
+use crate::process::http::Health;
+use crate::process::metrics::Metrics;
+use crate::sync::view_status;
 use schedule::{Schedule, Schedules};
 
 /// The field manager of every write the operator makes (server-side apply).
-pub const FIELD_MANAGER: &str = "ppio-gpu-operator";
+pub const FIELD_MANAGER: &str = crate::OPERATOR_NAME;
 
 /// Server-side apply as the operator makes it: under [`FIELD_MANAGER`], taking over fields others
 /// set, and with `fieldValidation=Ignore`. Every object the operator applies is serialized from the
@@ -67,6 +69,18 @@ pub(crate) fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER)
         .force()
         .validation_ignore()
+}
+
+/// The body of a server-side apply of `status` to the status subresource of an object of kind `K`:
+/// the kind, and the status alone, so that the operator owns no other field through it.
+pub(crate) fn status_apply_body<K: Resource<DynamicType = ()>>(
+    status: &impl serde::Serialize,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    })
 }
 
 /// PPIO clients kept for reuse (one per endpoint).
@@ -111,7 +125,7 @@ pub fn default_lease_name(shard_selector: Option<&str>) -> String {
     match shard_selector {
         None => FIELD_MANAGER.to_owned(),
         Some(selector) => {
-            let digest = crate::mirror::label_value(&format!("{selector}!"));
+            let digest = crate::mirror::kubernetes_label_value(&format!("{selector}!"));
             let hash = digest.rsplit('-').next().unwrap_or_default();
             format!("{FIELD_MANAGER}-shard-{hash}")
         }
@@ -309,7 +323,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
             view.spec.sync_interval(),
         );
         if view.spec.suspend {
-            let status = status::suspended_status(&view, Timestamp::now());
+            let status = view_status::suspended_status(&view, Timestamp::now());
             write_view_status_if_changed(&ctx, &view, status).await?;
             // A suspended view lists nothing: what its listings read is of no use until it resumes.
             ctx.memos.forget(&key);
@@ -343,7 +357,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "synced"
                 );
-                let status = status::synced_status(
+                let status = view_status::synced_status(
                     &view,
                     &synced.summary,
                     &synced.counts,
@@ -370,7 +384,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 let backoff = schedule::retry_delay(failures, interval);
                 let delay = failure.retry_after.map_or(backoff, |after| backoff.max(after));
                 (
-                    status::failed_status(&view, &failure.failure, Timestamp::now()),
+                    view_status::failed_status(&view, &failure.failure, Timestamp::now()),
                     delay,
                     failures,
                 )
@@ -385,7 +399,7 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 next_sync: Instant::now() + delay,
                 failures,
                 generation: view.metadata.generation,
-                refresh: status::refresh_requested(&view),
+                refresh: view_status::refresh_requested(&view),
             }),
         );
         events::publish_transition(&ctx.recorder, &view, &status).await;
@@ -414,11 +428,7 @@ async fn write_view_status_if_changed(
     let namespace = view.namespace().unwrap_or_default();
     let views: Api<GpuInstanceView> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.record_write("apply_status", "gpuinstanceviews");
-    let body = json!({
-        "apiVersion": GpuInstanceView::api_version(&()),
-        "kind": GpuInstanceView::kind(&()),
-        "status": status,
-    });
+    let body = status_apply_body::<GpuInstanceView>(&status);
     views
         .patch_status(&view.name_any(), &apply_params(), &Patch::Apply(&body))
         .await

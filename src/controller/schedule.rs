@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::process::backoff;
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
-use rand::Rng;
 
 use crate::api::GpuInstanceView;
-use crate::status;
+use crate::sync::view_status;
 
 /// Where a failing view's retries start; they double up to its sync interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -78,7 +78,7 @@ pub(super) fn time_until_due(
         }
     };
     if answered_generation != view.metadata.generation
-        || answered_refresh != status::refresh_requested(view)
+        || answered_refresh != view_status::refresh_requested(view)
     {
         return None;
     }
@@ -102,23 +102,18 @@ pub(super) fn listing_deadline(interval: Duration) -> Duration {
 /// drift apart, and never sooner than the interval, so that an instance missing from one listing has
 /// been missing for the interval by the next (the time half of the removal rule).
 pub(super) fn next_regular_sync(interval: Duration) -> Duration {
-    interval.mul_f64(rand::rng().random_range(1.0..=1.1))
+    backoff::NEXT_SYNC.apply(interval)
 }
 
 /// The interval, give or take 10%, so that views created together do not sync together.
 pub(super) fn jittered(interval: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.9..=1.1);
-    interval.mul_f64(factor)
+    backoff::VIEW_RETRY.apply(interval)
 }
 
 /// Exponential backoff with jitter from [`FIRST_RETRY`], capped at the view's sync interval: a failing
 /// view is retried at least as often as a healthy one syncs.
 pub(super) fn retry_delay(failures: u32, interval: Duration) -> Duration {
-    jittered(crate::backoff::capped_exponential(
-        failures,
-        FIRST_RETRY,
-        interval,
-    ))
+    jittered(backoff::capped_exponential(failures, FIRST_RETRY, interval))
 }
 
 #[cfg(test)]

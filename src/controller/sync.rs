@@ -19,12 +19,13 @@ use super::endpoint::endpoint_of;
 use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use crate::api::GpuInstanceView;
-use crate::api::view;
-use crate::fleet::{FleetSnapshot, FleetTally};
-use crate::lifecycle::{self, Seen};
-use crate::plan::{self, InstancePlan, Summary};
 use crate::ppio::{self, ListQuery};
-use crate::status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
+use crate::sync::fleet::{FleetSnapshot, FleetTally};
+use crate::sync::lifecycle::{self, Seen};
+use crate::sync::plan::{self, InstancePlan};
+use crate::sync::removals;
+use crate::sync::summary::Summary;
+use crate::sync::view_status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
 
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
 const CACHE_WAIT: Duration = Duration::from_secs(60);
@@ -168,7 +169,7 @@ pub(super) async fn sync_view(
     let total = writes
         .finish()
         .await
-        .map_err(|e| kube_failure(FailureReason::WriteFailed, "write GpuInstances", &e))?;
+        .map_err(|e| SyncFailure::kube(FailureReason::WriteFailed, "write GpuInstances", &e))?;
     Ok(Synced {
         summary: listing.summary.bounded(),
         fleet: listing.fleet.finish(),
@@ -270,7 +271,7 @@ impl Listing<'_> {
         &self,
         seen: Seen<'_>,
         instance: &ppio::Instance,
-        expiry: crate::expiry::ExpiryState,
+        expiry: crate::sync::expiry::ExpiryState,
     ) -> Vec<lifecycle::InstanceEvent> {
         lifecycle::instance_events(
             seen,
@@ -289,7 +290,7 @@ impl Listing<'_> {
             .into_iter()
             .filter(|(name, _)| !self.listed.contains(name))
             .collect();
-        let removals = plan::plan_removals(self.view, unlisted, total, self.now);
+        let removals = removals::plan_removals(self.view, unlisted, total, self.now);
         self.counts.mirrored += removals.kept;
         self.counts.kept_missing = removals.kept;
         self.counts.removed = removals.deletes.len();
@@ -319,23 +320,7 @@ fn list_query(view: &GpuInstanceView) -> ListQuery {
         name: filter.name.clone(),
         status: filter.status.clone(),
         regions: filter.regions.clone(),
-        billing_mode: filter.billing_mode.map(|mode| match mode {
-            view::BillingMode::Postpaid => ppio::BillingMode::Postpaid,
-            view::BillingMode::Prepaid => ppio::BillingMode::Prepaid,
-            view::BillingMode::Spot => ppio::BillingMode::Spot,
-        }),
+        billing_mode: filter.billing_mode,
         page_size: u32::try_from(view.spec.page_size.max(1)).unwrap_or(50),
-    }
-}
-
-/// A failure of the Kubernetes API as the view reports it.
-pub(super) fn kube_failure(
-    reason: FailureReason,
-    action: &str,
-    error: &impl std::fmt::Display,
-) -> SyncFailure {
-    SyncFailure {
-        reason,
-        message: format!("Could not {action}: {error}. Retrying with backoff."),
     }
 }

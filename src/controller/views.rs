@@ -9,10 +9,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use futures::{Stream, StreamExt, stream};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
+use super::scopes::{Scope, watch_scopes};
 use crate::api::GpuInstanceView;
-use crate::status;
+use crate::sync::view_status;
 
 /// Watches the views of `namespaces` (all when empty) whose labels match `selector`. Returns the
 /// views to reconcile and the store the controller reads them from; `on_listed` is called once every
@@ -36,28 +37,12 @@ pub(super) fn watch(
     if let Some(selector) = selector {
         config = config.labels(selector);
     }
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().cloned().map(Some).collect()
-    };
-    let mut pending = scopes.len();
-    let streams = scopes.into_iter().map(|scope| {
-        let api: Api<GpuInstanceView> = match &scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        watcher(api, config.clone())
-            .default_backoff()
-            .map(move |event| (scope.clone(), event))
-            .boxed()
-    });
+    let (mut pending, events) = watch_scopes::<GpuInstanceView>(&client, namespaces, &config);
 
     let reader = store.clone();
-    let mut relisting: HashMap<Option<String>, HashSet<ObjectRef<GpuInstanceView>>> =
-        HashMap::new();
+    let mut relisting: HashMap<Scope, HashSet<ObjectRef<GpuInstanceView>>> = HashMap::new();
     let mut on_listed = Some(on_listed);
-    let views = stream::select_all(streams)
+    let views = events
         .flat_map(move |(scope, event)| {
             let mut touched: Vec<Result<GpuInstanceView, watcher::Error>> = Vec::new();
             match event {
@@ -113,6 +98,6 @@ fn spec_or_refresh(view: &GpuInstanceView) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     view.metadata.uid.hash(&mut hasher);
     view.metadata.generation.hash(&mut hasher);
-    status::refresh_requested(view).hash(&mut hasher);
+    view_status::refresh_requested(view).hash(&mut hasher);
     Some(hasher.finish())
 }

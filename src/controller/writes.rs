@@ -21,20 +21,20 @@ use http::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, Preconditions};
 use kube::runtime::events::Recorder;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::apply_params;
 use super::cache::MirrorCache;
 use super::events;
 use super::mirror_meta::MirrorMeta;
+use super::{apply_params, status_apply_body};
 use crate::api::condition;
 use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
-use crate::lifecycle::{InstanceEvent, SyncTally};
-use crate::metrics::Metrics;
-use crate::plan::{self, DesiredMirror};
+use crate::process::metrics::Metrics;
+use crate::sync::lifecycle::{InstanceEvent, SyncTally};
+use crate::sync::plan::DesiredMirror;
+use crate::sync::removals;
 
 /// One write of one mirror.
 #[derive(Debug)]
@@ -244,7 +244,7 @@ async fn carry_out(
             let Some(current) = api.get_opt(&name).await? else {
                 return Ok(());
             };
-            let (object, status) = plan::absent_mirror(view, &current, Timestamp::now());
+            let (object, status) = removals::absent_mirror(view, &current, Timestamp::now());
             let written = async {
                 apply_status(api, metrics, &name, &status).await?;
                 apply_object(api, metrics, &object).await
@@ -339,11 +339,7 @@ async fn apply_status(
     name: &str,
     status: &GpuInstanceStatus,
 ) -> Result<Written, kube::Error> {
-    let body = json!({
-        "apiVersion": GpuInstance::api_version(&()),
-        "kind": GpuInstance::kind(&()),
-        "status": status,
-    });
+    let body = status_apply_body::<GpuInstance>(status);
     metrics.record_write("apply_status", "gpuinstances");
     let request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &apply_params(), &Patch::Apply(&body))

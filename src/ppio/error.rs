@@ -283,7 +283,7 @@ fn sanitize_within(text: &str, key: &ApiKey, max_chars: usize) -> String {
         .split_whitespace()
         .map(|word| {
             word.chars()
-                .filter(|c| !c.is_control() && !is_bidi_control(*c))
+                .filter(|&c| !crate::text::is_unwanted(c, false))
                 .collect::<String>()
         })
         .filter(|word| !word.is_empty())
@@ -312,10 +312,6 @@ pub(crate) fn redact(text: &mut String, key: &ApiKey) -> bool {
         }
         std::borrow::Cow::Borrowed(_) => false,
     }
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Reads a `Retry-After` value: delta-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`]. A date

@@ -82,8 +82,12 @@ impl<'de> Deserialize<'de> for InstanceId {
     }
 }
 
-/// PPIO billing modes, as the list call's `billing_mode` filter takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+// The doc line below is the description of `spec.filter.billingMode` in the view's CRD.
+/// PPIO billing modes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum BillingMode {
     /// Pay as you go.
     Postpaid,

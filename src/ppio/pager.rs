@@ -1,9 +1,9 @@
 //! A listing page by page: the caller handles each page as it arrives, so memory is bounded by a page,
 //! not by the account, and is told at the end whether the listing was complete.
 //!
-//! The guards are those of [`Client::list_all_instances`], from [`Paging`]: each page must be a real
-//! page, the server may not repeat a cursor, contradict itself about `has_more`, send an instance
-//! twice or exceed the [`ListingLimits`]. A page that breaks a guard is an error, never handed out;
+//! The guards are those of [`Paging`]: each page must be a real page, the server may not repeat a
+//! cursor, contradict itself about `has_more`, send an instance twice or exceed the
+//! [`ListingLimits`]. A page that breaks a guard is an error, never handed out;
 //! pages handed out before it were real remote data, but the listing as a whole is incomplete, so
 //! nothing may be concluded from what it lacked.
 //!

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use jiff::Timestamp;
 use ppio_gpu_operator::api::view::{GpuInstanceView, GpuInstanceViewSpec};
 use ppio_gpu_operator::ppio::{ApiKey, Client, ClientConfig, ListQuery, ListingLimits, PpioError};
-use ppio_gpu_operator::status::{self, FailureReason, SyncFailure};
+use ppio_gpu_operator::sync::view_status::{self, FailureReason, SyncFailure};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde::{Deserialize, Serialize};
@@ -351,12 +351,15 @@ fn shown(server: &Server, case: &LeakCase, key: &ApiKey) -> Vec<(&'static str, S
             shown.push(("error (debug)", format!("{error:?}")));
             // What the view's status says: the message as the controller makes it, and stricter,
             // the client's message as it is, without the controller's last check.
-            shown.push(("view message", status::ppio_failure(&error, key).message));
+            shown.push((
+                "view message",
+                view_status::ppio_failure(&error, key).message,
+            ));
             let failure = SyncFailure {
                 reason: FailureReason::from(error.kind()),
                 message: error.to_string(),
             };
-            let status = status::failed_status(&view(), &failure, Timestamp::UNIX_EPOCH);
+            let status = view_status::failed_status(&view(), &failure, Timestamp::UNIX_EPOCH);
             for condition in &status.conditions {
                 shown.push(("condition", condition.message.clone()));
                 if condition.type_ == "Ready" {

@@ -10,8 +10,10 @@ use futures::future::join_all;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, ResourceExt};
-use ppio_gpu_operator::leadership::decision::Timing;
-use ppio_gpu_operator::leadership::{Clock, Leadership, LeaseSettings, MIN_LEASE_DURATION};
+use ppio_gpu_operator::process::leadership::decision::Timing;
+use ppio_gpu_operator::process::leadership::{
+    Clock, Leadership, LeaseSettings, MIN_LEASE_DURATION,
+};
 use tokio::time::Instant;
 
 use crate::support::TestNamespace;

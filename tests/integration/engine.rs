@@ -149,13 +149,13 @@ async fn one_controller_syncs_the_views_of_several_namespaces() {
     let context = std::sync::Arc::new(ppio_gpu_operator::controller::Context::new(
         client,
         settings,
-        ppio_gpu_operator::metrics::Metrics::new(),
+        ppio_gpu_operator::process::metrics::Metrics::new(),
         "integration-tests",
     ));
     let operator = tokio::spawn(ppio_gpu_operator::controller::run(
         context,
         namespaces,
-        std::sync::Arc::new(ppio_gpu_operator::http::Health::default()),
+        std::sync::Arc::new(ppio_gpu_operator::process::http::Health::default()),
         std::future::pending::<()>(),
     ));
     first.create_view("v", json!({})).await;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResource, CustomResourceExt, Resource, ResourceExt};
 use schemars::JsonSchema;
@@ -40,34 +39,14 @@ pub struct WidgetStatus {
 }
 
 async fn install_widget_crd(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = Widget::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("harness-test").force(),
-        &Patch::Apply(&crd),
+    crate::support::crds::apply_crd(
+        client,
+        &Widget::crd(),
+        "harness-test",
+        Duration::from_secs(30),
     )
     .await
-    .expect("apply the Widget CRD");
-    wait_for(
-        "the Widget CRD to be Established",
-        Duration::from_secs(30),
-        || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                let established = crd
-                    .status?
-                    .conditions?
-                    .into_iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            }
-        },
-    )
-    .await;
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn widget(name: &str, color: &str) -> Widget {

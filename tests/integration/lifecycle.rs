@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_simulator::generate_instances;
 use serde_json::{Value, json};
@@ -358,14 +358,8 @@ async fn a_prepaid_instance_ending_soon_without_auto_renew_is_flagged_once() {
     assert_eq!(events_on(&fx, &soon_mirror, "ExpiringSoon").await.len(), 1);
 
     // A wider window takes in the later one, whose record did not change.
-    fx.views()
-        .patch(
-            "v",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "expiryWarningWindow": "800h" } })),
-        )
-        .await
-        .expect("widen the window");
+    fx.change_spec("v", json!({ "expiryWarningWindow": "800h" }))
+        .await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.and_then(|s| s.expiring_soon_count), Some(2));
     let later_mirror = format!("v-{later_id}");

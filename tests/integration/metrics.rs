@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_simulator::{Fault, FaultKind, load_instances};
 use serde_json::json;
@@ -195,14 +195,8 @@ async fn fleet_metrics_follow_each_complete_listing_and_leave_with_their_view() 
     );
 
     // A filter change: the view's instances in the region it no longer lists lose their series.
-    fx.views()
-        .patch(
-            "west",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "filter": { "regions": ["cn-east-1"] } } })),
-        )
-        .await
-        .expect("patch view west");
+    fx.change_spec("west", json!({ "filter": { "regions": ["cn-east-1"] } }))
+        .await;
     fx.wait_ready("west", true, "Synced").await;
     let west = wait_for(
         "view west to export its new filter's listing",

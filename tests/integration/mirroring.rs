@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_simulator::{Fault, FaultKind, generate_instances, load_instances};
 use serde_json::json;
@@ -493,6 +493,40 @@ async fn credentials_in_commands_and_images_never_reach_a_mirror() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_mirroring_option_rewrites_mirrors_of_unchanged_records_at_the_next_sync() {
+    let mut records = generate_instances(3, 23);
+    for record in &mut records {
+        record["command"] = json!("python serve.py");
+    }
+    let fx = Fixture::start("shape", records).await;
+    fx.create_view("v", json!({})).await;
+    fx.wait_ready("v", true, "Synced").await;
+    let before = fx.mirrors_of("v").await;
+    assert_eq!(before.len(), 3);
+    for mirror in &before {
+        let status = mirror.status.as_ref().expect("status");
+        assert_eq!(status.command.as_deref(), Some("python serve.py"));
+    }
+
+    // Nothing changes remotely; only how the view mirrors. The next sync (the spec change's)
+    // must not take the records for unchanged.
+    fx.change_spec("v", json!({ "mirror": { "omitFields": ["command"] } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let after = fx.mirrors_of("v").await;
+    assert_eq!(after.len(), 3);
+    for mirror in &after {
+        let status = mirror.status.as_ref().expect("status");
+        assert_eq!(
+            status.command,
+            None,
+            "{} still shows its command",
+            mirror.name_any()
+        );
+    }
+}
+
 /// Sums the API server's own counters of write requests to GpuInstances.
 fn gpuinstance_writes(kubeconfig: &Path) -> u64 {
     let metrics = kubectl(kubeconfig, None, &["get", "--raw", "/metrics"]);
@@ -586,16 +620,13 @@ async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_lef
     assert_eq!(names, ["v-1e9b47d2a0", "v-b7a40e93cd"]);
 
     // A new filter: synced at once (no refresh), what no longer matches is marked, then pruned.
-    fx.views()
-        .patch(
-            "v",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "filter": {
-                "regions": null, "billingMode": null, "name": null, "status": "exited"
-            }}})),
-        )
-        .await
-        .expect("change the filter");
+    fx.change_spec(
+        "v",
+        json!({ "filter": {
+            "regions": null, "billingMode": null, "name": null, "status": "exited"
+        }}),
+    )
+    .await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.as_ref().and_then(|s| s.instance_count), Some(1));
     assert_eq!(
@@ -843,14 +874,7 @@ async fn a_suspended_view_keeps_its_mirrors_and_does_not_call_ppio() {
     let fx = Fixture::start("suspend", example_records()).await;
     fx.create_view("v", json!({})).await;
     fx.wait_ready("v", true, "Synced").await;
-    fx.views()
-        .patch(
-            "v",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "suspend": true } })),
-        )
-        .await
-        .expect("suspend");
+    fx.change_spec("v", json!({ "suspend": true })).await;
     fx.wait_ready("v", true, "Suspended").await;
     fx.simulator().clear_requests();
     fx.simulator().remove_instance("ca338f12f3");
@@ -861,14 +885,7 @@ async fn a_suspended_view_keeps_its_mirrors_and_does_not_call_ppio() {
     );
     assert_eq!(fx.mirrors_of("v").await.len(), 6);
 
-    fx.views()
-        .patch(
-            "v",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "suspend": false } })),
-        )
-        .await
-        .expect("resume");
+    fx.change_spec("v", json!({ "suspend": false })).await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.and_then(|s| s.instance_count), Some(5));
 }

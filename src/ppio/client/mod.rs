@@ -1,6 +1,7 @@
-//! HTTP client for the PPIO GPU API v2 list call (`GET /gpus/v2/instances`): one page, or a whole
-//! listing paged through with guards against servers that page forever, loop, contradict themselves
-//! or send something other than a page with HTTP 200.
+//! HTTP client for the PPIO GPU API v2 list call (`GET /gpus/v2/instances`): a listing paged
+//! through with guards against servers that page forever, loop, contradict themselves or send
+//! something other than a page with HTTP 200, read page by page ([`super::Pager`], what the
+//! controller runs) or collected whole ([`Client::list_all_instances`], the same pager).
 //!
 //! A listing that is returned at all is complete, because callers prune what it no longer holds:
 //! every page must be a real page (see [`Page::from_json`]), and the pages must pass the guards of
@@ -31,11 +32,9 @@ use super::api_key::ApiKey;
 use super::config::{ClientConfig, ListQuery, ListingLimits};
 use super::error::{PpioError, ServerMessage, parse_error_body, parse_retry_after, sanitize};
 use super::memo::ListingMemo;
-use super::model::{Instance, Page};
-use super::paging::{Paging, Progress};
+use super::model::Instance;
 use super::rate_limit::RateLimiter;
 use super::raw_page::RawPage;
-use super::summary::id_holds_key;
 
 const USER_AGENT: &str = concat!("ppio-gpu-operator/", env!("CARGO_PKG_VERSION"));
 
@@ -173,22 +172,6 @@ impl Client {
         self.inner.limiter.acquire(key).await;
     }
 
-    /// Fetches one page: one `GET /gpus/v2/instances`, without retrying. `cursor` is the previous
-    /// page's `next_cursor`; `None` (or empty) for the first page. Echoes of the API key in the
-    /// records are replaced by `[redacted]`; a record whose ID contains the key makes the page an
-    /// invalid response.
-    pub async fn list_page(
-        &self,
-        key: &ApiKey,
-        query: &ListQuery,
-        cursor: Option<&str>,
-    ) -> Result<Page, PpioError> {
-        let fetched = self
-            .request_page(key, query, cursor, None, false, None)
-            .await?;
-        decode_all(fetched.page, key)
-    }
-
     /// Fetches every page and checks the listing is whole: it fails, rather than returning part of
     /// the instances, when a 200 answer is not a page, the server says more pages follow but gives
     /// no cursor, repeats a cursor, sends an instance ID twice, or the listing exceeds `limits`. An
@@ -199,59 +182,29 @@ impl Client {
     /// after an exponential backoff from [`ListingLimits::retry_base`]. When the retries run out,
     /// the last error is returned. A `Retry-After` longer than [`ListingLimits::max_retry_wait`]
     /// returns the [`PpioError::RateLimited`] at once. Other errors are never retried.
+    ///
+    /// This is [`Client::pager`] read to its end with a memo of its own, every record decoded:
+    /// the path the controller runs, page by page, collected.
     pub async fn list_all_instances(
         &self,
         key: &ApiKey,
         query: &ListQuery,
         limits: &ListingLimits,
     ) -> Result<Listing, PpioError> {
-        let mut paging = Paging::new(*limits, key);
+        // The pager the controller reads page by page, collected: one path, one set of guards.
+        let memo = ListingMemo::default();
+        let mut pager = self.pager(key, query, limits, &memo);
         let mut instances = Vec::new();
-        loop {
-            let next = paging.next_page()?;
-            let (number, cursor) = (next.number, next.cursor.map(str::to_owned));
-            let budget = ListingBudget {
-                remaining: next.remaining_bytes,
-                limit: limits.max_listing_bytes,
-            };
-            let fetched = self
-                .request_page_with_retries(
-                    key,
-                    query,
-                    cursor.as_deref(),
-                    number,
-                    budget,
-                    limits,
-                    false,
-                    None,
-                )
-                .await
-                .and_then(|fetched| Ok((decode_all(fetched.page, key)?, fetched.body_bytes)))
-                .map_err(|error| match error {
-                    PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
-                        detail: format!("page {number}: {detail}"),
-                    },
-                    other => other,
-                })?;
-            let (page, body_bytes) = fetched;
-            let progress = paging.accept(&page, body_bytes)?;
-            instances.extend(page.instances);
-            if progress == Progress::Complete {
-                break;
+        while let Some(page) = pager.next_page().await? {
+            instances.reserve(page.len());
+            for index in 0..page.len() {
+                instances.push(page.decode(index)?);
             }
         }
-        let bytes = paging.bytes();
-        let listing = Listing {
+        Ok(Listing {
             instances,
-            pages: paging.pages(),
-        };
-        tracing::debug!(
-            pages = listing.pages,
-            instances = listing.instances.len(),
-            bytes,
-            "listed all PPIO instances"
-        );
-        Ok(listing)
+            pages: pager.pages(),
+        })
     }
 
     /// One page of a listing, asked for again while it fails transiently, as
@@ -405,28 +358,24 @@ impl Client {
 
 /// The waits before each retry of a page when the server did not say how long to wait:
 /// [`ListingLimits::retry_base`] doubled for each earlier retry, capped at
-/// [`ListingLimits::max_retry_wait`] (the rule of [`crate::backoff::capped_exponential`]), for
+/// [`ListingLimits::max_retry_wait`] (the rule of [`crate::process::backoff::capped_exponential`]), for
 /// [`ListingLimits::page_attempts`] attempts in all.
 fn page_backoff(limits: &ListingLimits) -> ExponentialBuilder {
     let retries = limits.page_attempts.max(1) - 1;
-    ExponentialBuilder::new()
-        .with_min_delay(limits.retry_base)
-        .with_factor(2.0)
-        .with_max_delay(limits.max_retry_wait)
-        .with_max_times(usize::try_from(retries).unwrap_or(usize::MAX))
+    crate::process::backoff::exponential(limits.retry_base, limits.max_retry_wait, retries)
 }
 
-/// `wait` scaled by a factor between 0.5 and 1 from `jitter` (in `0.0..1.0`), so that views failing
-/// together do not retry together.
+/// `wait` scaled by a factor between 0.5 and 1 from `jitter` (in `0.0..1.0`): the
+/// [`crate::process::backoff::PAGE_RETRY`] spread.
 fn jittered(wait: Duration, jitter: f64) -> Duration {
-    wait.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    crate::process::backoff::PAGE_RETRY.at(wait, jitter)
 }
 
 mod transport;
 
 pub(super) use transport::ListingBudget as Budget;
 pub(super) use transport::decode_record;
-use transport::{FetchedPage, ListingBudget, decode_all, error_chain};
+use transport::{FetchedPage, ListingBudget, error_chain};
 
 #[cfg(test)]
 mod tests;

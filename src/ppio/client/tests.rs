@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::transport::{decode_all, decode_page};
+use super::transport::decode_page;
 use super::*;
 use crate::ppio::model::BillingMode;
 use crate::ppio::{ListingMemo, RecordSummary};
@@ -286,7 +286,11 @@ async fn a_last_page_that_still_sends_a_cursor_fails_the_listing() {
 
 #[tokio::test]
 async fn sends_filters_limit_and_bearer_key_as_the_server_receives_them() {
-    let server = TestServer::answering(Canned::page(&[], "", false)).await;
+    let server = TestServer::with_pages(vec![
+        ("", Canned::page(&["a"], "c/+=1", true)),
+        ("c/+=1", Canned::page(&[], "", false)),
+    ])
+    .await;
     let query = ListQuery {
         name: Some("train & eval 100%".into()),
         status: Some("running".into()),
@@ -296,11 +300,12 @@ async fn sends_filters_limit_and_bearer_key_as_the_server_receives_them() {
     };
     server
         .client()
-        .list_page(&key(), &query, Some("c/+=1"))
+        .list_all_instances(&key(), &query, &ListingLimits::default())
         .await
-        .expect("page");
+        .expect("listing");
     let seen = server.seen();
-    let request = &seen[0];
+    assert_eq!(seen.len(), 2);
+    let request = &seen[1];
     assert_eq!(request.path, "/gpus/v2/instances");
     assert_eq!(request.param("limit"), Some("50"));
     assert_eq!(request.param("cursor"), Some("c/+=1"));
@@ -330,9 +335,9 @@ async fn leaves_out_empty_filters_zero_limit_and_first_page_cursor() {
     };
     server
         .client()
-        .list_page(&key(), &query, Some(""))
+        .list_all_instances(&key(), &query, &ListingLimits::default())
         .await
-        .expect("page");
+        .expect("listing");
     assert_eq!(server.seen()[0].raw_query, None);
 }
 
@@ -343,23 +348,37 @@ async fn keeps_a_path_prefix_of_the_endpoint() {
         config.base_url = config.base_url.join("proxy/ppio/").expect("URL");
     });
     client
-        .list_page(&key(), &ListQuery::default(), None)
+        .list_all_instances(&key(), &ListQuery::default(), &ListingLimits::default())
         .await
-        .expect("page");
+        .expect("listing");
     assert_eq!(server.seen()[0].path, "/proxy/ppio/gpus/v2/instances");
 }
 
 #[tokio::test]
-async fn a_single_page_reports_cursor_and_has_more() {
-    let server = TestServer::answering(Canned::page(&["a", "b"], "next-1", true)).await;
-    let page = server
-        .client()
-        .list_page(&key(), &ListQuery::default(), None)
+async fn a_page_that_says_more_follow_is_followed_by_its_cursor() {
+    let server = TestServer::with_pages(vec![
+        ("", Canned::page(&["a", "b"], "next-1", true)),
+        ("next-1", Canned::page(&[], "", false)),
+    ])
+    .await;
+    let client = server.client();
+    let (key, query, memo) = (key(), ListQuery::default(), ListingMemo::default());
+    let mut pager = client.pager(&key, &query, &ListingLimits::default(), &memo);
+    let page = pager
+        .next_page()
         .await
-        .expect("page");
-    assert_eq!(page.instances.len(), 2);
-    assert_eq!(page.next_cursor.as_deref(), Some("next-1"));
-    assert!(page.has_more);
+        .expect("page")
+        .expect("a first page");
+    assert_eq!(page.len(), 2);
+    assert_eq!(cursors_seen(&server), [None]);
+    let last = pager
+        .next_page()
+        .await
+        .expect("page")
+        .expect("a second page");
+    assert!(last.is_empty());
+    assert_eq!(cursors_seen(&server), [None, Some("next-1".to_owned())]);
+    assert!(pager.next_page().await.expect("the end").is_none());
 }
 
 #[tokio::test]
@@ -670,7 +689,7 @@ async fn a_body_that_stalls_past_the_request_timeout_is_a_timeout() {
         config.request_timeout = Duration::from_millis(300);
     });
     let error = client
-        .list_page(&key(), &ListQuery::default(), None)
+        .list_all_instances(&key(), &ListQuery::default(), &no_retries())
         .await
         .expect_err("timeout while reading the body");
     assert_eq!(error, PpioError::Timeout);
@@ -687,7 +706,7 @@ async fn a_closed_port_is_unreachable() {
     })
     .expect("client");
     let error = client
-        .list_page(&key(), &ListQuery::default(), None)
+        .list_all_instances(&key(), &ListQuery::default(), &no_retries())
         .await
         .expect_err("connection refused");
     let PpioError::Unreachable { detail } = &error else {
@@ -1122,12 +1141,14 @@ async fn the_api_key_echoed_in_records_is_redacted_before_they_are_returned() {
     assert_eq!(instance.command, "started with --token [redacted]");
     assert_eq!(instance.ports[0].endpoint, "https://h/?key=[redacted]");
 
-    let page = server
-        .client()
-        .list_page(&key(), &ListQuery::default(), None)
-        .await
-        .expect("page");
-    assert!(!format!("{page:?}").contains(SECRET));
+    let client = server.client();
+    let (key, query, memo) = (key(), ListQuery::default(), ListingMemo::default());
+    let mut pager = client.pager(&key, &query, &ListingLimits::default(), &memo);
+    let page = pager.next_page().await.expect("page").expect("a page");
+    let summary = format!("{:?}", page.summary(0));
+    assert!(!summary.contains(SECRET), "{summary}");
+    let decoded = format!("{:?}", page.decode(0).expect("the record"));
+    assert!(!decoded.contains(SECRET), "{decoded}");
 }
 
 #[test]
@@ -1142,7 +1163,7 @@ fn a_key_sent_as_a_numeric_field_leaves_no_fragment_in_the_decode_error() {
     let errors = [
         memo.summaries(&page, &key)
             .expect_err("its summary does not decode"),
-        decode_all(page, &key).expect_err("nor does the record"),
+        decode_record(&page, 0, &key).expect_err("nor does the record"),
     ];
     for error in errors {
         let shown = format!("{error} {error:?}");

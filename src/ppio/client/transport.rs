@@ -175,25 +175,6 @@ pub(crate) fn decode_record(
     Ok(instance)
 }
 
-/// Every record of `page` decoded whole and redacted, as a [`Page`]. A record whose ID holds the
-/// key fails the page, as in [`ListingMemo::summaries`](super::super::ListingMemo::summaries).
-pub(super) fn decode_all(page: RawPage, key: &ApiKey) -> Result<Page, PpioError> {
-    let instances = (0..page.len())
-        .map(|index| {
-            let instance = decode_record(&page, index, key)?;
-            if key.appears_in(instance.id.as_str()) {
-                return Err(id_holds_key(index));
-            }
-            Ok(instance)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page {
-        instances,
-        next_cursor: page.next_cursor,
-        has_more: page.has_more,
-    })
-}
-
 /// What a 200 body that is not a page says, when it is shaped like an error (an object with no
 /// `data` but a `code`, `message`, `error` or `reason`), as some gateways send them.
 fn error_body_sent_as_page(body: &[u8], key: &ApiKey) -> Option<ServerMessage> {

@@ -1,6 +1,8 @@
 //! Test support: the shared control plane, a namespace per test, waiting, and the machine's kubectl.
 
 pub mod control_plane;
+#[path = "../../shared/crds.rs"]
+pub mod crds;
 pub mod operator;
 pub mod process;
 

@@ -5,19 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView, GpuInstanceViewSpec};
 use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
-use ppio_gpu_operator::http::Health;
-use ppio_gpu_operator::metrics::Metrics;
+use ppio_gpu_operator::process::http::Health;
+use ppio_gpu_operator::process::metrics::Metrics;
 use ppio_simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{TestNamespace, rand_suffix, wait_for};
+use super::{TestNamespace, rand_suffix};
 
 /// The API key the test simulators accept.
 pub const API_KEY: &str = "sk-test-0123456789abcdef";
@@ -25,34 +24,9 @@ pub const API_KEY: &str = "sk-test-0123456789abcdef";
 /// Installs the operator's CRDs (server-side apply, so it is idempotent) and waits until the API
 /// server serves them.
 pub async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in ppio_gpu_operator::api::crds() {
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("integration-tests").force(),
-            &Patch::Apply(&crd),
-        )
+    super::crds::install_operator_crds(client, "integration-tests", Duration::from_secs(30))
         .await
-        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-        wait_for(
-            &format!("CRD {name} to be Established"),
-            Duration::from_secs(30),
-            || {
-                let crds = crds.clone();
-                let name = name.clone();
-                async move {
-                    let crd = crds.get(&name).await.ok()?;
-                    crd.status?
-                        .conditions?
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                        .then_some(())
-                }
-            },
-        )
-        .await;
-    }
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A PPIO simulator serving `records`, accepting [`API_KEY`].
@@ -212,6 +186,7 @@ impl Fixture {
             "syncInterval": "10s",
         });
         merge(&mut full, spec);
+        assert_spec_fields(&full);
         let view: GpuInstanceView = serde_json::from_value(json!({
             "apiVersion": "gpu.ppio.io/v1alpha1",
             "kind": "GpuInstanceView",
@@ -225,25 +200,43 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("create view {name}: {e}"))
     }
 
+    /// Merges `patch` into the spec of view `name` (e.g. `{"suspend": true}`).
+    pub async fn change_spec(&self, name: &str, patch: Value) -> GpuInstanceView {
+        let current = self
+            .views()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("read view {name}: {e}"));
+        let mut spec = serde_json::to_value(&current.spec).expect("a spec serializes");
+        merge_patch(&mut spec, &patch);
+        assert_spec_fields(&spec);
+        self.views()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": patch })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("change the spec of view {name}: {e}"))
+    }
+
     /// Waits until the view's Ready condition for its current generation has `status` and `reason`.
     pub async fn wait_ready(&self, name: &str, status: bool, reason: &str) -> GpuInstanceView {
-        let views = self.views();
         let want = ConditionStatus::from(status);
-        wait_for(
+        let reason = reason.to_owned();
+        self.await_view(
+            name,
             &format!("view {name} to be Ready={want:?} with reason {reason}"),
-            Duration::from_secs(60),
-            || {
-                let views = views.clone();
-                async move {
-                    let view = views.get(name).await.ok()?;
-                    let status = view.status.as_ref()?;
-                    let ready = condition::find(&status.conditions, condition::READY)?;
-                    (status.observed_generation == view.metadata.generation
+            move |view| {
+                let Some(status) = view.status.as_ref() else {
+                    return false;
+                };
+                condition::find(&status.conditions, condition::READY).is_some_and(|ready| {
+                    status.observed_generation == view.metadata.generation
                         && ready.observed_generation == view.metadata.generation
                         && ready.status == want
-                        && ready.reason == reason)
-                        .then_some(view)
-                }
+                        && ready.reason == reason
+                })
             },
         )
         .await
@@ -262,21 +255,35 @@ impl Fixture {
             )
             .await
             .unwrap_or_else(|e| panic!("annotate view {name}: {e}"));
-        let views = self.views();
-        wait_for(
-            &format!("view {name} to answer refresh {value}"),
-            Duration::from_secs(60),
-            || {
-                let views = views.clone();
-                let value = value.clone();
-                async move {
-                    let view = views.get(name).await.ok()?;
-                    (view.status.as_ref()?.last_handled_refresh.as_deref() == Some(value.as_str()))
-                        .then_some(view)
-                }
-            },
-        )
+        let what = format!("view {name} to answer refresh {value}");
+        self.await_view(name, &what, move |view| {
+            view.status
+                .as_ref()
+                .and_then(|s| s.last_handled_refresh.as_deref())
+                == Some(value.as_str())
+        })
         .await
+    }
+
+    /// Watches view `name` until `done` holds for it, at most a minute, and returns it then.
+    async fn await_view(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&GpuInstanceView) -> bool + Send + 'static,
+    ) -> GpuInstanceView {
+        let condition = move |view: Option<&GpuInstanceView>| view.is_some_and(&done);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(60),
+            kube::runtime::wait::await_condition(self.views(), name, condition),
+        )
+        .await;
+        match waited {
+            Ok(Ok(Some(view))) => view,
+            Ok(Ok(None)) => panic!("view {name} was deleted while waiting for {what}"),
+            Ok(Err(e)) => panic!("watching view {name} while waiting for {what}: {e}"),
+            Err(_) => panic!("timed out after 60s waiting for {what}"),
+        }
     }
 
     /// The GpuInstances of view `name`, by object name.
@@ -311,6 +318,53 @@ pub async fn create_secret(ns: &TestNamespace, name: &str, key: &str, value: &st
         .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
 }
 
+/// Fails the test when `spec` names a field that `GpuInstanceViewSpec` does not have, which serde
+/// would ignore (and the API server would prune) without a word: a misspelt field in a test must
+/// not pass as a default.
+fn assert_spec_fields(spec: &Value) {
+    let typed: GpuInstanceViewSpec =
+        serde_json::from_value(spec.clone()).unwrap_or_else(|e| panic!("not a view spec: {e}"));
+    let typed = serde_json::to_value(&typed).expect("a spec serializes");
+    assert_fields_known(spec, &typed, "spec");
+}
+
+/// Every field `written` sets (not null, not an empty list) is in `typed`, recursively.
+fn assert_fields_known(written: &Value, typed: &Value, path: &str) {
+    let Value::Object(fields) = written else {
+        return;
+    };
+    for (key, value) in fields {
+        let unset = value.is_null() || value.as_array().is_some_and(Vec::is_empty);
+        if unset {
+            continue;
+        }
+        let Some(known) = typed.get(key) else {
+            panic!("{path}.{key} is not a field of GpuInstanceViewSpec");
+        };
+        assert_fields_known(value, known, &format!("{path}.{key}"));
+    }
+}
+
+/// `patch` applied to `base` as a JSON merge patch (RFC 7386) is: a null removes the field.
+fn merge_patch(base: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *base = patch.clone();
+        return;
+    };
+    if !base.is_object() {
+        *base = json!({});
+    }
+    if let Value::Object(base) = base {
+        for (key, value) in patch {
+            if value.is_null() {
+                base.remove(key);
+            } else {
+                merge_patch(base.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
 fn merge(base: &mut Value, overlay: Value) {
     match (base, overlay) {
         (Value::Object(base), Value::Object(overlay)) => {
@@ -320,4 +374,23 @@ fn merge(base: &mut Value, overlay: Value) {
         }
         (base, overlay) => *base = overlay,
     }
+}
+
+#[test]
+#[should_panic(expected = "spec.mirror.omitField is not a field of GpuInstanceViewSpec")]
+fn a_misspelt_view_field_fails_the_test_instead_of_passing_as_a_default() {
+    assert_spec_fields(&json!({
+        "credentials": { "secretRef": { "name": "ppio" } },
+        "mirror": { "omitField": ["command"] },
+    }));
+}
+
+#[test]
+fn the_fields_a_test_sets_or_clears_pass() {
+    assert_spec_fields(&json!({
+        "credentials": { "secretRef": { "name": "ppio" } },
+        "filter": { "regions": [], "status": "running", "billingMode": null },
+        "mirror": { "omitFields": ["command"], "deletionPolicy": "Retain" },
+        "suspend": true,
+    }));
 }

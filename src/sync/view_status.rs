@@ -12,8 +12,9 @@ use kube::ResourceExt;
 use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
 use crate::mirror;
-use crate::plan::{HeldRemovals, Summary};
 use crate::ppio::{ApiKey, ErrorKind, PpioError};
+use crate::sync::removals::HeldRemovals;
+use crate::sync::summary::Summary;
 
 /// The view's Ready reason after a complete sync.
 pub const SYNCED: &str = "Synced";
@@ -148,6 +149,21 @@ pub struct SyncFailure {
     pub reason: FailureReason,
     /// What happened and what to do, safe to show (never holds the API key).
     pub message: String,
+}
+
+impl SyncFailure {
+    /// A failure of the Kubernetes API to `action` (e.g. "write GpuInstances"), as the view
+    /// reports it.
+    pub fn kube(
+        reason: FailureReason,
+        action: &str,
+        error: &impl std::fmt::Display,
+    ) -> SyncFailure {
+        SyncFailure {
+            reason,
+            message: format!("Could not {action}: {error}. Retrying with backoff."),
+        }
+    }
 }
 
 /// What a complete sync did to the view's mirrors, as its status reports it.
@@ -385,8 +401,7 @@ fn plural(n: i64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::summarize;
-    use crate::plan::tests::{instance, view};
+    use crate::sync::fixtures::{instance, summarize, view};
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()

@@ -13,16 +13,16 @@
 //!   e.g. `running` → `exited`, with PPIO's error and message;
 //! - `StatusChanged` (Normal) for any other change (`pulling`, `migrating`, `stopping` → `exited`);
 //! - `FirstSeen` (Normal) for an instance seen for the first time, only when the view asks for it;
-//! - `ExpiringSoon` (Warning) once per instance and prepaid end time (see [`crate::expiry`]);
+//! - `ExpiringSoon` (Warning) once per instance and prepaid end time (see [`crate::sync::expiry`]);
 //! - at most `maxPerSync` of these per sync; beyond it one `ManyStatusChanges` on the view counts
 //!   every transition of the sync by kind ([`SyncTally`]).
 
 use std::collections::BTreeMap;
 
 use crate::api::view::LifecycleEvents;
-use crate::expiry::{self, ExpiryState};
 use crate::mirror;
 use crate::ppio::Instance;
+use crate::sync::expiry::{self, ExpiryState};
 
 /// The remote states in which an instance is stopped or on its way to stop. Entering one of them
 /// from any other state is a `Stopped` Warning.
@@ -117,7 +117,7 @@ pub fn instance_events(
 ) -> Vec<InstanceEvent> {
     let mut events = Vec::new();
     let remote = instance.status.as_ref();
-    let to = mirror::label_value(remote.map_or("", |s| s.status.as_str()));
+    let to = mirror::kubernetes_label_value(remote.map_or("", |s| s.status.as_str()));
     let (reason, from, warned_end) = match seen {
         Seen::First if options.first_sight => (Some(EventReason::FirstSeen), None, None),
         Seen::First => (None, None, None),
@@ -285,7 +285,7 @@ impl SyncTally {
 
 /// A status as the tally keeps it: a label value, so at most 63 bytes already; cut again in case.
 fn bounded(status: &str) -> String {
-    mirror::truncate(if status.is_empty() { "unknown" } else { status }, 63)
+    crate::sync::counts::key_of(status, crate::sync::counts::MAX_KEY_BYTES).into_owned()
 }
 
 /// `n` with thousands separated by commas: `2,990`.

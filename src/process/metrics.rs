@@ -2,7 +2,7 @@
 //! text format. Names carry the `ppio_gpu_operator_` prefix and their unit; counters end in `_total`.
 //!
 //! The fleet series of each view (its instances, GPUs, errors, prepaid terms, sync times; see
-//! [`crate::fleet`]) are not gauges set one by one: the last [`FleetSnapshot`] of each view is kept
+//! [`crate::sync::fleet`]) are not gauges set one by one: the last [`FleetSnapshot`] of each view is kept
 //! whole and encoded at scrape time. Replacing a view's snapshot therefore drops the series of
 //! instances it no longer lists, and forgetting a deleted view drops all of its series, with nothing
 //! to remove by hand. A scrape holds the lock only to copy the list of snapshots (reference counted).
@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::fleet::FleetSnapshot;
+use crate::sync::fleet::FleetSnapshot;
 
 /// Labels of a sync outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,58 +92,60 @@ impl Metrics {
             Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]);
         let ppio_request_duration =
             Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
-        let metrics = Metrics {
-            registry: Arc::new(Registry::default()),
-            sync_duration,
-            syncs: Family::default(),
-            ppio_requests: Family::default(),
-            ppio_request_duration,
-            mirrored_instances: Family::default(),
-            kubernetes_writes: Family::default(),
-            leader: Gauge::default(),
-            fleet: FleetViews::default(),
-        };
+        let syncs: Family<SyncLabels, Counter> = Family::default();
+        let ppio_requests = Family::default();
+        let mirrored_instances = Family::default();
+        let kubernetes_writes = Family::default();
+        let leader = Gauge::default();
+        let fleet = FleetViews::default();
         registry.register_with_unit(
             "sync_duration",
             "Duration of one GpuInstanceView sync, listing and writes included",
             prometheus_client::registry::Unit::Seconds,
-            metrics.sync_duration.clone(),
+            sync_duration.clone(),
         );
         registry.register(
             "syncs",
             "GpuInstanceView syncs by result and reason",
-            metrics.syncs.clone(),
+            syncs.clone(),
         );
         registry.register(
             "ppio_requests",
             "Requests to the PPIO API by HTTP status code",
-            metrics.ppio_requests.clone(),
+            ppio_requests.clone(),
         );
         registry.register_with_unit(
             "ppio_request_duration",
             "Latency of requests to the PPIO API",
             prometheus_client::registry::Unit::Seconds,
-            metrics.ppio_request_duration.clone(),
+            ppio_request_duration.clone(),
         );
         registry.register(
             "mirrored_instances",
             "GpuInstance objects each GpuInstanceView keeps",
-            metrics.mirrored_instances.clone(),
+            mirrored_instances.clone(),
         );
         registry.register(
             "kubernetes_writes",
             "Writes to the Kubernetes API by verb and resource",
-            metrics.kubernetes_writes.clone(),
+            kubernetes_writes.clone(),
         );
         registry.register(
             "leader",
             "1 while this replica is the active controller, else 0",
-            metrics.leader.clone(),
+            leader.clone(),
         );
-        registry.register_collector(Box::new(metrics.fleet.clone()));
+        registry.register_collector(Box::new(fleet.clone()));
         Metrics {
             registry: Arc::new(registry),
-            ..metrics
+            sync_duration,
+            syncs,
+            ppio_requests,
+            ppio_request_duration,
+            mirrored_instances,
+            kubernetes_writes,
+            leader,
+            fleet,
         }
     }
 
@@ -451,9 +453,9 @@ mod tests {
         assert!(text.contains("view=\"other\""), "{text}");
     }
 
-    use crate::fleet::{FleetSnapshot, FleetTally};
-    use crate::plan::tests::instance;
     use crate::ppio::{AutoRenew, Billing, Instance, Prepaid};
+    use crate::sync::fixtures::instance;
+    use crate::sync::fleet::{FleetSnapshot, FleetTally};
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::process::metrics::Metrics;
 use metrics_auth::MetricsAuth;
 
 /// What `/readyz` reports, updated by leader election and the controller.

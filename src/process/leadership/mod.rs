@@ -23,7 +23,6 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,7 +33,7 @@ pub use decision::MIN_LEASE_DURATION;
 use decision::{Deposition, LeaseRecord, Observation, Step, Timing};
 
 /// The field manager of the elector's writes.
-const FIELD_MANAGER: &str = "ppio-gpu-operator";
+const FIELD_MANAGER: &str = crate::OPERATOR_NAME;
 
 /// How long the release on shutdown may take before the Lease is left to expire.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -287,9 +286,7 @@ impl Elector {
                     self.timing.retry_period
                 }
             };
-        // Up to a fifth more, so that standbys started together do not race in step.
-        let jitter = wait.mul_f64(rand::rng().random_range(0.0..0.2));
-        tokio::time::sleep(wait + jitter).await;
+        tokio::time::sleep(crate::process::backoff::LEASE_RETRY.apply(wait)).await;
     }
 
     /// One leader round: renew, then wait for the next. False when leadership is lost: the Lease

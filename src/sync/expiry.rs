@@ -3,7 +3,7 @@
 //! A prepaid instance is "expiring soon" when its end time lies between now and now plus the view's
 //! `spec.expiryWarningWindow` and its auto-renew is off. Pure functions of the record, the window and
 //! the time: the answer changes with the clock even when the record does not, so the sync compares
-//! the [`ExpiryState`] too (it is part of [`crate::plan::source_hash`]). A term that has already
+//! the [`ExpiryState`] too (it is part of [`crate::sync::plan::ViewSeed::source_hash`]). A term that has already
 //! ended is not "expiring soon": the instance is then whatever PPIO lists it as.
 
 use std::time::Duration;

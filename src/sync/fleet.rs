@@ -1,7 +1,7 @@
 //! Fleet metrics of one view: what its complete PPIO listing holds, counted the way
 //! kube-state-metrics counts objects. A [`FleetTally`] counts the instances page by page while the
 //! listing arrives; only a complete listing turns it into a [`FleetSnapshot`], which
-//! [`crate::metrics`] exports until the next complete listing replaces it. A listing that fails is
+//! [`crate::process::metrics`] exports until the next complete listing replaces it. A listing that fails is
 //! dropped with its tally, so the numbers stay as the last complete listing left them, like the view's
 //! status counts.
 //!
@@ -22,9 +22,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::mirror;
-use crate::plan::{MAX_COUNT_KEYS, OTHER};
 use crate::ppio::RecordSummary;
+use crate::sync::counts::{self, OTHER};
+use crate::sync::summary::MAX_COUNT_KEYS;
 
 /// Longest label value taken from PPIO data, in bytes.
 pub const MAX_LABEL_BYTES: usize = 128;
@@ -32,9 +32,6 @@ pub const MAX_LABEL_BYTES: usize = 128;
 pub const MAX_BILLING_MODES: usize = 8;
 /// Distinct (status, region, billing mode) combinations a view exports.
 pub const MAX_GROUPS: usize = 256;
-/// The label value of an empty status, region or billing mode.
-const UNKNOWN: &str = "unknown";
-
 /// The labels the fleet counts are split by.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Group {
@@ -154,14 +151,14 @@ impl FleetTally {
         if prepaid.is_none() && self.instances.is_none() {
             return;
         }
-        let id = label_value(instance.id.as_str()).into_owned();
+        let id = metric_label_value(instance.id.as_str()).into_owned();
         if let Some(term) = prepaid {
             self.prepaid.entry(id.clone()).or_insert(term);
         }
         if let Some(instances) = &mut self.instances {
             instances.entry(id).or_insert_with(|| ListedInstance {
-                name: label_value(&instance.name).into_owned(),
-                product_id: label_value(&instance.product_id).into_owned(),
+                name: metric_label_value(&instance.name).into_owned(),
+                product_id: metric_label_value(&instance.product_id).into_owned(),
                 status,
                 region,
                 billing_mode,
@@ -223,14 +220,15 @@ impl FleetTally {
     }
 }
 
-/// `raw` as a label value: control characters and bidirectional overrides stripped, at most
-/// [`MAX_LABEL_BYTES`].
-pub fn label_value(raw: &str) -> Cow<'_, str> {
-    let clean = mirror::strip_control(raw, false);
+/// `raw` as the value of a Prometheus label, which may be any text: control characters and
+/// bidirectional marks stripped, at most [`MAX_LABEL_BYTES`]. Not the rule of Kubernetes labels
+/// ([`crate::mirror::kubernetes_label_value`]).
+pub fn metric_label_value(raw: &str) -> Cow<'_, str> {
+    let clean = crate::text::strip_control(raw, false);
     if clean.len() <= MAX_LABEL_BYTES {
         clean
     } else {
-        Cow::Owned(mirror::truncate(&clean, MAX_LABEL_BYTES))
+        Cow::Owned(crate::text::truncate(&clean, MAX_LABEL_BYTES))
     }
 }
 
@@ -245,12 +243,8 @@ struct Interned {
 impl Interned {
     /// Counts one more instance with `raw`, allocating only for a value not seen before.
     fn add(&mut self, raw: &str) -> usize {
-        let value = label_value(raw);
-        let value = if value.trim().is_empty() {
-            Cow::Borrowed(UNKNOWN)
-        } else {
-            value
-        };
+        let label = metric_label_value(raw);
+        let value = counts::key_of(&label, MAX_LABEL_BYTES);
         let id = match self.index.get(value.as_ref()) {
             Some(&id) => id,
             None => {
@@ -269,17 +263,14 @@ impl Interned {
     /// read [`OTHER`].
     fn bounded(self, max: usize) -> Vec<String> {
         let mut values = self.values;
-        if values.len() <= max {
-            return values;
-        }
-        let mut ranked: Vec<usize> = (0..values.len()).collect();
-        ranked.sort_by(|&a, &b| {
-            self.instances[b]
-                .cmp(&self.instances[a])
-                .then_with(|| values[a].cmp(&values[b]))
-        });
-        for &dropped in &ranked[max..] {
-            values[dropped] = OTHER.to_owned();
+        let entries = values
+            .iter()
+            .enumerate()
+            .map(|(id, value)| (value.as_str(), (id, self.instances[id])));
+        let (_, rest) = counts::split_largest(entries, max, |(_, n)| *n);
+        let dropped: Vec<usize> = rest.into_iter().map(|(_, (id, _))| id).collect();
+        for id in dropped {
+            values[id] = OTHER.to_owned();
         }
         values
     }
@@ -293,16 +284,10 @@ fn add_counts(total: &mut GroupCounts, more: GroupCounts) {
 /// Keeps the [`MAX_GROUPS`] combinations with the most instances and adds the rest up under
 /// (`other`, `other`, `other`).
 fn bounded_groups(groups: BTreeMap<Group, GroupCounts>) -> BTreeMap<Group, GroupCounts> {
-    if groups.len() <= MAX_GROUPS {
-        return groups;
+    let (ranked, rest) = counts::split_largest(groups, MAX_GROUPS, |c| c.instances);
+    if rest.is_empty() {
+        return ranked.into_iter().collect();
     }
-    let mut ranked: Vec<_> = groups.into_iter().collect();
-    ranked.sort_by(|a, b| {
-        b.1.instances
-            .cmp(&a.1.instances)
-            .then_with(|| a.0.cmp(&b.0))
-    });
-    let rest = ranked.split_off(MAX_GROUPS);
     let mut kept: BTreeMap<_, _> = ranked.into_iter().collect();
     let other = kept
         .entry(Group {
@@ -320,8 +305,8 @@ fn bounded_groups(groups: BTreeMap<Group, GroupCounts>) -> BTreeMap<Group, Group
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::instance;
     use crate::ppio::{AutoRenew, Billing, Instance, Prepaid};
+    use crate::sync::fixtures::instance;
     use jiff::Timestamp;
 
     fn billed(mut i: Instance, mode: &str) -> Instance {

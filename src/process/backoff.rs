@@ -1,0 +1,114 @@
+//! Waiting after failures, and spreading waits: the one home of both rules.
+//!
+//! - **Backoff**: after the n-th failure in a row, wait the first wait doubled n-1 times, at most a
+//!   cap ([`capped_exponential`]). A failing view's retries use it directly; the retries of a PPIO
+//!   page get the same rule from `backon` ([`exponential`]), which also runs them.
+//! - **Jitter**: a wait scaled by a random factor from a range ([`Jitter`]), so that the many
+//!   things that wait together (views, page retries, standby replicas) do not wake together. Each
+//!   wait has its range, named here.
+
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
+use rand::Rng;
+
+/// `first` doubled for each failure before the `failure`-th (1 for the first), at most `cap`.
+pub fn capped_exponential(failure: u32, first: Duration, cap: Duration) -> Duration {
+    let doublings = failure.saturating_sub(1).min(20);
+    first.saturating_mul(1 << doublings).min(cap)
+}
+
+/// [`capped_exponential`] from `first` up to `cap` as `backon`'s builder, for `retries` retries.
+pub fn exponential(first: Duration, cap: Duration, retries: u32) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(first)
+        .with_factor(2.0)
+        .with_max_delay(cap)
+        .with_max_times(usize::try_from(retries).unwrap_or(usize::MAX))
+}
+
+/// A spread of waits: each wait is scaled by a factor drawn from `low..high`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Jitter {
+    low: f64,
+    high: f64,
+}
+
+/// A page retry waits half to all of its backoff: views failing together do not retry together.
+pub const PAGE_RETRY: Jitter = Jitter::between(0.5, 1.0);
+/// A view that synced waits its interval and up to a tenth more, never less: views created
+/// together drift apart, and an instance missing from one listing has been missing for the
+/// interval by the next.
+pub const NEXT_SYNC: Jitter = Jitter::between(1.0, 1.1);
+/// A failing view's retry waits its backoff give or take a tenth.
+pub const VIEW_RETRY: Jitter = Jitter::between(0.9, 1.1);
+/// A replica waits its Lease retry period and up to a fifth more, so that standbys started
+/// together do not race in step.
+pub const LEASE_RETRY: Jitter = Jitter::between(1.0, 1.2);
+
+impl Jitter {
+    /// Factors from `low` to `high`.
+    pub const fn between(low: f64, high: f64) -> Jitter {
+        Jitter { low, high }
+    }
+
+    /// `wait` scaled by a random factor of this spread.
+    pub fn apply(self, wait: Duration) -> Duration {
+        self.at(wait, rand::rng().random())
+    }
+
+    /// `wait` scaled by the factor at `position` of this spread (0 for its low end, 1 for its high
+    /// end; clamped to that), so that tests can pin it down.
+    pub fn at(self, wait: Duration, position: f64) -> Duration {
+        wait.mul_f64(self.low + (self.high - self.low) * position.clamp(0.0, 1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_from_the_first_up_to_the_cap() {
+        let (first, cap) = (Duration::from_secs(1), Duration::from_secs(60));
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| capped_exponential(n, first, cap).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(capped_exponential(0, first, cap), first);
+        assert_eq!(capped_exponential(u32::MAX, first, cap), cap);
+    }
+
+    #[test]
+    fn backons_builder_follows_the_same_rule() {
+        use backon::BackoffBuilder;
+        let (first, cap) = (Duration::from_millis(100), Duration::from_secs(2));
+        // backon computes in floating point: the same to the millisecond.
+        let ms = |wait: Duration| wait.as_millis();
+        let waits: Vec<u128> = exponential(first, cap, 7).build().map(ms).collect();
+        let rule: Vec<u128> = (1..=7)
+            .map(|n| ms(capped_exponential(n, first, cap)))
+            .collect();
+        assert_eq!(waits, rule);
+        assert_eq!(exponential(first, cap, 0).build().count(), 0);
+    }
+
+    #[test]
+    fn a_jitter_scales_within_its_range() {
+        let wait = Duration::from_millis(1000);
+        assert_eq!(PAGE_RETRY.at(wait, 0.0), Duration::from_millis(500));
+        assert_eq!(PAGE_RETRY.at(wait, 1.0), wait);
+        assert_eq!(PAGE_RETRY.at(wait, 7.0), wait, "the position is clamped");
+        assert_eq!(
+            NEXT_SYNC.at(wait, 0.0),
+            wait,
+            "never sooner than the interval"
+        );
+        for jitter in [PAGE_RETRY, NEXT_SYNC, VIEW_RETRY, LEASE_RETRY] {
+            for _ in 0..100 {
+                let scaled = jitter.apply(wait);
+                assert!(scaled >= jitter.at(wait, 0.0) && scaled <= jitter.at(wait, 1.0));
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The parts of the operator process around the controller: its HTTP endpoints ([`http`]), its
+//! metrics ([`metrics`]), its logs ([`telemetry`]), leader election ([`leadership`]), and the rule
+//! for waiting after failures and spreading waits ([`backoff`]).
+
+pub mod backoff;
+pub mod http;
+pub mod leadership;
+pub mod metrics;
+pub mod telemetry;

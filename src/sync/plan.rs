@@ -1,0 +1,736 @@
+//! Planning the mirror of each listed record: created, updated, or left alone.
+//!
+//! Planning needs only what a mirror's metadata says ([`Observed`]), never its status, so that a
+//! sync in which nothing changed reads no GpuInstance at all:
+//! - a mirror whose content, labels and owner would not change is not written at all; one that
+//!   someone else changed since the operator wrote it is written again, whatever its metadata says;
+//! - a mirror is built from its record, the view's [`MirrorShape`] and the time alone, and the
+//!   view's [`ViewSeed`] hashes the whole shape: a record sent as before, to a view whose shape is
+//!   as before, is known to be unchanged without being decoded;
+//! - a mirror marked absent whose instance is listed again loses the mark.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::api::view::{MirrorOptions, OmittedField, parse_duration};
+use crate::api::{
+    GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView, GpuInstanceViewSpec,
+};
+use crate::mirror;
+use crate::ppio::{Instance, RecordSummary};
+use crate::sync::expiry::{self, ExpiryState};
+
+/// What a mirror's metadata says of it: enough to plan without reading its status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// The object's UID: deletes are conditional on it, so a recreated object is never deleted.
+    pub uid: String,
+    /// Its content, labels and owner, as last applied.
+    pub digest: Digest,
+    /// When a complete listing first lacked its instance.
+    pub absent_since: Option<Timestamp>,
+    /// False when its metadata cannot be taken at its word: someone else wrote the object since the
+    /// operator did, or the operator's own last write of it failed half-way.
+    pub trusted: bool,
+    /// The [`ViewSeed::source_hash`] of the record this process last found the mirror to match, if any.
+    pub source: Option<u64>,
+    /// The value of its `gpu.ppio.io/status` label: the remote status it last showed, which the
+    /// lifecycle Events compare with the new one (empty when it has none).
+    pub status: Arc<str>,
+    /// The value of its `gpu.ppio.io/expiring-soon` label: the end time it last warned of.
+    pub expiring_soon: Option<i64>,
+}
+
+/// Everything of a view that shapes its mirrors. The mirror of a record is built from the record,
+/// this and the time alone, and [`ViewSeed`] hashes all of it, so a view whose shape is as it was
+/// finds an unchanged record's mirror unchanged without building it, and a view whose shape changed
+/// rewrites every mirror at its next sync. [`MirrorShape::of`] takes the view's spec apart field by
+/// field: a new field does not compile until it is placed here or said not to shape a mirror.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct MirrorShape<'a> {
+    /// The view's name: in each mirror's name, its view label and its owner reference.
+    pub name: Option<&'a str>,
+    /// The view's namespace, which its mirrors live in.
+    pub namespace: Option<&'a str>,
+    /// The view's UID, in each mirror's owner reference.
+    pub uid: Option<&'a str>,
+    /// The view's shard label, which its mirrors carry too.
+    pub shard: Option<&'a str>,
+    /// Fields of the record left out of the mirrors (`spec.mirror.omitFields`).
+    pub omit_fields: &'a [OmittedField],
+    /// The expiry warning window as written: it decides the `ExpiringSoon` condition and label, and
+    /// the condition's message quotes it.
+    pub expiry_warning_window: &'a str,
+}
+
+impl<'a> MirrorShape<'a> {
+    /// The shape of `view`'s mirrors as the view is now.
+    pub fn of(view: &'a GpuInstanceView) -> MirrorShape<'a> {
+        // No `..` in these patterns: each field of the spec is either part of the shape or said
+        // here not to shape a mirror.
+        let GpuInstanceViewSpec {
+            // Where the key and the records come from, and which records: the record hash (see
+            // `ppio::ListedPage::source`) covers what the records say and the key they were read with.
+            credentials: _,
+            endpoint: _,
+            filter: _,
+            page_size: _,
+            // When syncs happen, and whether they do.
+            sync_interval: _,
+            suspend: _,
+            mirror:
+                MirrorOptions {
+                    // Whether there are mirrors at all, and when a missing instance's mirror goes:
+                    // removals, planned from every mirror after each complete listing.
+                    enabled: _,
+                    deletion_policy: _,
+                    mass_removal_grace_period: _,
+                    omit_fields,
+                },
+            // Events, published only when a mirror is written, not part of it.
+            lifecycle_events: _,
+            expiry_warning_window,
+        } = &view.spec;
+        MirrorShape {
+            name: view.metadata.name.as_deref(),
+            namespace: view.metadata.namespace.as_deref(),
+            uid: view.metadata.uid.as_deref(),
+            shard: shard_of(view),
+            omit_fields,
+            expiry_warning_window,
+        }
+    }
+
+    /// The view's name, empty when it has none.
+    fn view_name(&self) -> &'a str {
+        self.name.unwrap_or_default()
+    }
+
+    /// The expiry warning window. A window the schema would refuse fails the sync before anything
+    /// is planned; here it counts as off.
+    fn expiry_window(&self) -> Duration {
+        parse_duration(self.expiry_warning_window).unwrap_or(Duration::ZERO)
+    }
+
+    /// The owner reference every mirror carries, so deleting the view deletes its mirrors.
+    fn owner_reference(&self) -> Option<OwnerReference> {
+        Some(OwnerReference {
+            api_version: GpuInstanceView::api_version(&()).into_owned(),
+            kind: GpuInstanceView::kind(&()).into_owned(),
+            name: self.name?.to_owned(),
+            uid: self.uid?.to_owned(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
+    }
+}
+
+/// What planning needs of a view for each listed record, worked out once per sync rather than once
+/// per record: the hash of its [`MirrorShape`], and its expiry warning window.
+#[derive(Clone, Copy, Debug)]
+pub struct ViewSeed {
+    /// The hash of the view's [`MirrorShape`], part of every source hash.
+    hash: u64,
+    /// Its expiry warning window.
+    window: Duration,
+}
+
+impl ViewSeed {
+    /// The seed of `view` as it is now.
+    pub fn of(view: &GpuInstanceView) -> ViewSeed {
+        use std::hash::{Hash, Hasher};
+        let shape = MirrorShape::of(view);
+        let mut hasher = rustc_hash::FxHasher::default();
+        shape.hash(&mut hasher);
+        ViewSeed {
+            hash: hasher.finish(),
+            window: shape.expiry_window(),
+        }
+    }
+
+    /// What the mirror of a record depends on, as one number: the record as sent and the API key it
+    /// was read with (`record`, from [`crate::ppio::ListedPage::source`]), the view's
+    /// [`MirrorShape`], and the record's [`ExpiryState`] now, which changes with time alone. A
+    /// trusted mirror whose record hashes as it did last time is unchanged, which the operator then
+    /// knows without decoding or mapping the record again. Kept in memory only, so it may use a
+    /// per-process hash.
+    pub fn source_hash(&self, record: u64, expiry: ExpiryState) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = rustc_hash::FxHasher::default();
+        self.hash.hash(&mut hasher);
+        expiry.hash(&mut hasher);
+        record.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Where `instance` stands at `now` against the view's expiry warning window. A window the
+    /// schema would refuse fails the sync before anything is planned; here it counts as off.
+    pub fn expiry_of(&self, instance: &RecordSummary, now: Timestamp) -> ExpiryState {
+        expiry::expiry_state(instance, self.window, now)
+    }
+}
+
+/// A mirror's content in three numbers: the [`mirror::fingerprint()`] of its spec and status, the
+/// [`mirror::labels_digest`] of the operator's labels, and a hash of its controlling owner's UID.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    /// Fingerprint of spec and status.
+    pub fingerprint: u64,
+    /// Digest of the operator's labels.
+    pub labels: u64,
+    /// Hash of the controlling owner's UID (0 when there is none).
+    pub owner: u64,
+}
+
+/// The mirror of one listed instance, as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredMirror {
+    /// Object name.
+    pub name: String,
+    /// Metadata (labels, the fingerprint annotation, the owner) and spec, to apply.
+    pub object: GpuInstance,
+    /// The status, to apply on the status subresource. Its conditions carry `now` as transition
+    /// time: merge them with the current ones ([`crate::api::condition::merge_conditions`]) to keep history.
+    pub status: GpuInstanceStatus,
+}
+
+/// What one listed instance needs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InstancePlan {
+    /// Its mirror is as it should be.
+    Unchanged,
+    /// It has no mirror yet.
+    Create(Box<DesiredMirror>),
+    /// Its mirror differs, was changed by someone else, or was marked absent.
+    Update(Box<DesiredMirror>),
+}
+
+/// Plans the mirror of one listed `instance` of `view`, given what the cluster holds of it.
+pub fn plan_instance(
+    view: &GpuInstanceView,
+    instance: &Instance,
+    observed: Option<&Observed>,
+    now: Timestamp,
+) -> InstancePlan {
+    let shape = MirrorShape::of(view);
+    let content = MirrorContent::of(&shape, instance, now);
+    // Most syncs change nothing: tell that from the digest before building any object.
+    if let Some(observed) = observed
+        && observed.trusted
+        && observed.absent_since.is_none()
+        && observed.digest
+            == (Digest {
+                fingerprint: content.fingerprint,
+                labels: mirror::labels_digest(&content.labels),
+                owner: shape.uid.map_or(0, owner_hash),
+            })
+    {
+        return InstancePlan::Unchanged;
+    }
+    let desired = Box::new(content.into_mirror(&shape, instance, now));
+    match observed {
+        None => InstancePlan::Create(desired),
+        Some(_) => InstancePlan::Update(desired),
+    }
+}
+
+/// What a mirror holds, before any object is built: enough to compare with its digest.
+struct MirrorContent {
+    spec: GpuInstanceSpec,
+    status: GpuInstanceStatus,
+    fingerprint: u64,
+    labels: BTreeMap<String, String>,
+}
+
+impl MirrorContent {
+    fn of(shape: &MirrorShape<'_>, instance: &Instance, now: Timestamp) -> MirrorContent {
+        let view_name = shape.view_name();
+        let spec = GpuInstanceSpec {
+            instance_id: mirror::spec_instance_id(instance.id.as_str()),
+            view: view_name.to_owned(),
+        };
+        let expiry = expiry::expiry_state(&instance.into(), shape.expiry_window(), now);
+        let (status, fingerprint) = fingerprinted_status(shape, instance, expiry, &spec);
+        let labels = mirror::labels(view_name, shape.shard, instance, expiry.soon());
+        MirrorContent {
+            spec,
+            status,
+            fingerprint,
+            labels,
+        }
+    }
+
+    fn into_mirror(
+        self,
+        shape: &MirrorShape<'_>,
+        instance: &Instance,
+        now: Timestamp,
+    ) -> DesiredMirror {
+        let name = mirror::object_name(&self.spec.view, instance.id.as_str());
+        assemble(
+            shape,
+            name,
+            self.spec,
+            stamped(self.status, now),
+            self.fingerprint,
+            self.labels,
+        )
+    }
+}
+
+/// The status of the mirror of `instance` with no history (transition times at the epoch), and its
+/// fingerprint, computed without a copy.
+fn fingerprinted_status(
+    shape: &MirrorShape<'_>,
+    instance: &Instance,
+    expiry: ExpiryState,
+    spec: &GpuInstanceSpec,
+) -> (GpuInstanceStatus, u64) {
+    let expiring = expiry::expiring_soon_condition(expiry, shape.expiry_warning_window);
+    let status = mirror::status(
+        instance,
+        shape.omit_fields,
+        expiring,
+        &[],
+        Timestamp::UNIX_EPOCH,
+    );
+    let fingerprint = mirror::fingerprint(spec, &status);
+    (status, fingerprint)
+}
+
+/// `status` with its conditions' transitions at `now`.
+fn stamped(mut status: GpuInstanceStatus, now: Timestamp) -> GpuInstanceStatus {
+    for condition in &mut status.conditions {
+        condition.last_transition_time = mirror::whole_seconds(now);
+    }
+    status
+}
+
+/// The object of a mirror from its parts.
+fn assemble(
+    shape: &MirrorShape<'_>,
+    name: String,
+    spec: GpuInstanceSpec,
+    status: GpuInstanceStatus,
+    fingerprint: u64,
+    labels: BTreeMap<String, String>,
+) -> DesiredMirror {
+    let object = GpuInstance {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: shape.namespace.map(str::to_owned),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                mirror::FINGERPRINT_ANNOTATION.to_owned(),
+                mirror::fingerprint_text(fingerprint),
+            )])),
+            owner_references: shape.owner_reference().map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    DesiredMirror {
+        name,
+        object,
+        status,
+    }
+}
+
+impl Digest {
+    /// What a mirror's metadata says of its content: the fingerprint annotation, the digest of its
+    /// labels, and the hash of its controlling owner's UID when that owner is a view. The one
+    /// reading of it, for objects the watch sees and objects about to be applied alike.
+    pub fn of_metadata(meta: &ObjectMeta) -> Digest {
+        Digest {
+            fingerprint: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION))
+                .and_then(|f| mirror::parse_fingerprint(f))
+                .unwrap_or_default(),
+            labels: mirror::labels_digest(meta.labels.as_ref().unwrap_or(&BTreeMap::new())),
+            owner: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| {
+                    r.controller == Some(true)
+                        && r.kind.as_str() == GpuInstanceView::kind(&()).as_ref()
+                })
+                .map_or(0, |r| owner_hash(&r.uid)),
+        }
+    }
+}
+
+/// The digest of what `desired` will hold once applied.
+pub fn digest_of(desired: &DesiredMirror) -> Digest {
+    Digest::of_metadata(&desired.object.metadata)
+}
+
+/// The hash of an owner's UID that [`Digest::owner`] holds.
+pub fn owner_hash(uid: &str) -> u64 {
+    mirror::labels_digest(&BTreeMap::from([(
+        mirror::VIEW_LABEL.to_owned(),
+        uid.to_owned(),
+    )]))
+}
+
+/// The view's value of the shard label, which its mirrors carry too.
+pub fn shard_of(view: &GpuInstanceView) -> Option<&str> {
+    view.labels().get(mirror::SHARD_LABEL).map(String::as_str)
+}
+
+/// The owner reference every mirror carries, so deleting the view deletes its mirrors.
+pub fn owner_reference(view: &GpuInstanceView) -> Option<OwnerReference> {
+    MirrorShape::of(view).owner_reference()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::condition::{self, ConditionStatus};
+    use crate::sync::fixtures::*;
+
+    #[test]
+    fn a_new_instance_gets_one_owned_labelled_fingerprinted_mirror() {
+        let plan = plan_instance(
+            &view(true),
+            &instance("aa01", "running", "cn-east-1", 2),
+            None,
+            at(100),
+        );
+        let InstancePlan::Create(mirror) = plan else {
+            panic!("expected a create: {plan:?}");
+        };
+        let object = &mirror.object;
+        assert_eq!(object.name_any(), "team-a-aa01");
+        assert_eq!(object.namespace().as_deref(), Some("ml"));
+        assert_eq!(object.spec.instance_id, "aa01");
+        assert_eq!(object.labels()[mirror::STATUS_LABEL], "running");
+        let owner = &object.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("GpuInstanceView", "0000-view-uid")
+        );
+        assert_eq!(
+            (owner.controller, owner.block_owner_deletion),
+            (Some(true), Some(true))
+        );
+        let fingerprint = &object.annotations()[mirror::FINGERPRINT_ANNOTATION];
+        assert_eq!(
+            mirror::parse_fingerprint(fingerprint),
+            Some(mirror::fingerprint(&object.spec, &mirror.status))
+        );
+    }
+
+    #[test]
+    fn only_a_controlling_view_is_the_owner_a_digest_reads() {
+        let view = view(true);
+        let mut mirror = desired(plan_instance(
+            &view,
+            &instance("aa01", "running", "cn-east-1", 2),
+            None,
+            at(100),
+        ));
+        let meta = &mut mirror.object.metadata;
+        assert_eq!(Digest::of_metadata(meta).owner, owner_hash("0000-view-uid"));
+        fn owner(meta: &mut ObjectMeta) -> &mut OwnerReference {
+            &mut meta.owner_references.as_mut().expect("an owner")[0]
+        }
+        owner(meta).kind = "ConfigMap".into();
+        assert_eq!(Digest::of_metadata(meta).owner, 0, "not a view");
+        owner(meta).kind = "GpuInstanceView".into();
+        owner(meta).controller = Some(false);
+        assert_eq!(Digest::of_metadata(meta).owner, 0, "not the controller");
+    }
+
+    #[test]
+    fn an_unchanged_instance_is_recognised_from_metadata_alone() {
+        let view = view(true);
+        let i = instance("aa01", "running", "cn-east-1", 2);
+        let first = desired(plan_instance(&view, &i, None, at(100)));
+        // Later, with another clock: the transition times differ, the fingerprint does not.
+        let again = plan_instance(&view, &i, Some(&observed(&first)), at(500));
+        assert_eq!(again, InstancePlan::Unchanged);
+    }
+
+    #[test]
+    fn a_remote_change_rewrites_the_mirror() {
+        let view = view(true);
+        let before = desired(plan_instance(
+            &view,
+            &instance("aa01", "running", "cn-east-1", 2),
+            None,
+            at(100),
+        ));
+        let plan = plan_instance(
+            &view,
+            &instance("aa01", "exited", "cn-east-1", 2),
+            Some(&observed(&before)),
+            at(200),
+        );
+        let after = desired(plan);
+        assert_eq!(after.object.labels()[mirror::STATUS_LABEL], "exited");
+        let ready = condition::find(&after.status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.last_transition_time),
+            (ConditionStatus::False, at(200))
+        );
+    }
+
+    #[test]
+    fn a_mirror_changed_by_someone_else_is_written_again() {
+        let view = view(true);
+        let i = instance("aa01", "running", "cn-east-1", 2);
+        let first = desired(plan_instance(&view, &i, None, at(100)));
+        let mut touched = observed(&first);
+        touched.trusted = false;
+        assert!(matches!(
+            plan_instance(&view, &i, Some(&touched), at(200)),
+            InstancePlan::Update(_)
+        ));
+        // A label of ours removed or changed shows in the digest as well.
+        let mut relabelled = observed(&first);
+        relabelled.digest.labels ^= 1;
+        assert!(matches!(
+            plan_instance(&view, &i, Some(&relabelled), at(200)),
+            InstancePlan::Update(_)
+        ));
+    }
+
+    #[test]
+    fn a_reappearing_instance_loses_its_absence_mark() {
+        let view = view(true);
+        let i = instance("aa01", "running", "r", 1);
+        let first = desired(plan_instance(&view, &i, None, at(100)));
+        let mut marked = observed(&first);
+        marked.absent_since = Some(at(150));
+        let back = desired(plan_instance(&view, &i, Some(&marked), at(300)));
+        assert_eq!(back.status.absent_since, None);
+        assert!(
+            !back
+                .object
+                .annotations()
+                .contains_key(mirror::ABSENT_SINCE_ANNOTATION)
+        );
+    }
+
+    #[test]
+    fn labels_added_by_others_do_not_change_the_digest() {
+        let mut labels = BTreeMap::from([
+            (mirror::VIEW_LABEL.to_owned(), "team-a".to_owned()),
+            (mirror::STATUS_LABEL.to_owned(), "running".to_owned()),
+        ]);
+        let ours = mirror::labels_digest(&labels);
+        labels.insert("team".into(), "ml".into());
+        assert_eq!(mirror::labels_digest(&labels), ours);
+        labels.insert(mirror::REGION_LABEL.into(), "stale".into());
+        assert_ne!(
+            mirror::labels_digest(&labels),
+            ours,
+            "a label we own but no longer want"
+        );
+    }
+
+    #[test]
+    fn the_source_hash_follows_the_record_and_the_views_options() {
+        let view = view(true);
+        let (record, other) = (0x5eed_u64, 0x5eee_u64);
+        let none = ExpiryState::NotApplicable;
+        assert_eq!(
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&view.clone()).source_hash(record, none)
+        );
+        assert_ne!(
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&view).source_hash(other, none)
+        );
+        let mut omitting = view.clone();
+        omitting.spec.mirror.omit_fields = vec![crate::api::view::OmittedField::Command];
+        assert_ne!(
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&omitting).source_hash(record, none)
+        );
+        let mut sharded = view.clone();
+        sharded
+            .labels_mut()
+            .insert(mirror::SHARD_LABEL.into(), "one".into());
+        assert_ne!(
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&sharded).source_hash(record, none)
+        );
+        let mut warning_later = view.clone();
+        warning_later.spec.expiry_warning_window = "168h".into();
+        assert_ne!(
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&warning_later).source_hash(record, none)
+        );
+        let mut renamed = view.clone();
+        renamed.metadata.uid = Some("another-uid".into());
+        assert_ne!(
+            ViewSeed::of(&view).source_hash(record, none),
+            ViewSeed::of(&renamed).source_hash(record, none)
+        );
+    }
+
+    #[test]
+    fn a_view_change_that_changes_its_mirrors_changes_its_seed_and_no_other_does() {
+        use crate::api::view::{BillingMode, DeletionPolicy, OmittedField};
+        let now = at(1_700_000_000);
+        let mut record = prepaid("a1", now.as_second() + 3600, false);
+        record.command = "python serve.py".into();
+        let mirror_of = |view: &GpuInstanceView| match plan_instance(view, &record, None, now) {
+            InstancePlan::Create(desired) => desired,
+            other => panic!("a record without a mirror is created, not {other:?}"),
+        };
+        let seed_of = |view: &GpuInstanceView| {
+            ViewSeed::of(view).source_hash(0x5eed, ExpiryState::NotApplicable)
+        };
+        let base = view(true);
+        type Change = fn(&mut GpuInstanceView);
+        let shaping: [(&str, Change); 6] = [
+            ("name", |v| v.metadata.name = Some("team-b".into())),
+            ("namespace", |v| v.metadata.namespace = Some("other".into())),
+            ("uid", |v| v.metadata.uid = Some("another-uid".into())),
+            ("shard", |v| {
+                v.labels_mut()
+                    .insert(mirror::SHARD_LABEL.into(), "one".into());
+            }),
+            ("omitFields", |v| {
+                v.spec.mirror.omit_fields = vec![OmittedField::Command]
+            }),
+            ("expiryWarningWindow", |v| {
+                v.spec.expiry_warning_window = "30m".into()
+            }),
+        ];
+        for (what, change) in shaping {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(
+                mirror_of(&changed),
+                mirror_of(&base),
+                "{what} shapes a mirror"
+            );
+            assert_ne!(seed_of(&changed), seed_of(&base), "{what} changes the seed");
+        }
+        let not_shaping: [(&str, Change); 11] = [
+            ("credentials", |v| {
+                v.spec.credentials.secret_ref.key = "other".into()
+            }),
+            ("endpoint", |v| {
+                v.spec.endpoint = Some("https://ppio.example".into())
+            }),
+            ("filter", |v| {
+                v.spec.filter.billing_mode = Some(BillingMode::Spot)
+            }),
+            ("pageSize", |v| v.spec.page_size = 7),
+            ("syncInterval", |v| v.spec.sync_interval = "5m".into()),
+            ("suspend", |v| v.spec.suspend = true),
+            ("enabled", |v| v.spec.mirror.enabled = false),
+            ("deletionPolicy", |v| {
+                v.spec.mirror.deletion_policy = DeletionPolicy::Retain
+            }),
+            ("massRemovalGracePeriod", |v| {
+                v.spec.mirror.mass_removal_grace_period = "1h".into()
+            }),
+            ("lifecycleEvents", |v| {
+                v.spec.lifecycle_events.first_sight = true
+            }),
+            ("generation", |v| v.metadata.generation = Some(4)),
+        ];
+        for (what, change) in not_shaping {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_eq!(
+                mirror_of(&changed),
+                mirror_of(&base),
+                "{what} shapes no mirror"
+            );
+            assert_eq!(seed_of(&changed), seed_of(&base), "{what} keeps the seed");
+        }
+    }
+
+    #[test]
+    fn an_unchanged_record_that_crosses_into_the_expiry_window_is_rewritten() {
+        const HOUR: i64 = 3600;
+        let view = view(true);
+        let end = 1_000_000;
+        let i = prepaid("aa01", end, false);
+        let early = at(end - 100 * HOUR);
+        let late = at(end - 10 * HOUR);
+        // The fast path: the same record hashes differently once it is expiring soon.
+        let record = 0x5eed_u64;
+        assert_ne!(
+            ViewSeed::of(&view)
+                .source_hash(record, ViewSeed::of(&view).expiry_of(&(&i).into(), early)),
+            ViewSeed::of(&view)
+                .source_hash(record, ViewSeed::of(&view).expiry_of(&(&i).into(), late))
+        );
+        let before = desired(plan_instance(&view, &i, None, early));
+        assert!(
+            !before
+                .object
+                .labels()
+                .contains_key(mirror::EXPIRING_SOON_LABEL)
+        );
+        let after = desired(plan_instance(&view, &i, Some(&observed(&before)), late));
+        assert_eq!(
+            after.object.labels()[mirror::EXPIRING_SOON_LABEL],
+            end.to_string()
+        );
+        let condition = condition::find(&after.status.conditions, expiry::EXPIRING_SOON)
+            .expect("an ExpiringSoon condition");
+        assert_eq!(condition.status, ConditionStatus::True);
+        assert!(
+            condition.message.contains(&at(end).to_string()),
+            "{}",
+            condition.message
+        );
+        // Still expiring soon an hour later: nothing to write.
+        assert_eq!(
+            plan_instance(&view, &i, Some(&observed(&after)), at(end - 9 * HOUR)),
+            InstancePlan::Unchanged
+        );
+    }
+
+    #[test]
+    fn auto_renewing_or_unwarned_views_get_no_expiring_soon_label() {
+        let end = 1_000_000;
+        let renewing = desired(plan_instance(
+            &view(true),
+            &prepaid("aa01", end, true),
+            None,
+            at(end - 3600),
+        ));
+        assert!(
+            !renewing
+                .object
+                .labels()
+                .contains_key(mirror::EXPIRING_SOON_LABEL)
+        );
+        let mut off = view(true);
+        off.spec.expiry_warning_window = "0s".into();
+        let unwarned = desired(plan_instance(
+            &off,
+            &prepaid("aa01", end, false),
+            None,
+            at(end - 3600),
+        ));
+        assert!(
+            !unwarned
+                .object
+                .labels()
+                .contains_key(mirror::EXPIRING_SOON_LABEL)
+        );
+        assert_eq!(
+            condition::find(&unwarned.status.conditions, expiry::EXPIRING_SOON),
+            None
+        );
+    }
+}
