@@ -4,18 +4,35 @@
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 
-# The Kubernetes release the test control plane is built from (tests/control-plane/go.mod pins it).
-KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' tests/control-plane/go.mod)
-KUBE_MINOR := $(word 2,$(subst ., ,$(KUBE_VERSION)))
-CONTROL_PLANE := target/control-plane/kube-control-plane
-VERSION_LDFLAGS := $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
-	-X $(pkg).gitVersion=$(KUBE_VERSION) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(KUBE_MINOR) \
+# The test control plane (tests/control-plane) is one Go program built for each Kubernetes release of
+# a matrix: the newest from go.mod, the oldest the chart claims (its kubeVersion) from go.1.<minor>.mod
+# and its go.1.<minor>.sum. Each build gets the tag kube1_<minor>, which selects the few files that
+# differ where the two releases' library APIs do, and is stamped with its release, as Kubernetes' own
+# builds are.
+CONTROL_PLANE_SRC := tests/control-plane
+kube_version_of = $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' $(CONTROL_PLANE_SRC)/$(1))
+kube_minor_of = $(word 2,$(subst ., ,$(1)))
+version_ldflags = $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+	-X $(pkg).gitVersion=$(1) -X $(pkg).gitMajor=1 -X $(pkg).gitMinor=$(call kube_minor_of,$(1)) \
 	-X $(pkg).gitTreeState=clean)
+# build_control_plane MODFILE,RELEASE,OUTPUT
+build_control_plane = cd $(CONTROL_PLANE_SRC) && go build -modfile=$(1) -tags kube1_$(call kube_minor_of,$(2)) \
+	-trimpath -ldflags "-s -w $(call version_ldflags,$(2))" -o $(CURDIR)/$(3) .
+
+# The newest release: what `make demo`, `make bench` and the full test suite run against.
+KUBE_VERSION := $(call kube_version_of,go.mod)
+CONTROL_PLANE := target/control-plane/kube-control-plane
+# The oldest release the chart claims: the lowest go.1.<minor>.mod. The chart's kubeVersion, its README
+# and kube-score's target name this minor, and `make chart` checks that they do.
+KUBE_FLOOR_MODFILE := $(notdir $(firstword $(shell ls $(CONTROL_PLANE_SRC)/go.1.*.mod | sort -V)))
+KUBE_FLOOR_VERSION := $(call kube_version_of,$(KUBE_FLOOR_MODFILE))
+KUBE_FLOOR := 1.$(call kube_minor_of,$(KUBE_FLOOR_VERSION))
+CONTROL_PLANE_FLOOR := target/control-plane/v$(KUBE_FLOOR)/kube-control-plane
 
 # helm, built from the Go module that pins it (tools/helm/go.mod) and stamped as helm's own release
 # builds are: its version, and the Kubernetes minor of its client-go as the cluster version that
 # `helm template` and `helm lint` assume (unstamped, helm assumes Kubernetes 1.20 and refuses the
-# chart's kubeVersion ">=1.30.0-0").
+# chart's kubeVersion).
 HELM := target/tools/helm
 HELM_VERSION := $(shell awk '$$1 == "helm.sh/helm/v3" {print $$2}' tools/helm/go.mod)
 HELM_KUBE_MINOR := $(word 2,$(subst ., ,$(shell awk '$$1 == "k8s.io/client-go" {print $$2}' tools/helm/go.mod)))
@@ -27,8 +44,8 @@ CHART := charts/ppio-gpu-operator
 # kube-score, built from the Go module that pins it (tools/kube-score/go.mod), stamped with its version.
 KUBE_SCORE := target/tools/kube-score
 KUBE_SCORE_VERSION := $(shell awk '$$1 == "github.com/zegl/kube-score" {print $$2}' tools/kube-score/go.mod)
-# The Kubernetes release kube-score judges against: the oldest the chart supports (Chart.yaml kubeVersion).
-KUBE_SCORE_KUBERNETES := v1.30
+# The Kubernetes release kube-score judges against: the oldest the chart supports and is tested on.
+KUBE_SCORE_KUBERNETES := v$(KUBE_FLOOR)
 # kube-score checks the chart does not follow; charts/ppio-gpu-operator/README.md says why for each.
 KUBE_SCORE_IGNORED := container-image-pull-policy
 
@@ -47,22 +64,43 @@ PROMTOOL_LDFLAGS := -s -w -X github.com/prometheus/common/version.Version=$(PROM
 # The chart's alerting rules, shipped as a plain rules file that its PrometheusRule embeds.
 RULES := $(CHART)/files/prometheus-rules.yaml
 
-# The one-node cluster (hack/node/up.sh): every part built from the release tests/control-plane/go.mod
-# pins, stamped like the control plane; etcd from the etcd server module that release pins.
+# The one-node cluster (hack/node/up.sh): every part built from the newest release, the one
+# tests/control-plane/go.mod pins, stamped like the control plane; etcd from the etcd server module that
+# release pins.
 NODE_BIN := target/node
 NODE_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 
 # oci-image: carries out the Dockerfile's final stage without a container engine (tools/oci-image).
 OCI_IMAGE := target/tools/oci-image
 
-.PHONY: test control-plane helm kube-score promlint promtool chart chart-score alerts lint demo crds bench fuzz \
-	node-binaries oci-image image node e2e bench-pod
+# kube-router, whose network-policy controller enforces NetworkPolicies on the one-node cluster.
+KUBE_ROUTER := target/tools/kube-router
 
-## test: build the control plane and the tools, check formatting and lints, lint and score the chart,
-## check and unit-test the alerts, run every test, then the end-to-end tests on the one-node cluster.
-test: control-plane helm promlint lint chart chart-score alerts
+.PHONY: test test-floor control-plane control-plane-floor helm kube-score promlint promtool chart chart-score \
+	alerts lint demo crds bench fuzz node-binaries oci-image kube-router image node e2e bench-pod
+
+## test: build the control plane of both releases and the tools, check formatting and lints, lint and
+## score the chart, check and unit-test the alerts, run every test against the newest release, then the
+## integration tests against the oldest (as test-floor does), then the end-to-end tests on the one-node
+## cluster (as e2e does).
+test: control-plane control-plane-floor helm promlint lint chart chart-score alerts
 	cargo test --workspace --locked
+	$(run_floor_tests)
 	$(MAKE) --no-print-directory e2e
+
+## test-floor: the integration tests (every one: CRDs and their admission rules, syncs, mirrors, pruning,
+## Events, the election, RBAC, metrics auth) against the oldest Kubernetes the chart claims, the
+## control plane built from the lowest tests/control-plane/go.1.<minor>.mod.
+test-floor: control-plane-floor helm promlint promtool
+	$(run_floor_tests)
+
+# The launcher must report the floor's release (the modfile pins it, the build stamps it), so a stale or
+# misbuilt binary cannot pass for it.
+define run_floor_tests
+test "$$($(CONTROL_PLANE_FLOOR) --version)" = "$(KUBE_FLOOR_VERSION)" \
+	|| { echo "$(CONTROL_PLANE_FLOOR) is not $(KUBE_FLOOR_VERSION): make control-plane-floor" >&2; exit 1; }
+KUBE_CONTROL_PLANE_BIN=$(CURDIR)/$(CONTROL_PLANE_FLOOR) cargo test --locked --test integration
+endef
 
 ## fuzz: the property tests over hostile PPIO input (page decoder, paging guards, redaction of the API
 ## key), each with random cases for FUZZ_SECONDS (default 60), side by side, in a release build. A
@@ -71,14 +109,20 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --release --locked --test fuzz -- --ignored --test-threads=3 --nocapture fuzz_
 
-## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector (cached by Go).
+## control-plane: build the Go launcher of etcd + kube-apiserver + garbage collector + namespace
+## controller from the newest release, tests/control-plane/go.mod (cached by Go).
 control-plane:
-	cd tests/control-plane && go build -trimpath -ldflags "-s -w $(VERSION_LDFLAGS)" -o ../../$(CONTROL_PLANE) .
+	$(call build_control_plane,go.mod,$(KUBE_VERSION),$(CONTROL_PLANE))
+
+## control-plane-floor: build the same launcher from the oldest release the chart claims (the lowest
+## tests/control-plane/go.1.<minor>.mod) into target/control-plane/v1.<minor>/ (cached by Go).
+control-plane-floor:
+	$(call build_control_plane,$(KUBE_FLOOR_MODFILE),$(KUBE_FLOOR_VERSION),$(CONTROL_PLANE_FLOOR))
 
 ## node-binaries: build the one-node cluster's etcd, kube-apiserver, kube-controller-manager,
 ## kube-scheduler, kubelet and kube-proxy into target/node/ (cached by Go, shared with control-plane).
 node-binaries:
-	cd tests/control-plane && go build -trimpath -ldflags "-s -w $(VERSION_LDFLAGS)" -o ../../$(NODE_BIN)/ \
+	cd $(CONTROL_PLANE_SRC) && go build -trimpath -ldflags "-s -w $(call version_ldflags,$(KUBE_VERSION))" -o $(CURDIR)/$(NODE_BIN)/ \
 		$(foreach component,$(NODE_COMPONENTS),k8s.io/kubernetes/cmd/$(component)) ./etcd
 
 ## oci-image: build tools/oci-image into target/tools/oci-image (cached by Go).
@@ -119,8 +163,15 @@ lint:
 helm:
 	cd tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o ../../$(HELM) helm.sh/helm/v3/cmd/helm
 
-## chart: lint the Helm chart strictly, with its defaults and with each values file in its ci/.
+## chart: lint the Helm chart strictly, with its defaults and with each values file in its ci/; check
+## that its kubeVersion and its README claim exactly the oldest release test-floor runs on.
 chart: helm
+	grep -qxF 'kubeVersion: ">=$(KUBE_FLOOR).0-0"' $(CHART)/Chart.yaml \
+		|| { echo "$(CHART)/Chart.yaml: kubeVersion must be \">=$(KUBE_FLOOR).0-0\", the oldest release tested" >&2; exit 1; }
+	for claim in 'Needs Kubernetes $(KUBE_FLOOR) or later' 'judged for Kubernetes $(KUBE_FLOOR),'; do \
+		grep -qF "$$claim" $(CHART)/README.md \
+			|| { echo "$(CHART)/README.md must say \"$$claim\"" >&2; exit 1; }; \
+	done
 	$(HELM) lint --strict $(CHART)
 	for values in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) --values "$$values"; done
 

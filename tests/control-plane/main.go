@@ -42,6 +42,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/component-base/cli"
+	"k8s.io/component-base/version"
 	"k8s.io/controller-manager/pkg/informerfactory"
 	"k8s.io/klog/v2"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -67,7 +68,13 @@ func run() int {
 	kubeconfigPath := flag.String("kubeconfig", "", "where to write the admin kubeconfig (default: <data-dir>/admin.kubeconfig)")
 	port := flag.Int("port", 0, "kube-apiserver secure port on 127.0.0.1 (default: the port used last time on this data directory, else a free one)")
 	stopOnStdinEOF := flag.Bool("stop-on-stdin-eof", false, "stop, as on SIGTERM, when standard input closes (so a parent process that dies takes the control plane with it)")
+	printVersion := flag.Bool("version", false, "print the Kubernetes release this control plane was built from, and exit")
 	flag.Parse()
+	if *printVersion {
+		// The release stamped at build time, as kube-apiserver reports it at /version.
+		fmt.Println(version.Get().GitVersion)
+		return 0
+	}
 
 	temporary := *dataDir == ""
 	if temporary {
@@ -340,7 +347,7 @@ func startControllers(ctx context.Context, config *rest.Config, wg *sync.WaitGro
 
 	logger := klog.FromContext(ctx)
 	for _, loop := range []func(){
-		func() { gc.Run(ctx, 5, 30*time.Second) },
+		func() { runGarbageCollector(ctx, gc, 5) },
 		func() { gc.Sync(ctx, discoveryClient, gcSyncPeriod) },
 		func() { namespaces.Run(ctx, 5) },
 	} {
