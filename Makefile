@@ -129,6 +129,13 @@ node-binaries:
 oci-image:
 	cd tools/oci-image && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../$(OCI_IMAGE) .
 
+## kube-router: build kube-router from tools/kube-router/go.mod into target/tools/kube-router (cached by
+## Go): the one-node cluster runs its network-policy controller. Its v2.1.0 has reported security flaws;
+## it serves only as a test fixture inside the node's own network namespace.
+kube-router:
+	cd tools/kube-router && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$(KUBE_ROUTER) \
+		github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+
 ## image: the operator's image from the Dockerfile and the pause image, as OCI archives in
 ## target/image/, built without Docker or a registry (hack/image/build.sh says how).
 image: oci-image
@@ -136,18 +143,18 @@ image: oci-image
 
 ## node: start the one-node cluster in its own network namespace and open a shell inside it, with
 ## KUBECONFIG set; leaving the shell tears it all down. Needs root.
-node: node-binaries image
+node: node-binaries kube-router image
 	hack/node/up.sh
 
 ## e2e: the end-to-end tests (tests/e2e): the chart installed with helm on the one-node cluster.
-e2e: node-binaries image helm
+e2e: node-binaries kube-router image helm
 	cargo test --locked --test e2e --no-run
 	hack/node/up.sh -- cargo test --locked --offline --test e2e -- --test-threads=1 --nocapture
 
 ## bench-pod: the operator in a pod of the one-node cluster, under the chart's default limits,
 ## mirroring N instances (default 10000) and then syncing with nothing changed: its container's memory,
 ## CPU and throttling, from its own cgroup. PAGE_SIZE (default 100).
-bench-pod: node-binaries image helm
+bench-pod: node-binaries kube-router image helm
 	cargo bench --locked --bench pod --no-run
 	hack/node/up.sh -- cargo bench --locked --offline --bench pod
 

@@ -23,6 +23,8 @@
 # Needs root. Installs containerd, runc, containernetworking-plugins and iptables with apt-get when
 # they are missing.
 set -euo pipefail
+# The whole script is one block, read before it runs: editing the file cannot change a running node.
+{
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 netns=ppio-node
@@ -48,7 +50,7 @@ if [ "${1:-}" = --inside ]; then
   pki=$node_dir/pki
   logs=$node_dir/logs
   export KUBECONFIG=$pki/admin.kubeconfig
-  export PATH=$bin:$PATH
+  export PATH=$bin:$root/target/tools:$PATH
 
   # `ip netns exec` mounted a sysfs of the namespace on /sys (so /sys/class/net shows its devices),
   # which hides the cgroup file systems: mount the host's hierarchies again, as they were.
@@ -155,6 +157,33 @@ if [ "${1:-}" = --inside ]; then
     bash -c "kubectl get node $node_name -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
   start kube-proxy kube-proxy --config="$node_dir/kube-proxy.yaml" --v=1
   wait_until "kube-proxy" 60 bash -c 'exec 3<>/dev/tcp/127.0.0.1/10256'
+  # NetworkPolicy, enforced by kube-router's network-policy controller alone (its routing and service
+  # proxy stay off: the bridge routes and kube-proxy proxies), with read access to what it watches.
+  kubectl apply --server-side --field-manager=ppio-node -f - >/dev/null <<RBAC
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "ppio-node:kube-router"}
+rules:
+  - apiGroups: [""]
+    resources: [pods, namespaces, nodes, services, endpoints]
+    verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [networkpolicies]
+    verbs: [get, list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "ppio-node:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "ppio-node:kube-router"}
+subjects: [{kind: User, name: "system:kube-router", apiGroup: rbac.authorization.k8s.io}]
+RBAC
+  start kube-router kube-router --kubeconfig="$pki/kube-router.kubeconfig" --hostname-override="$node_name" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --service-cluster-ip-range="$service_cidr" --health-port=20244 --metrics-port=0 --v=1
+  wait_until "kube-router" 60 bash -c 'exec 3<>/dev/tcp/127.0.0.1/20244'
   # Pods get their ServiceAccount token and the cluster's CA from these.
   wait_until "the default ServiceAccount" 60 kubectl -n default get serviceaccount default
   wait_until "kube-root-ca.crt" 60 kubectl -n default get configmap kube-root-ca.crt
@@ -181,6 +210,7 @@ command -v containerd >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v iptables >/dev/null || missing+=(iptables)
+command -v ipset >/dev/null || missing+=(ipset)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq
@@ -189,11 +219,15 @@ fi
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   [ -x "$bin/$b" ] || die "$bin/$b is missing: make node-binaries builds it"
 done
+[ -x "$root/target/tools/kube-router" ] || die "$root/target/tools/kube-router is missing: make kube-router builds it"
 for archive in pause.oci.tar ppio-gpu-operator.oci.tar; do
   [ -f "$image_dir/$archive" ] || die "$image_dir/$archive is missing: make image builds it"
 done
+# OPERATOR_IMAGE and PAUSE_IMAGE, for containerd's configuration and for the command run inside.
+set -a
 # shellcheck source=/dev/null
 . "$image_dir/images.env"
+set +a
 
 exec 9>/run/ppio-node.lock
 flock -n 9 || die "another node is running (lock /run/ppio-node.lock)"
@@ -288,6 +322,7 @@ kubeconfig kubelet "system:node:$node_name" system:nodes
 kubeconfig kube-controller-manager system:kube-controller-manager ""
 kubeconfig kube-scheduler system:kube-scheduler ""
 kubeconfig kube-proxy system:kube-proxy ""
+kubeconfig kube-router system:kube-router ""
 chmod 0600 "$pki"/*
 
 # --- containerd, CNI, kubelet and kube-proxy configuration. ---------------------------------------
@@ -394,3 +429,4 @@ ip netns exec "$netns" "$0" --inside "$@" 9>&-
 status=$?
 set -e
 teardown "$status"
+}

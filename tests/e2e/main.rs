@@ -16,4 +16,5 @@ mod container;
 mod disruption;
 mod failover;
 mod install;
+mod network_policy;
 mod upgrade;

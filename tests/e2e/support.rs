@@ -34,6 +34,13 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// The tenants' views sync this often (the API's minimum), so a stop in syncing shows quickly.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The pod sandbox image `make image` built, which containerd has: also a pod that does nothing.
+pub fn pause_image() -> String {
+    std::env::var("PAUSE_IMAGE").unwrap_or_else(|_| {
+        panic!("PAUSE_IMAGE is not set: the end-to-end tests run inside the one-node cluster, through `make e2e`")
+    })
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
