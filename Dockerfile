@@ -6,10 +6,11 @@
 #   docker buildx build --platform linux/amd64 -t ghcr.io/ppio/ppio-gpu-operator:0.1.0 --load .
 #
 # Why glibc on distroless/cc rather than a static musl binary on distroless/static: `make image` builds
-# this same image without Docker (tools/oci-image carries out this file's final stage), on a machine
-# with no musl target. It links the binary against Debian 12's glibc, as this builder does, and
-# unpacks the Debian 12 packages distroless/cc-debian12 is made of (hack/image/base-packages) as the
-# base. One target, one base, one user and one entrypoint, whichever way the image is built.
+# the equivalent image without Docker (tools/oci-image carries out this file's final stage) for the
+# end-to-end tests, on CI's machine kind, whose Rust has no musl target and cannot get one. It links
+# the binary against Debian 12's glibc, as this builder does, and unpacks the Debian 12 packages
+# distroless/cc-debian12 is made of (hack/image/base-packages) as the base. One target, one base, one
+# user and one entrypoint, whichever way the image is built.
 #
 # linux/amd64 only. No CA bundle is needed at run time: the PPIO client (reqwest) uses rustls with the
 # webpki roots compiled in, and in a cluster the API server is verified with the ServiceAccount's

@@ -177,6 +177,12 @@ async fn run() -> Result<(), String> {
         no_op.push((asked.elapsed(), cgroup.cpu_seconds() - cpu));
     }
     sampler.abort();
+    let still_leading = release.leader(&client).await;
+    if still_leading.as_deref() != Some(leader.as_str()) {
+        return Err(format!(
+            "the leader changed during the run ({leader} -> {still_leading:?}): the numbers would mix two pods"
+        ));
+    }
 
     let after = release
         .pods(&client)

@@ -59,7 +59,7 @@ base=$out/base-rootfs
 rm -rf "$base" && mkdir -p "$base"
 : > "$out/base-packages.lock"
 for p in $packages; do
-  deb=$(compgen -G "$debs/${p}_*.deb" | sort | tail -1)
+  deb=$(compgen -G "$debs/${p}_*.deb" | sort -V | tail -1)
   dpkg-deb -x "$deb" "$base"
   dpkg-deb --show --showformat='${Package}=${Version}\n' "$deb" >> "$out/base-packages.lock"
 done

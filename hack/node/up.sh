@@ -6,19 +6,28 @@
 # plugins. Modelled on hack/local-up-cluster.sh of kubernetes/kubernetes, which runs the same parts
 # as processes.
 #
-#   hack/node/up.sh                 start the node, open a shell inside it (KUBECONFIG set); exit
-#                                   the shell, or Ctrl-C, to tear it all down
+#   hack/node/up.sh                 start the node, open a shell inside it (KUBECONFIG set); leave
+#                                   the shell to tear it all down
 #   hack/node/up.sh -- CMD ARGS...  start the node, run CMD inside it, tear down, exit with CMD's status
+#                                   (Ctrl-C or SIGTERM tear down at once)
 #
 # The network: the namespace `ppio-node` holds everything. Its bridge cni0 (10.88.0.0/16) carries
 # the pods; the node's own address, 10.88.0.1 (the bridge's), is where the API server, the kubelet
 # and anything the tests serve (the PPIO simulator) listen. Services take 10.96.0.0/16. The namespace
 # has no route out: nothing inside can reach any other address, and nothing outside sees it.
 #
-# Teardown, on exit, Ctrl-C or failure: every process of the node and every container is in the
-# cgroup /ppio-node and is killed with it; their mounts live in the mount namespace `ip netns exec`
+# What the node writes stays in the node's directory (NODE_DIR, default /var/lib/ppio-node): inside
+# the namespace, the host paths containerd, the CNI plugins and the kubelet write to whatever their
+# configuration says (/run/containerd, /var/lib/cni, /var/lib/kubelet, /var/log/pods,
+# /var/log/containers, /opt/containerd) are directories of NODE_DIR mounted over them. The kernel
+# settings the kubelet changes for the whole host (vm.overcommit_memory, kernel.panic, ...) are saved
+# first and put back.
+#
+# Teardown, on exit, Ctrl-C, SIGTERM or failure: every process of the node and every container is in
+# the cgroup /ppio-node and is killed with it; their mounts live in the mount namespace `ip netns exec`
 # made, which goes with its last process; the network namespace (with its bridge, veths and iptables
-# rules) is deleted; the node's directory (NODE_DIR, default /var/lib/ppio-node) is removed.
+# rules) is deleted; the kernel settings are restored; NODE_DIR is removed. A run killed outright is
+# cleaned up by the next one.
 #
 # Needs root. Installs containerd, runc, containernetworking-plugins and iptables with apt-get when
 # they are missing.
@@ -33,6 +42,16 @@ node_dir=${NODE_DIR:-/var/lib/ppio-node}
 bin=$root/target/node
 image_dir=$root/target/image
 cgroup_name=ppio-node
+
+# The host paths the node's parts write to whatever their configuration says; inside the namespace,
+# directories of NODE_DIR are mounted over them.
+host_paths=(/run/containerd /var/lib/cni /var/lib/kubelet /var/log/pods /var/log/containers /opt/containerd)
+# The host-wide kernel settings the kubelet sets (container_manager_linux.go, setupKernelTunables).
+kernel_settings=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+# What the host had before: the settings, and which of host_paths did not exist (so teardown removes
+# the empty mount points it made). Outside NODE_DIR, so a run killed outright still restores them.
+saved_state=/run/ppio-node.saved
 
 node_ip=10.88.0.1
 pod_cidr=10.88.0.0/16
@@ -62,6 +81,10 @@ if [ "${1:-}" = --inside ]; then
     mkdir -p "$target"
     mount -t "$fstype" -o "$options" "$fstype" "$target"
   done <<<"$NODE_CGROUP_MOUNTS"
+  for path in "${host_paths[@]}"; do
+    mkdir -p "$node_dir/host$path"
+    mount --bind "$node_dir/host$path" "$path"
+  done
 
   # Everything started from here on is in the node's cgroup, so teardown finds it all.
   for controller in /sys/fs/cgroup/*/; do
@@ -156,7 +179,9 @@ if [ "${1:-}" = --inside ]; then
   wait_until "the node to be Ready" 120 \
     bash -c "kubectl get node $node_name -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
   start kube-proxy kube-proxy --config="$node_dir/kube-proxy.yaml" --v=1
-  wait_until "kube-proxy" 60 bash -c 'exec 3<>/dev/tcp/127.0.0.1/10256'
+  # kube-proxy is ready when the kubernetes Service has its rules, not when its health port opens.
+  wait_until "kube-proxy's rules for the kubernetes Service" 60 \
+    bash -c "iptables -t nat -S KUBE-SERVICES | grep -q -- '-d $kubernetes_service_ip/32'"
   # NetworkPolicy, enforced by kube-router's network-policy controller alone (its routing and service
   # proxy stay off: the bridge routes and kube-proxy proxies), with read access to what it watches.
   kubectl apply --server-side --field-manager=ppio-node -f - >/dev/null <<RBAC
@@ -205,6 +230,9 @@ fi
 [ -f /sys/fs/cgroup/pids/cgroup.procs ] \
   || die "the node needs the cgroup v1 hierarchies (with pids) that this machine kind mounts under /sys/fs/cgroup"
 
+exec 9>/run/ppio-node.lock
+flock -n 9 || die "another node is running (lock /run/ppio-node.lock)"
+
 missing=()
 command -v containerd >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
@@ -229,9 +257,6 @@ set -a
 . "$image_dir/images.env"
 set +a
 
-exec 9>/run/ppio-node.lock
-flock -n 9 || die "another node is running (lock /run/ppio-node.lock)"
-
 kill_node() { # every process left in the node's cgroup tree or in its network namespace
   local pids
   for _ in $(seq 50); do
@@ -243,21 +268,45 @@ kill_node() { # every process left in the node's cgroup tree or in its network n
   done
   log "processes of the node still alive: $pids"
 }
+save_host() {
+  [ -f "$saved_state" ] && return 0 # an earlier run's, not yet restored: the host's own values
+  {
+    for setting in "${kernel_settings[@]}"; do echo "sysctl $setting $(sysctl -n "$setting")"; done
+    for path in "${host_paths[@]}"; do [ -e "$path" ] || echo "created $path"; done
+  } > "$saved_state.tmp"
+  mv "$saved_state.tmp" "$saved_state"
+  for path in "${host_paths[@]}"; do mkdir -p "$path"; done
+}
+restore_host() {
+  [ -f "$saved_state" ] || return 0
+  local kind name value
+  while read -r kind name value; do
+    case "$kind" in
+      sysctl) sysctl -qw "$name=$value" || log "cannot restore $name=$value" ;;
+      created) rmdir "$name" 2>/dev/null || true ;;
+    esac
+  done < "$saved_state"
+  rm -f "$saved_state"
+}
 teardown() {
   trap - EXIT INT TERM
   local status=${1:-$?}
   kill_node
   for controller in /sys/fs/cgroup/*/; do
-    [ -d "$controller$cgroup_name" ] && find "$controller$cgroup_name" -depth -type d -exec rmdir {} + 2>/dev/null
+    if [ -d "$controller$cgroup_name" ]; then
+      find "$controller$cgroup_name" -depth -type d -exec rmdir {} + 2>/dev/null \
+        || log "cannot remove the cgroup $controller$cgroup_name"
+    fi
   done
   ip netns delete "$netns" 2>/dev/null || true
+  restore_host
   if [ -d "$node_dir" ]; then
     # Keep the logs of a failed run beside the build, for whoever reads it next.
     if [ "$status" != 0 ] && [ -d "$node_dir/logs" ]; then
       rm -rf "$root/target/node-logs" && cp -r "$node_dir/logs" "$root/target/node-logs"
       log "logs of this run: $root/target/node-logs"
     fi
-    rm -rf --one-file-system "$node_dir"
+    rm -rf --one-file-system "$node_dir" || log "cannot remove $node_dir"
   fi
   exit "$status"
 }
@@ -267,9 +316,11 @@ if ip netns list | grep -qw "$netns" || [ -d "$node_dir" ] || [ -d /sys/fs/cgrou
   (teardown 0) || true
 fi
 trap 'teardown $?' EXIT
-trap 'teardown 130' INT TERM
+trap 'teardown 130' INT
+trap 'teardown 143' TERM
+save_host
 
-mkdir -p "$node_dir"/{logs,pki,kcm,cni,kubelet} "$node_dir/pki/kcm"
+mkdir -p "$node_dir"/{logs,pki,cni,kubelet} "$node_dir/pki/kcm"
 chmod 0700 "$node_dir"
 
 # --- Certificates, tokens and kubeconfigs. --------------------------------------------------------
@@ -323,7 +374,7 @@ kubeconfig kube-controller-manager system:kube-controller-manager ""
 kubeconfig kube-scheduler system:kube-scheduler ""
 kubeconfig kube-proxy system:kube-proxy ""
 kubeconfig kube-router system:kube-router ""
-chmod 0600 "$pki"/*
+find "$pki" -maxdepth 1 -type f -exec chmod 0600 {} +
 
 # --- containerd, CNI, kubelet and kube-proxy configuration. ---------------------------------------
 cat > "$node_dir/containerd.toml" <<EOF
@@ -336,7 +387,7 @@ state = "$node_dir/containerd/state"
   sandbox_image = "$PAUSE_IMAGE"
   # Pod network namespaces are mounted in the node's own directory, not in /run/netns.
   netns_mounts_under_state_dir = true
-  # This machine does not let root lower an oom_score_adj (kubelet asks -998 for sandboxes): keep
+  # CI's machine kind does not let root lower an oom_score_adj (kubelet asks -998 for sandboxes): keep
   # every container's at least containerd's own.
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -346,7 +397,6 @@ state = "$node_dir/containerd/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        BinaryName = "${NODE_RUNC:-runc}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$node_dir/cni"
@@ -380,7 +430,7 @@ readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 containerRuntimeEndpoint: unix://$node_dir/containerd/containerd.sock
-# This machine's cgroups are v1; containerd 1.6 does not report a cgroup driver, so kubelet uses its own.
+# CI's machine kind has cgroup v1; containerd 1.6 does not report a cgroup driver, so kubelet uses its own.
 failCgroupV1: false
 cgroupDriver: cgroupfs
 cgroupRoot: /$cgroup_name
@@ -425,8 +475,17 @@ export CONTAINERD_ADDRESS=$node_dir/containerd/containerd.sock
 ip netns add "$netns"
 log "starting in network namespace $netns"
 set +e
-ip netns exec "$netns" "$0" --inside "$@" 9>&-
-status=$?
+if [ $# -eq 0 ]; then
+  # The shell: Ctrl-C is for the commands typed in it; leaving it tears down.
+  trap '' INT
+  ip netns exec "$netns" "$0" --inside 9>&-
+  status=$?
+else
+  # In the background, so that a signal to this script tears down at once, not after the command.
+  ip netns exec "$netns" "$0" --inside "$@" 9>&- &
+  wait $!
+  status=$?
+fi
 set -e
 teardown "$status"
 }

@@ -11,8 +11,12 @@ use crate::support::{
     container_pid, delete_pod, eventually, is_ready, ppio,
 };
 
-/// How long after the leader is gone the standby may take to lead: the lease must run out first.
-const TAKEOVER: Duration = Duration::from_secs(LEASE_DURATION.as_secs() + 5);
+/// How long after a leader is killed the standby may take to lead: the lease must run out, and the
+/// standby looks again at most every retry period (2 s, with jitter) after it last saw a renewal.
+const TAKEOVER_AFTER_KILL: Duration = Duration::from_secs(LEASE_DURATION.as_secs() + 10);
+/// How long after a leader's pod is deleted the standby may take to lead: a leader that stops releases
+/// its Lease, so the standby need not wait for it to run out.
+const TAKEOVER_AFTER_DELETE: Duration = Duration::from_secs(6);
 
 /// Waits for the view to sync again after `since`: its lastSyncTime moves on.
 async fn wait_for_a_sync(tenant: &Tenant, before: Option<String>, timeout: Duration) {
@@ -58,7 +62,7 @@ async fn a_killed_leader_is_restarted_and_the_standby_leads_within_the_lease() {
     assert!(status.success(), "kill -KILL {pid}");
     let before = tenant.last_sync().await;
 
-    let standby = eventually("the standby to lead", TAKEOVER, || async {
+    let standby = eventually("the standby to lead", TAKEOVER_AFTER_KILL, || async {
         release
             .leader(&client)
             .await
@@ -113,14 +117,38 @@ async fn deleting_the_leader_pod_hands_over_to_the_standby() {
     let before = tenant.last_sync().await;
     delete_pod(&client, &release.namespace, &leader).await;
 
-    let standby = eventually("the standby to lead", TAKEOVER, || async {
-        release
-            .leader(&client)
-            .await
-            .filter(|holder| *holder != leader)
-    })
+    let standby = eventually(
+        "the standby to lead at once",
+        TAKEOVER_AFTER_DELETE,
+        || async {
+            release
+                .leader(&client)
+                .await
+                .filter(|holder| *holder != leader)
+        },
+    )
     .await;
     let takeover = deleted_at.elapsed();
+    let standby_ip = release
+        .pods(&client)
+        .await
+        .into_iter()
+        .find(|p| p.name_any() == standby)
+        .and_then(|p| p.status?.pod_ip)
+        .expect("the standby's address");
+    // The view is listed again, and by the standby.
+    let listed_before = ppio().seen_with(&tenant.api_key).len();
+    eventually(
+        "the standby to list the view",
+        SYNC_INTERVAL + Duration::from_secs(10),
+        || async {
+            ppio().seen_with(&tenant.api_key)[listed_before..]
+                .iter()
+                .any(|s| s.peer.to_string() == standby_ip)
+                .then_some(())
+        },
+    )
+    .await;
     wait_for_a_sync(&tenant, before, SYNC_INTERVAL + Duration::from_secs(10)).await;
     let synced_again = deleted_at.elapsed();
 

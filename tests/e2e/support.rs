@@ -34,6 +34,17 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// The tenants' views sync this often (the API's minimum), so a stop in syncing shows quickly.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The operator's image `make image` built and the node imported, as repository and tag.
+pub fn local_image() -> (String, String) {
+    let image = std::env::var("OPERATOR_IMAGE").unwrap_or_else(|_| {
+        panic!("OPERATOR_IMAGE is not set: the end-to-end tests run inside the one-node cluster, through `make e2e`")
+    });
+    let (repository, tag) = image
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("OPERATOR_IMAGE {image} has no tag"));
+    (repository.to_owned(), tag.to_owned())
+}
+
 /// The pod sandbox image `make image` built, which containerd has: also a pod that does nothing.
 pub fn pause_image() -> String {
     std::env::var("PAUSE_IMAGE").unwrap_or_else(|_| {
@@ -283,34 +294,40 @@ pub struct Release {
 }
 
 impl Release {
-    /// `helm install NAME` into the namespace `e2e-NAME` with the defaults, the local image and the
-    /// simulator allowed, plus `extra` helm arguments; waits until its pods are ready.
+    /// `helm install NAME` into the namespace `e2e-NAME` with the defaults, the image `make image`
+    /// built (never pulled) and the simulator allowed, plus `extra` helm arguments; waits until its
+    /// pods are ready. A failed install is uninstalled too, so it cannot sync later tests' views.
     pub fn install(name: &str, extra: &[&str]) -> Release {
         ppio();
-        let namespace = format!("e2e-{name}");
-        let allowed = format!("allowedEndpoints={{{}}}", simulator_url());
+        let release = Release {
+            name: name.to_owned(),
+            namespace: format!("e2e-{name}"),
+        };
+        let (repository, tag) = local_image();
+        let image = [
+            format!("image.repository={repository}"),
+            format!("image.tag={tag}"),
+            "image.pullPolicy=Never".to_owned(),
+            format!("allowedEndpoints={{{}}}", simulator_url()),
+        ];
         let chart = chart();
         let mut args = vec![
             "install",
             name,
             chart.as_str(),
             "--namespace",
-            namespace.as_str(),
+            release.namespace.as_str(),
             "--create-namespace",
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            allowed.as_str(),
             "--wait",
             "--timeout",
             "180s",
         ];
+        for value in &image {
+            args.extend(["--set", value.as_str()]);
+        }
         args.extend_from_slice(extra);
         helm(&args);
-        Release {
-            name: name.to_owned(),
-            namespace,
-        }
+        release
     }
 
     /// The release's pods, by name.

@@ -245,8 +245,12 @@ func finalStage(text string, buildArgs map[string]string) (*stage, error) {
 	}
 	s := &stage{base: fromWords[0]}
 	vars := map[string]string{}
+	cmdInStage := false
 	for _, l := range lines[last+1:] {
 		args := rest(l)
+		if strings.Contains(args, "${") && (strings.Contains(args, ":-") || strings.Contains(args, ":+")) {
+			return nil, fmt.Errorf("%s: ${NAME:-default} and ${NAME:+value} are not supported", l)
+		}
 		switch strings.ToUpper(instruction(l)) {
 		case "ARG":
 			k, v := argOf(args, buildArgs)
@@ -302,12 +306,29 @@ func finalStage(text string, buildArgs map[string]string) (*stage, error) {
 				return nil, fmt.Errorf("%s: only the JSON (exec) form is supported: %w", l, err)
 			}
 			if strings.EqualFold(instruction(l), "ENTRYPOINT") {
-				// As in Docker, a new entrypoint drops the command inherited from the base.
-				s.changes = append(s.changes, func(c *v1.Config) { c.Entrypoint, c.Cmd = argv, nil })
+				// As in Docker, a new entrypoint drops the command inherited from the base, but not
+				// one this stage set before it.
+				keepCmd := cmdInStage
+				s.changes = append(s.changes, func(c *v1.Config) {
+					c.Entrypoint = argv
+					if !keepCmd {
+						c.Cmd = nil
+					}
+				})
 			} else {
+				cmdInStage = true
 				s.changes = append(s.changes, func(c *v1.Config) { c.Cmd = argv })
 			}
-		case "COPY", "ADD":
+		case "ADD":
+			// ADD also unpacks archives and fetches URLs; only a plain file or directory is supported.
+			words := strings.Fields(expand(args, vars))
+			for _, w := range words {
+				if strings.Contains(w, "://") || strings.HasSuffix(w, ".tar") || strings.Contains(w, ".tar.") || strings.HasSuffix(w, ".tgz") {
+					return nil, fmt.Errorf("%s: ADD of an archive or a URL is not supported", l)
+				}
+			}
+			fallthrough
+		case "COPY":
 			words := strings.Fields(expand(args, vars))
 			op := copyOp{line: l}
 			for len(words) > 0 && strings.HasPrefix(words[0], "--") {
@@ -331,12 +352,12 @@ func finalStage(text string, buildArgs map[string]string) (*stage, error) {
 }
 
 func instruction(line string) string {
-	word, _, _ := strings.Cut(line, " ")
+	word, _, _ := strings.Cut(strings.ReplaceAll(line, "\t", " "), " ")
 	return word
 }
 
 func rest(line string) string {
-	_, r, _ := strings.Cut(line, " ")
+	_, r, _ := strings.Cut(strings.ReplaceAll(line, "\t", " "), " ")
 	return strings.TrimSpace(r)
 }
 
