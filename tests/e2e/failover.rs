@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
+use kube::{Client, ResourceExt};
 
 use crate::support::{
     LEASE_DURATION, Release, SYNC_INTERVAL, Tenant, assert_no_two_syncs_at_once, client,
@@ -27,17 +27,22 @@ async fn wait_for_a_sync(tenant: &Tenant, before: Option<String>, timeout: Durat
     .await;
 }
 
+/// A release `name` with a tenant whose view has synced, and the release's leader.
+async fn synced_release(client: &Client, name: &str) -> (Release, Tenant, String) {
+    let release = Release::install(name, &[]);
+    let tenant = Tenant::create(client, &format!("e2e-{name}-tenant")).await;
+    tenant.wait_ready(Duration::from_secs(120)).await;
+    let leader = eventually("a leader", Duration::from_secs(30), || {
+        release.leader(client)
+    })
+    .await;
+    (release, tenant, leader)
+}
+
 #[tokio::test]
 async fn a_killed_leader_is_restarted_and_the_standby_leads_within_the_lease() {
     let client = client().await;
-    let release = Release::install("kill", &[]);
-    let tenant = Tenant::create(&client, "e2e-kill-tenant").await;
-    tenant.wait_ready(Duration::from_secs(120)).await;
-
-    let leader = eventually("a leader", Duration::from_secs(30), || {
-        release.leader(&client)
-    })
-    .await;
+    let (release, tenant, leader) = synced_release(&client, "kill").await;
     let pods = release.pods(&client).await;
     let leader_pod = pods
         .iter()
@@ -105,14 +110,7 @@ async fn a_killed_leader_is_restarted_and_the_standby_leads_within_the_lease() {
 #[tokio::test]
 async fn deleting_the_leader_pod_hands_over_to_the_standby() {
     let client = client().await;
-    let release = Release::install("delete", &[]);
-    let tenant = Tenant::create(&client, "e2e-delete-tenant").await;
-    tenant.wait_ready(Duration::from_secs(120)).await;
-
-    let leader = eventually("a leader", Duration::from_secs(30), || {
-        release.leader(&client)
-    })
-    .await;
+    let (release, tenant, leader) = synced_release(&client, "delete").await;
     let deleted_at = Instant::now();
     let before = tenant.last_sync().await;
     delete_pod(&client, &release.namespace, &leader).await;

@@ -46,6 +46,16 @@ fn connects(pid: u32, ip: &str, port: u16) -> bool {
 struct Listener(Child);
 
 impl Listener {
+    /// Starts the listener and waits until it accepts connections from its own namespace.
+    async fn ready(pid: u32, port: u16) -> Listener {
+        let listener = Listener::start(pid, port);
+        eventually("a listener in the pod", Duration::from_secs(10), || async {
+            connects(pid, "127.0.0.1", port).then_some(())
+        })
+        .await;
+        listener
+    }
+
     fn start(pid: u32, port: u16) -> Listener {
         let child = Command::new("nsenter")
             .args([
@@ -70,6 +80,12 @@ impl Drop for Listener {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Whether the node (this process's namespace) can connect to `ip:port` within 3 seconds.
+fn node_connects(ip: &str, port: u16) -> bool {
+    let address = format!("{ip}:{port}").parse().expect("an address");
+    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)).is_ok()
 }
 
 fn pod_ip(pod: &Pod) -> String {
@@ -134,22 +150,10 @@ async fn the_network_policy_lets_the_operator_reach_only_the_api_server_and_ppio
         !connects(operator_pid, NODE_IP, KUBELET_PORT),
         "the operator must not reach the kubelet's port"
     );
-    let _prober_listener = Listener::start(prober_pid, OTHER_PORT);
+    let _prober_listener = Listener::ready(prober_pid, OTHER_PORT).await;
     let prober_ip = pod_ip(&prober);
-    eventually(
-        "a listener in the prober pod",
-        Duration::from_secs(10),
-        || async { connects(prober_pid, "127.0.0.1", OTHER_PORT).then_some(()) },
-    )
-    .await;
     assert!(
-        std::net::TcpStream::connect_timeout(
-            &format!("{prober_ip}:{OTHER_PORT}")
-                .parse()
-                .expect("address"),
-            Duration::from_secs(3)
-        )
-        .is_ok(),
+        node_connects(&prober_ip, OTHER_PORT),
         "the node reaches the prober pod's listener"
     );
     assert!(
@@ -158,21 +162,9 @@ async fn the_network_policy_lets_the_operator_reach_only_the_api_server_and_ppio
     );
 
     // Ingress: the HTTP port (metrics, probes) from another pod, and no other port.
-    let _listener = Listener::start(operator_pid, OTHER_PORT);
-    eventually(
-        "a listener in the operator's pod",
-        Duration::from_secs(10),
-        || async { connects(operator_pid, "127.0.0.1", OTHER_PORT).then_some(()) },
-    )
-    .await;
+    let _listener = Listener::ready(operator_pid, OTHER_PORT).await;
     assert!(
-        std::net::TcpStream::connect_timeout(
-            &format!("{operator_ip}:{OTHER_PORT}")
-                .parse()
-                .expect("address"),
-            Duration::from_secs(3)
-        )
-        .is_ok(),
+        node_connects(&operator_ip, OTHER_PORT),
         "the node reaches the listener in the operator's pod"
     );
     assert!(

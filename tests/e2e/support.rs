@@ -332,12 +332,14 @@ impl Release {
 
     /// The release's pods, by name.
     pub async fn pods(&self, client: &Client) -> Vec<Pod> {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
-        let selector = format!("app.kubernetes.io/instance={}", self.name);
-        pods.list(&ListParams::default().labels(&selector))
+        pods_of_release(client, &self.namespace, &self.name)
             .await
             .expect("list the release's pods")
-            .items
+    }
+
+    /// The label selector of everything the release made.
+    pub fn selector(&self) -> String {
+        release_selector(&self.name)
     }
 
     /// The release's pods that are Ready and not being deleted.
@@ -402,6 +404,24 @@ impl Drop for Release {
             .args(["delete", "namespace", &self.namespace, "--wait=false"])
             .output();
     }
+}
+
+/// The label selector of everything the release `name` made.
+fn release_selector(name: &str) -> String {
+    format!("app.kubernetes.io/instance={name}")
+}
+
+/// The pods of the release `name` in `namespace`.
+pub async fn pods_of_release(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Pod>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&release_selector(name)))
+        .await?;
+    Ok(list.items)
 }
 
 /// Whether a pod's Ready condition is True.

@@ -11,7 +11,7 @@ use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 
 use crate::support::{
     INSTANCES, LEASE_DURATION, Release, SYNC_INTERVAL, Tenant, VIEW, assert_no_two_syncs_at_once,
-    client, eventually, helm, is_ready, kubectl, ppio,
+    client, eventually, helm, is_ready, kubectl, pods_of_release, ppio,
 };
 
 #[tokio::test]
@@ -35,12 +35,14 @@ async fn helm_upgrade_rolls_one_pod_at_a_time_and_syncing_never_stops_longer_tha
         let name = release.name.clone();
         let tenant_ns = tenant.namespace.clone();
         tokio::spawn(async move {
-            let release = ReleaseRef { name, namespace };
             let views: Api<GpuInstanceView> = Api::namespaced(client.clone(), &tenant_ns);
             let mut samples = Vec::new();
             let mut syncs: Vec<(Instant, String)> = Vec::new();
             loop {
-                let pods = release.pods(&client).await;
+                // A failed list is no sample (it would look like no Ready pod).
+                let pods = pods_of_release(&client, &namespace, &name)
+                    .await
+                    .unwrap_or_default();
                 let ready = pods
                     .iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
@@ -49,7 +51,6 @@ async fn helm_upgrade_rolls_one_pod_at_a_time_and_syncing_never_stops_longer_tha
                     .iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_some())
                     .count();
-                // A failed list is no sample (it would look like no Ready pod).
                 if !pods.is_empty() {
                     samples.push((ready, terminating, pods.len() - terminating));
                 }
@@ -142,25 +143,6 @@ async fn helm_upgrade_rolls_one_pod_at_a_time_and_syncing_never_stops_longer_tha
     );
 }
 
-/// The parts of a [`Release`] the sampler needs, without uninstalling it when dropped.
-struct ReleaseRef {
-    name: String,
-    namespace: String,
-}
-
-impl ReleaseRef {
-    async fn pods(&self, client: &kube::Client) -> Vec<k8s_openapi::api::core::v1::Pod> {
-        let pods: Api<k8s_openapi::api::core::v1::Pod> =
-            Api::namespaced(client.clone(), &self.namespace);
-        pods.list(
-            &ListParams::default().labels(&format!("app.kubernetes.io/instance={}", self.name)),
-        )
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-    }
-}
-
 /// Every namespaced kind the chart (or its operator) may create, as kubectl names them.
 const NAMESPACED_KINDS: &str = "deployments,replicasets,pods,services,serviceaccounts,configmaps,\
 secrets,roles,rolebindings,poddisruptionbudgets,networkpolicies,leases";
@@ -168,34 +150,29 @@ secrets,roles,rolebindings,poddisruptionbudgets,networkpolicies,leases";
 const KINDS: &str = "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,roles,\
 rolebindings,poddisruptionbudgets,networkpolicies,leases,clusterroles,clusterrolebindings";
 
+/// `kubectl get KINDS ... -o name`, with `scope` the namespace or selector arguments.
+fn object_names(kinds: &str, scope: &[&str]) -> String {
+    let mut args = vec!["get", kinds];
+    args.extend_from_slice(scope);
+    args.extend(["-o", "name"]);
+    kubectl(&args)
+}
+
 #[tokio::test]
 async fn helm_uninstall_leaves_nothing_of_the_release_and_keeps_crds_views_and_mirrors() {
     let client = client().await;
     let release = Release::install("uninstall", &[]);
     let tenant = Tenant::create(&client, "e2e-uninstall-tenant").await;
     tenant.wait_ready(Duration::from_secs(120)).await;
-    let selector = format!("app.kubernetes.io/instance={}", release.name);
-    let before = kubectl(&[
-        "get",
-        KINDS,
-        "--all-namespaces",
-        "-l",
-        &selector,
-        "-o",
-        "name",
-    ]);
+    let selector = release.selector();
+    let labelled = ["--all-namespaces", "--selector", selector.as_str()];
+    let in_namespace = ["--namespace", release.namespace.as_str()];
+    let before = object_names(KINDS, &labelled);
     assert!(
         before.contains("deployment.apps/"),
         "the release's objects carry its label:\n{before}"
     );
-    let in_namespace_before = kubectl(&[
-        "get",
-        NAMESPACED_KINDS,
-        "--namespace",
-        &release.namespace,
-        "-o",
-        "name",
-    ]);
+    let in_namespace_before = object_names(NAMESPACED_KINDS, &in_namespace);
 
     helm(&[
         "uninstall",
@@ -206,35 +183,22 @@ async fn helm_uninstall_leaves_nothing_of_the_release_and_keeps_crds_views_and_m
     ]);
 
     // helm waits for what it deleted; the pods go after them, once their grace period is over.
-    let left = || {
-        kubectl(&[
-            "get",
-            KINDS,
-            "--all-namespaces",
-            "-l",
-            &selector,
-            "-o",
-            "name",
-        ])
-    };
     let gone = eventually(
         "the release's objects to be gone",
         Duration::from_secs(60),
-        || async { left().trim().is_empty().then_some(()) },
+        || async {
+            object_names(KINDS, &labelled)
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
     )
     .await;
     let () = gone;
     // Anything in the release's namespace beside what Kubernetes itself puts in every namespace
     // (the default ServiceAccount, kube-root-ca.crt) was the release's, labelled or not.
-    let in_namespace = kubectl(&[
-        "get",
-        NAMESPACED_KINDS,
-        "--namespace",
-        &release.namespace,
-        "-o",
-        "name",
-    ]);
-    let leftovers: Vec<&str> = in_namespace
+    let left_in_namespace = object_names(NAMESPACED_KINDS, &in_namespace);
+    let leftovers: Vec<&str> = left_in_namespace
         .lines()
         .filter(|l| *l != "serviceaccount/default" && *l != "configmap/kube-root-ca.crt")
         .collect();
