@@ -79,7 +79,7 @@ fn main() {
     let mut cluster: Vec<GpuInstance> = Vec::with_capacity(count);
     for page in &pages {
         for instance in Page::from_json(page).expect("page decodes").instances {
-            match plan::plan_instance(&view, &instance, None, now) {
+            match plan::plan_instance(&view, None, &instance, None, now) {
                 InstancePlan::Create(desired) => {
                     let mut object = desired.object;
                     object.status = Some(desired.status);
@@ -98,6 +98,7 @@ fn main() {
                 name: object.metadata.name.clone().unwrap_or_default(),
                 object: object.clone(),
                 status: object.status.clone().unwrap_or_default(),
+                services: None,
             };
             let observed = Observed {
                 uid: String::new(),
@@ -138,7 +139,7 @@ fn main() {
         summarized
     };
     // As a sync does: the view's seed once, then each record's source hash.
-    let seed = plan::ViewSeed::of(&view);
+    let seed = plan::ViewSeed::of(&view, None);
     let sources: std::collections::HashMap<String, u64> = summarized(&memo)
         .iter()
         .flat_map(|(page, summaries)| {
@@ -161,7 +162,7 @@ fn main() {
             if sources.get(&name) != Some(&seed.source_hash(page.record_hash(i), expiry)) {
                 decoded += 1;
                 let instance = page.decode(i).expect("decodes");
-                let _ = plan::plan_instance(&view, &instance, observed.get(&name), now);
+                let _ = plan::plan_instance(&view, None, &instance, observed.get(&name), now);
             }
         }
     }

@@ -42,6 +42,7 @@ pub mod controller;
 pub mod mirror;
 pub mod ppio;
 pub mod process;
+pub mod services;
 pub mod sync;
 pub mod text;
 

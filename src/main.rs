@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
 use ppio_gpu_operator::ppio;
 use ppio_gpu_operator::process::http::metrics_auth::MetricsAuth;
@@ -13,6 +14,7 @@ use ppio_gpu_operator::process::http::{self, Health};
 use ppio_gpu_operator::process::leadership::{Leadership, LeaseSettings};
 use ppio_gpu_operator::process::metrics::Metrics;
 use ppio_gpu_operator::process::telemetry::{self, LogFormat};
+use ppio_gpu_operator::services::AddressPolicy;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
@@ -100,6 +102,29 @@ struct RunArgs {
     #[arg(long, env = "PPIO_OPERATOR_METRICS_INSTANCE_INFO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     metrics_instance_info: bool,
 
+    /// Keep a Service and EndpointSlices for the mirrors of views that set spec.services.enabled.
+    /// The operator then needs create, patch and delete on services and endpointslices.
+    #[arg(long, env = "PPIO_OPERATOR_SERVICES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    services: bool,
+
+    /// The cluster's own address ranges (pod, Service and node CIDRs; repeat or comma-separate): a
+    /// Service never routes to an address inside them, whatever PPIO answers.
+    #[arg(
+        long = "service-cluster-cidr",
+        env = "PPIO_OPERATOR_SERVICE_CLUSTER_CIDRS",
+        value_delimiter = ','
+    )]
+    service_cluster_cidrs: Vec<IpNet>,
+
+    /// Private ranges (RFC 1918, 100.64.0.0/10, fc00::/7) that Services may nevertheless route to,
+    /// e.g. a VPC reached over a VPN (repeat or comma-separate). All others are refused.
+    #[arg(
+        long = "service-allowed-cidr",
+        env = "PPIO_OPERATOR_SERVICE_ALLOWED_CIDRS",
+        value_delimiter = ','
+    )]
+    service_allowed_cidrs: Vec<IpNet>,
+
     /// Run the controller only while holding the leader Lease, so several replicas can run.
     #[arg(long, env = "PPIO_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -177,6 +202,10 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         label_selector: args.watch_label_selector.clone(),
         metrics_instance_info: args.metrics_instance_info,
+        services: args.services.then(|| AddressPolicy {
+            cluster: args.service_cluster_cidrs.clone(),
+            allowed: args.service_allowed_cidrs.clone(),
+        }),
         ..Settings::default()
     };
     let metrics = Metrics::new();

@@ -52,10 +52,10 @@ pub async fn apply_mirrors(
             .map_err(|e| format!("the simulator's records do not decode as a PPIO page: {e}"))?
             .instances;
         writes.extend(listing.iter().filter_map(|instance| {
-            match plan::plan_instance(view, instance, None, now) {
+            match plan::plan_instance(view, None, instance, None, now) {
                 // What has no mirror yet is created whole, as the operator's first sync does.
                 plan::InstancePlan::Create(mirror) => Some(*mirror),
-                plan::InstancePlan::Update(_) | plan::InstancePlan::Unchanged => None,
+                plan::InstancePlan::Update(_) | plan::InstancePlan::Unchanged(_) => None,
             }
         }));
     }

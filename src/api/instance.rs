@@ -80,6 +80,12 @@ use super::condition::Condition;
         type_ = "string",
         priority = 1,
         json_path = ".status.billing.prepaid.endTime"
+    ),
+    printcolumn(
+        name = "Service",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.service.name"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -172,7 +178,8 @@ pub struct GpuInstanceStatus {
     /// `Ready` is True while the remote instance is `running`; otherwise False, with the remote
     /// status as reason and the remote error and message as message. A prepaid instance also has
     /// `ExpiringSoon`: True while its term ends within the view's `spec.expiryWarningWindow` and
-    /// auto-renew is off, with the end time in the message.
+    /// auto-renew is off, with the end time in the message. With Services on, `ServiceEndpoints`
+    /// is True while every exposed port is routed, False with the endpoints left out and why.
     #[serde(default)]
     #[schemars(length(max = 8))]
     pub conditions: Vec<Condition>,
@@ -181,6 +188,22 @@ pub struct GpuInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub absent_since: Option<Timestamp>,
+    /// The Service that routes to the instance's exposed ports, when its view asks for Services
+    /// (`spec.services.enabled`) and a port can be routed to. The condition `ServiceEndpoints`
+    /// says which endpoints were left out, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<MirrorService>,
+}
+
+/// The Service of a mirror and its EndpointSlices, all in the mirror's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorService {
+    /// The Service's name: `http://<name>.<namespace>.svc:<port>` reaches the instance.
+    pub name: String,
+    /// The EndpointSlices of the Service, one per address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_slices: Vec<String>,
 }
 
 /// Billing configuration.

@@ -145,6 +145,24 @@ pub struct GpuInstanceViewSpec {
         }])
     )]
     pub expiry_warning_window: String,
+
+    /// A Service per mirrored instance that routes to its exposed ports.
+    #[serde(default)]
+    pub services: ServiceOptions,
+}
+
+/// Services for the mirrored instances.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceOptions {
+    /// Keep, for each mirror whose instance exposes a port at an IP address, a Service of the
+    /// mirror's name without a selector, and EndpointSlices that route to the instance, ready only
+    /// while it runs: `http://<mirror>.<namespace>.svc:<port>` reaches it. Addresses that are
+    /// loopback, link-local, multicast, unspecified, the cluster's own or private (unless the
+    /// operator allows them) are never routed to. Needs the operator's `--services` (chart value
+    /// `services.enabled`). Default false; turning it off removes the Services.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// Events on the GpuInstances when their remote status changes: `Running` (Normal), `Stopped`
@@ -357,6 +375,13 @@ pub struct GpuInstanceViewStatus {
     /// `spec.expiryWarningWindow` and whose auto-renew is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiring_soon_count: Option<i64>,
+    /// Services this view keeps for its mirrors (`spec.services.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_count: Option<i64>,
+    /// Exposed ports of mirrored instances whose endpoint no Service routes to: refused addresses,
+    /// host names and malformed endpoints (each mirror's `ServiceEndpoints` condition says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_endpoint_count: Option<i64>,
     /// The value of the refresh annotation the last sync answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]

@@ -33,6 +33,7 @@ use super::mirror_meta::MirrorMeta;
 use super::scopes::watch_scopes;
 use crate::api::GpuInstanceView;
 use crate::mirror;
+use crate::services::ServiceTally;
 use crate::sync::plan::{self, Digest, Observed};
 
 /// One mirror, as far as planning needs it.
@@ -49,6 +50,8 @@ struct Entry {
     write_failed: bool,
     /// The source hash of the record the mirror was last found or written to match.
     source: Option<u64>,
+    /// What its Service plan counted for that record.
+    services: ServiceTally,
     /// Its `gpu.ppio.io/status` label, interned.
     status: Arc<str>,
     /// Its `gpu.ppio.io/expiring-soon` label: Unix seconds.
@@ -159,17 +162,24 @@ impl MirrorCache {
     }
 
     /// Whether the mirror `namespace/name` is trusted, not marked absent, and was last found or
-    /// written to match the record whose [`plan::ViewSeed::source_hash`] is `source`: then it is unchanged.
-    /// The check every listed record of a sync makes, so it allocates nothing.
-    pub fn is_unchanged_source(&self, namespace: &str, name: &str, source: u64) -> bool {
+    /// written to match the record whose [`plan::ViewSeed::source_hash`] is `source`: then it is
+    /// unchanged, and this is what its Service plan counted. The check every listed record of a
+    /// sync makes, so it allocates nothing.
+    pub fn unchanged_source(
+        &self,
+        namespace: &str,
+        name: &str,
+        source: u64,
+    ) -> Option<ServiceTally> {
         let state = self.lock();
         state
             .entries
             .get(namespace)
             .and_then(|mirrors| mirrors.get(name))
-            .is_some_and(|entry| {
+            .filter(|entry| {
                 entry.source == Some(source) && entry.absent_since.is_none() && entry.trusted()
             })
+            .map(|entry| entry.services)
     }
 
     /// The mirrors of `view` (by its view label and its UID as controlling owner): each name and
@@ -195,19 +205,21 @@ impl MirrorCache {
     }
 
     /// Records the object an operator write returned (its metadata): its resourceVersion is now the
-    /// operator's, and it matches the record with `source` hash.
-    pub fn record_write(&self, object: &MirrorMeta, source: Option<u64>) {
+    /// operator's, and it matches the record with `source` hash, whose Service plan counted `services`.
+    pub fn record_write(&self, object: &MirrorMeta, source: Option<u64>, services: ServiceTally) {
         let Some(mut entry) = self.entry_of(&object.metadata) else {
             return;
         };
         entry.written = Some(entry.resource_version);
         entry.source = source;
+        entry.services = services;
         let key = self.key_of(&object.metadata);
         insert(&mut self.lock().entries, key, entry);
     }
 
-    /// Records that mirror `name` was found to match the record with `source` hash.
-    pub fn record_source(&self, namespace: &str, name: &str, source: u64) {
+    /// Records that mirror `name` was found to match the record with `source` hash, whose Service
+    /// plan counted `services`.
+    pub fn record_source(&self, namespace: &str, name: &str, source: u64, services: ServiceTally) {
         if let Some(entry) = self
             .lock()
             .entries
@@ -215,6 +227,7 @@ impl MirrorCache {
             .and_then(|names| names.get_mut(name))
         {
             entry.source = Some(source);
+            entry.services = services;
         }
     }
 
@@ -326,6 +339,7 @@ impl MirrorCache {
             written: None,
             write_failed: false,
             source: None,
+            services: ServiceTally::default(),
             status: self.intern(status),
             expiring_soon,
         })
@@ -375,6 +389,7 @@ fn carry_memory(known: Option<&Entry>, mut observed: Entry) -> Entry {
         observed.written = known.written;
         observed.write_failed = known.write_failed;
         observed.source = known.source;
+        observed.services = known.services;
     }
     observed
 }
@@ -438,7 +453,7 @@ mod tests {
         let cache = MirrorCache::default();
         let ours = meta("a", "10", "v", "00000000000000aa");
         cache.apply(None, watcher::Event::Apply(ours.clone()));
-        cache.record_write(&ours, None);
+        cache.record_write(&ours, None, ServiceTally::default());
         assert!(cache.observed("ml", "a").unwrap().trusted);
 
         // Someone edits its status: the watch reports a new resourceVersion.
@@ -449,7 +464,11 @@ mod tests {
         assert!(!cache.observed("ml", "a").unwrap().trusted);
 
         // The operator writes it again.
-        cache.record_write(&meta("a", "12", "v", "00000000000000aa"), None);
+        cache.record_write(
+            &meta("a", "12", "v", "00000000000000aa"),
+            None,
+            ServiceTally::default(),
+        );
         cache.apply(
             None,
             watcher::Event::Apply(meta("a", "12", "v", "00000000000000aa")),
@@ -490,7 +509,7 @@ mod tests {
             .labels
             .get_or_insert_default()
             .insert(mirror::STATUS_LABEL.into(), "exited".into());
-        cache.record_write(&written, None);
+        cache.record_write(&written, None, ServiceTally::default());
         let a = cache.observed("ml", "a").unwrap();
         assert_eq!((&*a.status, a.expiring_soon), ("exited", None));
     }

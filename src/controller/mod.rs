@@ -25,6 +25,7 @@ mod memos;
 mod mirror_meta;
 mod schedule;
 mod scopes;
+mod services;
 mod slots;
 mod sync;
 mod views;
@@ -104,6 +105,9 @@ pub struct Settings {
     pub label_selector: Option<String>,
     /// Export `ppio_gpu_operator_instance_info`, one series per listed instance.
     pub metrics_instance_info: bool,
+    /// Keep Services for the mirrors of views that ask for them (`--services`), routing only to
+    /// the addresses this rule accepts; `None`: keep none (the operator may lack the RBAC).
+    pub services: Option<crate::services::AddressPolicy>,
 }
 
 impl Default for Settings {
@@ -116,6 +120,7 @@ impl Default for Settings {
             listing_limits: ListingLimits::default(),
             label_selector: None,
             metrics_instance_info: false,
+            services: None,
         }
     }
 }

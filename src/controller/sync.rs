@@ -25,7 +25,9 @@ use crate::sync::lifecycle::{self, Seen};
 use crate::sync::plan::{self, InstancePlan};
 use crate::sync::removals;
 use crate::sync::summary::Summary;
-use crate::sync::view_status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
+use crate::sync::view_status::{
+    FailureReason, MirrorCounts, ServiceCounts, SyncFailure, ppio_failure,
+};
 
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
 const CACHE_WAIT: Duration = Duration::from_secs(60);
@@ -93,6 +95,7 @@ pub(super) async fn sync_view(
         ctx.metrics.clone(),
         ctx.recorder.clone(),
         ctx.settings.write_concurrency,
+        ctx.settings.services.as_ref(),
     );
     let mut listing = Listing {
         view: &view,
@@ -100,10 +103,16 @@ pub(super) async fn sync_view(
         ctx,
         summary: Summary::default(),
         fleet: FleetTally::new(ctx.settings.metrics_instance_info),
-        counts: MirrorCounts::default(),
+        counts: MirrorCounts {
+            services: view.spec.services.enabled.then(|| ServiceCounts {
+                unavailable: ctx.settings.services.is_none(),
+                ..ServiceCounts::default()
+            }),
+            ..MirrorCounts::default()
+        },
         listed: FxHashSet::default(),
         view_name: view.name_any(),
-        seed: plan::ViewSeed::of(&view),
+        seed: plan::ViewSeed::of(&view, ctx.settings.services.as_ref()),
         now: Timestamp::now(),
     };
     let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
@@ -221,49 +230,63 @@ impl Listing<'_> {
         }
         self.counts.mirrored += 1;
         let source = self.seed.source_hash(page.source(index), expiry);
-        if self
+        if let Some(services) = self
             .ctx
             .mirrors
-            .is_unchanged_source(self.namespace, &name, source)
+            .unchanged_source(self.namespace, &name, source)
         {
+            self.count_services(services);
             self.listed.insert(name);
             return Ok(None);
         }
         self.listed.insert(name.clone());
         let instance = page.decode(index)?;
         let observed = self.ctx.mirrors.observed(self.namespace, &name);
-        Ok(
-            match plan::plan_instance(self.view, &instance, observed.as_ref(), self.now) {
-                InstancePlan::Unchanged => {
-                    self.ctx
-                        .mirrors
-                        .record_source(self.namespace, &name, source);
-                    None
-                }
-                InstancePlan::Create(mirror) => {
-                    self.counts.created += 1;
-                    let events = self.lifecycle_events(Seen::First, &instance, expiry);
-                    Some(MirrorWrite::Create {
-                        mirror,
-                        source,
-                        events,
-                    })
-                }
-                InstancePlan::Update(mirror) => {
-                    self.counts.updated += 1;
-                    let seen = observed.as_ref().map_or(Seen::First, |o| Seen::Mirrored {
-                        status: &o.status,
-                        expiring_soon: o.expiring_soon,
-                    });
-                    let events = self.lifecycle_events(seen, &instance, expiry);
-                    Some(MirrorWrite::Update {
-                        mirror,
-                        source,
-                        events,
-                    })
-                }
-            },
-        )
+        let planned = plan::plan_instance(
+            self.view,
+            self.ctx.settings.services.as_ref(),
+            &instance,
+            observed.as_ref(),
+            self.now,
+        );
+        self.count_services(planned.service_tally());
+        Ok(match planned {
+            InstancePlan::Unchanged(services) => {
+                self.ctx
+                    .mirrors
+                    .record_source(self.namespace, &name, source, services);
+                None
+            }
+            InstancePlan::Create(mirror) => {
+                self.counts.created += 1;
+                let events = self.lifecycle_events(Seen::First, &instance, expiry);
+                Some(MirrorWrite::Create {
+                    mirror,
+                    source,
+                    events,
+                })
+            }
+            InstancePlan::Update(mirror) => {
+                self.counts.updated += 1;
+                let seen = observed.as_ref().map_or(Seen::First, |o| Seen::Mirrored {
+                    status: &o.status,
+                    expiring_soon: o.expiring_soon,
+                });
+                let events = self.lifecycle_events(seen, &instance, expiry);
+                Some(MirrorWrite::Update {
+                    mirror,
+                    source,
+                    events,
+                })
+            }
+        })
+    }
+
+    /// Counts what the Service plan of one listed mirror came to.
+    fn count_services(&mut self, tally: crate::services::ServiceTally) {
+        if let Some(services) = &mut self.counts.services {
+            services.add(tally);
+        }
     }
 
     /// The lifecycle Events due once the mirror of `instance` is written.

@@ -28,11 +28,13 @@ use tokio::task::JoinSet;
 use super::cache::MirrorCache;
 use super::events;
 use super::mirror_meta::MirrorMeta;
+use super::services::{Outcome, ServiceWrites};
 use super::{apply_params, status_apply_body};
-use crate::api::condition;
+use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use crate::process::metrics::Metrics;
-use crate::sync::lifecycle::{InstanceEvent, SyncTally};
+use crate::services::{self, AddressPolicy, ServicePlan, ServiceTally};
+use crate::sync::lifecycle::{EventReason, InstanceEvent, SyncTally};
 use crate::sync::plan::DesiredMirror;
 use crate::sync::removals;
 
@@ -75,6 +77,7 @@ pub struct Writes {
     cache: Arc<MirrorCache>,
     metrics: Metrics,
     lifecycle: Arc<LifecycleEvents>,
+    services: Option<Arc<Services>>,
     permits: Arc<Semaphore>,
     tasks: JoinSet<Result<(), kube::Error>>,
     outcome: WriteFailures,
@@ -101,6 +104,13 @@ impl std::fmt::Display for WriteFailures {
     }
 }
 
+/// The Services of one sync's mirrors, when the operator keeps Services: their writers, and the
+/// address rule an absent mirror's Service is planned again with.
+struct Services {
+    writes: ServiceWrites,
+    policy: AddressPolicy,
+}
+
 /// The lifecycle Events of one sync: the recorder, and the tally that bounds them.
 struct LifecycleEvents {
     recorder: Recorder,
@@ -125,7 +135,8 @@ impl LifecycleEvents {
 
 impl Writes {
     /// Writes of `view`'s mirrors, at most `concurrency` at a time, publishing their lifecycle
-    /// Events with `recorder`.
+    /// Events with `recorder`; their Services too when the operator keeps Services under
+    /// `services`.
     pub fn new(
         client: kube::Client,
         view: Arc<GpuInstanceView>,
@@ -133,10 +144,17 @@ impl Writes {
         metrics: Metrics,
         recorder: Recorder,
         concurrency: usize,
+        services: Option<&AddressPolicy>,
     ) -> Writes {
         let namespace = view.namespace().unwrap_or_default();
         let tally = SyncTally::new(view.spec.lifecycle_events.max_per_sync());
         Writes {
+            services: services.map(|policy| {
+                Arc::new(Services {
+                    writes: ServiceWrites::new(client.clone(), &namespace, metrics.clone()),
+                    policy: policy.clone(),
+                })
+            }),
             api: Api::namespaced(client, &namespace),
             view,
             cache,
@@ -164,9 +182,18 @@ impl Writes {
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
         let lifecycle = self.lifecycle.clone();
+        let services = self.services.clone();
         self.outcome.total += 1;
         self.tasks.spawn(async move {
-            let result = carry_out(&api, &view, &cache, &metrics, &lifecycle, write).await;
+            let parts = Parts {
+                api: &api,
+                view: &view,
+                cache: &cache,
+                metrics: &metrics,
+                lifecycle: &lifecycle,
+                services: services.as_deref(),
+            };
+            let result = parts.carry_out(write).await;
             drop(permit);
             result
         });
@@ -206,102 +233,246 @@ impl Writes {
     }
 }
 
-/// Carries out one write, keeping the cache's memory of the operator's own writes current.
-async fn carry_out(
-    api: &Api<GpuInstance>,
-    view: &GpuInstanceView,
-    cache: &MirrorCache,
-    metrics: &Metrics,
-    lifecycle: &LifecycleEvents,
-    write: MirrorWrite,
-) -> Result<(), kube::Error> {
-    let namespace = view.namespace().unwrap_or_default();
-    match write {
-        MirrorWrite::Create {
-            mirror: desired,
-            source,
-            events,
-        } => {
-            let created = apply_object(api, metrics, &desired.object).await?;
-            // Its labels, which record these Events, are written: a failed status write would
-            // otherwise lose them, since the next sync finds the labels already current.
-            lifecycle.publish(&created, events).await;
-            let written = apply_status(api, metrics, &desired.name, &desired.status).await;
-            remember(cache, &namespace, &desired.name, written, Some(source)).map(drop)
-        }
-        MirrorWrite::Update {
-            mirror: desired,
-            source,
-            events,
-        } => {
-            let name = desired.name.clone();
-            let written = update(api, metrics, *desired).await;
-            let written = remember(cache, &namespace, &name, written, Some(source))?;
-            lifecycle.publish(&written, events).await;
-            Ok(())
-        }
-        MirrorWrite::MarkAbsent(name) => {
-            let Some(current) = api.get_opt(&name).await? else {
-                return Ok(());
-            };
-            let (object, status) = removals::absent_mirror(view, &current, Timestamp::now());
-            let written = async {
-                apply_status(api, metrics, &name, &status).await?;
-                apply_object(api, metrics, &object).await
+/// What one write task works with.
+struct Parts<'a> {
+    api: &'a Api<GpuInstance>,
+    view: &'a GpuInstanceView,
+    cache: &'a MirrorCache,
+    metrics: &'a Metrics,
+    lifecycle: &'a LifecycleEvents,
+    services: Option<&'a Services>,
+}
+
+impl Parts<'_> {
+    /// Carries out one write, keeping the cache's memory of the operator's own writes current.
+    async fn carry_out(&self, write: MirrorWrite) -> Result<(), kube::Error> {
+        let Parts {
+            api,
+            view,
+            cache,
+            metrics,
+            lifecycle,
+            ..
+        } = *self;
+        let namespace = view.namespace().unwrap_or_default();
+        match write {
+            MirrorWrite::Create {
+                mirror: desired,
+                source,
+                events,
+            } => {
+                let created = apply_object(api, metrics, &desired.object).await?;
+                // Its labels, which record these Events, are written: a failed status write would
+                // otherwise lose them, since the next sync finds the labels already current.
+                lifecycle.publish(&created, events).await;
+                let written = match apply_status(api, metrics, &desired.name, &desired.status).await
+                {
+                    Ok(written) => self.write_services(&written, &desired, None).await,
+                    Err(e) => Err(e),
+                };
+                let tally = tally_of(desired.services.as_ref());
+                remember(
+                    cache,
+                    &namespace,
+                    &desired.name,
+                    written,
+                    Some(source),
+                    tally,
+                )
+                .map(drop)
             }
-            .await;
-            remember(cache, &namespace, &name, written, None).map(drop)
-        }
-        MirrorWrite::Delete { name, uid } => {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..DeleteParams::background()
-            };
-            metrics.record_write("delete", "gpuinstances");
-            match api.delete(&name, &params).await {
-                Ok(_) => {}
-                // Gone already, or another object by now: nothing of ours to delete.
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e),
+            MirrorWrite::Update {
+                mirror: desired,
+                source,
+                mut events,
+            } => {
+                let name = desired.name.clone();
+                let tally = tally_of(desired.services.as_ref());
+                let written = match update(api, metrics, &desired).await {
+                    Ok((written, previous)) => {
+                        if desired.services.is_some()
+                            && let Some(note) = services::plan::moved_endpoints(
+                                &previous
+                                    .as_ref()
+                                    .map(|p| p.ports.clone())
+                                    .unwrap_or_default(),
+                                &desired.status.ports,
+                            )
+                        {
+                            events.push(InstanceEvent {
+                                reason: EventReason::EndpointChanged,
+                                note,
+                                transition: None,
+                            });
+                        }
+                        let previous = previous.and_then(|p| p.service);
+                        self.write_services(&written, &desired, previous.as_ref())
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let written = remember(cache, &namespace, &name, written, Some(source), tally)?;
+                lifecycle.publish(&written, events).await;
+                Ok(())
             }
-            cache.record_delete(&namespace, &name);
-            Ok(())
+            MirrorWrite::MarkAbsent(name) => {
+                let Some(current) = api.get_opt(&name).await? else {
+                    return Ok(());
+                };
+                let (object, status) = removals::absent_mirror(view, &current, Timestamp::now());
+                let written = async {
+                    apply_status(api, metrics, &name, &status).await?;
+                    let written = apply_object(api, metrics, &object).await?;
+                    // Its Service stays with it, no longer ready.
+                    if let Some(services) = self.services
+                        && let Some(previous) = &status.service
+                    {
+                        let plan = services::plan(&name, &status, &services.policy);
+                        services
+                            .writes
+                            .sync(
+                                &written,
+                                &current.labels().clone(),
+                                plan.service.as_ref(),
+                                Some(previous),
+                            )
+                            .await?;
+                    }
+                    Ok((written, true))
+                }
+                .await;
+                remember(
+                    cache,
+                    &namespace,
+                    &name,
+                    written,
+                    None,
+                    ServiceTally::default(),
+                )
+                .map(drop)
+            }
+            MirrorWrite::Delete { name, uid } => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                metrics.record_write("delete", "gpuinstances");
+                match api.delete(&name, &params).await {
+                    Ok(_) => {}
+                    // Gone already, or another object by now: nothing of ours to delete.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+                // Its Service and EndpointSlices go with it: the garbage collector follows their
+                // owner references.
+                cache.record_delete(&namespace, &name);
+                Ok(())
+            }
+        }
+    }
+
+    /// Brings the Service of the mirror just `written` to what `desired` plans, given what its
+    /// status named `previous`ly; the mirror as written, and whether the next sync may trust it.
+    /// A Service name taken by an object the operator does not manage is reported in the mirror's
+    /// status and by a Warning Event, and tried again at the next sync (the mirror is not
+    /// trusted); it fails nothing else.
+    async fn write_services(
+        &self,
+        written: &Written,
+        desired: &DesiredMirror,
+        previous: Option<&crate::api::instance::MirrorService>,
+    ) -> Result<(Written, bool), kube::Error> {
+        let Some(services) = self.services else {
+            return Ok((written.clone(), true));
+        };
+        let planned = desired.services.as_ref().and_then(|p| p.service.as_ref());
+        let labels = desired.object.labels();
+        match services
+            .writes
+            .sync(written, labels, planned, previous)
+            .await?
+        {
+            Outcome::Done => Ok((written.clone(), true)),
+            Outcome::NameTaken(service) => {
+                let message = format!(
+                    "A Service named {service} exists and is not managed by {}: it is left alone \
+                     and nothing routes to this instance. Rename or delete that Service; the \
+                     next sync tries again.",
+                    crate::OPERATOR_NAME
+                );
+                let mut status = desired.status.clone();
+                status.service = None;
+                status
+                    .conditions
+                    .retain(|c| c.type_ != services::plan::SERVICE_ENDPOINTS);
+                status.conditions.push(Condition {
+                    type_: services::plan::SERVICE_ENDPOINTS.to_owned(),
+                    status: ConditionStatus::False,
+                    reason: services::plan::NAME_TAKEN.to_owned(),
+                    message: message.clone(),
+                    last_transition_time: crate::mirror::whole_seconds(Timestamp::now()),
+                    observed_generation: None,
+                });
+                let written = apply_status(self.api, self.metrics, &desired.name, &status).await?;
+                tracing::warn!(mirror = %desired.name, %service, "the Service name is taken; no Service is kept");
+                let event = InstanceEvent {
+                    reason: EventReason::ServiceNameTaken,
+                    note: crate::mirror::event_note(&message),
+                    transition: None,
+                };
+                // One series per mirror, however many syncs find the name taken.
+                events::publish_instance_event(&self.lifecycle.recorder, &written, &event).await;
+                Ok((written, false))
+            }
         }
     }
 }
 
-/// Rewrites a mirror: reads it for its conditions' history, then writes its status and its object.
-/// A mirror deleted meanwhile is created again.
+/// What the view's status counts of a mirror's Service plan.
+fn tally_of(plan: Option<&ServicePlan>) -> ServiceTally {
+    plan.map(ServicePlan::tally).unwrap_or_default()
+}
+
+/// Rewrites a mirror: reads it for its conditions' history, then writes its status and its object;
+/// the mirror as written, and its status before (none when it was gone). A mirror deleted
+/// meanwhile is created again.
 async fn update(
     api: &Api<GpuInstance>,
     metrics: &Metrics,
-    mut desired: DesiredMirror,
-) -> Result<Written, kube::Error> {
+    desired: &DesiredMirror,
+) -> Result<(Written, Option<GpuInstanceStatus>), kube::Error> {
     let Some(current) = api.get_opt(&desired.name).await? else {
         apply_object(api, metrics, &desired.object).await?;
-        return apply_status(api, metrics, &desired.name, &desired.status).await;
+        let written = apply_status(api, metrics, &desired.name, &desired.status).await?;
+        return Ok((written, None));
     };
-    let previous = current.status.map(|s| s.conditions).unwrap_or_default();
-    desired.status.conditions = condition::merge_conditions(&previous, desired.status.conditions);
-    apply_status(api, metrics, &desired.name, &desired.status).await?;
-    apply_object(api, metrics, &desired.object).await
+    let previous = current.status.unwrap_or_default();
+    let mut status = desired.status.clone();
+    status.conditions = condition::merge_conditions(&previous.conditions, status.conditions);
+    apply_status(api, metrics, &desired.name, &status).await?;
+    let written = apply_object(api, metrics, &desired.object).await?;
+    Ok((written, Some(previous)))
 }
 
-/// Remembers the outcome of a mirror's writes in the cache (and the record it now matches), and
-/// passes it on.
+/// Remembers the outcome of a mirror's writes in the cache (the record it now matches, what its
+/// Service plan counted, and whether the next sync may trust it), and passes the mirror on.
 fn remember(
     cache: &MirrorCache,
     namespace: &str,
     name: &str,
-    written: Result<Written, kube::Error>,
+    written: Result<(Written, bool), kube::Error>,
     source: Option<u64>,
+    services: ServiceTally,
 ) -> Result<Written, kube::Error> {
     match written {
-        Ok(object) => {
-            cache.record_write(&object, source);
+        Ok((object, trusted)) => {
+            cache.record_write(&object, source, services);
+            if !trusted {
+                cache.record_failed_write(namespace, name);
+            }
             Ok(object)
         }
         Err(e) => {

@@ -74,7 +74,7 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// 64-bit FNV-1a: a stable, dependency-free hash for names and fingerprints (not for security;
 /// stable across releases and platforms, unlike the standard library's hasher).
-pub(super) fn fnv1a(text: &str) -> u64 {
+pub(crate) fn fnv1a(text: &str) -> u64 {
     fnv1a_extend(FNV_OFFSET, text.as_bytes())
 }
 

@@ -52,6 +52,10 @@ pub enum EventReason {
     FirstSeen,
     /// The prepaid term ends within the warning window and auto-renew is off.
     ExpiringSoon,
+    /// An exposed port's endpoint moved (a restart or a migration): its Service follows.
+    EndpointChanged,
+    /// The mirror's Service name belongs to a Service the operator does not manage.
+    ServiceNameTaken,
 }
 
 impl EventReason {
@@ -63,12 +67,17 @@ impl EventReason {
             EventReason::StatusChanged => "StatusChanged",
             EventReason::FirstSeen => "FirstSeen",
             EventReason::ExpiringSoon => expiry::EXPIRING_SOON_REASON,
+            EventReason::EndpointChanged => "EndpointChanged",
+            EventReason::ServiceNameTaken => crate::services::plan::NAME_TAKEN,
         }
     }
 
     /// Whether the Event is a Warning (else Normal).
     pub fn is_warning(self) -> bool {
-        matches!(self, EventReason::Stopped | EventReason::ExpiringSoon)
+        matches!(
+            self,
+            EventReason::Stopped | EventReason::ExpiringSoon | EventReason::ServiceNameTaken
+        )
     }
 }
 
@@ -184,6 +193,8 @@ pub struct SyncTally {
     stopped: u64,
     /// Instances that started expiring soon.
     expiring: u64,
+    /// Instances whose endpoints moved.
+    moved: u64,
 }
 
 /// The `ManyStatusChanges` Event on the view.
@@ -223,6 +234,7 @@ impl SyncTally {
                 }
                 // Else counted in `changes` only: the summary shows it among the others.
             }
+            None if event.reason == EventReason::EndpointChanged => self.moved += 1,
             None => self.expiring += 1,
         }
         self.due <= self.max_per_sync
@@ -242,6 +254,13 @@ impl SyncTally {
                 " {} instance{} started expiring soon (status.expiringSoonCount).",
                 thousands(self.expiring),
                 plural(self.expiring)
+            ));
+        }
+        if self.moved > 0 {
+            tail.push_str(&format!(
+                " {} instance{} moved to new endpoints; their Services follow.",
+                thousands(self.moved),
+                plural(self.moved)
             ));
         }
         tail.push_str(&format!(

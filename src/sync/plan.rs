@@ -17,12 +17,13 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::api::view::{MirrorOptions, OmittedField, parse_duration};
+use crate::api::view::{MirrorOptions, OmittedField, ServiceOptions, parse_duration};
 use crate::api::{
     GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView, GpuInstanceViewSpec,
 };
 use crate::mirror;
 use crate::ppio::{Instance, RecordSummary};
+use crate::services::{self, AddressPolicy, ServicePlan, ServiceTally};
 use crate::sync::expiry::{self, ExpiryState};
 
 /// What a mirror's metadata says of it: enough to plan without reading its status.
@@ -66,11 +67,16 @@ pub struct MirrorShape<'a> {
     /// The expiry warning window as written: it decides the `ExpiringSoon` condition and label, and
     /// the condition's message quotes it.
     pub expiry_warning_window: &'a str,
+    /// The rule for the addresses Services route to, when the view asks for Services
+    /// (`spec.services.enabled`) and the operator keeps them: each mirror's status names its
+    /// Service and says which endpoints it leaves out.
+    pub services: Option<&'a AddressPolicy>,
 }
 
 impl<'a> MirrorShape<'a> {
-    /// The shape of `view`'s mirrors as the view is now.
-    pub fn of(view: &'a GpuInstanceView) -> MirrorShape<'a> {
+    /// The shape of `view`'s mirrors as the view is now, `services` being the operator's address
+    /// rule when it keeps Services (`--services`), else `None`.
+    pub fn of(view: &'a GpuInstanceView, services: Option<&'a AddressPolicy>) -> MirrorShape<'a> {
         // No `..` in these patterns: each field of the spec is either part of the shape or said
         // here not to shape a mirror.
         let GpuInstanceViewSpec {
@@ -95,6 +101,7 @@ impl<'a> MirrorShape<'a> {
             // Events, published only when a mirror is written, not part of it.
             lifecycle_events: _,
             expiry_warning_window,
+            services: ServiceOptions { enabled },
         } = &view.spec;
         MirrorShape {
             name: view.metadata.name.as_deref(),
@@ -103,6 +110,7 @@ impl<'a> MirrorShape<'a> {
             shard: shard_of(view),
             omit_fields,
             expiry_warning_window,
+            services: services.filter(|_| *enabled),
         }
     }
 
@@ -141,10 +149,11 @@ pub struct ViewSeed {
 }
 
 impl ViewSeed {
-    /// The seed of `view` as it is now.
-    pub fn of(view: &GpuInstanceView) -> ViewSeed {
+    /// The seed of `view` as it is now, under the operator's address rule for Services, if it
+    /// keeps them.
+    pub fn of(view: &GpuInstanceView, services: Option<&AddressPolicy>) -> ViewSeed {
         use std::hash::{Hash, Hasher};
-        let shape = MirrorShape::of(view);
+        let shape = MirrorShape::of(view, services);
         let mut hasher = rustc_hash::FxHasher::default();
         shape.hash(&mut hasher);
         ViewSeed {
@@ -197,27 +206,46 @@ pub struct DesiredMirror {
     /// The status, to apply on the status subresource. Its conditions carry `now` as transition
     /// time: merge them with the current ones ([`crate::api::condition::merge_conditions`]) to keep history.
     pub status: GpuInstanceStatus,
+    /// Its Service and EndpointSlices, when its view asks for Services; `None` otherwise, and
+    /// then any it had go.
+    pub services: Option<ServicePlan>,
 }
 
 /// What one listed instance needs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InstancePlan {
-    /// Its mirror is as it should be.
-    Unchanged,
+    /// Its mirror is as it should be; what the view's status counts of its Service.
+    Unchanged(ServiceTally),
     /// It has no mirror yet.
     Create(Box<DesiredMirror>),
     /// Its mirror differs, was changed by someone else, or was marked absent.
     Update(Box<DesiredMirror>),
 }
 
-/// Plans the mirror of one listed `instance` of `view`, given what the cluster holds of it.
+impl InstancePlan {
+    /// What the view's status counts of the planned mirror's Service.
+    pub fn service_tally(&self) -> ServiceTally {
+        match self {
+            InstancePlan::Unchanged(tally) => *tally,
+            InstancePlan::Create(desired) | InstancePlan::Update(desired) => desired
+                .services
+                .as_ref()
+                .map(ServicePlan::tally)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Plans the mirror of one listed `instance` of `view`, given what the cluster holds of it;
+/// `services` is the operator's address rule when it keeps Services.
 pub fn plan_instance(
     view: &GpuInstanceView,
+    services: Option<&AddressPolicy>,
     instance: &Instance,
     observed: Option<&Observed>,
     now: Timestamp,
 ) -> InstancePlan {
-    let shape = MirrorShape::of(view);
+    let shape = MirrorShape::of(view, services);
     let content = MirrorContent::of(&shape, instance, now);
     // Most syncs change nothing: tell that from the digest before building any object.
     if let Some(observed) = observed
@@ -230,9 +258,15 @@ pub fn plan_instance(
                 owner: shape.uid.map_or(0, owner_hash),
             })
     {
-        return InstancePlan::Unchanged;
+        return InstancePlan::Unchanged(
+            content
+                .services
+                .as_ref()
+                .map(ServicePlan::tally)
+                .unwrap_or_default(),
+        );
     }
-    let desired = Box::new(content.into_mirror(&shape, instance, now));
+    let desired = Box::new(content.into_mirror(&shape, now));
     match observed {
         None => InstancePlan::Create(desired),
         Some(_) => InstancePlan::Update(desired),
@@ -241,10 +275,12 @@ pub fn plan_instance(
 
 /// What a mirror holds, before any object is built: enough to compare with its digest.
 struct MirrorContent {
+    name: String,
     spec: GpuInstanceSpec,
     status: GpuInstanceStatus,
     fingerprint: u64,
     labels: BTreeMap<String, String>,
+    services: Option<ServicePlan>,
 }
 
 impl MirrorContent {
@@ -254,53 +290,62 @@ impl MirrorContent {
             instance_id: mirror::spec_instance_id(instance.id.as_str()),
             view: view_name.to_owned(),
         };
+        let name = mirror::object_name(view_name, instance.id.as_str());
         let expiry = expiry::expiry_state(&instance.into(), shape.expiry_window(), now);
-        let (status, fingerprint) = fingerprinted_status(shape, instance, expiry, &spec);
+        let (status, fingerprint, services) =
+            fingerprinted_status(shape, &name, instance, expiry, &spec);
         let labels = mirror::labels(view_name, shape.shard, instance, expiry.soon());
         MirrorContent {
+            name,
             spec,
             status,
             fingerprint,
             labels,
+            services,
         }
     }
 
-    fn into_mirror(
-        self,
-        shape: &MirrorShape<'_>,
-        instance: &Instance,
-        now: Timestamp,
-    ) -> DesiredMirror {
-        let name = mirror::object_name(&self.spec.view, instance.id.as_str());
-        assemble(
+    fn into_mirror(self, shape: &MirrorShape<'_>, now: Timestamp) -> DesiredMirror {
+        let mut desired = assemble(
             shape,
-            name,
+            self.name,
             self.spec,
             stamped(self.status, now),
             self.fingerprint,
             self.labels,
-        )
+        );
+        desired.services = self.services;
+        desired
     }
 }
 
-/// The status of the mirror of `instance` with no history (transition times at the epoch), and its
-/// fingerprint, computed without a copy.
+/// The status of the mirror `name` of `instance` with no history (transition times at the epoch),
+/// its fingerprint, computed without a copy, and its Service when the view asks for Services. The
+/// status names the Service and says which endpoints it leaves out, so the fingerprint covers
+/// everything the Service holds: a Service changes only when its mirror does.
 fn fingerprinted_status(
     shape: &MirrorShape<'_>,
+    name: &str,
     instance: &Instance,
     expiry: ExpiryState,
     spec: &GpuInstanceSpec,
-) -> (GpuInstanceStatus, u64) {
+) -> (GpuInstanceStatus, u64, Option<ServicePlan>) {
     let expiring = expiry::expiring_soon_condition(expiry, shape.expiry_warning_window);
-    let status = mirror::status(
+    let mut status = mirror::status(
         instance,
         shape.omit_fields,
         expiring,
         &[],
         Timestamp::UNIX_EPOCH,
     );
+    let services = shape.services.map(|policy| {
+        let plan = services::plan(name, &status, policy);
+        status.service = plan.status();
+        status.conditions.extend(plan.condition());
+        plan
+    });
     let fingerprint = mirror::fingerprint(spec, &status);
-    (status, fingerprint)
+    (status, fingerprint, services)
 }
 
 /// `status` with its conditions' transitions at `now`.
@@ -339,6 +384,7 @@ fn assemble(
         name,
         object,
         status,
+        services: None,
     }
 }
 
@@ -388,7 +434,7 @@ pub fn shard_of(view: &GpuInstanceView) -> Option<&str> {
 
 /// The owner reference every mirror carries, so deleting the view deletes its mirrors.
 pub fn owner_reference(view: &GpuInstanceView) -> Option<OwnerReference> {
-    MirrorShape::of(view).owner_reference()
+    MirrorShape::of(view, None).owner_reference()
 }
 
 #[cfg(test)]
@@ -401,6 +447,7 @@ mod tests {
     fn a_new_instance_gets_one_owned_labelled_fingerprinted_mirror() {
         let plan = plan_instance(
             &view(true),
+            None,
             &instance("aa01", "running", "cn-east-1", 2),
             None,
             at(100),
@@ -434,6 +481,7 @@ mod tests {
         let view = view(true);
         let mut mirror = desired(plan_instance(
             &view,
+            None,
             &instance("aa01", "running", "cn-east-1", 2),
             None,
             at(100),
@@ -454,10 +502,10 @@ mod tests {
     fn an_unchanged_instance_is_recognised_from_metadata_alone() {
         let view = view(true);
         let i = instance("aa01", "running", "cn-east-1", 2);
-        let first = desired(plan_instance(&view, &i, None, at(100)));
+        let first = desired(plan_instance(&view, None, &i, None, at(100)));
         // Later, with another clock: the transition times differ, the fingerprint does not.
-        let again = plan_instance(&view, &i, Some(&observed(&first)), at(500));
-        assert_eq!(again, InstancePlan::Unchanged);
+        let again = plan_instance(&view, None, &i, Some(&observed(&first)), at(500));
+        assert!(matches!(again, InstancePlan::Unchanged(_)));
     }
 
     #[test]
@@ -465,12 +513,14 @@ mod tests {
         let view = view(true);
         let before = desired(plan_instance(
             &view,
+            None,
             &instance("aa01", "running", "cn-east-1", 2),
             None,
             at(100),
         ));
         let plan = plan_instance(
             &view,
+            None,
             &instance("aa01", "exited", "cn-east-1", 2),
             Some(&observed(&before)),
             at(200),
@@ -488,18 +538,18 @@ mod tests {
     fn a_mirror_changed_by_someone_else_is_written_again() {
         let view = view(true);
         let i = instance("aa01", "running", "cn-east-1", 2);
-        let first = desired(plan_instance(&view, &i, None, at(100)));
+        let first = desired(plan_instance(&view, None, &i, None, at(100)));
         let mut touched = observed(&first);
         touched.trusted = false;
         assert!(matches!(
-            plan_instance(&view, &i, Some(&touched), at(200)),
+            plan_instance(&view, None, &i, Some(&touched), at(200)),
             InstancePlan::Update(_)
         ));
         // A label of ours removed or changed shows in the digest as well.
         let mut relabelled = observed(&first);
         relabelled.digest.labels ^= 1;
         assert!(matches!(
-            plan_instance(&view, &i, Some(&relabelled), at(200)),
+            plan_instance(&view, None, &i, Some(&relabelled), at(200)),
             InstancePlan::Update(_)
         ));
     }
@@ -508,10 +558,10 @@ mod tests {
     fn a_reappearing_instance_loses_its_absence_mark() {
         let view = view(true);
         let i = instance("aa01", "running", "r", 1);
-        let first = desired(plan_instance(&view, &i, None, at(100)));
+        let first = desired(plan_instance(&view, None, &i, None, at(100)));
         let mut marked = observed(&first);
         marked.absent_since = Some(at(150));
-        let back = desired(plan_instance(&view, &i, Some(&marked), at(300)));
+        let back = desired(plan_instance(&view, None, &i, Some(&marked), at(300)));
         assert_eq!(back.status.absent_since, None);
         assert!(
             !back
@@ -544,38 +594,38 @@ mod tests {
         let (record, other) = (0x5eed_u64, 0x5eee_u64);
         let none = ExpiryState::NotApplicable;
         assert_eq!(
-            ViewSeed::of(&view).source_hash(record, none),
-            ViewSeed::of(&view.clone()).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none),
+            ViewSeed::of(&view.clone(), None).source_hash(record, none)
         );
         assert_ne!(
-            ViewSeed::of(&view).source_hash(record, none),
-            ViewSeed::of(&view).source_hash(other, none)
+            ViewSeed::of(&view, None).source_hash(record, none),
+            ViewSeed::of(&view, None).source_hash(other, none)
         );
         let mut omitting = view.clone();
         omitting.spec.mirror.omit_fields = vec![crate::api::view::OmittedField::Command];
         assert_ne!(
-            ViewSeed::of(&view).source_hash(record, none),
-            ViewSeed::of(&omitting).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none),
+            ViewSeed::of(&omitting, None).source_hash(record, none)
         );
         let mut sharded = view.clone();
         sharded
             .labels_mut()
             .insert(mirror::SHARD_LABEL.into(), "one".into());
         assert_ne!(
-            ViewSeed::of(&view).source_hash(record, none),
-            ViewSeed::of(&sharded).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none),
+            ViewSeed::of(&sharded, None).source_hash(record, none)
         );
         let mut warning_later = view.clone();
         warning_later.spec.expiry_warning_window = "168h".into();
         assert_ne!(
-            ViewSeed::of(&view).source_hash(record, none),
-            ViewSeed::of(&warning_later).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none),
+            ViewSeed::of(&warning_later, None).source_hash(record, none)
         );
         let mut renamed = view.clone();
         renamed.metadata.uid = Some("another-uid".into());
         assert_ne!(
-            ViewSeed::of(&view).source_hash(record, none),
-            ViewSeed::of(&renamed).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none),
+            ViewSeed::of(&renamed, None).source_hash(record, none)
         );
     }
 
@@ -585,12 +635,13 @@ mod tests {
         let now = at(1_700_000_000);
         let mut record = prepaid("a1", now.as_second() + 3600, false);
         record.command = "python serve.py".into();
-        let mirror_of = |view: &GpuInstanceView| match plan_instance(view, &record, None, now) {
+        let mirror_of = |view: &GpuInstanceView| match plan_instance(view, None, &record, None, now)
+        {
             InstancePlan::Create(desired) => desired,
             other => panic!("a record without a mirror is created, not {other:?}"),
         };
         let seed_of = |view: &GpuInstanceView| {
-            ViewSeed::of(view).source_hash(0x5eed, ExpiryState::NotApplicable)
+            ViewSeed::of(view, None).source_hash(0x5eed, ExpiryState::NotApplicable)
         };
         let base = view(true);
         type Change = fn(&mut GpuInstanceView);
@@ -657,6 +708,77 @@ mod tests {
     }
 
     #[test]
+    fn services_shape_a_mirror_only_when_the_view_asks_and_the_operator_keeps_them() {
+        let now = at(1_700_000_000);
+        let mut record = instance("aa01", "running", "cn-east-1", 1);
+        record.ports = vec![crate::ppio::Port {
+            port: 8080,
+            protocol: "http".into(),
+            endpoint: "http://203.0.113.5:30001".into(),
+        }];
+        let policy = AddressPolicy::default();
+        let mut asking = view(true);
+        asking.spec.services.enabled = true;
+        let seed = |view: &GpuInstanceView, policy| {
+            ViewSeed::of(view, policy).source_hash(0x5eed, ExpiryState::NotApplicable)
+        };
+        let plain = desired(plan_instance(
+            &view(true),
+            Some(&policy),
+            &record,
+            None,
+            now,
+        ));
+        let unkept = desired(plan_instance(&asking, None, &record, None, now));
+        assert_eq!(plain, unkept, "an operator without --services keeps none");
+        assert_eq!(plain.services, None);
+        assert_eq!(plain.status.service, None);
+        assert_eq!(seed(&asking, None), seed(&view(true), Some(&policy)));
+
+        let kept = desired(plan_instance(&asking, Some(&policy), &record, None, now));
+        assert_ne!(
+            seed(&asking, Some(&policy)),
+            seed(&view(true), Some(&policy))
+        );
+        assert_eq!(
+            kept.status.service.as_ref().map(|s| s.name.as_str()),
+            Some("team-a-aa01")
+        );
+        assert!(
+            condition::find(&kept.status.conditions, services::plan::SERVICE_ENDPOINTS).is_some()
+        );
+        assert_ne!(
+            mirror::parse_fingerprint(&kept.object.annotations()[mirror::FINGERPRINT_ANNOTATION]),
+            mirror::parse_fingerprint(&plain.object.annotations()[mirror::FINGERPRINT_ANNOTATION]),
+            "turning Services on rewrites every mirror"
+        );
+        assert_eq!(
+            plan_instance(&asking, Some(&policy), &record, Some(&observed(&kept)), now)
+                .service_tally(),
+            ServiceTally {
+                service: true,
+                refused: 0
+            },
+            "an unchanged mirror still counts its Service"
+        );
+        // Another address rule shapes the mirrors too: an endpoint it refuses changes the status.
+        let strict = AddressPolicy {
+            cluster: vec!["203.0.113.0/24".parse().expect("a range")],
+            allowed: Vec::new(),
+        };
+        assert_ne!(seed(&asking, Some(&strict)), seed(&asking, Some(&policy)));
+        let refused = desired(plan_instance(&asking, Some(&strict), &record, None, now));
+        assert_eq!(refused.status.service, None);
+        assert_eq!(
+            refused.services.as_ref().map(ServicePlan::tally),
+            Some(ServiceTally {
+                service: false,
+                refused: 1
+            })
+        );
+    }
+
+    #[test]
     fn an_unchanged_record_that_crosses_into_the_expiry_window_is_rewritten() {
         const HOUR: i64 = 3600;
         let view = view(true);
@@ -667,19 +789,29 @@ mod tests {
         // The fast path: the same record hashes differently once it is expiring soon.
         let record = 0x5eed_u64;
         assert_ne!(
-            ViewSeed::of(&view)
-                .source_hash(record, ViewSeed::of(&view).expiry_of(&(&i).into(), early)),
-            ViewSeed::of(&view)
-                .source_hash(record, ViewSeed::of(&view).expiry_of(&(&i).into(), late))
+            ViewSeed::of(&view, None).source_hash(
+                record,
+                ViewSeed::of(&view, None).expiry_of(&(&i).into(), early)
+            ),
+            ViewSeed::of(&view, None).source_hash(
+                record,
+                ViewSeed::of(&view, None).expiry_of(&(&i).into(), late)
+            )
         );
-        let before = desired(plan_instance(&view, &i, None, early));
+        let before = desired(plan_instance(&view, None, &i, None, early));
         assert!(
             !before
                 .object
                 .labels()
                 .contains_key(mirror::EXPIRING_SOON_LABEL)
         );
-        let after = desired(plan_instance(&view, &i, Some(&observed(&before)), late));
+        let after = desired(plan_instance(
+            &view,
+            None,
+            &i,
+            Some(&observed(&before)),
+            late,
+        ));
         assert_eq!(
             after.object.labels()[mirror::EXPIRING_SOON_LABEL],
             end.to_string()
@@ -693,10 +825,10 @@ mod tests {
             condition.message
         );
         // Still expiring soon an hour later: nothing to write.
-        assert_eq!(
-            plan_instance(&view, &i, Some(&observed(&after)), at(end - 9 * HOUR)),
-            InstancePlan::Unchanged
-        );
+        assert!(matches!(
+            plan_instance(&view, None, &i, Some(&observed(&after)), at(end - 9 * HOUR)),
+            InstancePlan::Unchanged(_)
+        ));
     }
 
     #[test]
@@ -704,6 +836,7 @@ mod tests {
         let end = 1_000_000;
         let renewing = desired(plan_instance(
             &view(true),
+            None,
             &prepaid("aa01", end, true),
             None,
             at(end - 3600),
@@ -718,6 +851,7 @@ mod tests {
         off.spec.expiry_warning_window = "0s".into();
         let unwarned = desired(plan_instance(
             &off,
+            None,
             &prepaid("aa01", end, false),
             None,
             at(end - 3600),

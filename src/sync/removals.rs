@@ -303,6 +303,7 @@ mod tests {
             view.spec.mirror.deletion_policy = policy;
             let listed = desired(plan_instance(
                 &view,
+                None,
                 &instance("aa01", "running", "r", 1),
                 None,
                 at(100),

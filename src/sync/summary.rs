@@ -126,7 +126,7 @@ mod tests {
         ] {
             let i = RecordSummary::from(&i);
             summary.add(&i);
-            summary.add_expiry(ViewSeed::of(&view).expiry_of(&i, now));
+            summary.add_expiry(ViewSeed::of(&view, None).expiry_of(&i, now));
         }
         assert_eq!(summary.bounded().expiring_soon, 1);
     }

@@ -181,6 +181,27 @@ pub struct MirrorCounts {
     pub kept_missing: usize,
     /// Deletions the mass-removal guard holds back.
     pub held: Option<HeldRemovals>,
+    /// What the view's Services came to, when it asks for Services.
+    pub services: Option<ServiceCounts>,
+}
+
+/// What a view's Services came to in one sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounts {
+    /// The view asks for Services, but the operator keeps none (it runs without `--services`).
+    pub unavailable: bool,
+    /// Services kept.
+    pub kept: usize,
+    /// Endpoints left out: refused addresses, host names, malformed endpoints.
+    pub refused: usize,
+}
+
+impl ServiceCounts {
+    /// Counts one mirror's Service.
+    pub fn add(&mut self, tally: crate::services::ServiceTally) {
+        self.kept += usize::from(tally.service);
+        self.refused += usize::from(tally.refused);
+    }
 }
 
 /// The view's status after a complete sync whose writes all succeeded.
@@ -213,6 +234,29 @@ pub fn synced_status(
         message.push(')');
     } else {
         message.push_str("; mirroring is disabled");
+    }
+    match counts.services {
+        Some(ServiceCounts {
+            unavailable: true, ..
+        }) => message.push_str(
+            "; no Services: spec.services.enabled is set, but the operator keeps no Services \
+             (start it with --services, chart value services.enabled)",
+        ),
+        Some(services) => {
+            message.push_str(&format!(
+                "; {} Service{}",
+                services.kept,
+                if services.kept == 1 { "" } else { "s" }
+            ));
+            if services.refused > 0 {
+                message.push_str(&format!(
+                    " ({} endpoint{} not routed: see each mirror's ServiceEndpoints condition)",
+                    services.refused,
+                    if services.refused == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        None => {}
     }
     message.push('.');
     let mut reason = SYNCED;
@@ -263,6 +307,8 @@ pub fn synced_status(
         mirrored_count: Some(counts.mirrored as i64),
         pending_removal_count: Some(counts.kept_missing as i64),
         expiring_soon_count: Some(summary.expiring_soon),
+        service_count: counts.services.map(|s| s.kept as i64),
+        refused_endpoint_count: counts.services.map(|s| s.refused as i64),
         last_handled_refresh: refresh_requested(view),
     }
 }
