@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<Simulator> {
             "/_simulator/instances/{id}",
             patch(patch_instance).delete(remove_instance),
         )
+        .route("/_simulator/instances/{id}/endpoints", put(set_endpoints))
         .route(
             "/_simulator/faults",
             get(list_faults).post(inject_fault).delete(clear_faults),
@@ -97,6 +98,24 @@ async fn patch_instance(
         Err(message) => return bad_request(message),
     };
     match simulator.try_patch_instance(&id, merge_patch) {
+        Ok(Some(record)) => axum::Json(record).into_response(),
+        Ok(None) => not_found(&id),
+        Err(error) => bad_request(error.to_string()),
+    }
+}
+
+/// `PUT /_simulator/instances/{id}/endpoints`: `{"8080": "http://203.0.113.9:31000", "22": ""}`
+/// sets the endpoints of those exposed ports (empty: none allocated); returns the record.
+async fn set_endpoints(
+    State(simulator): State<Simulator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let endpoints = match parse_body::<std::collections::BTreeMap<i64, String>>(&body) {
+        Ok(endpoints) => endpoints,
+        Err(message) => return bad_request(message),
+    };
+    match simulator.try_set_endpoints(&id, &endpoints) {
         Ok(Some(record)) => axum::Json(record).into_response(),
         Ok(None) => not_found(&id),
         Err(error) => bad_request(error.to_string()),
@@ -287,6 +306,56 @@ mod tests {
             simulator.instances(),
             vec![json!({"id": "c3", "name": "again"})]
         );
+    }
+
+    #[tokio::test]
+    async fn an_instances_endpoints_can_be_moved_and_cleared_by_port() {
+        let simulator = Simulator::new(SimulatorConfig {
+            api_keys: vec!["k".to_owned()],
+            instances: vec![json!({"id": "a1", "ports": [
+                {"port": 8080, "protocol": "http", "endpoint": "http://203.0.113.5:30001"},
+                {"port": 22, "protocol": "tcp", "endpoint": "203.0.113.5:30002"},
+            ]})],
+            ..SimulatorConfig::default()
+        });
+        let (status, body) = call(
+            &simulator,
+            Method::PUT,
+            "/_simulator/instances/a1/endpoints",
+            r#"{"8080": "http://198.51.100.7:31000", "22": ""}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            simulator.instance("a1").expect("a1")["ports"],
+            json!([
+                {"port": 8080, "protocol": "http", "endpoint": "http://198.51.100.7:31000"},
+                {"port": 22, "protocol": "tcp", "endpoint": ""},
+            ])
+        );
+        let (status, body) = call(
+            &simulator,
+            Method::PUT,
+            "/_simulator/instances/a1/endpoints",
+            r#"{"9999": "203.0.113.5:1"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no port 9999"),
+            "{body}"
+        );
+        let (status, _) = call(
+            &simulator,
+            Method::PUT,
+            "/_simulator/instances/zz/endpoints",
+            r#"{"22": ""}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -156,6 +156,32 @@ impl Simulator {
         self.with_state(|state| state.patch(id, &merge_patch))
     }
 
+    /// Sets the endpoints of instance `id`'s exposed ports, by port number (an empty endpoint: none
+    /// allocated), as a restart or a migration moves them; returns the record, `None` if there is
+    /// no such record. Every port named must be one the record exposes.
+    pub fn try_set_endpoints(
+        &self,
+        id: &str,
+        endpoints: &std::collections::BTreeMap<i64, String>,
+    ) -> Result<Option<Value>, SimulatorError> {
+        self.with_state(|state| state.set_endpoints(id, endpoints))
+    }
+
+    /// [`Simulator::try_set_endpoints`]; `false` if there is no such record.
+    ///
+    /// # Panics
+    /// If a port named is not one the record exposes.
+    pub fn set_endpoints(&self, id: &str, endpoints: &[(i64, &str)]) -> bool {
+        let endpoints = endpoints
+            .iter()
+            .map(|(port, endpoint)| (*port, (*endpoint).to_owned()))
+            .collect();
+        match self.try_set_endpoints(id, &endpoints) {
+            Ok(record) => record.is_some(),
+            Err(error) => panic!("Simulator::set_endpoints: {error}"),
+        }
+    }
+
     /// Removes the record `id`; `false` if there was none.
     pub fn remove_instance(&self, id: &str) -> bool {
         self.with_state(|state| state.instances.remove(id))

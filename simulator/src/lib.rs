@@ -40,6 +40,7 @@
 //! | `POST /_simulator/instances`         | one record (with `"id"`)               | 201 if new, 200 if replaced; the record |
 //! | `PATCH /_simulator/instances/{id}`   | JSON merge patch (RFC 7386), an object | 200, the patched record; 404 if absent |
 //! | `DELETE /_simulator/instances/{id}`  |                                        | 204; 404 if absent |
+//! | `PUT /_simulator/instances/{id}/endpoints` | `{"8080": "http://203.0.113.9:31000", "22": ""}` | 200, the record; sets those exposed ports' endpoints (empty: none allocated), as a restart or migration moves them; 400 for a port it does not expose |
 //! | `GET /_simulator/faults`             |                                        | 200, queued faults with remaining counts |
 //! | `POST /_simulator/faults`            | `{"kind": {"type": "rate_limited", "retry_after_secs": 2}, "count": 3}` | 204 |
 //! | `DELETE /_simulator/faults`          |                                        | 204; clears all faults |

@@ -99,6 +99,40 @@ impl State {
             .cloned())
     }
 
+    /// Sets the endpoints of instance `id`'s exposed ports: `endpoints` maps a port number to its
+    /// new endpoint (empty: none allocated). Every port named must be one the record exposes; on
+    /// error nothing changes. `None` if there is no such record.
+    pub(crate) fn set_endpoints(
+        &mut self,
+        id: &str,
+        endpoints: &std::collections::BTreeMap<i64, String>,
+    ) -> Result<Option<Value>, SimulatorError> {
+        let Some(record) = self.instances.get(id) else {
+            return Ok(None);
+        };
+        let exposed: Vec<i64> = record["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|port| port["port"].as_i64())
+            .collect();
+        if let Some(missing) = endpoints.keys().find(|port| !exposed.contains(port)) {
+            return Err(SimulatorError::InvalidPatch(format!(
+                "instance {id:?} exposes no port {missing} (it exposes {exposed:?})"
+            )));
+        }
+        Ok(self
+            .instances
+            .modify(id, |record| {
+                for port in record["ports"].as_array_mut().into_iter().flatten() {
+                    if let Some(endpoint) = port["port"].as_i64().and_then(|n| endpoints.get(&n)) {
+                        port["endpoint"] = Value::String(endpoint.clone());
+                    }
+                }
+            })
+            .cloned())
+    }
+
     /// Replaces every record. On error nothing changes.
     pub(crate) fn replace_all(&mut self, records: Vec<Value>) -> Result<(), SimulatorError> {
         self.instances = Store::new(validate_records(records)?);
