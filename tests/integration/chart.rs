@@ -67,6 +67,19 @@ fn expected_operator_grants() -> BTreeSet<Grant> {
     grants
 }
 
+/// With `instanceServices.enabled`, and only then: a Service and EndpointSlices per mirror, read
+/// before a name is first used or removed (get), applied (patch, create), removed (delete). No list,
+/// watch, update or deletecollection.
+fn expected_instance_service_grants() -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    for (group, resource) in [("", "services"), ("discovery.k8s.io", "endpointslices")] {
+        for verb in ["get", "create", "patch", "delete"] {
+            grants.insert(Grant::new(group, resource, verb, None));
+        }
+    }
+    grants
+}
+
 /// The leader-election grants, in the release namespace only: create any Lease (create carries no
 /// name to authorize); get and update only the operator's (the elector takes, renews and releases
 /// it with updates conditional on its resourceVersion, and never patches).
@@ -734,6 +747,78 @@ fn the_instance_info_series_is_off_unless_the_value_turns_it_on() {
 }
 
 #[test]
+fn instance_services_are_granted_exactly_and_only_when_on() {
+    let touches_services = |g: &Grant| g.resource == "services" || g.resource == "endpointslices";
+    let off = render("ppio", "ppio-system", &[]);
+    let args = off.operator_container().args.unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--services=false"), "{args:?}");
+    assert!(
+        !args.iter().any(|a| a.starts_with("--service-")),
+        "{args:?}"
+    );
+    let granted: Vec<_> = off
+        .all_grants()
+        .into_iter()
+        .filter(touches_services)
+        .collect();
+    assert!(
+        granted.is_empty(),
+        "granted with instanceServices off: {granted:?}"
+    );
+
+    for scope in [&[][..], &["--set", "watchNamespaces={team-a,team-b}"][..]] {
+        let mut values = vec![
+            "--set",
+            "instanceServices.enabled=true",
+            "--set",
+            "instanceServices.clusterCIDRs={203.0.113.0/24,2001:db8:1::/48}",
+            "--set",
+            "instanceServices.allowedCIDRs={10.20.0.0/16}",
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ];
+        values.extend_from_slice(scope);
+        let on = render("ppio", "ppio-system", &values);
+        let args = on.operator_container().args.unwrap_or_default();
+        for expected in [
+            "--services=true",
+            "--service-cluster-cidr=203.0.113.0/24,2001:db8:1::/48",
+            "--service-allowed-cidr=10.20.0.0/16",
+        ] {
+            assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+        }
+        let roles: Vec<_> = on
+            .objects::<ClusterRole>("ClusterRole")
+            .into_iter()
+            .map(|r| r.rules)
+            .chain(on.objects::<Role>("Role").into_iter().map(|r| r.rules))
+            .collect();
+        let granting: Vec<_> = roles
+            .iter()
+            .map(|rules| grants_of(rules.as_deref()))
+            .filter(|grants| grants.iter().any(touches_services))
+            .collect();
+        assert_eq!(
+            granting.len(),
+            if scope.is_empty() { 1 } else { 2 },
+            "{scope:?}"
+        );
+        for grants in granting {
+            let mut expected = expected_operator_grants();
+            expected.extend(expected_instance_service_grants());
+            assert_eq!(grants, expected, "{scope:?}");
+        }
+    }
+    let refused = helm_template(
+        "ppio",
+        "ppio-system",
+        &["--set", "instanceServices.clusterCIDRs={10.96.0.1}"],
+    )
+    .expect_err("a range has a prefix length");
+    assert!(refused.contains("clusterCIDRs"), "{refused}");
+}
+
+#[test]
 fn metrics_auth_grants_token_and_access_reviews_exactly_and_only_when_on() {
     let off = render("ppio", "ppio-system", &[]);
     let args = off.operator_container().args.unwrap_or_default();
@@ -1057,7 +1142,45 @@ async fn the_api_server_authorizes_the_operator_in_watched_namespaces_only() {
         // Metrics auth is off: the operator may not review tokens or access.
         Access::new("create", "authentication.k8s.io", "tokenreviews", "").denied(),
         Access::new("create", "authorization.k8s.io", "subjectaccessreviews", "").denied(),
+        // Instance Services are off: nothing on Services or EndpointSlices.
+        Access::new("create", "", "services", a).denied(),
+        Access::new("get", "", "services", a).denied(),
+        Access::new("patch", "discovery.k8s.io", "endpointslices", a).denied(),
     ];
+    assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
+}
+
+#[tokio::test]
+async fn the_api_server_authorizes_instance_services_in_watched_namespaces_when_on() {
+    let release_ns = TestNamespace::new("chart-authz-svc").await;
+    let watched = TestNamespace::new("chart-authz-svc-a").await;
+    let unwatched = TestNamespace::new("chart-authz-svc-x").await;
+    let rendered = render(
+        "ppio",
+        &release_ns.name,
+        &[
+            "--set",
+            &format!("watchNamespaces={{{}}}", watched.name),
+            "--set",
+            "instanceServices.enabled=true",
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    apply_rbac(&rendered);
+    let user = username(&rendered.operator_account());
+    let (a, x) = (watched.name.as_str(), unwatched.name.as_str());
+    let mut checks = Vec::new();
+    for (group, resource) in [("", "services"), ("discovery.k8s.io", "endpointslices")] {
+        for verb in ["get", "create", "patch", "delete"] {
+            checks.push(Access::new(verb, group, resource, a).allowed());
+            checks.push(Access::new(verb, group, resource, x).denied());
+        }
+        for verb in ["list", "watch", "update", "deletecollection"] {
+            checks.push(Access::new(verb, group, resource, a).denied());
+        }
+    }
+    checks.push(Access::new("create", "", "endpoints", a).denied());
     assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
 }
 

@@ -11,4 +11,5 @@ mod metrics;
 mod mirroring;
 mod observability;
 mod operations;
+mod services;
 mod support;

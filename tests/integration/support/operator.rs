@@ -118,11 +118,32 @@ impl Fixture {
         prefix: &str,
         records: Vec<Value>,
     ) -> Fixture {
+        Fixture::start_in_with(control_plane, prefix, records, |_| {}).await
+    }
+
+    /// A namespace with the Secret, a simulator serving `records`, and the operator with
+    /// `adjust` changing its test settings, in the shared control plane.
+    pub async fn start_with(
+        prefix: &str,
+        records: Vec<Value>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Fixture {
+        Fixture::start_in_with(super::shared(), prefix, records, adjust).await
+    }
+
+    /// The same in `control_plane`.
+    pub async fn start_in_with(
+        control_plane: &super::ControlPlane,
+        prefix: &str,
+        records: Vec<Value>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Fixture {
         let mut fixture = Fixture::without_operator(control_plane, prefix, records).await;
-        fixture._operator = Some(RunningOperator::start(
+        fixture._operator = Some(RunningOperator::start_with(
             fixture.ns.client.clone(),
             &fixture.ns.name,
             &fixture.ppio.base_url(),
+            adjust,
         ));
         fixture
     }

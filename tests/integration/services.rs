@@ -1,0 +1,688 @@
+//! Services for remote instances (`spec.services.enabled` with `--services`), against the real
+//! API server: what the Service and its EndpointSlices hold, readiness following the remote
+//! status, a moved address, removal with the mirror and with the option, every kind of refused
+//! address, a name already taken, and a sync that changes nothing writing none of them.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use ppio_gpu_operator::api::GpuInstance;
+use ppio_gpu_operator::api::condition::{self, ConditionStatus};
+use ppio_gpu_operator::services::AddressPolicy;
+use ppio_gpu_operator::services::plan::{ENDPOINT_REFUSED, NAME_TAKEN, ROUTED, SERVICE_ENDPOINTS};
+use ppio_simulator::generate_instances;
+use serde_json::{Value, json};
+
+use crate::support::operator::Fixture;
+use crate::support::{kubectl, wait_for};
+
+/// A record `id` with remote status `status` and exposed `ports`, the rest generated.
+fn record(id: &str, seed: u64, status: &str, ports: Value) -> Value {
+    let mut record = generate_instances(1, seed).remove(0);
+    record["id"] = json!(id);
+    record["status"]["status"] = json!(status);
+    record["ports"] = ports;
+    record
+}
+
+fn port(number: u16, protocol: &str, endpoint: &str) -> Value {
+    json!({ "port": number, "protocol": protocol, "endpoint": endpoint })
+}
+
+/// The operator keeping Services under `policy`.
+async fn start(prefix: &str, records: Vec<Value>, policy: AddressPolicy) -> Fixture {
+    Fixture::start_with(prefix, records, move |settings| {
+        settings.services = Some(policy);
+    })
+    .await
+}
+
+/// The EndpointSlices of Service `service`, by name.
+async fn slices_of(fx: &Fixture, service: &str) -> Vec<EndpointSlice> {
+    let mut slices = fx
+        .ns
+        .api::<EndpointSlice>()
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .expect("list EndpointSlices")
+        .items;
+    slices.sort_by_key(|s| s.name_any());
+    slices
+}
+
+/// Each slice's name, address and whether it is ready.
+fn endpoints(slices: &[EndpointSlice]) -> Vec<(String, String, bool)> {
+    slices
+        .iter()
+        .flat_map(|slice| {
+            slice.endpoints.iter().map(|endpoint| {
+                let ready = endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.ready)
+                    .unwrap_or_default();
+                (slice.name_any(), endpoint.addresses.join(","), ready)
+            })
+        })
+        .collect()
+}
+
+async fn mirror(fx: &Fixture, name: &str) -> GpuInstance {
+    fx.instances()
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("read mirror {name}: {e}"))
+}
+
+fn service_condition(mirror: &GpuInstance) -> condition::Condition {
+    let status = mirror.status.as_ref().expect("a status");
+    condition::find(&status.conditions, SERVICE_ENDPOINTS)
+        .unwrap_or_else(|| panic!("{} has no {SERVICE_ENDPOINTS} condition", mirror.name_any()))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_gets_a_service_and_endpoint_slices_that_follow_its_ports() {
+    let records = vec![
+        record(
+            "aa01",
+            1,
+            "running",
+            json!([
+                port(8080, "http", "http://203.0.113.5:30001"),
+                port(22, "tcp", "203.0.113.5:30002"),
+                port(53, "udp", "203.0.113.5:30003"),
+                port(443, "https", "https://[2001:db8::5]:30004/"),
+            ]),
+        ),
+        record(
+            "bb02",
+            2,
+            "exited",
+            json!([port(8888, "http", "http://198.51.100.7:30005")]),
+        ),
+        record(
+            "cc03",
+            3,
+            "running",
+            json!([port(8080, "http", "http://gpu-7.ppio.example:30006")]),
+        ),
+        record("dd04", 4, "running", json!([])),
+    ];
+    let fx = start("services", records, AddressPolicy::default()).await;
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    let view = fx.wait_ready("v", true, "Synced").await;
+    let status = view.status.expect("a status");
+    assert_eq!(status.service_count, Some(2), "aa01 and bb02");
+    assert_eq!(status.refused_endpoint_count, Some(1), "cc03's host name");
+
+    let services = fx.ns.api::<Service>();
+    let service = services.get("v-aa01").await.expect("the Service of v-aa01");
+    let spec = service.spec.as_ref().expect("a spec");
+    assert_eq!(spec.selector, None);
+    assert!(
+        spec.cluster_ip
+            .as_deref()
+            .is_some_and(|ip| !ip.is_empty() && ip != "None")
+    );
+    let ports: Vec<_> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.name.clone().unwrap_or_default(),
+                p.port,
+                p.protocol.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("http-8080".to_owned(), 8080, "TCP".to_owned()),
+            ("tcp-22".to_owned(), 22, "TCP".to_owned()),
+            ("udp-53".to_owned(), 53, "UDP".to_owned()),
+            ("https-443".to_owned(), 443, "TCP".to_owned()),
+        ]
+    );
+    let owner_uid = mirror(&fx, "v-aa01").await.uid();
+    let owner = &service.owner_references()[0];
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            Some(owner.uid.clone())
+        ),
+        ("GpuInstance", "v-aa01", owner_uid.clone())
+    );
+
+    let slices = slices_of(&fx, "v-aa01").await;
+    assert_eq!(
+        endpoints(&slices),
+        [
+            ("v-aa01-ipv4-0".to_owned(), "203.0.113.5".to_owned(), true),
+            ("v-aa01-ipv6-0".to_owned(), "2001:db8::5".to_owned(), true),
+        ]
+    );
+    for slice in &slices {
+        assert_eq!(
+            slice.labels()["endpointslice.kubernetes.io/managed-by"],
+            "ppio-gpu-operator.gpu.ppio.io"
+        );
+        assert_eq!(Some(slice.owner_references()[0].uid.clone()), owner_uid);
+    }
+    let v4_ports: Vec<_> = slices[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.name.clone().unwrap_or_default(),
+                p.port.unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        v4_ports,
+        [
+            ("http-8080".to_owned(), 30001),
+            ("tcp-22".to_owned(), 30002),
+            ("udp-53".to_owned(), 30003),
+        ]
+    );
+
+    // A stopped instance keeps its Service; its address is listed, not ready, and says why.
+    assert_eq!(
+        endpoints(&slices_of(&fx, "v-bb02").await),
+        [("v-bb02-ipv4-0".to_owned(), "198.51.100.7".to_owned(), false)]
+    );
+    let described = fx.ns.kubectl(&["describe", "service", "v-bb02"]);
+    assert!(
+        described.contains("Not ready: the remote instance is exited, not running."),
+        "{described}"
+    );
+
+    // A host name is reported and skipped; an instance without ports has nothing.
+    let cc03 = mirror(&fx, "v-cc03").await;
+    let condition = service_condition(&cc03);
+    assert_eq!(
+        (condition.status, condition.reason.as_str()),
+        (ConditionStatus::False, ENDPOINT_REFUSED)
+    );
+    assert!(
+        condition.message.contains("host name"),
+        "{}",
+        condition.message
+    );
+    assert!(services.get_opt("v-cc03").await.expect("get").is_none());
+    assert!(services.get_opt("v-dd04").await.expect("get").is_none());
+    let aa01 = mirror(&fx, "v-aa01").await;
+    assert_eq!(service_condition(&aa01).reason, ROUTED);
+    assert_eq!(
+        aa01.status
+            .as_ref()
+            .and_then(|s| s.service.as_ref())
+            .map(|s| s.name.as_str()),
+        Some("v-aa01")
+    );
+
+    // What a user sees.
+    let wide = fx.ns.kubectl(&["get", "gpui", "-o", "wide"]);
+    let header = crate::support::table_header(&wide);
+    assert!(header.contains(&"SERVICE"), "{wide}");
+    let row = wide
+        .lines()
+        .find(|l| l.starts_with("v-aa01 "))
+        .expect("a row for v-aa01");
+    assert!(row.split_whitespace().any(|cell| cell == "v-aa01"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_remote_status_and_a_moved_address_replaces_the_old_one() {
+    let records = vec![record(
+        "aa01",
+        5,
+        "exited",
+        json!([port(8080, "http", "http://203.0.113.5:30001")]),
+    )];
+    let fx = start("svc-moves", records, AddressPolicy::default()).await;
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let first = slices_of(&fx, "v-aa01").await;
+    assert_eq!(
+        endpoints(&first),
+        [("v-aa01-ipv4-0".to_owned(), "203.0.113.5".to_owned(), false)]
+    );
+    let service_uid = fx
+        .ns
+        .api::<Service>()
+        .get("v-aa01")
+        .await
+        .expect("a Service")
+        .uid();
+
+    fx.simulator()
+        .patch_instance("aa01", json!({ "status": { "status": "running" } }));
+    fx.refresh("v").await;
+    assert_eq!(
+        endpoints(&slices_of(&fx, "v-aa01").await),
+        [("v-aa01-ipv4-0".to_owned(), "203.0.113.5".to_owned(), true)]
+    );
+
+    // A migration: a new address and port, in the same slice, and an Event says so.
+    assert!(
+        fx.simulator()
+            .set_endpoints("aa01", &[(8080, "http://198.51.100.9:31000")])
+    );
+    fx.refresh("v").await;
+    let moved = slices_of(&fx, "v-aa01").await;
+    assert_eq!(
+        endpoints(&moved),
+        [("v-aa01-ipv4-0".to_owned(), "198.51.100.9".to_owned(), true)]
+    );
+    assert_eq!(
+        moved[0].uid(),
+        first[0].uid(),
+        "the slice is replaced in place"
+    );
+    assert_eq!(moved[0].ports.as_ref().unwrap()[0].port, Some(31000));
+    assert_eq!(
+        fx.ns
+            .api::<Service>()
+            .get("v-aa01")
+            .await
+            .expect("a Service")
+            .uid(),
+        service_uid,
+        "the Service, and its ClusterIP, stay"
+    );
+    let event = wait_for(
+        "the EndpointChanged Event",
+        Duration::from_secs(20),
+        || async {
+            fx.ns
+                .api::<Event>()
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("EndpointChanged"))
+        },
+    )
+    .await;
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains("198.51.100.9:31000"), "{note}");
+    assert_eq!(
+        event.regarding.and_then(|r| r.name).as_deref(),
+        Some("v-aa01")
+    );
+
+    // Stopped, with the endpoint taken away: the Service stays, with no address.
+    fx.simulator()
+        .patch_instance("aa01", json!({ "status": { "status": "exited" } }));
+    fx.simulator().set_endpoints("aa01", &[(8080, "")]);
+    fx.refresh("v").await;
+    assert!(slices_of(&fx, "v-aa01").await.is_empty());
+    assert_eq!(
+        fx.ns
+            .api::<Service>()
+            .get("v-aa01")
+            .await
+            .expect("a Service")
+            .uid(),
+        service_uid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_go_with_their_mirror_and_with_the_option() {
+    let records = vec![
+        record(
+            "aa01",
+            6,
+            "running",
+            json!([port(8080, "http", "http://203.0.113.5:30001")]),
+        ),
+        record(
+            "bb02",
+            7,
+            "running",
+            json!([port(8080, "http", "http://203.0.113.6:30001")]),
+        ),
+    ];
+    let fx = start("svc-removal", records, AddressPolicy::default()).await;
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let services = fx.ns.api::<Service>();
+    let slices = fx.ns.api::<EndpointSlice>();
+    let bb02 = services.get("v-bb02").await.expect("a Service");
+    let bb02_slice = slices.get("v-bb02-ipv4-0").await.expect("a slice");
+
+    // The instance leaves the listing: its mirror goes under the removal rules, its Service with it.
+    fx.simulator().remove_instance("bb02");
+    let removed = async {
+        while fx
+            .instances()
+            .get_opt("v-bb02")
+            .await
+            .expect("get")
+            .is_some()
+        {
+            fx.refresh("v").await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), removed)
+        .await
+        .expect("the mirror of bb02 is removed");
+    let uid = bb02.uid().expect("a UID");
+    let service_gone = await_condition(services.clone(), "v-bb02", conditions::is_deleted(&uid));
+    assert!(
+        matches!(
+            tokio::time::timeout(Duration::from_secs(60), service_gone).await,
+            Ok(Ok(_))
+        ),
+        "the Service is garbage-collected with its mirror"
+    );
+    let uid = bb02_slice.uid().expect("a UID");
+    let slice_gone = await_condition(
+        slices.clone(),
+        "v-bb02-ipv4-0",
+        conditions::is_deleted(&uid),
+    );
+    assert!(
+        matches!(
+            tokio::time::timeout(Duration::from_secs(60), slice_gone).await,
+            Ok(Ok(_))
+        ),
+        "the EndpointSlice is garbage-collected with its mirror"
+    );
+
+    // The option turned off: the Services go, the mirrors stay and no longer name one.
+    fx.change_spec("v", json!({ "services": { "enabled": false } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    assert!(services.get_opt("v-aa01").await.expect("get").is_none());
+    assert!(
+        slices
+            .get_opt("v-aa01-ipv4-0")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let aa01 = mirror(&fx, "v-aa01").await;
+    let status = aa01.status.expect("a status");
+    assert_eq!(status.service, None);
+    assert!(condition::find(&status.conditions, SERVICE_ENDPOINTS).is_none());
+    let view = fx.views().get("v").await.expect("the view");
+    assert_eq!(view.status.and_then(|s| s.service_count), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_service_routes_to_a_refused_address_and_the_view_still_syncs() {
+    let refused = [
+        ("127.0.0.1", "loopback"),
+        ("[::1]", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("[fe80::1]", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("[ff02::1]", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("[::]", "unspecified"),
+        ("[::ffff:10.0.0.1]", "IPv4-mapped"),
+        ("10.0.0.5", "private range 10.0.0.0/8"),
+        ("192.168.1.20", "private range 192.168.0.0/16"),
+        ("[fd00::7]", "private range fc00::/7"),
+        ("198.51.100.20", "cluster's own range 198.51.100.0/24"),
+        ("10.20.5.9", "cluster's own range 10.20.5.0/24"),
+    ];
+    let mut ports: Vec<Value> = refused
+        .iter()
+        .enumerate()
+        .map(|(i, (address, _))| port(9000 + i as u16, "tcp", &format!("{address}:3{i:04}")))
+        .collect();
+    ports.push(port(8080, "http", "http://10.20.0.7:30080"));
+    let policy = AddressPolicy {
+        cluster: vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "10.20.5.0/24".parse().unwrap(),
+        ],
+        allowed: vec!["10.20.0.0/16".parse().unwrap()],
+    };
+    let fx = start(
+        "svc-refused",
+        vec![record("aa01", 8, "running", json!(ports))],
+        policy,
+    )
+    .await;
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    let view = fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(
+        view.status.and_then(|s| s.refused_endpoint_count),
+        Some(refused.len() as i64)
+    );
+
+    let all: Vec<String> = fx
+        .ns
+        .api::<EndpointSlice>()
+        .list(&ListParams::default())
+        .await
+        .expect("list EndpointSlices")
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.clone()))
+        .collect();
+    assert_eq!(
+        all,
+        ["10.20.0.7"],
+        "only the allowed private address is routed"
+    );
+    let service = fx
+        .ns
+        .api::<Service>()
+        .get("v-aa01")
+        .await
+        .expect("a Service");
+    let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+    assert_eq!(ports.len(), 1, "refused ports are not Service ports");
+
+    let condition = service_condition(&mirror(&fx, "v-aa01").await);
+    assert_eq!(condition.status, ConditionStatus::False);
+    let message = condition.message;
+    for (i, (address, why)) in refused.iter().enumerate().take(8) {
+        assert!(
+            message.contains(&format!("{address}:3{i:04}")),
+            "{address} in {message}"
+        );
+        assert!(message.contains(why), "{why} in {message}");
+    }
+    assert!(
+        message.contains(&format!("And {} more", refused.len() - 8)),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_name_taken_by_someone_else_is_left_alone_until_it_is_free() {
+    let records = vec![record(
+        "aa01",
+        9,
+        "running",
+        json!([port(8080, "http", "http://203.0.113.5:30001")]),
+    )];
+    let fx = Fixture::without_operator(crate::support::shared(), "svc-taken", records).await;
+    let theirs: Service = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "v-aa01", "labels": { "app": "theirs" } },
+        "spec": { "selector": { "app": "theirs" }, "ports": [{ "port": 80 }] },
+    }))
+    .unwrap();
+    let services = fx.ns.api::<Service>();
+    services
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("their Service");
+    let mut fx = fx;
+    fx._operator = Some(crate::support::operator::RunningOperator::start_with(
+        fx.ns.client.clone(),
+        &fx.ns.name,
+        &fx.ppio.base_url(),
+        |settings| settings.services = Some(AddressPolicy::default()),
+    ));
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let condition = wait_for(
+        "the NameTaken condition",
+        Duration::from_secs(30),
+        || async {
+            let mirror = fx.instances().get_opt("v-aa01").await.ok()??;
+            let status = mirror.status?;
+            condition::find(&status.conditions, SERVICE_ENDPOINTS)
+                .filter(|c| c.reason == NAME_TAKEN)
+                .cloned()
+        },
+    )
+    .await;
+    assert!(
+        condition.message.contains("v-aa01"),
+        "{}",
+        condition.message
+    );
+    let still_theirs = services.get("v-aa01").await.expect("their Service");
+    assert_eq!(
+        still_theirs.labels().get("app").map(String::as_str),
+        Some("theirs")
+    );
+    assert!(
+        !still_theirs
+            .labels()
+            .contains_key("app.kubernetes.io/managed-by")
+    );
+    assert_eq!(
+        still_theirs
+            .spec
+            .and_then(|s| s.selector)
+            .and_then(|s| s.get("app").cloned())
+            .as_deref(),
+        Some("theirs")
+    );
+    assert!(
+        fx.ns
+            .api::<EndpointSlice>()
+            .get_opt("v-aa01-ipv4-0")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // Their Service goes: the next sync makes the operator's.
+    services
+        .delete("v-aa01", &DeleteParams::default())
+        .await
+        .expect("delete theirs");
+    wait_for("their Service to go", Duration::from_secs(30), || async {
+        services
+            .get_opt("v-aa01")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    fx.refresh("v").await;
+    let ours = services
+        .get("v-aa01")
+        .await
+        .expect("the operator's Service");
+    assert_eq!(
+        ours.labels()["app.kubernetes.io/managed-by"],
+        "ppio-gpu-operator"
+    );
+    assert_eq!(
+        service_condition(&mirror(&fx, "v-aa01").await).reason,
+        ROUTED
+    );
+}
+
+/// The API server's own count of requests to `resource` that read one object or write any.
+fn requests_to(kubeconfig: &std::path::Path, resource: &str) -> u64 {
+    let metrics = kubectl(kubeconfig, None, &["get", "--raw", "/metrics"]);
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&format!("resource=\"{resource}\"")))
+        .filter(|l| {
+            [
+                "GET", "APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE",
+            ]
+            .iter()
+            .any(|verb| l.contains(&format!("verb=\"{verb}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_in_which_nothing_changed_reads_and_writes_no_service() {
+    // A control plane of its own, so no other test's requests reach its counters.
+    let control_plane = crate::support::ControlPlane::start(None).expect("private control plane");
+    let records: Vec<Value> = (0..6)
+        .map(|i| {
+            record(
+                &format!("a{i}"),
+                20 + i,
+                "running",
+                json!([port(
+                    8080,
+                    "http",
+                    &format!("http://203.0.113.{}:30001", i + 2)
+                )]),
+            )
+        })
+        .collect();
+    let fx = Fixture::start_in_with(&control_plane, "svc-quiet", records, |settings| {
+        settings.services = Some(AddressPolicy::default());
+    })
+    .await;
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let count = |resource| requests_to(&control_plane.kubeconfig, resource);
+    let (services, slices) = (count("services"), count("endpointslices"));
+    assert!(
+        services >= 6 && slices >= 6,
+        "the first sync wrote them ({services}, {slices})"
+    );
+    fx.refresh("v").await;
+    fx.refresh("v").await;
+    assert_eq!(
+        (count("services"), count("endpointslices")),
+        (services, slices),
+        "syncs without remote changes must not read or write Services or EndpointSlices"
+    );
+
+    // One moved instance costs its Service and its slice, and no more.
+    fx.simulator()
+        .set_endpoints("a0", &[(8080, "http://198.51.100.2:31000")]);
+    fx.refresh("v").await;
+    assert_eq!(
+        (count("services"), count("endpointslices")),
+        (services + 1, slices + 1),
+        "one moved instance: one apply of its Service, one of its slice"
+    );
+    drop(fx);
+    control_plane.stop();
+}
