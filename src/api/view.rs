@@ -160,7 +160,7 @@ pub struct ServiceOptions {
     /// while it runs: `http://<mirror>.<namespace>.svc:<port>` reaches it. Addresses that are
     /// loopback, link-local, multicast, unspecified, the cluster's own or private (unless the
     /// operator allows them) are never routed to. Needs the operator's `--services` (chart value
-    /// `services.enabled`). Default false; turning it off removes the Services.
+    /// `instanceServices.enabled`). Default false; turning it off removes the Services.
     #[serde(default)]
     pub enabled: bool,
 }

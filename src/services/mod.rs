@@ -2,7 +2,7 @@
 //! Service without a selector and EndpointSlices of the operator's own that route to the addresses
 //! PPIO gives the instance's exposed ports, ready only while the instance runs.
 //!
-//! Pure, like the rest of the core: [`plan`] decides from a mirror's status what its Service holds
+//! Pure, like the rest of the core: [`mod@plan`] decides from a mirror's status what its Service holds
 //! and which endpoints it leaves out, [`address`] is the rule for which addresses may be routed to
 //! at all, [`endpoint`] reads PPIO's endpoint text, and [`objects`] builds the Kubernetes objects.
 //! The controller (`controller::services`) writes them alongside their mirror.

@@ -240,7 +240,7 @@ pub fn synced_status(
             unavailable: true, ..
         }) => message.push_str(
             "; no Services: spec.services.enabled is set, but the operator keeps no Services \
-             (start it with --services, chart value services.enabled)",
+             (start it with --services, chart value instanceServices.enabled)",
         ),
         Some(services) => {
             message.push_str(&format!(
