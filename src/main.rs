@@ -103,7 +103,8 @@ struct RunArgs {
     metrics_instance_info: bool,
 
     /// Keep a Service and EndpointSlices for the mirrors of views that set spec.services.enabled.
-    /// The operator then needs create, patch and delete on services and endpointslices.
+    /// The operator then needs get, list, watch, create, patch and delete on services and
+    /// endpointslices.
     #[arg(long, env = "PPIO_OPERATOR_SERVICES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     services: bool,
 

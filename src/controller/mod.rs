@@ -25,6 +25,7 @@ mod memos;
 mod mirror_meta;
 mod schedule;
 mod scopes;
+mod service_watch;
 mod services;
 mod slots;
 mod sync;
@@ -198,6 +199,8 @@ pub struct Context {
     ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
     schedules: Schedules,
     memos: memos::Memos,
+    /// The watch of the operator's Services and EndpointSlices, when it keeps Services.
+    service_watch: Option<Arc<service_watch::ServiceWatch>>,
 }
 
 impl Context {
@@ -208,10 +211,15 @@ impl Context {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance.into()),
         };
+        let mirrors = Arc::new(MirrorCache::default());
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: Arc::new(ppio::RateLimiter::new(settings.ppio.requests_per_minute)),
-            mirrors: Arc::new(MirrorCache::default()),
+            service_watch: settings
+                .services
+                .as_ref()
+                .map(|_| Arc::new(service_watch::ServiceWatch::new(mirrors.clone()))),
+            mirrors,
             slots: SyncSlots::new(usize::from(settings.view_concurrency)),
             client,
             settings,
@@ -267,8 +275,23 @@ pub async fn run(
 ) {
     let client = context.client.clone();
     let selector = context.settings.label_selector.clone();
-    // One watch of views and one of mirrors per namespace (or one each for all namespaces).
-    health.watches_starting(2);
+    // One watch of views and one of mirrors per namespace (or one each for all namespaces), and
+    // with Services, one of Services and one of EndpointSlices.
+    let service_watch = context.service_watch.clone();
+    health.watches_starting(if service_watch.is_some() { 4 } else { 2 });
+    let services = service_watch.map(|watch| {
+        let spawn = WatchSpawner {
+            watch: &watch,
+            client: &client,
+            namespaces: &namespaces,
+            selector: selector.as_deref(),
+            health: &health,
+        };
+        [
+            spawn.watch::<k8s_openapi::api::core::v1::Service>(),
+            spawn.watch::<k8s_openapi::api::discovery::v1::EndpointSlice>(),
+        ]
+    });
     let mirrors = {
         let health = health.clone();
         let cache = context.mirrors.clone();
@@ -311,6 +334,45 @@ pub async fn run(
         })
         .await;
     mirrors.abort();
+    for watch in services.into_iter().flatten() {
+        watch.abort();
+    }
+}
+
+/// Starts the watches of the operator's Services and EndpointSlices, each telling `health` when it
+/// has listed them.
+struct WatchSpawner<'a> {
+    watch: &'a Arc<service_watch::ServiceWatch>,
+    client: &'a Client,
+    namespaces: &'a [String],
+    selector: Option<&'a str>,
+    health: &'a Arc<Health>,
+}
+
+impl WatchSpawner<'_> {
+    /// The watch of the operator's objects of kind `K`, running until aborted.
+    fn watch<K>(&self) -> tokio::task::JoinHandle<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (watch, client, health) =
+            (self.watch.clone(), self.client.clone(), self.health.clone());
+        let namespaces = self.namespaces.to_vec();
+        let selector = self.selector.map(str::to_owned);
+        tokio::spawn(async move {
+            watch
+                .watch::<K>(client, &namespaces, selector.as_deref(), move || {
+                    health.watch_synced()
+                })
+                .await
+        })
+    }
 }
 
 /// Syncs one view if it is due, and says when to look at it again.

@@ -14,8 +14,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
 use super::apply_params;
 use super::mirror_meta::MirrorMeta;
+use super::service_watch::ServiceWatch;
 use crate::api::instance::MirrorService;
 use crate::process::metrics::Metrics;
 use crate::services::DesiredService;
@@ -36,15 +39,23 @@ pub(super) struct ServiceWrites {
     services: Api<Service>,
     slices: Api<EndpointSlice>,
     metrics: Metrics,
+    /// Told of the operator's own deletes, so it does not take them for someone else's.
+    watch: Option<Arc<ServiceWatch>>,
 }
 
 impl ServiceWrites {
-    /// Writers in `namespace`.
-    pub(super) fn new(client: Client, namespace: &str, metrics: Metrics) -> ServiceWrites {
+    /// Writers in `namespace`, telling `watch` of their deletes.
+    pub(super) fn new(
+        client: Client,
+        namespace: &str,
+        metrics: Metrics,
+        watch: Option<Arc<ServiceWatch>>,
+    ) -> ServiceWrites {
         ServiceWrites {
             services: Api::namespaced(client.clone(), namespace),
             slices: Api::namespaced(client, namespace),
             metrics,
+            watch,
         }
     }
 
@@ -60,9 +71,9 @@ impl ServiceWrites {
         let Some(desired) = desired else {
             if let Some(previous) = previous {
                 for slice in &previous.endpoint_slices {
-                    delete_if_managed(&self.slices, &self.metrics, slice).await?;
+                    self.delete(&self.slices, slice).await?;
                 }
-                delete_if_managed(&self.services, &self.metrics, &previous.name).await?;
+                self.delete(&self.services, &previous.name).await?;
             }
             return Ok(Outcome::Done);
         };
@@ -84,13 +95,52 @@ impl ServiceWrites {
         }
         for stale in previous.into_iter().flat_map(|p| &p.endpoint_slices) {
             if !desired.slices.iter().any(|s| &s.name == stale) {
-                delete_if_managed(&self.slices, &self.metrics, stale).await?;
+                self.delete(&self.slices, stale).await?;
             }
         }
         if let Some(previous) = previous.filter(|p| p.name != desired.name) {
-            delete_if_managed(&self.services, &self.metrics, &previous.name).await?;
+            self.delete(&self.services, &previous.name).await?;
         }
         Ok(Outcome::Done)
+    }
+}
+
+impl ServiceWrites {
+    /// Deletes `name` if it is an object the operator manages (and still the one it read).
+    async fn delete<K>(&self, api: &Api<K>, name: &str) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let Some(existing) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        if !is_managed(existing.meta()) {
+            return Ok(());
+        }
+        let namespace = existing.namespace().unwrap_or_default();
+        if let Some(watch) = &self.watch {
+            watch.expect_delete::<K>(&namespace, name);
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        self.metrics.record_write("delete", &K::plural(&()));
+        let deleted = api.delete(name, &params).await;
+        if deleted.is_err()
+            && let Some(watch) = &self.watch
+        {
+            watch.cancel_delete::<K>(&namespace, name);
+        }
+        match deleted {
+            Ok(_) => Ok(()),
+            // Gone already, or another object by now: nothing of ours to delete.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -108,35 +158,4 @@ where
     api.patch(name, &apply_params(), &Patch::Apply(object))
         .await
         .map(drop)
-}
-
-/// Deletes `name` if it is an object the operator manages (and still the one it read).
-async fn delete_if_managed<K>(
-    api: &Api<K>,
-    metrics: &Metrics,
-    name: &str,
-) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let Some(existing) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    if !is_managed(existing.meta()) {
-        return Ok(());
-    }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: existing.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::background()
-    };
-    metrics.record_write("delete", &K::plural(&()));
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        // Gone already, or another object by now: nothing of ours to delete.
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
 }

@@ -95,7 +95,10 @@ pub(super) async fn sync_view(
         ctx.metrics.clone(),
         ctx.recorder.clone(),
         ctx.settings.write_concurrency,
-        ctx.settings.services.as_ref(),
+        ctx.settings
+            .services
+            .as_ref()
+            .map(|policy| (policy, ctx.service_watch.clone())),
     );
     let mut listing = Listing {
         view: &view,

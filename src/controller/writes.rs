@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use super::cache::MirrorCache;
 use super::events;
 use super::mirror_meta::MirrorMeta;
+use super::service_watch::ServiceWatch;
 use super::services::{Outcome, ServiceWrites};
 use super::{apply_params, status_apply_body};
 use crate::api::condition::{self, Condition, ConditionStatus};
@@ -144,14 +145,14 @@ impl Writes {
         metrics: Metrics,
         recorder: Recorder,
         concurrency: usize,
-        services: Option<&AddressPolicy>,
+        services: Option<(&AddressPolicy, Option<Arc<ServiceWatch>>)>,
     ) -> Writes {
         let namespace = view.namespace().unwrap_or_default();
         let tally = SyncTally::new(view.spec.lifecycle_events.max_per_sync());
         Writes {
-            services: services.map(|policy| {
+            services: services.map(|(policy, watch)| {
                 Arc::new(Services {
-                    writes: ServiceWrites::new(client.clone(), &namespace, metrics.clone()),
+                    writes: ServiceWrites::new(client.clone(), &namespace, metrics.clone(), watch),
                     policy: policy.clone(),
                 })
             }),

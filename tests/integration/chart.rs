@@ -67,13 +67,13 @@ fn expected_operator_grants() -> BTreeSet<Grant> {
     grants
 }
 
-/// With `instanceServices.enabled`, and only then: a Service and EndpointSlices per mirror, read
-/// before a name is first used or removed (get), applied (patch, create), removed (delete). No list,
-/// watch, update or deletecollection.
+/// With `instanceServices.enabled`, and only then: a Service and EndpointSlices per mirror, the
+/// operator's own watched (list, watch), read before a name is first used or removed (get), applied
+/// (patch, create), removed (delete). No update or deletecollection.
 fn expected_instance_service_grants() -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for (group, resource) in [("", "services"), ("discovery.k8s.io", "endpointslices")] {
-        for verb in ["get", "create", "patch", "delete"] {
+        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
             grants.insert(Grant::new(group, resource, verb, None));
         }
     }
@@ -1172,11 +1172,11 @@ async fn the_api_server_authorizes_instance_services_in_watched_namespaces_when_
     let (a, x) = (watched.name.as_str(), unwatched.name.as_str());
     let mut checks = Vec::new();
     for (group, resource) in [("", "services"), ("discovery.k8s.io", "endpointslices")] {
-        for verb in ["get", "create", "patch", "delete"] {
+        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
             checks.push(Access::new(verb, group, resource, a).allowed());
             checks.push(Access::new(verb, group, resource, x).denied());
         }
-        for verb in ["list", "watch", "update", "deletecollection"] {
+        for verb in ["update", "deletecollection"] {
             checks.push(Access::new(verb, group, resource, a).denied());
         }
     }

@@ -686,3 +686,55 @@ async fn a_sync_in_which_nothing_changed_reads_and_writes_no_service() {
     drop(fx);
     control_plane.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_or_slice_someone_deletes_is_written_again_at_the_next_sync() {
+    let records = vec![record(
+        "aa01",
+        30,
+        "running",
+        json!([port(8080, "http", "http://203.0.113.5:30001")]),
+    )];
+    let fx = start("svc-repair", records, AddressPolicy::default()).await;
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let services = fx.ns.api::<Service>();
+    let slices = fx.ns.api::<EndpointSlice>();
+    let first = services.get("v-aa01").await.expect("a Service").uid();
+
+    services
+        .delete("v-aa01", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
+    let again = wait_for(
+        "the deleted Service to be written again",
+        Duration::from_secs(30),
+        || async {
+            fx.refresh("v").await;
+            services.get_opt("v-aa01").await.ok()?.map(|s| s.uid())
+        },
+    )
+    .await;
+    assert_ne!(again, first, "a new Service");
+
+    let slice = slices.get("v-aa01-ipv4-0").await.expect("a slice").uid();
+    slices
+        .delete("v-aa01-ipv4-0", &DeleteParams::default())
+        .await
+        .expect("delete the slice");
+    let rewritten = wait_for(
+        "the deleted EndpointSlice to be written again",
+        Duration::from_secs(30),
+        || async {
+            fx.refresh("v").await;
+            slices.get_opt("v-aa01-ipv4-0").await.ok()?.map(|s| s.uid())
+        },
+    )
+    .await;
+    assert_ne!(rewritten, slice);
+    assert_eq!(
+        endpoints(&slices_of(&fx, "v-aa01").await),
+        [("v-aa01-ipv4-0".to_owned(), "203.0.113.5".to_owned(), true)]
+    );
+}

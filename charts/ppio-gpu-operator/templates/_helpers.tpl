@@ -106,15 +106,16 @@ into a ClusterRole (all namespaces) or into a Role in each watched namespace.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.instanceServices.enabled }}
-# A Service and EndpointSlices per mirror (instanceServices.enabled): read before a name is first
-# used or before one is removed (get, so one that the operator does not manage is left alone),
+# A Service and EndpointSlices per mirror (instanceServices.enabled): the operator's own known from a
+# metadata-only watch (list, watch), so one someone deletes is written again; read before a name is
+# first used or before one is removed (get, so one that the operator does not manage is left alone),
 # applied (patch, and create for a new one), removed when no longer wanted (delete).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
 
