@@ -8,6 +8,9 @@
 //! Integration tests use it in process ([`Simulator::start`], then change its state between syncs and
 //! inject faults); the `ppio-simulator` binary serves it for the local demo.
 //!
+//! [`Workload`] serves what runs on an instance (an inference server's `GET /v1/models`, naming the
+//! instance) at an address a test chooses, to be reached through a cluster Service.
+//!
 //! What it is not: a model of the rest of PPIO (creating, stopping or fetching single instances), nor a
 //! load-testing tool.
 //!
@@ -90,6 +93,7 @@ mod listing;
 mod records;
 mod state;
 mod store;
+mod workload;
 
 pub use error::SimulatorError;
 pub use faults::{Fault, FaultKind};
@@ -97,3 +101,4 @@ pub use generate::generate_instances;
 pub use handle::{RunningSimulator, Simulator, SimulatorConfig};
 pub use records::load_instances;
 pub use state::RecordedRequest;
+pub use workload::Workload;

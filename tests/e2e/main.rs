@@ -17,4 +17,5 @@ mod disruption;
 mod failover;
 mod install;
 mod network_policy;
+mod services;
 mod upgrade;

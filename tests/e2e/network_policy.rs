@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
-use serde_json::json;
 
 use crate::support::{
-    NODE_IP, Release, SIMULATOR_PORT, Tenant, client, container_pid, eventually, is_ready,
+    NODE_IP, Release, SIMULATOR_PORT, Tenant, client, container_pid, eventually, start_pause_pod,
 };
 
 /// The API server's address in the `kubernetes` Service.
@@ -104,24 +102,7 @@ async fn the_network_policy_lets_the_operator_reach_only_the_api_server_and_ppio
     tenant.wait_ready(Duration::from_secs(120)).await;
 
     // Another pod, which no policy selects: the yardstick for what is reachable at all.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &tenant.namespace);
-    let prober: Pod = serde_json::from_value(json!({
-        "metadata": { "name": "prober" },
-        "spec": { "containers": [{
-            "name": "pause",
-            "image": crate::support::pause_image(),
-            "imagePullPolicy": "Never",
-        }] },
-    }))
-    .expect("a pod");
-    pods.create(&PostParams::default(), &prober)
-        .await
-        .expect("create the prober pod");
-    let prober = eventually("the prober pod to run", Duration::from_secs(60), || async {
-        let pod = pods.get("prober").await.ok()?;
-        is_ready(&pod).then_some(pod)
-    })
-    .await;
+    let prober = start_pause_pod(&client, &tenant.namespace, "prober").await;
     let prober_pid = container_pid(&prober);
 
     let operator = release.ready_pods(&client).await.remove(0);

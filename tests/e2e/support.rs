@@ -432,6 +432,33 @@ pub fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Starts a pod `name` in `namespace` whose one container is the pause image, a network namespace
+/// to send from or listen in, and returns it once it is Ready.
+pub async fn start_pause_pod(client: &Client, namespace: &str, name: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": { "containers": [{
+            "name": "pause",
+            "image": pause_image(),
+            "imagePullPolicy": "Never",
+        }] },
+    }))
+    .expect("a pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create the pod {name}: {e}"));
+    eventually(
+        &format!("the pod {name} to run"),
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get(name).await.ok()?;
+            is_ready(&pod).then_some(pod)
+        },
+    )
+    .await
+}
+
 /// A namespace of a user of the operator: a Secret with an API key of its own and a view of every
 /// instance, pointed at the simulator. Deleted when dropped.
 pub struct Tenant {
@@ -458,6 +485,17 @@ impl Tenant {
         page_size: u32,
         sync_interval: Duration,
     ) -> Tenant {
+        Tenant::create_with_spec(client, namespace, page_size, sync_interval, json!({})).await
+    }
+
+    /// The same, with `more` (e.g. `{"services": {"enabled": true}}`) added to the view's spec.
+    pub async fn create_with_spec(
+        client: &Client,
+        namespace: &str,
+        page_size: u32,
+        sync_interval: Duration,
+        more: serde_json::Value,
+    ) -> Tenant {
         let api_key = format!("sk-e2e-{namespace}");
         ppio().accept_key(&api_key);
 
@@ -477,16 +515,20 @@ impl Tenant {
             .create(&PostParams::default(), &secret)
             .await
             .expect("create the Secret");
+        let mut spec = json!({
+            "credentials": { "secretRef": { "name": "ppio-api-key" } },
+            "endpoint": simulator_url(),
+            "syncInterval": format!("{}s", sync_interval.as_secs()),
+            "pageSize": page_size,
+        });
+        if let (Some(spec), serde_json::Value::Object(more)) = (spec.as_object_mut(), more) {
+            spec.extend(more);
+        }
         let view: GpuInstanceView = serde_json::from_value(json!({
             "apiVersion": "gpu.ppio.io/v1alpha1",
             "kind": "GpuInstanceView",
             "metadata": { "name": VIEW },
-            "spec": {
-                "credentials": { "secretRef": { "name": "ppio-api-key" } },
-                "endpoint": simulator_url(),
-                "syncInterval": format!("{}s", sync_interval.as_secs()),
-                "pageSize": page_size,
-            },
+            "spec": spec,
         }))
         .expect("a view of the operator's API");
         Api::<GpuInstanceView>::namespaced(client.clone(), namespace)

@@ -699,42 +699,32 @@ async fn a_service_or_slice_someone_deletes_is_written_again_at_the_next_sync() 
     fx.create_view("v", json!({ "services": { "enabled": true } }))
         .await;
     fx.wait_ready("v", true, "Synced").await;
-    let services = fx.ns.api::<Service>();
-    let slices = fx.ns.api::<EndpointSlice>();
-    let first = services.get("v-aa01").await.expect("a Service").uid();
-
-    services
-        .delete("v-aa01", &DeleteParams::default())
-        .await
-        .expect("delete the Service");
-    let again = wait_for(
-        "the deleted Service to be written again",
-        Duration::from_secs(30),
-        || async {
-            fx.refresh("v").await;
-            services.get_opt("v-aa01").await.ok()?.map(|s| s.uid())
-        },
-    )
-    .await;
-    assert_ne!(again, first, "a new Service");
-
-    let slice = slices.get("v-aa01-ipv4-0").await.expect("a slice").uid();
-    slices
-        .delete("v-aa01-ipv4-0", &DeleteParams::default())
-        .await
-        .expect("delete the slice");
-    let rewritten = wait_for(
-        "the deleted EndpointSlice to be written again",
-        Duration::from_secs(30),
-        || async {
-            fx.refresh("v").await;
-            slices.get_opt("v-aa01-ipv4-0").await.ok()?.map(|s| s.uid())
-        },
-    )
-    .await;
-    assert_ne!(rewritten, slice);
+    deleted_and_written_again(&fx, &fx.ns.api::<Service>(), "v-aa01").await;
+    deleted_and_written_again(&fx, &fx.ns.api::<EndpointSlice>(), "v-aa01-ipv4-0").await;
     assert_eq!(
         endpoints(&slices_of(&fx, "v-aa01").await),
         [("v-aa01-ipv4-0".to_owned(), "203.0.113.5".to_owned(), true)]
     );
+}
+
+/// Deletes `name` as someone else would, then asks view `v` for syncs until one writes it again,
+/// as a new object.
+async fn deleted_and_written_again<K>(fx: &Fixture, api: &kube::Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let first = api.get(name).await.expect("the object").uid();
+    api.delete(name, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    let again = wait_for(
+        &format!("the deleted {name} to be written again"),
+        Duration::from_secs(30),
+        || async {
+            fx.refresh("v").await;
+            api.get_opt(name).await.ok()?.map(|o| o.uid())
+        },
+    )
+    .await;
+    assert_ne!(again, first, "{name} is a new object");
 }
