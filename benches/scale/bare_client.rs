@@ -1,17 +1,21 @@
 //! The yardstick: a bare concurrent server-side-apply client that writes the same GpuInstances the
 //! operator writes (built by the operator's own mapping and planning from the simulator's records), the
-//! object then its status, with a fixed number of workers and no client-side limit. The fastest an
-//! operator that writes every mirror could be on this machine.
+//! object then its status, and with Services its Service and EndpointSlices, with a fixed number of
+//! workers and no client-side limit. The fastest an operator that writes every mirror could be on
+//! this machine.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_operator::ppio::Page;
+use ppio_gpu_operator::services::{AddressPolicy, objects};
 use ppio_gpu_operator::sync::plan;
 use serde_json::{Value, json};
 
@@ -24,15 +28,18 @@ pub struct Applied {
     pub wall: Duration,
     /// Objects written (each with its status).
     pub objects: usize,
+    /// Services written (each with its EndpointSlices).
+    pub services: usize,
     /// Writes sent again after a dropped connection or an etcd timeout.
     pub retries: usize,
 }
 
 /// Writes the mirrors of `records` for `view` (an existing view in a namespace the operator does not
-/// watch) with `workers` concurrent writers.
+/// watch) with `workers` concurrent writers; with `services` (the address rule), their Services too.
 pub async fn apply_mirrors(
     client: &kube::Client,
     view: &GpuInstanceView,
+    services: Option<&AddressPolicy>,
     records: Vec<Value>,
     workers: usize,
 ) -> Result<Applied, String> {
@@ -52,7 +59,7 @@ pub async fn apply_mirrors(
             .map_err(|e| format!("the simulator's records do not decode as a PPIO page: {e}"))?
             .instances;
         writes.extend(listing.iter().filter_map(|instance| {
-            match plan::plan_instance(view, None, instance, None, now) {
+            match plan::plan_instance(view, services, instance, None, now) {
                 // What has no mirror yet is created whole, as the operator's first sync does.
                 plan::InstancePlan::Create(mirror) => Some(*mirror),
                 plan::InstancePlan::Update(_) | plan::InstancePlan::Unchanged(_) => None,
@@ -62,18 +69,26 @@ pub async fn apply_mirrors(
     drop(records);
 
     let instances: Api<GpuInstance> = Api::namespaced(client.clone(), &namespace);
+    let service_api: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let objects = writes.len();
+    let service_count = writes
+        .iter()
+        .filter(|w| w.services.as_ref().is_some_and(|p| p.service.is_some()))
+        .count();
     let retries = AtomicUsize::new(0);
     let started = Instant::now();
     stream::iter(writes)
         .map(|write| {
             let instances = instances.clone();
+            let (service_api, slice_api) = (service_api.clone(), slice_api.clone());
             let params = params.clone();
             let retries = &retries;
+            let namespace = &namespace;
             async move {
                 let object = Patch::Apply(&write.object);
-                retrying(retries, || instances.patch(&write.name, &params, &object))
+                let written = retrying(retries, || instances.patch(&write.name, &params, &object))
                     .await
                     .map_err(|e| format!("bare client: apply {}: {e}", write.name))?;
                 let body = json!({
@@ -87,6 +102,24 @@ pub async fn apply_mirrors(
                 })
                 .await
                 .map_err(|e| format!("bare client: apply the status of {}: {e}", write.name))?;
+                // The Service, then its EndpointSlices, owned by the mirror, as the operator writes them.
+                let Some(service) = write.services.as_ref().and_then(|p| p.service.as_ref()) else {
+                    return Ok(());
+                };
+                let owner = objects::owner(&write.name, &written.uid().unwrap_or_default());
+                let labels = write.object.labels();
+                let object = service.service(namespace, labels, &owner);
+                let body = Patch::Apply(&object);
+                retrying(retries, || service_api.patch(&service.name, &params, &body))
+                    .await
+                    .map_err(|e| format!("bare client: apply the Service {}: {e}", service.name))?;
+                for slice in service.slices(namespace, labels, &owner) {
+                    let name = slice.name_any();
+                    let body = Patch::Apply(&slice);
+                    retrying(retries, || slice_api.patch(&name, &params, &body))
+                        .await
+                        .map_err(|e| format!("bare client: apply the EndpointSlice {name}: {e}"))?;
+                }
                 Ok::<(), String>(())
             }
         })
@@ -96,6 +129,7 @@ pub async fn apply_mirrors(
     Ok(Applied {
         wall: started.elapsed(),
         objects,
+        services: service_count,
         retries: retries.into_inner(),
     })
 }

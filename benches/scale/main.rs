@@ -14,6 +14,11 @@
 //! - per such sync: the operator's CPU time, the API server's requests by verb and resource (from its
 //!   own `apiserver_request_total`, less the benchmark's own requests), and PPIO requests.
 //!
+//! With `SERVICES=1`, the operator runs with `--services` and the view with `services.enabled`: every
+//! mirror of a running instance also gets a Service and an EndpointSlice (the simulator's endpoints are
+//! in the documentation ranges, which the address rule accepts), the bare client writes them too, and
+//! the report adds what they cost the first mirror and that a no-op sync reads and writes none.
+//!
 //! Prints each against its target with PASS or FAIL. Exits 0 whatever the numbers; non-zero only when
 //! the run itself broke. Every process it started is stopped at the end, on error and on Ctrl-C.
 
@@ -35,6 +40,7 @@ use kube::{Api, ResourceExt};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_gpu_operator::api::view::REFRESH_ANNOTATION;
 use ppio_gpu_operator::api::{GROUP, GpuInstanceView};
+use ppio_gpu_operator::services::AddressPolicy;
 use serde_json::{Value, json};
 
 use processes::{ProcessCounters, Running};
@@ -122,6 +128,8 @@ async fn interrupted() {
 struct Settings {
     instances: usize,
     page_size: usize,
+    /// `SERVICES=1`: the operator keeps a Service per mirror.
+    services: bool,
     control_plane: PathBuf,
     operator: PathBuf,
     simulator: PathBuf,
@@ -132,6 +140,7 @@ impl Settings {
     fn from_env() -> Result<Settings, String> {
         let instances = env_number("N", DEFAULT_INSTANCES, 1, 10_000_000)?;
         let page_size = env_number("PAGE_SIZE", DEFAULT_PAGE_SIZE, 1, 200)?;
+        let services = env_number("SERVICES", 0, 0, 1)? == 1;
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -154,6 +163,7 @@ impl Settings {
         Ok(Settings {
             instances,
             page_size,
+            services,
             control_plane,
             operator,
             simulator,
@@ -235,6 +245,9 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .args(["--ppio-requests-per-minute", "0"])
         .args(["--log-level", "info"])
         .env("KUBECONFIG", &kubeconfig);
+    if settings.services {
+        command.arg("--services");
+    }
     without_settings_from_environment(&mut command);
     let mut operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
     wait_until_ready(&http, port, &mut operator).await?;
@@ -244,6 +257,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         http: &http,
         ppio_url: &ppio_url,
         page_size: settings.page_size,
+        services: settings.services,
         instances: n,
         control_plane: &control_plane,
         ticks_per_second,
@@ -264,7 +278,14 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let before = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
     let cpu_before = CpuSample::take(&control_plane, ticks_per_second)?;
     let started = Instant::now();
-    create_view(&client, OPERATOR_NAMESPACE, &ppio_url, settings.page_size).await?;
+    create_view(
+        &client,
+        OPERATOR_NAMESPACE,
+        &ppio_url,
+        settings.page_size,
+        settings.services,
+    )
+    .await?;
     views
         .wait_for(
             &mut operator,
@@ -366,6 +387,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     Ok(Measurements {
         instances: n,
         page_size: settings.page_size,
+        services: settings.services,
         first_mirror,
         bare_before,
         bare_after,
@@ -435,6 +457,7 @@ struct BareClient<'a> {
     http: &'a reqwest::Client,
     ppio_url: &'a str,
     page_size: usize,
+    services: bool,
     instances: usize,
     control_plane: &'a Running,
     ticks_per_second: u64,
@@ -455,9 +478,24 @@ impl BareClient<'_> {
                 records.len()
             ));
         }
-        let view = create_view(self.client, namespace, self.ppio_url, self.page_size).await?;
+        let view = create_view(
+            self.client,
+            namespace,
+            self.ppio_url,
+            self.page_size,
+            self.services,
+        )
+        .await?;
         let before = CpuSample::take(self.control_plane, self.ticks_per_second)?;
-        let applied = bare_client::apply_mirrors(self.client, &view, records, BARE_WORKERS).await?;
+        let services = self.services.then(AddressPolicy::default);
+        let applied = bare_client::apply_mirrors(
+            self.client,
+            &view,
+            services.as_ref(),
+            records,
+            BARE_WORKERS,
+        )
+        .await?;
         let cpu = CpuSample::take(self.control_plane, self.ticks_per_second)?.since(&before);
         if applied.objects != n {
             return Err(format!(
@@ -466,9 +504,10 @@ impl BareClient<'_> {
             ));
         }
         step(&format!(
-            "bare client, {when}: {}, control plane CPU {}, {} writes retried",
+            "bare client, {when}: {}, control plane CPU {}, {} Services, {} writes retried",
             report::seconds(applied.wall),
             report::seconds(cpu.control_plane),
+            applied.services,
             applied.retries
         ));
         Ok(BareRun {
@@ -738,12 +777,14 @@ async fn create_secret(client: &kube::Client, namespace: &str) -> Result<(), Str
         .map_err(|e| format!("cannot create the Secret {namespace}/{SECRET}: {e}"))
 }
 
-/// Creates the view [`VIEW`] in `namespace`: every instance of the simulator's account.
+/// Creates the view [`VIEW`] in `namespace`: every instance of the simulator's account, with a
+/// Service per mirror when `services`.
 async fn create_view(
     client: &kube::Client,
     namespace: &str,
     ppio_url: &str,
     page_size: usize,
+    services: bool,
 ) -> Result<GpuInstanceView, String> {
     let view: GpuInstanceView = serde_json::from_value(json!({
         "apiVersion": "gpu.ppio.io/v1alpha1",
@@ -754,6 +795,7 @@ async fn create_view(
             "endpoint": ppio_url,
             "syncInterval": SYNC_INTERVAL,
             "pageSize": page_size,
+            "services": { "enabled": services },
         },
     }))
     .map_err(|e| format!("view: {e}"))?;

@@ -14,6 +14,8 @@ pub struct Measurements {
     pub instances: usize,
     /// The view's `pageSize`.
     pub page_size: usize,
+    /// Whether the operator kept a Service per mirror (`SERVICES=1`).
+    pub services: bool,
     /// From the view's creation until its status said every instance was mirrored and it was Ready.
     pub first_mirror: Duration,
     /// The bare client's writes of the same objects, before the operator's first mirror.
@@ -120,6 +122,18 @@ fn reads_or_writes_mirrors(kind: &RequestKind) -> bool {
         && (kind.is_write() || matches!(kind.verb.as_str(), "GET" | "LIST"))
 }
 
+/// Whether a request to the API server reads or writes Services or EndpointSlices one by one or all
+/// at once (watching them is allowed).
+fn reads_or_writes_services(kind: &RequestKind) -> bool {
+    is_service_object(kind) && (kind.is_write() || matches!(kind.verb.as_str(), "GET" | "LIST"))
+}
+
+/// Whether a request is about Services or EndpointSlices.
+fn is_service_object(kind: &RequestKind) -> bool {
+    (kind.group.is_empty() && kind.resource == "services")
+        || (kind.group == "discovery.k8s.io" && kind.resource == "endpointslices")
+}
+
 /// Whether a request to the API server writes the view (any subresource).
 fn writes_view(kind: &RequestKind) -> bool {
     kind.group == GROUP && kind.resource == "gpuinstanceviews" && kind.is_write()
@@ -138,13 +152,14 @@ pub fn print(m: &Measurements) {
     let cpu_target = no_op_cpu_target(n);
     let per_sync = m.no_op_api.per(syncs);
     let mirror_requests = per_sync.total(reads_or_writes_mirrors);
+    let service_requests = per_sync.total(reads_or_writes_services);
     let view_writes = per_sync.total(writes_view);
     let view_other_writes = per_sync.total(|k| writes_view(k) && k.subresource != "status");
     let first_pages_per_listing =
         m.first_mirror_ppio.pages as f64 / m.first_mirror_ppio.listings.max(1) as f64;
     let no_op_pages_per_sync = m.no_op_ppio.pages as f64 / syncs;
 
-    let rows = vec![
+    let mut rows = vec![
         Row::info(
             format!("first mirror: view created -> {n} mirrored, Ready"),
             seconds(m.first_mirror),
@@ -212,6 +227,26 @@ pub fn print(m: &Measurements) {
             m.no_op_ppio.pages == pages * m.no_op_syncs,
         ),
     ];
+    if m.services {
+        let first = &m.first_mirror_api;
+        for (what, resource) in [("Service", "services"), ("EndpointSlice", "endpointslices")] {
+            let of = |k: &RequestKind| is_service_object(k) && k.resource == resource;
+            rows.push(Row::info(
+                format!("first mirror: {what} writes (reads)"),
+                format!(
+                    "{} ({})",
+                    count(first.total(|k| of(k) && k.is_write())),
+                    count(first.total(|k| of(k) && k.verb == "GET"))
+                ),
+            ));
+        }
+        rows.push(Row::target(
+            "API server, per no-op sync: Service/EndpointSlice LIST/GET/writes",
+            count(service_requests),
+            "0",
+            service_requests == 0.0,
+        ));
+    }
 
     println!();
     println!(
@@ -221,7 +256,13 @@ pub fn print(m: &Measurements) {
     );
     println!(
         "operator: release build, `run --log-level info --ppio-requests-per-minute 0 \
-         --leader-election false`, one namespace"
+         --leader-election false{}`, one namespace{}",
+        if m.services { " --services" } else { "" },
+        if m.services {
+            "; the view keeps a Service per mirror (services.enabled), and so does the bare client"
+        } else {
+            ""
+        }
     );
     println!();
     print_table(&rows);

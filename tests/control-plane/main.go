@@ -235,7 +235,8 @@ func apiserverArgs(p Ports, c *Credentials, dataDir string) []string {
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + c.ServiceAccountKeyFile,
 		"--service-account-signing-key-file=" + c.ServiceAccountKeyFile,
-		"--service-cluster-ip-range=10.0.0.0/24",
+		// Room for a ClusterIP per mirror's Service when `SERVICES=1 make bench` keeps 10,000 of them.
+		"--service-cluster-ip-range=10.0.0.0/16",
 		"--allow-privileged=true",
 		// ServiceAccount admission needs the service-account controller and pods that we never run.
 		"--disable-admission-plugins=ServiceAccount",
