@@ -27,8 +27,8 @@ use ppio_gpu_operator::api::view::REFRESH_ANNOTATION;
 use serde_json::json;
 
 use support::{
-    Release, Tenant, VIEW, bytes_of, cgroup_dir, cgroup_number, client, container_pid, eventually,
-    millicores_of, ppio_with, proc_status,
+    Release, Tenant, VIEW, bytes_of, cgroup_dir, cgroup_number, client, container_pid,
+    millicores_of, ppio_with, proc_status, wait_for,
 };
 
 const NO_OP_SYNCS: usize = 3;
@@ -93,7 +93,7 @@ async fn run() -> Result<(), String> {
         "bench-pod: {n} instances, pages of {page_size}; installing the chart with its defaults"
     );
     let release = Release::install("bench", &[]);
-    let leader = eventually("a leader", Duration::from_secs(60), || {
+    let leader = wait_for("a leader", Duration::from_secs(60), || {
         release.leader(&client)
     })
     .await;
@@ -137,7 +137,7 @@ async fn run() -> Result<(), String> {
     let tenant =
         Tenant::create_with(&client, "bench-tenant", page_size, Duration::from_secs(600)).await;
     let views: Api<GpuInstanceView> = Api::namespaced(client.clone(), &tenant.namespace);
-    eventually(
+    wait_for(
         "every instance mirrored",
         Duration::from_secs(1800),
         || async {
@@ -165,7 +165,7 @@ async fn run() -> Result<(), String> {
             )
             .await
             .map_err(|e| format!("cannot ask for a refresh: {e}"))?;
-        eventually(
+        wait_for(
             "the refresh to be handled",
             Duration::from_secs(600),
             || async {

@@ -25,6 +25,8 @@
 mod bare_client;
 #[path = "../../tests/shared/crds.rs"]
 mod crds;
+#[path = "../../tests/shared/ports.rs"]
+mod ports;
 mod processes;
 mod report;
 mod requests;
@@ -235,7 +237,8 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     )?;
 
     step("starting the release-built operator");
-    let port = processes::free_local_port()?;
+    let port = ports::free_local_port()
+        .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))?;
     let mut command = Command::new(&settings.operator);
     command
         .args(["run", "--namespace", OPERATOR_NAMESPACE])

@@ -215,11 +215,3 @@ pub fn load_average() -> String {
         .filter(|loads| !loads.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
 }
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_local_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))
-}

@@ -9,7 +9,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, EvictParams, ListParams};
 
-use crate::support::{Release, client, client_without_retries, eventually, kubectl};
+use crate::support::{Release, client, client_without_retries, kubectl, wait_for};
 
 /// The node cordoned, as `kubectl drain` does first; uncordoned by `uncordon`, or when dropped.
 struct Cordoned;
@@ -54,7 +54,7 @@ async fn the_pdb_allows_one_eviction_and_refuses_a_second_while_the_first_is_dow
     let release = Release::install("evict", &[]);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &release.namespace);
     // The disruption controller must have counted both replicas healthy.
-    eventually(
+    wait_for(
         "the PDB to allow one disruption",
         Duration::from_secs(60),
         || async { (disruptions_allowed(&pdbs).await? == 1).then_some(()) },
@@ -89,7 +89,7 @@ async fn the_pdb_allows_one_eviction_and_refuses_a_second_while_the_first_is_dow
 
     // The node takes pods again: the replacement starts, and a drain may go on.
     cordoned.uncordon();
-    eventually(
+    wait_for(
         "the PDB to allow a disruption again",
         Duration::from_secs(120),
         || async { (disruptions_allowed(&pdbs).await? == 1).then_some(()) },

@@ -8,7 +8,7 @@ use kube::{Client, ResourceExt};
 
 use crate::support::{
     LEASE_DURATION, Release, SYNC_INTERVAL, Tenant, assert_no_two_syncs_at_once, client,
-    container_pid, delete_pod, eventually, is_ready, ppio,
+    container_pid, delete_pod, is_ready, ppio, wait_for,
 };
 
 /// How long after a leader is killed the standby may take to lead: the lease must run out, and the
@@ -20,7 +20,7 @@ const TAKEOVER_AFTER_DELETE: Duration = Duration::from_secs(6);
 
 /// Waits for the view to sync again after `since`: its lastSyncTime moves on.
 async fn wait_for_a_sync(tenant: &Tenant, before: Option<String>, timeout: Duration) {
-    eventually("the view to sync again", timeout, || async {
+    wait_for("the view to sync again", timeout, || async {
         let now = tenant.last_sync().await;
         (now.is_some() && now != before).then_some(())
     })
@@ -32,7 +32,7 @@ async fn synced_release(client: &Client, name: &str) -> (Release, Tenant, String
     let release = Release::install(name, &[]);
     let tenant = Tenant::create(client, &format!("e2e-{name}-tenant")).await;
     tenant.wait_ready(Duration::from_secs(120)).await;
-    let leader = eventually("a leader", Duration::from_secs(30), || {
+    let leader = wait_for("a leader", Duration::from_secs(30), || {
         release.leader(client)
     })
     .await;
@@ -67,7 +67,7 @@ async fn a_killed_leader_is_restarted_and_the_standby_leads_within_the_lease() {
     assert!(status.success(), "kill -KILL {pid}");
     let before = tenant.last_sync().await;
 
-    let standby = eventually("the standby to lead", TAKEOVER_AFTER_KILL, || async {
+    let standby = wait_for("the standby to lead", TAKEOVER_AFTER_KILL, || async {
         release
             .leader(&client)
             .await
@@ -78,7 +78,7 @@ async fn a_killed_leader_is_restarted_and_the_standby_leads_within_the_lease() {
     wait_for_a_sync(&tenant, before, SYNC_INTERVAL + Duration::from_secs(10)).await;
     let synced_again = killed_at.elapsed();
 
-    eventually(
+    wait_for(
         "the kubelet to restart the killed container",
         Duration::from_secs(60),
         || async {
@@ -115,7 +115,7 @@ async fn deleting_the_leader_pod_hands_over_to_the_standby() {
     let before = tenant.last_sync().await;
     delete_pod(&client, &release.namespace, &leader).await;
 
-    let standby = eventually(
+    let standby = wait_for(
         "the standby to lead at once",
         TAKEOVER_AFTER_DELETE,
         || async {
@@ -136,7 +136,7 @@ async fn deleting_the_leader_pod_hands_over_to_the_standby() {
         .expect("the standby's address");
     // The view is listed again, and by the standby.
     let listed_before = ppio().seen_with(&tenant.api_key).len();
-    eventually(
+    wait_for(
         "the standby to list the view",
         SYNC_INTERVAL + Duration::from_secs(10),
         || async {
@@ -151,7 +151,7 @@ async fn deleting_the_leader_pod_hands_over_to_the_standby() {
     let synced_again = deleted_at.elapsed();
 
     // The Deployment replaces the deleted pod; the new one stands by.
-    eventually(
+    wait_for(
         "two Ready replicas again",
         Duration::from_secs(90),
         || async {

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use ppio_gpu_operator::api::GpuInstance;
 
-use crate::support::{INSTANCES, Release, Tenant, client, eventually, is_ready, kubectl};
+use crate::support::{INSTANCES, Release, Tenant, client, is_ready, kubectl, wait_for};
 
 /// Seconds from a pod's creation to its Ready condition.
 fn seconds_to_ready(pod: &Pod) -> i64 {
@@ -43,7 +43,7 @@ async fn install_starts_two_ready_replicas_of_which_exactly_one_leads() {
             .unwrap_or_default();
         assert_eq!(restarts, 0, "pod {} restarted", pod.name_any());
     }
-    let leader = eventually("a leader", Duration::from_secs(30), || {
+    let leader = wait_for("a leader", Duration::from_secs(30), || {
         release.leader(&client)
     })
     .await;
@@ -96,7 +96,7 @@ async fn a_view_in_another_namespace_is_synced_and_kubectl_lists_its_mirrors() {
     assert_eq!(status.instance_count, Some(INSTANCES as i64));
 
     let mirrors: Api<GpuInstance> = Api::namespaced(client.clone(), &tenant.namespace);
-    let mirrors = eventually(
+    let mirrors = wait_for(
         "every instance mirrored",
         Duration::from_secs(60),
         || async {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::support::{
-    NODE_IP, Release, SIMULATOR_PORT, Tenant, client, container_pid, eventually, start_pause_pod,
+    NODE_IP, Release, SIMULATOR_PORT, Tenant, client, container_pid, start_pause_pod, wait_for,
 };
 
 /// The API server's address in the `kubernetes` Service.
@@ -47,7 +47,7 @@ impl Listener {
     /// Starts the listener and waits until it accepts connections from its own namespace.
     async fn ready(pid: u32, port: u16) -> Listener {
         let listener = Listener::start(pid, port);
-        eventually("a listener in the pod", Duration::from_secs(10), || async {
+        wait_for("a listener in the pod", Duration::from_secs(10), || async {
             connects(pid, "127.0.0.1", port).then_some(())
         })
         .await;

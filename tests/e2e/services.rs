@@ -16,7 +16,7 @@ use ppio_simulator::Workload;
 use serde_json::json;
 
 use crate::support::{
-    Release, SYNC_INTERVAL, Tenant, client, container_pid, eventually, ppio, start_pause_pod,
+    Release, SYNC_INTERVAL, Tenant, client, container_pid, ppio, start_pause_pod, wait_for,
 };
 
 /// The instance's address: on the node's loopback, for this test only.
@@ -137,7 +137,7 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
 
     let mirror = format!("{}-{INSTANCE_ID}", crate::support::VIEW);
     let services: Api<Service> = Api::namespaced(client.clone(), &tenant.namespace);
-    let cluster_ip = eventually(
+    let cluster_ip = wait_for(
         "the instance's Service",
         Duration::from_secs(60),
         || async {
@@ -151,7 +151,7 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
     let caller = start_pause_pod(&client, &tenant.namespace, "caller").await;
     let pid = container_pid(&caller);
 
-    let answer = eventually(
+    let answer = wait_for(
         "the instance to answer through its Service",
         Duration::from_secs(60),
         || get_models(pid, &cluster_ip, 8080),
@@ -163,7 +163,7 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
     ppio()
         .simulator
         .patch_instance(INSTANCE_ID, json!({ "status": { "status": "exited" } }));
-    eventually(
+    wait_for(
         "the Service to stop routing to the stopped instance",
         Duration::from_secs(90),
         || async {

@@ -3,12 +3,11 @@
 //! of the chart, a tenant namespace with a Secret and a view, and reading a container from the node.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::{self, Next};
@@ -22,6 +21,11 @@ use ppio_gpu_operator::api::GpuInstanceView;
 use ppio_gpu_operator::api::condition::ConditionStatus;
 use ppio_simulator::{Simulator, SimulatorConfig, generate_instances};
 use serde_json::json;
+
+#[path = "../shared/waiting.rs"]
+mod waiting;
+
+pub use waiting::wait_for;
 
 /// The node's address: the API server, the kubelet and the simulator listen there.
 pub const NODE_IP: &str = "10.88.0.1";
@@ -124,29 +128,6 @@ pub fn helm(args: &[&str]) -> String {
 /// The machine's kubectl.
 pub fn kubectl(args: &[&str]) -> String {
     run("kubectl", args)
-}
-
-/// Polls `check` until it gives a value, failing the test after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        // One look may not hang past the deadline (a request to a restarting API server can).
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1));
-        if let Ok(Some(value)) = tokio::time::timeout(left, check()).await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// A list request the simulator answered.
@@ -448,7 +429,7 @@ pub async fn start_pause_pod(client: &Client, namespace: &str, name: &str) -> Po
     pods.create(&PostParams::default(), &pod)
         .await
         .unwrap_or_else(|e| panic!("create the pod {name}: {e}"));
-    eventually(
+    wait_for(
         &format!("the pod {name} to run"),
         Duration::from_secs(60),
         || async {
@@ -552,7 +533,7 @@ impl Tenant {
 
     /// Waits until the view is Ready after a complete listing.
     pub async fn wait_ready(&self, timeout: Duration) -> GpuInstanceView {
-        eventually("the view to be Ready", timeout, || async {
+        wait_for("the view to be Ready", timeout, || async {
             let view = self.view().await;
             let status = view.status.as_ref()?;
             let ready = status

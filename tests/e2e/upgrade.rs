@@ -11,7 +11,7 @@ use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 
 use crate::support::{
     INSTANCES, LEASE_DURATION, Release, SYNC_INTERVAL, Tenant, VIEW, assert_no_two_syncs_at_once,
-    client, eventually, helm, is_ready, kubectl, pods_of_release, ppio,
+    client, helm, is_ready, kubectl, pods_of_release, ppio, wait_for,
 };
 
 #[tokio::test]
@@ -183,7 +183,7 @@ async fn helm_uninstall_leaves_nothing_of_the_release_and_keeps_crds_views_and_m
     ]);
 
     // helm waits for what it deleted; the pods go after them, once their grace period is over.
-    let gone = eventually(
+    let gone = wait_for(
         "the release's objects to be gone",
         Duration::from_secs(60),
         || async {

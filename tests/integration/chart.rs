@@ -34,6 +34,7 @@ use ppio_simulator::load_instances;
 
 use crate::support::control_plane::target_dir;
 use crate::support::operator::{API_KEY, start_simulator};
+use crate::support::ports::free_local_port;
 use crate::support::{TestNamespace, kubectl, rand_suffix, shared, wait_for};
 
 const GROUP: &str = "gpu.ppio.io";
@@ -1252,7 +1253,7 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
     let kubeconfig = service_account_kubeconfig(&release_ns.client, &account).await;
 
     // The Deployment's arguments, but serving on a free loopback port instead of 0.0.0.0:8080.
-    let http_port = free_port();
+    let http_port = free_local_port().expect("a free port on 127.0.0.1");
     let args: Vec<String> = rendered
         .operator_container()
         .args
@@ -1494,7 +1495,7 @@ async fn metrics_auth_serves_metrics_only_to_bound_readers_and_keeps_probes_open
     .await;
 
     let kubeconfig = service_account_kubeconfig(&release_ns.client, &account).await;
-    let http_port = free_port();
+    let http_port = free_local_port().expect("a free port on 127.0.0.1");
     let args: Vec<String> = rendered
         .operator_container()
         .args
@@ -2093,14 +2094,6 @@ fn container_arg(args: &[String], prefix: &str) -> String {
         .find_map(|a| a.strip_prefix(prefix))
         .unwrap_or_else(|| panic!("no {prefix} in {args:?}"))
         .to_owned()
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
 }
 
 /// A token of ServiceAccount `account` for the API server's audience (a TokenRequest).

@@ -4,12 +4,16 @@ pub mod control_plane;
 #[path = "../../shared/crds.rs"]
 pub mod crds;
 pub mod operator;
+#[path = "../../shared/ports.rs"]
+pub mod ports;
 pub mod process;
+#[path = "../../shared/waiting.rs"]
+mod waiting;
 
-use std::future::Future;
+pub use waiting::wait_for;
+
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
@@ -120,22 +124,4 @@ pub fn table_header(table: &str) -> Vec<&str> {
         .unwrap_or_default()
         .split_whitespace()
         .collect()
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` saying what was awaited.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -1,7 +1,6 @@
 //! The operator binary as a separate process, the way it runs in a cluster: its own kubeconfig
 //! (admin or a ServiceAccount token), its HTTP endpoints on a free port, and signals to stop it.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -24,7 +23,7 @@ impl OperatorProcess {
         identity: &str,
         args: &[S],
     ) -> OperatorProcess {
-        let port = free_port();
+        let port = super::ports::free_local_port().expect("a free port on 127.0.0.1");
         let logs = target_dir().join("test-logs");
         std::fs::create_dir_all(&logs).expect("log directory");
         let log = logs.join(format!("operator-{identity}-{}.log", rand_suffix()));
@@ -101,11 +100,4 @@ impl Drop for OperatorProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
