@@ -3,8 +3,11 @@
 //!
 //! An endpoint address is refused when it is unspecified, loopback, link-local, multicast, the
 //! IPv4 broadcast address, in "this network" (`0.0.0.0/8`) or the reserved `240.0.0.0/4`, an
-//! IPv4-mapped IPv6 address, or inside any range the administrator declares as the cluster's own
-//! (its pod, Service and node ranges: `--service-cluster-cidr`). Addresses in private ranges
+//! IPv6 address that embeds an IPv4 one (IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96`,
+//! NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`: a gateway on the way may turn it
+//! into the IPv4 address inside, which the IPv4 ranges would have refused), or inside any range
+//! the administrator declares as the cluster's own (its pod, Service and node ranges:
+//! `--service-cluster-cidr`). Addresses in private ranges
 //! (RFC 1918, the shared `100.64.0.0/10`, IPv6 unique local `fc00::/7`) are refused unless a range
 //! the administrator allows (`--service-allowed-cidr`) contains them; the cluster's own ranges are
 //! refused even then. Whatever the API server would accept, the operator writes no EndpointSlice
@@ -37,8 +40,10 @@ pub enum Refusal {
     Multicast,
     /// `255.255.255.255`, `0.0.0.0/8` or `240.0.0.0/4`: not a host on any network.
     Reserved,
-    /// `::ffff:0:0/96`: an IPv4 address in IPv6 form, which could slip past the IPv4 ranges.
-    Ipv4Mapped,
+    /// `::ffff:0:0/96`, `::/96`, `64:ff9b::/96`, `64:ff9b:1::/48`, `2002::/16`: an IPv6 address
+    /// that carries an IPv4 one (mapped, compatible, NAT64, 6to4), which could slip past the IPv4
+    /// ranges.
+    Ipv4Embedded,
     /// Inside a range the administrator declared as the cluster's own.
     Cluster(IpNet),
     /// Inside a private range that no allowed range contains.
@@ -53,7 +58,9 @@ impl fmt::Display for Refusal {
             Refusal::LinkLocal => f.write_str("a link-local address"),
             Refusal::Multicast => f.write_str("a multicast address"),
             Refusal::Reserved => f.write_str("a reserved address, not a host"),
-            Refusal::Ipv4Mapped => f.write_str("an IPv4-mapped IPv6 address"),
+            Refusal::Ipv4Embedded => f.write_str(
+                "an IPv6 address that carries an IPv4 one (mapped, compatible, NAT64 or 6to4)",
+            ),
             Refusal::Cluster(range) => write!(
                 f,
                 "inside the cluster's own range {range} (--service-cluster-cidr)"
@@ -126,11 +133,23 @@ fn judge_v6(address: Ipv6Addr) -> Result<(), Refusal> {
         Err(Refusal::LinkLocal)
     } else if address.is_multicast() {
         Err(Refusal::Multicast)
-    } else if address.to_ipv4_mapped().is_some() {
-        Err(Refusal::Ipv4Mapped)
+    } else if embeds_ipv4(address) {
+        Err(Refusal::Ipv4Embedded)
     } else {
         Ok(())
     }
+}
+
+/// Whether `address` is of a form that carries an IPv4 address: IPv4-mapped (`::ffff:0:0/96`),
+/// IPv4-compatible (`::/96`, deprecated but still routed by some stacks), NAT64 (`64:ff9b::/96`,
+/// `64:ff9b:1::/48`) or 6to4 (`2002::/16`).
+fn embeds_ipv4(address: Ipv6Addr) -> bool {
+    let s = address.segments();
+    address.to_ipv4_mapped().is_some()
+        || s[..6] == [0; 6]
+        || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0])
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+        || s[0] == 0x2002
 }
 
 #[cfg(test)]
@@ -172,8 +191,12 @@ mod tests {
             ("255.255.255.255", Refusal::Reserved),
             ("0.1.2.3", Refusal::Reserved),
             ("240.0.0.1", Refusal::Reserved),
-            ("::ffff:127.0.0.1", Refusal::Ipv4Mapped),
-            ("::ffff:203.0.113.9", Refusal::Ipv4Mapped),
+            ("::ffff:127.0.0.1", Refusal::Ipv4Embedded),
+            ("::ffff:203.0.113.9", Refusal::Ipv4Embedded),
+            ("::10.0.0.5", Refusal::Ipv4Embedded),
+            ("64:ff9b::a00:5", Refusal::Ipv4Embedded),
+            ("64:ff9b:1::a9fe:a9fe", Refusal::Ipv4Embedded),
+            ("2002:a00:5::1", Refusal::Ipv4Embedded),
         ] {
             assert_eq!(judged(&policy, address), Err(why), "{address}");
         }

@@ -74,7 +74,8 @@ impl DesiredService {
             },
             spec: Some(ServiceSpec {
                 type_: Some("ClusterIP".to_owned()),
-                // A ClusterIP of each family the cluster has, so addresses of either are routed.
+                // A ClusterIP of each family the cluster has: on a dual-stack cluster addresses of
+                // either family are routed; on a single-stack one, only those of its family.
                 ip_family_policy: Some("PreferDualStack".to_owned()),
                 ports: Some(
                     self.ports
