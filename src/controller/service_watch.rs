@@ -5,8 +5,13 @@
 //! garbage collector's, which follow a mirror's, concern a mirror that is gone. What a watch that
 //! restarts no longer lists was deleted while it was away, and counts the same.
 //!
-//! Only deletes: a Service someone edits keeps its edits until its mirror next changes, when the
-//! operator's apply takes its fields back.
+//! It also tells a mirror's write which objects the mirror controls ([`ServiceWatch::owned_by`]):
+//! those need no read before they are written (a name it does not list is read first, so an object
+//! the operator does not manage is never overwritten), and any of them the plan no longer wants is
+//! deleted, also when an earlier write that should have deleted it failed half-way.
+//!
+//! Only deletes are repaired: a Service someone edits keeps its edits until its mirror next
+//! changes, when the operator's apply takes its fields back.
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,14 +33,52 @@ use crate::mirror;
 /// An object: its kind (`services`, `endpointslices`), namespace and name.
 type Key = (Arc<str>, String, String);
 
+/// What the watches know of one object.
+#[derive(Clone)]
+struct Known {
+    /// The mirror that controls it.
+    owner: String,
+    uid: String,
+}
+
 #[derive(Default)]
 struct State {
-    /// Every object the watches list, and the mirror that controls it.
-    known: HashMap<Key, String>,
+    /// Every object the watches list.
+    known: HashMap<Key, Known>,
+    /// The names of the objects each mirror controls, by kind, namespace and mirror.
+    by_mirror: HashMap<Key, HashSet<String>>,
     /// Per kind and scope, the objects of a relist in progress.
-    relisting: HashMap<(Arc<str>, Scope), HashMap<Key, String>>,
-    /// Objects the operator is deleting itself.
-    deleting: HashSet<Key>,
+    relisting: HashMap<(Arc<str>, Scope), HashMap<Key, Known>>,
+    /// Objects the operator is deleting itself, by UID (a later object of the same name is another).
+    deleting: HashMap<String, Key>,
+}
+
+impl State {
+    fn insert(&mut self, key: Key, known: Known) {
+        if let Some(old) = self.known.insert(key.clone(), known.clone()) {
+            self.unindex(&key, &old.owner);
+        }
+        self.by_mirror
+            .entry((key.0.clone(), key.1.clone(), known.owner))
+            .or_default()
+            .insert(key.2);
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Known> {
+        let old = self.known.remove(key)?;
+        self.unindex(key, &old.owner);
+        Some(old)
+    }
+
+    fn unindex(&mut self, key: &Key, owner: &str) {
+        let mirror = (key.0.clone(), key.1.clone(), owner.to_owned());
+        if let Some(names) = self.by_mirror.get_mut(&mirror) {
+            names.remove(&key.2);
+            if names.is_empty() {
+                self.by_mirror.remove(&mirror);
+            }
+        }
+    }
 }
 
 /// See the module documentation.
@@ -53,18 +96,38 @@ impl ServiceWatch {
         }
     }
 
-    /// Announces that the operator deletes object `name` of kind `K` in `namespace`.
-    pub fn expect_delete<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) {
+    /// The names of the objects of kind `K` in `namespace` that the watch knows mirror `mirror`
+    /// controls: the operator's own, so no read is needed before writing them, and what a write
+    /// of the mirror may have left behind.
+    pub fn owned_by<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: &str,
+        mirror: &str,
+    ) -> HashSet<String> {
         self.lock()
-            .deleting
-            .insert((kind_of::<K>(), namespace.to_owned(), name.to_owned()));
+            .by_mirror
+            .get(&(kind_of::<K>(), namespace.to_owned(), mirror.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Announces that the operator deletes the object of kind `K`, `namespace/name`, whose UID is
+    /// `uid`.
+    pub fn expect_delete<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) {
+        self.lock().deleting.insert(
+            uid.to_owned(),
+            (kind_of::<K>(), namespace.to_owned(), name.to_owned()),
+        );
     }
 
     /// Takes back [`ServiceWatch::expect_delete`]: the delete did not happen.
-    pub fn cancel_delete<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) {
-        self.lock()
-            .deleting
-            .remove(&(kind_of::<K>(), namespace.to_owned(), name.to_owned()));
+    pub fn cancel_delete(&self, uid: &str) {
+        self.lock().deleting.remove(uid);
     }
 
     /// Watches the operator's objects of kind `K` (its label, and `selector` when sharded) in
@@ -122,19 +185,19 @@ impl ServiceWatch {
     ) -> bool {
         match event {
             watcher::Event::Apply(object) => {
-                if let Some((key, owner)) = entry_of(kind, &object) {
-                    self.lock().known.insert(key, owner);
+                if let Some((key, known)) = entry_of(kind, &object) {
+                    self.lock().insert(key, known);
                 }
                 false
             }
             watcher::Event::Delete(object) => {
-                if let Some((key, owner)) = entry_of(kind, &object) {
+                if let Some((key, known)) = entry_of(kind, &object) {
                     let mut state = self.lock();
-                    state.known.remove(&key);
-                    let ours = state.deleting.remove(&key);
+                    state.remove(&key);
+                    let ours = state.deleting.remove(&known.uid).is_some();
                     drop(state);
                     if !ours {
-                        self.gone(&key, &owner);
+                        self.gone(&key, &known.owner);
                     }
                 }
                 false
@@ -146,12 +209,12 @@ impl ServiceWatch {
                 false
             }
             watcher::Event::InitApply(object) => {
-                if let Some((key, owner)) = entry_of(kind, &object) {
+                if let Some((key, known)) = entry_of(kind, &object) {
                     self.lock()
                         .relisting
                         .entry((kind.clone(), scope))
                         .or_default()
-                        .insert(key, owner);
+                        .insert(key, known);
                 }
                 false
             }
@@ -163,19 +226,37 @@ impl ServiceWatch {
                     .unwrap_or_default();
                 let in_scope =
                     |key: &Key| key.0 == *kind && scope.as_deref().is_none_or(|ns| *ns == *key.1);
-                let vanished: Vec<(Key, String)> = state
+                let dropped: Vec<Key> = state
                     .known
-                    .iter()
-                    .filter(|(key, _)| in_scope(key) && !listed.contains_key(*key))
-                    .map(|(key, owner)| (key.clone(), owner.clone()))
+                    .keys()
+                    .filter(|key| in_scope(key))
+                    .cloned()
                     .collect();
-                state.known.retain(|key, _| !in_scope(key));
-                state.known.extend(listed);
-                for (key, _) in &vanished {
-                    state.deleting.remove(key);
+                let mut vanished = Vec::new();
+                for key in dropped {
+                    if let Some(known) = state.remove(&key)
+                        && !listed.contains_key(&key)
+                    {
+                        vanished.push((key, known));
+                    }
                 }
+                for (key, known) in listed {
+                    state.insert(key, known);
+                }
+                // Deleted while the watch was away: by the operator (announced), or by someone else.
+                let mut gone = Vec::new();
+                for (key, known) in vanished {
+                    if state.deleting.remove(&known.uid).is_none() {
+                        gone.push((key, known.owner));
+                    }
+                }
+                // Announced deletes of objects the relist no longer has, whose event never came.
+                let State {
+                    deleting, known, ..
+                } = &mut *state;
+                deleting.retain(|_, key| !in_scope(key) || known.contains_key(key));
                 drop(state);
-                for (key, owner) in vanished {
+                for (key, owner) in gone {
                     self.gone(&key, &owner);
                 }
                 true
@@ -199,8 +280,8 @@ impl ServiceWatch {
     }
 }
 
-/// The key of `object` and the mirror that controls it, if a mirror does.
-fn entry_of<K: Resource>(kind: &Arc<str>, object: &PartialObjectMeta<K>) -> Option<(Key, String)> {
+/// The key of `object`, the mirror that controls it and its UID, if a mirror controls it.
+fn entry_of<K: Resource>(kind: &Arc<str>, object: &PartialObjectMeta<K>) -> Option<(Key, Known)> {
     let owner = object
         .owner_references()
         .iter()
@@ -208,7 +289,8 @@ fn entry_of<K: Resource>(kind: &Arc<str>, object: &PartialObjectMeta<K>) -> Opti
         .name
         .clone();
     let key = (kind.clone(), object.namespace()?, object.name_any());
-    Some((key, owner))
+    let uid = object.uid()?;
+    Some((key, Known { owner, uid }))
 }
 
 fn kind_of<K: Resource<DynamicType = ()>>() -> Arc<str> {

@@ -266,12 +266,16 @@ impl Parts<'_> {
                 // Its labels, which record these Events, are written: a failed status write would
                 // otherwise lose them, since the next sync finds the labels already current.
                 lifecycle.publish(&created, events).await;
+                let mut tally = tally_of(desired.services.as_ref());
                 let written = match apply_status(api, metrics, &desired.name, &desired.status).await
                 {
-                    Ok(written) => self.write_services(&written, &desired, None).await,
+                    Ok(written) => {
+                        let written_status = (&desired.status, &[][..]);
+                        self.write_services(&written, &desired, written_status, None, &mut tally)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
-                let tally = tally_of(desired.services.as_ref());
                 remember(
                     cache,
                     &namespace,
@@ -288,9 +292,9 @@ impl Parts<'_> {
                 mut events,
             } => {
                 let name = desired.name.clone();
-                let tally = tally_of(desired.services.as_ref());
+                let mut tally = tally_of(desired.services.as_ref());
                 let written = match update(api, metrics, &desired).await {
-                    Ok((written, previous)) => {
+                    Ok((written, previous, status)) => {
                         if desired.services.is_some()
                             && let Some(note) = services::plan::moved_endpoints(
                                 &previous
@@ -306,14 +310,26 @@ impl Parts<'_> {
                                 transition: None,
                             });
                         }
-                        let previous = previous.and_then(|p| p.service);
-                        self.write_services(&written, &desired, previous.as_ref())
-                            .await
+                        let (history, previous) = previous
+                            .map(|p| (p.conditions, p.service))
+                            .unwrap_or_default();
+                        let services = self
+                            .write_services(
+                                &written,
+                                &desired,
+                                (&status, &history),
+                                previous.as_ref(),
+                                &mut tally,
+                            )
+                            .await;
+                        // The mirror's labels, which record these Events, are written: whatever
+                        // became of its Service, the next sync finds them current.
+                        lifecycle.publish(&written, events).await;
+                        services
                     }
                     Err(e) => Err(e),
                 };
-                let written = remember(cache, &namespace, &name, written, Some(source), tally)?;
-                lifecycle.publish(&written, events).await;
+                remember(cache, &namespace, &name, written, Some(source), tally)?;
                 Ok(())
             }
             MirrorWrite::MarkAbsent(name) => {
@@ -375,8 +391,10 @@ impl Parts<'_> {
         }
     }
 
-    /// Brings the Service of the mirror just `written` to what `desired` plans, given what its
-    /// status named `previous`ly; the mirror as written, and whether the next sync may trust it.
+    /// Brings the Service of the mirror just `written` (with a status, and the conditions it had
+    /// before) to what `desired` plans, given what its status named `previous`ly; the mirror as
+    /// written, and whether the next sync may trust it. `tally` learns when no Service could be
+    /// kept.
     /// A Service name taken by an object the operator does not manage is reported in the mirror's
     /// status and by a Warning Event, and tried again at the next sync (the mirror is not
     /// trusted); it fails nothing else.
@@ -384,7 +402,9 @@ impl Parts<'_> {
         &self,
         written: &Written,
         desired: &DesiredMirror,
+        (status, history): (&GpuInstanceStatus, &[Condition]),
         previous: Option<&crate::api::instance::MirrorService>,
+        tally: &mut ServiceTally,
     ) -> Result<(Written, bool), kube::Error> {
         let Some(services) = self.services else {
             return Ok((written.clone(), true));
@@ -397,19 +417,22 @@ impl Parts<'_> {
             .await?
         {
             Outcome::Done => Ok((written.clone(), true)),
-            Outcome::NameTaken(service) => {
+            Outcome::NameTaken(object) => {
                 let message = format!(
-                    "A Service named {service} exists and is not managed by {}: it is left alone \
-                     and nothing routes to this instance. Rename or delete that Service; the \
-                     next sync tries again.",
+                    "The {object} exists and is not managed by {}: it is left alone and nothing \
+                     routes to this instance. Rename or delete it; the next sync tries again.",
                     crate::OPERATOR_NAME
                 );
-                let mut status = desired.status.clone();
+                tally.service = false;
+                let mut status = status.clone();
                 status.service = None;
-                status
+                let mut conditions: Vec<Condition> = status
                     .conditions
-                    .retain(|c| c.type_ != services::plan::SERVICE_ENDPOINTS);
-                status.conditions.push(Condition {
+                    .iter()
+                    .filter(|c| c.type_ != services::plan::SERVICE_ENDPOINTS)
+                    .cloned()
+                    .collect();
+                conditions.push(Condition {
                     type_: services::plan::SERVICE_ENDPOINTS.to_owned(),
                     status: ConditionStatus::False,
                     reason: services::plan::NAME_TAKEN.to_owned(),
@@ -417,8 +440,10 @@ impl Parts<'_> {
                     last_transition_time: crate::mirror::whole_seconds(Timestamp::now()),
                     observed_generation: None,
                 });
+                // A name that stays taken keeps the condition's transition time.
+                status.conditions = condition::merge_conditions(history, conditions);
                 let written = apply_status(self.api, self.metrics, &desired.name, &status).await?;
-                tracing::warn!(mirror = %desired.name, %service, "the Service name is taken; no Service is kept");
+                tracing::warn!(mirror = %desired.name, %object, "a name the Service needs is taken; no Service is kept");
                 let event = InstanceEvent {
                     reason: EventReason::ServiceNameTaken,
                     note: crate::mirror::event_note(&message),
@@ -438,24 +463,24 @@ fn tally_of(plan: Option<&ServicePlan>) -> ServiceTally {
 }
 
 /// Rewrites a mirror: reads it for its conditions' history, then writes its status and its object;
-/// the mirror as written, and its status before (none when it was gone). A mirror deleted
-/// meanwhile is created again.
+/// the mirror as written, its status before (none when it was gone) and the status written. A
+/// mirror deleted meanwhile is created again.
 async fn update(
     api: &Api<GpuInstance>,
     metrics: &Metrics,
     desired: &DesiredMirror,
-) -> Result<(Written, Option<GpuInstanceStatus>), kube::Error> {
+) -> Result<(Written, Option<GpuInstanceStatus>, GpuInstanceStatus), kube::Error> {
     let Some(current) = api.get_opt(&desired.name).await? else {
         apply_object(api, metrics, &desired.object).await?;
         let written = apply_status(api, metrics, &desired.name, &desired.status).await?;
-        return Ok((written, None));
+        return Ok((written, None, desired.status.clone()));
     };
     let previous = current.status.unwrap_or_default();
     let mut status = desired.status.clone();
     status.conditions = condition::merge_conditions(&previous.conditions, status.conditions);
     apply_status(api, metrics, &desired.name, &status).await?;
     let written = apply_object(api, metrics, &desired.object).await?;
-    Ok((written, Some(previous)))
+    Ok((written, Some(previous), status))
 }
 
 /// Remembers the outcome of a mirror's writes in the cache (the record it now matches, what its

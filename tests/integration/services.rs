@@ -730,3 +730,66 @@ where
     .await;
     assert_ne!(again, first, "{name} is a new object");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_someone_replaces_with_their_own_is_left_alone() {
+    let records = vec![record(
+        "aa01",
+        31,
+        "running",
+        json!([port(8080, "http", "http://203.0.113.5:30001")]),
+    )];
+    let fx = start("svc-replaced", records, AddressPolicy::default()).await;
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    let services = fx.ns.api::<Service>();
+    services
+        .delete("v-aa01", &DeleteParams::default())
+        .await
+        .expect("delete the operator's Service");
+    wait_for("the Service to go", Duration::from_secs(30), || async {
+        services
+            .get_opt("v-aa01")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let theirs: Service = serde_json::from_value(json!({
+        "metadata": { "name": "v-aa01", "labels": { "app": "theirs" } },
+        "spec": { "selector": { "app": "theirs" }, "ports": [{ "port": 80 }] },
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("their Service");
+
+    wait_for(
+        "the mirror to say the name is taken",
+        Duration::from_secs(30),
+        || async {
+            fx.refresh("v").await;
+            let status = fx.instances().get_opt("v-aa01").await.ok()??.status?;
+            condition::find(&status.conditions, SERVICE_ENDPOINTS)
+                .filter(|c| c.reason == NAME_TAKEN)
+                .map(drop)
+        },
+    )
+    .await;
+    let still_theirs = services.get("v-aa01").await.expect("their Service");
+    assert_eq!(
+        still_theirs.owner_references(),
+        [],
+        "not owned by the mirror"
+    );
+    assert!(
+        !still_theirs
+            .labels()
+            .contains_key("app.kubernetes.io/managed-by")
+    );
+    let ports = still_theirs.spec.and_then(|s| s.ports).unwrap_or_default();
+    assert_eq!(ports.len(), 1, "their one port, none of the instance's");
+}
