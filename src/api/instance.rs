@@ -179,7 +179,8 @@ pub struct GpuInstanceStatus {
     /// status as reason and the remote error and message as message. A prepaid instance also has
     /// `ExpiringSoon`: True while its term ends within the view's `spec.expiryWarningWindow` and
     /// auto-renew is off, with the end time in the message. With Services on, `ServiceEndpoints`
-    /// is True while every exposed port is routed, False with the endpoints left out and why.
+    /// is True while every exposed port is routed, False with the endpoints left out and why
+    /// (`EndpointRefused`), or why no Service is kept (`ServiceNameTaken`, `ServiceRejected`).
     #[serde(default)]
     #[schemars(length(max = 8))]
     pub conditions: Vec<Condition>,

@@ -178,16 +178,20 @@ pub(super) async fn sync_view(
     for write in listing.removals() {
         writes.start(write).await;
     }
-    let total = writes
+    let finished = writes
         .finish()
         .await
         .map_err(|e| SyncFailure::kube(FailureReason::WriteFailed, "write GpuInstances", &e))?;
+    let mut counts = listing.counts;
+    if let Some(services) = counts.services.as_mut() {
+        services.kept = services.kept.saturating_sub(finished.services_not_kept);
+    }
     Ok(Synced {
         summary: listing.summary.bounded(),
         fleet: listing.fleet.finish(),
-        counts: listing.counts,
+        counts,
         pages,
-        writes: total,
+        writes: finished.writes,
     })
 }
 

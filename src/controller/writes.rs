@@ -110,6 +110,17 @@ impl std::fmt::Display for WriteFailures {
 struct Services {
     writes: ServiceWrites,
     policy: AddressPolicy,
+    /// Mirrors whose planned Service could not be kept (a name taken, a refused write).
+    not_kept: std::sync::atomic::AtomicUsize,
+}
+
+/// What a sync's writes came to when they all succeeded.
+#[derive(Debug)]
+pub struct Finished {
+    /// Mirrors written.
+    pub writes: usize,
+    /// Mirrors whose planned Service could not be kept: the view counts no Service for them.
+    pub services_not_kept: usize,
 }
 
 /// The lifecycle Events of one sync: the recorder, and the tally that bounds them.
@@ -154,6 +165,7 @@ impl Writes {
                 Arc::new(Services {
                     writes: ServiceWrites::new(client.clone(), &namespace, metrics.clone(), watch),
                     policy: policy.clone(),
+                    not_kept: std::sync::atomic::AtomicUsize::new(0),
                 })
             }),
             api: Api::namespaced(client, &namespace),
@@ -202,7 +214,7 @@ impl Writes {
 
     /// Waits for every write started, then publishes the summary of the sync's lifecycle Events on
     /// the view if more were due than it publishes one by one; the failures, if any.
-    pub async fn finish(mut self) -> Result<usize, WriteFailures> {
+    pub async fn finish(mut self) -> Result<Finished, WriteFailures> {
         while let Some(done) = self.tasks.join_next().await {
             self.count(done);
         }
@@ -216,7 +228,12 @@ impl Writes {
             events::publish_summary(&self.lifecycle.recorder, &self.view, &summary).await;
         }
         if self.outcome.failed == 0 {
-            Ok(self.outcome.total)
+            Ok(Finished {
+                writes: self.outcome.total,
+                services_not_kept: self.services.as_ref().map_or(0, |services| {
+                    services.not_kept.load(std::sync::atomic::Ordering::Relaxed)
+                }),
+            })
         } else {
             Err(std::mem::take(&mut self.outcome))
         }
@@ -394,10 +411,9 @@ impl Parts<'_> {
     /// Brings the Service of the mirror just `written` (with a status, and the conditions it had
     /// before) to what `desired` plans, given what its status named `previous`ly; the mirror as
     /// written, and whether the next sync may trust it. `tally` learns when no Service could be
-    /// kept.
-    /// A Service name taken by an object the operator does not manage is reported in the mirror's
-    /// status and by a Warning Event, and tried again at the next sync (the mirror is not
-    /// trusted); it fails nothing else.
+    /// kept. A name taken by an object the operator does not manage, or a write the API server
+    /// refuses for this Service alone, is reported in the mirror's status and by a Warning Event,
+    /// and tried again at the next sync (the mirror is not trusted); it fails nothing else.
     async fn write_services(
         &self,
         written: &Written,
@@ -411,50 +427,79 @@ impl Parts<'_> {
         };
         let planned = desired.services.as_ref().and_then(|p| p.service.as_ref());
         let labels = desired.object.labels();
-        match services
+        let (reason, event_reason, message) = match services
             .writes
             .sync(written, labels, planned, previous)
-            .await?
+            .await
         {
-            Outcome::Done => Ok((written.clone(), true)),
-            Outcome::NameTaken(object) => {
-                let message = format!(
-                    "The {object} exists and is not managed by {}: it is left alone and nothing \
-                     routes to this instance. Rename or delete it; the next sync tries again.",
+            Ok(Outcome::Done) => return Ok((written.clone(), true)),
+            Ok(Outcome::NameTaken(object)) => (
+                services::plan::NAME_TAKEN,
+                EventReason::ServiceNameTaken,
+                format!(
+                    "The {object} exists and is not managed by {}: it is left alone and \
+                         nothing routes to this instance. Rename or delete it; the next sync \
+                         tries again.",
                     crate::OPERATOR_NAME
-                );
-                tally.service = false;
-                let mut status = status.clone();
-                status.service = None;
-                let mut conditions: Vec<Condition> = status
-                    .conditions
-                    .iter()
-                    .filter(|c| c.type_ != services::plan::SERVICE_ENDPOINTS)
-                    .cloned()
-                    .collect();
-                conditions.push(Condition {
-                    type_: services::plan::SERVICE_ENDPOINTS.to_owned(),
-                    status: ConditionStatus::False,
-                    reason: services::plan::NAME_TAKEN.to_owned(),
-                    message: message.clone(),
-                    last_transition_time: crate::mirror::whole_seconds(Timestamp::now()),
-                    observed_generation: None,
-                });
-                // A name that stays taken keeps the condition's transition time.
-                status.conditions = condition::merge_conditions(history, conditions);
-                let written = apply_status(self.api, self.metrics, &desired.name, &status).await?;
-                tracing::warn!(mirror = %desired.name, %object, "a name the Service needs is taken; no Service is kept");
-                let event = InstanceEvent {
-                    reason: EventReason::ServiceNameTaken,
-                    note: crate::mirror::event_note(&message),
-                    transition: None,
-                };
-                // One series per mirror, however many syncs find the name taken.
-                events::publish_instance_event(&self.lifecycle.recorder, &written, &event).await;
-                Ok((written, false))
-            }
+                ),
+            ),
+            // Refused for this Service alone (a quota, an admission webhook or policy, an
+            // invalid object): this mirror's failure, not the view's.
+            Err(kube::Error::Api(refusal)) if refused_for_this_object(refusal.code) => (
+                services::plan::SERVICE_REJECTED,
+                EventReason::ServiceRejected,
+                format!(
+                    "The API server refused to write this instance's Service ({} {}): {}. \
+                         Nothing routes to this instance; the next sync tries again.",
+                    refusal.code,
+                    refusal.reason,
+                    crate::text::truncate(&refusal.message, 512)
+                ),
+            ),
+            Err(e) => return Err(e),
+        };
+        if tally.service {
+            services
+                .not_kept
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        tally.service = false;
+        let mut status = status.clone();
+        status.service = None;
+        let mut conditions: Vec<Condition> = status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != services::plan::SERVICE_ENDPOINTS)
+            .cloned()
+            .collect();
+        conditions.push(Condition {
+            type_: services::plan::SERVICE_ENDPOINTS.to_owned(),
+            status: ConditionStatus::False,
+            reason: reason.to_owned(),
+            message: message.clone(),
+            last_transition_time: crate::mirror::whole_seconds(Timestamp::now()),
+            observed_generation: None,
+        });
+        // A cause that persists keeps the condition's transition time.
+        status.conditions = condition::merge_conditions(history, conditions);
+        let written = apply_status(self.api, self.metrics, &desired.name, &status).await?;
+        tracing::warn!(mirror = %desired.name, %reason, %message, "no Service is kept for the mirror");
+        let event = InstanceEvent {
+            reason: event_reason,
+            note: crate::mirror::event_note(&message),
+            transition: None,
+        };
+        // One series per mirror, however many syncs find the same cause.
+        events::publish_instance_event(&self.lifecycle.recorder, &written, &event).await;
+        Ok((written, false))
     }
+}
+
+/// Whether a refusal of a Service or EndpointSlice write concerns that object alone, so that it is
+/// reported on its mirror rather than failing the view: a client error other than the operator's
+/// credentials (401), a vanished object (404), a conflict (409) or throttling (429).
+fn refused_for_this_object(code: u16) -> bool {
+    (400..500).contains(&code) && !matches!(code, 401 | 404 | 408 | 409 | 429)
 }
 
 /// What the view's status counts of a mirror's Service plan.

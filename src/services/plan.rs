@@ -29,6 +29,8 @@ pub const ROUTED: &str = "Routed";
 pub const ENDPOINT_REFUSED: &str = "EndpointRefused";
 /// Its reason when the Service's name belongs to an object the operator does not manage.
 pub const NAME_TAKEN: &str = "ServiceNameTaken";
+/// Its reason when the API server refused to write the Service (a quota, an admission policy).
+pub const SERVICE_REJECTED: &str = "ServiceRejected";
 /// Refusals a condition message lists one by one; the rest are counted.
 const MAX_LISTED_REFUSALS: usize = 8;
 /// The longest name a Service may have: a DNS-1035 label.

@@ -56,6 +56,8 @@ pub enum EventReason {
     EndpointChanged,
     /// The mirror's Service name belongs to a Service the operator does not manage.
     ServiceNameTaken,
+    /// The API server refused to write the mirror's Service.
+    ServiceRejected,
 }
 
 impl EventReason {
@@ -69,6 +71,7 @@ impl EventReason {
             EventReason::ExpiringSoon => expiry::EXPIRING_SOON_REASON,
             EventReason::EndpointChanged => "EndpointChanged",
             EventReason::ServiceNameTaken => crate::services::plan::NAME_TAKEN,
+            EventReason::ServiceRejected => crate::services::plan::SERVICE_REJECTED,
         }
     }
 
@@ -76,7 +79,10 @@ impl EventReason {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            EventReason::Stopped | EventReason::ExpiringSoon | EventReason::ServiceNameTaken
+            EventReason::Stopped
+                | EventReason::ExpiringSoon
+                | EventReason::ServiceNameTaken
+                | EventReason::ServiceRejected
         )
     }
 }

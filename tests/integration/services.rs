@@ -5,16 +5,18 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ResourceQuota, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use ppio_gpu_operator::api::GpuInstance;
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
 use ppio_gpu_operator::services::AddressPolicy;
-use ppio_gpu_operator::services::plan::{ENDPOINT_REFUSED, NAME_TAKEN, ROUTED, SERVICE_ENDPOINTS};
+use ppio_gpu_operator::services::plan::{
+    ENDPOINT_REFUSED, NAME_TAKEN, ROUTED, SERVICE_ENDPOINTS, SERVICE_REJECTED,
+};
 use ppio_simulator::generate_instances;
 use serde_json::{Value, json};
 
@@ -792,4 +794,62 @@ async fn a_service_someone_replaces_with_their_own_is_left_alone() {
     );
     let ports = still_theirs.spec.and_then(|s| s.ports).unwrap_or_default();
     assert_eq!(ports.len(), 1, "their one port, none of the instance's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_the_api_server_refuses_is_reported_on_its_mirror_and_the_view_still_syncs() {
+    let records = vec![
+        record(
+            "aa01",
+            32,
+            "running",
+            json!([port(8080, "http", "http://203.0.113.5:30001")]),
+        ),
+        record("aa02", 33, "running", json!([])),
+    ];
+    let fx = start("svc-refused-write", records, AddressPolicy::default()).await;
+    // A quota of no Services: the API server's admission refuses every Service in the namespace.
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": { "name": "no-services" },
+        "spec": { "hard": { "services": "0" } },
+    }))
+    .unwrap();
+    let quotas = fx.ns.api::<ResourceQuota>();
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("the quota");
+    // What the quota controller would write, which the test control plane does not run.
+    quotas
+        .patch_status(
+            "no-services",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "status": { "hard": { "services": "0" }, "used": { "services": "0" } }
+            })),
+        )
+        .await
+        .expect("the quota's status");
+    fx.create_view("v", json!({ "services": { "enabled": true } }))
+        .await;
+    let view = fx.wait_ready("v", true, "Synced").await;
+    let condition = service_condition(&mirror(&fx, "v-aa01").await);
+    assert_eq!(condition.reason, SERVICE_REJECTED, "{}", condition.message);
+    assert_eq!(condition.status, ConditionStatus::False);
+    let status = view.status.expect("a status");
+    assert_eq!(
+        status.mirrored_count,
+        Some(2),
+        "both instances are mirrored"
+    );
+    assert_eq!(status.service_count, Some(0), "no Service is counted");
+    assert!(condition.message.contains("403"), "{}", condition.message);
+    assert!(
+        fx.ns
+            .api::<Service>()
+            .get_opt("v-aa01")
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
