@@ -526,18 +526,8 @@ async fn a_service_name_taken_by_someone_else_is_left_alone_until_it_is_free() {
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
     let fx = Fixture::without_operator(crate::support::shared(), "svc-taken", records).await;
-    let theirs: Service = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": "v-aa01", "labels": { "app": "theirs" } },
-        "spec": { "selector": { "app": "theirs" }, "ports": [{ "port": 80 }] },
-    }))
-    .unwrap();
     let services = fx.ns.api::<Service>();
-    services
-        .create(&PostParams::default(), &theirs)
-        .await
-        .expect("their Service");
+    create_their_service(&services).await;
     let mut fx = fx;
     fx._operator = Some(crate::support::operator::RunningOperator::start_with(
         fx.ns.client.clone(),
@@ -548,41 +538,13 @@ async fn a_service_name_taken_by_someone_else_is_left_alone_until_it_is_free() {
     fx.create_view("v", json!({ "services": { "enabled": true } }))
         .await;
     fx.wait_ready("v", true, "Synced").await;
-    let condition = wait_for(
-        "the NameTaken condition",
-        Duration::from_secs(30),
-        || async {
-            let mirror = fx.instances().get_opt("v-aa01").await.ok()??;
-            let status = mirror.status?;
-            condition::find(&status.conditions, SERVICE_ENDPOINTS)
-                .filter(|c| c.reason == NAME_TAKEN)
-                .cloned()
-        },
-    )
-    .await;
+    let condition = name_taken(&fx, false).await;
     assert!(
         condition.message.contains("v-aa01"),
         "{}",
         condition.message
     );
-    let still_theirs = services.get("v-aa01").await.expect("their Service");
-    assert_eq!(
-        still_theirs.labels().get("app").map(String::as_str),
-        Some("theirs")
-    );
-    assert!(
-        !still_theirs
-            .labels()
-            .contains_key("app.kubernetes.io/managed-by")
-    );
-    assert_eq!(
-        still_theirs
-            .spec
-            .and_then(|s| s.selector)
-            .and_then(|s| s.get("app").cloned())
-            .as_deref(),
-        Some("theirs")
-    );
+    assert_theirs(&services.get("v-aa01").await.expect("their Service"));
     assert!(
         fx.ns
             .api::<EndpointSlice>()
@@ -593,19 +555,7 @@ async fn a_service_name_taken_by_someone_else_is_left_alone_until_it_is_free() {
     );
 
     // Their Service goes: the next sync makes the operator's.
-    services
-        .delete("v-aa01", &DeleteParams::default())
-        .await
-        .expect("delete theirs");
-    wait_for("their Service to go", Duration::from_secs(30), || async {
-        services
-            .get_opt("v-aa01")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_and_await_gone(&services).await;
     fx.refresh("v").await;
     let ours = services
         .get("v-aa01")
@@ -746,52 +696,11 @@ async fn a_service_someone_replaces_with_their_own_is_left_alone() {
         .await;
     fx.wait_ready("v", true, "Synced").await;
     let services = fx.ns.api::<Service>();
-    services
-        .delete("v-aa01", &DeleteParams::default())
-        .await
-        .expect("delete the operator's Service");
-    wait_for("the Service to go", Duration::from_secs(30), || async {
-        services
-            .get_opt("v-aa01")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let theirs: Service = serde_json::from_value(json!({
-        "metadata": { "name": "v-aa01", "labels": { "app": "theirs" } },
-        "spec": { "selector": { "app": "theirs" }, "ports": [{ "port": 80 }] },
-    }))
-    .unwrap();
-    services
-        .create(&PostParams::default(), &theirs)
-        .await
-        .expect("their Service");
-
-    wait_for(
-        "the mirror to say the name is taken",
-        Duration::from_secs(30),
-        || async {
-            fx.refresh("v").await;
-            let status = fx.instances().get_opt("v-aa01").await.ok()??.status?;
-            condition::find(&status.conditions, SERVICE_ENDPOINTS)
-                .filter(|c| c.reason == NAME_TAKEN)
-                .map(drop)
-        },
-    )
-    .await;
+    delete_and_await_gone(&services).await;
+    create_their_service(&services).await;
+    name_taken(&fx, true).await;
     let still_theirs = services.get("v-aa01").await.expect("their Service");
-    assert_eq!(
-        still_theirs.owner_references(),
-        [],
-        "not owned by the mirror"
-    );
-    assert!(
-        !still_theirs
-            .labels()
-            .contains_key("app.kubernetes.io/managed-by")
-    );
+    assert_theirs(&still_theirs);
     let ports = still_theirs.spec.and_then(|s| s.ports).unwrap_or_default();
     assert_eq!(ports.len(), 1, "their one port, none of the instance's");
 }
@@ -851,5 +760,78 @@ async fn a_service_the_api_server_refuses_is_reported_on_its_mirror_and_the_view
             .await
             .expect("get")
             .is_none()
+    );
+}
+
+/// Creates a Service of someone else's named `v-aa01`: a selector, one port, no owner.
+async fn create_their_service(services: &kube::Api<Service>) {
+    let theirs: Service = serde_json::from_value(json!({
+        "metadata": { "name": "v-aa01", "labels": { "app": "theirs" } },
+        "spec": { "selector": { "app": "theirs" }, "ports": [{ "port": 80 }] },
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("their Service");
+}
+
+/// Deletes the Service `v-aa01` and waits until it is gone.
+async fn delete_and_await_gone(services: &kube::Api<Service>) {
+    services
+        .delete("v-aa01", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
+    wait_for("the Service to go", Duration::from_secs(30), || async {
+        services
+            .get_opt("v-aa01")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until mirror `v-aa01` says its Service's name is taken (asking view `v` for syncs when
+/// `refresh`), and returns that condition.
+async fn name_taken(fx: &Fixture, refresh: bool) -> condition::Condition {
+    wait_for(
+        "the mirror to say the name is taken",
+        Duration::from_secs(30),
+        || async {
+            if refresh {
+                fx.refresh("v").await;
+            }
+            let status = fx.instances().get_opt("v-aa01").await.ok()??.status?;
+            condition::find(&status.conditions, SERVICE_ENDPOINTS)
+                .filter(|c| c.reason == NAME_TAKEN)
+                .cloned()
+        },
+    )
+    .await
+}
+
+/// The Service is still its owner's as they made it: their label and selector, none of the
+/// operator's labels, no owner reference.
+fn assert_theirs(service: &Service) {
+    assert_eq!(
+        service.labels().get("app").map(String::as_str),
+        Some("theirs")
+    );
+    assert!(
+        !service
+            .labels()
+            .contains_key("app.kubernetes.io/managed-by")
+    );
+    assert_eq!(service.owner_references(), [], "not owned by a mirror");
+    assert_eq!(
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.get("app"))
+            .map(String::as_str),
+        Some("theirs")
     );
 }
