@@ -26,12 +26,13 @@ WORKDIR /src
 
 # Dependencies in a layer of their own, rebuilt only when Cargo.toml or Cargo.lock change: build a stub
 # crate with the real manifests, then forget the stub's own artifacts so the real sources rebuild. The
-# workspace's other member, the PPIO simulator, only needs its manifest (and empty sources) for Cargo
-# to load the workspace: it is a dev-dependency and never part of the image.
+# workspace's other members, the PPIO simulator and the test support, only need their manifests (and
+# empty sources) for Cargo to load the workspace: they are dev-dependencies, never part of the image.
 COPY Cargo.toml Cargo.lock ./
 COPY simulator/Cargo.toml simulator/Cargo.toml
-RUN mkdir -p src simulator/src \
- && touch simulator/src/lib.rs \
+COPY test-support/Cargo.toml test-support/Cargo.toml
+RUN mkdir -p src simulator/src test-support/src \
+ && touch simulator/src/lib.rs test-support/src/lib.rs \
  && echo 'fn main() {}' > simulator/src/main.rs \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \

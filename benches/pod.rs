@@ -10,10 +10,6 @@
 //! Exits non-zero when the run broke, or when the container was OOM-killed or restarted: not a timed
 //! test, but a pod that died is no measurement.
 
-#[allow(dead_code)]
-#[path = "../tests/e2e/support.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,9 +22,9 @@ use ppio_gpu_operator::api::GpuInstanceView;
 use ppio_gpu_operator::api::view::REFRESH_ANNOTATION;
 use serde_json::json;
 
-use support::{
-    Release, Tenant, VIEW, bytes_of, cgroup_dir, cgroup_number, client, container_pid,
-    millicores_of, ppio_with, proc_status, wait_for,
+use ppio_test_support::node::{
+    Release, Tenant, VIEW, await_object, bytes_of, cgroup_dir, cgroup_number, client,
+    container_pid, millicores_of, ppio_with, proc_status, wait_for,
 };
 
 const NO_OP_SYNCS: usize = 3;
@@ -137,12 +133,16 @@ async fn run() -> Result<(), String> {
     let tenant =
         Tenant::create_with(&client, "bench-tenant", page_size, Duration::from_secs(600)).await;
     let views: Api<GpuInstanceView> = Api::namespaced(client.clone(), &tenant.namespace);
-    wait_for(
+    let all = i64::try_from(n).ok();
+    await_object(
+        views.clone(),
+        VIEW,
         "every instance mirrored",
         Duration::from_secs(1800),
-        || async {
-            let status = views.get(VIEW).await.ok()?.status?;
-            (status.mirrored_count == Some(n as i64)).then_some(())
+        move |view: &GpuInstanceView| {
+            view.status
+                .as_ref()
+                .is_some_and(|status| status.mirrored_count == all)
         },
     )
     .await;
@@ -165,12 +165,15 @@ async fn run() -> Result<(), String> {
             )
             .await
             .map_err(|e| format!("cannot ask for a refresh: {e}"))?;
-        wait_for(
+        await_object(
+            views.clone(),
+            VIEW,
             "the refresh to be handled",
             Duration::from_secs(600),
-            || async {
-                let status = views.get(VIEW).await.ok()?.status?;
-                (status.last_handled_refresh.as_deref() == Some(value.as_str())).then_some(())
+            move |view: &GpuInstanceView| {
+                view.status.as_ref().is_some_and(|status| {
+                    status.last_handled_refresh.as_deref() == Some(value.as_str())
+                })
             },
         )
         .await;

@@ -23,15 +23,11 @@
 //! the run itself broke. Every process it started is stopped at the end, on error and on Ctrl-C.
 
 mod bare_client;
-#[path = "../../tests/shared/crds.rs"]
-mod crds;
-#[path = "../../tests/shared/ports.rs"]
-mod ports;
-mod processes;
+mod counters;
 mod report;
 mod requests;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -45,7 +41,10 @@ use ppio_gpu_operator::api::{GROUP, GpuInstanceView};
 use ppio_gpu_operator::services::AddressPolicy;
 use serde_json::{Value, json};
 
-use processes::{ProcessCounters, Running};
+use counters::ProcessCounters;
+use ppio_test_support::ControlPlane;
+use ppio_test_support::process::Running;
+use ppio_test_support::{crds, objects, ports};
 use report::{BareRun, Measurements};
 use requests::{PpioRequests, RequestCounts, RequestKind};
 
@@ -143,9 +142,7 @@ impl Settings {
         let instances = env_number("N", DEFAULT_INSTANCES, 1, 10_000_000)?;
         let page_size = env_number("PAGE_SIZE", DEFAULT_PAGE_SIZE, 1, 200)?;
         let services = env_number("SERVICES", 0, 0, 1)? == 1;
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        let target = ppio_test_support::target_dir();
         let control_plane = std::env::var_os("KUBE_CONTROL_PLANE_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| target.join("control-plane/kube-control-plane"));
@@ -193,26 +190,20 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let n = settings.instances;
     std::fs::create_dir_all(&settings.logs)
         .map_err(|e| format!("cannot create {}: {e}", settings.logs.display()))?;
-    let ticks_per_second = processes::ticks_per_second()?;
-    let load_at_start = processes::load_average();
+    let ticks_per_second = counters::ticks_per_second()?;
+    let load_at_start = counters::load_average();
     let http = reqwest::Client::new();
 
     step("starting the test control plane (etcd, kube-apiserver, garbage collector)");
-    let mut command = Command::new(&settings.control_plane);
-    command.arg("--stop-on-stdin-eof");
-    let (control_plane, ready) = Running::start_announcing(
-        "control plane",
-        command,
+    let control_plane = ControlPlane::start_launcher(
+        &settings.control_plane,
+        None,
         &settings.logs.join("control-plane.log"),
-        "READY ",
-        Duration::from_secs(180),
     )?;
-    let kubeconfig = ready
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("kubeconfig="))
-        .map(PathBuf::from)
-        .ok_or("the control plane's READY line names no kubeconfig")?;
-    let client = admin_client(&kubeconfig).await?;
+    let control_plane_pid = control_plane
+        .pid()
+        .ok_or("the control plane was started, yet has no process")?;
+    let client = control_plane.try_client().await?;
     install_crds(&client).await?;
     for namespace in [OPERATOR_NAMESPACE, BARE_NAMESPACE, BARE_AFTER_NAMESPACE] {
         create_namespace(&client, namespace).await?;
@@ -228,7 +219,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .arg("--max-page-size")
         .arg(settings.page_size.max(100).to_string());
     without_settings_from_environment(&mut command);
-    let (mut simulator, ppio_url) = Running::start_announcing(
+    let (simulator, ppio_url) = Running::start_announcing(
         "PPIO simulator",
         command,
         &settings.logs.join("simulator.log"),
@@ -247,13 +238,13 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .args(["--http-address", &format!("127.0.0.1:{port}")])
         .args(["--ppio-requests-per-minute", "0"])
         .args(["--log-level", "info"])
-        .env("KUBECONFIG", &kubeconfig);
+        .env("KUBECONFIG", &control_plane.kubeconfig);
     if settings.services {
         command.arg("--services");
     }
     without_settings_from_environment(&mut command);
-    let mut operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
-    wait_until_ready(&http, port, &mut operator).await?;
+    let operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
+    wait_until_ready(&http, port, &operator).await?;
 
     let bare = BareClient {
         client: &client,
@@ -262,14 +253,14 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         page_size: settings.page_size,
         services: settings.services,
         instances: n,
-        control_plane: &control_plane,
+        control_plane: control_plane_pid,
         ticks_per_second,
     };
     let bare_before = bare.run(BARE_NAMESPACE, "before the operator").await?;
     // The operator starts on an empty store, as the bare client did.
     clear_namespace(&client, BARE_NAMESPACE, n).await?;
     let mut started_busy = Vec::new();
-    if !wait_until_quiet(&client, &control_plane, ticks_per_second, n).await? {
+    if !wait_until_quiet(&client, control_plane_pid, ticks_per_second, n).await? {
         started_busy.push("the first mirror");
     }
 
@@ -279,7 +270,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     ));
     let mut views = ViewReader::new(&client, OPERATOR_NAMESPACE);
     let before = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
-    let cpu_before = CpuSample::take(&control_plane, ticks_per_second)?;
+    let cpu_before = CpuSample::take(control_plane_pid, ticks_per_second)?;
     let started = Instant::now();
     create_view(
         &client,
@@ -291,14 +282,14 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     .await?;
     views
         .wait_for(
-            &mut operator,
+            &operator,
             "every instance to be mirrored and the view Ready",
             Duration::from_secs(300) + Duration::from_millis(20) * n as u32,
             |view| fully_mirrored(view, n),
         )
         .await?;
     let first_mirror = started.elapsed();
-    let first_mirror_control_plane_cpu = CpuSample::take(&control_plane, ticks_per_second)?
+    let first_mirror_control_plane_cpu = CpuSample::take(control_plane_pid, ticks_per_second)?
         .since(&cpu_before)
         .control_plane;
     tokio::time::sleep(SETTLE).await;
@@ -327,7 +318,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         request_refresh(&client, &value).await?;
         views
             .wait_for(
-                &mut operator,
+                &operator,
                 &format!("the view to answer refresh {value}"),
                 Duration::from_secs(60) + Duration::from_millis(5) * n as u32,
                 |view| {
@@ -368,7 +359,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     suspend_view(&client).await?;
     views
         .wait_for(
-            &mut operator,
+            &operator,
             "the view to be suspended",
             Duration::from_secs(60) + Duration::from_millis(5) * n as u32,
             |view| {
@@ -380,7 +371,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         )
         .await?;
     clear_namespace(&client, OPERATOR_NAMESPACE, n).await?;
-    if !wait_until_quiet(&client, &control_plane, ticks_per_second, n).await? {
+    if !wait_until_quiet(&client, control_plane_pid, ticks_per_second, n).await? {
         started_busy.push("the bare client's run after the operator");
     }
     let bare_after = bare.run(BARE_AFTER_NAMESPACE, "after the operator").await?;
@@ -409,7 +400,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         no_op_ppio,
         started_busy,
         load_at_start,
-        load_at_end: processes::load_average(),
+        load_at_end: counters::load_average(),
         logs: settings.logs.clone(),
     })
 }
@@ -447,7 +438,7 @@ impl Sample {
         ticks_per_second: u64,
     ) -> Result<Sample, String> {
         Ok(Sample {
-            process: processes::counters(operator.pid(), ticks_per_second)?,
+            process: counters::counters(operator.pid(), ticks_per_second)?,
             api: RequestCounts::read(client).await?,
             ppio: PpioRequests::read(http, ppio_url).await?,
         })
@@ -462,7 +453,7 @@ struct BareClient<'a> {
     page_size: usize,
     services: bool,
     instances: usize,
-    control_plane: &'a Running,
+    control_plane: u32,
     ticks_per_second: u64,
 }
 
@@ -530,10 +521,10 @@ struct CpuSample {
 }
 
 impl CpuSample {
-    fn take(control_plane: &Running, ticks_per_second: u64) -> Result<CpuSample, String> {
+    fn take(control_plane: u32, ticks_per_second: u64) -> Result<CpuSample, String> {
         Ok(CpuSample {
-            control_plane: processes::counters(control_plane.pid(), ticks_per_second)?.cpu,
-            benchmark: processes::counters(std::process::id(), ticks_per_second)?.cpu,
+            control_plane: counters::counters(control_plane, ticks_per_second)?.cpu,
+            benchmark: counters::counters(std::process::id(), ticks_per_second)?.cpu,
         })
     }
 
@@ -584,7 +575,7 @@ impl ViewReader {
     /// poll.
     async fn wait_for(
         &mut self,
-        operator: &mut Running,
+        operator: &Running,
         what: &str,
         timeout: Duration,
         done: impl Fn(&GpuInstanceView) -> bool,
@@ -668,26 +659,14 @@ fn fully_mirrored(view: &GpuInstanceView, instances: usize) -> bool {
         && status.mirrored_count == i64::try_from(instances).ok()
 }
 
-/// An admin client of the control plane.
-async fn admin_client(kubeconfig: &Path) -> Result<kube::Client, String> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)
-        .map_err(|e| format!("cannot read {}: {e}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-        .await
-        .map_err(|e| format!("invalid kubeconfig {}: {e}", kubeconfig.display()))?;
-    kube::Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
-}
-
 /// Installs the operator's CRDs and waits until the API server serves them.
 async fn install_crds(client: &kube::Client) -> Result<(), String> {
     crds::install_operator_crds(client, "bench", Duration::from_secs(60)).await
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) -> Result<(), String> {
-    let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } }))
-        .map_err(|e| format!("namespace {name}: {e}"))?;
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
+        .create(&PostParams::default(), &objects::namespace(name, &[]))
         .await
         .map(drop)
         .map_err(|e| format!("cannot create the namespace {name}: {e}"))
@@ -734,7 +713,7 @@ async fn clear_namespace(client: &kube::Client, namespace: &str, n: usize) -> Re
 /// next phase; whether it became quiet within five minutes, plus 3 ms per instance.
 async fn wait_until_quiet(
     client: &kube::Client,
-    control_plane: &Running,
+    control_plane: u32,
     ticks_per_second: u64,
     n: usize,
 ) -> Result<bool, String> {
@@ -768,13 +747,11 @@ async fn wait_until_quiet(
 
 /// The API key Secret the view names.
 async fn create_secret(client: &kube::Client, namespace: &str) -> Result<(), String> {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": { "name": SECRET },
-        "stringData": { "apiKey": API_KEY },
-    }))
-    .map_err(|e| format!("secret: {e}"))?;
     Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
+        .create(
+            &PostParams::default(),
+            &objects::api_key_secret(SECRET, "apiKey", API_KEY),
+        )
         .await
         .map(drop)
         .map_err(|e| format!("cannot create the Secret {namespace}/{SECRET}: {e}"))
@@ -789,21 +766,13 @@ async fn create_view(
     page_size: usize,
     services: bool,
 ) -> Result<GpuInstanceView, String> {
-    let view: GpuInstanceView = serde_json::from_value(json!({
-        "apiVersion": "gpu.ppio.io/v1alpha1",
-        "kind": "GpuInstanceView",
-        "metadata": { "name": VIEW },
-        "spec": {
-            "credentials": { "secretRef": { "name": SECRET } },
-            "endpoint": ppio_url,
-            "syncInterval": SYNC_INTERVAL,
-            "pageSize": page_size,
-            "services": { "enabled": services },
-        },
-    }))
-    .map_err(|e| format!("view: {e}"))?;
+    let mut spec = objects::view_spec(SECRET, ppio_url);
+    spec.sync_interval = SYNC_INTERVAL.into();
+    spec.page_size =
+        i32::try_from(page_size).map_err(|_| format!("page size {page_size} is out of range"))?;
+    spec.services.enabled = services;
     Api::<GpuInstanceView>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &view)
+        .create(&PostParams::default(), &objects::view(VIEW, spec))
         .await
         .map_err(|e| format!("cannot create the view {namespace}/{VIEW}: {e}"))
 }
@@ -843,7 +812,7 @@ async fn simulator_records(http: &reqwest::Client, ppio_url: &str) -> Result<Vec
 async fn wait_until_ready(
     http: &reqwest::Client,
     port: u16,
-    operator: &mut Running,
+    operator: &Running,
 ) -> Result<(), String> {
     let url = format!("http://127.0.0.1:{port}/readyz");
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -4,7 +4,7 @@
 
 use kube::ResourceExt;
 
-use crate::support::{
+use ppio_test_support::node::{
     Release, bytes_of, cgroup_dir, cgroup_number, client, container_pid, millicores_of, proc_status,
 };
 

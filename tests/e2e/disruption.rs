@@ -9,7 +9,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, EvictParams, ListParams};
 
-use crate::support::{Release, client, client_without_retries, kubectl, wait_for};
+use ppio_test_support::node::{Release, client, client_without_retries, kubectl, wait_for};
 
 /// The node cordoned, as `kubectl drain` does first; uncordoned by `uncordon`, or when dropped.
 struct Cordoned;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kube::{Client, ResourceExt};
 
-use crate::support::{
+use ppio_test_support::node::{
     LEASE_DURATION, Release, SYNC_INTERVAL, Tenant, assert_no_two_syncs_at_once, client,
     container_pid, delete_pod, is_ready, ppio, wait_for,
 };

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use ppio_gpu_operator::api::GpuInstance;
 
-use crate::support::{INSTANCES, Release, Tenant, client, is_ready, kubectl, wait_for};
+use ppio_test_support::node::{INSTANCES, Release, Tenant, client, is_ready, kubectl, wait_for};
 
 /// Seconds from a pod's creation to its Ready condition.
 fn seconds_to_ready(pod: &Pod) -> i64 {

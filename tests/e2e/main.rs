@@ -8,9 +8,9 @@
 //! image, `image.pullPolicy=Never`, the PPIO simulator's endpoint allowed), and uninstalls it at the
 //! end. The PPIO simulator runs in this process, on the node's address.
 //!
-//! Outside the node these tests fail at once: they need its `KUBECONFIG` and its address.
-
-mod support;
+//! Outside the node these tests fail at once: they need its `KUBECONFIG` and its address. What they
+//! share with `benches/pod.rs` (the node's clients, the simulator, a release, a tenant) is
+//! `ppio_test_support::node`.
 
 mod container;
 mod disruption;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::support::{
+use ppio_test_support::node::{
     NODE_IP, Release, SIMULATOR_PORT, Tenant, client, container_pid, start_pause_pod, wait_for,
 };
 

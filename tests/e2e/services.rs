@@ -13,10 +13,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use ppio_simulator::Workload;
+use ppio_test_support::records;
 use serde_json::json;
 
-use crate::support::{
-    Release, SYNC_INTERVAL, Tenant, client, container_pid, ppio, start_pause_pod, wait_for,
+use ppio_test_support::node::{
+    Release, SYNC_INTERVAL, Tenant, await_object, client, container_pid, ppio, start_pause_pod,
+    wait_for,
 };
 
 /// The instance's address: on the node's loopback, for this test only.
@@ -56,15 +58,14 @@ struct RemoteInstance;
 
 impl RemoteInstance {
     fn add() -> RemoteInstance {
-        let mut record = ppio_simulator::generate_instances(1, 17).remove(0);
-        record["id"] = json!(INSTANCE_ID);
+        let mut record = records::generated(INSTANCE_ID, 17);
         record["name"] = json!(INSTANCE_NAME);
-        record["status"] = json!({ "status": "running", "error": "", "message": "" });
-        record["ports"] = json!([{
-            "port": 8080,
-            "protocol": "http",
-            "endpoint": format!("http://{INSTANCE_ADDRESS}:{INSTANCE_PORT}"),
-        }]);
+        records::set_status(&mut record, "running");
+        record["ports"] = json!([records::port(
+            8080,
+            "http",
+            &format!("http://{INSTANCE_ADDRESS}:{INSTANCE_PORT}"),
+        )]);
         ppio().simulator.upsert_instance(record);
         RemoteInstance
     }
@@ -123,29 +124,37 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
             "instanceServices.clusterCIDRs={10.88.0.0/16,10.96.0.0/16}",
         ],
     );
-    let tenant = Tenant::create_with_spec(
-        &client,
-        "e2e-services-tenant",
-        5,
-        SYNC_INTERVAL,
-        json!({ "services": { "enabled": true }, "filter": { "name": INSTANCE_NAME } }),
-    )
-    .await;
+    let tenant =
+        Tenant::create_with_spec(&client, "e2e-services-tenant", 5, SYNC_INTERVAL, |spec| {
+            spec.services.enabled = true;
+            spec.filter.name = Some(INSTANCE_NAME.into());
+        })
+        .await;
     let view = tenant.wait_ready(Duration::from_secs(120)).await;
     let status = view.status.expect("a status");
     assert_eq!(status.instance_count, Some(1));
 
-    let mirror = format!("{}-{INSTANCE_ID}", crate::support::VIEW);
+    let mirror = format!("{}-{INSTANCE_ID}", ppio_test_support::node::VIEW);
     let services: Api<Service> = Api::namespaced(client.clone(), &tenant.namespace);
-    let cluster_ip = wait_for(
+    let has_cluster_ip = |service: &Service| {
+        service
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.cluster_ip.as_deref())
+            .is_some_and(|ip| !ip.is_empty())
+    };
+    let service = await_object(
+        services.clone(),
+        &mirror,
         "the instance's Service",
         Duration::from_secs(60),
-        || async {
-            let service = services.get(&mirror).await.ok()?;
-            service.spec?.cluster_ip.filter(|ip| !ip.is_empty())
-        },
+        has_cluster_ip,
     )
     .await;
+    let cluster_ip = service
+        .spec
+        .and_then(|spec| spec.cluster_ip)
+        .expect("a ClusterIP, as awaited");
 
     // A pod to send from: the request leaves its network namespace for the ClusterIP.
     let caller = start_pause_pod(&client, &tenant.namespace, "caller").await;
@@ -181,7 +190,7 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
             .is_some(),
         "the instance's server still answers at {address}"
     );
-    let described = crate::support::kubectl(&[
+    let described = ppio_test_support::node::kubectl(&[
         "describe",
         "service",
         &mirror,

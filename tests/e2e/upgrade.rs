@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 
-use crate::support::{
+use ppio_test_support::node::{
     INSTANCES, LEASE_DURATION, Release, SYNC_INTERVAL, Tenant, VIEW, assert_no_two_syncs_at_once,
     client, helm, is_ready, kubectl, pods_of_release, ppio, wait_for,
 };
@@ -74,7 +74,7 @@ async fn helm_upgrade_rolls_one_pod_at_a_time_and_syncing_never_stops_longer_tha
         let name = release.name.clone();
         let namespace = release.namespace.clone();
         tokio::task::spawn_blocking(move || {
-            let chart = crate::support::chart();
+            let chart = ppio_test_support::node::chart();
             helm(&[
                 "upgrade",
                 &name,

@@ -30,12 +30,9 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use ppio_simulator::load_instances;
-
-use crate::support::control_plane::target_dir;
-use crate::support::operator::{API_KEY, start_simulator};
-use crate::support::ports::free_local_port;
-use crate::support::{TestNamespace, kubectl, rand_suffix, shared, wait_for};
+use ppio_test_support::fixture::{API_KEY, start_simulator};
+use ppio_test_support::operator::OperatorProcess;
+use ppio_test_support::{TestNamespace, kubectl, rand_suffix, shared, wait_for};
 
 const GROUP: &str = "gpu.ppio.io";
 
@@ -1233,8 +1230,7 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
     install_chart_crds();
     let release_ns = TestNamespace::new("chart-run").await;
     let watched = TestNamespace::new("chart-run-a").await;
-    let records = load_instances(&repo_dir().join("examples/ppio-instances.json"))
-        .expect("examples/ppio-instances.json loads");
+    let records = ppio_test_support::records::example_records();
     let ppio = start_simulator(records.clone()).await;
     let rendered = render(
         "ppio",
@@ -1252,20 +1248,8 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
     let account = rendered.operator_account();
     let kubeconfig = service_account_kubeconfig(&release_ns.client, &account).await;
 
-    // The Deployment's arguments, but serving on a free loopback port instead of 0.0.0.0:8080.
-    let http_port = free_local_port().expect("a free port on 127.0.0.1");
-    let args: Vec<String> = rendered
-        .operator_container()
-        .args
-        .unwrap_or_default()
-        .into_iter()
-        .map(|arg| match arg.strip_prefix("--http-address=") {
-            Some(_) => format!("--http-address=127.0.0.1:{http_port}"),
-            None => arg,
-        })
-        .collect();
-    let pod_name = format!("ppio-gpu-operator-{}", rand_suffix());
-    let operator = OperatorProcess::start(&args, kubeconfig.path(), &pod_name, &release_ns.name);
+    let args = rendered.operator_container().args.unwrap_or_default();
+    let (operator, pod_name) = run_as_the_charts_pod(&args, kubeconfig.path(), &release_ns.name);
 
     let leases: Api<Lease> = Api::namespaced(release_ns.client.clone(), &release_ns.name);
     let lease_name = container_arg(&args, "--lease-name=");
@@ -1287,11 +1271,7 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
     )
     .await;
 
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "ppio-api-key" },
-        "stringData": { "apiKey": API_KEY },
-    }))
-    .expect("valid Secret");
+    let secret = ppio_test_support::objects::api_key_secret("ppio-api-key", "apiKey", API_KEY);
     watched
         .api::<Secret>()
         .create(&PostParams::default(), &secret)
@@ -1415,7 +1395,7 @@ async fn the_operator_runs_with_the_charts_arguments_and_nothing_but_its_rbac() 
 
     // The chart's probes, on the chart's paths.
     for path in ["/healthz", "/readyz"] {
-        let url = format!("http://127.0.0.1:{http_port}{path}");
+        let url = format!("{}{path}", operator.http);
         wait_for(
             &format!("{url} to answer 200 (log: {})", log.display()),
             Duration::from_secs(30),
@@ -1495,21 +1475,10 @@ async fn metrics_auth_serves_metrics_only_to_bound_readers_and_keeps_probes_open
     .await;
 
     let kubeconfig = service_account_kubeconfig(&release_ns.client, &account).await;
-    let http_port = free_local_port().expect("a free port on 127.0.0.1");
-    let args: Vec<String> = rendered
-        .operator_container()
-        .args
-        .unwrap_or_default()
-        .into_iter()
-        .map(|arg| match arg.strip_prefix("--http-address=") {
-            Some(_) => format!("--http-address=127.0.0.1:{http_port}"),
-            None => arg,
-        })
-        .collect();
+    let args = rendered.operator_container().args.unwrap_or_default();
     assert!(args.iter().any(|a| a == "--metrics-auth=true"), "{args:?}");
-    let pod_name = format!("ppio-gpu-operator-{}", rand_suffix());
-    let operator = OperatorProcess::start(&args, kubeconfig.path(), &pod_name, &release_ns.name);
-    let base = format!("http://127.0.0.1:{http_port}");
+    let (operator, _) = run_as_the_charts_pod(&args, kubeconfig.path(), &release_ns.name);
+    let base = operator.http.clone();
     let http = reqwest::Client::new();
     // The answer to GET `path` with `token`, once the operator answers at all.
     let status = |path: &'static str, token: Option<String>| {
@@ -1593,19 +1562,8 @@ async fn metrics_auth_serves_metrics_only_to_bound_readers_and_keeps_probes_open
 // ---------------------------------------------------------------------------------------------------
 // Rendering with helm.
 
-/// The helm binary `make helm` builds. Missing is a failure, never a skip.
-fn helm_binary() -> PathBuf {
-    let helm = target_dir().join("tools/helm");
-    assert!(
-        helm.is_file(),
-        "helm is missing at {}: build it with `make helm` (it builds helm from tools/helm/go.mod)",
-        helm.display()
-    );
-    helm
-}
-
-fn repo_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn repo_dir() -> PathBuf {
+    ppio_test_support::repository()
 }
 
 fn chart_dir() -> PathBuf {
@@ -1618,7 +1576,7 @@ fn read(path: &Path) -> String {
 
 /// `helm template`: the rendered YAML, or helm's standard error.
 fn helm_template(release: &str, namespace: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(helm_binary())
+    let output = Command::new(ppio_test_support::tool("helm"))
         .arg("template")
         .arg(release)
         .arg(chart_dir())
@@ -2032,60 +1990,22 @@ impl Drop for ClusterScopedCleanup {
     }
 }
 
-/// The operator binary of this build, running until dropped.
-struct OperatorProcess {
-    child: std::sync::Mutex<std::process::Child>,
-    log: PathBuf,
-}
-
-impl OperatorProcess {
-    /// Runs `ppio-gpu-operator <args>` as the chart's pod would, with a kubeconfig instead of the
-    /// in-cluster ServiceAccount mount.
-    fn start(
-        args: &[String],
-        kubeconfig: &Path,
-        pod_name: &str,
-        pod_namespace: &str,
-    ) -> OperatorProcess {
-        let logs = target_dir().join("test-logs");
-        std::fs::create_dir_all(&logs).expect("create target/test-logs");
-        let log = logs.join(format!("chart-operator-{pod_name}.log"));
-        let log_file = std::fs::File::create(&log).expect("create the operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ppio-gpu-operator"))
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("POD_NAME", pod_name)
-            .env("POD_NAMESPACE", pod_namespace)
-            .stdin(std::process::Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start the operator binary");
-        OperatorProcess {
-            child: std::sync::Mutex::new(child),
-            log,
-        }
-    }
-
-    /// Panics with the operator's log when it has exited (a flag it rejected, a fatal error).
-    fn assert_running(&self) {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the operator exited ({status}); its log ({}):\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+/// The operator binary run with the chart's container `args`, as a pod of a name of its own in
+/// `namespace` with the identity of `kubeconfig`; and that pod name.
+fn run_as_the_charts_pod(
+    args: &[String],
+    kubeconfig: &Path,
+    namespace: &str,
+) -> (OperatorProcess, String) {
+    let pod_name = format!("ppio-gpu-operator-{}", rand_suffix());
+    let operator = OperatorProcess::start_as_pod(
+        crate::operator_binary(),
+        args,
+        kubeconfig,
+        &pod_name,
+        namespace,
+    );
+    (operator, pod_name)
 }
 
 /// The value of `--name=value` among the arguments.

@@ -16,7 +16,7 @@ use ppio_gpu_operator::process::leadership::{
 };
 use tokio::time::Instant;
 
-use crate::support::TestNamespace;
+use ppio_test_support::TestNamespace;
 
 /// The shortest lease the operator allows, to keep the tests short.
 const LEASE_DURATION: Duration = MIN_LEASE_DURATION;

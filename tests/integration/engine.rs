@@ -9,8 +9,9 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use ppio_simulator::generate_instances;
 use serde_json::json;
 
-use crate::support::operator::{API_KEY, Fixture, RunningOperator, create_secret};
-use crate::support::shared;
+use ppio_test_support::fixture::{API_KEY, Fixture, create_secret};
+use ppio_test_support::operator::RunningOperator;
+use ppio_test_support::shared;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_changed_or_deleted_by_someone_else_are_restored_at_the_next_sync() {
@@ -20,7 +21,7 @@ async fn mirrors_changed_or_deleted_by_someone_else_are_restored_at_the_next_syn
         .map(|r| r["id"].as_str().expect("id").to_owned())
         .collect();
     let fx = Fixture::start("restore", records).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
     let name = |i: usize| format!("v-{}", ids[i]);
     let original = fx.instances().get(&name(0)).await.expect("mirror");
@@ -103,15 +104,14 @@ async fn views_waiting_for_a_throttled_key_do_not_hold_back_a_view_of_another_ke
         },
     );
     for name in ["a1", "a2", "a3"] {
-        fx.create_view(name, json!({ "pageSize": 1 })).await;
+        fx.create_view(name, |spec| spec.page_size = 1).await;
     }
     // Let them spend the burst and start waiting for the budget.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started = Instant::now();
-    fx.create_view(
-        "d",
-        json!({ "credentials": { "secretRef": { "name": "other" } } }),
-    )
+    fx.create_view("d", |spec| {
+        spec.credentials.secret_ref.name = "other".into()
+    })
     .await;
     let view = fx.wait_ready("d", true, "Synced").await;
     let took = started.elapsed();
@@ -158,8 +158,8 @@ async fn one_controller_syncs_the_views_of_several_namespaces() {
         std::sync::Arc::new(ppio_gpu_operator::process::http::Health::default()),
         std::future::pending::<()>(),
     ));
-    first.create_view("v", json!({})).await;
-    second.create_view("v", json!({})).await;
+    first.create_view("v", |_| {}).await;
+    second.create_view("v", |_| {}).await;
     first.wait_ready("v", true, "Synced").await;
     second.wait_ready("v", true, "Synced").await;
     assert_eq!(first.mirrors_of("v").await.len(), 3);
@@ -169,20 +169,20 @@ async fn one_controller_syncs_the_views_of_several_namespaces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_each_lead_and_sync_only_their_own_views() {
-    use crate::support::process::OperatorProcess;
     use k8s_openapi::api::coordination::v1::Lease;
+    use ppio_test_support::operator::OperatorProcess;
 
     let fx = Fixture::without_operator(shared(), "shards", generate_instances(3, 41)).await;
     let kubeconfig = shared().kubeconfig.clone();
     let shard = |name: &str, selector: &str| {
         let args = fx.replica_args(&["--watch-label-selector", selector]);
-        OperatorProcess::start(&kubeconfig, name, &args)
+        OperatorProcess::start(crate::operator_binary(), &kubeconfig, name, &args)
     };
     let one = shard("shard-one", "sharding.ppio.io/key in (one)");
     let two = shard("shard-two", "sharding.ppio.io/key in (two)");
 
     for (name, key) in [("v1", Some("one")), ("v2", Some("two")), ("v0", None)] {
-        fx.create_view(name, json!({})).await;
+        fx.create_view(name, |_| {}).await;
         if let Some(key) = key {
             fx.views()
                 .patch(

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::support::{TestNamespace, shared, wait_for};
+use ppio_test_support::{TestNamespace, await_absent, shared, wait_for};
 
 /// A throwaway resource that only these tests install.
 #[allow(clippy::duplicated_attributes)] // repeated `printcolumn(type_ = ...)` is how kube declares columns
@@ -39,7 +39,7 @@ pub struct WidgetStatus {
 }
 
 async fn install_widget_crd(client: &kube::Client) {
-    crate::support::crds::apply_crd(
+    ppio_test_support::crds::apply_crd(
         client,
         &Widget::crd(),
         "harness-test",
@@ -169,20 +169,11 @@ async fn deleting_an_owner_removes_its_dependents_through_the_garbage_collector(
         .await
         .expect("delete owner");
 
-    wait_for(
+    await_absent(
+        widgets.clone(),
+        "dependent",
         "the garbage collector to delete the dependent",
         Duration::from_secs(90),
-        || {
-            let widgets = widgets.clone();
-            async move {
-                widgets
-                    .get_opt("dependent")
-                    .await
-                    .ok()?
-                    .is_none()
-                    .then_some(())
-            }
-        },
     )
     .await;
     let still_there = widgets.get("bystander").await.expect("bystander remains");
@@ -272,7 +263,7 @@ async fn a_service_account_token_from_token_request_is_bound_by_rbac() {
 #[tokio::test]
 async fn a_private_control_plane_restarts_on_its_data_directory_with_its_objects() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let first = crate::support::ControlPlane::start(Some(dir.path())).expect("start");
+    let first = ppio_test_support::ControlPlane::start(Some(dir.path())).expect("start");
     let server = first.server.clone();
     let client = first.client().await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client, "default");
@@ -286,7 +277,7 @@ async fn a_private_control_plane_restarts_on_its_data_directory_with_its_objects
         .expect("create ConfigMap");
     first.stop();
 
-    let second = crate::support::ControlPlane::start(Some(dir.path())).expect("restart");
+    let second = ppio_test_support::ControlPlane::start(Some(dir.path())).expect("restart");
     assert_eq!(
         second.server, server,
         "a restart serves at the same address"
@@ -314,7 +305,7 @@ async fn a_private_control_plane_restarts_on_its_data_directory_with_its_objects
 #[test]
 fn a_missing_launcher_fails_with_how_to_build_it() {
     let missing = std::path::PathBuf::from("/nonexistent/kube-control-plane");
-    let error = crate::support::control_plane::launcher_at(missing).expect_err("must fail");
+    let error = ppio_test_support::control_plane::launcher_at(missing).expect_err("must fail");
     assert!(error.contains("make control-plane"), "{error}");
     assert!(error.contains("/nonexistent/kube-control-plane"), "{error}");
 }

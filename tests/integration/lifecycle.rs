@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
+use ppio_gpu_operator::api::GpuInstanceViewSpec;
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_simulator::generate_instances;
 use serde_json::{Value, json};
 
-use crate::support::operator::{API_KEY, Fixture, RunningOperator};
-use crate::support::{table_header, wait_for};
+use ppio_test_support::fixture::{API_KEY, Fixture};
+use ppio_test_support::operator::RunningOperator;
+use ppio_test_support::records::running_records;
+use ppio_test_support::{table_header, wait_for};
 
 /// The reasons of lifecycle Events on GpuInstances.
 const INSTANCE_REASONS: [&str; 5] = [
@@ -24,16 +26,6 @@ const INSTANCE_REASONS: [&str; 5] = [
     "FirstSeen",
     "ExpiringSoon",
 ];
-
-/// `count` generated records, all `running` and postpaid (so that no prepaid term is near its end).
-fn running_records(count: usize, seed: u64) -> Vec<Value> {
-    let mut records = generate_instances(count, seed);
-    for record in &mut records {
-        record["status"] = json!({ "status": "running", "error": "", "message": "" });
-        record["billing"] = json!({ "mode": "postpaid" });
-    }
-    records
-}
 
 fn id_of(record: &Value) -> String {
     record["id"].as_str().expect("record id").to_owned()
@@ -115,7 +107,7 @@ async fn an_instance_that_stops_gets_one_warning_event_carrying_the_remote_error
     let records = running_records(3, 11);
     let id = id_of(&records[0]);
     let fx = Fixture::start("lifecycle-stop", records).await;
-    fx.create_view("v", json!({ "expiryWarningWindow": "0s" }))
+    fx.create_view("v", |spec| spec.expiry_warning_window = "0s".into())
         .await;
     fx.wait_ready("v", true, "Synced").await;
     assert_eq!(
@@ -184,7 +176,7 @@ async fn a_restarted_operator_neither_repeats_nor_loses_a_transition() {
     let records = running_records(3, 12);
     let (first, second) = (id_of(&records[0]), id_of(&records[1]));
     let mut fx = Fixture::start("lifecycle-restart", records).await;
-    fx.create_view("v", json!({ "expiryWarningWindow": "0s" }))
+    fx.create_view("v", |spec| spec.expiry_warning_window = "0s".into())
         .await;
     fx.wait_ready("v", true, "Synced").await;
     stop_with_oom(&fx, &first);
@@ -219,10 +211,10 @@ async fn many_transitions_in_one_sync_stay_bounded_and_are_summed_up_on_the_view
     let records = running_records(30, 13);
     let ids: Vec<String> = records.iter().map(id_of).collect();
     let fx = Fixture::start("lifecycle-many", records).await;
-    fx.create_view(
-        "v",
-        json!({ "expiryWarningWindow": "0s", "lifecycleEvents": { "maxPerSync": 5 } }),
-    )
+    fx.create_view("v", |spec| {
+        spec.expiry_warning_window = "0s".into();
+        spec.lifecycle_events.max_per_sync = 5;
+    })
     .await;
     fx.wait_ready("v", true, "Synced").await;
 
@@ -285,7 +277,7 @@ async fn a_prepaid_instance_ending_soon_without_auto_renew_is_flagged_once() {
     let postpaid = records[3].clone();
     let [soon_id, renewing_id, later_id] = [&soon, &renewing, &later].map(id_of);
     let fx = Fixture::start("lifecycle-expiry", vec![soon, renewing, later, postpaid]).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.and_then(|s| s.expiring_soon_count), Some(1));
 
@@ -358,7 +350,7 @@ async fn a_prepaid_instance_ending_soon_without_auto_renew_is_flagged_once() {
     assert_eq!(events_on(&fx, &soon_mirror, "ExpiringSoon").await.len(), 1);
 
     // A wider window takes in the later one, whose record did not change.
-    fx.change_spec("v", json!({ "expiryWarningWindow": "800h" }))
+    fx.change_spec("v", |spec| spec.expiry_warning_window = "800h".into())
         .await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.and_then(|s| s.expiring_soon_count), Some(2));
@@ -382,32 +374,26 @@ async fn a_prepaid_instance_ending_soon_without_auto_renew_is_flagged_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_a_malformed_expiry_window_or_event_bound() {
     let fx = Fixture::start("lifecycle-schema", Vec::new()).await;
-    for (spec, what) in [
-        (json!({ "expiryWarningWindow": "3 days" }), "not a duration"),
-        (json!({ "expiryWarningWindow": "9000h" }), "beyond 8760h"),
+    type Shape = fn(&mut GpuInstanceViewSpec);
+    let malformed: [(Shape, &str); 4] = [
         (
-            json!({ "lifecycleEvents": { "maxPerSync": -1 } }),
-            "negative",
+            |spec| spec.expiry_warning_window = "3 days".into(),
+            "not a duration",
         ),
         (
-            json!({ "lifecycleEvents": { "maxPerSync": 1001 } }),
+            |spec| spec.expiry_warning_window = "9000h".into(),
+            "beyond 8760h",
+        ),
+        (|spec| spec.lifecycle_events.max_per_sync = -1, "negative"),
+        (
+            |spec| spec.lifecycle_events.max_per_sync = 1001,
             "over 1000",
         ),
-    ] {
-        let mut full = json!({
-            "credentials": { "secretRef": { "name": "ppio" } },
-            "endpoint": fx.ppio.base_url(),
-        });
-        for (key, value) in spec.as_object().expect("object") {
-            full[key] = value.clone();
-        }
-        let view: ppio_gpu_operator::api::GpuInstanceView = serde_json::from_value(json!({
-            "apiVersion": "gpu.ppio.io/v1alpha1",
-            "kind": "GpuInstanceView",
-            "metadata": { "name": "bad" },
-            "spec": full,
-        }))
-        .expect("a view the client can send");
+    ];
+    for (shape, what) in malformed {
+        let mut spec = fx.view_spec();
+        shape(&mut spec);
+        let view = ppio_test_support::objects::view("bad", spec);
         let created = fx
             .views()
             .create(&kube::api::PostParams::default(), &view)

@@ -1,4 +1,4 @@
-//! Integration tests, run against a real kube-apiserver (see `support::control_plane`).
+//! Integration tests, run against a real kube-apiserver (see `ppio_test_support::control_plane`).
 //!
 //! They live in one test binary so that one control plane serves the whole run.
 
@@ -12,4 +12,8 @@ mod mirroring;
 mod observability;
 mod operations;
 mod services;
-mod support;
+
+/// The operator binary of this build, for the tests that run it as a process.
+fn operator_binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_ppio-gpu-operator"))
+}

@@ -2,24 +2,17 @@
 //! PPIO simulator against the real API server: the exact series of each view's complete listing, how
 //! they follow remote changes and filter changes, and that a deleted view leaves none behind.
 
-use std::path::Path;
 use std::time::Duration;
 
 use kube::api::DeleteParams;
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_simulator::{Fault, FaultKind, load_instances};
+use ppio_simulator::{Fault, FaultKind};
 use serde_json::json;
 
-use crate::support::operator::Fixture;
-use crate::support::process::OperatorProcess;
-use crate::support::{shared, wait_for};
-
-/// Six instances: running, exited (with a PPIO error) and pulling; two regions; postpaid, spot and
-/// two prepaid ones (one renewing itself, one not).
-fn example_records() -> Vec<serde_json::Value> {
-    load_instances(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ppio-instances.json"))
-        .expect("examples/ppio-instances.json loads")
-}
+use ppio_test_support::fixture::Fixture;
+use ppio_test_support::operator::OperatorProcess;
+use ppio_test_support::records::example_records;
+use ppio_test_support::{shared, wait_for};
 
 /// The fleet series of one view in a scrape, sorted, with the last successful sync's value (checked
 /// to be a Unix time between `since` and now) replaced by `T`. `mirrored_instances` is left out.
@@ -72,6 +65,7 @@ async fn fleet_metrics_follow_each_complete_listing_and_leave_with_their_view() 
     let ns = fx.ns.name.clone();
     let started = jiff::Timestamp::now().as_second();
     let operator = OperatorProcess::start(
+        crate::operator_binary(),
         &shared().kubeconfig,
         "fleet-metrics",
         &[
@@ -85,7 +79,7 @@ async fn fleet_metrics_follow_each_complete_listing_and_leave_with_their_view() 
         ],
     );
     // Two instances a page: a listing that fails after its first page has seen some instances.
-    fx.create_view("fleet", json!({ "pageSize": 2 })).await;
+    fx.create_view("fleet", |spec| spec.page_size = 2).await;
     fx.wait_ready("fleet", true, "Synced").await;
 
     let first_listing = expected(
@@ -180,8 +174,10 @@ async fn fleet_metrics_follow_each_complete_listing_and_leave_with_their_view() 
     );
 
     // A second view, over one region only.
-    fx.create_view("west", json!({ "filter": { "regions": ["us-west-1"] } }))
-        .await;
+    fx.create_view("west", |spec| {
+        spec.filter.regions = vec!["us-west-1".into()]
+    })
+    .await;
     fx.wait_ready("west", true, "Synced").await;
     let west = fleet_series(&operator, &ns, "west", started).await;
     assert!(
@@ -195,8 +191,10 @@ async fn fleet_metrics_follow_each_complete_listing_and_leave_with_their_view() 
     );
 
     // A filter change: the view's instances in the region it no longer lists lose their series.
-    fx.change_spec("west", json!({ "filter": { "regions": ["cn-east-1"] } }))
-        .await;
+    fx.change_spec("west", |spec| {
+        spec.filter.regions = vec!["cn-east-1".into()]
+    })
+    .await;
     fx.wait_ready("west", true, "Synced").await;
     let west = wait_for(
         "view west to export its new filter's listing",

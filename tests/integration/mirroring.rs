@@ -9,22 +9,19 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
 use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_simulator::{Fault, FaultKind, generate_instances, load_instances};
+use ppio_gpu_operator::api::view::{BillingMode, DeletionPolicy, Filter, OmittedField};
+use ppio_simulator::{Fault, FaultKind, generate_instances};
 use serde_json::json;
 
-use crate::support::operator::{API_KEY, Fixture, create_secret};
-use crate::support::{kubectl, wait_for};
-
-fn example_records() -> Vec<serde_json::Value> {
-    load_instances(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ppio-instances.json"))
-        .expect("examples/ppio-instances.json loads")
-}
+use ppio_test_support::fixture::{API_KEY, Fixture, create_secret};
+use ppio_test_support::records::example_records;
+use ppio_test_support::{await_absent, kubectl, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_mirrors_each_instance_with_its_remote_state_labels_and_columns() {
     let records = example_records();
     let fx = Fixture::start("mirror", records.clone()).await;
-    fx.create_view("team", json!({})).await;
+    fx.create_view("team", |_| {}).await;
 
     // What a user runs: kubectl wait on the view.
     fx.ns.kubectl(&[
@@ -134,7 +131,7 @@ async fn a_view_mirrors_each_instance_with_its_remote_state_labels_and_columns()
 
     // Printer columns, as kubectl shows them.
     let table = fx.ns.kubectl(&["get", "gpuinstances"]);
-    let header = crate::support::table_header(&table);
+    let header = ppio_test_support::table_header(&table);
     assert_eq!(
         header,
         [
@@ -161,7 +158,7 @@ async fn a_view_mirrors_each_instance_with_its_remote_state_labels_and_columns()
         "{table}"
     );
     let views = fx.ns.kubectl(&["get", "gpuinstanceviews"]);
-    let header = crate::support::table_header(&views);
+    let header = ppio_test_support::table_header(&views);
     assert_eq!(
         header,
         [
@@ -213,7 +210,7 @@ async fn remote_changes_show_at_the_next_sync_and_removals_are_confirmed_before_
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
     let fx = Fixture::start("changes", records).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
     assert_eq!(fx.mirrors_of("v").await.len(), 5);
 
@@ -280,24 +277,23 @@ async fn remote_changes_show_at_the_next_sync_and_removals_are_confirmed_before_
     // Missing from two complete listings and for the interval: pruned at a later sync.
     let instances = fx.instances();
     let gone = format!("v-{}", ids[1]);
-    wait_for(
+    await_absent(
+        instances,
+        &gone,
         "the missing instance's mirror to be pruned",
         Duration::from_secs(60),
-        || {
-            let instances = instances.clone();
-            let gone = gone.clone();
-            async move { instances.get_opt(&gone).await.ok()?.is_none().then_some(()) }
-        },
     )
     .await;
-    let pruned_by = fx
-        .views()
-        .get("v")
-        .await
-        .expect("view")
-        .status
-        .and_then(|s| s.last_sync_time);
-    assert!(pruned_by > since, "pruned by a later sync");
+    // The sync that pruned it writes the view's status after its removals: a later sync than the
+    // second listing, which counts nothing left to remove.
+    let view = fx
+        .await_view("v", "the status of the sync that pruned", move |view| {
+            view.status
+                .as_ref()
+                .is_some_and(|s| s.last_sync_time > since && s.pending_removal_count == Some(0))
+        })
+        .await;
+    assert_eq!(view.status.and_then(|s| s.mirrored_count), Some(5));
     assert_eq!(fx.mirrors_of("v").await.len(), 5);
 }
 
@@ -305,10 +301,9 @@ async fn remote_changes_show_at_the_next_sync_and_removals_are_confirmed_before_
 async fn a_listing_that_empties_a_view_is_held_by_the_mass_removal_guard() {
     let records = generate_instances(8, 11);
     let fx = Fixture::start("guard", records).await;
-    fx.create_view(
-        "v",
-        json!({ "mirror": { "massRemovalGracePeriod": "30s" } }),
-    )
+    fx.create_view("v", |spec| {
+        spec.mirror.mass_removal_grace_period = "30s".into()
+    })
     .await;
     fx.wait_ready("v", true, "Synced").await;
     assert_eq!(fx.mirrors_of("v").await.len(), 8);
@@ -382,8 +377,10 @@ async fn a_retained_mirror_outlives_its_instance_marked_absent() {
     let records = generate_instances(2, 13);
     let gone = records[0]["id"].as_str().expect("id").to_owned();
     let fx = Fixture::start("retain", records).await;
-    fx.create_view("v", json!({ "mirror": { "deletionPolicy": "Retain" } }))
-        .await;
+    fx.create_view("v", |spec| {
+        spec.mirror.deletion_policy = DeletionPolicy::Retain
+    })
+    .await;
     fx.wait_ready("v", true, "Synced").await;
 
     fx.simulator().remove_instance(&gone);
@@ -420,7 +417,7 @@ async fn a_record_of_megabytes_is_mirrored_within_the_budget_and_the_view_stays_
     );
     records.push(huge);
     let fx = Fixture::start("huge", records).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.as_ref().and_then(|s| s.mirrored_count), Some(5));
     let mirror = fx
@@ -455,11 +452,10 @@ async fn credentials_in_commands_and_images_never_reach_a_mirror() {
     records[0]["image"] = json!("robot:Registry5ecret@registry.example.com/ml/trainer:1");
     let id = records[0]["id"].as_str().expect("id").to_owned();
     let fx = Fixture::start("creds", records).await;
-    fx.create_view("plain", json!({})).await;
-    fx.create_view(
-        "bare",
-        json!({ "mirror": { "omitFields": ["command", "entrypoint"] } }),
-    )
+    fx.create_view("plain", |_| {}).await;
+    fx.create_view("bare", |spec| {
+        spec.mirror.omit_fields = vec![OmittedField::Command, OmittedField::Entrypoint];
+    })
     .await;
     fx.wait_ready("plain", true, "Synced").await;
     fx.wait_ready("bare", true, "Synced").await;
@@ -500,7 +496,7 @@ async fn a_changed_mirroring_option_rewrites_mirrors_of_unchanged_records_at_the
         record["command"] = json!("python serve.py");
     }
     let fx = Fixture::start("shape", records).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
     let before = fx.mirrors_of("v").await;
     assert_eq!(before.len(), 3);
@@ -511,8 +507,10 @@ async fn a_changed_mirroring_option_rewrites_mirrors_of_unchanged_records_at_the
 
     // Nothing changes remotely; only how the view mirrors. The next sync (the spec change's)
     // must not take the records for unchanged.
-    fx.change_spec("v", json!({ "mirror": { "omitFields": ["command"] } }))
-        .await;
+    fx.change_spec("v", |spec| {
+        spec.mirror.omit_fields = vec![OmittedField::Command]
+    })
+    .await;
     fx.wait_ready("v", true, "Synced").await;
     let after = fx.mirrors_of("v").await;
     assert_eq!(after.len(), 3);
@@ -548,9 +546,10 @@ fn gpuinstance_writes(kubeconfig: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_in_which_nothing_changed_writes_no_gpuinstance() {
     // A control plane of its own, so no other test's writes reach its counters.
-    let control_plane = crate::support::ControlPlane::start(None).expect("private control plane");
+    let control_plane =
+        ppio_test_support::ControlPlane::start(None).expect("private control plane");
     let fx = Fixture::start_in(&control_plane, "quiet", generate_instances(8, 3)).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
     assert_eq!(fx.mirrors_of("v").await.len(), 8);
 
@@ -588,12 +587,15 @@ async fn a_sync_in_which_nothing_changed_writes_no_gpuinstance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_left_it() {
     let fx = Fixture::start("filters", example_records()).await;
-    fx.create_view(
-        "v",
-        json!({ "pageSize": 3, "filter": {
-            "regions": ["us-west-1", "cn-east-1"], "billingMode": "prepaid", "status": "running", "name": "e"
-        }}),
-    )
+    fx.create_view("v", |spec| {
+        spec.page_size = 3;
+        spec.filter = Filter {
+            regions: vec!["us-west-1".into(), "cn-east-1".into()],
+            billing_mode: Some(BillingMode::Prepaid),
+            status: Some("running".into()),
+            name: Some("e".into()),
+        };
+    })
     .await;
     fx.wait_ready("v", true, "Synced").await;
     let request = fx.simulator().requests().pop().expect("PPIO was called");
@@ -620,12 +622,12 @@ async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_lef
     assert_eq!(names, ["v-1e9b47d2a0", "v-b7a40e93cd"]);
 
     // A new filter: synced at once (no refresh), what no longer matches is marked, then pruned.
-    fx.change_spec(
-        "v",
-        json!({ "filter": {
-            "regions": null, "billingMode": null, "name": null, "status": "exited"
-        }}),
-    )
+    fx.change_spec("v", |spec| {
+        spec.filter = Filter {
+            status: Some("exited".into()),
+            ..Filter::default()
+        };
+    })
     .await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.as_ref().and_then(|s| s.instance_count), Some(1));
@@ -653,7 +655,7 @@ async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_lef
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_of_many_pages_mirrors_every_instance() {
     let fx = Fixture::start("pages", generate_instances(23, 11)).await;
-    fx.create_view("v", json!({ "pageSize": 5 })).await;
+    fx.create_view("v", |spec| spec.page_size = 5).await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(
         view.status.as_ref().and_then(|s| s.instance_count),
@@ -673,9 +675,11 @@ async fn a_listing_of_many_pages_mirrors_every_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_views_with_overlapping_filters_keep_their_own_mirrors_without_flapping() {
     let fx = Fixture::start("overlap", example_records()).await;
-    fx.create_view("all", json!({})).await;
-    fx.create_view("west", json!({ "filter": { "regions": ["us-west-1"] } }))
-        .await;
+    fx.create_view("all", |_| {}).await;
+    fx.create_view("west", |spec| {
+        spec.filter.regions = vec!["us-west-1".into()]
+    })
+    .await;
     fx.wait_ready("all", true, "Synced").await;
     fx.wait_ready("west", true, "Synced").await;
     assert_eq!(fx.mirrors_of("all").await.len(), 6);
@@ -712,8 +716,8 @@ async fn two_views_with_overlapping_filters_keep_their_own_mirrors_without_flapp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_view_deletes_its_gpuinstances() {
     let fx = Fixture::start("delete", example_records()).await;
-    fx.create_view("gone", json!({})).await;
-    fx.create_view("kept", json!({ "filter": { "status": "running" } }))
+    fx.create_view("gone", |_| {}).await;
+    fx.create_view("kept", |spec| spec.filter.status = Some("running".into()))
         .await;
     fx.wait_ready("gone", true, "Synced").await;
     fx.wait_ready("kept", true, "Synced").await;
@@ -747,7 +751,7 @@ async fn deleting_a_view_deletes_its_gpuinstances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_problems_each_report_their_reason_and_prune_nothing_until_fixed() {
     let fx = Fixture::start("creds", example_records()).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
     let mirrored = fx.mirrors_of("v").await;
     fx.simulator().clear_requests();
@@ -819,7 +823,7 @@ async fn credential_problems_each_report_their_reason_and_prune_nothing_until_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ppio_faults_are_reported_and_leave_every_mirror_in_place() {
     let fx = Fixture::start("faults", example_records()).await;
-    fx.create_view("v", json!({ "pageSize": 2 })).await;
+    fx.create_view("v", |spec| spec.page_size = 2).await;
     fx.wait_ready("v", true, "Synced").await;
     let mirrored = fx.mirrors_of("v").await;
 
@@ -872,9 +876,9 @@ async fn ppio_faults_are_reported_and_leave_every_mirror_in_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_view_keeps_its_mirrors_and_does_not_call_ppio() {
     let fx = Fixture::start("suspend", example_records()).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
-    fx.change_spec("v", json!({ "suspend": true })).await;
+    fx.change_spec("v", |spec| spec.suspend = true).await;
     fx.wait_ready("v", true, "Suspended").await;
     fx.simulator().clear_requests();
     fx.simulator().remove_instance("ca338f12f3");
@@ -885,7 +889,7 @@ async fn a_suspended_view_keeps_its_mirrors_and_does_not_call_ppio() {
     );
     assert_eq!(fx.mirrors_of("v").await.len(), 6);
 
-    fx.change_spec("v", json!({ "suspend": false })).await;
+    fx.change_spec("v", |spec| spec.suspend = false).await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(view.status.and_then(|s| s.instance_count), Some(5));
 }
@@ -893,8 +897,8 @@ async fn a_suspended_view_keeps_its_mirrors_and_does_not_call_ppio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_outside_the_allow_list_never_receives_the_key() {
     let fx = Fixture::start("endpoint", example_records()).await;
-    let elsewhere = crate::support::operator::start_simulator(example_records()).await;
-    fx.create_view("v", json!({ "endpoint": elsewhere.base_url() }))
+    let elsewhere = ppio_test_support::fixture::start_simulator(example_records()).await;
+    fx.create_view("v", |spec| spec.endpoint = Some(elsewhere.base_url()))
         .await;
     let view = fx.wait_ready("v", false, "EndpointNotAllowed").await;
     let stalled = condition::find(&view.status.unwrap().conditions, condition::STALLED)

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use serde_yaml_ng::Value as Yaml;
 
-use crate::support::control_plane::target_dir;
-use crate::support::operator::Fixture;
-use crate::support::process::OperatorProcess;
-use crate::support::shared;
+use ppio_test_support::fixture::Fixture;
+use ppio_test_support::operator::OperatorProcess;
+use ppio_test_support::shared;
+use ppio_test_support::tool;
 
 /// The chart's alerting rules, a plain Prometheus rules file.
 const RULES: &str = "charts/ppio-gpu-operator/files/prometheus-rules.yaml";
@@ -28,19 +27,8 @@ const PREFIX: &str = "ppio_gpu_operator_";
 
 /// A file of the repository, by its path from the root.
 fn repo_file(path: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let full = ppio_test_support::repository().join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
-}
-
-/// A tool that `make <name>` builds into target/tools. Missing is a failure, never a skip.
-fn tool(name: &str) -> PathBuf {
-    let path = target_dir().join("tools").join(name);
-    assert!(
-        path.is_file(),
-        "{name} is missing at {}: build it with `make {name}` (it builds {name} from tools/{name}/go.mod)",
-        path.display()
-    );
-    path
 }
 
 /// promlint's verdict on an exposition: `Ok` when clean, else its problems, one `metric: text` a line.
@@ -439,7 +427,7 @@ async fn scrape_until_exported(
 
 /// Waits until `operator` answers /readyz, failing at once, with its log, if it exits instead (e.g. on
 /// a flag it does not know).
-async fn wait_until_ready(operator: &mut OperatorProcess) {
+async fn wait_until_ready(operator: &OperatorProcess) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
         if let Some(code) = operator.wait_exit(Duration::from_millis(200)).await {
@@ -469,19 +457,23 @@ async fn the_operator_exports_every_metric_the_alerts_and_dashboard_query_and_pa
     )
     .await;
     let args = fx.replica_args(&["--metrics-instance-info"]);
-    let mut operator = OperatorProcess::start(&shared().kubeconfig, "observability", &args);
-    wait_until_ready(&mut operator).await;
+    let operator = OperatorProcess::start(
+        crate::operator_binary(),
+        &shared().kubeconfig,
+        "observability",
+        &args,
+    );
+    wait_until_ready(&operator).await;
     // PPIO rate-limits the first listing: the 429 is counted, the retry succeeds.
     fx.simulator()
         .inject_fault(Fault::once(FaultKind::RateLimited {
             retry_after_secs: Some(1),
         }));
-    fx.create_view("fleet", json!({})).await;
+    fx.create_view("fleet", |_| {}).await;
     // A view whose Secret is missing fails its syncs.
-    fx.create_view(
-        "broken",
-        json!({ "credentials": { "secretRef": { "name": "missing" } } }),
-    )
+    fx.create_view("broken", |spec| {
+        spec.credentials.secret_ref.name = "missing".into()
+    })
     .await;
     fx.wait_ready("fleet", true, "Synced").await;
 

@@ -9,9 +9,9 @@ use kube::api::{DeleteParams, ListParams};
 use ppio_simulator::generate_instances;
 use serde_json::json;
 
-use crate::support::operator::{API_KEY, Fixture, create_secret};
-use crate::support::process::OperatorProcess;
-use crate::support::{shared, wait_for};
+use ppio_test_support::fixture::{API_KEY, Fixture, create_secret};
+use ppio_test_support::operator::OperatorProcess;
+use ppio_test_support::{shared, wait_for};
 
 async fn lease_holder(fx: &Fixture) -> Option<String> {
     let lease = fx
@@ -29,11 +29,11 @@ async fn two_replicas_elect_one_leader_that_alone_writes_and_a_standby_takes_ove
     let args = fx.replica_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let kubeconfig = shared().kubeconfig.clone();
-    let mut replicas = vec![
-        OperatorProcess::start(&kubeconfig, "replica-a", &args),
-        OperatorProcess::start(&kubeconfig, "replica-b", &args),
+    let replicas = vec![
+        OperatorProcess::start(crate::operator_binary(), &kubeconfig, "replica-a", &args),
+        OperatorProcess::start(crate::operator_binary(), &kubeconfig, "replica-b", &args),
     ];
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
 
     let holder = wait_for("a lease holder", Duration::from_secs(30), || {
@@ -128,7 +128,7 @@ async fn two_replicas_elect_one_leader_that_alone_writes_and_a_standby_takes_ove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_gets_one_event_when_syncs_start_failing_and_one_when_they_recover() {
     let fx = Fixture::start("events", generate_instances(2, 9)).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
 
     fx.ns
@@ -190,8 +190,13 @@ async fn a_leader_whose_lease_is_taken_stops_at_once_and_exits() {
     let fx = Fixture::without_operator(shared(), "lease-loss", generate_instances(2, 8)).await;
     let args = fx.replica_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut replica = OperatorProcess::start(&shared().kubeconfig, "replica-a", &args);
-    fx.create_view("v", json!({})).await;
+    let replica = OperatorProcess::start(
+        crate::operator_binary(),
+        &shared().kubeconfig,
+        "replica-a",
+        &args,
+    );
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
     assert_eq!(lease_holder(&fx).await.as_deref(), Some("replica-a"));
 
@@ -229,9 +234,9 @@ async fn a_leader_whose_lease_is_taken_stops_at_once_and_exits() {
 async fn the_operator_rides_out_an_api_server_restart_and_catches_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let control_plane =
-        crate::support::ControlPlane::start(Some(dir.path())).expect("private control plane");
+        ppio_test_support::ControlPlane::start(Some(dir.path())).expect("private control plane");
     let fx = Fixture::start_in(&control_plane, "restart", generate_instances(3, 4)).await;
-    fx.create_view("v", json!({})).await;
+    fx.create_view("v", |_| {}).await;
     fx.wait_ready("v", true, "Synced").await;
 
     let exited_before = fx
@@ -261,7 +266,7 @@ async fn the_operator_rides_out_an_api_server_restart_and_catches_up() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let data = dir.path().to_owned();
     let control_plane =
-        tokio::task::spawn_blocking(move || crate::support::ControlPlane::start(Some(&data)))
+        tokio::task::spawn_blocking(move || ppio_test_support::ControlPlane::start(Some(&data)))
             .await
             .expect("restart task")
             .expect("restart on the same data");
@@ -294,7 +299,12 @@ async fn a_leader_that_cannot_renew_its_lease_stops_on_its_own() {
     let fx = Fixture::without_operator(shared(), "lease-stuck", generate_instances(2, 6)).await;
     let args = fx.replica_args(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut replica = OperatorProcess::start(&shared().kubeconfig, "replica-stuck", &args);
+    let replica = OperatorProcess::start(
+        crate::operator_binary(),
+        &shared().kubeconfig,
+        "replica-stuck",
+        &args,
+    );
     wait_for("the replica to lead", Duration::from_secs(30), || async {
         (lease_holder(&fx).await.as_deref() == Some("replica-stuck")).then_some(())
     })

@@ -17,23 +17,18 @@ use ppio_gpu_operator::services::AddressPolicy;
 use ppio_gpu_operator::services::plan::{
     ENDPOINT_REFUSED, NAME_TAKEN, ROUTED, SERVICE_ENDPOINTS, SERVICE_REJECTED,
 };
-use ppio_simulator::generate_instances;
 use serde_json::{Value, json};
 
-use crate::support::operator::Fixture;
-use crate::support::{kubectl, wait_for};
+use ppio_test_support::fixture::Fixture;
+use ppio_test_support::records::{generated, port, set_status};
+use ppio_test_support::{kubectl, wait_for};
 
 /// A record `id` with remote status `status` and exposed `ports`, the rest generated.
 fn record(id: &str, seed: u64, status: &str, ports: Value) -> Value {
-    let mut record = generate_instances(1, seed).remove(0);
-    record["id"] = json!(id);
-    record["status"]["status"] = json!(status);
+    let mut record = generated(id, seed);
+    set_status(&mut record, status);
     record["ports"] = ports;
     record
-}
-
-fn port(number: u16, protocol: &str, endpoint: &str) -> Value {
-    json!({ "port": number, "protocol": protocol, "endpoint": endpoint })
 }
 
 /// The operator keeping Services under `policy`.
@@ -117,7 +112,7 @@ async fn each_instance_gets_a_service_and_endpoint_slices_that_follow_its_ports(
         record("dd04", 4, "running", json!([])),
     ];
     let fx = start("services", records, AddressPolicy::default()).await;
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     let view = fx.wait_ready("v", true, "Synced").await;
     let status = view.status.expect("a status");
@@ -237,7 +232,7 @@ async fn each_instance_gets_a_service_and_endpoint_slices_that_follow_its_ports(
 
     // What a user sees.
     let wide = fx.ns.kubectl(&["get", "gpui", "-o", "wide"]);
-    let header = crate::support::table_header(&wide);
+    let header = ppio_test_support::table_header(&wide);
     assert!(header.contains(&"SERVICE"), "{wide}");
     let row = wide
         .lines()
@@ -255,7 +250,7 @@ async fn readiness_follows_the_remote_status_and_a_moved_address_replaces_the_ol
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
     let fx = start("svc-moves", records, AddressPolicy::default()).await;
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
     let first = slices_of(&fx, "v-aa01").await;
@@ -362,7 +357,7 @@ async fn services_go_with_their_mirror_and_with_the_option() {
         ),
     ];
     let fx = start("svc-removal", records, AddressPolicy::default()).await;
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
     let services = fx.ns.api::<Service>();
@@ -411,7 +406,7 @@ async fn services_go_with_their_mirror_and_with_the_option() {
     );
 
     // The option turned off: the Services go, the mirrors stay and no longer name one.
-    fx.change_spec("v", json!({ "services": { "enabled": false } }))
+    fx.change_spec("v", |spec| spec.services.enabled = false)
         .await;
     fx.wait_ready("v", true, "Synced").await;
     assert!(services.get_opt("v-aa01").await.expect("get").is_none());
@@ -469,7 +464,7 @@ async fn no_service_routes_to_a_refused_address_and_the_view_still_syncs() {
         policy,
     )
     .await;
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     let view = fx.wait_ready("v", true, "Synced").await;
     assert_eq!(
@@ -525,17 +520,17 @@ async fn a_service_name_taken_by_someone_else_is_left_alone_until_it_is_free() {
         "running",
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
-    let fx = Fixture::without_operator(crate::support::shared(), "svc-taken", records).await;
+    let fx = Fixture::without_operator(ppio_test_support::shared(), "svc-taken", records).await;
     let services = fx.ns.api::<Service>();
     create_their_service(&services).await;
     let mut fx = fx;
-    fx._operator = Some(crate::support::operator::RunningOperator::start_with(
+    fx._operator = Some(ppio_test_support::operator::RunningOperator::start_with(
         fx.ns.client.clone(),
         &fx.ns.name,
         &fx.ppio.base_url(),
         |settings| settings.services = Some(AddressPolicy::default()),
     ));
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
     let condition = name_taken(&fx, false).await;
@@ -592,7 +587,8 @@ fn requests_to(kubeconfig: &std::path::Path, resource: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_in_which_nothing_changed_reads_and_writes_no_service() {
     // A control plane of its own, so no other test's requests reach its counters.
-    let control_plane = crate::support::ControlPlane::start(None).expect("private control plane");
+    let control_plane =
+        ppio_test_support::ControlPlane::start(None).expect("private control plane");
     let records: Vec<Value> = (0..6)
         .map(|i| {
             record(
@@ -611,7 +607,7 @@ async fn a_sync_in_which_nothing_changed_reads_and_writes_no_service() {
         settings.services = Some(AddressPolicy::default());
     })
     .await;
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
     let count = |resource| requests_to(&control_plane.kubeconfig, resource);
@@ -650,7 +646,7 @@ async fn a_service_or_slice_someone_deletes_is_written_again_at_the_next_sync() 
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
     let fx = start("svc-repair", records, AddressPolicy::default()).await;
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
     deleted_and_written_again(&fx, &fx.ns.api::<Service>(), "v-aa01").await;
@@ -692,7 +688,7 @@ async fn a_service_someone_replaces_with_their_own_is_left_alone() {
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
     let fx = start("svc-replaced", records, AddressPolicy::default()).await;
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
     let services = fx.ns.api::<Service>();
@@ -739,7 +735,7 @@ async fn a_service_the_api_server_refuses_is_reported_on_its_mirror_and_the_view
         )
         .await
         .expect("the quota's status");
-    fx.create_view("v", json!({ "services": { "enabled": true } }))
+    fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     let view = fx.wait_ready("v", true, "Synced").await;
     let condition = service_condition(&mirror(&fx, "v-aa01").await);

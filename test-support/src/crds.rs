@@ -1,5 +1,4 @@
-//! Installing CustomResourceDefinitions on a test control plane, shared by the integration tests
-//! and the scale benchmark (each includes this file as a module): server-side apply, so it is
+//! Installing CustomResourceDefinitions on a test control plane: server-side apply, so it is
 //! idempotent, then a watch until the API server says the CRD is Established.
 
 use std::time::Duration;

@@ -1,5 +1,4 @@
-//! Free loopback ports for the processes tests and benchmarks start, shared by the integration tests
-//! and the scale benchmark (each includes this file as a module).
+//! Free loopback ports for the processes tests and benchmarks start.
 
 use std::net::TcpListener;
 

@@ -1,25 +1,15 @@
-//! Test support: the shared control plane, a namespace per test, waiting, and the machine's kubectl.
+//! A namespace of one test, deleted with everything in it when the test ends, and the machine's
+//! `kubectl`, run as a user would against a test control plane.
 
-pub mod control_plane;
-#[path = "../../shared/crds.rs"]
-pub mod crds;
-pub mod operator;
-#[path = "../../shared/ports.rs"]
-pub mod ports;
-pub mod process;
-#[path = "../../shared/waiting.rs"]
-mod waiting;
-
-pub use waiting::wait_for;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
-pub use control_plane::{ControlPlane, rand_suffix, shared};
+use crate::control_plane::{ControlPlane, shared};
+use crate::objects::{self, rand_suffix};
 
 /// A namespace of its own for one test, deleted (with everything in it) when the test ends.
 pub struct TestNamespace {
@@ -27,7 +17,7 @@ pub struct TestNamespace {
     pub name: String,
     /// An admin client of its control plane.
     pub client: Client,
-    kubeconfig: std::path::PathBuf,
+    kubeconfig: PathBuf,
 }
 
 impl TestNamespace {
@@ -40,12 +30,11 @@ impl TestNamespace {
     pub async fn new_in(control_plane: &ControlPlane, prefix: &str) -> TestNamespace {
         let client = control_plane.client().await;
         let name = format!("{prefix}-{}", rand_suffix());
-        let namespace: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": name, "labels": { "ppio.io/test": "true" } }
-        }))
-        .expect("valid namespace");
         Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
+            .create(
+                &PostParams::default(),
+                &objects::namespace(&name, &[("ppio.io/test", "true")]),
+            )
             .await
             .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
         TestNamespace {
