@@ -168,13 +168,7 @@ impl Running {
 
     /// Sends `signal` (e.g. `TERM`, `KILL`) to the process.
     pub fn signal(&self, signal: impl AsRef<OsStr>) {
-        // Through the kill command, to keep tests and benchmarks free of unsafe libc calls.
-        let mut flag = std::ffi::OsString::from("-");
-        flag.push(signal);
-        let _ = Command::new("kill")
-            .arg(flag)
-            .arg(self.pid.to_string())
-            .status();
+        send_signal(self.pid, signal);
     }
 
     /// Waits up to `timeout` for the process to exit; its exit code (-1 for a signal), or `None`
@@ -219,10 +213,7 @@ impl Drop for Running {
 /// SIGTERM, then SIGKILL if `child` lingers past `stop_timeout` (at once when it is zero).
 fn terminate(child: &mut Child, name: &str, stop_timeout: Duration, log: &Path) {
     if !stop_timeout.is_zero() {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        send_signal(child.id(), "TERM");
         let deadline = Instant::now() + stop_timeout;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -237,4 +228,12 @@ fn terminate(child: &mut Child, name: &str, stop_timeout: Duration, log: &Path) 
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Sends `signal` (e.g. `TERM`) to the process `pid`, through the kill command, to keep tests and
+/// benchmarks free of unsafe libc calls.
+fn send_signal(pid: u32, signal: impl AsRef<OsStr>) {
+    let mut flag = std::ffi::OsString::from("-");
+    flag.push(signal);
+    let _ = Command::new("kill").arg(flag).arg(pid.to_string()).status();
 }

@@ -113,7 +113,7 @@ fn expected_metrics_auth_grants() -> BTreeSet<Grant> {
 
 #[test]
 fn chart_crds_are_identical_to_the_generated_crds() {
-    let generated = read(&repo_dir().join("crds/gpu.ppio.io.yaml"));
+    let generated = read(&ppio_test_support::repository().join("crds/gpu.ppio.io.yaml"));
     let shipped = read(&chart_dir().join("crds/gpu.ppio.io.yaml"));
     assert!(
         generated == shipped,
@@ -962,7 +962,7 @@ fn service_monitor_scrapes_with_prometheus_token_when_metrics_auth_is_on() {
 
 #[test]
 fn every_kube_score_check_the_makefile_ignores_is_explained_in_the_chart_readme() {
-    let makefile = read(&repo_dir().join("Makefile"));
+    let makefile = read(&ppio_test_support::repository().join("Makefile"));
     let ignored: Vec<&str> = makefile
         .lines()
         .find_map(|line| line.strip_prefix("KUBE_SCORE_IGNORED :="))
@@ -1562,12 +1562,8 @@ async fn metrics_auth_serves_metrics_only_to_bound_readers_and_keeps_probes_open
 // ---------------------------------------------------------------------------------------------------
 // Rendering with helm.
 
-fn repo_dir() -> PathBuf {
-    ppio_test_support::repository()
-}
-
 fn chart_dir() -> PathBuf {
-    repo_dir().join("charts/ppio-gpu-operator")
+    ppio_test_support::repository().join("charts/ppio-gpu-operator")
 }
 
 fn read(path: &Path) -> String {

@@ -19,7 +19,7 @@ pub use ppio::{Ppio, Seen, assert_no_two_syncs_at_once, listings, ppio, ppio_wit
 pub use release::{Release, pods_of_release};
 pub use tenant::{Tenant, VIEW};
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -56,14 +56,9 @@ pub fn pause_image() -> String {
     })
 }
 
-/// The repository's root.
-pub fn repo() -> PathBuf {
-    crate::paths::repository()
-}
-
 /// The chart, as users install it from the repository.
 pub fn chart() -> String {
-    repo()
+    crate::paths::repository()
         .join("charts/ppio-gpu-operator")
         .display()
         .to_string()
@@ -122,7 +117,7 @@ pub fn helm(args: &[&str]) -> String {
     run(&crate::paths::tool("helm").display().to_string(), args)
 }
 
-/// The machine's kubectl.
+/// The machine's kubectl, against the node's API server.
 pub fn kubectl(args: &[&str]) -> String {
-    run("kubectl", args)
+    crate::namespace::kubectl(Path::new(&kubeconfig()), None, args)
 }
