@@ -4,10 +4,12 @@
 
 pub mod condition;
 pub mod instance;
+pub mod stored_view;
 pub mod view;
 
 pub use condition::{Condition, ConditionStatus};
 pub use instance::{GpuInstance, GpuInstanceSpec, GpuInstanceStatus};
+pub use stored_view::StoredView;
 pub use view::{GpuInstanceView, GpuInstanceViewSpec, GpuInstanceViewStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -76,7 +76,8 @@ pub(super) async fn publish_summary(
 /// new reason), or recover. Steady states publish nothing, so Events stay few.
 pub(super) async fn publish_transition(
     recorder: &Recorder,
-    view: &GpuInstanceView,
+    view: &ObjectReference,
+    current: Option<&GpuInstanceViewStatus>,
     next: &GpuInstanceViewStatus,
 ) {
     let ready = |status: Option<&GpuInstanceViewStatus>| {
@@ -87,7 +88,7 @@ pub(super) async fn publish_transition(
     let Some((status, reason, message)) = ready(Some(next)) else {
         return;
     };
-    let before = ready(view.status.as_ref());
+    let before = ready(current);
     let event = match (&before, status) {
         (Some((ConditionStatus::False, old_reason, _)), ConditionStatus::False)
             if *old_reason == reason =>
@@ -132,7 +133,7 @@ pub(super) async fn publish_transition(
             .map(|note| crate::text::truncate(&note, mirror::MAX_EVENT_NOTE)),
         ..event
     };
-    if let Err(e) = recorder.publish(&event, &view.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, view).await {
         warn!(error = %e, "cannot publish an Event");
     }
 }

@@ -52,7 +52,8 @@ pub use endpoint::EndpointPolicy;
 pub use slots::SyncSlots;
 
 use crate::Error;
-use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
+use crate::api::stored_view::SpecProblem;
+use crate::api::{GpuInstanceView, GpuInstanceViewStatus, StoredView};
 use crate::ppio::{self, ListingLimits, PpioError};
 use crate::process::http::Health;
 use crate::process::metrics::Metrics;
@@ -375,15 +376,49 @@ impl WatchSpawner<'_> {
     }
 }
 
-/// Syncs one view if it is due, and says when to look at it again.
-pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(&*view);
-    let span = info_span!("sync_view", namespace = %view.namespace().unwrap_or_default(), view = %view.name_any());
+/// Syncs one view if it is due, and says when to look at it again. A view whose spec this version
+/// cannot read is reported on itself and otherwise left alone.
+pub async fn reconcile(stored: Arc<StoredView>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("sync_view", namespace = %stored.namespace().unwrap_or_default(), view = %stored.name_any());
     async move {
-        if view.meta().deletion_timestamp.is_some() {
-            ctx.forget(&view.namespace().unwrap_or_default(), &view.name_any());
+        if stored.meta().deletion_timestamp.is_some() {
+            ctx.forget(&stored.namespace().unwrap_or_default(), &stored.name_any());
             return Ok(Action::await_change());
         }
+        match stored.typed() {
+            Ok(view) => sync_when_due(Arc::new(view), &ctx).await,
+            Err(problem) => report_unreadable_spec(&stored, problem, &ctx).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reports that the view's stored spec cannot be read, and waits for a change: nothing is listed,
+/// and its mirrors are neither written nor removed, whatever they are.
+async fn report_unreadable_spec(
+    stored: &StoredView,
+    problem: &SpecProblem,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let (namespace, name) = (stored.namespace().unwrap_or_default(), stored.name_any());
+    warn!(field = %problem.field, problem = %problem.problem, "cannot read the view's spec");
+    ctx.metrics.record_sync(
+        view_status::FailureReason::InvalidSpec.as_str(),
+        false,
+        Duration::ZERO,
+    );
+    let status = view_status::unreadable_spec_status(stored, problem, Timestamp::now());
+    let reference = stored.object_ref(&());
+    events::publish_transition(&ctx.recorder, &reference, stored.status.as_ref(), &status).await;
+    write_status_if_changed(ctx, &namespace, &name, stored.status.as_ref(), status).await?;
+    Ok(Action::await_change())
+}
+
+/// Syncs `view` if it is due, and says when to look at it again.
+async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*view);
+    {
         ctx.metrics.observe_view(
             &view.namespace().unwrap_or_default(),
             &view.name_any(),
@@ -435,12 +470,8 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 let (namespace, name) = (view.namespace().unwrap_or_default(), view.name_any());
                 ctx.metrics
                     .set_mirrored(&namespace, &name, synced.counts.mirrored as i64);
-                ctx.metrics.record_fleet(
-                    &namespace,
-                    &name,
-                    synced.fleet,
-                    Timestamp::now(),
-                );
+                ctx.metrics
+                    .record_fleet(&namespace, &name, synced.fleet, Timestamp::now());
                 (status, schedule::next_regular_sync(interval), 0)
             }
             Err(failure) => {
@@ -449,7 +480,9 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 ctx.metrics
                     .record_sync(failure.failure.reason.as_str(), false, started.elapsed());
                 let backoff = schedule::retry_delay(failures, interval);
-                let delay = failure.retry_after.map_or(backoff, |after| backoff.max(after));
+                let delay = failure
+                    .retry_after
+                    .map_or(backoff, |after| backoff.max(after));
                 (
                     view_status::failed_status(&view, &failure.failure, Timestamp::now()),
                     delay,
@@ -466,19 +499,18 @@ pub async fn reconcile(view: Arc<GpuInstanceView>, ctx: Arc<Context>) -> Result<
                 next_sync: Instant::now() + delay,
                 failures,
                 generation: view.metadata.generation,
-                refresh: view_status::refresh_requested(&view),
+                refresh: view_status::refresh_requested(&*view),
             }),
         );
-        events::publish_transition(&ctx.recorder, &view, &status).await;
-        write_view_status_if_changed(&ctx, &view, status).await?;
+        let reference = view.object_ref(&());
+        events::publish_transition(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
+        write_view_status_if_changed(ctx, &view, status).await?;
         Ok(Action::requeue(delay))
     }
-    .instrument(span)
-    .await
 }
 
 /// Retries the reconciliation shortly when even the view's status could not be written.
-pub fn error_policy(view: Arc<GpuInstanceView>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(view: Arc<StoredView>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(namespace = %view.namespace().unwrap_or_default(), view = %view.name_any(), error = %error, "cannot reconcile; retrying");
     Action::requeue(schedule::jittered(Duration::from_secs(5)))
 }
@@ -489,15 +521,26 @@ async fn write_view_status_if_changed(
     view: &GpuInstanceView,
     status: GpuInstanceViewStatus,
 ) -> Result<(), Error> {
-    if view.status.as_ref() == Some(&status) {
+    let (namespace, name) = (view.namespace().unwrap_or_default(), view.name_any());
+    write_status_if_changed(ctx, &namespace, &name, view.status.as_ref(), status).await
+}
+
+/// Writes the status of view `namespace/name`, unless it would not change from `current`.
+async fn write_status_if_changed(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    current: Option<&GpuInstanceViewStatus>,
+    status: GpuInstanceViewStatus,
+) -> Result<(), Error> {
+    if current == Some(&status) {
         return Ok(());
     }
-    let namespace = view.namespace().unwrap_or_default();
-    let views: Api<GpuInstanceView> = Api::namespaced(ctx.client.clone(), &namespace);
+    let views: Api<GpuInstanceView> = Api::namespaced(ctx.client.clone(), namespace);
     ctx.metrics.record_write("apply_status", "gpuinstanceviews");
     let body = status_apply_body::<GpuInstanceView>(&status);
     views
-        .patch_status(&view.name_any(), &apply_params(), &Patch::Apply(&body))
+        .patch_status(name, &apply_params(), &Patch::Apply(&body))
         .await
         .map_err(Error::Kube)?;
     Ok(())

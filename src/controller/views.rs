@@ -2,6 +2,9 @@
 //! stream and one store that feed a single kube-runtime controller, so `--concurrency` means what it
 //! says operator-wide. Only a new spec (generation) or a new refresh request wakes a view; the
 //! operator's own status writes do not, and the schedule brings each view back on time.
+//!
+//! Views are read as [`StoredView`]s: a view whose spec this version cannot decode (a value a newer
+//! CRD admitted) is one view to report, and never fails the list or watch of its neighbours.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -12,7 +15,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::scopes::{Scope, watch_scopes};
-use crate::api::GpuInstanceView;
+use crate::api::StoredView;
 use crate::sync::view_status;
 
 /// Watches the views of `namespaces` (all when empty) whose labels match `selector`. Returns the
@@ -24,10 +27,10 @@ pub(super) fn watch(
     selector: Option<&str>,
     on_listed: impl FnOnce() + Send + 'static,
 ) -> (
-    impl Stream<Item = Result<GpuInstanceView, watcher::Error>> + Send + 'static,
-    Store<GpuInstanceView>,
+    impl Stream<Item = Result<StoredView, watcher::Error>> + Send + 'static,
+    Store<StoredView>,
 ) {
-    let mut writer = reflector::store::Writer::<GpuInstanceView>::default();
+    let mut writer = reflector::store::Writer::<StoredView>::default();
     let store = writer.as_reader();
     // Ready at once: each view is reconciled as soon as its namespace lists it.
     writer.apply_watcher_event(&watcher::Event::Init);
@@ -37,14 +40,14 @@ pub(super) fn watch(
     if let Some(selector) = selector {
         config = config.labels(selector);
     }
-    let (mut pending, events) = watch_scopes::<GpuInstanceView>(&client, namespaces, &config);
+    let (mut pending, events) = watch_scopes::<StoredView>(&client, namespaces, &config);
 
     let reader = store.clone();
-    let mut relisting: HashMap<Scope, HashSet<ObjectRef<GpuInstanceView>>> = HashMap::new();
+    let mut relisting: HashMap<Scope, HashSet<ObjectRef<StoredView>>> = HashMap::new();
     let mut on_listed = Some(on_listed);
     let views = events
         .flat_map(move |(scope, event)| {
-            let mut touched: Vec<Result<GpuInstanceView, watcher::Error>> = Vec::new();
+            let mut touched: Vec<Result<StoredView, watcher::Error>> = Vec::new();
             match event {
                 Err(e) => touched.push(Err(e)),
                 Ok(watcher::Event::Apply(view)) => {
@@ -94,7 +97,7 @@ pub(super) fn watch(
 
 /// What wakes a view: its spec's generation and its refresh request (and its UID, so that a view
 /// deleted and created again under its name is new).
-fn spec_or_refresh(view: &GpuInstanceView) -> Option<u64> {
+fn spec_or_refresh(view: &StoredView) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     view.metadata.uid.hash(&mut hasher);
     view.metadata.generation.hash(&mut hasher);

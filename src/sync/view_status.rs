@@ -7,9 +7,10 @@
 //! `lastSuccessfulSyncTime` of the last complete sync: they stay as that sync left them.
 
 use jiff::Timestamp;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use crate::api::condition::{self, Condition, ConditionStatus};
+use crate::api::stored_view::{SpecProblem, StoredView};
 use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
 use crate::mirror;
 use crate::ppio::{ApiKey, ErrorKind, PpioError};
@@ -320,8 +321,41 @@ pub fn failed_status(
     failure: &SyncFailure,
     now: Timestamp,
 ) -> GpuInstanceViewStatus {
-    let previous = view.status.clone().unwrap_or_default();
-    let generation = view.metadata.generation;
+    failure_status(view, view.status.as_ref(), failure, now)
+}
+
+/// Why a view whose stored spec this version cannot decode is not synced: `InvalidSpec`, naming
+/// the field and its value.
+pub fn unreadable_spec(problem: &SpecProblem) -> SyncFailure {
+    SyncFailure {
+        reason: FailureReason::InvalidSpec,
+        message: format!(
+            "This operator cannot read the view's spec: {problem}. Nothing is synced and its \
+             mirrors are kept as they are until the spec is corrected, or the operator is \
+             upgraded to a release that knows the value (it may have been written under a newer \
+             CRD)."
+        ),
+    }
+}
+
+/// The status of a view whose stored spec this version cannot decode: [`unreadable_spec`] in the
+/// conditions, and everything else as the last complete sync left it.
+pub fn unreadable_spec_status(
+    view: &StoredView,
+    problem: &SpecProblem,
+    now: Timestamp,
+) -> GpuInstanceViewStatus {
+    failure_status(view, view.status.as_ref(), &unreadable_spec(problem), now)
+}
+
+fn failure_status(
+    view: &impl Resource,
+    previous: Option<&GpuInstanceViewStatus>,
+    failure: &SyncFailure,
+    now: Timestamp,
+) -> GpuInstanceViewStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    let generation = view.meta().generation;
     let needs_user_action = failure.reason.needs_user_action();
     let (reconciling, stalled) = if needs_user_action {
         (
@@ -416,7 +450,7 @@ pub fn suspended_status(view: &GpuInstanceView, now: Timestamp) -> GpuInstanceVi
 }
 
 /// The value of the refresh annotation, if any.
-pub fn refresh_requested(view: &GpuInstanceView) -> Option<String> {
+pub fn refresh_requested(view: &impl Resource) -> Option<String> {
     view.annotations()
         .get(crate::api::view::REFRESH_ANNOTATION)
         .map(|v| v.chars().take(256).collect())
@@ -555,6 +589,47 @@ mod tests {
             ready.message
         );
         assert_eq!(status.pending_removal_count, Some(8));
+    }
+
+    #[test]
+    fn an_unreadable_spec_is_stalled_naming_field_and_value_and_keeps_the_counts() {
+        let mut synced = synced_once(view(true));
+        synced.metadata.generation = Some(4);
+        synced.metadata.annotations = Some(
+            [(
+                crate::api::view::REFRESH_ANNOTATION.to_owned(),
+                "r2".to_owned(),
+            )]
+            .into(),
+        );
+        let stored = StoredView {
+            metadata: synced.metadata.clone(),
+            spec: Err(SpecProblem {
+                field: "spec.mirror.omitFields[0]".into(),
+                problem: "unknown variant `sshKeys`, expected one of `command`".into(),
+            }),
+            status: synced.status.clone(),
+        };
+        let problem = stored.spec.clone().unwrap_err();
+        let status = unreadable_spec_status(&stored, &problem, at(200));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "InvalidSpec")
+        );
+        assert!(
+            ready.message.contains("spec.mirror.omitFields[0]")
+                && ready.message.contains("`sshKeys`"),
+            "{}",
+            ready.message
+        );
+        let stalled = condition::find(&status.conditions, condition::STALLED).unwrap();
+        assert_eq!(stalled.status, ConditionStatus::True);
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.last_handled_refresh.as_deref(), Some("r2"));
+        assert_eq!(status.instance_count, Some(1));
+        assert_eq!(status.mirrored_count, Some(1));
+        assert_eq!(status.last_successful_sync_time, Some(at(100)));
     }
 
     #[test]
