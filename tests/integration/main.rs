@@ -12,6 +12,7 @@ mod mirroring;
 mod observability;
 mod operations;
 mod services;
+mod unreadable_views;
 
 /// The operator binary of this build, for the tests that run it as a process.
 fn operator_binary() -> &'static std::path::Path {
