@@ -5,6 +5,7 @@
 pub mod condition;
 pub mod instance;
 pub mod stored_view;
+pub mod validation;
 pub mod view;
 
 pub use condition::{Condition, ConditionStatus};

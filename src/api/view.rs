@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
+use super::validation;
 /// The billing modes a view's filter names: PPIO's own.
 pub use crate::ppio::BillingMode;
 
@@ -94,7 +95,11 @@ pub struct GpuInstanceViewSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 2048),
-        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+        extend("x-kubernetes-validations" = validation::form_rule(
+            "spec.endpoint",
+            validation::ENDPOINT_REGEX,
+            "an http or https URL without spaces, query or fragment, e.g. https://api.ppio.com",
+        ))
     )]
     pub endpoint: Option<String>,
 
@@ -106,11 +111,11 @@ pub struct GpuInstanceViewSpec {
     #[serde(default = "default_sync_interval")]
     #[schemars(
         length(max = 32),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
-        extend("x-kubernetes-validations" = [{
-            "rule": "duration(self) >= duration('10s') && duration(self) <= duration('24h')",
-            "message": "syncInterval must be between 10s and 24h"
-        }])
+        extend("x-kubernetes-validations" = validation::duration_rule(
+            "spec.syncInterval",
+            Some("10s"),
+            "24h",
+        ))
     )]
     pub sync_interval: String,
 
@@ -138,11 +143,11 @@ pub struct GpuInstanceViewSpec {
     #[serde(default = "default_expiry_warning_window")]
     #[schemars(
         length(max = 32),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
-        extend("x-kubernetes-validations" = [{
-            "rule": "duration(self) <= duration('8760h')",
-            "message": "expiryWarningWindow must be at most 8760h"
-        }])
+        extend("x-kubernetes-validations" = validation::duration_rule(
+            "spec.expiryWarningWindow",
+            None,
+            "8760h",
+        ))
     )]
     pub expiry_warning_window: String,
 
@@ -211,12 +216,24 @@ pub struct SecretKeyRef {
     /// Name of the Secret.
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        extend("x-kubernetes-validations" = validation::form_rule(
+            "spec.credentials.secretRef.name",
+            validation::DNS_SUBDOMAIN_REGEX,
+            "a Secret name: lowercase letters, digits, \"-\" and \".\", beginning and ending \
+             with a letter or digit, e.g. ppio-api-key",
+        ))
     )]
     pub name: String,
     /// Key within the Secret's data. Defaults to `apiKey`.
     #[serde(default = "default_secret_key")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        extend("x-kubernetes-validations" = validation::form_rule(
+            "spec.credentials.secretRef.key",
+            validation::SECRET_KEY_REGEX,
+            "a key of a Secret: letters, digits, \"-\", \"_\" and \".\", e.g. apiKey",
+        ))
+    )]
     pub key: String,
 }
 
@@ -236,7 +253,8 @@ pub struct Filter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 16),
-        inner(length(min = 1, max = 63), regex(pattern = r"^[^,\s]+$"))
+        inner(length(min = 1, max = 63)),
+        transform = validation::region_items
     )]
     pub regions: Vec<String>,
     /// Billing mode (`billing_mode`).
@@ -267,11 +285,11 @@ pub struct MirrorOptions {
     #[serde(default = "default_mass_removal_grace_period")]
     #[schemars(
         length(max = 32),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
-        extend("x-kubernetes-validations" = [{
-            "rule": "duration(self) <= duration('168h')",
-            "message": "massRemovalGracePeriod must be at most 168h"
-        }])
+        extend("x-kubernetes-validations" = validation::duration_rule(
+            "spec.mirror.massRemovalGracePeriod",
+            None,
+            "168h",
+        ))
     )]
     pub mass_removal_grace_period: String,
 
@@ -438,7 +456,8 @@ fn default_true() -> bool {
 }
 
 /// Parses a Go-style duration (`90s`, `1m30s`, `1.5h`, `500ms`), the syntax the API server's CEL
-/// `duration()` accepts, so what the schema admits is what the operator understands.
+/// `duration()` accepts, with the digits [`super::validation::DURATION_REGEX`] allows, so what the
+/// schema admits is what the operator understands.
 ///
 /// Not `kube::core::Duration`: it parses all of Go's syntax, including what the schema refuses
 /// (negative durations, `ns`/`us` units, `.5s`), and this parser is the schema's rule, tested
@@ -462,13 +481,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let seconds = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        // The digits each unit takes, as `validation::DURATION_REGEX` bounds them.
+        let (seconds, max_digits) = match unit {
+            "ms" => (0.001, 11),
+            "s" => (1.0, 8),
+            "m" => (60.0, 6),
+            "h" => (3600.0, 4),
             _ => return None,
         };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.len() > max_digits || fraction.len() > 9 {
+            return None;
+        }
         total += value * seconds;
         rest = tail;
     }
@@ -485,11 +509,26 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        // The view's largest bound, 8760h, in each unit.
+        assert_eq!(parse_duration("8760h"), parse_duration("31536000000ms"));
+        assert_eq!(parse_duration("525600m"), parse_duration("31536000s"));
     }
 
     #[test]
     fn malformed_durations_are_rejected() {
-        for bad in ["", "10", "s", "10 s", "1d", "-5s", ".5s", "5.s", "1m30"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "10 s",
+            "1d",
+            "-5s",
+            ".5s",
+            "5.s",
+            "1m30",
+            "10000h",
+            "1.0000000001s",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! They live in one test binary so that one control plane serves the whole run.
 
+mod admission;
 mod chart;
 mod election;
 mod engine;

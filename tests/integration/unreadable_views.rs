@@ -114,7 +114,11 @@ async fn a_view_the_operator_cannot_read_says_why_and_its_neighbours_keep_syncin
     fx.wait_ready("bad", true, "Synced").await;
     fx.wait_ready("good", true, "Synced").await;
     let before = mirror_versions(&fx, "bad").await;
-    assert_eq!(before.len(), 6, "the example account's instances are mirrored");
+    assert_eq!(
+        before.len(),
+        6,
+        "the example account's instances are mirrored"
+    );
 
     // A newer release's CRD admits a value this one does not know; a view takes it; the CRD is
     // rolled back exactly (the same field manager applies the same CRD).
@@ -139,7 +143,9 @@ async fn a_view_the_operator_cannot_read_says_why_and_its_neighbours_keep_syncin
     install_crds(&fx.ns.client).await;
     assert_eq!(served_omit_fields(&fx.ns.client).await, original);
     let stored = views.get("bad").await.expect("read the view");
-    let problem = stored.spec.expect_err("the value stays stored after the rollback");
+    let problem = stored
+        .spec
+        .expect_err("the value stays stored after the rollback");
     assert_eq!(problem.field, "spec.mirror.omitFields[0]");
 
     // Meanwhile PPIO renames an instance: a sync of the bad view would rewrite its mirror.
