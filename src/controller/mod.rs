@@ -418,95 +418,93 @@ async fn report_unreadable_spec(
 /// Syncs `view` if it is due, and says when to look at it again.
 async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*view);
-    {
-        ctx.metrics.observe_view(
-            &view.namespace().unwrap_or_default(),
-            &view.name_any(),
-            view.spec.sync_interval(),
-        );
-        if view.spec.suspend {
-            let status = view_status::suspended_status(&view, Timestamp::now());
-            write_view_status_if_changed(&ctx, &view, status).await?;
-            // A suspended view lists nothing: what its listings read is of no use until it resumes.
-            ctx.memos.forget(&key);
-            ctx.schedules.set(key, None);
-            return Ok(Action::await_change());
-        }
-        let interval = view.spec.sync_interval();
-        if let Some(wait) = schedule::time_until_due(&view, ctx.schedules.get(&key), interval) {
-            return Ok(Action::requeue(wait));
-        }
-
-        let mut slot = ctx.slots.take().await;
-        let started = Instant::now();
-        let outcome = sync::sync_view(
-            view.clone(),
-            &ctx,
-            &mut slot,
-            schedule::listing_deadline(interval),
-        )
-        .await;
-        let previous_failures = ctx.schedules.get(&key).map_or(0, |s| s.failures);
-        let (status, delay, failures) = match outcome {
-            Ok(synced) => {
-                info!(
-                    instances = synced.summary.instances,
-                    pages = synced.pages,
-                    writes = synced.writes,
-                    created = synced.counts.created,
-                    updated = synced.counts.updated,
-                    removed = synced.counts.removed,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "synced"
-                );
-                let status = view_status::synced_status(
-                    &view,
-                    &synced.summary,
-                    &synced.counts,
-                    synced.pages,
-                    Timestamp::now(),
-                );
-                ctx.metrics.record_sync("Synced", true, started.elapsed());
-                let (namespace, name) = (view.namespace().unwrap_or_default(), view.name_any());
-                ctx.metrics
-                    .set_mirrored(&namespace, &name, synced.counts.mirrored as i64);
-                ctx.metrics
-                    .record_fleet(&namespace, &name, synced.fleet, Timestamp::now());
-                (status, schedule::next_regular_sync(interval), 0)
-            }
-            Err(failure) => {
-                let failures = previous_failures.saturating_add(1);
-                warn!(reason = %failure.failure.reason, detail = %failure.failure.message, failures, "sync failed");
-                ctx.metrics
-                    .record_sync(failure.failure.reason.as_str(), false, started.elapsed());
-                let backoff = schedule::retry_delay(failures, interval);
-                let delay = failure
-                    .retry_after
-                    .map_or(backoff, |after| backoff.max(after));
-                (
-                    view_status::failed_status(&view, &failure.failure, Timestamp::now()),
-                    delay,
-                    failures,
-                )
-            }
-        };
-        drop(slot);
-        // Scheduled before the status is written: a status that cannot be written must not turn the
-        // backoff into a listing every few seconds.
-        ctx.schedules.set(
-            key,
-            Some(Schedule {
-                next_sync: Instant::now() + delay,
-                failures,
-                generation: view.metadata.generation,
-                refresh: view_status::refresh_requested(&*view),
-            }),
-        );
-        let reference = view.object_ref(&());
-        events::publish_transition(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
+    ctx.metrics.observe_view(
+        &view.namespace().unwrap_or_default(),
+        &view.name_any(),
+        view.spec.sync_interval(),
+    );
+    if view.spec.suspend {
+        let status = view_status::suspended_status(&view, Timestamp::now());
         write_view_status_if_changed(ctx, &view, status).await?;
-        Ok(Action::requeue(delay))
+        // A suspended view lists nothing: what its listings read is of no use until it resumes.
+        ctx.memos.forget(&key);
+        ctx.schedules.set(key, None);
+        return Ok(Action::await_change());
     }
+    let interval = view.spec.sync_interval();
+    if let Some(wait) = schedule::time_until_due(&view, ctx.schedules.get(&key), interval) {
+        return Ok(Action::requeue(wait));
+    }
+
+    let mut slot = ctx.slots.take().await;
+    let started = Instant::now();
+    let outcome = sync::sync_view(
+        view.clone(),
+        ctx,
+        &mut slot,
+        schedule::listing_deadline(interval),
+    )
+    .await;
+    let previous_failures = ctx.schedules.get(&key).map_or(0, |s| s.failures);
+    let (status, delay, failures) = match outcome {
+        Ok(synced) => {
+            info!(
+                instances = synced.summary.instances,
+                pages = synced.pages,
+                writes = synced.writes,
+                created = synced.counts.created,
+                updated = synced.counts.updated,
+                removed = synced.counts.removed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "synced"
+            );
+            let status = view_status::synced_status(
+                &view,
+                &synced.summary,
+                &synced.counts,
+                synced.pages,
+                Timestamp::now(),
+            );
+            ctx.metrics.record_sync("Synced", true, started.elapsed());
+            let (namespace, name) = (view.namespace().unwrap_or_default(), view.name_any());
+            ctx.metrics
+                .set_mirrored(&namespace, &name, synced.counts.mirrored as i64);
+            ctx.metrics
+                .record_fleet(&namespace, &name, synced.fleet, Timestamp::now());
+            (status, schedule::next_regular_sync(interval), 0)
+        }
+        Err(failure) => {
+            let failures = previous_failures.saturating_add(1);
+            warn!(reason = %failure.failure.reason, detail = %failure.failure.message, failures, "sync failed");
+            ctx.metrics
+                .record_sync(failure.failure.reason.as_str(), false, started.elapsed());
+            let backoff = schedule::retry_delay(failures, interval);
+            let delay = failure
+                .retry_after
+                .map_or(backoff, |after| backoff.max(after));
+            (
+                view_status::failed_status(&view, &failure.failure, Timestamp::now()),
+                delay,
+                failures,
+            )
+        }
+    };
+    drop(slot);
+    // Scheduled before the status is written: a status that cannot be written must not turn the
+    // backoff into a listing every few seconds.
+    ctx.schedules.set(
+        key,
+        Some(Schedule {
+            next_sync: Instant::now() + delay,
+            failures,
+            generation: view.metadata.generation,
+            refresh: view_status::refresh_requested(&*view),
+        }),
+    );
+    let reference = view.object_ref(&());
+    events::publish_transition(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
+    write_view_status_if_changed(ctx, &view, status).await?;
+    Ok(Action::requeue(delay))
 }
 
 /// Retries the reconciliation shortly when even the view's status could not be written.

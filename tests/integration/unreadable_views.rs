@@ -36,7 +36,7 @@ fn widened_view_crd() -> CustomResourceDefinition {
 /// The `omitFields` enum the API server holds now.
 async fn served_omit_fields(client: &kube::Client) -> Value {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = serde_json::to_value(crds.get(&GpuInstanceView::crd_name()).await.expect("CRD"))
+    let crd = serde_json::to_value(crds.get(GpuInstanceView::crd_name()).await.expect("CRD"))
         .expect("CRD JSON");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         ["mirror"]["properties"]["omitFields"]["items"]["enum"]
