@@ -80,10 +80,10 @@ struct RunArgs {
     #[arg(
         long,
         env = "PPIO_OPERATOR_MEMO_MEMORY_LIMIT_MIB",
-        default_value_t = controller::DEFAULT_MEMO_MEMORY_LIMIT / (1024 * 1024),
-        value_parser = clap::value_parser!(usize).range(0..=65_536)
+        default_value_t = (controller::DEFAULT_MEMO_MEMORY_LIMIT / (1024 * 1024)) as u64,
+        value_parser = clap::value_parser!(u64).range(0..=65_536)
     )]
-    memo_memory_limit_mib: usize,
+    memo_memory_limit_mib: u64,
 
     /// Log format on stderr.
     #[arg(long, env = "PPIO_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -212,7 +212,7 @@ async fn run(args: RunArgs) -> ExitCode {
             requests_per_minute: args.ppio_requests_per_minute,
             ..ppio::ClientConfig::default()
         },
-        memo_memory_limit: args.memo_memory_limit_mib * 1024 * 1024,
+        memo_memory_limit: usize::try_from(args.memo_memory_limit_mib << 20).unwrap_or(usize::MAX),
         label_selector: args.watch_label_selector.clone(),
         metrics_instance_info: args.metrics_instance_info,
         services: args.services.then(|| AddressPolicy {
