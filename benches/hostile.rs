@@ -321,10 +321,10 @@ async fn wait_for_outcome(
                     .as_ref()
                     .is_some_and(|s| s.last_sync_time.is_some())
             });
-        if let Some(ready) = ready {
-            if served.load(Ordering::Relaxed) >= 2 {
-                return Ok(ready);
-            }
+        if let Some(ready) = ready
+            && served.load(Ordering::Relaxed) >= 2
+        {
+            return Ok(ready);
         }
         if Instant::now() >= deadline {
             return Err(format!(

@@ -180,11 +180,11 @@ impl Memory {
         if self.bytes.saturating_add(more) > self.max_bytes.unwrap_or(MAX_MEMO_BYTES) {
             return false;
         }
-        if let Some(pool) = &self.pool {
-            if !pool.reserve(more) {
-                self.shortfall = self.shortfall.saturating_add(more);
-                return false;
-            }
+        if let Some(pool) = &self.pool
+            && !pool.reserve(more)
+        {
+            self.shortfall = self.shortfall.saturating_add(more);
+            return false;
         }
         self.bytes += more;
         true
