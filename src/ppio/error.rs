@@ -714,4 +714,44 @@ mod tests {
         };
         assert_eq!(failed.to_string(), "PPIO API failed (HTTP 502)");
     }
+
+    #[test]
+    fn an_error_sent_as_a_page_is_read_from_its_first_kib_only() {
+        let key = key();
+        let said = |body: &str| error_sent_as_page(body.as_bytes(), &key);
+        // A gateway's error object: its code and message, redacted.
+        let whole = format!(r#"{{"reason":"BAD_GATEWAY","message":"no {SECRET}"}}"#);
+        assert_eq!(
+            said(&whole).map(|s| s.to_string()).as_deref(),
+            Some("BAD_GATEWAY: no [redacted]")
+        );
+        // Cut off after its message by the prefix's end: what came before still counts.
+        let padded = format!(
+            r#"{{"error":{{"code":"UPSTREAM","message":"down"}},"pad":"{}"}}"#,
+            "p".repeat(2 * MAX_ERROR_PREFIX_BYTES)
+        );
+        assert_eq!(
+            said(&padded).map(|s| s.to_string()).as_deref(),
+            Some("UPSTREAM: down")
+        );
+        // A message past the prefix is not looked for; nor is anything in a page or a non-object.
+        let late = format!(
+            r#"{{"pad":"{}","message":"late"}}"#,
+            "p".repeat(MAX_ERROR_PREFIX_BYTES)
+        );
+        for body in [
+            late.as_str(),
+            r#"{"data":[],"message":"a page after all"}"#,
+            r#"["message"]"#,
+            r#"{"code":5}"#,
+        ] {
+            assert_eq!(said(body), None, "{}", &body[..body.len().min(40)]);
+        }
+        // A message cut by the prefix's end is not quoted (the cut could split the key).
+        let cut = format!(
+            r#"{{"message":"{}{SECRET}"}}"#,
+            "m".repeat(MAX_ERROR_PREFIX_BYTES - 16)
+        );
+        assert_eq!(said(&cut), None);
+    }
 }
