@@ -77,7 +77,7 @@ OCI_IMAGE := target/tools/oci-image
 KUBE_ROUTER := target/tools/kube-router
 
 .PHONY: test test-floor control-plane control-plane-floor helm kube-score promlint promtool chart chart-score \
-	alerts lint demo crds bench fuzz node-binaries oci-image kube-router image node e2e bench-pod
+	alerts lint demo crds bench bench-hostile fuzz node-binaries oci-image kube-router image node e2e bench-pod
 
 ## test: build the control plane of both releases and the tools, check formatting and lints, lint and
 ## score the chart, check and unit-test the alerts, run every test against the newest release, then the
@@ -232,3 +232,10 @@ demo:
 bench: control-plane
 	cargo build --release --locked --bins -p ppio-gpu-operator -p ppio-simulator
 	cargo bench --locked --bench scale
+
+## bench-hostile: the release-built operator against hostile answers of a loopback server (deep nesting,
+## wide arrays, long strings, many tiny records, a huge cursor, a 14 MiB non-page), started afresh for
+## each; prints its peak RSS for each against the target. A few minutes.
+bench-hostile: control-plane
+	cargo build --release --locked --bins -p ppio-gpu-operator
+	cargo bench --locked --bench hostile

@@ -74,6 +74,17 @@ struct RunArgs {
     )]
     ppio_requests_per_minute: u32,
 
+    /// Most memory, in MiB, that the memos of all views together keep of earlier listings (so
+    /// that what PPIO sends again is not read again); the views synced least recently give theirs
+    /// up first. Each view's memo is capped at 64 MiB besides. 0 keeps none.
+    #[arg(
+        long,
+        env = "PPIO_OPERATOR_MEMO_MEMORY_LIMIT_MIB",
+        default_value_t = (controller::DEFAULT_MEMO_MEMORY_LIMIT / (1024 * 1024)) as u64,
+        value_parser = clap::value_parser!(u64).range(0..=65_536)
+    )]
+    memo_memory_limit_mib: u64,
+
     /// Log format on stderr.
     #[arg(long, env = "PPIO_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -201,6 +212,7 @@ async fn run(args: RunArgs) -> ExitCode {
             requests_per_minute: args.ppio_requests_per_minute,
             ..ppio::ClientConfig::default()
         },
+        memo_memory_limit: usize::try_from(args.memo_memory_limit_mib << 20).unwrap_or(usize::MAX),
         label_selector: args.watch_label_selector.clone(),
         metrics_instance_info: args.metrics_instance_info,
         services: args.services.then(|| AddressPolicy {

@@ -13,7 +13,9 @@
 //!
 //! Not kube-runtime's reflector `Store`, which would keep each whole `PartialObjectMeta` (labels,
 //! annotations, owner references: about a kilobyte an object); an entry here is about 200 bytes
-//! (status strings are interned: a few distinct values shared by every entry).
+//! (namespace, view and status names are interned: a few distinct values shared by every entry).
+//! An interned name is released with the last entry that used it, so names that come and go
+//! (views, namespaces, statuses) do not add up.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -79,6 +81,20 @@ struct State {
     relisting: HashMap<Option<Arc<str>>, HashMap<Key, Entry>>,
     /// Interned namespace, view and status names: many entries share them.
     names: HashSet<Arc<str>>,
+    /// How many names [`MirrorCache::intern`] may hold before it releases those no entry uses.
+    sweep_at: usize,
+}
+
+/// The fewest names [`State::names`] holds before a sweep: a few hundred strings are not worth one.
+const MIN_NAMES_SWEPT: usize = 256;
+
+impl State {
+    /// Releases the interned names no entry (nor anyone else) holds any more.
+    fn release_unused_names(&mut self) {
+        // The set's own reference is the only one left: nothing else can reach the name.
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+        self.sweep_at = (2 * self.names.len()).max(MIN_NAMES_SWEPT);
+    }
 }
 
 /// The cache of mirrors; see the module documentation. Shared by every sync.
@@ -247,7 +263,9 @@ impl MirrorCache {
 
     /// Records that the operator deleted mirror `name`.
     pub fn record_delete(&self, namespace: &str, name: &str) {
-        remove(&mut self.lock().entries, namespace, name);
+        let mut state = self.lock();
+        let removed = remove(&mut state.entries, namespace, name);
+        release_names(&mut state.names, removed);
     }
 
     /// Applies one watch event of `scope`; true when it completed that scope's first list.
@@ -268,7 +286,10 @@ impl MirrorCache {
             }
             watcher::Event::Delete(object) => {
                 let key = self.key_of(&object.metadata);
-                remove(&mut self.lock().entries, &key.0, &key.1);
+                let mut state = self.lock();
+                let removed = remove(&mut state.entries, &key.0, &key.1);
+                drop(key);
+                release_names(&mut state.names, removed);
                 false
             }
             watcher::Event::Init => {
@@ -299,6 +320,8 @@ impl MirrorCache {
                     let entry = carry_memory(known, entry);
                     insert(&mut state.entries, key, entry);
                 }
+                drop(previous);
+                state.release_unused_names();
                 drop(state);
                 let mut completed = false;
                 self.pending.send_if_modified(|pending| {
@@ -357,9 +380,20 @@ impl MirrorCache {
         if let Some(interned) = state.names.get(text) {
             return interned.clone();
         }
+        if state.names.len() >= state.sweep_at {
+            // Amortised: the set at most doubles between sweeps of names whose entries went
+            // (replaced by a write with another status, say).
+            state.release_unused_names();
+        }
         let interned: Arc<str> = Arc::from(text);
         state.names.insert(interned.clone());
         interned
+    }
+
+    /// Interned names held.
+    #[cfg(test)]
+    fn interned_names(&self) -> usize {
+        self.lock().names.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -373,11 +407,32 @@ fn insert(entries: &mut Entries, (namespace, name): Key, entry: Entry) {
     entries.entry(namespace).or_default().insert(name, entry);
 }
 
-fn remove(entries: &mut Entries, namespace: &str, name: &str) {
-    if let Some(names) = entries.get_mut(namespace) {
-        names.remove(name);
-        if names.is_empty() {
-            entries.remove(namespace);
+/// Removes entry `namespace/name`; returns its interned names (its namespace's only when it was
+/// the namespace's last entry).
+fn remove(entries: &mut Entries, namespace: &str, name: &str) -> Vec<Arc<str>> {
+    let Some(names) = entries.get_mut(namespace) else {
+        return Vec::new();
+    };
+    let Some(entry) = names.remove(name) else {
+        return Vec::new();
+    };
+    let mut released = vec![entry.view, entry.status];
+    if names.is_empty() {
+        released.extend(
+            entries
+                .remove_entry(namespace)
+                .map(|(namespace, _)| namespace),
+        );
+    }
+    released
+}
+
+/// Releases each of `removed` that nothing but the set of interned `names` holds any more.
+fn release_names(names: &mut HashSet<Arc<str>>, removed: Vec<Arc<str>>) {
+    for name in removed {
+        // Two references: the set's and this one.
+        if Arc::strong_count(&name) == 2 {
+            names.remove(&*name);
         }
     }
 }
@@ -512,6 +567,59 @@ mod tests {
         cache.record_write(&written, None, ServiceTally::default());
         let a = cache.observed("ml", "a").unwrap();
         assert_eq!((&*a.status, a.expiring_soon), ("exited", None));
+    }
+
+    #[test]
+    fn interned_names_are_released_with_the_last_mirror_that_used_them() {
+        let cache = MirrorCache::default();
+        let object = |namespace: &str, view: &str, status: &str| {
+            let mut object = meta("m", "1", view, "00000000000000aa");
+            object.metadata.namespace = Some(namespace.into());
+            object
+                .metadata
+                .labels
+                .get_or_insert_default()
+                .insert(mirror::STATUS_LABEL.into(), status.into());
+            object
+        };
+        let kept = object("kept", "v", "running");
+        cache.apply(None, watcher::Event::Apply(kept.clone()));
+        let baseline = cache.interned_names();
+        assert_eq!(baseline, 3, "namespace, view and status");
+
+        // Views, namespaces and statuses come and go, by watch events and by the operator's
+        // own deletes: the names go with them.
+        for i in 0..2_000 {
+            let (namespace, view) = (format!("ns-{i}"), format!("view-{i}"));
+            let transient = object(&namespace, &view, &format!("status-{i}"));
+            cache.apply(None, watcher::Event::Apply(transient.clone()));
+            assert_eq!(cache.interned_names(), baseline + 3);
+            if i % 2 == 0 {
+                cache.apply(None, watcher::Event::Delete(transient));
+            } else {
+                cache.record_delete(&namespace, "m");
+            }
+            assert_eq!(cache.interned_names(), baseline, "after {i}");
+        }
+
+        // A mirror whose status keeps changing does not pile up statuses either.
+        for i in 0..2_000 {
+            cache.record_write(
+                &object("kept", "v", &format!("s{i}")),
+                None,
+                ServiceTally::default(),
+            );
+        }
+        assert!(
+            cache.interned_names() <= MIN_NAMES_SWEPT,
+            "{}",
+            cache.interned_names()
+        );
+
+        // Names still in use are never released.
+        assert_eq!(&*cache.observed("kept", "m").expect("kept").status, "s1999");
+        cache.apply(None, watcher::Event::Delete(kept));
+        assert_eq!(cache.mirror_count(), 0);
     }
 
     #[test]

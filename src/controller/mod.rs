@@ -86,6 +86,13 @@ pub(crate) fn status_apply_body<K: Resource<DynamicType = ()>>(
     })
 }
 
+/// The default of [`Settings::memo_memory_limit`]: 64 MiB, one view's cap
+/// ([`ppio::MAX_MEMO_BYTES`]), so one large account keeps its whole memo. It leaves the chart's
+/// default memory limit of 256 MiB room for the rest: the process itself (some 15 MiB), a page body
+/// of up to 16 MiB being read and located in each of the views synced at once (4 by default), and
+/// the mirror cache (some 200 bytes a mirror).
+pub const DEFAULT_MEMO_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
+
 /// PPIO clients kept for reuse (one per endpoint).
 const MAX_CACHED_CLIENTS: usize = 64;
 
@@ -102,6 +109,9 @@ pub struct Settings {
     pub ppio: ppio::ClientConfig,
     /// Guards on one listing.
     pub listing_limits: ListingLimits,
+    /// Most bytes all views' listing memos hold together (`--memo-memory-limit-mib`); each view's
+    /// is capped at [`ppio::MAX_MEMO_BYTES`] besides.
+    pub memo_memory_limit: usize,
     /// Only views (and mirrors) with labels matching this selector, e.g.
     /// `sharding.ppio.io/key in (shard1)`: this replica set's shard.
     pub label_selector: Option<String>,
@@ -120,6 +130,7 @@ impl Default for Settings {
             write_concurrency: 16,
             ppio: ppio::ClientConfig::default(),
             listing_limits: ListingLimits::default(),
+            memo_memory_limit: DEFAULT_MEMO_MEMORY_LIMIT,
             label_selector: None,
             metrics_instance_info: false,
             services: None,
@@ -213,6 +224,7 @@ impl Context {
             instance: Some(instance.into()),
         };
         let mirrors = Arc::new(MirrorCache::default());
+        let memos = memos::Memos::new(settings.memo_memory_limit);
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             rate_limiter: Arc::new(ppio::RateLimiter::new(settings.ppio.requests_per_minute)),
@@ -227,7 +239,7 @@ impl Context {
             metrics,
             ppio_clients: Mutex::new(HashMap::new()),
             schedules: Schedules::default(),
-            memos: memos::Memos::default(),
+            memos,
         }
     }
 

@@ -216,30 +216,7 @@ impl fmt::Display for ServerMessage {
 pub(crate) fn parse_error_body(body: &[u8], key: &ApiKey) -> ServerMessage {
     let parsed = serde_json::from_slice::<Value>(body).ok();
     let (code, message) = match &parsed {
-        Some(Value::Object(fields)) => {
-            let field = |name: &str| fields.get(name);
-            let nested = |name: &str| field("error").and_then(|e| e.get(name));
-            let message = [
-                field("message"),
-                field("error").filter(|e| !is_code_name(e)),
-                nested("message"),
-                field("reason").filter(|r| !is_code_name(r)),
-            ]
-            .into_iter()
-            .find_map(non_empty_str);
-            let code = [
-                field("reason"),
-                field("code"),
-                field("error"),
-                nested("reason"),
-                nested("code"),
-            ]
-            .into_iter()
-            .flatten()
-            .find(|value| is_code_name(value))
-            .and_then(Value::as_str);
-            (code, message)
-        }
+        Some(Value::Object(fields)) => code_and_message(fields),
         Some(Value::String(text)) => (None, Some(text.as_str())),
         _ => (None, None),
     };
@@ -252,6 +229,111 @@ pub(crate) fn parse_error_body(body: &[u8], key: &ApiKey) -> ServerMessage {
         code: code.map(|code| sanitize(code, key)),
         message: Some(message).filter(|m| !m.is_empty()),
     }
+}
+
+/// Most bytes of a 200 body that is not a page which are looked at for an error message: gateways
+/// send short error objects, and a body of any other shape is never read whole a second time.
+pub(crate) const MAX_ERROR_PREFIX_BYTES: usize = 4 * 1024;
+
+/// What a 200 body that is not a page says, when it is shaped like an error (an object with no
+/// `data` but a `code`, `message`, `error` or `reason`), as some gateways send them.
+///
+/// Only the first [`MAX_ERROR_PREFIX_BYTES`] of `body` are scanned, field by field: other fields are
+/// skipped without being kept, and a body cut off inside them still tells what came before. Only a
+/// code name or a message string found whole is quoted, redacted before it is cut (never the raw
+/// bytes, which the prefix's end could cut through the key).
+pub(crate) fn error_sent_as_page(body: &[u8], key: &ApiKey) -> Option<ServerMessage> {
+    let prefix = &body[..body.len().min(MAX_ERROR_PREFIX_BYTES)];
+    let mut scan = ErrorScan::default();
+    let mut deserializer = serde_json::Deserializer::from_slice(prefix);
+    // A prefix cut inside the object ends the scan with an error; what came before it counts.
+    let _ = serde::de::DeserializeSeed::deserialize(ErrorFields(&mut scan), &mut deserializer);
+    if !scan.object || scan.has_data || scan.fields.is_empty() {
+        return None;
+    }
+    let (code, message) = code_and_message(&scan.fields);
+    let said = ServerMessage {
+        code: code.map(|code| sanitize(code, key)),
+        message: message.map(|m| sanitize(m, key)).filter(|m| !m.is_empty()),
+    };
+    (said.code.is_some() || said.message.is_some()).then_some(said)
+}
+
+/// What [`error_sent_as_page`] found in a prefix.
+#[derive(Default)]
+struct ErrorScan {
+    /// The prefix opens an object.
+    object: bool,
+    /// The object has a `data` field.
+    has_data: bool,
+    /// Its `code`, `message`, `error` and `reason` fields, whole (they lie within the prefix).
+    fields: serde_json::Map<String, Value>,
+}
+
+/// Reads an object's fields into an [`ErrorScan`], skipping the ones it does not need.
+struct ErrorFields<'s>(&'s mut ErrorScan);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ErrorFields<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ErrorFields<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::IgnoredAny;
+        self.0.object = true;
+        while let Some(name) = map.next_key::<String>()? {
+            match name.as_str() {
+                "data" => {
+                    self.0.has_data = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                "code" | "message" | "error" | "reason" => {
+                    let value = map.next_value::<Value>()?;
+                    self.0.fields.insert(name, value);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The code name and message of an error object's fields; see [`parse_error_body`].
+fn code_and_message(fields: &serde_json::Map<String, Value>) -> (Option<&str>, Option<&str>) {
+    let field = |name: &str| fields.get(name);
+    let nested = |name: &str| field("error").and_then(|e| e.get(name));
+    let message = [
+        field("message"),
+        field("error").filter(|e| !is_code_name(e)),
+        nested("message"),
+        field("reason").filter(|r| !is_code_name(r)),
+    ]
+    .into_iter()
+    .find_map(non_empty_str);
+    let code = [
+        field("reason"),
+        field("code"),
+        field("error"),
+        nested("reason"),
+        nested("code"),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|value| is_code_name(value))
+    .and_then(Value::as_str);
+    (code, message)
 }
 
 fn non_empty_str(value: Option<&Value>) -> Option<&str> {
@@ -631,5 +713,45 @@ mod tests {
             message: String::new(),
         };
         assert_eq!(failed.to_string(), "PPIO API failed (HTTP 502)");
+    }
+
+    #[test]
+    fn an_error_sent_as_a_page_is_read_from_its_first_kib_only() {
+        let key = key();
+        let said = |body: &str| error_sent_as_page(body.as_bytes(), &key);
+        // A gateway's error object: its code and message, redacted.
+        let whole = format!(r#"{{"reason":"BAD_GATEWAY","message":"no {SECRET}"}}"#);
+        assert_eq!(
+            said(&whole).map(|s| s.to_string()).as_deref(),
+            Some("BAD_GATEWAY: no [redacted]")
+        );
+        // Cut off after its message by the prefix's end: what came before still counts.
+        let padded = format!(
+            r#"{{"error":{{"code":"UPSTREAM","message":"down"}},"pad":"{}"}}"#,
+            "p".repeat(2 * MAX_ERROR_PREFIX_BYTES)
+        );
+        assert_eq!(
+            said(&padded).map(|s| s.to_string()).as_deref(),
+            Some("UPSTREAM: down")
+        );
+        // A message past the prefix is not looked for; nor is anything in a page or a non-object.
+        let late = format!(
+            r#"{{"pad":"{}","message":"late"}}"#,
+            "p".repeat(MAX_ERROR_PREFIX_BYTES)
+        );
+        for body in [
+            late.as_str(),
+            r#"{"data":[],"message":"a page after all"}"#,
+            r#"["message"]"#,
+            r#"{"code":5}"#,
+        ] {
+            assert_eq!(said(body), None, "{}", &body[..body.len().min(40)]);
+        }
+        // A message cut by the prefix's end is not quoted (the cut could split the key).
+        let cut = format!(
+            r#"{{"message":"{}{SECRET}"}}"#,
+            "m".repeat(MAX_ERROR_PREFIX_BYTES - 16)
+        );
+        assert_eq!(said(&cut), None);
     }
 }

@@ -15,8 +15,13 @@
 //! what an incomplete listing added is forgotten when the next one starts. It never holds more
 //! than a listing's page and instance bounds, nor more than [`MAX_MEMO_BYTES`]; past that, what is
 //! sent is read every time, as without a memo.
+//!
+//! Memos may also share one [`MemoPool`]: together they then never hold more than its limit. A memo
+//! that the pool has no room for reads what it could not keep every time, and says how much that
+//! was ([`ListingMemo::shortfall`]), so that its owner can make room, taking it from other memos
+//! ([`ListingMemo::forget_all`]).
 
-use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap as HashMap;
@@ -25,6 +30,7 @@ use super::api_key::ApiKey;
 use super::config::ListingLimits;
 use super::error::{PpioError, sanitize};
 use super::model::DecodeError;
+use super::paging::MAX_CURSOR_BYTES;
 use super::raw_page::{Layout, RawPage, hash_of};
 use super::summary::{RecordSummary, id_holds_key};
 
@@ -35,6 +41,52 @@ pub const MAX_MEMO_BYTES: usize = 64 * 1024 * 1024;
 /// of a listing.
 #[derive(Debug, Default)]
 pub struct ListingMemo(Mutex<Memory>);
+
+/// One bound on the memory of several memos together: a memo reserves here what it keeps, and gives
+/// it back when it forgets it or is dropped.
+#[derive(Debug)]
+pub struct MemoPool {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoPool {
+    /// A pool of `limit` bytes (estimated as [`ListingMemo::bytes`] counts them); 0 keeps nothing.
+    pub fn new(limit: usize) -> MemoPool {
+        MemoPool {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// What the memos of this pool hold together, at most [`MemoPool::limit`].
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `bytes` from the pool, when they fit.
+    fn reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives `bytes` back.
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
 
 #[derive(Debug, Default)]
 struct Memory {
@@ -52,6 +104,16 @@ struct Memory {
     bytes: usize,
     /// A bound other than [`MAX_MEMO_BYTES`], for tests.
     max_bytes: Option<usize>,
+    /// The pool `bytes` are reserved in, when the memo shares one.
+    pool: Option<Arc<MemoPool>>,
+    /// What the pool had no room for since the last listing started, in bytes.
+    shortfall: usize,
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        self.set_bytes(0);
+    }
 }
 
 /// When an entry was last sent.
@@ -68,18 +130,32 @@ impl Memory {
     fn read_with(&mut self, key: &ApiKey) {
         let key = hash_of(key.expose().as_bytes());
         if self.key != Some(key) {
-            self.pages.clear();
-            self.summaries.clear();
-            self.bytes = 0;
+            self.clear();
             self.key = Some(key);
         }
+    }
+
+    /// Forgets every entry.
+    fn clear(&mut self) {
+        self.pages.clear();
+        self.summaries.clear();
+        self.set_bytes(0);
+    }
+
+    /// Counts `bytes` as what the entries hold, giving back to the pool what is no longer held.
+    /// Only ever lowers the count: more is taken through [`Memory::admit`].
+    fn set_bytes(&mut self, bytes: usize) {
+        if let Some(pool) = &self.pool {
+            pool.release(self.bytes.saturating_sub(bytes));
+        }
+        self.bytes = bytes;
     }
 
     /// Keeps only the entries `keep` says, and counts their memory again.
     fn retain(&mut self, keep: impl Fn(&mut Mark) -> bool) {
         self.pages.retain(|_, (_, mark)| keep(mark));
         self.summaries.retain(|_, (_, mark)| keep(mark));
-        self.bytes = self
+        let bytes = self
             .pages
             .values()
             .map(|(l, _)| l.footprint())
@@ -89,6 +165,7 @@ impl Memory {
                 .values()
                 .map(|(s, _)| footprint(s))
                 .sum::<usize>();
+        self.set_bytes(bytes);
     }
 
     fn mark(&self) -> Mark {
@@ -98,9 +175,19 @@ impl Memory {
         }
     }
 
-    /// Whether `more` bytes still fit.
-    fn fits(&self, more: usize) -> bool {
-        self.bytes.saturating_add(more) <= self.max_bytes.unwrap_or(MAX_MEMO_BYTES)
+    /// Counts `more` bytes of a new entry, when they fit within the memo's bound and in its pool.
+    fn admit(&mut self, more: usize) -> bool {
+        if self.bytes.saturating_add(more) > self.max_bytes.unwrap_or(MAX_MEMO_BYTES) {
+            return false;
+        }
+        if let Some(pool) = &self.pool
+            && !pool.reserve(more)
+        {
+            self.shortfall = self.shortfall.saturating_add(more);
+            return false;
+        }
+        self.bytes += more;
+        true
     }
 }
 
@@ -117,12 +204,20 @@ fn footprint(summary: &RecordSummary) -> usize {
 }
 
 impl ListingMemo {
+    /// An empty memo whose entries count against `pool`, besides its own bound.
+    pub fn in_pool(pool: Arc<MemoPool>) -> ListingMemo {
+        let mut memory = Memory::default();
+        memory.pool = Some(pool);
+        ListingMemo(Mutex::new(memory))
+    }
+
     /// Starts a listing read with `key` within `limits`. A memo of another key forgets everything;
     /// what an incomplete listing added since the last complete one is forgotten.
     pub fn start_listing(&self, key: &ApiKey, limits: &ListingLimits) {
         let mut memory = self.lock();
         memory.read_with(key);
         memory.retain(|mark| mark.complete);
+        memory.shortfall = 0;
         memory.listing = memory.listing.wrapping_add(1);
         memory.max_pages = usize::try_from(limits.max_pages).unwrap_or(usize::MAX);
         memory.max_records = limits.max_instances;
@@ -147,15 +242,19 @@ impl ListingMemo {
             }
         };
         let page = RawPage::from_json(body)?;
+        if page.next_cursor.as_ref().map_or(0, String::len) > MAX_CURSOR_BYTES {
+            // The paging guards refuse this page: nothing of it is worth keeping.
+            return Ok(page);
+        }
         let layout = page.layout();
         let mut memory = self.lock();
         let bytes = layout.footprint();
-        if memory.pages.len() < memory.max_pages && memory.fits(bytes) {
+        if memory.pages.len() < memory.max_pages
+            && !memory.pages.contains_key(&hash)
+            && memory.admit(bytes)
+        {
             let mark = memory.mark();
-            if let Entry::Vacant(vacant) = memory.pages.entry(hash) {
-                vacant.insert((layout, mark));
-                memory.bytes += bytes;
-            }
+            memory.pages.insert(hash, (layout, mark));
         }
         Ok(page)
     }
@@ -195,12 +294,12 @@ impl ListingMemo {
             redacted += summary.redact(key);
             let summary = Arc::new(summary);
             let bytes = footprint(&summary);
-            if memory.summaries.len() < memory.max_records && memory.fits(bytes) {
+            if memory.summaries.len() < memory.max_records
+                && !memory.summaries.contains_key(&hash)
+                && memory.admit(bytes)
+            {
                 let mark = memory.mark();
-                if let Entry::Vacant(vacant) = memory.summaries.entry(hash) {
-                    vacant.insert((summary.clone(), mark));
-                    memory.bytes += bytes;
-                }
+                memory.summaries.insert(hash, (summary.clone(), mark));
             }
             summaries.push(summary);
         }
@@ -244,12 +343,23 @@ impl ListingMemo {
         self.lock().bytes
     }
 
+    /// What the memo's pool had no room for since the current (or last) listing started: about what
+    /// it would need besides what it holds.
+    pub fn shortfall(&self) -> usize {
+        self.lock().shortfall
+    }
+
+    /// Forgets everything and gives its memory back to the pool; the next listing reads every page
+    /// and record as if there had been no memo.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+
     #[cfg(test)]
     fn with_max_bytes(max_bytes: usize) -> ListingMemo {
-        ListingMemo(Mutex::new(Memory {
-            max_bytes: Some(max_bytes),
-            ..Memory::default()
-        }))
+        let mut memory = Memory::default();
+        memory.max_bytes = Some(max_bytes);
+        ListingMemo(Mutex::new(memory))
     }
 
     fn lock(&self) -> MutexGuard<'_, Memory> {
@@ -370,6 +480,46 @@ mod tests {
             "forgotten entries are not counted: {}",
             memo.bytes()
         );
+    }
+
+    #[test]
+    fn memos_sharing_a_pool_hold_no_more_than_its_limit_and_give_back_what_they_forget() {
+        const LIMIT: usize = 64 * 1024;
+        let key = key(SECRET);
+        let pool = Arc::new(MemoPool::new(LIMIT));
+        let (first, second) = (
+            ListingMemo::in_pool(pool.clone()),
+            ListingMemo::in_pool(pool.clone()),
+        );
+        let name = "n".repeat(4 * 1024);
+        let records: Vec<_> = (0..40)
+            .map(|i| json!({"id": format!("r{i}"), "name": name}))
+            .collect();
+        for memo in [&first, &second] {
+            memo.start_listing(&key, &limits(1_000));
+            let read = memo
+                .summaries(&page(json!(records)), &key)
+                .expect("summaries");
+            assert_eq!(read.len(), 40, "every record is summarised");
+            memo.finish_listing();
+        }
+        assert!(first.len() > 8, "the first fills the pool: {}", first.len());
+        assert_eq!(pool.used(), first.bytes() + second.bytes());
+        assert!(pool.used() <= LIMIT, "{}", pool.used());
+        assert!(second.shortfall() > LIMIT / 2, "{}", second.shortfall());
+
+        // The first gives its memory up: the second has room at its next listing.
+        first.forget_all();
+        assert_eq!((first.len(), pool.used()), (0, second.bytes()));
+        second.start_listing(&key, &limits(1_000));
+        assert_eq!(second.shortfall(), 0, "counted afresh by each listing");
+        second
+            .summaries(&page(json!(records)), &key)
+            .expect("summaries");
+        second.finish_listing();
+        assert!(second.len() > 8, "{}", second.len());
+        drop(second);
+        assert_eq!(pool.used(), 0, "a dropped memo gives everything back");
     }
 
     #[test]

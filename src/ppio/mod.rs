@@ -38,14 +38,14 @@ pub use api_key::{ApiKey, InvalidApiKey};
 pub use client::{Client, Listing, RequestOutcome};
 pub use config::{ClientConfig, ListQuery, ListingLimits};
 pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
-pub use memo::{ListingMemo, MAX_MEMO_BYTES};
+pub use memo::{ListingMemo, MAX_MEMO_BYTES, MemoPool};
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
     InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,
     UnknownBillingMode, Volume,
 };
 pub use pager::{ListedPage, Pager};
-pub use paging::{NextPage, Paging, Progress};
+pub use paging::{MAX_CURSOR_BYTES, NextPage, Paging, Progress};
 pub use rate_limit::RateLimiter;
 pub use raw_page::RawPage;
 pub use redaction::{MIN_ECHO_CHARS, REDACTED};

@@ -523,12 +523,24 @@ pub(super) fn check_envelope(body: &[u8]) -> Result<(), DecodeError> {
         return Err(DecodeError {
             path: ".".to_owned(),
             message: format!(
-                "the page holds more than {MAX_PAGE_ITEMS} array items; refused unread to \
-                 bound memory (list with a smaller page size)"
+                "{TOO_MANY_ITEMS} {MAX_PAGE_ITEMS} array items; refused unread to bound memory \
+                 (list with a smaller page size)"
             ),
         });
     }
     Ok(())
+}
+
+/// How the error of a page refused by the item bound begins: only [`check_envelope`] writes it.
+const TOO_MANY_ITEMS: &str = "the page holds more than";
+
+impl DecodeError {
+    /// Whether the page was refused unread, for holding more than [`MAX_PAGE_ITEMS`] array items:
+    /// then nothing else may read the body either.
+    pub(crate) fn refused_unread(&self) -> bool {
+        // A decoding error quoting the body never sits at the document itself and starts so.
+        self.path == "." && self.message.starts_with(TOO_MANY_ITEMS)
+    }
 }
 
 /// The records and `has_more` of a decoded envelope, or why it is not a page: either field absent or

@@ -10,7 +10,8 @@
 //!   of bodies (the budgets: however the server pages, a listing stops);
 //! - a page says more pages follow (`has_more`) but gives no `next_cursor`, or says it is the last
 //!   but gives one;
-//! - a `next_cursor` was already used in this listing (the server pages in a loop);
+//! - a `next_cursor` is longer than [`MAX_CURSOR_BYTES`] (PPIO documents cursors of at most 1,024
+//!   characters), or was already used in this listing (the server pages in a loop);
 //! - an instance ID appears twice (the list changed while paging, or the server pages wrongly).
 //!
 //! Every failure is a [`PpioError::InvalidResponse`] naming the page, so callers never prune on it.
@@ -24,6 +25,11 @@ use super::error::{PpioError, sanitize};
 use super::model::{InstanceId, Page};
 use super::raw_page::RawPage;
 
+/// The longest `next_cursor` a listing accepts, in bytes: four times the 1,024 characters PPIO
+/// documents, so a cursor that grows a little still works, while a server cannot make the operator
+/// keep and send back a cursor of megabytes.
+pub const MAX_CURSOR_BYTES: usize = 4 * 1024;
+
 /// A listing in progress: what the guards remember of the pages accepted so far.
 #[derive(Debug)]
 pub struct Paging<'k> {
@@ -33,7 +39,9 @@ pub struct Paging<'k> {
     /// The page of each ID seen, by a hash of the ID: a listing of a million costs some 30 MB.
     page_of_id: HashMap<u64, u32>,
     hasher: RandomState,
-    seen_cursors: HashSet<String>,
+    /// The cursors used so far, by a keyed hash (so no server can choose two that collide): a loop
+    /// is told without keeping them.
+    seen_cursors: HashSet<u64>,
     cursor: Option<String>,
     pages: u32,
     bytes: usize,
@@ -159,18 +167,27 @@ impl<'k> Paging<'k> {
             }
             return Ok(Progress::Complete);
         }
-        let Some(next) = next_cursor.map(str::to_owned) else {
+        let Some(next) = next_cursor else {
             return Err(invalid(format!(
                 "page {number} says more pages follow (has_more) but gives no next_cursor"
             )));
         };
-        if !self.seen_cursors.insert(next.clone()) {
+        if next.len() > MAX_CURSOR_BYTES {
+            // Not quoted: only its length says anything, and it may echo the key.
+            return Err(invalid(format!(
+                "page {number} gave a next_cursor of {} bytes, longer than the {MAX_CURSOR_BYTES} \
+                 bytes a cursor may have (PPIO documents at most 1,024 characters); the server \
+                 is not paging as documented",
+                next.len()
+            )));
+        }
+        if !self.seen_cursors.insert(self.hasher.hash_one(next)) {
             return Err(invalid(format!(
                 "page {number} gave a next_cursor already used in this listing; the server is \
                  paging in a loop"
             )));
         }
-        self.cursor = Some(next);
+        self.cursor = Some(next.to_owned());
         Ok(Progress::More)
     }
 
@@ -317,6 +334,34 @@ mod tests {
             let error = detail(run(pages).expect_err(problem));
             assert!(error.contains(problem), "{problem}: {error}");
         }
+    }
+
+    #[test]
+    fn a_cursor_longer_than_the_limit_fails_the_listing_without_being_quoted() {
+        let key = key();
+        let mut paging = Paging::new(ListingLimits::default(), &key);
+        let longest = "c".repeat(MAX_CURSOR_BYTES);
+        paging
+            .accept(&page(&["a"], Some(&longest), true), 1)
+            .expect("a cursor of the limit is accepted");
+        assert_eq!(paging.next_page().expect("next").cursor, Some(&*longest));
+        let echo = format!("{}{}", key.expose(), "x".repeat(MAX_CURSOR_BYTES));
+        let error = detail(
+            paging
+                .accept(&page(&["b"], Some(&echo), true), 1)
+                .expect_err("too long"),
+        );
+        assert!(
+            error.contains(&format!(
+                "page 2 gave a next_cursor of {} bytes, longer than the {MAX_CURSOR_BYTES}",
+                echo.len()
+            )),
+            "{error}"
+        );
+        assert!(
+            !error.contains(key.expose()) && !error.contains("xxxxxxxx"),
+            "{error}"
+        );
     }
 
     #[test]

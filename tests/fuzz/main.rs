@@ -10,6 +10,7 @@
 mod alloc;
 mod corpus;
 mod decoder;
+mod hostile_bodies;
 mod leaks;
 mod paging;
 

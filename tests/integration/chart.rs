@@ -165,6 +165,7 @@ fn default_deployment_runs_the_hardened_operator_with_leader_election() {
         "--write-concurrency=16",
         "--ppio-timeout-seconds=30",
         "--ppio-requests-per-minute=100",
+        "--memo-memory-limit-mib=64",
         "--log-format=json",
         "--log-level=info",
         "--http-address=0.0.0.0:8080",

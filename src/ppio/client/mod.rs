@@ -30,7 +30,7 @@ use url::Url;
 
 use super::api_key::ApiKey;
 use super::config::{ClientConfig, ListQuery, ListingLimits};
-use super::error::{PpioError, ServerMessage, parse_error_body, parse_retry_after, sanitize};
+use super::error::{PpioError, error_sent_as_page, parse_error_body, parse_retry_after, sanitize};
 use super::memo::ListingMemo;
 use super::model::Instance;
 use super::rate_limit::RateLimiter;

@@ -148,7 +148,10 @@ pub(super) fn decode_page(
         None => RawPage::from_json(body),
     };
     page.map_err(|(error, body)| {
-        let hint = error_body_sent_as_page(&body, key)
+        // A body the item bound refused unread is not read now either, not even its start.
+        let hint = Some(&body)
+            .filter(|_| !error.refused_unread())
+            .and_then(|body| error_sent_as_page(body, key))
             .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
             .unwrap_or_default();
         PpioError::InvalidResponse {
@@ -173,19 +176,6 @@ pub(crate) fn decode_record(
         })?;
     instance.redact(key);
     Ok(instance)
-}
-
-/// What a 200 body that is not a page says, when it is shaped like an error (an object with no
-/// `data` but a `code`, `message`, `error` or `reason`), as some gateways send them.
-fn error_body_sent_as_page(body: &[u8], key: &ApiKey) -> Option<ServerMessage> {
-    let serde_json::Value::Object(fields) = serde_json::from_slice(body).ok()? else {
-        return None;
-    };
-    let error_like = !fields.contains_key("data")
-        && ["code", "message", "error", "reason"]
-            .iter()
-            .any(|name| fields.contains_key(*name));
-    error_like.then(|| parse_error_body(body, key))
 }
 
 enum BodyError {
