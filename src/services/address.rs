@@ -24,8 +24,10 @@
 //!   allowed ([`EMBEDS_IPV4`]: IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 and its
 //!   local-use prefix, 6to4, Teredo; and ISATAP interface identifiers `::0:5efe:w.x.y.z` and
 //!   `::200:5efe:w.x.y.z` under any prefix): a translator, tunnel or relay on the way may turn it
-//!   into the IPv4 address inside, which the IPv4 rule never judged. No instance needs one: PPIO
-//!   gives an IPv4 address as one.
+//!   into the IPv4 address inside, which the IPv4 rule never judged. An instance reachable over
+//!   IPv4 is routed to by its IPv4 address. The ISATAP identifiers are refused under any prefix
+//!   because nothing but ISATAP makes them, and a node with an ISATAP interface sends to the IPv4
+//!   address inside.
 //! - Anything else is a global unicast address and is routed.
 //!
 //! Whatever the API server would accept, the operator writes no EndpointSlice for a refused
