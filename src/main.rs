@@ -14,7 +14,7 @@ use ppio_gpu_operator::process::http::{self, Health};
 use ppio_gpu_operator::process::leadership::{Leadership, LeaseSettings};
 use ppio_gpu_operator::process::metrics::Metrics;
 use ppio_gpu_operator::process::telemetry::{self, LogFormat};
-use ppio_gpu_operator::services::AddressPolicy;
+use ppio_gpu_operator::services::{self, AddressPolicy};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
@@ -128,12 +128,16 @@ struct RunArgs {
     )]
     service_cluster_cidrs: Vec<IpNet>,
 
-    /// Private ranges (RFC 1918, 100.64.0.0/10, fc00::/7) that Services may nevertheless route to,
-    /// e.g. a VPC reached over a VPN (repeat or comma-separate). All others are refused.
+    /// Ranges of private (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7), shared
+    /// (100.64.0.0/10) or documentation (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
+    /// 2001:db8::/32, 3fff::/20) addresses that Services may nevertheless route to, e.g. a VPC
+    /// reached over a VPN (repeat or comma-separate). Each must lie inside one of those blocks;
+    /// nothing else can be allowed, cloud platform and metadata addresses never.
     #[arg(
         long = "service-allowed-cidr",
         env = "PPIO_OPERATOR_SERVICE_ALLOWED_CIDRS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_allowed_cidr
     )]
     service_allowed_cidrs: Vec<IpNet>,
 
@@ -416,6 +420,12 @@ async fn run_as_elected(
 /// too, so that the shard's watch of mirrors sees exactly the mirrors of its views.
 fn parse_shard_selector(selector: &str) -> Result<String, String> {
     controller::check_shard_selector(selector).map(|()| selector.trim().to_owned())
+}
+
+fn parse_allowed_cidr(range: &str) -> Result<IpNet, String> {
+    let range: IpNet = range.trim().parse().map_err(|e| format!("{e}"))?;
+    services::check_allowed_range(&range).map_err(|e| e.to_string())?;
+    Ok(range)
 }
 
 /// The pod name, else the host name, else a random name.

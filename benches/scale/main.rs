@@ -16,7 +16,7 @@
 //!
 //! With `SERVICES=1`, the operator runs with `--services` and the view with `services.enabled`: every
 //! mirror of a running instance also gets a Service and an EndpointSlice (the simulator's endpoints are
-//! in the documentation ranges, which the address rule accepts), the bare client writes them too, and
+//! in documentation ranges, which both allow: [`SIMULATOR_RANGES`]), the bare client writes them too, and
 //! the report adds what they cost the first mirror and that a no-op sync reads and writes none.
 //!
 //! Prints each against its target with PASS or FAIL. Exits 0 whatever the numbers; non-zero only when
@@ -75,6 +75,8 @@ const BARE_AFTER_NAMESPACE: &str = "bench-bare-after";
 const VIEW: &str = "bench";
 /// The API key Secret.
 const SECRET: &str = "ppio";
+/// The ranges of the simulator's endpoints (documentation ranges, refused unless allowed).
+const SIMULATOR_RANGES: [&str; 2] = ["203.0.113.0/24", "198.51.100.0/24"];
 
 fn main() -> ExitCode {
     let settings = match Settings::from_env() {
@@ -240,7 +242,9 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         .args(["--log-level", "info"])
         .env("KUBECONFIG", &control_plane.kubeconfig);
     if settings.services {
-        command.arg("--services");
+        command
+            .arg("--services")
+            .args(["--service-allowed-cidr", &SIMULATOR_RANGES.join(",")]);
     }
     without_settings_from_environment(&mut command);
     let operator = Running::start("operator", command, &settings.logs.join("operator.log"))?;
@@ -481,7 +485,13 @@ impl BareClient<'_> {
         )
         .await?;
         let before = CpuSample::take(self.control_plane, self.ticks_per_second)?;
-        let services = self.services.then(AddressPolicy::default);
+        let services = self.services.then(|| AddressPolicy {
+            cluster: Vec::new(),
+            allowed: SIMULATOR_RANGES
+                .iter()
+                .filter_map(|range| range.parse().ok())
+                .collect(),
+        });
         let applied = bare_client::apply_mirrors(
             self.client,
             &view,

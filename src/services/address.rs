@@ -1,171 +1,256 @@
-//! Which addresses a Service may route to: the rule that keeps whoever controls an answer from PPIO
-//! from pointing a cluster Service at the cluster itself.
+//! Which addresses a Service may route to: the public internet only, so that whoever controls an
+//! answer from PPIO (or a record someone else on the account wrote) cannot point a cluster Service
+//! at the cluster itself, at a cloud's metadata or platform service, or at anything else that is
+//! not a host on the public internet.
 //!
-//! An endpoint address is refused when it is unspecified, loopback, link-local, multicast, the
-//! IPv4 broadcast address, in "this network" (`0.0.0.0/8`) or the reserved `240.0.0.0/4`, an
-//! IPv6 address that embeds an IPv4 one (IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96`,
-//! NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`: a gateway on the way may turn it
-//! into the IPv4 address inside, which the IPv4 ranges would have refused), or inside any range
-//! the administrator declares as the cluster's own (its pod, Service and node ranges:
-//! `--service-cluster-cidr`). Addresses in private ranges
-//! (RFC 1918, the shared `100.64.0.0/10`, IPv6 unique local `fc00::/7`) are refused unless a range
-//! the administrator allows (`--service-allowed-cidr`) contains them; the cluster's own ranges are
-//! refused even then. Whatever the API server would accept, the operator writes no EndpointSlice
-//! for a refused address.
+//! The rule, for an endpoint address:
+//! - A cloud platform or metadata address ([`platform::PLATFORM`], one table of the major clouds'
+//!   metadata, credentials, DNS and time addresses, link-local or not) is refused, always.
+//! - An address inside a range the administrator declares as the cluster's own
+//!   (`--service-cluster-cidr`: its pod, Service and node ranges) is refused, always.
+//! - An address inside a block of the IANA Special-Purpose Address Registries
+//!   ([`registry::IPV4`], [`registry::IPV6`]) or outside global unicast ([`registry::OTHER`]:
+//!   multicast, the deprecated IPv6 forms, IPv6 outside `2000::/3`) is refused, the most specific
+//!   such block named as why. Only the private (`10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`,
+//!   `fc00::/7`), shared (`100.64.0.0/10`) and documentation (`192.0.2.0/24`, `198.51.100.0/24`,
+//!   `203.0.113.0/24`, `2001:db8::/32`, `3fff::/20`) blocks ([`ALLOWABLE`]) come back when a range
+//!   the administrator allows (`--service-allowed-cidr`) holds the address.
+//! - Registry blocks marked globally reachable are refused too: each is an anycast service
+//!   (Port Control Protocol, TURN, DNS-SD, AMT relays, AS112 DNS sinks), answered by whichever
+//!   server is nearest to the sender, possibly one in the cluster's own network, or a space of
+//!   identifiers that are not locators (ORCHIDv2, drone tags); none is one remote instance, and
+//!   none can be allowed.
+//! - Every IPv6 form that carries an IPv4 address is refused, whatever it carries and whatever is
+//!   allowed ([`EMBEDS_IPV4`]: IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 and its
+//!   local-use prefix, 6to4, Teredo; and ISATAP interface identifiers `::0:5efe:w.x.y.z` and
+//!   `::200:5efe:w.x.y.z` under any prefix): a translator, tunnel or relay on the way may turn it
+//!   into the IPv4 address inside, which the IPv4 rule never judged. An instance reachable over
+//!   IPv4 is routed to by its IPv4 address. The ISATAP identifiers are refused under any prefix
+//!   because nothing but ISATAP makes them, and a node with an ISATAP interface sends to the IPv4
+//!   address inside.
+//! - Anything else is a global unicast address and is routed.
+//!
+//! Whatever the API server would accept, the operator writes no EndpointSlice for a refused
+//! address. [`check_allowed_range`] keeps `--service-allowed-cidr` to what it can do.
+
+pub mod platform;
+pub mod registry;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
+
+pub use platform::PlatformAddress;
+pub use registry::{Entry, Reachable};
+
+/// The registry blocks a range of `--service-allowed-cidr` may bring back: private, shared and
+/// documentation space, which a VPC behind a VPN, a carrier-grade NAT or a test may use. Every
+/// other refused block stays refused.
+pub const ALLOWABLE: [&str; 10] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "100.64.0.0/10",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "2001:db8::/32",
+    "3fff::/20",
+];
+
+/// The blocks of IPv6 forms that carry an IPv4 address.
+pub const EMBEDS_IPV4: [&str; 7] = [
+    "::ffff:0:0/96",
+    "::/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "2002::/16",
+    "2001::/32",
+];
 
 /// The ranges the operator judges endpoint addresses by, from its command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AddressPolicy {
     /// The cluster's own ranges (pods, Services, nodes): always refused.
     pub cluster: Vec<IpNet>,
-    /// Private ranges that endpoints may nevertheless use (e.g. a VPC reached over a VPN).
+    /// Ranges whose private, shared or documentation addresses endpoints may nevertheless use
+    /// (e.g. a VPC reached over a VPN). They bring back nothing else.
     pub allowed: Vec<IpNet>,
 }
 
 /// Why an endpoint address was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// `0.0.0.0` or `::`.
-    Unspecified,
-    /// `127.0.0.0/8` or `::1`.
-    Loopback,
-    /// `169.254.0.0/16` or `fe80::/10`.
-    LinkLocal,
-    /// `224.0.0.0/4` or `ff00::/8`.
-    Multicast,
-    /// `255.255.255.255`, `0.0.0.0/8` or `240.0.0.0/4`: not a host on any network.
-    Reserved,
-    /// `::ffff:0:0/96`, `::/96`, `64:ff9b::/96`, `64:ff9b:1::/48`, `2002::/16`: an IPv6 address
-    /// that carries an IPv4 one (mapped, compatible, NAT64, 6to4), which could slip past the IPv4
-    /// ranges.
-    Ipv4Embedded,
+    /// A cloud platform or metadata address.
+    Platform(&'static PlatformAddress),
     /// Inside a range the administrator declared as the cluster's own.
     Cluster(IpNet),
-    /// Inside a private range that no allowed range contains.
-    Private(&'static str),
+    /// Inside a special-purpose block (or another block outside global unicast): the most
+    /// specific, and whether an allowed range could have brought it back.
+    Special {
+        /// The block's registry entry.
+        entry: &'static Entry,
+        /// It is one of [`ALLOWABLE`], and no allowed range holds the address.
+        allowable: bool,
+    },
+    /// An ISATAP interface identifier, which carries an IPv4 address.
+    Isatap,
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Unspecified => f.write_str("the unspecified address"),
-            Refusal::Loopback => f.write_str("a loopback address"),
-            Refusal::LinkLocal => f.write_str("a link-local address"),
-            Refusal::Multicast => f.write_str("a multicast address"),
-            Refusal::Reserved => f.write_str("a reserved address, not a host"),
-            Refusal::Ipv4Embedded => f.write_str(
-                "an IPv6 address that carries an IPv4 one (mapped, compatible, NAT64 or 6to4)",
+            Refusal::Platform(platform) => write!(
+                f,
+                "{}: a cloud platform address, refused whatever --service-allowed-cidr allows",
+                platform.what
             ),
             Refusal::Cluster(range) => write!(
                 f,
                 "inside the cluster's own range {range} (--service-cluster-cidr)"
             ),
-            Refusal::Private(range) => write!(
-                f,
-                "in the private range {range}, which no --service-allowed-cidr allows"
+            Refusal::Special { entry, allowable } => {
+                write!(
+                    f,
+                    "in {}, {} ({}), {}",
+                    entry.block,
+                    entry.name,
+                    entry.rfc,
+                    what_it_is(entry)
+                )?;
+                if *allowable {
+                    f.write_str(", and no --service-allowed-cidr allows it")?;
+                }
+                Ok(())
+            }
+            Refusal::Isatap => f.write_str(
+                "an ISATAP address (RFC 5214): its interface identifier carries an IPv4 address",
             ),
         }
     }
 }
 
-/// Private ranges, refused unless allowed.
-const PRIVATE: [&str; 5] = [
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "fc00::/7",
-];
+/// Why a block is no instance's address, for people.
+fn what_it_is(entry: &Entry) -> &'static str {
+    if EMBEDS_IPV4.contains(&entry.block) {
+        return "an IPv6 form that carries an IPv4 address";
+    }
+    match entry.globally_reachable {
+        Reachable::False => "not globally reachable",
+        Reachable::NotApplicable => "not marked globally reachable",
+        Reachable::Deprecated => "deprecated",
+        Reachable::True => "globally reachable, but a protocol's own block, not an instance's",
+        Reachable::NotGlobalUnicast => "not a global unicast address",
+    }
+}
 
 impl AddressPolicy {
     /// Whether a Service may route to `address`, and if not, why.
     pub fn judge(&self, address: IpAddr) -> Result<(), Refusal> {
-        match address {
-            IpAddr::V4(v4) => judge_v4(v4)?,
-            IpAddr::V6(v6) => judge_v6(v6)?,
+        if let Some(platform) = platform::find(address) {
+            return Err(Refusal::Platform(platform));
         }
         if let Some(range) = self.cluster.iter().find(|r| r.contains(&address)) {
             return Err(Refusal::Cluster(*range));
         }
-        let private = PRIVATE.into_iter().find(|range| {
-            range
-                .parse::<IpNet>()
-                .is_ok_and(|range| range.contains(&address))
-        });
-        match private {
-            Some(range) if !self.allowed.iter().any(|r| r.contains(&address)) => {
-                Err(Refusal::Private(range))
+        if let Some(entry) = registry::most_specific(address) {
+            let allowable = ALLOWABLE.contains(&entry.block);
+            if !(allowable && self.allowed.iter().any(|r| r.contains(&address))) {
+                return Err(Refusal::Special { entry, allowable });
             }
+        }
+        match address {
+            IpAddr::V6(v6) if is_isatap(v6) => Err(Refusal::Isatap),
             _ => Ok(()),
         }
     }
 }
 
-fn judge_v4(address: Ipv4Addr) -> Result<(), Refusal> {
-    let first = address.octets()[0];
-    if address.is_unspecified() {
-        Err(Refusal::Unspecified)
-    } else if address.is_loopback() {
-        Err(Refusal::Loopback)
-    } else if address.is_link_local() {
-        Err(Refusal::LinkLocal)
-    } else if address.is_multicast() {
-        Err(Refusal::Multicast)
-    } else if address.is_broadcast() || first == 0 || first >= 240 {
-        Err(Refusal::Reserved)
-    } else {
-        Ok(())
-    }
-}
-
-fn judge_v6(address: Ipv6Addr) -> Result<(), Refusal> {
-    let first = address.segments()[0];
-    if address.is_unspecified() {
-        Err(Refusal::Unspecified)
-    } else if address.is_loopback() {
-        Err(Refusal::Loopback)
-    } else if first & 0xffc0 == 0xfe80 {
-        Err(Refusal::LinkLocal)
-    } else if address.is_multicast() {
-        Err(Refusal::Multicast)
-    } else if embeds_ipv4(address) {
-        Err(Refusal::Ipv4Embedded)
-    } else {
-        Ok(())
-    }
-}
-
-/// Whether `address` is of a form that carries an IPv4 address: IPv4-mapped (`::ffff:0:0/96`),
-/// IPv4-compatible (`::/96`, deprecated but still routed by some stacks), NAT64 (`64:ff9b::/96`,
-/// `64:ff9b:1::/48`) or 6to4 (`2002::/16`).
-fn embeds_ipv4(address: Ipv6Addr) -> bool {
+/// Whether `address` has an ISATAP interface identifier (RFC 5214 section 6.1: `0000:5efe` or
+/// `0200:5efe` followed by an IPv4 address; the group bit is refused with it too). The prefix can
+/// be any: ISATAP hands out global ones.
+fn is_isatap(address: Ipv6Addr) -> bool {
     let s = address.segments();
-    address.to_ipv4_mapped().is_some()
-        || s[..6] == [0; 6]
-        || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0])
-        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
-        || s[0] == 0x2002
+    s[4] & 0xfcff == 0 && s[5] == 0x5efe
+}
+
+/// Why an `--service-allowed-cidr` range cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllowedRangeError {
+    /// It lies in a block that no allowed range brings back.
+    #[error(
+        "{range} lies in {}, {} ({}), which is never routed to; only ranges inside {} may be allowed",
+        entry.block, entry.name, entry.rfc, allowable_list()
+    )]
+    NeverAllowable {
+        /// The range.
+        range: IpNet,
+        /// The block it lies in.
+        entry: &'static Entry,
+    },
+    /// It holds only global unicast addresses, which are routed without it.
+    #[error(
+        "{range} holds only public addresses, which Services route to without it; only ranges inside {} may be allowed",
+        allowable_list()
+    )]
+    Public {
+        /// The range.
+        range: IpNet,
+    },
+    /// It reaches beyond the one allowable block it overlaps, or spans several.
+    #[error(
+        "{range} is not inside one range that may be allowed ({}): list those parts of it you mean",
+        allowable_list()
+    )]
+    NotWithinOne {
+        /// The range.
+        range: IpNet,
+    },
+}
+
+fn allowable_list() -> String {
+    ALLOWABLE.join(", ")
+}
+
+/// Checks a range of `--service-allowed-cidr` at start-up: it must lie wholly inside one of the
+/// [`ALLOWABLE`] blocks, so that it means what it brings back. A range inside a block that is never
+/// routed to (`127.0.0.0/8`), one of public addresses only, and one that reaches beyond an
+/// allowable block (`0.0.0.0/0`, `10.0.0.0/7`) are refused, each saying why.
+pub fn check_allowed_range(range: &IpNet) -> Result<(), AllowedRangeError> {
+    let range = range.trunc();
+    if registry::most_specific_holding(&range).is_some_and(|e| ALLOWABLE.contains(&e.block)) {
+        return Ok(());
+    }
+    let mut overlapping = registry::overlapping(&range).peekable();
+    if overlapping.peek().is_none() {
+        return Err(AllowedRangeError::Public { range });
+    }
+    if overlapping.any(|e| ALLOWABLE.contains(&e.block)) {
+        return Err(AllowedRangeError::NotWithinOne { range });
+    }
+    match registry::most_specific_holding(&range) {
+        Some(entry) => Err(AllowedRangeError::NeverAllowable { range, entry }),
+        None => Err(AllowedRangeError::NotWithinOne { range }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
+
+    fn nets(ranges: &[&str]) -> Vec<IpNet> {
+        ranges.iter().map(|r| r.parse().expect("a range")).collect()
+    }
 
     fn policy(cluster: &[&str], allowed: &[&str]) -> AddressPolicy {
         AddressPolicy {
-            cluster: cluster
-                .iter()
-                .map(|r| r.parse().expect("a range"))
-                .collect(),
-            allowed: allowed
-                .iter()
-                .map(|r| r.parse().expect("a range"))
-                .collect(),
+            cluster: nets(cluster),
+            allowed: nets(allowed),
         }
     }
 
@@ -173,59 +258,227 @@ mod tests {
         policy.judge(address.parse().expect("an address"))
     }
 
+    /// The first, a middle and the last address of `block`.
+    fn first_middle_last(block: IpNet) -> [IpAddr; 3] {
+        match block {
+            IpNet::V4(net) => {
+                let (first, last) = (u32::from(net.network()), u32::from(net.broadcast()));
+                [first, first + (last - first) / 2, last].map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+            }
+            IpNet::V6(net) => {
+                let (first, last) = (u128::from(net.network()), u128::from(net.broadcast()));
+                [first, first + (last - first) / 2, last].map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+            }
+        }
+    }
+
+    fn every_row() -> impl Iterator<Item = &'static Entry> {
+        registry::IPV4
+            .iter()
+            .chain(registry::IPV6.iter())
+            .chain(registry::OTHER.iter())
+    }
+
+    /// Allows everything, as no validated command line can: the rule alone must hold.
+    fn allowing_everything() -> AddressPolicy {
+        policy(&[], &["0.0.0.0/0", "::/0"])
+    }
+
     #[test]
-    fn every_kind_of_address_that_is_not_a_remote_host_is_refused() {
-        let policy = policy(&[], &[]);
-        for (address, why) in [
-            ("0.0.0.0", Refusal::Unspecified),
-            ("::", Refusal::Unspecified),
-            ("127.0.0.1", Refusal::Loopback),
-            ("127.255.0.9", Refusal::Loopback),
-            ("::1", Refusal::Loopback),
-            ("169.254.169.254", Refusal::LinkLocal),
-            ("fe80::1", Refusal::LinkLocal),
-            ("febf::1", Refusal::LinkLocal),
-            ("224.0.0.1", Refusal::Multicast),
-            ("239.1.2.3", Refusal::Multicast),
-            ("ff02::1", Refusal::Multicast),
-            ("255.255.255.255", Refusal::Reserved),
-            ("0.1.2.3", Refusal::Reserved),
-            ("240.0.0.1", Refusal::Reserved),
-            ("::ffff:127.0.0.1", Refusal::Ipv4Embedded),
-            ("::ffff:203.0.113.9", Refusal::Ipv4Embedded),
-            ("::10.0.0.5", Refusal::Ipv4Embedded),
-            ("64:ff9b::a00:5", Refusal::Ipv4Embedded),
-            ("64:ff9b:1::a9fe:a9fe", Refusal::Ipv4Embedded),
-            ("2002:a00:5::1", Refusal::Ipv4Embedded),
-        ] {
-            assert_eq!(judged(&policy, address), Err(why), "{address}");
+    fn every_registry_block_is_refused_and_only_the_allowable_ones_can_be_allowed() {
+        let closed = AddressPolicy::default();
+        for entry in every_row() {
+            let block = registry::block_of(entry);
+            let allowable = ALLOWABLE.contains(&entry.block);
+            let allowing_it = policy(&[], &[entry.block]);
+            for address in first_middle_last(block) {
+                let refusal = closed
+                    .judge(address)
+                    .expect_err(&format!("{address} in {}", entry.block));
+                // The most specific block names it: this one, or one inside it.
+                match &refusal {
+                    Refusal::Special { entry: named, .. } => assert!(
+                        block.contains(&registry::block_of(named)),
+                        "{address}: {} named instead of {}",
+                        named.block,
+                        entry.block
+                    ),
+                    Refusal::Platform(_) => {}
+                    other => panic!("{address} in {}: {other:?}", entry.block),
+                }
+                if matches!(refusal, Refusal::Platform(_)) {
+                    continue;
+                }
+                if allowable {
+                    assert_eq!(
+                        allowing_it.judge(address),
+                        Ok(()),
+                        "{address}: allowing {} brings it back",
+                        entry.block
+                    );
+                } else {
+                    assert_eq!(
+                        allowing_it.judge(address),
+                        Err(refusal.clone()),
+                        "{address}: allowing {} changes nothing",
+                        entry.block
+                    );
+                    assert_eq!(
+                        allowing_everything().judge(address),
+                        Err(refusal),
+                        "{address}: no allowed range brings it back"
+                    );
+                }
+            }
         }
     }
 
     #[test]
-    fn private_ranges_are_refused_unless_allowed() {
-        let closed = policy(&[], &[]);
-        for (address, range) in [
+    fn the_registry_rows_are_blocks_and_the_rules_lists_name_rows() {
+        for entry in every_row() {
+            let block = registry::block_of(entry);
+            assert_eq!(
+                block.trunc(),
+                block,
+                "{}: a row's block is written as its network address",
+                entry.block
+            );
+        }
+        let blocks: Vec<&str> = every_row().map(|e| e.block).collect();
+        for listed in ALLOWABLE.iter().chain(EMBEDS_IPV4.iter()) {
+            assert!(blocks.contains(listed), "{listed} is a row");
+        }
+        // What the registries mark globally reachable: refused here all the same (see the module).
+        let reachable: Vec<&str> = every_row()
+            .filter(|e| e.globally_reachable == Reachable::True)
+            .map(|e| e.block)
+            .collect();
+        assert_eq!(
+            reachable,
+            [
+                "192.0.0.9/32",
+                "192.0.0.10/32",
+                "192.31.196.0/24",
+                "192.52.193.0/24",
+                "192.175.48.0/24",
+                "64:ff9b::/96",
+                "2001:1::1/128",
+                "2001:1::2/128",
+                "2001:1::3/128",
+                "2001:3::/32",
+                "2001:4:112::/48",
+                "2001:20::/28",
+                "2001:30::/28",
+                "2620:4f:8000::/48",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_platform_address_is_refused_whatever_is_allowed() {
+        for entry in &platform::PLATFORM {
+            let address = platform::address_of(entry);
+            let own = IpNet::from(address).to_string();
+            for policy in [
+                AddressPolicy::default(),
+                policy(&[], &[&own]),
+                allowing_everything(),
+            ] {
+                assert_eq!(
+                    policy.judge(address),
+                    Err(Refusal::Platform(entry)),
+                    "{address} under {policy:?}"
+                );
+            }
+        }
+        // Inside allowed shared and private ranges, and a public one.
+        let vpc = policy(&[], &["100.64.0.0/10", "fd00::/8", "10.0.0.0/8"]);
+        for address in [
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "10.96.0.10",
+            "168.63.129.16",
+        ] {
+            assert!(
+                matches!(judged(&vpc, address), Err(Refusal::Platform(_))),
+                "{address}"
+            );
+        }
+        assert_eq!(judged(&vpc, "100.100.100.201"), Ok(()), "its neighbour");
+        assert_eq!(judged(&vpc, "168.63.129.17"), Ok(()), "its neighbour");
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_an_ipv4_address_are_refused_whatever_they_carry() {
+        for (address, block) in [
+            ("::ffff:8.8.8.8", "::ffff:0:0/96"),
+            ("::8.8.8.8", "::/96"),
+            ("::ffff:0:808:808", "::ffff:0:0:0/96"),
+            ("64:ff9b::808:808", "64:ff9b::/96"),
+            ("64:ff9b:1::808:808", "64:ff9b:1::/48"),
+            ("2002:808:808::1", "2002::/16"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001::/32"),
+            ("::ffff:10.0.0.1", "::ffff:0:0/96"),
+            ("::ffff:169.254.169.253", "::ffff:0:0/96"),
+        ] {
+            for policy in [AddressPolicy::default(), allowing_everything()] {
+                match judged(&policy, address) {
+                    Err(Refusal::Special { entry, allowable }) => {
+                        assert_eq!((entry.block, allowable), (block, false), "{address}");
+                        assert!(
+                            Refusal::Special { entry, allowable }
+                                .to_string()
+                                .contains("carries an IPv4 address"),
+                            "{address}"
+                        );
+                    }
+                    other => panic!("{address}: {other:?}"),
+                }
+            }
+        }
+        // ISATAP, under a global prefix and under an allowed private one.
+        let vpc = policy(&[], &["fd12::/16"]);
+        for address in [
+            "2606:4700::5efe:808:808",
+            "2606:4700::200:5efe:a9fe:a9fe",
+            "fd12::5efe:a00:1",
+            "fd12::200:5efe:7f00:1",
+        ] {
+            assert_eq!(judged(&vpc, address), Err(Refusal::Isatap), "{address}");
+        }
+        assert_eq!(judged(&vpc, "fd12::5eff:a00:1"), Ok(()));
+    }
+
+    #[test]
+    fn private_shared_and_documentation_ranges_are_refused_unless_allowed() {
+        let closed = AddressPolicy::default();
+        for (address, block) in [
             ("10.1.2.3", "10.0.0.0/8"),
             ("172.16.0.1", "172.16.0.0/12"),
             ("172.31.255.254", "172.16.0.0/12"),
             ("192.168.1.1", "192.168.0.0/16"),
             ("100.64.0.1", "100.64.0.0/10"),
             ("fd00::1", "fc00::/7"),
+            ("192.0.2.10", "192.0.2.0/24"),
+            ("198.51.100.20", "198.51.100.0/24"),
+            ("203.0.113.9", "203.0.113.0/24"),
+            ("2001:db8::5", "2001:db8::/32"),
+            ("3fff:fff::1", "3fff::/20"),
         ] {
-            assert_eq!(
-                judged(&closed, address),
-                Err(Refusal::Private(range)),
-                "{address}"
-            );
+            match judged(&closed, address) {
+                Err(Refusal::Special { entry, allowable }) => {
+                    assert_eq!((entry.block, allowable), (block, true), "{address}");
+                }
+                other => panic!("{address}: {other:?}"),
+            }
         }
-        let vpc = policy(&[], &["10.20.0.0/16", "fd12::/16"]);
+        let vpc = policy(&[], &["10.20.0.0/16", "fd12::/16", "192.0.2.10/32"]);
         assert_eq!(judged(&vpc, "10.20.3.4"), Ok(()));
         assert_eq!(judged(&vpc, "fd12::7"), Ok(()));
-        assert_eq!(
-            judged(&vpc, "10.21.0.1"),
-            Err(Refusal::Private("10.0.0.0/8"))
-        );
+        assert_eq!(judged(&vpc, "192.0.2.10"), Ok(()));
+        for refused in ["10.21.0.1", "192.0.2.11", "fd13::7", "203.0.113.9"] {
+            assert!(judged(&vpc, refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
@@ -236,14 +489,16 @@ mod tests {
                 "10.96.0.0/12",
                 "203.0.113.0/28",
                 "fd00:10::/64",
+                "8.8.8.0/24",
             ],
-            &["10.0.0.0/8", "fd00::/8"],
+            &["10.0.0.0/8", "fd00::/8", "203.0.113.0/24"],
         );
         for (address, range) in [
             ("10.244.1.5", "10.244.0.0/16"),
-            ("10.96.0.1", "10.96.0.0/12"),
+            ("10.96.0.2", "10.96.0.0/12"),
             ("203.0.113.7", "203.0.113.0/28"),
             ("fd00:10::5", "fd00:10::/64"),
+            ("8.8.8.8", "8.8.8.0/24"),
         ] {
             assert_eq!(
                 judged(&policy, address),
@@ -260,30 +515,148 @@ mod tests {
     }
 
     #[test]
-    fn public_addresses_of_both_families_are_accepted() {
-        let policy = policy(&[], &[]);
+    fn global_unicast_addresses_of_both_families_are_accepted() {
+        let policy = AddressPolicy::default();
         for address in [
-            "203.0.113.9",
-            "198.51.100.20",
             "8.8.8.8",
-            "2001:db8::5",
-            "2606:4700::1",
+            "1.1.1.1",
+            "9.9.9.9",
+            "20.112.52.29",
+            "2606:4700:4700::1111",
+            "2001:4860:4860::8888",
+            "2a00:1450:4001:82b::200e",
+            // Next to special-purpose blocks, on their public side.
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "169.255.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.255",
+            "192.0.3.0",
+            "192.88.98.255",
+            "192.167.255.255",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            "2001:200::1",
+            "2003::1",
+            "3fff:1000::1",
+            "2620:4f:7fff:ffff::1",
         ] {
             assert_eq!(judged(&policy, address), Ok(()), "{address}");
         }
     }
 
     #[test]
-    fn a_refusal_says_which_range_and_which_flag() {
-        let refusal = judged(&policy(&["10.96.0.0/12"], &[]), "10.96.0.10").unwrap_err();
+    fn a_refusal_names_the_registry_entry_and_what_could_change_it() {
+        let closed = AddressPolicy::default();
+        let why = |address| judged(&closed, address).unwrap_err().to_string();
         assert_eq!(
-            refusal.to_string(),
+            why("198.18.0.1"),
+            "in 198.18.0.0/15, Benchmarking (RFC 2544), not globally reachable"
+        );
+        assert_eq!(
+            why("192.168.0.4"),
+            "in 192.168.0.0/16, Private-Use (RFC 1918), not globally reachable, and no \
+             --service-allowed-cidr allows it"
+        );
+        assert_eq!(
+            why("2001:1::1"),
+            "in 2001:1::1/128, Port Control Protocol Anycast (RFC 7723), globally reachable, but \
+             a protocol's own block, not an instance's"
+        );
+        assert_eq!(
+            why("2001::1"),
+            "in 2001::/32, TEREDO (RFC 4380, RFC 8190), an IPv6 form that carries an IPv4 address"
+        );
+        assert_eq!(
+            why("fec0::1"),
+            "in fec0::/10, Deprecated Site-Local (RFC 3879), not a global unicast address"
+        );
+        assert!(why("168.63.129.16").starts_with("Azure's platform address"));
+        assert_eq!(
+            judged(&policy(&["10.96.0.0/12"], &[]), "10.96.0.2")
+                .unwrap_err()
+                .to_string(),
             "inside the cluster's own range 10.96.0.0/12 (--service-cluster-cidr)"
         );
-        let refusal = judged(&policy(&[], &[]), "192.168.0.4").unwrap_err();
+    }
+
+    #[test]
+    fn an_allowed_range_must_lie_inside_one_allowable_block() {
+        for ok in [
+            "10.20.0.0/16",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.7.0/24",
+            "100.64.0.0/10",
+            "fd00::/8",
+            "fc00::/7",
+            "192.0.2.10/32",
+            "198.51.100.0/24",
+            "2001:db8:1::/48",
+            "3fff::/20",
+        ] {
+            assert_eq!(
+                check_allowed_range(&ok.parse().expect("a range")),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        for (refused, never) in [
+            ("127.0.0.0/8", "127.0.0.0/8"),
+            ("127.0.0.1/32", "127.0.0.0/8"),
+            ("169.254.0.0/16", "169.254.0.0/16"),
+            ("192.0.0.0/24", "192.0.0.0/24"),
+            ("198.18.0.0/16", "198.18.0.0/15"),
+            ("224.0.0.0/4", "224.0.0.0/4"),
+            ("fe80::/10", "fe80::/10"),
+            ("::ffff:10.0.0.0/104", "::ffff:0:0/96"),
+            ("64:ff9b::/96", "64:ff9b::/96"),
+        ] {
+            match check_allowed_range(&refused.parse().expect("a range")) {
+                Err(AllowedRangeError::NeverAllowable { entry, .. }) => {
+                    assert_eq!(entry.block, never, "{refused}")
+                }
+                other => panic!("{refused}: {other:?}"),
+            }
+        }
+        for straddling in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/7",
+            "172.16.0.0/11",
+            "fc00::/6",
+        ] {
+            assert!(
+                matches!(
+                    check_allowed_range(&straddling.parse().expect("a range")),
+                    Err(AllowedRangeError::NotWithinOne { .. })
+                ),
+                "{straddling}"
+            );
+        }
+        for public in ["8.8.8.0/24", "2606:4700::/32"] {
+            assert!(
+                matches!(
+                    check_allowed_range(&public.parse().expect("a range")),
+                    Err(AllowedRangeError::Public { .. })
+                ),
+                "{public}"
+            );
+        }
+        let error = check_allowed_range(&"127.0.0.0/8".parse().expect("a range"))
+            .unwrap_err()
+            .to_string();
         assert!(
-            refusal.to_string().contains("--service-allowed-cidr"),
-            "{refusal}"
+            error.starts_with("127.0.0.0/8 lies in 127.0.0.0/8, Loopback"),
+            "{error}"
         );
+        assert!(error.contains("10.0.0.0/8, 172.16.0.0/12"), "{error}");
     }
 }

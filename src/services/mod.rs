@@ -12,5 +12,5 @@ pub mod endpoint;
 pub mod objects;
 pub mod plan;
 
-pub use address::{AddressPolicy, Refusal};
+pub use address::{AddressPolicy, AllowedRangeError, Refusal, check_allowed_range};
 pub use plan::{DesiredService, ServicePlan, ServiceTally, plan, service_name};

@@ -174,7 +174,11 @@ mod tests {
             }],
             ..GpuInstanceStatus::default()
         };
-        let plan = plan("team-a-aa01", &status, &AddressPolicy::default());
+        let documentation = AddressPolicy {
+            cluster: Vec::new(),
+            allowed: vec!["203.0.113.0/24".parse().expect("a range")],
+        };
+        let plan = plan("team-a-aa01", &status, &documentation);
         let desired = plan.service.expect("a Service");
         let labels = BTreeMap::from([
             (

@@ -429,8 +429,19 @@ mod tests {
         }
     }
 
+    /// Allows the documentation ranges the instances here have their addresses in.
     fn open() -> AddressPolicy {
-        AddressPolicy::default()
+        AddressPolicy {
+            cluster: Vec::new(),
+            allowed: [
+                "192.0.2.0/24",
+                "198.51.100.0/24",
+                "203.0.113.0/24",
+                "2001:db8::/32",
+            ]
+            .map(|range| range.parse().expect("a range"))
+            .to_vec(),
+        }
     }
 
     fn service(plan: &ServicePlan) -> &DesiredService {
@@ -588,9 +599,13 @@ mod tests {
                 .unwrap_or_default()
         };
         assert!(why(8081).contains("host name"), "{}", why(8081));
-        assert!(why(8082).contains("loopback"), "{}", why(8082));
         assert!(
-            why(8083).contains("private range 10.0.0.0/8"),
+            why(8082).contains("in 127.0.0.0/8, Loopback"),
+            "{}",
+            why(8082)
+        );
+        assert!(
+            why(8083).contains("in 10.0.0.0/8, Private-Use (RFC 1918)"),
             "{}",
             why(8083)
         );
@@ -635,7 +650,7 @@ mod tests {
         assert_eq!(plan.status(), None);
         let condition = plan.condition().expect("a condition");
         assert!(
-            condition.message.contains("link-local"),
+            condition.message.contains("the cloud metadata address"),
             "{}",
             condition.message
         );

@@ -716,7 +716,11 @@ mod tests {
             protocol: "http".into(),
             endpoint: "http://203.0.113.5:30001".into(),
         }];
-        let policy = AddressPolicy::default();
+        // The instance's address is a documentation one, which the operator routes to once allowed.
+        let policy = AddressPolicy {
+            cluster: Vec::new(),
+            allowed: vec!["203.0.113.0/24".parse().expect("a range")],
+        };
         let mut asking = view(true);
         asking.spec.services.enabled = true;
         let seed = |view: &GpuInstanceView, policy| {
@@ -764,7 +768,7 @@ mod tests {
         // Another address rule shapes the mirrors too: an endpoint it refuses changes the status.
         let strict = AddressPolicy {
             cluster: vec!["203.0.113.0/24".parse().expect("a range")],
-            allowed: Vec::new(),
+            allowed: policy.allowed.clone(),
         };
         assert_ne!(seed(&asking, Some(&strict)), seed(&asking, Some(&policy)));
         let refused = desired(plan_instance(&asking, Some(&strict), &record, None, now));

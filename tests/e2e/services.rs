@@ -4,7 +4,10 @@
 //!
 //! The "remote" instance's server is the simulator's [`Workload`], on 192.0.2.10 (TEST-NET-1), an
 //! address this test adds to the node's loopback inside the node's network namespace and removes at
-//! the end: nothing outside the namespace is ever addressed.
+//! the end: nothing outside the namespace is ever addressed. A documentation address is refused
+//! unless allowed, so the release allows exactly that one (`instanceServices.allowedCIDRs`); the
+//! node's own ranges (pods 10.88.0.0/16, Services 10.96.0.0/16, `hack/node/up.sh`) stay the
+//! cluster's.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -115,6 +118,8 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
         .await
         .expect("serve the instance's workload");
     let _instance = RemoteInstance::add();
+    // The release allows Services to route to the instance's address and nothing more.
+    let allowed = format!("instanceServices.allowedCIDRs={{{INSTANCE_ADDRESS}/32}}");
     let _release = Release::install(
         "services",
         &[
@@ -122,6 +127,8 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
             "instanceServices.enabled=true",
             "--set",
             "instanceServices.clusterCIDRs={10.88.0.0/16,10.96.0.0/16}",
+            "--set",
+            &allowed,
         ],
     );
     let tenant =

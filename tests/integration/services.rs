@@ -1,7 +1,8 @@
 //! Services for remote instances (`spec.services.enabled` with `--services`), against the real
 //! API server: what the Service and its EndpointSlices hold, readiness following the remote
 //! status, a moved address, removal with the mirror and with the option, every kind of refused
-//! address, a name already taken, and a sync that changes nothing writing none of them.
+//! address, an allowed range that could never be routed to, a name already taken, and a sync that
+//! changes nothing writing none of them.
 
 use std::time::Duration;
 
@@ -29,6 +30,20 @@ fn record(id: &str, seed: u64, status: &str, ports: Value) -> Value {
     set_status(&mut record, status);
     record["ports"] = ports;
     record
+}
+
+/// The documentation ranges the instances here have their addresses in: refused unless allowed.
+const DOCUMENTATION: [&str; 3] = ["203.0.113.0/24", "198.51.100.0/24", "2001:db8::/32"];
+
+/// The rule with the documentation ranges allowed, as `--service-allowed-cidr` would.
+fn allowing_documentation() -> AddressPolicy {
+    AddressPolicy {
+        cluster: Vec::new(),
+        allowed: DOCUMENTATION
+            .iter()
+            .map(|range| range.parse().expect("a range"))
+            .collect(),
+    }
 }
 
 /// The operator keeping Services under `policy`.
@@ -111,7 +126,7 @@ async fn each_instance_gets_a_service_and_endpoint_slices_that_follow_its_ports(
         ),
         record("dd04", 4, "running", json!([])),
     ];
-    let fx = start("services", records, AddressPolicy::default()).await;
+    let fx = start("services", records, allowing_documentation()).await;
     fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     let view = fx.wait_ready("v", true, "Synced").await;
@@ -249,7 +264,7 @@ async fn readiness_follows_the_remote_status_and_a_moved_address_replaces_the_ol
         "exited",
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
-    let fx = start("svc-moves", records, AddressPolicy::default()).await;
+    let fx = start("svc-moves", records, allowing_documentation()).await;
     fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
@@ -356,7 +371,7 @@ async fn services_go_with_their_mirror_and_with_the_option() {
             json!([port(8080, "http", "http://203.0.113.6:30001")]),
         ),
     ];
-    let fx = start("svc-removal", records, AddressPolicy::default()).await;
+    let fx = start("svc-removal", records, allowing_documentation()).await;
     fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
@@ -427,52 +442,90 @@ async fn services_go_with_their_mirror_and_with_the_option() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_service_routes_to_a_refused_address_and_the_view_still_syncs() {
+    // Each address a record could name that is not a host on the public internet, and what the
+    // mirror's condition says of it. The operator allows 10.20.0.0/16, the shared range and fd00::/8,
+    // and declares two ranges as the cluster's own.
     let refused = [
-        ("127.0.0.1", "loopback"),
-        ("[::1]", "loopback"),
-        ("169.254.169.254", "link-local"),
-        ("[fe80::1]", "link-local"),
-        ("224.0.0.1", "multicast"),
-        ("[ff02::1]", "multicast"),
-        ("0.0.0.0", "unspecified"),
-        ("[::]", "unspecified"),
-        ("[::ffff:10.0.0.1]", "carries an IPv4 one"),
-        ("[64:ff9b::a00:5]", "carries an IPv4 one"),
-        ("[2002:a00:5::1]", "carries an IPv4 one"),
-        ("10.0.0.5", "private range 10.0.0.0/8"),
-        ("192.168.1.20", "private range 192.168.0.0/16"),
-        ("[fd00::7]", "private range fc00::/7"),
+        ("127.0.0.1", "in 127.0.0.0/8, Loopback"),
+        ("[::1]", "in ::1/128, Loopback Address"),
+        ("169.254.169.254", "the cloud metadata address"),
+        ("[fe80::1]", "in fe80::/10, Link-Local Unicast"),
+        ("224.0.0.1", "in 224.0.0.0/4, Multicast"),
+        ("[ff02::1]", "in ff00::/8, Multicast"),
+        ("0.0.0.0", "This host on this network"),
+        ("[::]", "in ::/128, Unspecified Address"),
+        ("[::ffff:10.0.0.1]", "IPv4-mapped Address"),
+        ("[64:ff9b::a00:5]", "carries an IPv4 address"),
+        ("[2002:a00:5::1]", "in 2002::/16, 6to4"),
+        (
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",
+            "in 2001::/32, TEREDO",
+        ),
+        ("[::ffff:0:a00:5]", "IPv4-translated Address"),
+        ("[2606:4700::5efe:a00:1]", "ISATAP"),
+        ("10.0.0.5", "in 10.0.0.0/8, Private-Use"),
+        ("192.168.1.20", "in 192.168.0.0/16, Private-Use"),
+        ("[fc00::7]", "in fc00::/7, Unique-Local"),
+        (
+            "198.18.0.1",
+            "in 198.18.0.0/15, Benchmarking (RFC 2544), not globally reachable",
+        ),
+        ("192.0.2.1", "no --service-allowed-cidr allows it"),
+        ("[2001:1::1]", "Port Control Protocol Anycast"),
+        ("168.63.129.16", "Azure's platform address"),
+        (
+            "100.100.100.200",
+            "Alibaba Cloud's instance metadata service",
+        ),
+        ("[fd00:ec2::254]", "AWS's instance metadata service"),
         ("198.51.100.20", "cluster's own range 198.51.100.0/24"),
         ("10.20.5.9", "cluster's own range 10.20.5.0/24"),
     ];
-    let mut ports: Vec<Value> = refused
-        .iter()
-        .enumerate()
-        .map(|(i, (address, _))| port(9000 + i as u16, "tcp", &format!("{address}:3{i:04}")))
-        .collect();
-    ports.push(port(8080, "http", "http://10.20.0.7:30080"));
+    // At most 8 per instance, so that each mirror's condition lists every one of its refusals.
+    let ids = ["aa01", "aa02", "aa03", "aa04"];
+    let chunks: Vec<_> = refused.chunks(7).collect();
+    assert_eq!(chunks.len(), ids.len());
+    let mut records = Vec::new();
+    for (n, (id, chunk)) in ids.iter().zip(&chunks).enumerate() {
+        let mut ports: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (address, _))| {
+                let i = n * 7 + i;
+                port(9000 + i as u16, "tcp", &format!("{address}:3{i:04}"))
+            })
+            .collect();
+        if n == 0 {
+            // Allowed: a private address and a shared one.
+            ports.push(port(8080, "http", "http://10.20.0.7:30080"));
+            ports.push(port(8081, "http", "http://100.64.1.1:30081"));
+        }
+        records.push(record(id, 8 + n as u64, "running", json!(ports)));
+    }
     let policy = AddressPolicy {
         cluster: vec![
             "198.51.100.0/24".parse().unwrap(),
             "10.20.5.0/24".parse().unwrap(),
         ],
-        allowed: vec!["10.20.0.0/16".parse().unwrap()],
+        allowed: vec![
+            "10.20.0.0/16".parse().unwrap(),
+            "100.64.0.0/10".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ],
     };
-    let fx = start(
-        "svc-refused",
-        vec![record("aa01", 8, "running", json!(ports))],
-        policy,
-    )
-    .await;
+    let fx = start("svc-refused", records, policy).await;
     fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     let view = fx.wait_ready("v", true, "Synced").await;
+    let status = view.status.expect("a status");
+    assert_eq!(status.refused_endpoint_count, Some(refused.len() as i64));
     assert_eq!(
-        view.status.and_then(|s| s.refused_endpoint_count),
-        Some(refused.len() as i64)
+        status.service_count,
+        Some(1),
+        "only aa01 has a routable port"
     );
 
-    let all: Vec<String> = fx
+    let mut all: Vec<String> = fx
         .ns
         .api::<EndpointSlice>()
         .list(&ListParams::default())
@@ -482,10 +535,11 @@ async fn no_service_routes_to_a_refused_address_and_the_view_still_syncs() {
         .iter()
         .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.clone()))
         .collect();
+    all.sort();
     assert_eq!(
         all,
-        ["10.20.0.7"],
-        "only the allowed private address is routed"
+        ["10.20.0.7", "100.64.1.1"],
+        "only the allowed private and shared addresses are routed"
     );
     let service = fx
         .ns
@@ -494,21 +548,88 @@ async fn no_service_routes_to_a_refused_address_and_the_view_still_syncs() {
         .await
         .expect("a Service");
     let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
-    assert_eq!(ports.len(), 1, "refused ports are not Service ports");
+    assert_eq!(ports.len(), 2, "refused ports are not Service ports");
 
-    let condition = service_condition(&mirror(&fx, "v-aa01").await);
-    assert_eq!(condition.status, ConditionStatus::False);
-    let message = condition.message;
-    for (i, (address, why)) in refused.iter().enumerate().take(8) {
-        assert!(
-            message.contains(&format!("{address}:3{i:04}")),
-            "{address} in {message}"
-        );
-        assert!(message.contains(why), "{why} in {message}");
+    for (n, (id, chunk)) in ids.iter().zip(&chunks).enumerate() {
+        let condition = service_condition(&mirror(&fx, &format!("v-{id}")).await);
+        assert_eq!(condition.status, ConditionStatus::False);
+        assert_eq!(condition.reason, ENDPOINT_REFUSED);
+        let message = condition.message;
+        for (i, (address, why)) in chunk.iter().enumerate() {
+            let i = n * 7 + i;
+            assert!(
+                message.contains(&format!("{address}:3{i:04}\" is not routed")),
+                "{address} in {message}"
+            );
+            assert!(message.contains(why), "{why} in {message}");
+        }
     }
+}
+
+/// The operator's process with `args` after `run`, and nothing from this environment that could
+/// configure it otherwise: its exit code and its error output.
+fn run_operator(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new(crate::operator_binary());
+    command.arg("run").args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PPIO_OPERATOR_") || key.starts_with("KUBERNETES_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .envs(env.iter().copied());
+    let output = command.output().expect("run the operator");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_allowed_range_that_can_never_be_routed_to_stops_the_operator_at_start() {
+    for (args, env, said) in [
+        (
+            &["--services", "--service-allowed-cidr", "127.0.0.0/8"][..],
+            &[][..],
+            "127.0.0.0/8 lies in 127.0.0.0/8, Loopback",
+        ),
+        (
+            &[
+                "--services",
+                "--service-allowed-cidr=10.20.0.0/16,169.254.169.0/24",
+            ][..],
+            &[][..],
+            "169.254.169.0/24 lies in 169.254.0.0/16, Link Local",
+        ),
+        (
+            &["--services"][..],
+            &[("PPIO_OPERATOR_SERVICE_ALLOWED_CIDRS", "0.0.0.0/0")][..],
+            "0.0.0.0/0 is not inside one range that may be allowed",
+        ),
+        (
+            &["--services", "--service-allowed-cidr", "8.8.8.0/24"][..],
+            &[][..],
+            "8.8.8.0/24 holds only public addresses",
+        ),
+    ] {
+        let (code, stderr) = run_operator(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(said), "{said} in {stderr}");
+        assert!(stderr.contains("--service-allowed-cidr"), "{stderr}");
+    }
+    // An allowable range passes: the operator goes on to look for a cluster, and finds none here.
+    let (code, stderr) = run_operator(
+        &[
+            "--services",
+            "--service-allowed-cidr=10.20.0.0/16,192.0.2.10/32,fd00::/8",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        message.contains(&format!("And {} more", refused.len() - 8)),
-        "{message}"
+        stderr.contains("cannot configure a Kubernetes client"),
+        "{stderr}"
     );
 }
 
@@ -528,7 +649,7 @@ async fn a_service_name_taken_by_someone_else_is_left_alone_until_it_is_free() {
         fx.ns.client.clone(),
         &fx.ns.name,
         &fx.ppio.base_url(),
-        |settings| settings.services = Some(AddressPolicy::default()),
+        |settings| settings.services = Some(allowing_documentation()),
     ));
     fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
@@ -604,7 +725,7 @@ async fn a_sync_in_which_nothing_changed_reads_and_writes_no_service() {
         })
         .collect();
     let fx = Fixture::start_in_with(&control_plane, "svc-quiet", records, |settings| {
-        settings.services = Some(AddressPolicy::default());
+        settings.services = Some(allowing_documentation());
     })
     .await;
     fx.create_view("v", |spec| spec.services.enabled = true)
@@ -645,7 +766,7 @@ async fn a_service_or_slice_someone_deletes_is_written_again_at_the_next_sync() 
         "running",
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
-    let fx = start("svc-repair", records, AddressPolicy::default()).await;
+    let fx = start("svc-repair", records, allowing_documentation()).await;
     fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
@@ -687,7 +808,7 @@ async fn a_service_someone_replaces_with_their_own_is_left_alone() {
         "running",
         json!([port(8080, "http", "http://203.0.113.5:30001")]),
     )];
-    let fx = start("svc-replaced", records, AddressPolicy::default()).await;
+    let fx = start("svc-replaced", records, allowing_documentation()).await;
     fx.create_view("v", |spec| spec.services.enabled = true)
         .await;
     fx.wait_ready("v", true, "Synced").await;
@@ -712,7 +833,7 @@ async fn a_service_the_api_server_refuses_is_reported_on_its_mirror_and_the_view
         ),
         record("aa02", 33, "running", json!([])),
     ];
-    let fx = start("svc-refused-write", records, AddressPolicy::default()).await;
+    let fx = start("svc-refused-write", records, allowing_documentation()).await;
     // A quota of no Services: the API server's admission refuses every Service in the namespace.
     let quota: ResourceQuota = serde_json::from_value(json!({
         "metadata": { "name": "no-services" },
