@@ -12,6 +12,7 @@ mod corpus;
 mod decoder;
 mod leaks;
 mod paging;
+mod time;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;
