@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -362,7 +362,11 @@ async fn a_page_that_says_more_follow_is_followed_by_its_cursor() {
     ])
     .await;
     let client = server.client();
-    let (key, query, memo) = (key(), ListQuery::default(), Arc::new(ListingMemo::default()));
+    let (key, query, memo) = (
+        key(),
+        ListQuery::default(),
+        Arc::new(ListingMemo::default()),
+    );
     let mut pager = client.pager(&key, &query, &ListingLimits::default(), memo);
     let page = pager
         .next_page()
@@ -1142,7 +1146,11 @@ async fn the_api_key_echoed_in_records_is_redacted_before_they_are_returned() {
     assert_eq!(instance.ports[0].endpoint, "https://h/?key=[redacted]");
 
     let client = server.client();
-    let (key, query, memo) = (key(), ListQuery::default(), Arc::new(ListingMemo::default()));
+    let (key, query, memo) = (
+        key(),
+        ListQuery::default(),
+        Arc::new(ListingMemo::default()),
+    );
     let mut pager = client.pager(&key, &query, &ListingLimits::default(), memo);
     let page = pager.next_page().await.expect("page").expect("a page");
     let summary = format!("{:?}", page.summary(0));
