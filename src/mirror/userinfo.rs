@@ -27,6 +27,10 @@ use super::*;
 /// a digest that stops at the next byte that cannot belong to one (an `@` among them), so that the
 /// looks of different `@` never overlap.
 pub fn redact_userinfo(text: &str) -> Cow<'_, str> {
+    // Most text holds no `@`, which one fast search tells.
+    if memchr::memchr(b'@', text.as_bytes()).is_none() {
+        return Cow::Borrowed(text);
+    }
     let bytes = text.as_bytes();
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     // Where the current token starts: just after the last delimiter.
@@ -85,7 +89,35 @@ pub fn redact_userinfo(text: &str) -> Cow<'_, str> {
 /// Whether `c` ends a token: whitespace, quotes and the punctuation that surrounds a URL in a
 /// command line or in JSON.
 fn is_delimiter(c: char) -> bool {
-    c.is_whitespace() || "\"'`=(),;<>[]{}|".contains(c)
+    if c.is_ascii() {
+        // ASCII whitespace as `char::is_whitespace` has it (tab to carriage return, space), and the
+        // punctuation.
+        matches!(
+            c,
+            '\t' | '\n'
+                | '\u{b}'
+                | '\u{c}'
+                | '\r'
+                | ' '
+                | '"'
+                | '\''
+                | '`'
+                | '='
+                | '('
+                | ')'
+                | ','
+                | ';'
+                | '<'
+                | '>'
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '|'
+        )
+    } else {
+        c.is_whitespace()
+    }
 }
 
 /// Hex digits after the algorithm that make a digest.
@@ -117,9 +149,11 @@ mod tests {
         let mut ranges: Vec<(usize, usize)> = Vec::new();
         for (at, _) in text.match_indices('@') {
             let before = &text[..at];
-            let token_start = before.rfind(is_delimiter).map_or(0, |i| {
-                i + before[i..].chars().next().map_or(1, char::len_utf8)
-            });
+            let token_start = before
+                .rfind(|c: char| c.is_whitespace() || "\"'`=(),;<>[]{}|".contains(c))
+                .map_or(0, |i| {
+                    i + before[i..].chars().next().map_or(1, char::len_utf8)
+                });
             let token = &text[token_start..at];
             let (has_scheme, start) = match token.rfind("://") {
                 Some(i) => (true, token_start + i + 3),
@@ -173,6 +207,9 @@ mod tests {
             Just("=".to_owned()),
             Just("\"".to_owned()),
             Just("\u{3000}".to_owned()),
+            Just("\u{85}".to_owned()),
+            Just("\u{b}".to_owned()),
+            "[\t\n\r ()\\[\\]{}<>|;,'`]",
             Just("é".to_owned()),
             Just("sha256:".to_owned()),
             Just("0123456789abcdef".to_owned()),
