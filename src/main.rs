@@ -199,7 +199,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let client = match kube::Client::try_default().await {
+    // The leader elector builds a client of its own from the same configuration, on its own thread.
+    let config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(e) => {
+            error!(error = %e, "cannot configure a Kubernetes client (in-cluster or kubeconfig)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match kube::Client::try_from(config.clone()) {
         Ok(client) => client,
         Err(e) => {
             error!(error = %e, "cannot configure a Kubernetes client (in-cluster or kubeconfig)");
@@ -281,7 +289,7 @@ async fn run(args: RunArgs) -> ExitCode {
             duration: Duration::from_secs(args.lease_duration_seconds),
         };
         run_as_elected(
-            client,
+            config,
             lease,
             context,
             args.namespaces,
@@ -356,11 +364,12 @@ async fn run_controller(
     }
 }
 
-/// Waits for leadership, runs the controller while leading, and releases the Lease on shutdown.
+/// Waits for leadership, runs the controller while leading, and releases the Lease on shutdown. The
+/// elector renews the Lease on a thread of its own, so a busy controller cannot make it late.
 /// Losing the Lease (or no longer being able to confirm it) cancels every sync at once and ends the
 /// process with an error, so that it restarts as a standby with no stale state.
 async fn run_as_elected(
-    client: kube::Client,
+    config: kube::Config,
     lease: LeaseSettings,
     context: Arc<Context>,
     namespaces: Vec<String>,
@@ -369,7 +378,7 @@ async fn run_as_elected(
     stopping: &CancellationToken,
 ) -> ExitCode {
     let joined = tokio::select! {
-        joined = Leadership::join(client, &lease) => joined,
+        joined = Leadership::join(config, &lease) => joined,
         _ = stopping.cancelled() => return ExitCode::SUCCESS,
     };
     let mut leadership = match joined {

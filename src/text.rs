@@ -2,6 +2,10 @@
 //! (control characters, and the bidirectional marks and overrides that can make text in a terminal
 //! read differently from what it is), and cutting on a character boundary. Used by the mirror, the
 //! PPIO client's error texts, the metric labels and the Events alike.
+//!
+//! Text from outside may be as long as a response body (16 MiB): each rule here is one pass over
+//! it, linear in its length whatever characters it holds (`tests/fuzz/time.rs` bounds the time of a
+//! whole record).
 
 use std::borrow::Cow;
 

@@ -3,6 +3,11 @@
 //! arrives (they are true remote data); removals (absence marks, deletes) and the summary wait for a
 //! complete listing. A listing that fails or runs too long therefore removes nothing, and the view's
 //! counts stay as the last complete sync left them.
+//!
+//! Planning a page (decoding its records, redacting them, mapping each to its mirror) is CPU work
+//! that grows with the page's body, up to its cap of 16 MiB; it runs on tokio's blocking pool
+//! ([`plan_page`]), never on the async workers, so that however long a page takes, the HTTP
+//! endpoints, the watches and the other views' syncs go on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +66,7 @@ impl From<SyncFailure> for Failed {
 /// slot for hours.
 pub(super) async fn sync_view(
     view: Arc<GpuInstanceView>,
-    ctx: &Context,
+    ctx: &Arc<Context>,
     slot: &mut Slot,
     deadline: Duration,
 ) -> Result<Synced, Failed> {
@@ -101,9 +106,9 @@ pub(super) async fn sync_view(
             .map(|policy| (policy, ctx.service_watch.clone())),
     );
     let mut listing = Listing {
-        view: &view,
-        namespace: &namespace,
-        ctx,
+        view: view.clone(),
+        namespace: namespace.clone(),
+        ctx: ctx.clone(),
         summary: Summary::default(),
         fleet: FleetTally::new(ctx.settings.metrics_instance_info),
         counts: MirrorCounts {
@@ -119,7 +124,7 @@ pub(super) async fn sync_view(
         now: Timestamp::now(),
     };
     let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
-    let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits, &memo);
+    let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits, memo);
     // The deadline bounds each page (its answer, its retries and the key's budget), not the whole
     // listing, whose length grows with the account, nor the writes.
     let listed = loop {
@@ -136,9 +141,8 @@ pub(super) async fn sync_view(
         };
         // The page is planned whole before any of its writes starts: a record that does not decode
         // makes the page invalid, and nothing of an invalid page is written.
-        let planned = (0..page.len())
-            .map(|index| listing.plan(&page, index))
-            .collect::<Result<Vec<_>, _>>();
+        let planned;
+        (listing, planned) = plan_page(listing, page).await;
         match planned {
             Ok(planned) => {
                 for write in planned.into_iter().flatten() {
@@ -195,11 +199,41 @@ pub(super) async fn sync_view(
     })
 }
 
-/// What a listing in progress has seen and decided.
-struct Listing<'a> {
-    view: &'a GpuInstanceView,
-    namespace: &'a str,
-    ctx: &'a Context,
+/// Plans every record of `page`, on tokio's blocking pool: decoding, redacting and mapping the
+/// records of a page at the body cap takes a while even in linear time, and on an async worker it
+/// would hold up everything else scheduled there (with a CPU limit of one core or less, the runtime
+/// has a single worker: `/healthz`, `/metrics`, the watches). The blocking pool's threads are
+/// started as needed, and at most one page per syncing view is planned at a time. `listing` moves
+/// to the pool and back.
+async fn plan_page(
+    mut listing: Listing,
+    page: ppio::ListedPage,
+) -> (Listing, Result<Vec<Option<MirrorWrite>>, ppio::PpioError>) {
+    let span = tracing::Span::current();
+    let planned = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let planned = (0..page.len())
+            .map(|index| listing.plan(&page, index))
+            .collect::<Result<Vec<_>, _>>();
+        (listing, planned)
+    })
+    .await;
+    match planned {
+        Ok(planned) => planned,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime shuts down, which drops this sync too.
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
+
+/// What a listing in progress has seen and decided. It owns what it refers to, so that a page can
+/// be planned on the blocking pool ([`plan_page`]).
+struct Listing {
+    view: Arc<GpuInstanceView>,
+    namespace: String,
+    ctx: Arc<Context>,
     summary: Summary,
     fleet: FleetTally,
     counts: MirrorCounts,
@@ -211,14 +245,14 @@ struct Listing<'a> {
     now: Timestamp,
 }
 
-impl Listing<'_> {
+impl Listing {
     /// Counts record `index` of `page` and plans its mirror. The record is decoded whole only when
     /// its mirror may have to change: a trusted mirror of a record that hashes as it did last time
     /// (and is as close to its prepaid end as it was) is unchanged, and counting needs only the
     /// record's summary.
     fn plan(
         &mut self,
-        page: &ppio::ListedPage<'_>,
+        page: &ppio::ListedPage,
         index: usize,
     ) -> Result<Option<MirrorWrite>, ppio::PpioError> {
         let summary = page.summary(index);
@@ -240,7 +274,7 @@ impl Listing<'_> {
         if let Some(services) = self
             .ctx
             .mirrors
-            .unchanged_source(self.namespace, &name, source)
+            .unchanged_source(&self.namespace, &name, source)
         {
             self.count_services(services);
             self.listed.insert(name);
@@ -248,9 +282,9 @@ impl Listing<'_> {
         }
         self.listed.insert(name.clone());
         let instance = page.decode(index)?;
-        let observed = self.ctx.mirrors.observed(self.namespace, &name);
+        let observed = self.ctx.mirrors.observed(&self.namespace, &name);
         let planned = plan::plan_instance(
-            self.view,
+            &self.view,
             self.ctx.settings.services.as_ref(),
             &instance,
             observed.as_ref(),
@@ -261,7 +295,7 @@ impl Listing<'_> {
             InstancePlan::Unchanged(services) => {
                 self.ctx
                     .mirrors
-                    .record_source(self.namespace, &name, source, services);
+                    .record_source(&self.namespace, &name, source, services);
                 None
             }
             InstancePlan::Create(mirror) => {
@@ -314,13 +348,13 @@ impl Listing<'_> {
 
     /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked.
     fn removals(&mut self) -> Vec<MirrorWrite> {
-        let mirrors = self.ctx.mirrors.mirrors_of(self.view);
+        let mirrors = self.ctx.mirrors.mirrors_of(&self.view);
         let total = mirrors.len();
         let unlisted: Vec<_> = mirrors
             .into_iter()
             .filter(|(name, _)| !self.listed.contains(name))
             .collect();
-        let removals = removals::plan_removals(self.view, unlisted, total, self.now);
+        let removals = removals::plan_removals(&self.view, unlisted, total, self.now);
         self.counts.mirrored += removals.kept;
         self.counts.kept_missing = removals.kept;
         self.counts.removed = removals.deletes.len();
@@ -328,7 +362,7 @@ impl Listing<'_> {
         let uids = |name: &str| {
             self.ctx
                 .mirrors
-                .observed(self.namespace, name)
+                .observed(&self.namespace, name)
                 .map(|o| o.uid)
         };
         let mut writes: Vec<MirrorWrite> = removals

@@ -1,6 +1,10 @@
 //! The size budget of a mirror's status: its size as the API server encodes it (Go's JSON, which
 //! escapes more than serde_json), and what is cut when it does not fit, each list and each long text
 //! with accessors of its own, so that a part cannot be counted without being cut.
+//!
+//! Its cost is bounded whatever the record: it works on a status whose texts are already cut to
+//! 4 KiB and whose lists to 128 items, and each round of cutting removes at least a sixth of what is
+//! over the budget.
 
 use serde::Serialize;
 

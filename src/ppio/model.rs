@@ -767,6 +767,9 @@ impl<'de> Deserialize<'de> for LenientInt {
     }
 }
 
+/// Most characters of a string sent for a number that a decode error quotes.
+const MAX_QUOTED_CHARS: usize = 64 * 1024;
+
 struct LenientIntVisitor;
 
 impl<'de> Visitor<'de> for LenientIntVisitor {
@@ -801,12 +804,21 @@ impl<'de> Visitor<'de> for LenientIntVisitor {
         if v.is_empty() {
             return Ok(None);
         }
-        // Quoted whole, never cut here: this layer does not know the API key, and a cut could
-        // split an echo of it so that redaction no longer finds it. Whoever shows the message
-        // redacts it, then shortens it (the client's `sanitize`).
+        // Quoted up to MAX_QUOTED_CHARS only (a value may be as long as the body, and quoting and
+        // then sanitizing 16 MiB of characters that need escapes costs seconds): whoever shows the
+        // message redacts it, then cuts it to a few hundred characters (the client's `sanitize`),
+        // so the text beyond this cut would never show. An echo of the API key that straddles the
+        // cut keeps its part before it, which redaction still finds when it is 8 characters or
+        // more: at most 7 characters of the key can stay next to the cut, as the redaction rule
+        // allows anywhere, and the cut shows only when redaction shrank the 64 Ki characters
+        // before it to almost nothing.
         v.parse::<i64>().map(Some).map_err(|_| {
+            let (quoted, cut) = match v.char_indices().nth(MAX_QUOTED_CHARS) {
+                Some((end, _)) => (&v[..end], " (cut)"),
+                None => (v, ""),
+            };
             E::custom(format!(
-                "expected an integer or a numeric string, found the string {v:?}"
+                "expected an integer or a numeric string, found the string {quoted:?}{cut}"
             ))
         })
     }
@@ -1218,6 +1230,29 @@ mod tests {
         let original = instance.clone();
         assert_eq!(instance.redact(&key), 0);
         assert_eq!(instance, original);
+    }
+
+    #[test]
+    fn a_long_string_sent_for_a_number_is_quoted_cut_and_an_echo_across_the_cut_is_still_found() {
+        let secret = "sk_live_0a1b2c3d4e5f6a7b8c9d";
+        // The key starts 10 characters before the cut: its first 10 are quoted, the rest are not.
+        let text = format!("{}{secret}", "x".repeat(MAX_QUOTED_CHARS - 10));
+        let record = serde_json::json!({"id": "a1", "resource_specs": {"memory_gb": text}});
+        let error = decode_one(&record.to_string()).expect_err("not a number");
+        assert!(
+            error.message.contains("xsk_live_0a\" (cut)"),
+            "{}",
+            &error.message[..80]
+        );
+        assert!(error.message.len() < MAX_QUOTED_CHARS + 100);
+        let key = ApiKey::new(secret).expect("valid key");
+        let shown = key.redact(&error.to_string()).into_owned();
+        assert!(
+            shown.contains("xx[redacted]\" (cut)"),
+            "{}",
+            &shown[shown.len() - 40..]
+        );
+        assert!(!key.appears_in(&shown));
     }
 
     #[test]

@@ -11,6 +11,12 @@
 //! before byte for byte) and the whole record only when asked ([`ListedPage::decode`]), with a hash
 //! that tells a record unchanged since the last listing without decoding it
 //! ([`ListedPage::source`]). Both come with the API key redacted.
+//!
+//! Reading a page's summaries (decoding part of every record it does not remember, redacting it)
+//! costs CPU time that grows with the body, up to its cap of 16 MiB: it runs on tokio's blocking
+//! pool, not on the async workers, which must stay free for the HTTP endpoints and the watches
+//! whatever a page holds. A [`ListedPage`] owns what it needs (its body, its summaries, the key),
+//! so that planning its records can move to the blocking pool as well.
 
 use std::sync::Arc;
 
@@ -32,7 +38,7 @@ pub struct Pager<'a> {
     query: &'a ListQuery,
     limits: ListingLimits,
     paging: Paging<'a>,
-    memo: &'a ListingMemo,
+    memo: Arc<ListingMemo>,
     /// A hash of the key, part of every record's [`ListedPage::source`].
     key_hash: u64,
     paced: bool,
@@ -47,7 +53,7 @@ impl Client {
         key: &'a ApiKey,
         query: &'a ListQuery,
         limits: &ListingLimits,
-        memo: &'a ListingMemo,
+        memo: Arc<ListingMemo>,
     ) -> Pager<'a> {
         let key_hash = {
             use std::hash::Hasher;
@@ -82,7 +88,7 @@ impl<'a> Pager<'a> {
 
     /// The next page; `Ok(None)` once the listing is complete. After an error the listing is over and
     /// incomplete.
-    pub async fn next_page(&mut self) -> Result<Option<ListedPage<'a>>, PpioError> {
+    pub async fn next_page(&mut self) -> Result<Option<ListedPage>, PpioError> {
         if self.finished {
             return Ok(None);
         }
@@ -105,20 +111,34 @@ impl<'a> Pager<'a> {
                 budget,
                 &self.limits,
                 paced,
-                Some(self.memo),
+                Some(&self.memo),
             )
-            .await
-            .and_then(|fetched| {
-                let summaries = self.memo.summaries(&fetched.page, self.key)?;
-                Ok((fetched, summaries))
-            })
-            .map_err(|error| match error {
-                PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
-                    detail: format!("page {number}: {detail}"),
-                },
-                other => other,
-            })?;
-        let (fetched, summaries) = fetched;
+            .await;
+        let fetched = match fetched {
+            Ok(fetched) => {
+                let (memo, key) = (self.memo.clone(), self.key.clone());
+                let summarized = tokio::task::spawn_blocking(move || {
+                    let summaries = memo.summaries(&fetched.page, &key);
+                    summaries.map(|summaries| (fetched, summaries))
+                })
+                .await;
+                match summarized {
+                    Ok(summarized) => summarized,
+                    Err(error) => match error.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        // Only when the runtime shuts down, which drops this listing too.
+                        Err(_) => std::future::pending().await,
+                    },
+                }
+            }
+            Err(error) => Err(error),
+        };
+        let (fetched, summaries) = fetched.map_err(|error| match error {
+            PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
+                detail: format!("page {number}: {detail}"),
+            },
+            other => other,
+        })?;
         let ids = summaries.iter().map(|summary| &summary.id);
         match self
             .paging
@@ -139,7 +159,7 @@ impl<'a> Pager<'a> {
         Ok(Some(ListedPage {
             page: fetched.page,
             summaries,
-            key: self.key,
+            key: self.key.clone(),
             key_hash: self.key_hash,
             number,
         }))
@@ -152,16 +172,16 @@ impl<'a> Pager<'a> {
 }
 
 /// One page of a listing; see the module documentation.
-pub struct ListedPage<'k> {
+pub struct ListedPage {
     page: RawPage,
     /// The summary of each record, in order.
     summaries: Vec<Arc<RecordSummary>>,
-    key: &'k ApiKey,
+    key: ApiKey,
     key_hash: u64,
     number: u32,
 }
 
-impl ListedPage<'_> {
+impl ListedPage {
     /// Records on the page.
     pub fn len(&self) -> usize {
         self.page.len()
@@ -190,7 +210,7 @@ impl ListedPage<'_> {
     /// Record `index` decoded whole, redacted. A record that does not decode is an invalid response,
     /// which ends the listing as incomplete.
     pub fn decode(&self, index: usize) -> Result<Instance, PpioError> {
-        decode_record(&self.page, index, self.key).map_err(|error| match error {
+        decode_record(&self.page, index, &self.key).map_err(|error| match error {
             PpioError::InvalidResponse { detail } => PpioError::InvalidResponse {
                 detail: format!("page {}: {detail}", self.number),
             },

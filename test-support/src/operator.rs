@@ -90,6 +90,18 @@ impl OperatorProcess {
         identity: &str,
         args: &[S],
     ) -> OperatorProcess {
+        OperatorProcess::start_with_env(binary, kubeconfig, identity, args, &[])
+    }
+
+    /// [`OperatorProcess::start`] with `env` set for the process too, e.g. `TOKIO_WORKER_THREADS`
+    /// to run it with as few async workers as a pod under a CPU limit of one core or less has.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(
+        binary: &Path,
+        kubeconfig: &Path,
+        identity: &str,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> OperatorProcess {
         let port = crate::ports::free_local_port().expect("a free port on 127.0.0.1");
         let http_address = format!("127.0.0.1:{port}");
         let mut command = Command::new(binary);
@@ -99,7 +111,8 @@ impl OperatorProcess {
             .arg(&http_address)
             .args(args)
             .env("PPIO_OPERATOR_LOG_FORMAT", "json")
-            .env_remove("POD_NAMESPACE");
+            .env_remove("POD_NAMESPACE")
+            .envs(env.iter().copied());
         let log = format!("operator-{identity}-{}.log", rand_suffix());
         OperatorProcess::spawn(command, kubeconfig, identity, &http_address, &log)
     }

@@ -49,8 +49,20 @@ where
     S: Strategy,
     S::Value: Debug,
 {
+    quick_cases(QUICK_CASES, strategy, check);
+}
+
+/// Checks `cases` cases drawn with a fixed seed: for properties whose cases take long.
+pub fn quick_cases<S>(
+    cases: u32,
+    strategy: S,
+    check: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
+    S: Strategy,
+    S::Value: Debug,
+{
     let config = Config {
-        cases: QUICK_CASES,
+        cases,
         failure_persistence: None,
         ..Config::default()
     };
@@ -72,6 +84,21 @@ pub fn for_a_while<S>(
     S: Strategy,
     S::Value: Debug,
 {
+    for_a_while_in_rounds_of(target, FUZZ_ROUND_CASES, strategy, save, check);
+}
+
+/// [`for_a_while`], looking at the time every `round_cases` cases: fewer for properties whose
+/// cases take long, so the run ends near its time.
+pub fn for_a_while_in_rounds_of<S>(
+    target: &str,
+    round_cases: u32,
+    strategy: S,
+    save: impl Fn(&S::Value) -> Vec<u8>,
+    check: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
+    S: Strategy,
+    S::Value: Debug,
+{
     let seconds = std::env::var("FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -80,7 +107,7 @@ pub fn for_a_while<S>(
     let mut rounds = 0u64;
     while Instant::now() < deadline {
         let config = Config {
-            cases: FUZZ_ROUND_CASES,
+            cases: round_cases,
             failure_persistence: None,
             ..Config::default()
         };
@@ -102,7 +129,7 @@ pub fn for_a_while<S>(
     }
     eprintln!(
         "{target}: {} cases in {seconds}s, no failure",
-        rounds * u64::from(FUZZ_ROUND_CASES)
+        rounds * u64::from(round_cases)
     );
 }
 

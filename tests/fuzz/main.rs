@@ -13,6 +13,7 @@ mod decoder;
 mod hostile_bodies;
 mod leaks;
 mod paging;
+mod time;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;

@@ -71,7 +71,8 @@ async fn join(ns: &TestNamespace, lease: &str, identity: &str, skew: SignedDurat
         identity: identity.to_owned(),
         duration: LEASE_DURATION,
     };
-    Leadership::join_with_clock(ns.client.clone(), &settings, Arc::new(SkewedClock { skew }))
+    let config = ppio_test_support::shared().config().await;
+    Leadership::join_with_clock(config, &settings, Arc::new(SkewedClock { skew }))
         .await
         .unwrap_or_else(|e| panic!("{identity} joins the election: {e}"))
 }

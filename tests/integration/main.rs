@@ -7,6 +7,7 @@ mod chart;
 mod election;
 mod engine;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod metrics;
 mod mirroring;

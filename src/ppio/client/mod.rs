@@ -192,8 +192,8 @@ impl Client {
         limits: &ListingLimits,
     ) -> Result<Listing, PpioError> {
         // The pager the controller reads page by page, collected: one path, one set of guards.
-        let memo = ListingMemo::default();
-        let mut pager = self.pager(key, query, limits, &memo);
+        let memo = std::sync::Arc::new(ListingMemo::default());
+        let mut pager = self.pager(key, query, limits, memo);
         let mut instances = Vec::new();
         while let Some(page) = pager.next_page().await? {
             instances.reserve(page.len());

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -362,8 +362,12 @@ async fn a_page_that_says_more_follow_is_followed_by_its_cursor() {
     ])
     .await;
     let client = server.client();
-    let (key, query, memo) = (key(), ListQuery::default(), ListingMemo::default());
-    let mut pager = client.pager(&key, &query, &ListingLimits::default(), &memo);
+    let (key, query, memo) = (
+        key(),
+        ListQuery::default(),
+        Arc::new(ListingMemo::default()),
+    );
+    let mut pager = client.pager(&key, &query, &ListingLimits::default(), memo);
     let page = pager
         .next_page()
         .await
@@ -1142,8 +1146,12 @@ async fn the_api_key_echoed_in_records_is_redacted_before_they_are_returned() {
     assert_eq!(instance.ports[0].endpoint, "https://h/?key=[redacted]");
 
     let client = server.client();
-    let (key, query, memo) = (key(), ListQuery::default(), ListingMemo::default());
-    let mut pager = client.pager(&key, &query, &ListingLimits::default(), &memo);
+    let (key, query, memo) = (
+        key(),
+        ListQuery::default(),
+        Arc::new(ListingMemo::default()),
+    );
+    let mut pager = client.pager(&key, &query, &ListingLimits::default(), memo);
     let page = pager.next_page().await.expect("page").expect("a page");
     let summary = format!("{:?}", page.summary(0));
     assert!(!summary.contains(SECRET), "{summary}");
@@ -1290,10 +1298,10 @@ fn defaults_match_the_documented_values() {
 async fn list_with_memo(
     client: &Client,
     key: &ApiKey,
-    memo: &ListingMemo,
+    memo: &Arc<ListingMemo>,
 ) -> Result<Vec<(*const RecordSummary, RecordSummary)>, PpioError> {
     let (query, limits) = (ListQuery::default(), quick_retries(1));
-    let mut pager = client.pager(key, &query, &limits, memo);
+    let mut pager = client.pager(key, &query, &limits, memo.clone());
     let mut summaries = Vec::new();
     while let Some(page) = pager.next_page().await? {
         summaries.extend((0..page.len()).map(|index| {
@@ -1318,7 +1326,7 @@ async fn a_listing_sent_again_is_recalled_whole_and_a_new_key_reads_it_again() {
         ),
     ])
     .await;
-    let (client, memo) = (server.client(), ListingMemo::default());
+    let (client, memo) = (server.client(), Arc::new(ListingMemo::default()));
     let first = list_with_memo(&client, &key(), &memo)
         .await
         .expect("listed");
@@ -1359,7 +1367,7 @@ async fn a_record_whose_summary_does_not_decode_fails_its_page_by_number() {
         ),
     ])
     .await;
-    let memo = ListingMemo::default();
+    let memo = Arc::new(ListingMemo::default());
     let error = list_with_memo(&server.client(), &key(), &memo)
         .await
         .expect_err("region is a string");

@@ -13,6 +13,14 @@
 //! - on shutdown the leader clears the holder, so a standby takes over at once.
 //!
 //! Wall clocks are only written into the Lease for people to read, never compared between nodes.
+//!
+//! The elector runs on a thread of its own, with a single-threaded tokio runtime and a Kubernetes
+//! client of its own: nothing the controller does on the process's runtime (a sync planning a page
+//! at the body cap, a burst of watch events, writes in flight, a runtime with a single worker under
+//! a CPU limit) can delay a renewal, so the leader renews on time or, when the API server does not
+//! answer, steps down before a standby may take over, however busy the rest of the process is. The
+//! client is built on that thread because a kube client's request buffer and connections run on the
+//! runtime it is built in.
 
 pub mod clock;
 pub mod decision;
@@ -23,8 +31,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -55,6 +62,12 @@ pub struct LeaseSettings {
 /// The elector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ElectionError {
+    /// Its thread, its runtime or its Kubernetes client could not be made.
+    #[error("cannot start the leader elector: {reason}")]
+    Start {
+        /// What failed.
+        reason: String,
+    },
     /// The first read of the Lease failed: the API server is unreachable or refuses (RBAC).
     #[error(
         "cannot read the leader Lease {namespace}/{name} (check the API server and the get, create and update grants on Leases): {source}"
@@ -82,58 +95,77 @@ enum Role {
 /// This replica's part in the election. Dropping it stops competing and leaves the Lease as it is
 /// (a holding then expires on its own).
 pub struct Leadership {
-    leases: Api<Lease>,
-    settings: LeaseSettings,
-    clock: Arc<dyn Clock>,
     role: watch::Receiver<Role>,
-    elector: JoinHandle<()>,
+    /// Stops the elector's thread; dropped, it stops it without touching the Lease.
+    stop: Option<oneshot::Sender<Stop>>,
+}
+
+/// What the elector's thread is asked to do when it stops.
+enum Stop {
+    /// Clear the holder if this replica leads, and say how that went.
+    Release(oneshot::Sender<Released>),
+}
+
+/// How a release went.
+enum Released {
+    Done,
+    NotOurs,
+    Failed(kube::Error),
+    TimedOut,
 }
 
 impl Leadership {
-    /// Joins the election with the system's clocks and keeps competing in the background.
-    pub async fn join(client: Client, settings: &LeaseSettings) -> Result<Self, ElectionError> {
-        Self::join_with_clock(client, settings, Arc::new(SystemClock)).await
+    /// Joins the election with the system's clocks and keeps competing in the background, on a
+    /// thread of its own with a client built from `config` (see the module documentation).
+    pub async fn join(
+        config: kube::Config,
+        settings: &LeaseSettings,
+    ) -> Result<Self, ElectionError> {
+        Self::join_with_clock(config, settings, Arc::new(SystemClock)).await
     }
 
     /// Joins the election reading the time from `clock`.
     pub async fn join_with_clock(
-        client: Client,
+        config: kube::Config,
         settings: &LeaseSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ElectionError> {
-        let leases: Api<Lease> = Api::namespaced(client, &settings.namespace);
-        // A first read, so that a refusal shows at start rather than as a standby that never leads.
-        let lease = leases
-            .get_opt(&settings.name)
-            .await
-            .map_err(|source| ElectionError::Read {
-                namespace: settings.namespace.clone(),
-                name: settings.name.clone(),
-                source,
-            })?;
+        let (joined_tx, joined) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel();
         let (role_tx, role) = watch::channel(Role::Standby);
-        let elector = Elector {
-            leases: leases.clone(),
-            name: settings.name.clone(),
-            identity: settings.identity.clone(),
-            timing: Timing::for_lease(settings.duration),
-            clock: clock.clone(),
-            observation: Some(Observation {
-                lease: lease.as_ref().map(LeaseRecord::of),
-                since: clock.monotonic(),
+        let settings = settings.clone();
+        let started = std::thread::Builder::new()
+            .name("leader-election".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = joined_tx.send(Err(ElectionError::Start {
+                            reason: format!("its runtime: {e}"),
+                        }));
+                        return;
+                    }
+                };
+                runtime.block_on(elect(config, settings, clock, role_tx, joined_tx, stopped));
+            });
+        if let Err(e) = started {
+            return Err(ElectionError::Start {
+                reason: format!("its thread: {e}"),
+            });
+        }
+        match joined.await {
+            Ok(Ok(())) => Ok(Leadership {
+                role,
+                stop: Some(stop),
             }),
-            lease,
-            renewal_sent: None,
-            role: role_tx,
-        };
-        info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "joined leader election");
-        Ok(Leadership {
-            leases,
-            settings: settings.clone(),
-            clock,
-            role,
-            elector: tokio::spawn(elector.run()),
-        })
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ElectionError::Start {
+                reason: "its thread ended before reading the Lease".to_owned(),
+            }),
+        }
     }
 
     /// Waits until this replica leads. False when the elector stopped without leading.
@@ -163,30 +195,98 @@ impl Leadership {
 
     /// Leaves the election without touching the Lease (after losing it).
     pub fn abandon(self) {
-        self.elector.abort();
+        drop(self);
     }
 
     /// Leaves the election, releasing the Lease if this replica leads and the Lease still names it,
     /// so a standby takes over at once. Call it only after the controller has stopped.
-    pub async fn release(self) {
-        self.elector.abort();
+    pub async fn release(mut self) {
         if !self.is_leading() {
             info!("not leading; the leader lease is not ours to release");
             return;
         }
-        let release = release_if_held(&self.leases, &self.settings, self.clock.as_ref());
-        match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
-            Ok(Ok(true)) => info!("released the leader lease"),
-            Ok(Ok(false)) => info!("the leader lease is not ours; nothing to release"),
-            Ok(Err(e)) => warn!(error = %e, "cannot release the leader lease; it will expire"),
-            Err(_) => warn!("releasing the leader lease timed out; it will expire"),
+        let (reply, released) = oneshot::channel();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Stop::Release(reply));
+        }
+        match released.await {
+            Ok(Released::Done) => info!("released the leader lease"),
+            Ok(Released::NotOurs) => info!("the leader lease is not ours; nothing to release"),
+            Ok(Released::Failed(e)) => {
+                warn!(error = %e, "cannot release the leader lease; it will expire")
+            }
+            Ok(Released::TimedOut) => warn!("releasing the leader lease timed out; it will expire"),
+            Err(_) => {
+                warn!("the leader elector stopped before releasing the lease; it will expire")
+            }
         }
     }
 }
 
-impl Drop for Leadership {
-    fn drop(&mut self) {
-        self.elector.abort();
+/// The elector's thread: builds its client, reads the Lease once (so that a refusal shows at start
+/// rather than as a standby that never leads), says so through `joined`, then competes until it
+/// loses or is stopped; asked to, it releases the Lease on its way out.
+async fn elect(
+    config: kube::Config,
+    settings: LeaseSettings,
+    clock: Arc<dyn Clock>,
+    role: watch::Sender<Role>,
+    joined: oneshot::Sender<Result<(), ElectionError>>,
+    stopped: oneshot::Receiver<Stop>,
+) {
+    let client = match Client::try_from(config) {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = joined.send(Err(ElectionError::Start {
+                reason: format!("its Kubernetes client: {e}"),
+            }));
+            return;
+        }
+    };
+    let leases: Api<Lease> = Api::namespaced(client, &settings.namespace);
+    let lease = match leases.get_opt(&settings.name).await {
+        Ok(lease) => lease,
+        Err(source) => {
+            let _ = joined.send(Err(ElectionError::Read {
+                namespace: settings.namespace.clone(),
+                name: settings.name.clone(),
+                source,
+            }));
+            return;
+        }
+    };
+    let elector = Elector {
+        leases: leases.clone(),
+        name: settings.name.clone(),
+        identity: settings.identity.clone(),
+        timing: Timing::for_lease(settings.duration),
+        clock: clock.clone(),
+        observation: Some(Observation {
+            lease: lease.as_ref().map(LeaseRecord::of),
+            since: clock.monotonic(),
+        }),
+        lease,
+        renewal_sent: None,
+        role,
+    };
+    info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "joined leader election");
+    if joined.send(Ok(())).is_err() {
+        return;
+    }
+    let stop = tokio::select! {
+        () = elector.run() => return,
+        stop = stopped => stop,
+    };
+    // The elector is stopped (dropped) by now: no renewal can race the release.
+    if let Ok(Stop::Release(reply)) = stop {
+        let release = release_if_held(&leases, &settings, clock.as_ref());
+        let released = match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
+            Ok(Ok(true)) => Released::Done,
+            Ok(Ok(false)) => Released::NotOurs,
+            Ok(Err(e)) => Released::Failed(e),
+            Err(_) => Released::TimedOut,
+        };
+        let _ = reply.send(released);
     }
 }
 
