@@ -14,7 +14,10 @@
 //! It keeps what the last complete listing sent and what the listing in progress adds, no more:
 //! what an incomplete listing added is forgotten when the next one starts. It never holds more
 //! than a listing's page and instance bounds, nor more than [`MAX_MEMO_BYTES`]; past that, what is
-//! sent is read every time, as without a memo.
+//! sent is read every time, as without a memo. What it holds is counted with its hash tables, by
+//! their capacity (not only by their entries), and a memo that forgets entries gives the tables'
+//! memory back: a memo that once held a large listing and now holds a small one holds the memory
+//! of a small one.
 //!
 //! Memos may also share one [`MemoPool`]: together they then never hold more than its limit. A memo
 //! that the pool has no room for reads what it could not keep every time, and says how much that
@@ -100,14 +103,27 @@ struct Memory {
     /// Summaries by the record's hash, at most `max_records`.
     summaries: HashMap<u64, (Arc<RecordSummary>, Mark)>,
     max_records: usize,
-    /// The estimated memory of both maps' entries.
+    /// The estimated memory of both maps' entries, besides the maps' tables.
+    entries: usize,
+    /// What is counted (in the pool too): `entries` and the maps' tables ([`table_bytes`]), or,
+    /// while an entry is being added, what its map's table may grow to.
     bytes: usize,
     /// A bound other than [`MAX_MEMO_BYTES`], for tests.
     max_bytes: Option<usize>,
     /// The pool `bytes` are reserved in, when the memo shares one.
     pool: Option<Arc<MemoPool>>,
-    /// What the pool had no room for since the last listing started, in bytes.
+    /// What the pool had no room for since the last listing started: entries' bytes, besides
+    /// their places in the tables.
     shortfall: usize,
+    /// How many pages and records the pool had no room for since the last listing started.
+    refused: [usize; 2],
+}
+
+/// One of a memo's maps.
+#[derive(Clone, Copy)]
+enum Table {
+    Pages = 0,
+    Summaries = 1,
 }
 
 impl Drop for Memory {
@@ -135,10 +151,11 @@ impl Memory {
         }
     }
 
-    /// Forgets every entry.
+    /// Forgets every entry, and the maps' tables with them.
     fn clear(&mut self) {
-        self.pages.clear();
-        self.summaries.clear();
+        self.pages = HashMap::default();
+        self.summaries = HashMap::default();
+        self.entries = 0;
         self.set_bytes(0);
     }
 
@@ -151,11 +168,12 @@ impl Memory {
         self.bytes = bytes;
     }
 
-    /// Keeps only the entries `keep` says, and counts their memory again.
+    /// Keeps only the entries `keep` says, in tables no larger than they need, and counts their
+    /// memory again.
     fn retain(&mut self, keep: impl Fn(&mut Mark) -> bool) {
-        self.pages.retain(|_, (_, mark)| keep(mark));
-        self.summaries.retain(|_, (_, mark)| keep(mark));
-        let bytes = self
+        retain_shrinking(&mut self.pages, |(_, mark)| keep(mark));
+        retain_shrinking(&mut self.summaries, |(_, mark)| keep(mark));
+        self.entries = self
             .pages
             .values()
             .map(|(l, _)| l.footprint())
@@ -165,7 +183,15 @@ impl Memory {
                 .values()
                 .map(|(s, _)| footprint(s))
                 .sum::<usize>();
-        self.set_bytes(bytes);
+        self.settle();
+    }
+
+    /// Counts what the entries and the tables now hold, giving back what an entry's admission
+    /// counted for a table's growth that did not happen.
+    fn settle(&mut self) {
+        let held = self.entries + table_bytes(&self.pages) + table_bytes(&self.summaries);
+        debug_assert!(held <= self.bytes, "{held} > {}", self.bytes);
+        self.set_bytes(held);
     }
 
     fn mark(&self) -> Mark {
@@ -175,23 +201,76 @@ impl Memory {
         }
     }
 
-    /// Counts `more` bytes of a new entry, when they fit within the memo's bound and in its pool.
-    fn admit(&mut self, more: usize) -> bool {
+    /// Counts `entry` bytes of a new entry of `table`, and `growth` more for the table, when they
+    /// fit within the memo's bound and in its pool. After the entry is inserted,
+    /// [`Memory::settle`] gives back what the table did not take.
+    fn admit(&mut self, table: Table, entry: usize, growth: usize) -> bool {
+        let more = entry.saturating_add(growth);
         if self.bytes.saturating_add(more) > self.max_bytes.unwrap_or(MAX_MEMO_BYTES) {
             return false;
         }
         if let Some(pool) = &self.pool
             && !pool.reserve(more)
         {
-            self.shortfall = self.shortfall.saturating_add(more);
+            self.shortfall = self.shortfall.saturating_add(entry);
+            self.refused[table as usize] += 1;
             return false;
         }
         self.bytes += more;
+        self.entries += entry;
         true
     }
 }
 
-/// The estimated memory of a remembered summary: its fields, its strings, its place in the map.
+/// The memory of `map`'s table, at least what it allocates: Rust's map (hashbrown) keeps a power of
+/// two of buckets, at most 8/7 of its capacity (plus one), each an entry and one control byte, and
+/// one group of control bytes more, aligned. A table with tombstones reports less capacity than
+/// its buckets hold: [`retain_shrinking`] leaves none.
+fn table_bytes<K, V>(map: &HashMap<K, V>) -> usize {
+    table_bytes_of::<(K, V)>(map.capacity())
+}
+
+fn table_bytes_of<T>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    (capacity / 7 * 8 + capacity % 7 + 2) * (std::mem::size_of::<T>() + 1) + 32
+}
+
+/// What one more entry may add to `map`'s table: nothing while it has room; when full, a table
+/// of the next size (hashbrown resizes to at most twice its capacity plus one's worth of buckets,
+/// and to at least 7 entries).
+fn growth<K, V>(map: &HashMap<K, V>) -> usize {
+    let capacity = map.capacity();
+    if map.len() < capacity {
+        return 0;
+    }
+    let grown = (capacity.saturating_mul(2).saturating_add(2)).max(7);
+    table_bytes_of::<(K, V)>(grown) - table_bytes_of::<(K, V)>(capacity)
+}
+
+/// What `map`'s table would grow by to hold `refused` entries more, one by one (see [`growth`]).
+fn table_shortfall<K, V>(map: &HashMap<K, V>, refused: usize) -> usize {
+    if refused == 0 {
+        return 0;
+    }
+    let grown = map.len().saturating_add(refused).saturating_mul(2).max(7);
+    table_bytes_of::<(K, V)>(grown).saturating_sub(table_bytes(map))
+}
+
+/// Keeps the entries of `map` that `keep` says; when any is removed, moves those kept to a table
+/// sized for them, so that the memory of a larger one is given back and no tombstone is left
+/// (which would hide buckets from [`table_bytes`]).
+fn retain_shrinking<V>(map: &mut HashMap<u64, V>, mut keep: impl FnMut(&mut V) -> bool) {
+    let before = map.len();
+    map.retain(|_, value| keep(value));
+    if map.len() < before {
+        *map = std::mem::take(map).into_iter().collect();
+    }
+}
+
+/// The estimated memory of a remembered summary: its fields, its strings, its `Arc`'s counts and
+/// the allocator's overhead (its place in the map is counted with the map's table).
 fn footprint(summary: &RecordSummary) -> usize {
     std::mem::size_of::<RecordSummary>()
         + 48
@@ -218,6 +297,7 @@ impl ListingMemo {
         memory.read_with(key);
         memory.retain(|mark| mark.complete);
         memory.shortfall = 0;
+        memory.refused = [0; 2];
         memory.listing = memory.listing.wrapping_add(1);
         memory.max_pages = usize::try_from(limits.max_pages).unwrap_or(usize::MAX);
         memory.max_records = limits.max_instances;
@@ -248,13 +328,14 @@ impl ListingMemo {
         }
         let layout = page.layout();
         let mut memory = self.lock();
-        let bytes = layout.footprint();
+        let (bytes, growth) = (layout.footprint(), growth(&memory.pages));
         if memory.pages.len() < memory.max_pages
             && !memory.pages.contains_key(&hash)
-            && memory.admit(bytes)
+            && memory.admit(Table::Pages, bytes, growth)
         {
             let mark = memory.mark();
             memory.pages.insert(hash, (layout, mark));
+            memory.settle();
         }
         Ok(page)
     }
@@ -293,13 +374,14 @@ impl ListingMemo {
             }
             redacted += summary.redact(key);
             let summary = Arc::new(summary);
-            let bytes = footprint(&summary);
+            let (bytes, growth) = (footprint(&summary), growth(&memory.summaries));
             if memory.summaries.len() < memory.max_records
                 && !memory.summaries.contains_key(&hash)
-                && memory.admit(bytes)
+                && memory.admit(Table::Summaries, bytes, growth)
             {
                 let mark = memory.mark();
                 memory.summaries.insert(hash, (summary.clone(), mark));
+                memory.settle();
             }
             summaries.push(summary);
         }
@@ -346,7 +428,11 @@ impl ListingMemo {
     /// What the memo's pool had no room for since the current (or last) listing started: about what
     /// it would need besides what it holds.
     pub fn shortfall(&self) -> usize {
-        self.lock().shortfall
+        let memory = self.lock();
+        let [pages, summaries] = memory.refused;
+        memory.shortfall
+            + table_shortfall(&memory.pages, pages)
+            + table_shortfall(&memory.summaries, summaries)
     }
 
     /// Forgets everything and gives its memory back to the pool; the next listing reads every page

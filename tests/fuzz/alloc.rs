@@ -53,6 +53,11 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// The bytes allocated and not yet freed on this thread.
+pub fn live_bytes() -> usize {
+    LIVE.with(Cell::get)
+}
+
 /// Runs `work` and returns its result with the most bytes it had allocated at once on this thread
 /// (beyond what was live when it started).
 pub fn peak_bytes_of<T>(work: impl FnOnce() -> T) -> (T, usize) {

@@ -3,6 +3,9 @@
 //! redaction of the API key from everything server text reaches (errors, logs, the view's status,
 //! mirrored records). Each also replays the inputs kept in `tests/fuzz-corpus/`.
 //!
+//! `memos` measures, with the same counting allocator, what listing memos really hold against what
+//! their shared bound counts.
+//!
 //! `cargo test --test fuzz` runs a few hundred cases of each and the corpus in seconds. The
 //! ignored `fuzz_*` tests (`FUZZ_SECONDS=600 make fuzz`) run cases until the time is up and write
 //! any failing input, shrunk, into the corpus, so that `make test` replays it from then on.
@@ -12,6 +15,7 @@ mod corpus;
 mod decoder;
 mod hostile_bodies;
 mod leaks;
+mod memos;
 mod paging;
 mod time;
 
