@@ -199,6 +199,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    let address_policy = AddressPolicy {
+        cluster: args.service_cluster_cidrs.clone(),
+        allowed: args.service_allowed_cidrs.clone(),
+    };
+    if let Err(e) = address_policy.check() {
+        error!(error = %e, "invalid --service-allowed-cidr");
+        return ExitCode::FAILURE;
+    }
+    if args.services {
+        for warning in address_policy.warnings() {
+            warn!("{warning}");
+        }
+    }
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(e) => {
@@ -219,10 +232,7 @@ async fn run(args: RunArgs) -> ExitCode {
         memo_memory_limit: usize::try_from(args.memo_memory_limit_mib << 20).unwrap_or(usize::MAX),
         label_selector: args.watch_label_selector.clone(),
         metrics_instance_info: args.metrics_instance_info,
-        services: args.services.then(|| AddressPolicy {
-            cluster: args.service_cluster_cidrs.clone(),
-            allowed: args.service_allowed_cidrs.clone(),
-        }),
+        services: args.services.then_some(address_policy),
         ..Settings::default()
     };
     let metrics = Metrics::new();
