@@ -204,8 +204,9 @@ async fn run(args: RunArgs) -> ExitCode {
         allowed: args.service_allowed_cidrs.clone(),
     };
     if let Err(e) = address_policy.check() {
+        // The exit code of a command line clap refuses: the same mistake, found across two flags.
         error!(error = %e, "invalid --service-allowed-cidr");
-        return ExitCode::FAILURE;
+        return ExitCode::from(2);
     }
     if args.services {
         for warning in address_policy.warnings() {
