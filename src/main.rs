@@ -120,7 +120,9 @@ struct RunArgs {
     services: bool,
 
     /// The cluster's own address ranges (pod, Service and node CIDRs; repeat or comma-separate): a
-    /// Service never routes to an address inside them, whatever PPIO answers.
+    /// Service never routes to an address inside them, whatever PPIO answers. Declare them whenever
+    /// --service-allowed-cidr is given (the operator warns otherwise), and any NAT64 or 6rd prefix
+    /// of the cluster's own translator.
     #[arg(
         long = "service-cluster-cidr",
         env = "PPIO_OPERATOR_SERVICE_CLUSTER_CIDRS",
