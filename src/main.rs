@@ -120,7 +120,9 @@ struct RunArgs {
     services: bool,
 
     /// The cluster's own address ranges (pod, Service and node CIDRs; repeat or comma-separate): a
-    /// Service never routes to an address inside them, whatever PPIO answers.
+    /// Service never routes to an address inside them, whatever PPIO answers. Declare them whenever
+    /// --service-allowed-cidr is given (the operator warns otherwise), and any NAT64 or 6rd prefix
+    /// of the cluster's own translator.
     #[arg(
         long = "service-cluster-cidr",
         env = "PPIO_OPERATOR_SERVICE_CLUSTER_CIDRS",
@@ -199,6 +201,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    let address_policy = AddressPolicy {
+        cluster: args.service_cluster_cidrs.clone(),
+        allowed: args.service_allowed_cidrs.clone(),
+    };
+    if let Err(e) = address_policy.check() {
+        // The exit code of a command line clap refuses: the same mistake, found across two flags.
+        error!(error = %e, "invalid --service-allowed-cidr");
+        return ExitCode::from(2);
+    }
+    if args.services {
+        for warning in address_policy.warnings() {
+            warn!("{warning}");
+        }
+    }
     // The leader elector builds a client of its own from the same configuration, on its own thread.
     let config = match kube::Config::infer().await {
         Ok(config) => config,
@@ -227,10 +243,7 @@ async fn run(args: RunArgs) -> ExitCode {
         memo_memory_limit: usize::try_from(args.memo_memory_limit_mib << 20).unwrap_or(usize::MAX),
         label_selector: args.watch_label_selector.clone(),
         metrics_instance_info: args.metrics_instance_info,
-        services: args.services.then(|| AddressPolicy {
-            cluster: args.service_cluster_cidrs.clone(),
-            allowed: args.service_allowed_cidrs.clone(),
-        }),
+        services: args.services.then_some(address_policy),
         ..Settings::default()
     };
     let metrics = Metrics::new();

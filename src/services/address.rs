@@ -5,7 +5,8 @@
 //!
 //! The rule, for an endpoint address:
 //! - A cloud platform or metadata address ([`platform::PLATFORM`], one table of the major clouds'
-//!   metadata, credentials, DNS and time addresses, link-local or not) is refused, always.
+//!   metadata, credentials, DNS and time addresses and service networks, link-local or not) is
+//!   refused, always.
 //! - An address inside a range the administrator declares as the cluster's own
 //!   (`--service-cluster-cidr`: its pod, Service and node ranges) is refused, always.
 //! - An address inside a block of the IANA Special-Purpose Address Registries
@@ -20,18 +21,21 @@
 //!   server is nearest to the sender, possibly one in the cluster's own network, or a space of
 //!   identifiers that are not locators (ORCHIDv2, drone tags); none is one remote instance, and
 //!   none can be allowed.
-//! - Every IPv6 form that carries an IPv4 address is refused, whatever it carries and whatever is
-//!   allowed ([`EMBEDS_IPV4`]: IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 and its
-//!   local-use prefix, 6to4, Teredo; and ISATAP interface identifiers `::0:5efe:w.x.y.z` and
+//! - The well-known IPv6 forms that carry an IPv4 address are refused, whatever they carry and
+//!   whatever is allowed ([`EMBEDS_IPV4`]: IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64's
+//!   well-known and local-use prefixes, 6to4, Teredo; and ISATAP interface identifiers `::0:5efe:w.x.y.z` and
 //!   `::200:5efe:w.x.y.z` under any prefix): a translator, tunnel or relay on the way may turn it
 //!   into the IPv4 address inside, which the IPv4 rule never judged. An instance reachable over
 //!   IPv4 is routed to by its IPv4 address. The ISATAP identifiers are refused under any prefix
 //!   because nothing but ISATAP makes them, and a node with an ISATAP interface sends to the IPv4
-//!   address inside.
+//!   address inside. A NAT64 network-specific prefix (RFC 6052) or a 6rd prefix is an ordinary
+//!   global prefix that nothing tells apart: a cluster whose translator uses one declares it in
+//!   `--service-cluster-cidr`.
 //! - Anything else is a global unicast address and is routed.
 //!
 //! Whatever the API server would accept, the operator writes no EndpointSlice for a refused
-//! address. [`check_allowed_range`] keeps `--service-allowed-cidr` to what it can do.
+//! address. [`check_allowed_range`] and [`AddressPolicy::check`] keep `--service-allowed-cidr` to
+//! what it can do; [`AddressPolicy::warnings`] says what the command line leaves open.
 
 pub mod platform;
 pub mod registry;
@@ -167,6 +171,44 @@ impl AddressPolicy {
             _ => Ok(()),
         }
     }
+
+    /// Checks the allowed ranges against the cluster's, at start-up (each allowed range alone is
+    /// [`check_allowed_range`]'s): one wholly inside a cluster range brings nothing back, so it
+    /// is a mistake in the command line, refused rather than silently meaning nothing.
+    pub fn check(&self) -> Result<(), AllowedRangeError> {
+        for range in &self.allowed {
+            if let Some(cluster) = self.cluster.iter().find(|c| c.contains(&range.trunc())) {
+                return Err(AllowedRangeError::InsideCluster {
+                    range: *range,
+                    cluster: *cluster,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// What the operator warns of at start-up. Allowed private ranges without declared cluster
+    /// ranges let Services route to the cluster's own pods, Services and nodes where they lie
+    /// inside the allowed ranges (the Service ranges of AKS, EKS, OpenShift, MicroK8s and most
+    /// others are private); only kubeadm's and k3s's API and DNS Service addresses are refused
+    /// without them. Refusing to start would break installations that ran before.
+    pub fn warnings(&self) -> Vec<String> {
+        if self.allowed.is_empty() || !self.cluster.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "--service-allowed-cidr allows {} but no --service-cluster-cidr is given: Services may \
+             route to the cluster's own pod, Service and node addresses inside the allowed ranges \
+             (e.g. the default Service ranges of AKS 10.0.0.0/16, EKS 10.100.0.0/16 and \
+             172.20.0.0/16, OpenShift 172.30.0.0/16, MicroK8s 10.152.183.0/24); declare the \
+             cluster's ranges with --service-cluster-cidr (chart: instanceServices.clusterCIDRs)",
+            self.allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )]
+    }
 }
 
 /// Whether `address` has an ISATAP interface identifier (RFC 5214 section 6.1: `0000:5efe` or
@@ -200,6 +242,28 @@ pub enum AllowedRangeError {
         /// The range.
         range: IpNet,
     },
+    /// It lies wholly inside a cloud platform range, which stays refused.
+    #[error(
+        "{range} lies inside {} ({}), which is refused whatever --service-allowed-cidr allows",
+        platform.range, platform.what
+    )]
+    InsidePlatform {
+        /// The range.
+        range: IpNet,
+        /// The platform row holding it.
+        platform: &'static PlatformAddress,
+    },
+    /// It lies wholly inside a range declared as the cluster's own, which stays refused.
+    #[error(
+        "{range} lies inside the cluster's own range {cluster} (--service-cluster-cidr), which is \
+         refused whatever --service-allowed-cidr allows"
+    )]
+    InsideCluster {
+        /// The range.
+        range: IpNet,
+        /// The cluster range holding it.
+        cluster: IpNet,
+    },
     /// It reaches beyond the one allowable block it overlaps, or spans several.
     #[error(
         "{range} is not inside one range that may be allowed ({}): list those parts of it you mean",
@@ -218,22 +282,34 @@ fn allowable_list() -> String {
 /// Checks a range of `--service-allowed-cidr` at start-up: it must lie wholly inside one of the
 /// [`ALLOWABLE`] blocks, so that it means what it brings back. A range inside a block that is never
 /// routed to (`127.0.0.0/8`), one of public addresses only, and one that reaches beyond an
-/// allowable block (`0.0.0.0/0`, `10.0.0.0/7`) are refused, each saying why.
-pub fn check_allowed_range(range: &IpNet) -> Result<(), AllowedRangeError> {
-    let range = range.trunc();
+/// allowable block (`0.0.0.0/0`, `10.0.0.0/7`) are refused, each saying why; so is one wholly
+/// inside a cloud platform range (`100.100.100.200/32`), whose addresses stay refused. The error
+/// quotes the range as given (`100.64.0.0/9`, not its network `100.0.0.0/9`).
+pub fn check_allowed_range(given: &IpNet) -> Result<(), AllowedRangeError> {
+    let range = given.trunc();
+    let given = *given;
+    if let Some(platform) = platform::holding(&range) {
+        return Err(AllowedRangeError::InsidePlatform {
+            range: given,
+            platform,
+        });
+    }
     if registry::most_specific_holding(&range).is_some_and(|e| ALLOWABLE.contains(&e.block)) {
         return Ok(());
     }
     let mut overlapping = registry::overlapping(&range).peekable();
     if overlapping.peek().is_none() {
-        return Err(AllowedRangeError::Public { range });
+        return Err(AllowedRangeError::Public { range: given });
     }
     if overlapping.any(|e| ALLOWABLE.contains(&e.block)) {
-        return Err(AllowedRangeError::NotWithinOne { range });
+        return Err(AllowedRangeError::NotWithinOne { range: given });
     }
     match registry::most_specific_holding(&range) {
-        Some(entry) => Err(AllowedRangeError::NeverAllowable { range, entry }),
-        None => Err(AllowedRangeError::NotWithinOne { range }),
+        Some(entry) => Err(AllowedRangeError::NeverAllowable {
+            range: given,
+            entry,
+        }),
+        None => Err(AllowedRangeError::NotWithinOne { range: given }),
     }
 }
 
@@ -377,24 +453,35 @@ mod tests {
     #[test]
     fn every_platform_address_is_refused_whatever_is_allowed() {
         for entry in &platform::PLATFORM {
-            let address = platform::address_of(entry);
-            let own = IpNet::from(address).to_string();
-            for policy in [
-                AddressPolicy::default(),
-                policy(&[], &[&own]),
-                allowing_everything(),
-            ] {
-                assert_eq!(
-                    policy.judge(address),
-                    Err(Refusal::Platform(entry)),
-                    "{address} under {policy:?}"
-                );
+            let range = platform::range_of(entry);
+            let own = range.to_string();
+            for address in first_middle_last(range) {
+                for policy in [
+                    AddressPolicy::default(),
+                    policy(&[], &[&own]),
+                    allowing_everything(),
+                ] {
+                    // The most specific row names it: this one, or a single address inside it.
+                    match policy.judge(address) {
+                        Err(Refusal::Platform(named)) => assert!(
+                            named == entry || range.contains(&platform::range_of(named)),
+                            "{address}: {} named instead of {}",
+                            named.range,
+                            entry.range
+                        ),
+                        other => panic!("{address} under {policy:?}: {other:?}"),
+                    }
+                }
             }
         }
         // Inside allowed shared and private ranges, and a public one.
         let vpc = policy(&[], &["100.64.0.0/10", "fd00::/8", "10.0.0.0/8"]);
         for address in [
             "100.100.100.200",
+            "100.100.100.201",
+            "100.100.2.136",
+            "100.125.1.250",
+            "100.125.129.250",
             "fd00:ec2::254",
             "10.96.0.10",
             "168.63.129.16",
@@ -404,8 +491,51 @@ mod tests {
                 "{address}"
             );
         }
-        assert_eq!(judged(&vpc, "100.100.100.201"), Ok(()), "its neighbour");
-        assert_eq!(judged(&vpc, "168.63.129.17"), Ok(()), "its neighbour");
+        // Public service networks, refused with nothing allowed.
+        for address in ["161.26.0.10", "161.26.0.11", "161.26.0.6", "166.9.1.2"] {
+            assert!(
+                matches!(
+                    judged(&AddressPolicy::default(), address),
+                    Err(Refusal::Platform(_))
+                ),
+                "{address}"
+            );
+        }
+        // Their neighbours, in the allowed shared range or public.
+        for neighbour in [
+            "100.99.255.255",
+            "100.101.0.0",
+            "100.124.255.255",
+            "100.126.0.0",
+            "168.63.129.17",
+        ] {
+            assert_eq!(judged(&vpc, neighbour), Ok(()), "{neighbour}");
+        }
+        for neighbour in [
+            "161.25.255.255",
+            "161.27.0.0",
+            "166.7.255.255",
+            "166.12.0.0",
+        ] {
+            assert_eq!(
+                judged(&AddressPolicy::default(), neighbour),
+                Ok(()),
+                "{neighbour}"
+            );
+        }
+        // A single address inside a service network is named for itself.
+        assert!(
+            judged(&vpc, "100.100.100.200")
+                .unwrap_err()
+                .to_string()
+                .starts_with("Alibaba Cloud's instance metadata service")
+        );
+        assert!(
+            judged(&vpc, "100.100.100.201")
+                .unwrap_err()
+                .to_string()
+                .starts_with("Alibaba Cloud's service network")
+        );
     }
 
     #[test]
@@ -658,5 +788,211 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("10.0.0.0/8, 172.16.0.0/12"), "{error}");
+    }
+
+    /// One sample address per row, written out here independently of the tables, with the block
+    /// a refusal must name: a row deleted (or its block changed) makes the sample's refusal name
+    /// another block, or none; a row added without a sample fails the coverage check.
+    const GOLDEN: [(&str, &str); 59] = [
+        // IPv4 Special-Purpose Address Registry.
+        ("0.1.2.3", "0.0.0.0/8"),
+        ("0.0.0.0", "0.0.0.0/32"),
+        ("10.1.2.3", "10.0.0.0/8"),
+        ("100.64.0.1", "100.64.0.0/10"),
+        ("127.0.0.1", "127.0.0.0/8"),
+        ("169.254.1.1", "169.254.0.0/16"),
+        ("172.16.0.1", "172.16.0.0/12"),
+        ("192.0.0.100", "192.0.0.0/24"),
+        ("192.0.0.1", "192.0.0.0/29"),
+        ("192.0.0.8", "192.0.0.8/32"),
+        ("192.0.0.9", "192.0.0.9/32"),
+        ("192.0.0.10", "192.0.0.10/32"),
+        ("192.0.0.170", "192.0.0.170/32"),
+        ("192.0.0.171", "192.0.0.171/32"),
+        ("192.0.2.1", "192.0.2.0/24"),
+        ("192.31.196.1", "192.31.196.0/24"),
+        ("192.52.193.1", "192.52.193.0/24"),
+        ("192.88.99.1", "192.88.99.0/24"),
+        ("192.88.99.2", "192.88.99.2/32"),
+        ("192.168.1.1", "192.168.0.0/16"),
+        ("192.175.48.1", "192.175.48.0/24"),
+        ("198.19.0.1", "198.18.0.0/15"),
+        ("198.51.100.1", "198.51.100.0/24"),
+        ("203.0.113.1", "203.0.113.0/24"),
+        ("240.0.0.1", "240.0.0.0/4"),
+        ("255.255.255.255", "255.255.255.255/32"),
+        // IPv6 Special-Purpose Address Registry.
+        ("::1", "::1/128"),
+        ("::", "::/128"),
+        ("::ffff:1.2.3.4", "::ffff:0:0/96"),
+        ("64:ff9b::102:304", "64:ff9b::/96"),
+        ("64:ff9b:1::1", "64:ff9b:1::/48"),
+        ("100::1", "100::/64"),
+        ("100:0:0:1::1", "100:0:0:1::/64"),
+        ("2001:100::1", "2001::/23"),
+        ("2001::1", "2001::/32"),
+        ("2001:1::1", "2001:1::1/128"),
+        ("2001:1::2", "2001:1::2/128"),
+        ("2001:1::3", "2001:1::3/128"),
+        ("2001:2::1", "2001:2::/48"),
+        ("2001:3::1", "2001:3::/32"),
+        ("2001:4:112::1", "2001:4:112::/48"),
+        ("2001:10::1", "2001:10::/28"),
+        ("2001:20::1", "2001:20::/28"),
+        ("2001:30::1", "2001:30::/28"),
+        ("2001:db8::1", "2001:db8::/32"),
+        ("2002:102:304::1", "2002::/16"),
+        ("2620:4f:8000::1", "2620:4f:8000::/48"),
+        ("3fff::1", "3fff::/20"),
+        ("5f00::1", "5f00::/16"),
+        ("fd12::1", "fc00::/7"),
+        ("fe80::1", "fe80::/10"),
+        // Outside global unicast.
+        ("224.0.0.1", "224.0.0.0/4"),
+        ("ff02::1", "ff00::/8"),
+        ("::1.2.3.4", "::/96"),
+        ("::ffff:0:102:304", "::ffff:0:0:0/96"),
+        ("fec0::1", "fec0::/10"),
+        ("1000::1", "::/3"),
+        ("4000::1", "4000::/2"),
+        ("8000::1", "8000::/1"),
+    ];
+
+    #[test]
+    fn a_sample_of_every_registry_row_is_refused_naming_its_block() {
+        let closed = AddressPolicy::default();
+        for (address, block) in GOLDEN {
+            match judged(&closed, address) {
+                Err(refusal @ Refusal::Special { entry, .. }) => {
+                    assert_eq!(entry.block, block, "{address}");
+                    assert!(
+                        refusal.to_string().starts_with(&format!("in {block}, ")),
+                        "{address}: {refusal}"
+                    );
+                }
+                other => panic!("{address}: {other:?}, not refused in {block}"),
+            }
+        }
+        let sampled: Vec<&str> = GOLDEN.iter().map(|(_, block)| *block).collect();
+        for entry in every_row() {
+            assert!(
+                sampled.contains(&entry.block),
+                "{} has no sample",
+                entry.block
+            );
+        }
+        assert_eq!(
+            (
+                registry::IPV4.len(),
+                registry::IPV6.len(),
+                registry::OTHER.len()
+            ),
+            (26, 25, 8)
+        );
+    }
+
+    #[test]
+    fn an_allowed_range_that_brings_nothing_back_is_refused_at_start_up() {
+        // Wholly inside a platform range: its addresses stay refused.
+        for (range, platform) in [
+            ("100.100.100.200/32", "100.100.100.200"),
+            ("100.100.2.0/24", "100.100.0.0/16"),
+            ("100.125.0.0/16", "100.125.0.0/16"),
+            ("10.96.0.10/32", "10.96.0.10"),
+        ] {
+            match check_allowed_range(&range.parse().expect("a range")) {
+                Err(AllowedRangeError::InsidePlatform {
+                    platform: named, ..
+                }) => {
+                    assert_eq!(named.range, platform, "{range}")
+                }
+                other => panic!("{range}: {other:?}"),
+            }
+        }
+        // Overlapping one, it still brings the rest back.
+        for ok in ["100.64.0.0/10", "100.100.0.0/15", "10.96.0.0/12"] {
+            assert_eq!(
+                check_allowed_range(&ok.parse().expect("a range")),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        // Wholly inside a declared cluster range.
+        let inside = policy(&["10.96.0.0/12", "fd00:10::/64"], &["10.100.0.0/16"]);
+        assert_eq!(
+            inside.check(),
+            Err(AllowedRangeError::InsideCluster {
+                range: "10.100.0.0/16".parse().expect("a range"),
+                cluster: "10.96.0.0/12".parse().expect("a range"),
+            })
+        );
+        assert!(
+            inside
+                .check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("10.100.0.0/16 lies inside the cluster's own range 10.96.0.0/12")
+        );
+        let v6 = policy(&["fd00:10::/64"], &["fd00:10::5/128"]);
+        assert!(matches!(
+            v6.check(),
+            Err(AllowedRangeError::InsideCluster { .. })
+        ));
+        for fine in [
+            policy(&["10.96.0.0/12"], &["10.0.0.0/8"]),
+            policy(&["10.96.0.0/12"], &["10.20.0.0/16"]),
+            policy(&[], &["10.20.0.0/16"]),
+        ] {
+            assert_eq!(fine.check(), Ok(()), "{fine:?}");
+        }
+    }
+
+    #[test]
+    fn a_start_up_error_quotes_the_range_as_given() {
+        for (given, quoted) in [
+            ("100.64.0.0/9", "100.64.0.0/9 is not inside one range"),
+            ("10.0.0.1/7", "10.0.0.1/7 is not inside one range"),
+            ("127.0.0.1/8", "127.0.0.1/8 lies in 127.0.0.0/8"),
+            ("8.8.8.8/24", "8.8.8.8/24 holds only public addresses"),
+            (
+                "100.100.100.200/32",
+                "100.100.100.200/32 lies inside 100.100.100.200 (",
+            ),
+        ] {
+            let error = check_allowed_range(&given.parse().expect("a range"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(quoted), "{error}");
+        }
+    }
+
+    #[test]
+    fn allowed_ranges_without_cluster_ranges_are_warned_of() {
+        let warnings = policy(&[], &["10.0.0.0/8", "fd00::/8"]).warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "--service-allowed-cidr allows 10.0.0.0/8, fd00::/8 but no --service-cluster-cidr"
+            ),
+            "{warnings:?}"
+        );
+        // What the warning is about: the default Service ranges of managed clusters route.
+        let unwarned = policy(&[], &["10.0.0.0/8", "172.16.0.0/12"]);
+        for address in [
+            "10.0.0.10",
+            "10.100.0.10",
+            "172.20.0.10",
+            "172.30.0.1",
+            "10.152.183.10",
+        ] {
+            assert_eq!(judged(&unwarned, address), Ok(()), "{address}");
+        }
+        for quiet in [
+            policy(&["10.96.0.0/12"], &["10.0.0.0/8"]),
+            policy(&[], &[]),
+            policy(&["10.96.0.0/12"], &[]),
+        ] {
+            assert_eq!(quiet.warnings(), Vec::<String>::new(), "{quiet:?}");
+        }
     }
 }

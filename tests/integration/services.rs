@@ -612,6 +612,27 @@ fn an_allowed_range_that_can_never_be_routed_to_stops_the_operator_at_start() {
             &[][..],
             "8.8.8.0/24 holds only public addresses",
         ),
+        // Quoted as given, not as its network 100.0.0.0/9.
+        (
+            &["--services", "--service-allowed-cidr", "100.64.0.0/9"][..],
+            &[][..],
+            "100.64.0.0/9 is not inside one range that may be allowed",
+        ),
+        // Its every address stays refused.
+        (
+            &["--services", "--service-allowed-cidr", "100.100.100.200/32"][..],
+            &[][..],
+            "100.100.100.200/32 lies inside 100.100.100.200 (Alibaba Cloud's instance metadata",
+        ),
+        (
+            &[
+                "--services",
+                "--service-cluster-cidr=10.96.0.0/12",
+                "--service-allowed-cidr=10.100.0.0/16",
+            ][..],
+            &[][..],
+            "10.100.0.0/16 lies inside the cluster's own range 10.96.0.0/12",
+        ),
     ] {
         let (code, stderr) = run_operator(args, env);
         assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
@@ -629,6 +650,28 @@ fn an_allowed_range_that_can_never_be_routed_to_stops_the_operator_at_start() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot configure a Kubernetes client"),
+        "{stderr}"
+    );
+    // Without the cluster's ranges declared, it warns that they may be routed to.
+    assert!(
+        stderr.contains("but no --service-cluster-cidr is given"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_operator(
+        &[
+            "--services",
+            "--service-cluster-cidr=10.96.0.0/12",
+            "--service-allowed-cidr=10.0.0.0/8",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot configure a Kubernetes client"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("--service-cluster-cidr is given"),
         "{stderr}"
     );
 }

@@ -3,28 +3,31 @@
 //! the platform of whatever machine serves them, so these are refused always, whatever
 //! `--service-allowed-cidr` allows, and whether or not they are link-local (Azure's is public).
 //!
-//! One table, one row per address, each with its source. Most are inside blocks refused anyway
-//! (link-local, shared, unique-local); they are listed so that no allowed range brings them back
-//! and so a refusal names them.
+//! One table, one row per address or range (a cloud's whole service network), each with its
+//! source. Most are inside blocks refused anyway (link-local, shared, unique-local); they are listed
+//! so that no allowed range brings them back and so a refusal names them. Some are public (Azure's,
+//! Tencent's, IBM's): they answer only from inside that cloud, for whoever asks from there.
 
 use std::net::IpAddr;
 use std::sync::LazyLock;
 
-/// One platform address.
+use ipnet::IpNet;
+
+/// One platform address, or a range of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlatformAddress {
-    /// The address.
-    pub address: &'static str,
+    /// The address (`169.254.169.254`) or range (`161.26.0.0/16`).
+    pub range: &'static str,
     /// Whose and what it is.
     pub what: &'static str,
 }
 
-const fn at(address: &'static str, what: &'static str) -> PlatformAddress {
-    PlatformAddress { address, what }
+const fn at(range: &'static str, what: &'static str) -> PlatformAddress {
+    PlatformAddress { range, what }
 }
 
-/// The addresses.
-pub const PLATFORM: [PlatformAddress; 28] = [
+/// The addresses and ranges.
+pub const PLATFORM: [PlatformAddress; 30] = [
     // The metadata address of most clouds: AWS EC2 Instance Metadata Service (EC2 User Guide,
     // "Access instance metadata"), Google Compute Engine (metadata.google.internal resolves to it;
     // "About VM metadata"), Azure Instance Metadata Service ("Azure Instance Metadata Service"),
@@ -88,9 +91,27 @@ pub const PLATFORM: [PlatformAddress; 28] = [
         "100.100.100.200",
         "Alibaba Cloud's instance metadata service",
     ),
-    // Alibaba Cloud VPC, "Default DNS servers" (the private DNS of ECS instances).
-    at("100.100.2.136", "Alibaba Cloud's private DNS server"),
-    at("100.100.2.138", "Alibaba Cloud's private DNS server"),
+    // Alibaba Cloud VPC, "Default DNS servers" (100.100.2.136 and 100.100.2.138), and its other
+    // cloud services (NTP ntp.cloud.aliyuncs.com, internal endpoints) share 100.100.0.0/16.
+    at(
+        "100.100.0.0/16",
+        "Alibaba Cloud's service network (private DNS, NTP, internal endpoints)",
+    ),
+    // Huawei Cloud VPC, "What Are the Private DNS Servers?" (100.125.1.250, 100.125.129.250 and
+    // the other regions' in 100.125.0.0/16), and its OBS, NTP and other internal endpoints there.
+    at(
+        "100.125.0.0/16",
+        "Huawei Cloud's service network (private DNS, NTP, internal endpoints)",
+    ),
+    // IBM Cloud, "IBM Cloud IP ranges", service network: the private DNS resolvers 161.26.0.10
+    // and 161.26.0.11, NTP at 161.26.0.6 and the other infrastructure services; public addresses
+    // that IBM routes on its private network.
+    at(
+        "161.26.0.0/16",
+        "IBM Cloud's service network (private DNS, NTP, infrastructure services)",
+    ),
+    // IBM Cloud, "IBM Cloud IP ranges": the private (cloud service) endpoints' network.
+    at("166.8.0.0/14", "IBM Cloud's private service endpoints"),
     // Tencent Cloud CVM, "Instance metadata" (metadata.tencentyun.com).
     at("169.254.0.23", "Tencent Cloud's instance metadata service"),
     // Tencent Cloud CVM, "Private network DNS": public addresses that answer only from inside.
@@ -119,28 +140,42 @@ pub const PLATFORM: [PlatformAddress; 28] = [
     at("10.43.0.10", "the cluster DNS under k3s's defaults"),
 ];
 
-static PARSED: LazyLock<Vec<(IpAddr, &'static PlatformAddress)>> = LazyLock::new(|| {
-    PLATFORM
+/// Every row, parsed, most specific first: a single address inside a service network is named
+/// for itself.
+static PARSED: LazyLock<Vec<(IpNet, &'static PlatformAddress)>> = LazyLock::new(|| {
+    let mut parsed: Vec<(IpNet, &'static PlatformAddress)> = PLATFORM
         .iter()
-        .map(|entry| (address_of(entry), entry))
-        .collect()
+        .map(|entry| (range_of(entry), entry))
+        .collect();
+    parsed.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+    parsed
 });
 
-/// The address of `entry`, parsed.
+/// The range of `entry`, parsed (a single address as its /32 or /128).
 ///
 /// # Panics
-/// When the row is not an IP address: a transcription error, which the tests catch.
-pub fn address_of(entry: &PlatformAddress) -> IpAddr {
+/// When the row is neither an IP address nor a CIDR block: a transcription error, which the tests
+/// catch.
+pub fn range_of(entry: &PlatformAddress) -> IpNet {
     entry
-        .address
-        .parse()
-        .unwrap_or_else(|e| panic!("platform row {:?}: {e}", entry.address))
+        .range
+        .parse::<IpNet>()
+        .or_else(|_| entry.range.parse::<IpAddr>().map(IpNet::from))
+        .unwrap_or_else(|e| panic!("platform row {:?}: {e}", entry.range))
 }
 
-/// The platform address `address` is, if it is one.
+/// The most specific platform row holding `address`, if any.
 pub fn find(address: IpAddr) -> Option<&'static PlatformAddress> {
     PARSED
         .iter()
-        .find(|(known, _)| *known == address)
+        .find(|(range, _)| range.contains(&address))
+        .map(|(_, entry)| *entry)
+}
+
+/// The most specific platform row holding all of `range`, if any.
+pub fn holding(range: &IpNet) -> Option<&'static PlatformAddress> {
+    PARSED
+        .iter()
+        .find(|(known, _)| known.contains(range))
         .map(|(_, entry)| *entry)
 }
