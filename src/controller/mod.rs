@@ -404,7 +404,7 @@ pub async fn reconcile(stored: Arc<StoredView>, ctx: Arc<Context>) -> Result<Act
 /// is listed, and its mirrors are neither written nor removed, whatever they are.
 ///
 /// The report is written once per generation and problem (a repeat would change nothing but a
-/// time), its Event published only once the status holds it, and a refused write is retried with
+/// time), its Event published once per generation and only after a status write succeeded, and a refused write is retried with
 /// exponential backoff, not at the controller's error pace: the view's spec cannot change by
 /// retrying, and a status the API server refuses (e.g. because the stored object no longer fits the
 /// CRD) would be refused every few seconds forever.
@@ -428,9 +428,21 @@ async fn report_unreadable_spec(
     );
     match write_unreadable_status(ctx, &namespace, &name, stored.status.as_ref(), &status).await {
         Ok(()) => {
-            let reference = stored.object_ref(&());
-            events::publish_transition(&ctx.recorder, &reference, stored.status.as_ref(), &status)
+            // Once per generation: a reconcile that read the view before its report was written
+            // must not publish it again.
+            if ctx
+                .unreadable
+                .announce(key.clone(), stored.metadata.generation)
+            {
+                let reference = stored.object_ref(&());
+                events::publish_transition(
+                    &ctx.recorder,
+                    &reference,
+                    stored.status.as_ref(),
+                    &status,
+                )
                 .await;
+            }
             Action::requeue(ctx.unreadable.record(key, stored.metadata.generation, true))
         }
         Err(error) => {

@@ -124,10 +124,19 @@ const UNREADABLE_FIRST_RETRY: Duration = Duration::from_secs(10);
 /// own interval cannot be read, and nothing about it changes until its spec does (which wakes it).
 pub(super) const UNREADABLE_RECHECK: Duration = Duration::from_secs(600);
 
-/// For each view whose spec this version cannot read: the generation reported on and how many
-/// writes of its status in a row the API server refused.
+/// For each view whose spec this version cannot read, what its reports of one generation did.
 #[derive(Default)]
-pub(super) struct UnreadableViews(Mutex<HashMap<ObjectRef<GpuInstanceView>, (Option<i64>, u32)>>);
+pub(super) struct UnreadableViews(Mutex<HashMap<ObjectRef<GpuInstanceView>, Reports>>);
+
+/// The reports of one generation of an unreadable view.
+#[derive(Clone, Copy, Default)]
+struct Reports {
+    generation: Option<i64>,
+    /// Writes of its status in a row the API server refused.
+    refused: u32,
+    /// Whether its Event was published.
+    announced: bool,
+}
 
 impl UnreadableViews {
     /// Records the outcome of a report on generation `generation` of `view` (`written`: its status
@@ -140,17 +149,26 @@ impl UnreadableViews {
         generation: Option<i64>,
         written: bool,
     ) -> Duration {
-        let mut views = self.lock();
-        let entry = views.entry(view).or_insert((generation, 0));
-        if entry.0 != generation {
-            *entry = (generation, 0);
-        }
-        entry.1 = if written {
-            0
-        } else {
-            entry.1.saturating_add(1)
-        };
-        unreadable_retry_delay(entry.1)
+        self.with(view, generation, |reports| {
+            reports.refused = if written {
+                0
+            } else {
+                reports.refused.saturating_add(1)
+            };
+            unreadable_retry_delay(reports.refused)
+        })
+    }
+
+    /// Whether the Event of generation `generation` of `view` is still to be published; from now on
+    /// it is not: one Event per generation, however often its report is written.
+    pub(super) fn announce(
+        &self,
+        view: ObjectRef<GpuInstanceView>,
+        generation: Option<i64>,
+    ) -> bool {
+        self.with(view, generation, |reports| {
+            !std::mem::replace(&mut reports.announced, true)
+        })
     }
 
     /// Forgets `view`: it was deleted, or its spec reads again.
@@ -158,9 +176,25 @@ impl UnreadableViews {
         self.lock().remove(view);
     }
 
-    fn lock(
+    /// Runs `f` on the reports of generation `generation` of `view` (fresh ones for a new generation).
+    fn with<T>(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<GpuInstanceView>, (Option<i64>, u32)>> {
+        view: ObjectRef<GpuInstanceView>,
+        generation: Option<i64>,
+        f: impl FnOnce(&mut Reports) -> T,
+    ) -> T {
+        let mut views = self.lock();
+        let reports = views.entry(view).or_default();
+        if reports.generation != generation {
+            *reports = Reports {
+                generation,
+                ..Reports::default()
+            };
+        }
+        f(reports)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<GpuInstanceView>, Reports>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -305,5 +339,9 @@ mod tests {
         views.record(key.clone(), Some(1), false);
         views.record(key.clone(), Some(1), false);
         assert!(within(views.record(key.clone(), Some(2), false), 10));
+        // One Event per generation.
+        assert!(views.announce(key.clone(), Some(2)));
+        assert!(!views.announce(key.clone(), Some(2)));
+        assert!(views.announce(key.clone(), Some(3)));
     }
 }

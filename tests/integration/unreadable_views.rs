@@ -262,8 +262,10 @@ async fn a_view_whose_status_the_api_server_refuses_is_not_retried_every_few_sec
     fx.create_view("bad", |_| {}).await;
     fx.wait_ready("bad", true, "Synced").await;
 
-    // A newer CRD admits a string page size; a view takes one; the CRD is rolled back. The API
-    // server now cannot fit the stored object to the schema, and refuses writes of its status.
+    // While the operator is down, a newer CRD admits a string page size, a view takes one, and the
+    // CRD is rolled back. The API server now cannot fit the stored object to the schema, and
+    // server-side apply of its status fails.
+    fx._operator = None;
     ppio_test_support::crds::apply_crd(
         &fx.ns.client,
         &int_or_string_page_size_crd(),
@@ -287,6 +289,11 @@ async fn a_view_whose_status_the_api_server_refuses_is_not_retried_every_few_sec
         stored.spec.expect_err("the value stays stored").field,
         "spec.pageSize"
     );
+    fx._operator = Some(RunningOperator::start(
+        fx.ns.client.clone(),
+        &fx.ns.name,
+        &fx.ppio.base_url(),
+    ));
 
     // The operator tries, and backs off: over 20 s, at most a first attempt and a retry or two,
     // and the InvalidSpec Event at most once (it is published once a status says so).
