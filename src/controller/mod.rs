@@ -404,10 +404,10 @@ pub async fn reconcile(stored: Arc<StoredView>, ctx: Arc<Context>) -> Result<Act
 /// is listed, and its mirrors are neither written nor removed, whatever they are.
 ///
 /// The report is written once per generation and problem (a repeat would change nothing but a
-/// time), its Event published once per generation and only after a status write succeeded, and a refused write is retried with
-/// exponential backoff, not at the controller's error pace: the view's spec cannot change by
-/// retrying, and a status the API server refuses (e.g. because the stored object no longer fits the
-/// CRD) would be refused every few seconds forever.
+/// time), its Event published once per generation and only after a status write succeeded, and a
+/// refused write is retried with exponential backoff, not at the controller's error pace: the
+/// view's spec cannot change by retrying, and a status the API server refuses (e.g. because the
+/// stored object no longer fits the CRD) would be refused every few seconds forever.
 async fn report_unreadable_spec(
     stored: &StoredView,
     problem: &SpecProblem,
