@@ -98,7 +98,8 @@ pub struct GpuInstanceViewSpec {
         extend("x-kubernetes-validations" = validation::form_rule(
             "spec.endpoint",
             validation::ENDPOINT_REGEX,
-            "an http or https URL without spaces, query or fragment, e.g. https://api.ppio.com",
+            "an http or https URL: a host, an optional port from 1 to 65535 and a path without \
+             spaces, query or fragment, e.g. https://api.ppio.com",
         ))
     )]
     pub endpoint: Option<String>,
@@ -110,7 +111,7 @@ pub struct GpuInstanceViewSpec {
     /// How often to list, as a duration such as `30s`, `5m` or `1h`. At least `10s`.
     #[serde(default = "default_sync_interval")]
     #[schemars(
-        length(max = 32),
+        length(max = MAX_DURATION_LEN),
         extend("x-kubernetes-validations" = validation::duration_rule(
             "spec.syncInterval",
             Some("10s"),
@@ -142,7 +143,7 @@ pub struct GpuInstanceViewSpec {
     /// Warning Event. `0s` turns the warning off. At most `8760h`.
     #[serde(default = "default_expiry_warning_window")]
     #[schemars(
-        length(max = 32),
+        length(max = MAX_DURATION_LEN),
         extend("x-kubernetes-validations" = validation::duration_rule(
             "spec.expiryWarningWindow",
             None,
@@ -284,7 +285,7 @@ pub struct MirrorOptions {
     /// `0s` turns the guard off.
     #[serde(default = "default_mass_removal_grace_period")]
     #[schemars(
-        length(max = 32),
+        length(max = MAX_DURATION_LEN),
         extend("x-kubernetes-validations" = validation::duration_rule(
             "spec.mirror.massRemovalGracePeriod",
             None,
@@ -455,48 +456,75 @@ fn default_true() -> bool {
     true
 }
 
-/// Parses a Go-style duration (`90s`, `1m30s`, `1.5h`, `500ms`), the syntax the API server's CEL
-/// `duration()` accepts, with the digits [`super::validation::DURATION_REGEX`] allows, so what the
-/// schema admits is what the operator understands.
+/// The longest duration the schema admits, in bytes (each duration field's `maxLength`).
+pub const MAX_DURATION_LEN: usize = 32;
+
+/// Parses a Go-style duration (`90s`, `1m30s`, `1.5h`, `500ms`) as the API server's CEL
+/// `duration()` (Go's `time.ParseDuration`) reads it, in the form
+/// [`super::validation::DURATION_FORM_REGEX`] admits: any number of digits, leading zeros and long
+/// fractions included, so what the schema admits is what the operator understands, to the
+/// nanosecond.
 ///
 /// Not `kube::core::Duration`: it parses all of Go's syntax, including what the schema refuses
 /// (negative durations, `ns`/`us` units, `.5s`), and this parser is the schema's rule, tested
 /// against it.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
+    const MAX_NANOS: u64 = i64::MAX as u64;
+    let mut rest = text;
+    // The schema's maxLength of every duration field.
+    if rest.is_empty() || rest.len() > MAX_DURATION_LEN {
         return None;
     }
-    let mut total = 0f64;
+    let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let mut total: u64 = 0;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(number_len);
-        if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        let (whole, tail) = rest.split_at(digits(rest));
+        let (fraction, tail) = match tail.strip_prefix('.') {
+            // A point needs digits on both sides.
+            Some(tail) => match tail.split_at(digits(tail)) {
+                ("", _) => return None,
+                split => split,
+            },
+            None => ("", tail),
+        };
+        if whole.is_empty() {
             return None;
         }
-        let value: f64 = number.parse().ok()?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        // The digits each unit takes, as `validation::DURATION_REGEX` bounds them.
-        let (seconds, max_digits) = match unit {
-            "ms" => (0.001, 11),
-            "s" => (1.0, 8),
-            "m" => (60.0, 6),
-            "h" => (3600.0, 4),
+        let (unit, tail) = tail.split_at(
+            tail.find(|c: char| c.is_ascii_digit())
+                .unwrap_or(tail.len()),
+        );
+        let unit: u64 = match unit {
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return None,
         };
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if whole.len() > max_digits || fraction.len() > 9 {
-            return None;
+        // Go's leadingInt: the whole number, refused when it overflows.
+        let whole: u64 = match whole.trim_start_matches('0') {
+            "" => 0,
+            significant => significant.parse().ok()?,
+        };
+        let mut nanos = whole.checked_mul(unit).filter(|n| *n <= MAX_NANOS)?;
+        // Go's leadingFraction: digits are taken while they fit, the rest ignored.
+        let (mut numerator, mut scale) = (0u64, 1f64);
+        for digit in fraction.bytes().map(|b| u64::from(b - b'0')) {
+            match numerator.checked_mul(10).map(|n| n + digit) {
+                Some(next) if numerator <= MAX_NANOS / 10 && next <= 1 << 63 => {
+                    numerator = next;
+                    scale *= 10.0;
+                }
+                _ => break,
+            }
         }
-        total += value * seconds;
+        if numerator > 0 {
+            nanos = nanos.checked_add((numerator as f64 * (unit as f64 / scale)) as u64)?;
+        }
+        total = total.checked_add(nanos).filter(|n| *n <= MAX_NANOS)?;
         rest = tail;
     }
-    (total.is_finite() && total < 1e12).then(|| Duration::from_secs_f64(total))
+    Some(Duration::from_nanos(total))
 }
 
 #[cfg(test)]
@@ -512,6 +540,16 @@ mod tests {
         // The view's largest bound, 8760h, in each unit.
         assert_eq!(parse_duration("8760h"), parse_duration("31536000000ms"));
         assert_eq!(parse_duration("525600m"), parse_duration("31536000s"));
+        // Leading zeros and long fractions, as Go reads them.
+        assert_eq!(parse_duration("0000000060s"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_duration("1.0000000001m"),
+            Some(Duration::from_nanos(60_000_000_006))
+        );
+        assert_eq!(
+            parse_duration("10.0000000000000000000000000001s"),
+            Some(Duration::from_secs(10))
+        );
     }
 
     #[test]
@@ -526,8 +564,9 @@ mod tests {
             ".5s",
             "5.s",
             "1m30",
-            "10000h",
-            "1.0000000001s",
+            "99999999999999999999h",
+            "2562048h",
+            "10.000000000000000000000000000001s",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }

@@ -58,7 +58,7 @@ use crate::ppio::{self, ListingLimits, PpioError};
 use crate::process::http::Health;
 use crate::process::metrics::Metrics;
 use crate::sync::view_status;
-use schedule::{Schedule, Schedules};
+use schedule::{Schedule, Schedules, UnreadableViews};
 
 /// The field manager of every write the operator makes (server-side apply).
 pub const FIELD_MANAGER: &str = crate::OPERATOR_NAME;
@@ -210,6 +210,7 @@ pub struct Context {
     rate_limiter: Arc<ppio::RateLimiter>,
     ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
     schedules: Schedules,
+    unreadable: UnreadableViews,
     memos: memos::Memos,
     /// The watch of the operator's Services and EndpointSlices, when it keeps Services.
     service_watch: Option<Arc<service_watch::ServiceWatch>>,
@@ -239,6 +240,7 @@ impl Context {
             metrics,
             ppio_clients: Mutex::new(HashMap::new()),
             schedules: Schedules::default(),
+            unreadable: UnreadableViews::default(),
             memos,
         }
     }
@@ -273,6 +275,7 @@ impl Context {
         self.metrics.forget_view(namespace, name);
         let view = ObjectRef::new(name).within(namespace);
         self.memos.forget(&view);
+        self.unreadable.forget(&view);
         self.schedules.set(view, None);
     }
 }
@@ -398,33 +401,101 @@ pub async fn reconcile(stored: Arc<StoredView>, ctx: Arc<Context>) -> Result<Act
             return Ok(Action::await_change());
         }
         match stored.typed() {
-            Ok(view) => sync_when_due(Arc::new(view), &ctx).await,
-            Err(problem) => report_unreadable_spec(&stored, problem, &ctx).await,
+            Ok(view) => {
+                ctx.unreadable.forget(&ObjectRef::from_obj(&view));
+                sync_when_due(Arc::new(view), &ctx).await
+            }
+            Err(problem) => Ok(report_unreadable_spec(&stored, problem, &ctx).await),
         }
     }
     .instrument(span)
     .await
 }
 
-/// Reports that the view's stored spec cannot be read, and waits for a change: nothing is listed,
-/// and its mirrors are neither written nor removed, whatever they are.
+/// Reports that the view's stored spec cannot be read, and says when to look at it again: nothing
+/// is listed, and its mirrors are neither written nor removed, whatever they are.
+///
+/// The report is written once per generation and problem (a repeat would change nothing but a
+/// time), its Event published once per generation and only after a status write succeeded, and a
+/// refused write is retried with exponential backoff, not at the controller's error pace: the
+/// view's spec cannot change by retrying, and a status the API server refuses (e.g. because the
+/// stored object no longer fits the CRD) would be refused every few seconds forever.
 async fn report_unreadable_spec(
     stored: &StoredView,
     problem: &SpecProblem,
     ctx: &Context,
-) -> Result<Action, Error> {
+) -> Action {
     let (namespace, name) = (stored.namespace().unwrap_or_default(), stored.name_any());
+    let key = ObjectRef::new(&name).within(&namespace);
+    let status = view_status::unreadable_spec_status(stored, problem, Timestamp::now());
+    if stored.status.as_ref() == Some(&status) {
+        let again = ctx.unreadable.record(key, stored.metadata.generation, true);
+        return Action::requeue(again);
+    }
     warn!(field = %problem.field, problem = %problem.problem, "cannot read the view's spec");
     ctx.metrics.record_sync(
         view_status::FailureReason::InvalidSpec.as_str(),
         false,
         Duration::ZERO,
     );
-    let status = view_status::unreadable_spec_status(stored, problem, Timestamp::now());
-    let reference = stored.object_ref(&());
-    events::publish_transition(&ctx.recorder, &reference, stored.status.as_ref(), &status).await;
-    write_status_if_changed(ctx, &namespace, &name, stored.status.as_ref(), status).await?;
-    Ok(Action::await_change())
+    match write_unreadable_status(ctx, &namespace, &name, stored.status.as_ref(), &status).await {
+        Ok(()) => {
+            // Once per generation: a reconcile that read the view before its report was written
+            // must not publish it again.
+            if ctx
+                .unreadable
+                .announce(key.clone(), stored.metadata.generation)
+            {
+                let reference = stored.object_ref(&());
+                events::publish_transition(
+                    &ctx.recorder,
+                    &reference,
+                    stored.status.as_ref(),
+                    &status,
+                )
+                .await;
+            }
+            Action::requeue(ctx.unreadable.record(key, stored.metadata.generation, true))
+        }
+        Err(error) => {
+            let again = ctx
+                .unreadable
+                .record(key, stored.metadata.generation, false);
+            warn!(%error, retry_in_s = again.as_secs(), "cannot write the status of a view whose spec cannot be read");
+            Action::requeue(again)
+        }
+    }
+}
+
+/// Writes the status of view `namespace/name`, whose spec this version cannot read. Server-side
+/// apply builds a typed copy of the stored object, which fails (500, "failed to create typed live
+/// object") when the stored spec no longer fits the CRD, e.g. a value of a wider type after a
+/// rollback; a JSON merge patch of the status subresource is checked against the status schema
+/// only, so it is the fallback. The status derives from the stored one, so merging loses nothing.
+async fn write_unreadable_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    current: Option<&GpuInstanceViewStatus>,
+    status: &GpuInstanceViewStatus,
+) -> Result<(), Error> {
+    match write_status_if_changed(ctx, namespace, name, current, status.clone()).await {
+        Err(Error::Kube(kube::Error::Api(refused))) if refused.code == 500 => {
+            debug!(error = %refused.message, "server-side apply of the status refused; merging it");
+            let views: Api<StoredView> = Api::namespaced(ctx.client.clone(), namespace);
+            ctx.metrics.record_write("merge_status", "gpuinstanceviews");
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            views
+                .patch_status(name, &params, &Patch::Merge(json!({ "status": status })))
+                .await
+                .map_err(Error::Kube)?;
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Syncs `view` if it is due, and says when to look at it again.
@@ -546,7 +617,9 @@ async fn write_status_if_changed(
     if current == Some(&status) {
         return Ok(());
     }
-    let views: Api<GpuInstanceView> = Api::namespaced(ctx.client.clone(), namespace);
+    // The reply is read as a `StoredView`: a view whose spec this version cannot decode must not
+    // turn a status write that succeeded into an error.
+    let views: Api<StoredView> = Api::namespaced(ctx.client.clone(), namespace);
     ctx.metrics.record_write("apply_status", "gpuinstanceviews");
     let body = status_apply_body::<GpuInstanceView>(&status);
     views

@@ -116,6 +116,104 @@ pub(super) fn retry_delay(failures: u32, interval: Duration) -> Duration {
     jittered(backoff::capped_exponential(failures, FIRST_RETRY, interval))
 }
 
+/// Where the retries of a status write refused for an unreadable view start; they double up to
+/// [`UNREADABLE_RECHECK`].
+const UNREADABLE_FIRST_RETRY: Duration = Duration::from_secs(10);
+
+/// How often a view whose spec this version cannot read is looked at again once it is reported: its
+/// own interval cannot be read, and nothing about it changes until its spec does (which wakes it).
+pub(super) const UNREADABLE_RECHECK: Duration = Duration::from_secs(600);
+
+/// For each view whose spec this version cannot read, what its reports of one generation did.
+#[derive(Default)]
+pub(super) struct UnreadableViews(Mutex<HashMap<ObjectRef<GpuInstanceView>, Reports>>);
+
+/// The reports of one generation of an unreadable view.
+#[derive(Clone, Copy, Default)]
+struct Reports {
+    generation: Option<i64>,
+    /// Writes of its status in a row the API server refused.
+    refused: u32,
+    /// Whether its Event was published.
+    announced: bool,
+}
+
+impl UnreadableViews {
+    /// Records the outcome of a report on generation `generation` of `view` (`written`: its status
+    /// was written or already said so) and says when to look at the view again: exponentially later
+    /// after each refused write, from [`UNREADABLE_FIRST_RETRY`] up to [`UNREADABLE_RECHECK`]; that
+    /// after a report that holds.
+    pub(super) fn record(
+        &self,
+        view: ObjectRef<GpuInstanceView>,
+        generation: Option<i64>,
+        written: bool,
+    ) -> Duration {
+        self.with(view, generation, |reports| {
+            reports.refused = if written {
+                0
+            } else {
+                reports.refused.saturating_add(1)
+            };
+            unreadable_retry_delay(reports.refused)
+        })
+    }
+
+    /// Whether the Event of generation `generation` of `view` is still to be published; from now on
+    /// it is not: one Event per generation, however often its report is written.
+    pub(super) fn announce(
+        &self,
+        view: ObjectRef<GpuInstanceView>,
+        generation: Option<i64>,
+    ) -> bool {
+        self.with(view, generation, |reports| {
+            !std::mem::replace(&mut reports.announced, true)
+        })
+    }
+
+    /// Forgets `view`: it was deleted, or its spec reads again.
+    pub(super) fn forget(&self, view: &ObjectRef<GpuInstanceView>) {
+        self.lock().remove(view);
+    }
+
+    /// Runs `f` on the reports of generation `generation` of `view` (fresh ones for a new generation).
+    fn with<T>(
+        &self,
+        view: ObjectRef<GpuInstanceView>,
+        generation: Option<i64>,
+        f: impl FnOnce(&mut Reports) -> T,
+    ) -> T {
+        let mut views = self.lock();
+        let reports = views.entry(view).or_default();
+        if reports.generation != generation {
+            *reports = Reports {
+                generation,
+                ..Reports::default()
+            };
+        }
+        f(reports)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<GpuInstanceView>, Reports>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// When an unreadable view is looked at again after `refused` refused status writes in a row (0: its
+/// report holds).
+fn unreadable_retry_delay(refused: u32) -> Duration {
+    if refused == 0 {
+        return jittered(UNREADABLE_RECHECK);
+    }
+    jittered(backoff::capped_exponential(
+        refused,
+        UNREADABLE_FIRST_RETRY,
+        UNREADABLE_RECHECK,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +318,30 @@ mod tests {
         assert!(fifth >= Duration::from_millis(14_400) && fifth <= Duration::from_millis(17_600));
         let late = retry_delay(30, interval);
         assert!(late <= Duration::from_secs(66) && late >= Duration::from_secs(54));
+    }
+
+    #[test]
+    fn an_unreadable_view_is_retried_calmly_and_ever_later_while_its_status_is_refused() {
+        let views = UnreadableViews::default();
+        let key = ObjectRef::new("v").within("ns");
+        let within = |d: Duration, secs: u64| {
+            let secs = Duration::from_secs(secs);
+            d >= secs.mul_f64(0.9) && d <= secs.mul_f64(1.1)
+        };
+        let refused: Vec<Duration> = (0..8)
+            .map(|_| views.record(key.clone(), Some(1), false))
+            .collect();
+        for (delay, secs) in refused.iter().zip([10, 20, 40, 80, 160, 320, 600, 600]) {
+            assert!(within(*delay, secs), "{delay:?} is not about {secs}s");
+        }
+        // Once the report holds, the view is looked at rarely; a new generation starts afresh.
+        assert!(within(views.record(key.clone(), Some(1), true), 600));
+        views.record(key.clone(), Some(1), false);
+        views.record(key.clone(), Some(1), false);
+        assert!(within(views.record(key.clone(), Some(2), false), 10));
+        // One Event per generation.
+        assert!(views.announce(key.clone(), Some(2)));
+        assert!(!views.announce(key.clone(), Some(2)));
+        assert!(views.announce(key.clone(), Some(3)));
     }
 }

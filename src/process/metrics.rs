@@ -42,7 +42,8 @@ pub struct PpioRequestLabels {
 /// Labels of one Kubernetes write.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// `apply` (object), `apply_status` (status subresource) or `delete`.
+    /// `apply` (object), `apply_status` (status subresource), `merge_status` (the status of a view
+    /// whose stored spec no longer fits the CRD, which server-side apply refuses) or `delete`.
     pub verb: String,
     /// `gpuinstances` or `gpuinstanceviews`.
     pub resource: String,

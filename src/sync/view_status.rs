@@ -339,13 +339,26 @@ pub fn unreadable_spec(problem: &SpecProblem) -> SyncFailure {
 }
 
 /// The status of a view whose stored spec this version cannot decode: [`unreadable_spec`] in the
-/// conditions, and everything else as the last complete sync left it.
+/// conditions, and everything else as the last complete sync left it. `lastSyncTime` says when the
+/// problem was first reported: no sync is attempted while it lasts, so a status already reporting
+/// it for this generation and refresh request is returned unchanged (and is not written again).
 pub fn unreadable_spec_status(
     view: &StoredView,
     problem: &SpecProblem,
     now: Timestamp,
 ) -> GpuInstanceViewStatus {
-    failure_status(view, view.status.as_ref(), &unreadable_spec(problem), now)
+    let status = failure_status(view, view.status.as_ref(), &unreadable_spec(problem), now);
+    match view.status.as_ref() {
+        Some(previous)
+            if GpuInstanceViewStatus {
+                last_sync_time: previous.last_sync_time,
+                ..status.clone()
+            } == *previous =>
+        {
+            previous.clone()
+        }
+        _ => status,
+    }
 }
 
 fn failure_status(
@@ -630,6 +643,29 @@ mod tests {
         assert_eq!(status.instance_count, Some(1));
         assert_eq!(status.mirrored_count, Some(1));
         assert_eq!(status.last_successful_sync_time, Some(at(100)));
+    }
+
+    #[test]
+    fn an_unreadable_spec_once_reported_is_not_reported_again() {
+        let problem = SpecProblem {
+            field: "spec.mirror.omitFields[0]".into(),
+            problem: "unknown variant `sshKeys`".into(),
+        };
+        let mut stored: StoredView = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "v", "namespace": "ml", "generation": 4 },
+            "spec": { "credentials": { "secretRef": { "name": "ppio" } },
+                      "mirror": { "omitFields": ["sshKeys"] } }
+        }))
+        .unwrap();
+        let first = unreadable_spec_status(&stored, &problem, at(200));
+        assert_eq!(first.last_sync_time, Some(at(200)));
+        stored.status = Some(first.clone());
+        assert_eq!(unreadable_spec_status(&stored, &problem, at(900)), first);
+        // A new generation, or another problem, is reported anew.
+        stored.metadata.generation = Some(5);
+        let newer = unreadable_spec_status(&stored, &problem, at(900));
+        assert_eq!(newer.last_sync_time, Some(at(900)));
+        assert_eq!(newer.observed_generation, Some(5));
     }
 
     #[test]

@@ -65,14 +65,18 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             json!("abc"),
             [
                 "spec.syncInterval",
-                "\"abc\"",
+                "\"abc\" is not a duration",
                 "a number and a unit (h, m, s or ms)",
             ],
         ),
         (
             "syncInterval",
             json!("5s"),
-            ["spec.syncInterval", "\"5s\"", "from 10s to 24h"],
+            [
+                "spec.syncInterval",
+                "\"5s\" is out of range",
+                "from 10s to 24h",
+            ],
         ),
         // Beyond what `duration()` can hold: still a sentence, not an evaluation error.
         (
@@ -80,8 +84,8 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             json!("99999999999h"),
             [
                 "spec.syncInterval",
-                "\"99999999999h\"",
-                "a number and a unit",
+                "\"99999999999h\" is out of range",
+                "from 10s to 24h",
             ],
         ),
         (
@@ -89,7 +93,7 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             json!("1d"),
             [
                 "spec.mirror.massRemovalGracePeriod",
-                "\"1d\"",
+                "\"1d\" is not a duration",
                 "a number and a unit",
             ],
         ),
@@ -98,7 +102,7 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             json!("200h"),
             [
                 "spec.mirror.massRemovalGracePeriod",
-                "\"200h\"",
+                "\"200h\" is out of range",
                 "at most 168h",
             ],
         ),
@@ -107,21 +111,25 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             json!("3 days"),
             [
                 "spec.expiryWarningWindow",
-                "\"3 days\"",
+                "\"3 days\" is not a duration",
                 "a number and a unit",
             ],
         ),
         (
             "expiryWarningWindow",
             json!("9000h"),
-            ["spec.expiryWarningWindow", "\"9000h\"", "at most 8760h"],
+            [
+                "spec.expiryWarningWindow",
+                "\"9000h\" is out of range",
+                "at most 8760h",
+            ],
         ),
         (
             "credentials/secretRef/name",
             json!("Bad_Name"),
             [
                 "spec.credentials.secretRef.name",
-                "\"Bad_Name\"",
+                "\"Bad_Name\" is not",
                 "lowercase letters, digits",
             ],
         ),
@@ -130,7 +138,7 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             json!("api key"),
             [
                 "spec.credentials.secretRef.key",
-                "\"api key\"",
+                "\"api key\" is not",
                 "letters, digits, \"-\", \"_\" and \".\"",
             ],
         ),
@@ -139,16 +147,24 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             json!("ftp://ppio.example"),
             [
                 "spec.endpoint",
-                "\"ftp://ppio.example\"",
+                "\"ftp://ppio.example\" is not",
                 "an http or https URL",
             ],
         ),
+        // Typos that are no URL the operator could use: a port with a letter or beyond 65535, no
+        // host, an unclosed IPv6 bracket, a trailing non-breaking space.
+        endpoint_case("https://api.ppio.com:4433x"),
+        endpoint_case("https://api.ppio.com:99999"),
+        endpoint_case("https://:443"),
+        endpoint_case("https://[::1"),
+        endpoint_case("https://api.ppio.com\u{a0}"),
+        endpoint_case("https://api.ppio.com/v1\u{a0}"),
         (
             "filter/regions",
             json!(["us-west-1", "us west"]),
             [
                 "spec.filter.regions[1]",
-                "\"us west\"",
+                "\"us west\" is not",
                 "no commas or spaces",
             ],
         ),
@@ -218,23 +234,61 @@ async fn every_refused_value_is_answered_with_its_field_its_value_and_the_form_a
             ["spec.filter.status", "\"\"", "at least 1 chars long"],
         ),
     ];
-    for (field, value, names) in cases {
-        let message = admit(&views, spec_with(field, value.clone()))
-            .await
-            .expect_err(&format!("{field}: {value} must be refused"));
-        for name in names {
-            assert!(
-                message.contains(name),
-                "{field} = {value}: the message does not name {name}: {message}"
-            );
-        }
-        for noise in ["evaluating rule", "google.protobuf", "should match"] {
-            assert!(
-                !message.contains(noise),
-                "{field} = {value}: the message says {noise:?}: {message}"
-            );
+    // A value holding a line break or a bidi override: answered in a sentence of its own that does
+    // not quote it (a quoted line break would make the API server fall back to the bare message).
+    let mut wrong = Vec::new();
+    for (field, value) in [
+        ("syncInterval", json!("1m\n30s")),
+        ("credentials/secretRef/name", json!("ppio\u{202e}")),
+        ("endpoint", json!("https://api.ppio.com/\u{202e}")),
+        ("filter/regions", json!(["us-west-1\n"])),
+    ] {
+        let message = match admit(&views, spec_with(field, value.clone())).await {
+            Ok(()) => {
+                wrong.push(format!("{field} = {value} is admitted"));
+                continue;
+            }
+            Err(message) => message,
+        };
+        if !message.contains("holds a control or formatting character")
+            || message.contains(['\n', '\u{202e}'])
+        {
+            wrong.push(format!("{field} = {value}: {message:?}"));
         }
     }
+    for (field, value, names) in cases {
+        let message = match admit(&views, spec_with(field, value.clone())).await {
+            Ok(()) => {
+                wrong.push(format!("{field} = {value} is admitted"));
+                continue;
+            }
+            Err(message) => message,
+        };
+        for name in names {
+            if !message.contains(name) {
+                wrong.push(format!(
+                    "{field} = {value}: does not name {name:?}: {message}"
+                ));
+            }
+        }
+        for noise in ["evaluating rule", "google.protobuf", "should match"] {
+            if message.contains(noise) {
+                wrong.push(format!("{field} = {value}: says {noise:?}: {message}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A case of an endpoint that is no usable URL, refused with the endpoint rule's own sentence.
+fn endpoint_case(endpoint: &'static str) -> (&'static str, Value, [&'static str; 3]) {
+    // The value as the rule's message quotes it, inside its sentence.
+    let quoted: &'static str = format!("\"{endpoint}\" is not").leak();
+    (
+        "endpoint",
+        json!(endpoint),
+        ["spec.endpoint", quoted, "an http or https URL"],
+    )
 }
 
 #[tokio::test]
@@ -265,6 +319,14 @@ async fn the_api_server_admits_exactly_the_durations_the_operator_reads() {
         "1h30",
         "10000h",
         "1.0000000001m",
+        // Forms the previous release's CRD admitted: leading zeros, long fractions.
+        "0000000060s",
+        "00000000000000000000000000090s",
+        "10.000000000000000000000000000001s",
+        "10.0000000000000000000000000001s",
+        "0.0000000000000000000000000001h",
+        "000000000000000000000000000025h",
+        "0000000000000000000000000024h",
         "99999999s",
         "60S",
         "1m 30s",
@@ -280,6 +342,24 @@ async fn the_api_server_admits_exactly_the_durations_the_operator_reads() {
             "syncInterval {sample:?}: the API server says {admitted:?}, the operator reads {read:?}"
         );
     }
+    // Forms the previous release's schema admitted are admitted still, and read as duration()
+    // reads them.
+    for (sample, expected) in [
+        ("0000000060s", Duration::from_secs(60)),
+        ("1.0000000001m", Duration::from_nanos(60_000_000_006)),
+        ("00000000000000000000000000090s", Duration::from_secs(90)),
+    ] {
+        admit(&views, spec_with("syncInterval", json!(sample)))
+            .await
+            .unwrap_or_else(|message| panic!("syncInterval {sample:?} is refused: {message}"));
+        assert_eq!(parse_duration(sample), Some(expected), "{sample:?}");
+    }
+    // Read the same as the API server's duration(): the old forms mean what they say.
+    assert_eq!(parse_duration("0000000060s"), Some(Duration::from_secs(60)));
+    assert_eq!(
+        parse_duration("1.0000000001m"),
+        Some(Duration::from_nanos(60_000_000_006))
+    );
     for (field, sample) in [
         ("expiryWarningWindow", "0s"),
         ("expiryWarningWindow", "8760h"),

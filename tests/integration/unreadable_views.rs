@@ -187,6 +187,17 @@ async fn a_view_the_operator_cannot_read_says_why_and_its_neighbours_keep_syncin
         );
     }
 
+    // (e) Once reported, the bad view is left alone: its status is not written again and again
+    // (neither a rewrite that changes only lastSyncTime, nor a retry of a write that failed).
+    let settled = views.get("bad").await.expect("read the view");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let later = views.get("bad").await.expect("read the view");
+    assert_eq!(
+        later.resource_version(),
+        settled.resource_version(),
+        "the reported view's status is not rewritten"
+    );
+
     // Once the spec is corrected, the view syncs with it again.
     views
         .patch(
@@ -211,6 +222,97 @@ async fn a_view_the_operator_cannot_read_says_why_and_its_neighbours_keep_syncin
             .as_ref()
             .is_some_and(|s| s.name.as_deref() == Some("renamed-remotely"))),
         "the remote change reaches the mirrors once the view syncs"
+    );
+    drop(fx);
+    control_plane.stop();
+}
+
+/// The view CRD as a newer release might ship it: `pageSize` is an int-or-string.
+fn int_or_string_page_size_crd() -> CustomResourceDefinition {
+    let mut crd = serde_json::to_value(GpuInstanceView::crd()).expect("CRD JSON");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["pageSize"] =
+        json!({ "x-kubernetes-int-or-string": true });
+    serde_json::from_value(crd).expect("a CRD")
+}
+
+/// How many times the operator published an Event on view `name` with `reason` (an Event series
+/// counts each time it was seen).
+async fn events_published(fx: &Fixture, name: &str, reason: &str) -> i32 {
+    let events: Api<k8s_openapi::api::events::v1::Event> = fx.ns.api();
+    events
+        .list(&Default::default())
+        .await
+        .expect("list Events")
+        .items
+        .iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1)))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_whose_status_the_api_server_refuses_is_not_retried_every_few_seconds() {
+    // Its own control plane: the CRD it widens is nobody else's.
+    let control_plane =
+        ppio_test_support::ControlPlane::start(None).expect("private control plane");
+    let mut fx = Fixture::start_in(&control_plane, "refused-status", example_records()).await;
+    fx.create_view("bad", |_| {}).await;
+    fx.wait_ready("bad", true, "Synced").await;
+
+    // While the operator is down, a newer CRD admits a string page size, a view takes one, and the
+    // CRD is rolled back. The API server now cannot fit the stored object to the schema, and
+    // server-side apply of its status fails.
+    fx._operator = None;
+    ppio_test_support::crds::apply_crd(
+        &fx.ns.client,
+        &int_or_string_page_size_crd(),
+        "integration-tests",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let views: Api<StoredView> = fx.ns.api();
+    views
+        .patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "pageSize": "big" } })),
+        )
+        .await
+        .expect("the widened CRD admits the value");
+    install_crds(&fx.ns.client).await;
+    let stored = views.get("bad").await.expect("read the view");
+    assert_eq!(
+        stored.spec.expect_err("the value stays stored").field,
+        "spec.pageSize"
+    );
+    fx._operator = Some(RunningOperator::start(
+        fx.ns.client.clone(),
+        &fx.ns.name,
+        &fx.ppio.base_url(),
+    ));
+
+    // The operator tries, and backs off: over 20 s, at most a first attempt and a retry or two,
+    // and the InvalidSpec Event at most once (it is published once a status says so).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let published = events_published(&fx, "bad", "InvalidSpec").await;
+    assert!(
+        published <= 1,
+        "the InvalidSpec Event was published {published} times"
+    );
+    let later = views.get("bad").await.expect("read the view");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        views
+            .get("bad")
+            .await
+            .expect("read the view")
+            .resource_version(),
+        later.resource_version(),
+        "the refused view is left alone between retries"
     );
     drop(fx);
     control_plane.stop();
