@@ -31,7 +31,10 @@ pub fn status(
         if omitted.contains(&field) {
             None
         } else {
-            long_text(&redact_userinfo(value))
+            // Stripped before it is scrubbed: the scrubber takes a control character for a
+            // delimiter, so `user:pass\rword@` would pass it whole and be joined up again by a
+            // later strip.
+            long_text(&redact_userinfo(&strip_control(value, true)))
         }
     };
     let mut status = GpuInstanceStatus {

@@ -368,6 +368,68 @@ fn credentials_are_redacted_before_a_long_command_is_cut() {
     );
 }
 
+/// Every character the mirror strips from long text: controls but tab and newline, bidirectional
+/// marks, embeddings, overrides and isolates.
+fn stripped_characters() -> impl Iterator<Item = char> {
+    (0..=0x10ffff_u32)
+        .filter_map(char::from_u32)
+        .filter(|&c| crate::text::is_unwanted(c, true))
+}
+
+#[test]
+fn a_stripped_character_inside_credentials_does_not_hide_them() {
+    for hidden in stripped_characters() {
+        let mut i = instance("a1", "running");
+        i.command = format!("git clone https://user:hunt{hidden}er2@git.example.com/r");
+        i.entrypoint = format!("curl https://to{hidden}ken@api.example.com/x");
+        i.image = format!("bot:s3c{hidden}ret@registry.example.com/img:tag");
+        let status = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH);
+        let mirrored =
+            [status.command, status.entrypoint, status.image].map(Option::unwrap_or_default);
+        for text in &mirrored {
+            for secret in ["hunter2", "user:", "token", "s3cret", "bot:"] {
+                assert!(
+                    !text.contains(secret),
+                    "{secret:?} survives {hidden:?} in {text:?}"
+                );
+            }
+        }
+        assert_eq!(
+            mirrored,
+            [
+                "git clone https://<redacted>@git.example.com/r",
+                "curl https://<redacted>@api.example.com/x",
+                "<redacted>@registry.example.com/img:tag",
+            ]
+        );
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the mirror strips, sprinkled anywhere into a URL's credentials, the scrubber sees
+    /// the text the mirror keeps: no `user:password@` of it is shown.
+    #[test]
+    fn no_url_credentials_survive_stripped_characters(
+        user in "[a-z]{1,6}",
+        password in "[a-z0-9]{1,8}",
+        noise in proptest::collection::vec(
+            proptest::sample::select(stripped_characters().collect::<Vec<_>>()),
+            0..6,
+        ),
+        at in proptest::collection::vec(0usize..64, 0..6),
+    ) {
+        let url = format!("run https://{user}:{password}@host.example/p");
+        let mut command: Vec<char> = url.chars().collect();
+        for (c, at) in noise.iter().zip(&at) {
+            command.insert(at % (command.len() + 1), *c);
+        }
+        let mut i = instance("a1", "running");
+        i.command = command.into_iter().collect();
+        let shown = status(&i, &[], None, &[], Timestamp::UNIX_EPOCH).command.unwrap_or_default();
+        proptest::prop_assert_eq!(shown, "run https://<redacted>@host.example/p");
+    }
+}
+
 #[test]
 fn a_view_may_leave_commands_out_of_its_mirrors() {
     let mut i = instance("a1", "running");
