@@ -406,6 +406,11 @@ fn a_stripped_character_inside_credentials_does_not_hide_them() {
 }
 
 proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
     /// Whatever the mirror strips, sprinkled anywhere into a URL's credentials, the scrubber sees
     /// the text the mirror keeps: no `user:password@` of it is shown.
     #[test]
