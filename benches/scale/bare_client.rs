@@ -1,6 +1,7 @@
 //! The yardstick: a bare concurrent server-side-apply client that writes the same GpuInstances the
-//! operator writes (built by the operator's own mapping and planning from the simulator's records), the
-//! object then its status, and with Services its Service and EndpointSlices, with a fixed number of
+//! operator writes (built by the operator's own mapping and planning from the simulator's records), as
+//! the operator writes them: the object without its fingerprint, its status, with Services its Service
+//! and EndpointSlices, then the object with the fingerprint that vouches for them, with a fixed number of
 //! workers and no client-side limit. The fastest an operator that writes every mirror could be on
 //! this machine.
 
@@ -11,11 +12,12 @@ use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_operator::ppio::Page;
-use ppio_gpu_operator::services::{AddressPolicy, objects};
+use ppio_gpu_operator::services::{self, AddressPolicy, objects};
 use ppio_gpu_operator::sync::plan;
 use serde_json::{Value, json};
 
@@ -87,7 +89,9 @@ pub async fn apply_mirrors(
             let retries = &retries;
             let namespace = &namespace;
             async move {
-                let object = Patch::Apply(&write.object);
+                // Without its fingerprint first, which goes out last, as the operator writes it.
+                let unvouched = write.unvouched();
+                let object = Patch::Apply(&unvouched);
                 let written = retrying(retries, || instances.patch(&write.name, &params, &object))
                     .await
                     .map_err(|e| format!("bare client: apply {}: {e}", write.name))?;
@@ -103,23 +107,25 @@ pub async fn apply_mirrors(
                 .await
                 .map_err(|e| format!("bare client: apply the status of {}: {e}", write.name))?;
                 // The Service, then its EndpointSlices, owned by the mirror, as the operator writes them.
-                let Some(service) = write.services.as_ref().and_then(|p| p.service.as_ref()) else {
-                    return Ok(());
-                };
-                let owner = objects::owner(&write.name, &written.uid().unwrap_or_default());
-                let labels = write.object.labels();
-                let object = service.service(namespace, labels, &owner);
-                let body = Patch::Apply(&object);
-                retrying(retries, || service_api.patch(&service.name, &params, &body))
-                    .await
-                    .map_err(|e| format!("bare client: apply the Service {}: {e}", service.name))?;
-                for slice in service.slices(namespace, labels, &owner) {
-                    let name = slice.name_any();
-                    let body = Patch::Apply(&slice);
-                    retrying(retries, || slice_api.patch(&name, &params, &body))
-                        .await
-                        .map_err(|e| format!("bare client: apply the EndpointSlice {name}: {e}"))?;
+                if let Some(service) = write.services.as_ref().and_then(|p| p.service.as_ref()) {
+                    let owner = objects::owner(&write.name, &written.uid().unwrap_or_default());
+                    apply_service(
+                        service,
+                        &write,
+                        namespace,
+                        &owner,
+                        (&service_api, &slice_api),
+                        &params,
+                        retries,
+                    )
+                    .await?;
                 }
+                let vouched = Patch::Apply(&write.object);
+                retrying(retries, || instances.patch(&write.name, &params, &vouched))
+                    .await
+                    .map_err(|e| {
+                        format!("bare client: apply the fingerprint of {}: {e}", write.name)
+                    })?;
                 Ok::<(), String>(())
             }
         })
@@ -132,6 +138,32 @@ pub async fn apply_mirrors(
         services: service_count,
         retries: retries.into_inner(),
     })
+}
+
+/// Applies the Service of mirror `write` and its EndpointSlices, owned by `owner`.
+async fn apply_service(
+    service: &services::DesiredService,
+    write: &plan::DesiredMirror,
+    namespace: &str,
+    owner: &OwnerReference,
+    (service_api, slice_api): (&Api<Service>, &Api<EndpointSlice>),
+    params: &PatchParams,
+    retries: &AtomicUsize,
+) -> Result<(), String> {
+    let labels = write.object.labels();
+    let object = service.service(namespace, labels, owner);
+    let body = Patch::Apply(&object);
+    retrying(retries, || service_api.patch(&service.name, params, &body))
+        .await
+        .map_err(|e| format!("bare client: apply the Service {}: {e}", service.name))?;
+    for slice in service.slices(namespace, labels, owner) {
+        let name = slice.name_any();
+        let body = Patch::Apply(&slice);
+        retrying(retries, || slice_api.patch(&name, params, &body))
+            .await
+            .map_err(|e| format!("bare client: apply the EndpointSlice {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Attempts of one write before the run fails.

@@ -3,11 +3,16 @@
 //! listing arrive. Every write is attempted; the failures are reported together at the end, and the
 //! next sync plans again what is still missing.
 //!
-//! The order of the two writes of a mirror matters, because its metadata (the fingerprint) is what
-//! the next sync believes: an update writes the status first and the object (with the new
-//! fingerprint) last, so a failure in between leaves an old fingerprint that the next sync corrects.
-//! A new mirror must exist before its status can be written; if that status write fails, the cache
-//! remembers it and the next sync writes the mirror again.
+//! The order of a mirror's writes matters, because its metadata (the fingerprint annotation) is what
+//! the next sync believes, in this process or in the next leader: the fingerprint goes out last,
+//! only after every write it vouches for (the status, the Service and its EndpointSlices)
+//! succeeded. An update writes the status, then the Service, then the object with its new labels
+//! and fingerprint; a new mirror is created without a fingerprint (its status needs the object to
+//! exist), and gets it once its status and Service are written. A process that stops in between (a
+//! lost Lease, the drain, an OOM kill) leaves a mirror whose fingerprint does not match its record,
+//! which the next sync writes again. When the Service cannot be kept (a name taken, a refusal), the
+//! object is written without a fingerprint, so it is tried again by any process. An absence mark
+//! likewise writes the status and the Service before the annotation that records it.
 //!
 //! A mirror's lifecycle Events are published only once the labels that record them are written
 //! (the last write of an update, the first of a create): the labels then show the new remote status
@@ -279,20 +284,27 @@ impl Parts<'_> {
                 source,
                 events,
             } => {
-                let created = apply_object(api, metrics, &desired.object).await?;
+                // Without its fingerprint: until the status and the Service are written too, the
+                // mirror must not vouch for them (a process that stops in between leaves a mirror
+                // that the next one writes again).
+                let created = apply_object(api, metrics, &desired.unvouched()).await?;
                 // Its labels, which record these Events, are written: a failed status write would
                 // otherwise lose them, since the next sync finds the labels already current.
                 lifecycle.publish(&created, events).await;
                 let mut tally = tally_of(desired.services.as_ref());
-                let written = match apply_status(api, metrics, &desired.name, &desired.status).await
-                {
-                    Ok(written) => {
-                        let written_status = (&desired.status, &[][..]);
-                        self.write_services(&written, &desired, written_status, None, &mut tally)
-                            .await
+                let written = async {
+                    apply_status(api, metrics, &desired.name, &desired.status).await?;
+                    let written_status = (&desired.status, &[][..]);
+                    let (written, kept) = self
+                        .write_services(&created, &desired, written_status, None, &mut tally)
+                        .await?;
+                    if !kept {
+                        return Ok((written, false));
                     }
-                    Err(e) => Err(e),
-                };
+                    let vouched = apply_object(api, metrics, &desired.object).await?;
+                    Ok((vouched, true))
+                }
+                .await;
                 remember(
                     cache,
                     &namespace,
@@ -310,42 +322,49 @@ impl Parts<'_> {
             } => {
                 let name = desired.name.clone();
                 let mut tally = tally_of(desired.services.as_ref());
-                let written = match update(api, metrics, &desired).await {
-                    Ok((written, previous, status)) => {
-                        if desired.services.is_some()
-                            && let Some(note) = services::plan::moved_endpoints(
-                                &previous
-                                    .as_ref()
-                                    .map(|p| p.ports.clone())
-                                    .unwrap_or_default(),
-                                &desired.status.ports,
-                            )
-                        {
-                            events.push(InstanceEvent {
-                                reason: EventReason::EndpointChanged,
-                                note,
-                                transition: None,
-                            });
-                        }
-                        let (history, previous) = previous
-                            .map(|p| (p.conditions, p.service))
-                            .unwrap_or_default();
-                        let services = self
-                            .write_services(
-                                &written,
-                                &desired,
-                                (&status, &history),
-                                previous.as_ref(),
-                                &mut tally,
-                            )
-                            .await;
-                        // The mirror's labels, which record these Events, are written: whatever
-                        // became of its Service, the next sync finds them current.
-                        lifecycle.publish(&written, events).await;
-                        services
+                let written = async {
+                    let (current, previous, status) = update_status(api, metrics, &desired).await?;
+                    if desired.services.is_some()
+                        && let Some(note) = services::plan::moved_endpoints(
+                            &previous
+                                .as_ref()
+                                .map(|p| p.ports.clone())
+                                .unwrap_or_default(),
+                            &desired.status.ports,
+                        )
+                    {
+                        events.push(InstanceEvent {
+                            reason: EventReason::EndpointChanged,
+                            note,
+                            transition: None,
+                        });
                     }
-                    Err(e) => Err(e),
-                };
+                    let (history, previous) = previous
+                        .map(|p| (p.conditions, p.service))
+                        .unwrap_or_default();
+                    let (_, kept) = self
+                        .write_services(
+                            &current,
+                            &desired,
+                            (&status, &history),
+                            previous.as_ref(),
+                            &mut tally,
+                        )
+                        .await?;
+                    // The object last, with its labels and, only when its Service was kept as
+                    // planned, the fingerprint that vouches for the writes before it.
+                    let object = if kept {
+                        &desired.object
+                    } else {
+                        &desired.unvouched()
+                    };
+                    let written = apply_object(api, metrics, object).await?;
+                    // The mirror's labels, which record these Events, are written: whatever
+                    // became of its Service, the next sync finds them current.
+                    lifecycle.publish(&written, events).await;
+                    Ok((written, kept))
+                }
+                .await;
                 remember(cache, &namespace, &name, written, Some(source), tally)?;
                 Ok(())
             }
@@ -355,8 +374,7 @@ impl Parts<'_> {
                 };
                 let (object, status) = removals::absent_mirror(view, &current, Timestamp::now());
                 let written = async {
-                    apply_status(api, metrics, &name, &status).await?;
-                    let written = apply_object(api, metrics, &object).await?;
+                    let marked = apply_status(api, metrics, &name, &status).await?;
                     // Its Service stays with it, no longer ready.
                     if let Some(services) = self.services
                         && let Some(previous) = &status.service
@@ -365,13 +383,16 @@ impl Parts<'_> {
                         services
                             .writes
                             .sync(
-                                &written,
+                                &marked,
                                 &current.labels().clone(),
                                 plan.service.as_ref(),
                                 Some(previous),
                             )
                             .await?;
                     }
+                    // The absence annotation last: until it is written, the next complete listing
+                    // that lacks the instance marks it again, Service included.
+                    let written = apply_object(api, metrics, &object).await?;
                     Ok((written, true))
                 }
                 .await;
@@ -507,24 +528,29 @@ fn tally_of(plan: Option<&ServicePlan>) -> ServiceTally {
     plan.map(ServicePlan::tally).unwrap_or_default()
 }
 
-/// Rewrites a mirror: reads it for its conditions' history, then writes its status and its object;
-/// the mirror as written, its status before (none when it was gone) and the status written. A
-/// mirror deleted meanwhile is created again.
-async fn update(
+/// The first writes of a mirror's update: reads it for its conditions' history, then writes its
+/// status; the mirror as then written, its status before (none when it was gone) and the status
+/// written. A mirror deleted meanwhile is created again, without its fingerprint. One that already
+/// carries the fingerprint of what is planned (a repair: its Service was deleted, a write of it
+/// failed half-way, someone edited it) gives it up first, so that it never vouches for writes that
+/// are not done yet, whenever the process stops.
+async fn update_status(
     api: &Api<GpuInstance>,
     metrics: &Metrics,
     desired: &DesiredMirror,
 ) -> Result<(Written, Option<GpuInstanceStatus>, GpuInstanceStatus), kube::Error> {
     let Some(current) = api.get_opt(&desired.name).await? else {
-        apply_object(api, metrics, &desired.object).await?;
+        apply_object(api, metrics, &desired.unvouched()).await?;
         let written = apply_status(api, metrics, &desired.name, &desired.status).await?;
         return Ok((written, None, desired.status.clone()));
     };
+    if desired.vouched_by(current.annotations()) {
+        apply_object(api, metrics, &desired.unvouched()).await?;
+    }
     let previous = current.status.unwrap_or_default();
     let mut status = desired.status.clone();
     status.conditions = condition::merge_conditions(&previous.conditions, status.conditions);
-    apply_status(api, metrics, &desired.name, &status).await?;
-    let written = apply_object(api, metrics, &desired.object).await?;
+    let written = apply_status(api, metrics, &desired.name, &status).await?;
     Ok((written, Some(previous), status))
 }
 

@@ -211,6 +211,30 @@ pub struct DesiredMirror {
     pub services: Option<ServicePlan>,
 }
 
+impl DesiredMirror {
+    /// Its object without the fingerprint annotation: what is applied before the writes the
+    /// fingerprint vouches for (status, Service, EndpointSlices) are all done. The operator owns
+    /// no other annotation of a listed mirror, so applying this removes the fingerprint.
+    pub fn unvouched(&self) -> GpuInstance {
+        let mut object = self.object.clone();
+        if let Some(annotations) = object.metadata.annotations.as_mut() {
+            annotations.remove(mirror::FINGERPRINT_ANNOTATION);
+        }
+        object
+    }
+
+    /// Whether `annotations` (of the mirror as stored) already carry this mirror's fingerprint.
+    pub fn vouched_by(&self, annotations: &BTreeMap<String, String>) -> bool {
+        let planned = self
+            .object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(mirror::FINGERPRINT_ANNOTATION));
+        planned.is_some() && planned == annotations.get(mirror::FINGERPRINT_ANNOTATION)
+    }
+}
+
 /// What one listed instance needs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InstancePlan {
@@ -442,6 +466,39 @@ mod tests {
     use super::*;
     use crate::api::condition::{self, ConditionStatus};
     use crate::sync::fixtures::*;
+
+    #[test]
+    fn a_mirror_before_its_last_write_does_not_vouch_for_it() {
+        let plan = plan_instance(
+            &view(true),
+            None,
+            &instance("aa01", "running", "cn-east-1", 2),
+            None,
+            at(100),
+        );
+        let InstancePlan::Create(mirror) = plan else {
+            panic!("expected a create: {plan:?}");
+        };
+        let unvouched = mirror.unvouched();
+        assert!(
+            !unvouched
+                .annotations()
+                .contains_key(mirror::FINGERPRINT_ANNOTATION),
+            "no fingerprint before the status and the Service are written"
+        );
+        assert_eq!(
+            Digest::of_metadata(&unvouched.metadata).fingerprint,
+            0,
+            "a mirror left so is not recognised as current by the next sync"
+        );
+        assert_eq!(unvouched.labels(), mirror.object.labels(), "labels go out");
+        assert_eq!(unvouched.spec, mirror.object.spec);
+        assert!(mirror.vouched_by(mirror.object.annotations()));
+        assert!(!mirror.vouched_by(unvouched.annotations()));
+        let mut other = mirror.object.annotations().clone();
+        other.insert(mirror::FINGERPRINT_ANNOTATION.into(), "0".into());
+        assert!(!mirror.vouched_by(&other));
+    }
 
     #[test]
     fn a_new_instance_gets_one_owned_labelled_fingerprinted_mirror() {

@@ -8,6 +8,7 @@ mod election;
 mod engine;
 mod harness;
 mod hostile;
+mod interrupted;
 mod lifecycle;
 mod metrics;
 mod mirroring;
