@@ -330,8 +330,8 @@ impl MirrorOptions {
 /// What becomes of the mirror of an instance that PPIO no longer lists.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
-    /// Remove it once it has been missing from two consecutive complete listings and for at least
-    /// the view's sync interval.
+    /// Remove it once the operator has seen it missing from two complete listings at least the
+    /// view's sync interval apart.
     #[default]
     Delete,
     /// Keep it for good, marked absent.
