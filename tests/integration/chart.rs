@@ -767,7 +767,10 @@ fn instance_services_are_granted_exactly_and_only_when_on() {
 
     // All namespaces (the cluster-wide grant acknowledged), or two.
     let cluster_wide = &["--set", "instanceServices.clusterWide=true"][..];
-    for scope in [cluster_wide, &["--set", "watchNamespaces={team-a,team-b}"][..]] {
+    for scope in [
+        cluster_wide,
+        &["--set", "watchNamespaces={team-a,team-b}"][..],
+    ] {
         let mut values = vec![
             "--set",
             "instanceServices.enabled=true",
@@ -830,7 +833,7 @@ fn instance_services_are_granted_exactly_and_only_when_on() {
     for unacknowledged in [
         &[][..],
         &["--set", "instanceServices.clusterWide=false"][..],
-        &["--set", "watchNamespaces={}"][..],
+        &["--set-json", "watchNamespaces=[]"][..],
     ] {
         let mut values = vec!["--set", "instanceServices.enabled=true"];
         values.extend_from_slice(unacknowledged);
@@ -843,7 +846,10 @@ fn instance_services_are_granted_exactly_and_only_when_on() {
             "watchNamespaces",
             "instanceServices.clusterWide=true",
         ] {
-            assert!(refused.contains(words), "{unacknowledged:?}: {words} in {refused}");
+            assert!(
+                refused.contains(words),
+                "{unacknowledged:?}: {words} in {refused}"
+            );
         }
     }
 }
