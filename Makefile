@@ -77,13 +77,14 @@ OCI_IMAGE := target/tools/oci-image
 KUBE_ROUTER := target/tools/kube-router
 
 .PHONY: test test-floor control-plane control-plane-floor helm kube-score promlint promtool chart chart-score \
-	alerts lint demo crds bench bench-hostile fuzz node-binaries oci-image kube-router image node e2e bench-pod
+	alerts lint demo crds bench bench-hostile fuzz node-binaries oci-image kube-router image node e2e bench-pod \
+	faketime
 
 ## test: build the control plane of both releases and the tools, check formatting and lints, lint and
 ## score the chart, check and unit-test the alerts, run every test against the newest release, then the
 ## integration tests against the oldest (as test-floor does), then the end-to-end tests on the one-node
 ## cluster (as e2e does).
-test: control-plane control-plane-floor helm promlint lint chart chart-score alerts
+test: control-plane control-plane-floor helm promlint faketime lint chart chart-score alerts
 	cargo test --workspace --locked
 	$(run_floor_tests)
 	$(MAKE) --no-print-directory e2e
@@ -91,8 +92,16 @@ test: control-plane control-plane-floor helm promlint lint chart chart-score ale
 ## test-floor: the integration tests (every one: CRDs and their admission rules, syncs, mirrors, pruning,
 ## Events, the election, RBAC, metrics auth) against the oldest Kubernetes the chart claims, the
 ## control plane built from the lowest tests/control-plane/go.1.<minor>.mod.
-test-floor: control-plane-floor helm promlint promtool
+test-floor: control-plane-floor helm promlint promtool faketime
 	$(run_floor_tests)
+
+## faketime: libfaketime, under which the integration tests run an operator replica whose wall clock
+## is days off (removals across a failover); installed with apt-get when missing (needs root).
+faketime:
+	@if ! find /usr/lib -path '*/faketime/libfaketime.so.1' -print -quit | grep -q .; then \
+	  echo "installing libfaketime" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libfaketime >/dev/null; \
+	fi
 
 # The launcher must report the floor's release (the modfile pins it, the build stamps it), so a stale or
 # misbuilt binary cannot pass for it.

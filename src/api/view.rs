@@ -273,16 +273,18 @@ pub struct MirrorOptions {
     pub enabled: bool,
 
     /// What becomes of the mirror of an instance that PPIO no longer lists. `Delete` (the default)
-    /// removes it once it has been missing from two consecutive complete listings and for at least
-    /// `syncInterval`; `Retain` keeps it for good, marked absent (`status.absentSince`, Ready
-    /// Unknown with reason `NotListed`).
+    /// removes it once the operator has seen it missing from two complete listings at least
+    /// `syncInterval` apart, by its own monotonic clock (`status.absentSince` is only shown; after a
+    /// restart or failover the count starts over); `Retain` keeps it for good, marked absent
+    /// (`status.absentSince`, Ready Unknown with reason `NotListed`).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
     /// How long removals wait when one complete listing would remove more than half of this view's
-    /// mirrors (and more than 5): a duration such as `15m` or `1h`, counted from when the instances
-    /// went missing. Meanwhile the view's Ready reason is `MassRemovalHeld` and nothing is removed.
-    /// `0s` turns the guard off.
+    /// mirrors (and more than 5), or lacks every one of them (whatever their number): a duration
+    /// such as `15m` or `1h`, counted from when the operator first saw the instances missing, by its
+    /// own monotonic clock. Meanwhile the view's Ready reason is `MassRemovalHeld` and nothing is
+    /// removed. `0s` turns the guard off.
     #[serde(default = "default_mass_removal_grace_period")]
     #[schemars(
         length(max = MAX_DURATION_LEN),
@@ -328,8 +330,8 @@ impl MirrorOptions {
 /// What becomes of the mirror of an instance that PPIO no longer lists.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
-    /// Remove it once it has been missing from two consecutive complete listings and for at least
-    /// the view's sync interval.
+    /// Remove it once the operator has seen it missing from two complete listings at least the
+    /// view's sync interval apart.
     #[default]
     Delete,
     /// Keep it for good, marked absent.

@@ -16,12 +16,17 @@
 //! (namespace, view and status names are interned: a few distinct values shared by every entry).
 //! An interned name is released with the last entry that used it, so names that come and go
 //! (views, namespaces, statuses) do not add up.
+//!
+//! It also remembers when this process first saw each mirror's instance missing from a complete
+//! listing, by its monotonic clock: removals are timed by that alone (see [`crate::sync::removals`]),
+//! never by the `absentSince` another replica's wall clock wrote. It is not persisted: after a restart
+//! or a failover the count starts over.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroI64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -37,6 +42,7 @@ use crate::api::GpuInstanceView;
 use crate::mirror;
 use crate::services::ServiceTally;
 use crate::sync::plan::{self, Digest, Observed};
+use crate::sync::removals::Unlisted;
 
 /// One mirror, as far as planning needs it.
 #[derive(Clone, Debug)]
@@ -46,6 +52,9 @@ struct Entry {
     resource_version: u64,
     digest: Digest,
     absent_since: Option<Timestamp>,
+    /// When this process first saw its instance missing from a complete listing, if no listing
+    /// listed it since.
+    missing_since: Option<Instant>,
     /// The resourceVersion of the operator's last write of it, if this process wrote it.
     written: Option<u64>,
     /// The operator's last write of it failed part-way (e.g. the object, not its status).
@@ -198,21 +207,61 @@ impl MirrorCache {
             .map(|entry| entry.services)
     }
 
-    /// The mirrors of `view` (by its view label and its UID as controlling owner): each name and
-    /// when its instance went missing, if it did.
-    pub fn mirrors_of(&self, view: &GpuInstanceView) -> Vec<(String, Option<Timestamp>)> {
+    /// After a complete listing of `view` at `now` (this process's monotonic clock) that listed the
+    /// mirrors named in `listed`: the view's mirrors (by its view label and its UID as controlling
+    /// owner) that it lacked, each with what this process observed of its absence, and how many
+    /// mirrors the view has. A mirror lacked for the first time is remembered as missing since `now`;
+    /// one listed forgets that it was missing.
+    pub fn record_listing(
+        &self,
+        view: &GpuInstanceView,
+        listed: &HashSet<String>,
+        now: Instant,
+    ) -> (Vec<Unlisted>, usize) {
         let namespace = view.meta().namespace.as_deref().unwrap_or_default();
         let label = mirror::kubernetes_label_value(view.meta().name.as_deref().unwrap_or_default());
         let owner = plan::owner_hash(view.meta().uid.as_deref().unwrap_or_default());
-        let state = self.lock();
-        state
-            .entries
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .filter(|(_, entry)| *entry.view == *label && entry.digest.owner == owner)
-            .map(|(name, entry)| (name.clone(), entry.absent_since))
-            .collect()
+        let mut state = self.lock();
+        let mut mirrors = 0;
+        let mut unlisted = Vec::new();
+        let entries = state.entries.get_mut(namespace).into_iter().flatten();
+        for (name, entry) in entries {
+            if *entry.view != *label || entry.digest.owner != owner {
+                continue;
+            }
+            mirrors += 1;
+            if listed.contains(name) {
+                entry.missing_since = None;
+                continue;
+            }
+            let missing_for = match entry.missing_since {
+                Some(since) => Some(now.saturating_duration_since(since)),
+                None => {
+                    entry.missing_since = Some(now);
+                    None
+                }
+            };
+            unlisted.push(Unlisted {
+                name: name.clone(),
+                marked: entry.absent_since.is_some(),
+                missing_for,
+            });
+        }
+        (unlisted, mirrors)
+    }
+
+    /// Records that a listing, complete or not, listed the mirrors named in `listed` in `namespace`:
+    /// their instances exist, so any absence this process saw before is forgotten.
+    pub fn record_listed(&self, namespace: &str, listed: &HashSet<String>) {
+        let mut state = self.lock();
+        let Some(entries) = state.entries.get_mut(namespace) else {
+            return;
+        };
+        for name in listed {
+            if let Some(entry) = entries.get_mut(name) {
+                entry.missing_since = None;
+            }
+        }
     }
 
     /// Mirrors in the cache.
@@ -230,7 +279,15 @@ impl MirrorCache {
         entry.source = source;
         entry.services = services;
         let key = self.key_of(&object.metadata);
-        insert(&mut self.lock().entries, key, entry);
+        let mut state = self.lock();
+        // What this process saw of its instance's absence outlives its writes (the mark, say).
+        entry.missing_since = state
+            .entries
+            .get(&key.0)
+            .and_then(|names| names.get(&key.1))
+            .filter(|known| known.uid == entry.uid)
+            .and_then(|known| known.missing_since);
+        insert(&mut state.entries, key, entry);
     }
 
     /// Records that mirror `name` was found to match the record with `source` hash, whose Service
@@ -359,6 +416,7 @@ impl MirrorCache {
             absent_since: annotations
                 .and_then(|a| a.get(mirror::ABSENT_SINCE_ANNOTATION))
                 .and_then(|t| t.parse().ok()),
+            missing_since: None,
             written: None,
             write_failed: false,
             source: None,
@@ -445,6 +503,7 @@ fn carry_memory(known: Option<&Entry>, mut observed: Entry) -> Entry {
         observed.write_failed = known.write_failed;
         observed.source = known.source;
         observed.services = known.services;
+        observed.missing_since = known.missing_since;
     }
     observed
 }
@@ -620,6 +679,94 @@ mod tests {
         assert_eq!(&*cache.observed("kept", "m").expect("kept").status, "s1999");
         cache.apply(None, watcher::Event::Delete(kept));
         assert_eq!(cache.mirror_count(), 0);
+    }
+
+    /// A view `v` of namespace `ml`.
+    fn view_v() -> GpuInstanceView {
+        let mut view = GpuInstanceView::new(
+            "v",
+            serde_json::from_value(serde_json::json!({
+                "credentials": { "secretRef": { "name": "ppio" } }
+            }))
+            .unwrap(),
+        );
+        view.metadata.namespace = Some("ml".into());
+        view.metadata.uid = Some("uid-of-v".into());
+        view
+    }
+
+    /// Mirror `name` of [`view_v`], at resourceVersion `rv`.
+    fn mirror_of_v(name: &str, rv: &str) -> MirrorMeta {
+        let mut object = meta(name, rv, "v", "00000000000000aa");
+        object.metadata.owner_references = plan::owner_reference(&view_v()).map(|r| vec![r]);
+        object
+    }
+
+    #[test]
+    fn removals_are_timed_by_this_process_alone_whatever_absent_since_says() {
+        use crate::sync::removals::plan_removals;
+        let year = jiff::SignedDuration::from_hours(365 * 24);
+        let interval = Duration::from_secs(60);
+        for marked_at in [Timestamp::now() - year, Timestamp::now() + year] {
+            // The mirror was marked absent by another replica, whose wall clock said `marked_at`.
+            let cache = MirrorCache::default();
+            let mut marked = mirror_of_v("gone", "1");
+            marked.metadata.annotations.get_or_insert_default().insert(
+                mirror::ABSENT_SINCE_ANNOTATION.into(),
+                marked_at.to_string(),
+            );
+            cache.apply(None, watcher::Event::Apply(marked));
+            cache.apply(None, watcher::Event::Apply(mirror_of_v("kept", "1")));
+            let listed: HashSet<String> = ["kept".to_owned()].into_iter().collect();
+            let start = Instant::now();
+            let plan = |now: Instant| {
+                let (unlisted, mirrors) = cache.record_listing(&view_v(), &listed, now);
+                assert_eq!(mirrors, 2);
+                plan_removals(&view_v(), unlisted, mirrors, Timestamp::now())
+            };
+
+            let first = plan(start);
+            assert!(first.deletes.is_empty(), "{marked_at}: {first:?}");
+            assert!(first.mark_absent.is_empty(), "the mark stays as written");
+            // A write of the mirror (or a watch event) keeps what this process saw.
+            cache.record_write(&mirror_of_v("gone", "2"), None, ServiceTally::default());
+            cache.apply(None, watcher::Event::Apply(mirror_of_v("gone", "3")));
+            let early = plan(start + interval - Duration::from_millis(1));
+            assert!(early.deletes.is_empty(), "{marked_at}: {early:?}");
+            let due = plan(start + interval);
+            assert_eq!(due.deletes, ["gone"], "{marked_at}");
+        }
+    }
+
+    #[test]
+    fn a_listing_that_lists_a_mirror_again_starts_its_count_over() {
+        use crate::sync::removals::plan_removals;
+        let cache = MirrorCache::default();
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("m", "1")));
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("n", "1")));
+        let none = HashSet::default();
+        let only_n: HashSet<String> = ["n".to_owned()].into_iter().collect();
+        let with_m: HashSet<String> = ["m".to_owned()].into_iter().collect();
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let plan = |now: Instant| {
+            let (unlisted, mirrors) = cache.record_listing(&view_v(), &only_n, now);
+            plan_removals(&view_v(), unlisted, mirrors, Timestamp::now())
+        };
+        assert_eq!(plan(start).mark_absent, ["m"]);
+        // A complete listing lists it again; then one lacks it a minute after the first miss.
+        cache.record_listing(&view_v(), &with_m, start + minute / 2);
+        assert!(plan(start + minute).deletes.is_empty());
+        assert_eq!(plan(start + 2 * minute).deletes, ["m"]);
+
+        // A listing that failed part-way but listed it does the same.
+        let cache = MirrorCache::default();
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("m", "1")));
+        let (unlisted, _) = cache.record_listing(&view_v(), &none, start);
+        assert_eq!(unlisted[0].missing_for, None);
+        cache.record_listed("ml", &with_m);
+        let (unlisted, _) = cache.record_listing(&view_v(), &none, start + minute);
+        assert_eq!(unlisted[0].missing_for, None, "seen missing afresh");
     }
 
     #[test]

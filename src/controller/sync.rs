@@ -173,6 +173,8 @@ pub(super) async fn sync_view(
         ),
     };
     if let Some(failure) = failure {
+        // The instances it listed exist: a listing that lacks them later starts their count over.
+        ctx.mirrors.record_listed(&namespace, &listing.listed);
         // What the pages listed is being written; let it finish, then report the listing.
         let _ = writes.finish().await;
         return Err(failure);
@@ -346,15 +348,14 @@ impl Listing {
         )
     }
 
-    /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked.
+    /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked,
+    /// timed by when this process saw them missing (its monotonic clock, now).
     fn removals(&mut self) -> Vec<MirrorWrite> {
-        let mirrors = self.ctx.mirrors.mirrors_of(&self.view);
-        let total = mirrors.len();
-        let unlisted: Vec<_> = mirrors
-            .into_iter()
-            .filter(|(name, _)| !self.listed.contains(name))
-            .collect();
-        let removals = removals::plan_removals(&self.view, unlisted, total, self.now);
+        let (unlisted, total) =
+            self.ctx
+                .mirrors
+                .record_listing(&self.view, &self.listed, std::time::Instant::now());
+        let removals = removals::plan_removals(&self.view, unlisted, total, Timestamp::now());
         self.counts.mirrored += removals.kept;
         self.counts.kept_missing = removals.kept;
         self.counts.removed = removals.deletes.len();

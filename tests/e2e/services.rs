@@ -125,6 +125,10 @@ async fn a_pod_reaches_a_running_instance_through_its_service_and_not_once_it_st
         &[
             "--set",
             "instanceServices.enabled=true",
+            // The release watches every namespace (the tenant's is made after it): the
+            // cluster-wide grant on Services and EndpointSlices has to be acknowledged.
+            "--set",
+            "instanceServices.clusterWide=true",
             "--set",
             "instanceServices.clusterCIDRs={10.88.0.0/16,10.96.0.0/16}",
             "--set",

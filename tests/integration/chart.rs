@@ -765,7 +765,12 @@ fn instance_services_are_granted_exactly_and_only_when_on() {
         "granted with instanceServices off: {granted:?}"
     );
 
-    for scope in [&[][..], &["--set", "watchNamespaces={team-a,team-b}"][..]] {
+    // All namespaces (the cluster-wide grant acknowledged), or two.
+    let cluster_wide = &["--set", "instanceServices.clusterWide=true"][..];
+    for scope in [
+        cluster_wide,
+        &["--set", "watchNamespaces={team-a,team-b}"][..],
+    ] {
         let mut values = vec![
             "--set",
             "instanceServices.enabled=true",
@@ -799,9 +804,17 @@ fn instance_services_are_granted_exactly_and_only_when_on() {
             .collect();
         assert_eq!(
             granting.len(),
-            if scope.is_empty() { 1 } else { 2 },
+            if scope == cluster_wide { 1 } else { 2 },
             "{scope:?}"
         );
+        if scope != cluster_wide {
+            assert!(
+                on.objects::<ClusterRole>("ClusterRole")
+                    .iter()
+                    .all(|r| !grants_of(r.rules.as_deref()).iter().any(touches_services)),
+                "nothing on Services cluster-wide with watchNamespaces set"
+            );
+        }
         for grants in granting {
             let mut expected = expected_operator_grants();
             expected.extend(expected_instance_service_grants());
@@ -815,6 +828,30 @@ fn instance_services_are_granted_exactly_and_only_when_on() {
     )
     .expect_err("a range has a prefix length");
     assert!(refused.contains("clusterCIDRs"), "{refused}");
+
+    // All namespaces with Services, not acknowledged: refused, saying why and what to do.
+    for unacknowledged in [
+        &[][..],
+        &["--set", "instanceServices.clusterWide=false"][..],
+        &["--set-json", "watchNamespaces=[]"][..],
+    ] {
+        let mut values = vec!["--set", "instanceServices.enabled=true"];
+        values.extend_from_slice(unacknowledged);
+        let refused = helm_template("ppio", "ppio-system", &values)
+            .expect_err("cluster-wide Service writes need an acknowledgement");
+        for words in [
+            "every namespace",
+            "kube-dns",
+            "CVE-2021-25740",
+            "watchNamespaces",
+            "instanceServices.clusterWide=true",
+        ] {
+            assert!(
+                refused.contains(words),
+                "{unacknowledged:?}: {words} in {refused}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -1180,6 +1217,44 @@ async fn the_api_server_authorizes_instance_services_in_watched_namespaces_when_
         }
     }
     checks.push(Access::new("create", "", "endpoints", a).denied());
+    assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
+}
+
+#[tokio::test]
+async fn the_api_server_authorizes_instance_services_everywhere_only_when_acknowledged() {
+    let release_ns = TestNamespace::new("chart-authz-svc-all").await;
+    let elsewhere = TestNamespace::new("chart-authz-svc-any").await;
+    let release = format!("chart-{}", rand_suffix());
+    let rendered = render(
+        &release,
+        &release_ns.name,
+        &[
+            "--set",
+            "instanceServices.enabled=true",
+            "--set",
+            "instanceServices.clusterWide=true",
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    // The ClusterRole and its binding outlive the namespaces: delete them however the test ends.
+    let _cleanup = ClusterScopedCleanup(release.clone());
+    apply_rbac(&rendered);
+    let user = username(&rendered.operator_account());
+    // What the acknowledgement grants: Services and EndpointSlices of any namespace, the cluster's
+    // DNS among them.
+    let mut checks = Vec::new();
+    for namespace in [elsewhere.name.as_str(), "kube-system"] {
+        for (group, resource) in [("", "services"), ("discovery.k8s.io", "endpointslices")] {
+            for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+                checks.push(Access::new(verb, group, resource, namespace).allowed());
+            }
+            for verb in ["update", "deletecollection"] {
+                checks.push(Access::new(verb, group, resource, namespace).denied());
+            }
+        }
+        checks.push(Access::new("create", "", "endpoints", namespace).denied());
+    }
     assert_authorizer_agrees(&release_ns.client, &user, &checks).await;
 }
 

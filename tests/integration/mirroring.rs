@@ -595,6 +595,9 @@ async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_lef
             status: Some("running".into()),
             name: Some("e".into()),
         };
+        // The new filter below lists none of the view's mirrors: a listing that lacks every
+        // mirror waits the mass-removal grace period, kept short here.
+        spec.mirror.mass_removal_grace_period = "20s".into();
     })
     .await;
     fx.wait_ready("v", true, "Synced").await;
@@ -635,7 +638,8 @@ async fn filters_reach_ppio_and_a_new_filter_resyncs_at_once_and_prunes_what_lef
         view.status.as_ref().and_then(|s| s.pending_removal_count),
         Some(2)
     );
-    // Pruned once missing from a second complete listing and for the sync interval (10 s).
+    // Pruned once missing from a second complete listing an interval (10 s) later, and, since the
+    // new filter lists none of them, for the grace period (20 s).
     wait_for(
         "what left the filter to be pruned",
         Duration::from_secs(60),
