@@ -21,11 +21,11 @@ use http::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, Preconditions};
 use kube::runtime::events::Recorder;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::cache::MirrorCache;
+use super::cache::{MirrorCache, WriteTicket};
 use super::events;
 use super::mirror_meta::MirrorMeta;
 use super::service_watch::ServiceWatch;
@@ -36,7 +36,7 @@ use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use crate::process::metrics::Metrics;
 use crate::services::{self, AddressPolicy, ServicePlan, ServiceTally};
 use crate::sync::lifecycle::{EventReason, InstanceEvent, SyncTally};
-use crate::sync::plan::DesiredMirror;
+use crate::sync::plan::{self, DesiredMirror};
 use crate::sync::removals;
 
 /// One write of one mirror.
@@ -273,6 +273,8 @@ impl Parts<'_> {
             ..
         } = *self;
         let namespace = view.namespace().unwrap_or_default();
+        // Marks the watches set from here on outlive this write's record.
+        let ticket = cache.begin_write();
         match write {
             MirrorWrite::Create {
                 mirror: desired,
@@ -294,7 +296,7 @@ impl Parts<'_> {
                     Err(e) => Err(e),
                 };
                 remember(
-                    cache,
+                    (cache, &ticket),
                     &namespace,
                     &desired.name,
                     written,
@@ -310,8 +312,10 @@ impl Parts<'_> {
             } => {
                 let name = desired.name.clone();
                 let mut tally = tally_of(desired.services.as_ref());
-                let written = match update(api, metrics, &desired).await {
-                    Ok((written, previous, status)) => {
+                let written = match update(api, view, metrics, &desired).await {
+                    // Not the view's any more: left alone; the next sync reports the name taken.
+                    Ok(None) => return Ok(()),
+                    Ok(Some((written, previous, status))) => {
                         if desired.services.is_some()
                             && let Some(note) = services::plan::moved_endpoints(
                                 &previous
@@ -346,16 +350,30 @@ impl Parts<'_> {
                     }
                     Err(e) => Err(e),
                 };
-                remember(cache, &namespace, &name, written, Some(source), tally)?;
+                remember(
+                    (cache, &ticket),
+                    &namespace,
+                    &name,
+                    written,
+                    Some(source),
+                    tally,
+                )?;
                 Ok(())
             }
             MirrorWrite::MarkAbsent(name) => {
                 let Some(current) = api.get_opt(&name).await? else {
                     return Ok(());
                 };
-                let (object, status) = removals::absent_mirror(view, &current, Timestamp::now());
+                // Replaced since the watch saw it by a GpuInstance the view does not control.
+                if !plan::controlled_by_view(current.meta(), view) {
+                    return Ok(());
+                }
+                let (mut object, status) =
+                    removals::absent_mirror(view, &current, Timestamp::now());
+                // Written only while it is still that object.
+                object.metadata.uid = current.metadata.uid.clone();
                 let written = async {
-                    apply_status(api, metrics, &name, &status).await?;
+                    apply_status_of(api, metrics, &name, current.uid().as_deref(), &status).await?;
                     let written = apply_object(api, metrics, &object).await?;
                     // Its Service stays with it, no longer ready.
                     if let Some(services) = self.services
@@ -376,7 +394,7 @@ impl Parts<'_> {
                 }
                 .await;
                 remember(
-                    cache,
+                    (cache, &ticket),
                     &namespace,
                     &name,
                     written,
@@ -507,31 +525,42 @@ fn tally_of(plan: Option<&ServicePlan>) -> ServiceTally {
     plan.map(ServicePlan::tally).unwrap_or_default()
 }
 
+/// What [`update`] wrote: the mirror, its status before (none when it was gone) and the status.
+type Updated = (Written, Option<GpuInstanceStatus>, GpuInstanceStatus);
+
 /// Rewrites a mirror: reads it for its conditions' history, then writes its status and its object;
-/// the mirror as written, its status before (none when it was gone) and the status written. A
-/// mirror deleted meanwhile is created again.
+/// `None` when what it read is not controlled by `view` (then nothing is written). Both writes
+/// carry the UID read, so an object replaced in between is not written either. A mirror deleted
+/// meanwhile is created again.
 async fn update(
     api: &Api<GpuInstance>,
+    view: &GpuInstanceView,
     metrics: &Metrics,
     desired: &DesiredMirror,
-) -> Result<(Written, Option<GpuInstanceStatus>, GpuInstanceStatus), kube::Error> {
+) -> Result<Option<Updated>, kube::Error> {
     let Some(current) = api.get_opt(&desired.name).await? else {
         apply_object(api, metrics, &desired.object).await?;
         let written = apply_status(api, metrics, &desired.name, &desired.status).await?;
-        return Ok((written, None, desired.status.clone()));
+        return Ok(Some((written, None, desired.status.clone())));
     };
+    if !plan::controlled_by_view(current.meta(), view) {
+        return Ok(None);
+    }
+    let uid = current.uid();
     let previous = current.status.unwrap_or_default();
     let mut status = desired.status.clone();
     status.conditions = condition::merge_conditions(&previous.conditions, status.conditions);
-    apply_status(api, metrics, &desired.name, &status).await?;
-    let written = apply_object(api, metrics, &desired.object).await?;
-    Ok((written, Some(previous), status))
+    apply_status_of(api, metrics, &desired.name, uid.as_deref(), &status).await?;
+    let mut object = desired.object.clone();
+    object.metadata.uid = uid;
+    let written = apply_object(api, metrics, &object).await?;
+    Ok(Some((written, Some(previous), status)))
 }
 
 /// Remembers the outcome of a mirror's writes in the cache (the record it now matches, what its
 /// Service plan counted, and whether the next sync may trust it), and passes the mirror on.
 fn remember(
-    cache: &MirrorCache,
+    (cache, ticket): (&MirrorCache, &WriteTicket<'_>),
     namespace: &str,
     name: &str,
     written: Result<(Written, bool), kube::Error>,
@@ -540,7 +569,7 @@ fn remember(
 ) -> Result<Written, kube::Error> {
     match written {
         Ok((object, trusted)) => {
-            cache.record_write(&object, source, services);
+            cache.record_write(&object, source, services, ticket);
             if !trusted {
                 cache.record_failed_write(namespace, name);
             }
@@ -581,7 +610,22 @@ async fn apply_status(
     name: &str,
     status: &GpuInstanceStatus,
 ) -> Result<Written, kube::Error> {
-    let body = status_apply_body::<GpuInstance>(status);
+    apply_status_of(api, metrics, name, None, status).await
+}
+
+/// Server-side apply of a mirror's status, on condition (when `uid` is given) that the mirror is
+/// still the object with that UID: the API server refuses it otherwise.
+async fn apply_status_of(
+    api: &Api<GpuInstance>,
+    metrics: &Metrics,
+    name: &str,
+    uid: Option<&str>,
+    status: &GpuInstanceStatus,
+) -> Result<Written, kube::Error> {
+    let mut body = status_apply_body::<GpuInstance>(status);
+    if let Some(uid) = uid {
+        body["metadata"] = serde_json::json!({ "uid": uid });
+    }
     metrics.record_write("apply_status", "gpuinstances");
     let request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &apply_params(), &Patch::Apply(&body))

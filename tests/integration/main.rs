@@ -13,6 +13,7 @@ mod metrics;
 mod mirroring;
 mod observability;
 mod operations;
+mod ownership;
 mod services;
 mod unreadable_views;
 
