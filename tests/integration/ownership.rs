@@ -351,4 +351,29 @@ async fn a_same_named_mirror_of_another_view_is_left_alone_and_reported() {
     // The other instance is mirrored by `v` as usual.
     let mirrored = fx.instances().get("v-aa02").await.expect("v's mirror");
     assert_eq!(mirrored.spec.view, "v");
+
+    // aa01 leaves the listing: `v`'s removals, over two listings an interval apart, do not
+    // touch the GpuInstance they never owned.
+    assert!(fx.simulator().remove_instance("aa01"));
+    fx.refresh("v").await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    fx.refresh("v").await;
+    let after = fx
+        .instances()
+        .get("v-aa01")
+        .await
+        .expect("w's mirror stays");
+    assert_eq!(after.uid(), theirs.uid());
+    assert_eq!(
+        after.resource_version(),
+        theirs.resource_version(),
+        "never marked absent"
+    );
+    assert!(
+        fx.instances()
+            .get_opt("v-aa02")
+            .await
+            .expect("get")
+            .is_some()
+    );
 }
