@@ -64,7 +64,9 @@ pub async fn apply_mirrors(
             match plan::plan_instance(view, services, instance, None, now) {
                 // What has no mirror yet is created whole, as the operator's first sync does.
                 plan::InstancePlan::Create(mirror) => Some(*mirror),
-                plan::InstancePlan::Update(_) | plan::InstancePlan::Unchanged(_) => None,
+                plan::InstancePlan::Update(_)
+                | plan::InstancePlan::Unchanged(_)
+                | plan::InstancePlan::NameTaken => None,
             }
         }));
     }

@@ -7,6 +7,11 @@
 //! mirror stops being trusted and is written again at the next sync. After a restart nothing is
 //! remembered and the metadata (fingerprint, labels, owner) is taken at its word.
 //!
+//! A write's response must not wipe out what the watches learnt while it was in flight: a write
+//! holds a [`WriteTicket`], and a mark set after the ticket was taken (a Service of the mirror
+//! deleted by someone else, a write that failed) survives the write's record; a watch event newer
+//! than the write's response (someone else's write, by resourceVersion) keeps the mirror untrusted.
+//!
 //! The labels `gpu.ppio.io/status` and `gpu.ppio.io/expiring-soon` are kept too: they say which
 //! remote status, and which prepaid end time, the mirror last showed, so a lifecycle Event is
 //! published once per transition, across restarts as well.
@@ -50,6 +55,9 @@ struct Entry {
     uid: String,
     view: Arc<str>,
     resource_version: u64,
+    /// The resourceVersion as a number, when it is one (an etcd revision): what tells a watch
+    /// event newer than a write's response.
+    revision: Option<u64>,
     digest: Digest,
     absent_since: Option<Timestamp>,
     /// When this process first saw its instance missing from a complete listing, if no listing
@@ -92,6 +100,14 @@ struct State {
     names: HashSet<Arc<str>>,
     /// How many names [`MirrorCache::intern`] may hold before it releases those no entry uses.
     sweep_at: usize,
+    /// Counts the marks of untrusted mirrors; a [`WriteTicket`] remembers its value at the start.
+    epoch: u64,
+    /// Writes holding a [`WriteTicket`].
+    writes_in_flight: usize,
+    /// While writes are in flight, the epoch of the last mark of each mirror (namespace, name),
+    /// also of one not in the cache yet (a create whose watch event has not come): what a write's
+    /// record must not wipe out. Emptied when no write is in flight.
+    marks: HashMap<(String, String), u64>,
 }
 
 /// The fewest names [`State::names`] holds before a sweep: a few hundred strings are not worth one.
@@ -103,6 +119,24 @@ impl State {
         // The set's own reference is the only one left: nothing else can reach the name.
         self.names.retain(|name| Arc::strong_count(name) > 1);
         self.sweep_at = (2 * self.names.len()).max(MIN_NAMES_SWEPT);
+    }
+}
+
+/// Held by a write of a mirror from before it starts until it is recorded: marks set meanwhile
+/// outlive the write's record ([`MirrorCache::record_write`]).
+pub struct WriteTicket<'a> {
+    cache: &'a MirrorCache,
+    /// The cache's epoch when the write started.
+    started: u64,
+}
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        let mut state = self.cache.lock();
+        state.writes_in_flight = state.writes_in_flight.saturating_sub(1);
+        if state.writes_in_flight == 0 {
+            state.marks = HashMap::default();
+        }
     }
 }
 
@@ -269,9 +303,27 @@ impl MirrorCache {
         self.lock().entries.values().map(HashMap::len).sum()
     }
 
+    /// A ticket for a write about to start: see [`WriteTicket`].
+    pub fn begin_write(&self) -> WriteTicket<'_> {
+        let mut state = self.lock();
+        state.writes_in_flight += 1;
+        WriteTicket {
+            cache: self,
+            started: state.epoch,
+        }
+    }
+
     /// Records the object an operator write returned (its metadata): its resourceVersion is now the
     /// operator's, and it matches the record with `source` hash, whose Service plan counted `services`.
-    pub fn record_write(&self, object: &MirrorMeta, source: Option<u64>, services: ServiceTally) {
+    /// The write held `ticket` since before it started: a mark set since, or a watch event newer
+    /// than this response, leaves the mirror untrusted.
+    pub fn record_write(
+        &self,
+        object: &MirrorMeta,
+        source: Option<u64>,
+        services: ServiceTally,
+        ticket: &WriteTicket<'_>,
+    ) {
         let Some(mut entry) = self.entry_of(&object.metadata) else {
             return;
         };
@@ -280,13 +332,33 @@ impl MirrorCache {
         entry.services = services;
         let key = self.key_of(&object.metadata);
         let mut state = self.lock();
-        // What this process saw of its instance's absence outlives its writes (the mark, say).
-        entry.missing_since = state
+        let marked = state
+            .marks
+            .get(&(key.0.to_string(), key.1.clone()))
+            .is_some_and(|epoch| *epoch > ticket.started);
+        let known = state
             .entries
             .get(&key.0)
             .and_then(|names| names.get(&key.1))
-            .filter(|known| known.uid == entry.uid)
-            .and_then(|known| known.missing_since);
+            .filter(|known| known.uid == entry.uid);
+        // What this process saw of its instance's absence outlives its writes (the mark, say).
+        entry.missing_since = known.and_then(|known| known.missing_since);
+        if let Some(known) = known.filter(|known| {
+            known
+                .revision
+                .zip(entry.revision)
+                .is_some_and(|(k, w)| k > w)
+        }) {
+            // The watch already reported a later version, someone else's: keep what it said,
+            // not trusted against this older response.
+            let written = entry.written;
+            entry = known.clone();
+            entry.written = written;
+        }
+        if marked {
+            entry.write_failed = true;
+            entry.source = None;
+        }
         insert(&mut state.entries, key, entry);
     }
 
@@ -307,8 +379,15 @@ impl MirrorCache {
     /// Records that a write of mirror `name` failed part-way: it is written again at the next sync,
     /// whatever its metadata says.
     pub fn record_failed_write(&self, namespace: &str, name: &str) {
-        if let Some(entry) = self
-            .lock()
+        let mut state = self.lock();
+        state.epoch += 1;
+        if state.writes_in_flight > 0 {
+            let epoch = state.epoch;
+            state
+                .marks
+                .insert((namespace.to_owned(), name.to_owned()), epoch);
+        }
+        if let Some(entry) = state
             .entries
             .get_mut(namespace)
             .and_then(|names| names.get_mut(name))
@@ -323,6 +402,12 @@ impl MirrorCache {
         let mut state = self.lock();
         let removed = remove(&mut state.entries, namespace, name);
         release_names(&mut state.names, removed);
+    }
+
+    /// Applies a watch event reporting `object`, as the watch would.
+    #[cfg(test)]
+    pub(super) fn apply_for_test(&self, object: MirrorMeta) {
+        self.apply(None, watcher::Event::Apply(object));
     }
 
     /// Applies one watch event of `scope`; true when it completed that scope's first list.
@@ -412,6 +497,10 @@ impl MirrorCache {
             resource_version: self
                 .hasher
                 .hash_one(meta.resource_version.as_deref().unwrap_or_default()),
+            revision: meta
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok()),
             digest,
             absent_since: annotations
                 .and_then(|a| a.get(mirror::ABSENT_SINCE_ANNOTATION))
@@ -567,7 +656,7 @@ mod tests {
         let cache = MirrorCache::default();
         let ours = meta("a", "10", "v", "00000000000000aa");
         cache.apply(None, watcher::Event::Apply(ours.clone()));
-        cache.record_write(&ours, None, ServiceTally::default());
+        cache.record_write(&ours, None, ServiceTally::default(), &cache.begin_write());
         assert!(cache.observed("ml", "a").unwrap().trusted);
 
         // Someone edits its status: the watch reports a new resourceVersion.
@@ -582,12 +671,102 @@ mod tests {
             &meta("a", "12", "v", "00000000000000aa"),
             None,
             ServiceTally::default(),
+            &cache.begin_write(),
         );
         cache.apply(
             None,
             watcher::Event::Apply(meta("a", "12", "v", "00000000000000aa")),
         );
         assert!(cache.observed("ml", "a").unwrap().trusted);
+    }
+
+    #[test]
+    fn a_mark_set_while_a_write_is_in_flight_outlives_the_writes_record() {
+        let cache = MirrorCache::default();
+        let first = meta("a", "10", "v", "00000000000000aa");
+        cache.apply(None, watcher::Event::Apply(first.clone()));
+        cache.record_write(
+            &first,
+            Some(1),
+            ServiceTally::default(),
+            &cache.begin_write(),
+        );
+        assert!(cache.observed("ml", "a").unwrap().trusted);
+
+        // A write starts; meanwhile the mirror's Service is deleted by someone else.
+        let ticket = cache.begin_write();
+        cache.record_failed_write("ml", "a");
+        cache.record_write(
+            &meta("a", "11", "v", "00000000000000bb"),
+            Some(2),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        let a = cache.observed("ml", "a").unwrap();
+        assert!(!a.trusted, "the mark set during the write stays");
+        assert_eq!(a.source, None);
+
+        // A mark from before a write started is what that write repairs.
+        let ticket = cache.begin_write();
+        cache.record_write(
+            &meta("a", "12", "v", "00000000000000bb"),
+            Some(2),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        assert!(cache.observed("ml", "a").unwrap().trusted);
+    }
+
+    #[test]
+    fn a_mark_on_a_mirror_being_created_outlives_the_creates_record() {
+        let cache = MirrorCache::default();
+        let ticket = cache.begin_write();
+        // Not in the cache yet: the watch has not reported the create.
+        cache.record_failed_write("ml", "a");
+        cache.record_write(
+            &meta("a", "5", "v", "00000000000000aa"),
+            Some(1),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        assert!(!cache.observed("ml", "a").unwrap().trusted);
+        assert!(
+            cache.lock().marks.is_empty(),
+            "no marks are kept once no write is in flight"
+        );
+    }
+
+    #[test]
+    fn someone_elses_write_reported_before_the_operators_response_keeps_the_mirror_untrusted() {
+        let cache = MirrorCache::default();
+        let first = meta("a", "10", "v", "00000000000000aa");
+        cache.apply(None, watcher::Event::Apply(first.clone()));
+        cache.record_write(&first, None, ServiceTally::default(), &cache.begin_write());
+
+        // The operator's write returns version 11; before it is recorded, the watch reports
+        // version 12: someone else's edit right after it.
+        let ticket = cache.begin_write();
+        cache.apply(
+            None,
+            watcher::Event::Apply(meta("a", "11", "v", "00000000000000bb")),
+        );
+        cache.apply(
+            None,
+            watcher::Event::Apply(meta("a", "12", "v", "00000000000000cc")),
+        );
+        cache.record_write(
+            &meta("a", "11", "v", "00000000000000bb"),
+            None,
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        let a = cache.observed("ml", "a").unwrap();
+        assert!(!a.trusted);
+        assert_eq!(a.digest.fingerprint, 0xcc, "what the watch last reported");
     }
 
     #[test]
@@ -623,7 +802,12 @@ mod tests {
             .labels
             .get_or_insert_default()
             .insert(mirror::STATUS_LABEL.into(), "exited".into());
-        cache.record_write(&written, None, ServiceTally::default());
+        cache.record_write(
+            &written,
+            None,
+            ServiceTally::default(),
+            &cache.begin_write(),
+        );
         let a = cache.observed("ml", "a").unwrap();
         assert_eq!((&*a.status, a.expiring_soon), ("exited", None));
     }
@@ -667,6 +851,7 @@ mod tests {
                 &object("kept", "v", &format!("s{i}")),
                 None,
                 ServiceTally::default(),
+                &cache.begin_write(),
             );
         }
         assert!(

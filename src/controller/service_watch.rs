@@ -5,10 +5,14 @@
 //! garbage collector's, which follow a mirror's, concern a mirror that is gone. What a watch that
 //! restarts no longer lists was deleted while it was away, and counts the same.
 //!
-//! It also tells a mirror's write which objects the mirror controls ([`ServiceWatch::owned_by`]):
-//! those need no read before they are written (a name it does not list is read first, so an object
-//! the operator does not manage is never overwritten), and any of them the plan no longer wants is
-//! deleted, also when an earlier write that should have deleted it failed half-way.
+//! It also tells a mirror's write which objects the mirror controls, by the mirror's UID
+//! ([`ServiceWatch::owned_by`]): those need no read before they are written, on condition that
+//! they are still the objects the watch saw (their UIDs), and any of them the plan no longer wants
+//! is deleted, also when an earlier write that should have deleted it failed half-way.
+//!
+//! A deleted object marks its mirror untrusted in the [`MirrorCache`]; a write of the mirror in
+//! flight at that moment does not clear the mark when it records its response
+//! ([`super::cache::WriteTicket`]).
 //!
 //! Only deletes are repaired: a Service someone edits keeps its edits until its mirror next
 //! changes, when the operator's apply takes its fields back.
@@ -21,7 +25,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
@@ -36,8 +40,10 @@ type Key = (Arc<str>, String, String);
 /// What the watches know of one object.
 #[derive(Clone)]
 struct Known {
-    /// The mirror that controls it.
+    /// The name of the mirror that controls it.
     owner: String,
+    /// That mirror's UID: what ownership is decided by.
+    owner_uid: String,
     uid: String,
 }
 
@@ -45,8 +51,8 @@ struct Known {
 struct State {
     /// Every object the watches list.
     known: HashMap<Key, Known>,
-    /// The names of the objects each mirror controls, by kind, namespace and mirror.
-    by_mirror: HashMap<Key, HashSet<String>>,
+    /// The objects (name, UID) each mirror controls, by kind, namespace and the mirror's UID.
+    by_mirror: HashMap<Key, HashMap<String, String>>,
     /// Per kind and scope, the objects of a relist in progress.
     relisting: HashMap<(Arc<str>, Scope), HashMap<Key, Known>>,
     /// Objects the operator is deleting itself, by UID (a later object of the same name is another).
@@ -56,22 +62,22 @@ struct State {
 impl State {
     fn insert(&mut self, key: Key, known: Known) {
         if let Some(old) = self.known.insert(key.clone(), known.clone()) {
-            self.unindex(&key, &old.owner);
+            self.unindex(&key, &old.owner_uid);
         }
         self.by_mirror
-            .entry((key.0.clone(), key.1.clone(), known.owner))
+            .entry((key.0.clone(), key.1.clone(), known.owner_uid))
             .or_default()
-            .insert(key.2);
+            .insert(key.2, known.uid);
     }
 
     fn remove(&mut self, key: &Key) -> Option<Known> {
         let old = self.known.remove(key)?;
-        self.unindex(key, &old.owner);
+        self.unindex(key, &old.owner_uid);
         Some(old)
     }
 
-    fn unindex(&mut self, key: &Key, owner: &str) {
-        let mirror = (key.0.clone(), key.1.clone(), owner.to_owned());
+    fn unindex(&mut self, key: &Key, owner_uid: &str) {
+        let mirror = (key.0.clone(), key.1.clone(), owner_uid.to_owned());
         if let Some(names) = self.by_mirror.get_mut(&mirror) {
             names.remove(&key.2);
             if names.is_empty() {
@@ -96,17 +102,17 @@ impl ServiceWatch {
         }
     }
 
-    /// The names of the objects of kind `K` in `namespace` that the watch knows mirror `mirror`
-    /// controls: the operator's own, so no read is needed before writing them, and what a write
-    /// of the mirror may have left behind.
+    /// The objects of kind `K` in `namespace` (name, UID) that the watch knows the mirror with UID
+    /// `mirror_uid` controls: the operator's own, so no read is needed before writing them (on
+    /// condition of that UID), and what a write of the mirror may have left behind.
     pub fn owned_by<K: Resource<DynamicType = ()>>(
         &self,
         namespace: &str,
-        mirror: &str,
-    ) -> HashSet<String> {
+        mirror_uid: &str,
+    ) -> HashMap<String, String> {
         self.lock()
             .by_mirror
-            .get(&(kind_of::<K>(), namespace.to_owned(), mirror.to_owned()))
+            .get(&(kind_of::<K>(), namespace.to_owned(), mirror_uid.to_owned()))
             .cloned()
             .unwrap_or_default()
     }
@@ -285,14 +291,97 @@ fn entry_of<K: Resource>(kind: &Arc<str>, object: &PartialObjectMeta<K>) -> Opti
     let owner = object
         .owner_references()
         .iter()
-        .find(|r| r.controller == Some(true) && r.kind == GpuInstance::kind(&()))?
-        .name
-        .clone();
+        .find(|r| r.controller == Some(true) && r.kind == GpuInstance::kind(&()))?;
     let key = (kind.clone(), object.namespace()?, object.name_any());
     let uid = object.uid()?;
-    Some((key, Known { owner, uid }))
+    Some((
+        key,
+        Known {
+            owner: owner.name.clone(),
+            owner_uid: owner.uid.clone(),
+            uid,
+        },
+    ))
 }
 
 fn kind_of<K: Resource<DynamicType = ()>>() -> Arc<str> {
     Arc::from(K::plural(&()).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::mirror_meta::MirrorMeta;
+    use crate::services::ServiceTally;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use kube::core::PartialObjectMetaExt;
+
+    fn mirror(rv: &str) -> MirrorMeta {
+        ObjectMeta {
+            name: Some("v-aa01".into()),
+            namespace: Some("ml".into()),
+            uid: Some("mirror-uid".into()),
+            resource_version: Some(rv.into()),
+            ..ObjectMeta::default()
+        }
+        .into()
+    }
+
+    fn service(name: &str, owner_uid: &str) -> PartialObjectMeta<Service> {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ml".into()),
+            uid: Some(format!("{name}-uid")),
+            owner_references: Some(vec![OwnerReference {
+                kind: "GpuInstance".into(),
+                name: "v-aa01".into(),
+                uid: owner_uid.into(),
+                controller: Some(true),
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        }
+        .into_response_partial()
+    }
+
+    #[test]
+    fn ownership_is_known_by_the_mirrors_uid() {
+        let watch = ServiceWatch::new(Arc::new(MirrorCache::default()));
+        let kind = kind_of::<Service>();
+        watch.apply(
+            &kind,
+            None,
+            watcher::Event::Apply(service("v-aa01", "mirror-uid")),
+        );
+        // Left by an earlier mirror of the same name.
+        watch.apply(
+            &kind,
+            None,
+            watcher::Event::Apply(service("v-aa01-old", "earlier-uid")),
+        );
+        let owned = watch.owned_by::<Service>("ml", "mirror-uid");
+        assert_eq!(
+            owned.into_iter().collect::<Vec<_>>(),
+            [("v-aa01".to_owned(), "v-aa01-uid".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_service_deleted_while_its_mirror_is_written_leaves_the_mirror_untrusted() {
+        let cache = Arc::new(MirrorCache::default());
+        let watch = ServiceWatch::new(cache.clone());
+        let kind = kind_of::<Service>();
+        cache.apply_for_test(mirror("10"));
+        let ours = service("v-aa01", "mirror-uid");
+        watch.apply(&kind, None, watcher::Event::Apply(ours.clone()));
+
+        // A write of the mirror is in flight when someone deletes its Service.
+        let ticket = cache.begin_write();
+        watch.apply(&kind, None, watcher::Event::Delete(ours));
+        cache.record_write(&mirror("11"), Some(1), ServiceTally::default(), &ticket);
+        drop(ticket);
+        let observed = cache.observed("ml", "v-aa01").expect("the mirror");
+        assert!(!observed.trusted, "the next sync writes the Service again");
+    }
 }

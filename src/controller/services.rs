@@ -2,14 +2,20 @@
 //! brought to what [`crate::services::plan`] decided, and every Service or slice of the mirror's
 //! that the plan no longer wants deleted: those its status named before this write (`previous`)
 //! and those the watch of the operator's objects knows it controls, so that one an earlier,
-//! half-done write left behind goes too. A name the plan uses that is not known as the mirror's
-//! own is read first, and one that belongs to an object the operator does not manage is never
-//! overwritten or deleted; so the usual write costs no read.
+//! half-done write left behind goes too.
+//!
+//! Ownership is by UID: an object is written or deleted only while its controller owner reference
+//! is the mirror's UID, and on condition that it is still the object seen (its UID in the apply
+//! body, or the delete's precondition; the API server refuses the write if the name now holds
+//! another object). A name the plan uses that the watch does not know as the mirror's own is read
+//! first; so the usual write costs no read. Creating a free name is the one write without such a
+//! condition (an apply cannot require that nothing exists): an object someone creates between
+//! the read and the apply, without a controller, is taken.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::FxHashMap as HashMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -24,15 +30,15 @@ use super::service_watch::ServiceWatch;
 use crate::api::instance::MirrorService;
 use crate::process::metrics::Metrics;
 use crate::services::DesiredService;
-use crate::services::objects::{self, is_managed};
+use crate::services::objects::{self, Holder};
 
 /// What became of a mirror's Service.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Outcome {
     /// Written as planned, or removed as planned.
     Done,
-    /// A name it needs belongs to an object the operator does not manage (`Service x` or
-    /// `EndpointSlice y`): nothing was written.
+    /// A name it needs belongs to an object the mirror does not control (`Service x` or
+    /// `EndpointSlice y`): that object was left alone.
     NameTaken(String),
 }
 
@@ -67,6 +73,12 @@ impl ServiceWrites {
 
     /// Brings the Service of `mirror` (just written, with `labels`) to `desired`, or removes it
     /// when `desired` is `None`; `previous` is what the mirror's status named before.
+    ///
+    /// Only objects the mirror controls by UID are written or deleted. One the watch lists as the
+    /// mirror's is written on condition it is still that object (its UID in the apply body, which
+    /// the API server enforces); any other name is read first, and written only when free or the
+    /// mirror's. A name held by anything else is reported, and nothing is written; when the watch
+    /// was stale (the object replaced under it), the Service may be written but the slice is not.
     pub(super) async fn sync(
         &self,
         mirror: &MirrorMeta,
@@ -75,12 +87,13 @@ impl ServiceWrites {
         previous: Option<&MirrorService>,
     ) -> Result<Outcome, kube::Error> {
         let mirror_name = mirror.name_any();
-        let owned_services = self.owned_by::<Service>(&mirror_name);
-        let owned_slices = self.owned_by::<EndpointSlice>(&mirror_name);
+        let mirror_uid = mirror.uid().unwrap_or_default();
+        let owned_services = self.owned_by::<Service>(&mirror_uid);
+        let owned_slices = self.owned_by::<EndpointSlice>(&mirror_uid);
         let mut stale_services: BTreeSet<&str> =
-            owned_services.iter().map(String::as_str).collect();
+            owned_services.keys().map(String::as_str).collect();
         stale_services.extend(previous.map(|p| p.name.as_str()));
-        let mut stale_slices: BTreeSet<&str> = owned_slices.iter().map(String::as_str).collect();
+        let mut stale_slices: BTreeSet<&str> = owned_slices.keys().map(String::as_str).collect();
         stale_slices.extend(
             previous
                 .iter()
@@ -91,68 +104,157 @@ impl ServiceWrites {
             for slice in &desired.slices {
                 stale_slices.remove(slice.name.as_str());
             }
-            if !owned_services.contains(&desired.name)
-                && self.taken(&self.services, &desired.name).await?
+            let Some(namespace) = mirror.namespace().filter(|_| !mirror_uid.is_empty()) else {
+                return Ok(Outcome::Done);
+            };
+            // Every name first, so that a name taken leaves everything as it was.
+            let Some(service_uid) = self
+                .holder(&self.services, &desired.name, &owned_services, &mirror_uid)
+                .await?
+            else {
+                return Ok(Outcome::NameTaken(format!("Service {}", desired.name)));
+            };
+            let mut slice_uids = Vec::with_capacity(desired.slices.len());
+            for slice in &desired.slices {
+                let Some(uid) = self
+                    .holder(&self.slices, &slice.name, &owned_slices, &mirror_uid)
+                    .await?
+                else {
+                    return Ok(Outcome::NameTaken(format!("EndpointSlice {}", slice.name)));
+                };
+                slice_uids.push(uid);
+            }
+            let owner = objects::owner(&mirror_name, &mirror_uid);
+            let service = desired.service(&namespace, labels, &owner);
+            if !self
+                .write(&self.services, service, service_uid, &mirror_uid)
+                .await?
             {
                 return Ok(Outcome::NameTaken(format!("Service {}", desired.name)));
             }
-            for slice in &desired.slices {
-                if !owned_slices.contains(&slice.name)
-                    && self.taken(&self.slices, &slice.name).await?
-                {
-                    return Ok(Outcome::NameTaken(format!("EndpointSlice {}", slice.name)));
+            for (slice, uid) in desired
+                .slices(&namespace, labels, &owner)
+                .into_iter()
+                .zip(slice_uids)
+            {
+                let name = slice.name_any();
+                if !self.write(&self.slices, slice, uid, &mirror_uid).await? {
+                    return Ok(Outcome::NameTaken(format!("EndpointSlice {name}")));
                 }
-            }
-            let (Some(namespace), Some(uid)) = (mirror.namespace(), mirror.uid()) else {
-                return Ok(Outcome::Done);
-            };
-            let owner = objects::owner(&mirror_name, &uid);
-            let service = desired.service(&namespace, labels, &owner);
-            apply(&self.services, &self.metrics, &desired.name, &service).await?;
-            for slice in desired.slices(&namespace, labels, &owner) {
-                apply(&self.slices, &self.metrics, &slice.name_any(), &slice).await?;
             }
         }
         for stale in stale_slices {
-            self.delete(&self.slices, stale).await?;
+            self.delete(&self.slices, stale, owned_slices.get(stale), &mirror_uid)
+                .await?;
         }
         for stale in stale_services {
-            self.delete(&self.services, stale).await?;
+            self.delete(
+                &self.services,
+                stale,
+                owned_services.get(stale),
+                &mirror_uid,
+            )
+            .await?;
         }
         Ok(Outcome::Done)
     }
 
-    /// The names of the objects of kind `K` the watch knows mirror `mirror` controls.
-    fn owned_by<K: Resource<DynamicType = ()>>(&self, mirror: &str) -> HashSet<String> {
+    /// The objects of kind `K` (name, UID) the watch knows the mirror with UID `mirror_uid`
+    /// controls.
+    fn owned_by<K: Resource<DynamicType = ()>>(&self, mirror_uid: &str) -> HashMap<String, String> {
         self.watch
             .as_ref()
-            .map(|watch| watch.owned_by::<K>(&self.namespace, mirror))
+            .map(|watch| watch.owned_by::<K>(&self.namespace, mirror_uid))
             .unwrap_or_default()
     }
 
-    /// Whether `name` is an object the operator does not manage (one it does, or none, is free).
-    async fn taken<K>(&self, api: &Api<K>, name: &str) -> Result<bool, kube::Error>
+    /// Whether the mirror may write `name`: `Some` with the UID the write is conditional on (the
+    /// one the watch knows, else the one read; `None` inside when the name is free), `None` when
+    /// something else holds it.
+    async fn holder<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        owned: &HashMap<String, String>,
+        mirror_uid: &str,
+    ) -> Result<Option<Option<String>>, kube::Error>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     {
-        Ok(api
-            .get_opt(name)
-            .await?
-            .is_some_and(|existing| !is_managed(existing.meta())))
+        if let Some(uid) = owned.get(name) {
+            return Ok(Some(Some(uid.clone())));
+        }
+        self.read_holder(api, name, mirror_uid).await
     }
 
-    /// Deletes `name` if it is an object the operator manages (and still the one it read).
-    async fn delete<K>(&self, api: &Api<K>, name: &str) -> Result<(), kube::Error>
+    /// [`ServiceWrites::holder`], read from the cluster.
+    async fn read_holder<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        mirror_uid: &str,
+    ) -> Result<Option<Option<String>>, kube::Error>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     {
-        let Some(existing) = api.get_opt(name).await? else {
-            return Ok(());
-        };
-        if !is_managed(existing.meta()) {
-            return Ok(());
+        let existing = api.get_opt(name).await?;
+        Ok(
+            match objects::holder(existing.as_ref().map(Resource::meta), mirror_uid) {
+                Holder::Free => Some(None),
+                Holder::Mirror(uid) => Some(Some(uid)),
+                Holder::Other => None,
+            },
+        )
+    }
+
+    /// Applies `object`, on condition that it is still the object with UID `uid` (created when
+    /// `uid` is `None`). When the API server says it is not (deleted or replaced since the watch
+    /// or the read saw it), the name is read once more and the object written only if it is free
+    /// or the mirror's; false when something else holds it.
+    async fn write<K>(
+        &self,
+        api: &Api<K>,
+        mut object: K,
+        uid: Option<String>,
+        mirror_uid: &str,
+    ) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let name = object.name_any();
+        object.meta_mut().uid = uid;
+        match apply(api, &self.metrics, &name, &object).await {
+            Ok(()) => return Ok(true),
+            Err(kube::Error::Api(refusal)) if objects::not_that_object(&refusal) => {}
+            Err(e) => return Err(e),
         }
-        let uid = existing.uid().unwrap_or_default();
+        let Some(uid) = self.read_holder(api, &name, mirror_uid).await? else {
+            return Ok(false);
+        };
+        object.meta_mut().uid = uid;
+        apply(api, &self.metrics, &name, &object).await?;
+        Ok(true)
+    }
+
+    /// Deletes `name` if the mirror with UID `mirror_uid` controls it, on condition it is still
+    /// that object: `known` is its UID when the watch lists it as the mirror's, else it is read.
+    async fn delete<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        known: Option<&String>,
+        mirror_uid: &str,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let uid = match known {
+            Some(uid) => uid.clone(),
+            None => match self.read_holder(api, name, mirror_uid).await? {
+                Some(Some(uid)) => uid,
+                _ => return Ok(()),
+            },
+        };
         if let Some(watch) = &self.watch {
             watch.expect_delete::<K>(&self.namespace, name, &uid);
         }

@@ -31,7 +31,7 @@ use crate::sync::plan::{self, InstancePlan};
 use crate::sync::removals;
 use crate::sync::summary::Summary;
 use crate::sync::view_status::{
-    FailureReason, MirrorCounts, ServiceCounts, SyncFailure, ppio_failure,
+    FailureReason, MirrorCounts, NamesTaken, ServiceCounts, SyncFailure, ppio_failure,
 };
 
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
@@ -294,6 +294,12 @@ impl Listing {
         );
         self.count_services(planned.service_tally());
         Ok(match planned {
+            InstancePlan::NameTaken => {
+                // Not this view's mirror: not counted, never written, never removed.
+                self.counts.mirrored -= 1;
+                NamesTaken::add(&mut self.counts.names_taken, &name);
+                None
+            }
             InstancePlan::Unchanged(services) => {
                 self.ctx
                     .mirrors

@@ -26,11 +26,11 @@ use http::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, Preconditions};
 use kube::runtime::events::Recorder;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::cache::MirrorCache;
+use super::cache::{MirrorCache, WriteTicket};
 use super::events;
 use super::mirror_meta::MirrorMeta;
 use super::service_watch::ServiceWatch;
@@ -41,7 +41,7 @@ use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use crate::process::metrics::Metrics;
 use crate::services::{self, AddressPolicy, ServicePlan, ServiceTally};
 use crate::sync::lifecycle::{EventReason, InstanceEvent, SyncTally};
-use crate::sync::plan::DesiredMirror;
+use crate::sync::plan::{self, DesiredMirror};
 use crate::sync::removals;
 
 /// One write of one mirror.
@@ -278,6 +278,8 @@ impl Parts<'_> {
             ..
         } = *self;
         let namespace = view.namespace().unwrap_or_default();
+        // Marks the watches set from here on outlive this write's record.
+        let ticket = cache.begin_write();
         match write {
             MirrorWrite::Create {
                 mirror: desired,
@@ -293,7 +295,10 @@ impl Parts<'_> {
                 lifecycle.publish(&created, events).await;
                 let mut tally = tally_of(desired.services.as_ref());
                 let written = async {
-                    apply_status(api, metrics, &desired.name, &desired.status).await?;
+                    // Each later write only while it is still the object created.
+                    let uid = created.uid();
+                    apply_status_of(api, metrics, &desired.name, uid.as_deref(), &desired.status)
+                        .await?;
                     let written_status = (&desired.status, &[][..]);
                     let (written, kept) = self
                         .write_services(&created, &desired, written_status, None, &mut tally)
@@ -301,12 +306,14 @@ impl Parts<'_> {
                     if !kept {
                         return Ok((written, false));
                     }
-                    let vouched = apply_object(api, metrics, &desired.object).await?;
+                    let mut vouched = desired.object.clone();
+                    vouched.metadata.uid = uid;
+                    let vouched = apply_object(api, metrics, &vouched).await?;
                     Ok((vouched, true))
                 }
                 .await;
                 remember(
-                    cache,
+                    (cache, &ticket),
                     &namespace,
                     &desired.name,
                     written,
@@ -323,7 +330,12 @@ impl Parts<'_> {
                 let name = desired.name.clone();
                 let mut tally = tally_of(desired.services.as_ref());
                 let written = async {
-                    let (current, previous, status) = update_status(api, metrics, &desired).await?;
+                    let Some((current, previous, status)) =
+                        update_status(api, view, metrics, &desired).await?
+                    else {
+                        // Not the view's any more: left alone; the next sync reports the name taken.
+                        return Ok(None);
+                    };
                     if desired.services.is_some()
                         && let Some(note) = services::plan::moved_endpoints(
                             &previous
@@ -352,29 +364,52 @@ impl Parts<'_> {
                         )
                         .await?;
                     // The object last, with its labels and, only when its Service was kept as
-                    // planned, the fingerprint that vouches for the writes before it.
-                    let object = if kept {
-                        &desired.object
+                    // planned, the fingerprint that vouches for the writes before it; only while
+                    // it is still the object whose status was written.
+                    let mut object = if kept {
+                        desired.object.clone()
                     } else {
-                        &desired.unvouched()
+                        desired.unvouched()
                     };
-                    let written = apply_object(api, metrics, object).await?;
+                    object.metadata.uid = current.uid();
+                    let written = apply_object(api, metrics, &object).await?;
                     // The mirror's labels, which record these Events, are written: whatever
                     // became of its Service, the next sync finds them current.
                     lifecycle.publish(&written, events).await;
-                    Ok((written, kept))
+                    Ok(Some((written, kept)))
                 }
                 .await;
-                remember(cache, &namespace, &name, written, Some(source), tally)?;
+                let written = match written {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(written)) => Ok(written),
+                    Err(e) => Err(e),
+                };
+                remember(
+                    (cache, &ticket),
+                    &namespace,
+                    &name,
+                    written,
+                    Some(source),
+                    tally,
+                )?;
                 Ok(())
             }
             MirrorWrite::MarkAbsent(name) => {
                 let Some(current) = api.get_opt(&name).await? else {
                     return Ok(());
                 };
-                let (object, status) = removals::absent_mirror(view, &current, Timestamp::now());
+                // Replaced since the watch saw it by a GpuInstance the view does not control.
+                if !plan::controlled_by_view(current.meta(), view) {
+                    return Ok(());
+                }
+                let (mut object, status) =
+                    removals::absent_mirror(view, &current, Timestamp::now());
+                // Written only while it is still that object.
+                object.metadata.uid = current.metadata.uid.clone();
                 let written = async {
-                    let marked = apply_status(api, metrics, &name, &status).await?;
+                    let marked =
+                        apply_status_of(api, metrics, &name, current.uid().as_deref(), &status)
+                            .await?;
                     // Its Service stays with it, no longer ready.
                     if let Some(services) = self.services
                         && let Some(previous) = &status.service
@@ -397,7 +432,7 @@ impl Parts<'_> {
                 }
                 .await;
                 remember(
-                    cache,
+                    (cache, &ticket),
                     &namespace,
                     &name,
                     written,
@@ -528,36 +563,49 @@ fn tally_of(plan: Option<&ServicePlan>) -> ServiceTally {
     plan.map(ServicePlan::tally).unwrap_or_default()
 }
 
+/// What [`update_status`] wrote: the mirror, its status before (none when it was gone) and the
+/// status.
+type Updated = (Written, Option<GpuInstanceStatus>, GpuInstanceStatus);
+
 /// The first writes of a mirror's update: reads it for its conditions' history, then writes its
 /// status; the mirror as then written, its status before (none when it was gone) and the status
-/// written. A mirror deleted meanwhile is created again, without its fingerprint. One that already
-/// carries the fingerprint of what is planned (a repair: its Service was deleted, a write of it
-/// failed half-way, someone edited it) gives it up first, so that it never vouches for writes that
-/// are not done yet, whenever the process stops.
+/// written, or `None` when what it read is not controlled by `view` (then nothing is written). The
+/// writes carry the UID read, so an object replaced in between is not written either. A mirror
+/// deleted meanwhile is created again, without its fingerprint. One that already carries the
+/// fingerprint of what is planned (a repair: its Service was deleted, a write of it failed
+/// half-way, someone edited it) gives it up first, so that it never vouches for writes that are
+/// not done yet, whenever the process stops.
 async fn update_status(
     api: &Api<GpuInstance>,
+    view: &GpuInstanceView,
     metrics: &Metrics,
     desired: &DesiredMirror,
-) -> Result<(Written, Option<GpuInstanceStatus>, GpuInstanceStatus), kube::Error> {
+) -> Result<Option<Updated>, kube::Error> {
     let Some(current) = api.get_opt(&desired.name).await? else {
         apply_object(api, metrics, &desired.unvouched()).await?;
         let written = apply_status(api, metrics, &desired.name, &desired.status).await?;
-        return Ok((written, None, desired.status.clone()));
+        return Ok(Some((written, None, desired.status.clone())));
     };
+    if !plan::controlled_by_view(current.meta(), view) {
+        return Ok(None);
+    }
+    let uid = current.uid();
     if desired.vouched_by(current.annotations()) {
-        apply_object(api, metrics, &desired.unvouched()).await?;
+        let mut unvouched = desired.unvouched();
+        unvouched.metadata.uid = uid.clone();
+        apply_object(api, metrics, &unvouched).await?;
     }
     let previous = current.status.unwrap_or_default();
     let mut status = desired.status.clone();
     status.conditions = condition::merge_conditions(&previous.conditions, status.conditions);
-    let written = apply_status(api, metrics, &desired.name, &status).await?;
-    Ok((written, Some(previous), status))
+    let written = apply_status_of(api, metrics, &desired.name, uid.as_deref(), &status).await?;
+    Ok(Some((written, Some(previous), status)))
 }
 
 /// Remembers the outcome of a mirror's writes in the cache (the record it now matches, what its
 /// Service plan counted, and whether the next sync may trust it), and passes the mirror on.
 fn remember(
-    cache: &MirrorCache,
+    (cache, ticket): (&MirrorCache, &WriteTicket<'_>),
     namespace: &str,
     name: &str,
     written: Result<(Written, bool), kube::Error>,
@@ -566,7 +614,7 @@ fn remember(
 ) -> Result<Written, kube::Error> {
     match written {
         Ok((object, trusted)) => {
-            cache.record_write(&object, source, services);
+            cache.record_write(&object, source, services, ticket);
             if !trusted {
                 cache.record_failed_write(namespace, name);
             }
@@ -607,7 +655,22 @@ async fn apply_status(
     name: &str,
     status: &GpuInstanceStatus,
 ) -> Result<Written, kube::Error> {
-    let body = status_apply_body::<GpuInstance>(status);
+    apply_status_of(api, metrics, name, None, status).await
+}
+
+/// Server-side apply of a mirror's status, on condition (when `uid` is given) that the mirror is
+/// still the object with that UID: the API server refuses it otherwise.
+async fn apply_status_of(
+    api: &Api<GpuInstance>,
+    metrics: &Metrics,
+    name: &str,
+    uid: Option<&str>,
+    status: &GpuInstanceStatus,
+) -> Result<Written, kube::Error> {
+    let mut body = status_apply_body::<GpuInstance>(status);
+    if let Some(uid) = uid {
+        body["metadata"] = serde_json::json!({ "uid": uid });
+    }
     metrics.record_write("apply_status", "gpuinstances");
     let request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &apply_params(), &Patch::Apply(&body))

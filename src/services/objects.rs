@@ -43,13 +43,52 @@ pub fn owner(mirror_name: &str, mirror_uid: &str) -> OwnerReference {
     }
 }
 
-/// Whether `meta` is of an object the operator manages: what it may overwrite or delete under a
-/// name its plan uses.
-pub fn is_managed(meta: &ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .and_then(|labels| labels.get(mirror::MANAGED_BY_LABEL))
-        .is_some_and(|value| value == mirror::MANAGER)
+/// Whether `meta` is of an object whose controller is the mirror with UID `mirror_uid`: the only
+/// objects the operator overwrites or deletes for that mirror. Labels prove nothing (anyone can
+/// copy them), nor does the mirror's name (an earlier mirror of that name is another owner).
+pub fn controlled_by(meta: &ObjectMeta, mirror_uid: &str) -> bool {
+    !mirror_uid.is_empty()
+        && meta.owner_references.iter().flatten().any(|r| {
+            r.controller == Some(true) && r.kind == GpuInstance::kind(&()) && r.uid == mirror_uid
+        })
+}
+
+/// Whether the API server refused a write conditional on an object's UID because the name no
+/// longer holds that object: 422 on `metadata.uid` (another object has the name: a UID cannot
+/// change) or 409 (no object has it: an apply with a UID never creates one). Both as answered by
+/// Kubernetes 1.30 and the newest (see `tests/integration/ownership.rs`).
+pub fn not_that_object(refusal: &kube::core::Status) -> bool {
+    refusal.code == 409
+        || (refusal.code == 422
+            && refusal
+                .details
+                .as_ref()
+                .is_some_and(|d| d.causes.iter().any(|c| c.field == "metadata.uid")))
+}
+
+/// Who holds a name a mirror's Service or EndpointSlice needs, as read from the cluster.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Nothing: the operator may create it.
+    Free,
+    /// An object the mirror controls, with this UID: the operator may write it, on condition it is
+    /// still that object.
+    Mirror(String),
+    /// Anything else (a user's object, another mirror's, an earlier mirror's of the same name):
+    /// never written or deleted.
+    Other,
+}
+
+/// Who holds a name, given the object under it (`None` when there is none), for the mirror with
+/// UID `mirror_uid`.
+pub fn holder(existing: Option<&ObjectMeta>, mirror_uid: &str) -> Holder {
+    match existing {
+        None => Holder::Free,
+        Some(meta) if controlled_by(meta, mirror_uid) => {
+            Holder::Mirror(meta.uid.clone().unwrap_or_default())
+        }
+        Some(_) => Holder::Other,
+    }
 }
 
 impl DesiredService {
@@ -161,6 +200,74 @@ mod tests {
     use crate::services::{AddressPolicy, plan};
 
     #[test]
+    fn a_write_conditional_on_a_uid_tells_another_object_from_other_refusals() {
+        let refusal = |code: u16, field: Option<&str>| kube::core::Status {
+            code,
+            details: field.map(|field| kube::core::response::StatusDetails {
+                name: "x".into(),
+                group: String::new(),
+                kind: "services".into(),
+                uid: String::new(),
+                causes: vec![kube::core::response::StatusCause {
+                    reason: "FieldValueInvalid".into(),
+                    message: "field is immutable".into(),
+                    field: field.to_owned(),
+                }],
+                retry_after_seconds: 0,
+            }),
+            ..Default::default()
+        };
+        assert!(not_that_object(&refusal(409, None)));
+        assert!(not_that_object(&refusal(422, Some("metadata.uid"))));
+        assert!(!not_that_object(&refusal(422, Some("spec.ports[0].port"))));
+        assert!(!not_that_object(&refusal(422, None)));
+        assert!(!not_that_object(&refusal(403, None)));
+    }
+
+    #[test]
+    fn only_an_object_the_mirror_controls_by_uid_is_the_mirrors() {
+        let ours = owner("team-a-aa01", "uid-1");
+        let meta = |references: Vec<OwnerReference>| ObjectMeta {
+            name: Some("team-a-aa01".into()),
+            uid: Some("svc-uid".into()),
+            labels: Some(BTreeMap::from([(
+                mirror::MANAGED_BY_LABEL.to_owned(),
+                mirror::MANAGER.to_owned(),
+            )])),
+            owner_references: Some(references),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(holder(None, "uid-1"), Holder::Free);
+        assert_eq!(
+            holder(Some(&meta(vec![ours.clone()])), "uid-1"),
+            Holder::Mirror("svc-uid".into())
+        );
+        // The operator's label and no owner: a user's copy of an old Service.
+        assert_eq!(holder(Some(&meta(Vec::new())), "uid-1"), Holder::Other);
+        // Another mirror's, or an earlier mirror's of the same name.
+        let mut earlier = ours.clone();
+        earlier.uid = "uid-0".into();
+        assert_eq!(holder(Some(&meta(vec![earlier])), "uid-1"), Holder::Other);
+        // The mirror as an owner but not the controller, or an owner of another kind.
+        let mut not_controller = ours.clone();
+        not_controller.controller = None;
+        assert_eq!(
+            holder(Some(&meta(vec![not_controller])), "uid-1"),
+            Holder::Other
+        );
+        let mut other_kind = ours.clone();
+        other_kind.kind = "GpuInstanceView".into();
+        assert_eq!(
+            holder(Some(&meta(vec![other_kind])), "uid-1"),
+            Holder::Other
+        );
+        // A mirror without a UID (not written yet) controls nothing.
+        let mut no_uid = ours;
+        no_uid.uid = String::new();
+        assert_eq!(holder(Some(&meta(vec![no_uid])), ""), Holder::Other);
+    }
+
+    #[test]
     fn the_objects_carry_the_names_labels_and_owner_that_tie_them_together() {
         let status = GpuInstanceStatus {
             status: Some(RemoteStatus {
@@ -196,7 +303,14 @@ mod tests {
             "no selector: the slices are the operator's"
         );
         assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
-        assert!(is_managed(&service.metadata));
+        assert_eq!(
+            holder(Some(&service.metadata), "uid-1"),
+            Holder::Mirror(String::new())
+        );
+        assert_eq!(
+            service.metadata.labels.as_ref().unwrap()[mirror::MANAGED_BY_LABEL],
+            mirror::MANAGER
+        );
         assert!(
             !service
                 .metadata

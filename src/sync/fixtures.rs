@@ -80,7 +80,7 @@ pub(crate) fn observed(desired: &DesiredMirror) -> Observed {
 pub(crate) fn desired(plan: InstancePlan) -> DesiredMirror {
     match plan {
         InstancePlan::Create(d) | InstancePlan::Update(d) => *d,
-        InstancePlan::Unchanged(_) => panic!("expected a write"),
+        InstancePlan::Unchanged(_) | InstancePlan::NameTaken => panic!("expected a write"),
     }
 }
 

@@ -7,7 +7,9 @@
 //! - a mirror is built from its record, the view's [`MirrorShape`] and the time alone, and the
 //!   view's [`ViewSeed`] hashes the whole shape: a record sent as before, to a view whose shape is
 //!   as before, is known to be unchanged without being decoded;
-//! - a mirror marked absent whose instance is listed again loses the mark.
+//! - a mirror marked absent whose instance is listed again loses the mark;
+//! - a GpuInstance under a mirror's name that the view does not control by UID (another view's,
+//!   or none's) is never written: the instance is not mirrored, and the view says so.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -244,6 +246,9 @@ pub enum InstancePlan {
     Create(Box<DesiredMirror>),
     /// Its mirror differs, was changed by someone else, or was marked absent.
     Update(Box<DesiredMirror>),
+    /// Its mirror's name holds a GpuInstance that the view does not control (another view's, or
+    /// no view's): that object is left alone, and the instance is not mirrored.
+    NameTaken,
 }
 
 impl InstancePlan {
@@ -251,6 +256,7 @@ impl InstancePlan {
     pub fn service_tally(&self) -> ServiceTally {
         match self {
             InstancePlan::Unchanged(tally) => *tally,
+            InstancePlan::NameTaken => ServiceTally::default(),
             InstancePlan::Create(desired) | InstancePlan::Update(desired) => desired
                 .services
                 .as_ref()
@@ -270,6 +276,11 @@ pub fn plan_instance(
     now: Timestamp,
 ) -> InstancePlan {
     let shape = MirrorShape::of(view, services);
+    let owner = shape.uid.map_or(0, owner_hash);
+    // Only a mirror the view controls (by UID) is the view's to write: never take another's.
+    if observed.is_some_and(|observed| observed.digest.owner != owner) {
+        return InstancePlan::NameTaken;
+    }
     let content = MirrorContent::of(&shape, instance, now);
     // Most syncs change nothing: tell that from the digest before building any object.
     if let Some(observed) = observed
@@ -279,7 +290,7 @@ pub fn plan_instance(
             == (Digest {
                 fingerprint: content.fingerprint,
                 labels: mirror::labels_digest(&content.labels),
-                owner: shape.uid.map_or(0, owner_hash),
+                owner,
             })
     {
         return InstancePlan::Unchanged(
@@ -441,6 +452,13 @@ impl Digest {
 /// The digest of what `desired` will hold once applied.
 pub fn digest_of(desired: &DesiredMirror) -> Digest {
     Digest::of_metadata(&desired.object.metadata)
+}
+
+/// Whether `view` (by its UID) is the controlling owner of the GpuInstance `meta`: the only
+/// GpuInstances the view's syncs write, mark absent or delete.
+pub fn controlled_by_view(meta: &ObjectMeta, view: &GpuInstanceView) -> bool {
+    let uid = view.metadata.uid.as_deref().unwrap_or_default();
+    !uid.is_empty() && Digest::of_metadata(meta).owner == owner_hash(uid)
 }
 
 /// The hash of an owner's UID that [`Digest::owner`] holds.
@@ -607,6 +625,39 @@ mod tests {
         relabelled.digest.labels ^= 1;
         assert!(matches!(
             plan_instance(&view, None, &i, Some(&relabelled), at(200)),
+            InstancePlan::Update(_)
+        ));
+    }
+
+    #[test]
+    fn a_same_named_mirror_another_view_or_no_view_controls_is_never_written() {
+        let view = view(true);
+        let i = instance("aa01", "running", "cn-east-1", 2);
+        let first = desired(plan_instance(&view, None, &i, None, at(100)));
+        let mut theirs = observed(&first);
+        theirs.digest.owner = owner_hash("another-view-uid");
+        assert_eq!(
+            plan_instance(&view, None, &i, Some(&theirs), at(200)),
+            InstancePlan::NameTaken
+        );
+        // Also when it looks changed, untrusted or absent: whose it is comes first.
+        theirs.trusted = false;
+        theirs.absent_since = Some(at(150));
+        assert_eq!(
+            plan_instance(&view, None, &i, Some(&theirs), at(200)),
+            InstancePlan::NameTaken
+        );
+        let mut no_controller = observed(&first);
+        no_controller.digest.owner = 0;
+        assert_eq!(
+            plan_instance(&view, None, &i, Some(&no_controller), at(200)),
+            InstancePlan::NameTaken
+        );
+        // The view's own, by its UID, is written as usual.
+        let mut ours = observed(&first);
+        ours.trusted = false;
+        assert!(matches!(
+            plan_instance(&view, None, &i, Some(&ours), at(200)),
             InstancePlan::Update(_)
         ));
     }

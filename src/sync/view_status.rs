@@ -21,6 +21,9 @@ use crate::sync::summary::Summary;
 pub const SYNCED: &str = "Synced";
 /// The view's Ready reason while the mass-removal guard holds deletions back.
 pub const MASS_REMOVAL_HELD: &str = "MassRemovalHeld";
+/// The view's Ready reason when listed instances are not mirrored because their mirrors' names
+/// hold GpuInstances the view does not control.
+pub const MIRROR_NAME_TAKEN: &str = "MirrorNameTaken";
 
 /// Why a sync did not complete: the Ready condition's reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,8 +185,32 @@ pub struct MirrorCounts {
     pub kept_missing: usize,
     /// Deletions the mass-removal guard holds back.
     pub held: Option<HeldRemovals>,
+    /// Listed instances not mirrored: their mirror's name holds a GpuInstance the view does not
+    /// control.
+    pub names_taken: Option<NamesTaken>,
     /// What the view's Services came to, when it asks for Services.
     pub services: Option<ServiceCounts>,
+}
+
+/// Listed instances whose mirror's name holds a GpuInstance the view does not control.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamesTaken {
+    /// How many.
+    pub count: usize,
+    /// The first such name.
+    pub first: String,
+}
+
+impl NamesTaken {
+    /// Counts one more, named `name`.
+    pub fn add(names: &mut Option<NamesTaken>, name: &str) {
+        names
+            .get_or_insert_with(|| NamesTaken {
+                count: 0,
+                first: name.to_owned(),
+            })
+            .count += 1;
+    }
 }
 
 /// What a view's Services came to in one sync.
@@ -261,6 +288,19 @@ pub fn synced_status(
     }
     message.push('.');
     let mut reason = SYNCED;
+    if let Some(taken) = &counts.names_taken {
+        reason = MIRROR_NAME_TAKEN;
+        message.push_str(&format!(
+            " {} listed instance{} not mirrored: the name of {} mirror ({}{}) holds a \
+             GpuInstance this view does not control (another view's, or none's). It is left \
+             alone; rename or delete it, and the next sync mirrors the instance.",
+            taken.count,
+            if taken.count == 1 { " is" } else { "s are" },
+            if taken.count == 1 { "its" } else { "each" },
+            taken.first,
+            if taken.count == 1 { "" } else { ", ..." },
+        ));
+    }
     if let Some(held) = &counts.held {
         reason = MASS_REMOVAL_HELD;
         message.push_str(&format!(
@@ -570,6 +610,34 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(status.mirrored_count, Some(1));
         assert!(ready.message.contains("1 created"), "{}", ready.message);
+    }
+
+    #[test]
+    fn a_mirror_name_another_view_holds_is_reported_with_a_count() {
+        let view = view(true);
+        let mut names_taken = None;
+        NamesTaken::add(&mut names_taken, "team-a-aa01");
+        NamesTaken::add(&mut names_taken, "team-a-aa02");
+        let taken = MirrorCounts {
+            mirrored: 1,
+            names_taken,
+            ..MirrorCounts::default()
+        };
+        let status = synced_status(&view, &summarize(&[]), &taken, 1, at(300));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::True, MIRROR_NAME_TAKEN)
+        );
+        assert!(
+            ready
+                .message
+                .contains("2 listed instances are not mirrored")
+                && ready.message.contains("team-a-aa01"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(status.mirrored_count, Some(1));
     }
 
     #[test]

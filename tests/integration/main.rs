@@ -14,6 +14,7 @@ mod metrics;
 mod mirroring;
 mod observability;
 mod operations;
+mod ownership;
 mod removals;
 mod services;
 mod unreadable_views;
