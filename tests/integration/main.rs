@@ -14,6 +14,7 @@ mod mirroring;
 mod observability;
 mod operations;
 mod services;
+mod throttling;
 mod unreadable_views;
 
 /// The operator binary of this build, for the tests that run it as a process.
