@@ -327,6 +327,11 @@ impl HttpBody for DeadlineBody {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::StreamExt as _;
+
     use super::*;
 
     fn uri(text: &str) -> Uri {
@@ -450,6 +455,122 @@ mod tests {
     fn no_retry_waits_past_the_deadline() {
         assert_eq!(delay(Method::PATCH, 429, Some("2"), 0, 2), None);
         assert_eq!(delay(Method::PATCH, 429, None, 0, 0), None);
+    }
+
+    /// A client of this module against a server on loopback that answers every request with
+    /// `answer`; the client, and how many requests the server saw.
+    async fn client_of(
+        answer: impl Fn(&Uri) -> axum::response::Response + Clone + Send + Sync + 'static,
+        timeout: Duration,
+    ) -> (kube::Client, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let app = {
+            let seen = seen.clone();
+            axum::Router::new().fallback(move |uri: Uri| {
+                let (answer, seen) = (answer.clone(), seen.clone());
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    answer(&uri)
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = kube::Config::new(format!("http://{address}").parse().expect("a URI"));
+        let client = build(
+            config,
+            KubeClientSettings {
+                request_timeout: timeout,
+            },
+        )
+        .expect("a client");
+        (client, seen)
+    }
+
+    fn status(code: u16) -> axum::response::Response {
+        let body = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "refused", "reason": "TooManyRequests", "code": code
+        });
+        axum::response::Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .header("retry-after", "3600")
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("a response")
+    }
+
+    /// An answer whose headers come at once and whose body never ends.
+    fn stalled() -> axum::response::Response {
+        let chunks = futures::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{\"kind\":"))
+        })
+        .chain(futures::stream::pending());
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(chunks))
+            .expect("a response")
+    }
+
+    fn get(path: &str) -> http::Request<Vec<u8>> {
+        http::Request::get(path)
+            .body(Vec::new())
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn a_server_that_keeps_refusing_gets_two_retries_within_seconds_whatever_it_asks() {
+        let (client, seen) = client_of(|_| status(429), Duration::from_secs(10)).await;
+        let started = Instant::now();
+        let error = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.request_text(get("/api/v1/namespaces/a/secrets/s")),
+        )
+        .await
+        .expect("an answer within seconds")
+        .expect_err("refused");
+        // Retry-After asked for an hour: each wait is capped at 2 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(throttled(&error), Some(Throttled::Refused), "{error:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1 + MAX_RETRIES as usize);
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_body_never_ends_fails_at_the_deadline() {
+        let (client, _) = client_of(|_| stalled(), Duration::from_secs(1)).await;
+        let started = Instant::now();
+        let error = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.request_text(get("/api/v1/namespaces/a/secrets/s")),
+        )
+        .await
+        .expect("an answer within seconds")
+        .expect_err("cut at the deadline");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(3),
+            "{elapsed:?}"
+        );
+        assert_eq!(throttled(&error), Some(Throttled::TimedOut), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_watch_stays_open_past_the_deadline() {
+        let (client, _) = client_of(|_| stalled(), Duration::from_secs(1)).await;
+        let read = client.request_text(get("/api/v1/namespaces/a/secrets?watch=true"));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), read)
+                .await
+                .is_err(),
+            "a watch is not cut at the request deadline"
+        );
     }
 
     #[test]
