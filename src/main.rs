@@ -11,6 +11,7 @@ use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
 use ppio_gpu_operator::ppio;
 use ppio_gpu_operator::process::http::metrics_auth::MetricsAuth;
 use ppio_gpu_operator::process::http::{self, Health};
+use ppio_gpu_operator::process::kube_client::{self, KubeClientSettings};
 use ppio_gpu_operator::process::leadership::{Leadership, LeaseSettings};
 use ppio_gpu_operator::process::metrics::Metrics;
 use ppio_gpu_operator::process::telemetry::{self, LogFormat};
@@ -65,6 +66,11 @@ struct RunArgs {
     /// Timeout of one PPIO request, in seconds.
     #[arg(long, env = "PPIO_OPERATOR_PPIO_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     ppio_timeout_seconds: u64,
+
+    /// Deadline of one Kubernetes API request, in seconds: its retries (a couple, of 429, 503 and
+    /// 504, `Retry-After` honoured up to 2 s) and reading its answer included. Watches are exempt.
+    #[arg(long, env = "PPIO_OPERATOR_KUBE_REQUEST_TIMEOUT_SECONDS", default_value_t = kube_client::DEFAULT_REQUEST_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    kube_request_timeout_seconds: u64,
 
     /// Requests a minute to PPIO per API key (views sharing a key share it); 0 for no limit.
     #[arg(
@@ -215,7 +221,8 @@ async fn run(args: RunArgs) -> ExitCode {
             warn!("{warning}");
         }
     }
-    // The leader elector builds a client of its own from the same configuration, on its own thread.
+    // The leader elector builds a client of its own from the same configuration and bounds, on its
+    // own thread.
     let config = match kube::Config::infer().await {
         Ok(config) => config,
         Err(e) => {
@@ -223,7 +230,10 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = match kube::Client::try_from(config.clone()) {
+    let client_settings = KubeClientSettings {
+        request_timeout: Duration::from_secs(args.kube_request_timeout_seconds),
+    };
+    let client = match kube_client::build(config.clone(), client_settings) {
         Ok(client) => client,
         Err(e) => {
             error!(error = %e, "cannot configure a Kubernetes client (in-cluster or kubeconfig)");
@@ -300,6 +310,7 @@ async fn run(args: RunArgs) -> ExitCode {
             }),
             identity: identity.clone(),
             duration: Duration::from_secs(args.lease_duration_seconds),
+            client: client_settings,
         };
         run_as_elected(
             config,

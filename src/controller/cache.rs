@@ -914,7 +914,14 @@ mod tests {
             assert!(first.deletes.is_empty(), "{marked_at}: {first:?}");
             assert!(first.mark_absent.is_empty(), "the mark stays as written");
             // A write of the mirror (or a watch event) keeps what this process saw.
-            cache.record_write(&mirror_of_v("gone", "2"), None, ServiceTally::default());
+            let ticket = cache.begin_write();
+            cache.record_write(
+                &mirror_of_v("gone", "2"),
+                None,
+                ServiceTally::default(),
+                &ticket,
+            );
+            drop(ticket);
             cache.apply(None, watcher::Event::Apply(mirror_of_v("gone", "3")));
             let early = plan(start + interval - Duration::from_millis(1));
             assert!(early.deletes.is_empty(), "{marked_at}: {early:?}");

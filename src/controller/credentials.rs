@@ -40,6 +40,9 @@ pub(super) async fn read_api_key(
                 ),
             });
         }
+        Err(e) if crate::process::kube_client::throttled(&e).is_some() => {
+            return Err(SyncFailure::throttled("read the Secret", &e));
+        }
         Err(e) => {
             return Err(SyncFailure::kube(
                 FailureReason::SecretUnavailable,

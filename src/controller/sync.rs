@@ -63,7 +63,11 @@ impl From<SyncFailure> for Failed {
 
 /// Syncs `view`, holding `slot` except while it waits for its API key's request budget. The listing
 /// is abandoned when one page takes longer than `deadline`, so that a stalled account cannot hold a
-/// slot for hours.
+/// slot for hours. The writes are bounded by the same `deadline` ([`WritesStuck`]): starting a page's
+/// writes (waiting for places among those in flight) may take that long, and so may every write
+/// still to do once the listing ended (the rest, the removals, the summary Event), counted from
+/// when it ended. Writes still running then are abandoned (cancelled): what they wrote is complete
+/// per request, and the next sync plans again what is missing.
 pub(super) async fn sync_view(
     view: Arc<GpuInstanceView>,
     ctx: &Arc<Context>,
@@ -126,7 +130,7 @@ pub(super) async fn sync_view(
     let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
     let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits, memo);
     // The deadline bounds each page (its answer, its retries and the key's budget), not the whole
-    // listing, whose length grows with the account, nor the writes.
+    // listing, whose length grows with the account; and the start of each page's writes.
     let listed = loop {
         let page = tokio::time::timeout(deadline, async {
             slot.released_while(pager.pace()).await;
@@ -135,9 +139,9 @@ pub(super) async fn sync_view(
         .await;
         let page = match page {
             Ok(Ok(Some(page))) => page,
-            Ok(Ok(None)) => break Ok(Ok(())),
-            Ok(Err(e)) => break Ok(Err(e)),
-            Err(elapsed) => break Err(elapsed),
+            Ok(Ok(None)) => break Ended::Complete,
+            Ok(Err(e)) => break Ended::Failed(e),
+            Err(_) => break Ended::PageTimedOut,
         };
         // The page is planned whole before any of its writes starts: a record that does not decode
         // makes the page invalid, and nothing of an invalid page is written.
@@ -145,21 +149,28 @@ pub(super) async fn sync_view(
         (listing, planned) = plan_page(listing, page).await;
         match planned {
             Ok(planned) => {
-                for write in planned.into_iter().flatten() {
-                    writes.start(write).await;
+                let started = tokio::time::timeout(deadline, async {
+                    for write in planned.into_iter().flatten() {
+                        writes.start(write).await;
+                    }
+                })
+                .await;
+                if started.is_err() {
+                    // Dropping the writes cancels those in flight.
+                    return Err(WritesStuck { deadline }.failure().into());
                 }
             }
-            Err(e) => break Ok(Err(e)),
+            Err(e) => break Ended::Failed(e),
         }
     };
     let pages = pager.pages();
     let failure = match listed {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(Failed {
+        Ended::Complete => None,
+        Ended::Failed(e) => Some(Failed {
             retry_after: e.retry_after(),
             failure: ppio_failure(&e, &key),
         }),
-        Err(_) => Some(
+        Ended::PageTimedOut => Some(
             SyncFailure {
                 reason: FailureReason::ApiUnavailable,
                 message: format!(
@@ -175,19 +186,29 @@ pub(super) async fn sync_view(
     if let Some(failure) = failure {
         // The instances it listed exist: a listing that lacks them later starts their count over.
         ctx.mirrors.record_listed(&namespace, &listing.listed);
-        // What the pages listed is being written; let it finish, then report the listing.
-        let _ = writes.finish().await;
+        // What the pages listed is being written; let it finish (within the deadline), then
+        // report the listing.
+        let _ = tokio::time::timeout(deadline, writes.finish()).await;
         return Err(failure);
     }
 
     // A complete listing: what it lacks may go.
-    for write in listing.removals() {
-        writes.start(write).await;
-    }
-    let finished = writes
-        .finish()
-        .await
-        .map_err(|e| SyncFailure::kube(FailureReason::WriteFailed, "write GpuInstances", &e))?;
+    let removals = listing.removals();
+    let finished = tokio::time::timeout(deadline, async move {
+        for write in removals {
+            writes.start(write).await;
+        }
+        writes.finish().await
+    })
+    .await
+    .map_err(|_| WritesStuck { deadline }.failure())?
+    .map_err(|e| {
+        if e.throttled > 0 {
+            SyncFailure::throttled("write GpuInstances", &e)
+        } else {
+            SyncFailure::kube(FailureReason::WriteFailed, "write GpuInstances", &e)
+        }
+    })?;
     let mut counts = listing.counts;
     if let Some(services) = counts.services.as_mut() {
         services.kept = services.kept.saturating_sub(finished.services_not_kept);
@@ -199,6 +220,35 @@ pub(super) async fn sync_view(
         pages,
         writes: finished.writes,
     })
+}
+
+/// How a listing ended.
+enum Ended {
+    /// Every page was listed.
+    Complete,
+    /// PPIO failed it.
+    Failed(ppio::PpioError),
+    /// A page took longer than the deadline.
+    PageTimedOut,
+}
+
+/// The sync's writes did not finish within their deadline: the API server answered too slowly
+/// (the per-request deadlines of many writes, refusals retried). Those still running are abandoned.
+struct WritesStuck {
+    deadline: Duration,
+}
+
+impl WritesStuck {
+    fn failure(&self) -> SyncFailure {
+        SyncFailure::throttled(
+            "write GpuInstances",
+            &format!(
+                "the sync's writes did not finish within {}s of its listing; those still running \
+                 were abandoned and the next sync plans them again",
+                self.deadline.as_secs()
+            ),
+        )
+    }
 }
 
 /// Plans every record of `page`, on tokio's blocking pool: decoding, redacting and mapping the

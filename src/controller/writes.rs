@@ -19,6 +19,11 @@
 //! and end time, so a later sync (or a restarted operator) does not publish them again, and a write
 //! that fails before them keeps the Events for the next sync. At most `spec.lifecycleEvents.maxPerSync` are
 //! published one by one; when more were due, one summary on the view follows the last write.
+//! They are published after the write task has given its permit back: a permit bounds the
+//! Kubernetes writes of mirrors in flight, and an Event that is slow to publish (the Events API
+//! throttled) must not hold up the writes of other mirrors. A write task abandoned at the sync's
+//! deadline after its labels were written loses its Events: once per transition is kept, at the
+//! price of an Event that may be missing.
 
 use std::sync::{Arc, Mutex};
 
@@ -94,6 +99,9 @@ pub struct Writes {
 pub struct WriteFailures {
     /// Writes that failed.
     pub failed: usize,
+    /// Of those, the writes the API server throttled: refused with 429 after the client's retries,
+    /// or not answered within the request deadline ([`crate::process::kube_client::throttled`]).
+    pub throttled: usize,
     /// Writes attempted.
     pub total: usize,
     /// The first failure.
@@ -208,11 +216,23 @@ impl Writes {
                 view: &view,
                 cache: &cache,
                 metrics: &metrics,
-                lifecycle: &lifecycle,
                 services: services.as_deref(),
+                due: Mutex::new(Vec::new()),
             };
             let result = parts.carry_out(write).await;
             drop(permit);
+            let due = parts
+                .due
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for due in due {
+                match due {
+                    Due::Lifecycle(written, events) => lifecycle.publish(&written, events).await,
+                    Due::Service(written, event) => {
+                        events::publish_instance_event(&lifecycle.recorder, &written, &event).await;
+                    }
+                }
+            }
             result
         });
     }
@@ -252,6 +272,9 @@ impl Writes {
             Err(e) => kube::Error::Service(Box::new(e)),
         };
         self.outcome.failed += 1;
+        if crate::process::kube_client::throttled(&error).is_some() {
+            self.outcome.throttled += 1;
+        }
         self.outcome.first.get_or_insert(error);
     }
 }
@@ -262,11 +285,31 @@ struct Parts<'a> {
     view: &'a GpuInstanceView,
     cache: &'a MirrorCache,
     metrics: &'a Metrics,
-    lifecycle: &'a LifecycleEvents,
     services: Option<&'a Services>,
+    /// Events due once the task has given its permit back, with the mirror as written.
+    due: Mutex<Vec<Due>>,
+}
+
+/// An Event of a mirror due once its write task has given its permit back.
+enum Due {
+    /// Lifecycle Events, which the sync's tally bounds.
+    Lifecycle(Written, Vec<InstanceEvent>),
+    /// Why the mirror's Service is not kept: one series per mirror, at every sync that finds it.
+    Service(Written, InstanceEvent),
 }
 
 impl Parts<'_> {
+    /// Publishes `events` of the mirror just `written` once the task has given its permit back.
+    fn publish_later(&self, written: &Written, events: Vec<InstanceEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        self.due
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Due::Lifecycle(written.clone(), events));
+    }
+
     /// Carries out one write, keeping the cache's memory of the operator's own writes current.
     async fn carry_out(&self, write: MirrorWrite) -> Result<(), kube::Error> {
         let Parts {
@@ -274,7 +317,6 @@ impl Parts<'_> {
             view,
             cache,
             metrics,
-            lifecycle,
             ..
         } = *self;
         let namespace = view.namespace().unwrap_or_default();
@@ -292,7 +334,7 @@ impl Parts<'_> {
                 let created = apply_object(api, metrics, &desired.unvouched()).await?;
                 // Its labels, which record these Events, are written: a failed status write would
                 // otherwise lose them, since the next sync finds the labels already current.
-                lifecycle.publish(&created, events).await;
+                self.publish_later(&created, events);
                 let mut tally = tally_of(desired.services.as_ref());
                 let written = async {
                     // Each later write only while it is still the object created.
@@ -375,7 +417,7 @@ impl Parts<'_> {
                     let written = apply_object(api, metrics, &object).await?;
                     // The mirror's labels, which record these Events, are written: whatever
                     // became of its Service, the next sync finds them current.
-                    lifecycle.publish(&written, events).await;
+                    self.publish_later(&written, events);
                     Ok(Some((written, kept)))
                 }
                 .await;
@@ -546,7 +588,10 @@ impl Parts<'_> {
             transition: None,
         };
         // One series per mirror, however many syncs find the same cause.
-        events::publish_instance_event(&self.lifecycle.recorder, &written, &event).await;
+        self.due
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Due::Service(written.clone(), event));
         Ok((written, false))
     }
 }

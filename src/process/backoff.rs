@@ -36,6 +36,9 @@ pub struct Jitter {
 
 /// A page retry waits half to all of its backoff: views failing together do not retry together.
 pub const PAGE_RETRY: Jitter = Jitter::between(0.5, 1.0);
+/// A refused Kubernetes request waits half to all of its backoff before it is sent again, so that
+/// the writes refused together are not sent again together.
+pub const KUBE_RETRY: Jitter = Jitter::between(0.5, 1.0);
 /// A view that synced waits its interval and up to a tenth more, never less: views created
 /// together drift apart, and an instance missing from one listing has been missing for the
 /// interval by the next.

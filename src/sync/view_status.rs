@@ -58,6 +58,11 @@ pub enum FailureReason {
     ListFailed,
     /// Writing GpuInstances to the Kubernetes API failed.
     WriteFailed,
+    /// The Kubernetes API server throttled the sync's requests: it refused them with 429 (API
+    /// Priority and Fairness, an admission webhook or a quota) after the client's few retries, or
+    /// did not answer them within their deadline, or the sync's writes outlived theirs. Retried with
+    /// backoff, so `Reconciling`.
+    ApiServerThrottled,
 }
 
 impl FailureReason {
@@ -79,6 +84,7 @@ impl FailureReason {
             FailureReason::InvalidResponse => "InvalidResponse",
             FailureReason::ListFailed => "ListFailed",
             FailureReason::WriteFailed => "WriteFailed",
+            FailureReason::ApiServerThrottled => "ApiServerThrottled",
         }
     }
 
@@ -156,6 +162,19 @@ pub struct SyncFailure {
 }
 
 impl SyncFailure {
+    /// The Kubernetes API server throttled the sync's attempt to `action`: `what` says how.
+    pub fn throttled(action: &str, what: &impl std::fmt::Display) -> SyncFailure {
+        SyncFailure {
+            reason: FailureReason::ApiServerThrottled,
+            message: format!(
+                "The Kubernetes API server throttled the operator's attempt to {action}: {what}. It \
+                 refused with 429 (API Priority and Fairness, an admission webhook or a quota) or did \
+                 not answer in time. Nothing already written is lost; retrying with backoff, at least \
+                 once per sync interval."
+            ),
+        }
+    }
+
     /// A failure of the Kubernetes API to `action` (e.g. "write GpuInstances"), as the view
     /// reports it.
     pub fn kube(
@@ -582,6 +601,33 @@ mod tests {
         assert_eq!(reconciling.status, ConditionStatus::True);
         let stalled = condition::find(&status.conditions, condition::STALLED).unwrap();
         assert_eq!(stalled.status, ConditionStatus::False);
+    }
+
+    #[test]
+    fn a_throttled_view_is_reconciling_and_says_what_was_refused() {
+        let failure = SyncFailure::throttled("write GpuInstances", &"3 of 5 writes failed");
+        let status = failed_status(&synced_once(view(true)), &failure, at(200));
+        let ready = condition::find(&status.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "ApiServerThrottled")
+        );
+        for part in [
+            "write GpuInstances",
+            "3 of 5 writes failed",
+            "429",
+            "retrying",
+        ] {
+            assert!(ready.message.contains(part), "{part}: {}", ready.message);
+        }
+        let reconciling = condition::find(&status.conditions, condition::RECONCILING).unwrap();
+        assert_eq!(
+            (reconciling.status, reconciling.reason.as_str()),
+            (ConditionStatus::True, "ApiServerThrottled")
+        );
+        let stalled = condition::find(&status.conditions, condition::STALLED).unwrap();
+        assert_eq!(stalled.status, ConditionStatus::False);
+        assert_eq!(status.instance_count, Some(1), "the last counts stay");
     }
 
     #[test]

@@ -164,6 +164,7 @@ fn default_deployment_runs_the_hardened_operator_with_leader_election() {
         "--concurrency=4",
         "--write-concurrency=16",
         "--ppio-timeout-seconds=30",
+        "--kube-request-timeout-seconds=15",
         "--ppio-requests-per-minute=100",
         "--memo-memory-limit-mib=64",
         "--log-format=json",

@@ -70,6 +70,7 @@ async fn join(ns: &TestNamespace, lease: &str, identity: &str, skew: SignedDurat
         name: lease.to_owned(),
         identity: identity.to_owned(),
         duration: LEASE_DURATION,
+        client: Default::default(),
     };
     let config = ppio_test_support::shared().config().await;
     Leadership::join_with_clock(config, &settings, Arc::new(SkewedClock { skew }))

@@ -17,6 +17,7 @@ mod operations;
 mod ownership;
 mod removals;
 mod services;
+mod throttling;
 mod unreadable_views;
 
 /// The operator binary of this build, for the tests that run it as a process.

@@ -15,7 +15,7 @@
 //! Wall clocks are only written into the Lease for people to read, never compared between nodes.
 //!
 //! The elector runs on a thread of its own, with a single-threaded tokio runtime and a Kubernetes
-//! client of its own: nothing the controller does on the process's runtime (a sync planning a page
+//! client of its own (built as the controller's, [`crate::process::kube_client`]): nothing the controller does on the process's runtime (a sync planning a page
 //! at the body cap, a burst of watch events, writes in flight, a runtime with a single worker under
 //! a CPU limit) can delay a renewal, so the leader renews on time or, when the API server does not
 //! answer, steps down before a standby may take over, however busy the rest of the process is. The
@@ -29,12 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Client};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::kube_client::{self, KubeClientSettings};
 pub use clock::{Clock, SystemClock};
 pub use decision::MIN_LEASE_DURATION;
 use decision::{Deposition, LeaseRecord, Observation, Step, Timing};
@@ -57,6 +58,9 @@ pub struct LeaseSettings {
     /// How long a holding lasts without renewal (at least [`MIN_LEASE_DURATION`]): a standby takes
     /// over within this plus one retry period after the leader stopped renewing.
     pub duration: Duration,
+    /// The bounds of the elector's Kubernetes client: the controller's
+    /// ([`crate::process::kube_client`]).
+    pub client: KubeClientSettings,
 }
 
 /// The elector could not start.
@@ -234,7 +238,7 @@ async fn elect(
     joined: oneshot::Sender<Result<(), ElectionError>>,
     stopped: oneshot::Receiver<Stop>,
 ) {
-    let client = match Client::try_from(config) {
+    let client = match kube_client::build(config, settings.client) {
         Ok(client) => client,
         Err(e) => {
             let _ = joined.send(Err(ElectionError::Start {
