@@ -74,6 +74,8 @@ pub struct Metrics {
     pub mirrored_instances: Family<ViewLabels, Gauge>,
     /// Writes to the Kubernetes API by verb and resource.
     pub kubernetes_writes: Family<WriteLabels, Counter>,
+    /// Services turned not ready because no recent listing confirmed their instance.
+    pub endpoint_freshness_flips: Counter,
     /// 1 while this replica leads (or runs without leader election), else 0.
     pub leader: Gauge,
     fleet: FleetViews,
@@ -97,6 +99,7 @@ impl Metrics {
         let ppio_requests = Family::default();
         let mirrored_instances = Family::default();
         let kubernetes_writes = Family::default();
+        let endpoint_freshness_flips = Counter::default();
         let leader = Gauge::default();
         let fleet = FleetViews::default();
         registry.register_with_unit(
@@ -132,6 +135,12 @@ impl Metrics {
             kubernetes_writes.clone(),
         );
         registry.register(
+            "endpoint_freshness_flips",
+            "Services turned not ready because no listing confirmed their instance within the \
+             view's freshness window",
+            endpoint_freshness_flips.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica is the active controller, else 0",
             leader.clone(),
@@ -145,6 +154,7 @@ impl Metrics {
             ppio_request_duration,
             mirrored_instances,
             kubernetes_writes,
+            endpoint_freshness_flips,
             leader,
             fleet,
         }
@@ -168,6 +178,11 @@ impl Metrics {
             .get_or_create(&PpioRequestLabels { code })
             .inc();
         self.ppio_request_duration.observe(latency.as_secs_f64());
+    }
+
+    /// Records one Service turned not ready for want of confirmation.
+    pub fn record_freshness_flip(&self) {
+        self.endpoint_freshness_flips.inc();
     }
 
     /// Records one write to the Kubernetes API.
