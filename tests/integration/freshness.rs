@@ -3,7 +3,8 @@
 //! freshness window (three intervals plus the last sync: about 30 s at the 10 s interval here),
 //! their Service says since when nothing confirms the instance, and the next complete listing makes
 //! them ready again; one write of the Service and one of its slice each way, none while idle, and
-//! no write of the mirror for the flip.
+//! no write of the mirror for the flip. A flip outlives its leader: the next one's first listing
+//! routes again.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use ppio_simulator::{Fault, FaultKind};
 use serde_json::json;
 
 use ppio_test_support::fixture::{API_KEY, Fixture};
+use ppio_test_support::operator::RunningOperator;
 use ppio_test_support::records::{generated, port, set_status};
 use ppio_test_support::wait_for;
 
@@ -32,10 +34,7 @@ async fn start(prefix: &str) -> Fixture {
     set_status(&mut record, "running");
     record["ports"] = json!([port(8080, "http", "http://203.0.113.5:30001")]);
     let fx = Fixture::start_with(prefix, vec![record], |settings| {
-        settings.services = Some(AddressPolicy {
-            cluster: Vec::new(),
-            allowed: vec!["203.0.113.0/24".parse().expect("a range")],
-        });
+        settings.services = Some(documentation());
     })
     .await;
     fx.create_view("v", |spec| spec.services.enabled = true)
@@ -43,6 +42,14 @@ async fn start(prefix: &str) -> Fixture {
     fx.wait_ready("v", true, "Synced").await;
     assert_eq!(endpoint_ready(&fx).await, Some(true));
     fx
+}
+
+/// The address rule: the documentation range the instance's address is in, allowed.
+fn documentation() -> AddressPolicy {
+    AddressPolicy {
+        cluster: Vec::new(),
+        allowed: vec!["203.0.113.0/24".parse().expect("a range")],
+    }
 }
 
 /// Whether the endpoint of `v-aa01` is ready (none when it has no slice).
@@ -232,4 +239,29 @@ async fn endpoints_turn_not_ready_while_listings_keep_failing() {
     fx.simulator().clear_faults();
     turns_ready_again(&fx, flipped).await;
     fx.wait_ready("v", true, "Synced").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_made_before_a_failover_is_undone_by_the_next_leaders_first_listing() {
+    let mut fx = start("fresh-failover").await;
+    fx.simulator().set_api_keys(vec!["sk-another-key".into()]);
+    fx.wait_ready("v", false, "AuthFailed").await;
+    await_endpoint(&fx, false, WINDOW + SLACK).await;
+
+    // The leader goes; the next one finds the mirror unchanged, and must still route again.
+    fx._operator = None;
+    fx.simulator().set_api_keys(vec![API_KEY.into()]);
+    fx._operator = Some(RunningOperator::start_with(
+        fx.ns.client.clone(),
+        &fx.ns.name,
+        &fx.ppio.base_url(),
+        |settings| settings.services = Some(documentation()),
+    ));
+    let took = await_endpoint(&fx, true, Duration::from_secs(30)).await;
+    assert!(took < Duration::from_secs(30));
+    assert_eq!(
+        readiness(&fx).await,
+        "Ready: the remote instance is running."
+    );
+    assert_eq!(writes(&fx).0, 0, "the new leader flipped nothing");
 }
