@@ -440,6 +440,7 @@ mod tests {
         metrics.record_ppio_request(None, Duration::from_secs(3));
         metrics.record_write("apply_status", "gpuinstances");
         metrics.set_mirrored("ml", "team", 7);
+        metrics.record_freshness_flip();
         let text = metrics.render();
         for expected in [
             "ppio_gpu_operator_sync_duration_seconds_bucket{le=\"0.25\"} 1",
@@ -450,6 +451,7 @@ mod tests {
             "ppio_gpu_operator_kubernetes_writes_total{verb=\"apply_status\",resource=\"gpuinstances\"} 1",
             "ppio_gpu_operator_mirrored_instances{namespace=\"ml\",view=\"team\"} 7",
             "ppio_gpu_operator_leader 0",
+            "ppio_gpu_operator_endpoint_freshness_flips_total 1",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
