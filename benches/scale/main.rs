@@ -316,6 +316,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         "{NO_OP_SYNCS} syncs in which nothing changed (refresh annotation)"
     ));
     let before_no_op = after;
+    let flips_before = freshness_flips(&http, port).await?;
     let started = Instant::now();
     for sync in 1..=NO_OP_SYNCS {
         let value = format!("bench-{sync}-{}", jiff::Timestamp::now().as_nanosecond());
@@ -337,6 +338,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
     let no_op_wall = started.elapsed();
     tokio::time::sleep(SETTLE).await;
     let after_no_op = Sample::take(&client, &http, &ppio_url, &operator, ticks_per_second).await?;
+    let no_op_freshness_flips = freshness_flips(&http, port).await? - flips_before;
     let mut no_op_api = after_no_op.api.since(&before_no_op.api);
     no_op_api.discount(&view_request("PATCH", ""), NO_OP_SYNCS as f64);
     views.discount_from(&mut no_op_api);
@@ -402,6 +404,7 @@ async fn run(settings: &Settings) -> Result<Measurements, String> {
         no_op_cpu,
         no_op_api,
         no_op_ppio,
+        no_op_freshness_flips,
         started_busy,
         load_at_start,
         load_at_end: counters::load_average(),
@@ -424,6 +427,25 @@ fn without_settings_from_environment(command: &mut Command) {
         }
     }
     command.env_remove("RUST_LOG");
+}
+
+/// The operator's count of Services it turned not ready for want of confirmation (its
+/// `/metrics` on `127.0.0.1:port`): writes no mirror change triggers.
+async fn freshness_flips(http: &reqwest::Client, port: u16) -> Result<f64, String> {
+    const METRIC: &str = "ppio_gpu_operator_endpoint_freshness_flips_total ";
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("cannot read the operator's {url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("cannot read the operator's {url}: {e}"))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(METRIC)?.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("the operator's {url} has no {}", METRIC.trim()))
 }
 
 /// The counters read before and after each phase.

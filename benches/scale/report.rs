@@ -50,6 +50,8 @@ pub struct Measurements {
     pub no_op_api: RequestCounts,
     /// PPIO requests over those syncs.
     pub no_op_ppio: PpioRequests,
+    /// Services the operator turned not ready for want of confirmation over those syncs.
+    pub no_op_freshness_flips: f64,
     /// The machine's load averages when the run began.
     pub load_at_start: String,
     /// The machine's load averages when the measurements ended.
@@ -245,6 +247,13 @@ pub fn print(m: &Measurements) {
             count(service_requests),
             "0",
             service_requests == 0.0,
+        ));
+        let flips = m.no_op_freshness_flips / syncs;
+        rows.push(Row::target(
+            "freshness writes per no-op sync (Services turned not ready)",
+            count(flips),
+            "0",
+            flips == 0.0,
         ));
     }
 

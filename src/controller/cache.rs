@@ -26,6 +26,11 @@
 //! listing, by its monotonic clock: removals are timed by that alone (see [`crate::sync::removals`]),
 //! never by the `absentSince` another replica's wall clock wrote. It is not persisted: after a restart
 //! or a failover the count starts over.
+//!
+//! Each entry also holds when this process last saw its instance listed (an [`Instant`]: its own
+//! clock, never another replica's), for [`crate::services::freshness`]: an entry the watch brings
+//! in counts as confirmed when this process first sees it, so a new leader that can never list
+//! turns its Services not ready one freshness window after it started, not at once.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -46,6 +51,7 @@ use super::scopes::watch_scopes;
 use crate::api::GpuInstanceView;
 use crate::mirror;
 use crate::services::ServiceTally;
+use crate::services::freshness::{self, Confirmation, Unconfirmed};
 use crate::sync::plan::{self, Digest, Observed};
 use crate::sync::removals::Unlisted;
 
@@ -75,6 +81,11 @@ struct Entry {
     status: Arc<str>,
     /// Its `gpu.ppio.io/expiring-soon` label: Unix seconds.
     expiring_soon: Option<NonZeroI64>,
+    /// When this process last saw the instance listed, or first saw the mirror.
+    confirmed: Instant,
+    /// Its Service was turned not ready for want of confirmation since the mirror was last
+    /// written.
+    turned: bool,
 }
 
 impl Entry {
@@ -82,6 +93,12 @@ impl Entry {
     /// whole, and nobody wrote it since.
     fn trusted(&self) -> bool {
         !self.write_failed && self.written.is_none_or(|w| w == self.resource_version)
+    }
+
+    /// Makes the next sync write it again, whatever its metadata says.
+    fn distrust(&mut self) {
+        self.write_failed = true;
+        self.source = None;
     }
 }
 
@@ -108,6 +125,9 @@ struct State {
     /// also of one not in the cache yet (a create whose watch event has not come): what a write's
     /// record must not wipe out. Emptied when no write is in flight.
     marks: HashMap<(String, String), u64>,
+    /// Mirrors (namespace, name) to distrust when the watch brings them in: their Services were
+    /// turned not ready (by an earlier leader, say) before this process knew the mirror.
+    distrust_on_arrival: HashSet<(String, String)>,
 }
 
 /// The fewest names [`State::names`] holds before a sweep: a few hundred strings are not worth one.
@@ -119,6 +139,19 @@ impl State {
         // The set's own reference is the only one left: nothing else can reach the name.
         self.names.retain(|name| Arc::strong_count(name) > 1);
         self.sweep_at = (2 * self.names.len()).max(MIN_NAMES_SWEPT);
+    }
+
+    /// Inserts an entry the watch brought in, distrusting it if its Service was found turned.
+    fn arrive(&mut self, key: Key, mut entry: Entry) {
+        if !self.distrust_on_arrival.is_empty()
+            && self
+                .distrust_on_arrival
+                .remove(&(key.0.to_string(), key.1.clone()))
+        {
+            entry.turned = true;
+            entry.distrust();
+        }
+        insert(&mut self.entries, key, entry);
     }
 }
 
@@ -220,25 +253,95 @@ impl MirrorCache {
         })
     }
 
-    /// Whether the mirror `namespace/name` is trusted, not marked absent, and was last found or
-    /// written to match the record whose [`plan::ViewSeed::source_hash`] is `source`: then it is
-    /// unchanged, and this is what its Service plan counted. The check every listed record of a
-    /// sync makes, so it allocates nothing.
+    /// Records that a listing saw the instance of mirror `namespace/name` at `listed_at` (its
+    /// confirmation, [`crate::services::freshness`]), and says whether the mirror is trusted, not
+    /// marked absent, and was last found or written to match the record whose
+    /// [`plan::ViewSeed::source_hash`] is `source`: then it is unchanged, and this is what its
+    /// Service plan counted. The check every listed record of a sync makes, so it allocates
+    /// nothing.
     pub fn unchanged_source(
         &self,
         namespace: &str,
         name: &str,
         source: u64,
+        listed_at: Instant,
     ) -> Option<ServiceTally> {
+        let mut state = self.lock();
+        let entry = state.entries.get_mut(namespace)?.get_mut(name)?;
+        entry.confirmed = entry.confirmed.max(listed_at);
+        if entry.turned && entry.trusted() {
+            // Turned without a Service to write (none planned): nothing to rewrite either.
+            entry.turned = false;
+        }
+        (entry.source == Some(source) && entry.absent_since.is_none() && entry.trusted())
+            .then_some(entry.services)
+    }
+
+    /// Which mirrors of `view` must have their Services turned not ready at `now`, no listing
+    /// having confirmed them within `window`, and when the next one is due
+    /// ([`freshness::unconfirmed`]).
+    pub fn unconfirmed(
+        &self,
+        view: &GpuInstanceView,
+        window: Duration,
+        now: Instant,
+    ) -> Unconfirmed {
+        let namespace = view.meta().namespace.as_deref().unwrap_or_default();
+        let label = mirror::kubernetes_label_value(view.meta().name.as_deref().unwrap_or_default());
+        let owner = plan::owner_hash(view.meta().uid.as_deref().unwrap_or_default());
         let state = self.lock();
-        state
+        let mirrors = state
             .entries
             .get(namespace)
-            .and_then(|mirrors| mirrors.get(name))
-            .filter(|entry| {
-                entry.source == Some(source) && entry.absent_since.is_none() && entry.trusted()
-            })
-            .map(|entry| entry.services)
+            .into_iter()
+            .flatten()
+            .filter(|(_, entry)| *entry.view == *label && entry.digest.owner == owner)
+            .map(|(name, entry)| Confirmation {
+                name,
+                running: *entry.status == *mirror::RUNNING,
+                absent: entry.absent_since.is_some(),
+                turned: entry.turned,
+                confirmed: entry.confirmed,
+            });
+        freshness::unconfirmed(mirrors, window, now)
+    }
+
+    /// Records that the Service of mirror `name` was turned not ready; `distrust`: one was written,
+    /// so the next listing that confirms the instance writes the mirror and its Service again.
+    pub fn record_turned(&self, namespace: &str, name: &str, distrust: bool) {
+        if let Some(entry) = self
+            .lock()
+            .entries
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+        {
+            entry.turned = true;
+            if distrust {
+                entry.distrust();
+            }
+        }
+    }
+
+    /// Records that the Service of mirror `name` is found turned not ready (by an earlier leader,
+    /// say): the mirror is written again at the next listing that confirms it, whether or not the
+    /// watch has brought it in yet.
+    pub fn record_turned_service(&self, namespace: &str, name: &str) {
+        let mut state = self.lock();
+        match state
+            .entries
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+        {
+            Some(entry) => {
+                entry.turned = true;
+                entry.distrust();
+            }
+            None => {
+                state
+                    .distrust_on_arrival
+                    .insert((namespace.to_owned(), name.to_owned()));
+            }
+        }
     }
 
     /// After a complete listing of `view` at `now` (this process's monotonic clock) that listed the
@@ -341,8 +444,12 @@ impl MirrorCache {
             .get(&key.0)
             .and_then(|names| names.get(&key.1))
             .filter(|known| known.uid == entry.uid);
-        // What this process saw of its instance's absence outlives its writes (the mark, say).
+        // What this process saw of its instance's absence outlives its writes (the mark, say), and
+        // the listing that planned this write confirmed the instance already.
         entry.missing_since = known.and_then(|known| known.missing_since);
+        if let Some(known) = known {
+            entry.confirmed = known.confirmed;
+        }
         if let Some(known) = known.filter(|known| {
             known
                 .revision
@@ -392,8 +499,7 @@ impl MirrorCache {
             .get_mut(namespace)
             .and_then(|names| names.get_mut(name))
         {
-            entry.write_failed = true;
-            entry.source = None;
+            entry.distrust();
         }
     }
 
@@ -422,7 +528,7 @@ impl MirrorCache {
                         .get(&key.0)
                         .and_then(|names| names.get(&key.1));
                     let entry = carry_memory(known, entry);
-                    insert(&mut state.entries, key, entry);
+                    state.arrive(key, entry);
                 }
                 false
             }
@@ -460,7 +566,7 @@ impl MirrorCache {
                 for (key, entry) in listed {
                     let known = previous.get(&key.0).and_then(|names| names.get(&key.1));
                     let entry = carry_memory(known, entry);
-                    insert(&mut state.entries, key, entry);
+                    state.arrive(key, entry);
                 }
                 drop(previous);
                 state.release_unused_names();
@@ -512,6 +618,8 @@ impl MirrorCache {
             services: ServiceTally::default(),
             status: self.intern(status),
             expiring_soon,
+            confirmed: Instant::now(),
+            turned: false,
         })
     }
 
@@ -593,6 +701,8 @@ fn carry_memory(known: Option<&Entry>, mut observed: Entry) -> Entry {
         observed.source = known.source;
         observed.services = known.services;
         observed.missing_since = known.missing_since;
+        observed.confirmed = known.confirmed;
+        observed.turned = known.turned;
     }
     observed
 }
@@ -959,6 +1069,99 @@ mod tests {
         cache.record_listed("ml", &with_m);
         let (unlisted, _) = cache.record_listing(&view_v(), &none, start + minute);
         assert_eq!(unlisted[0].missing_for, None, "seen missing afresh");
+    }
+
+    /// A mirror of [`view`] showing a running instance.
+    fn running(name: &str, rv: &str) -> MirrorMeta {
+        let mut object = meta(name, rv, "team-a", "00000000000000aa");
+        object
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(mirror::STATUS_LABEL.into(), mirror::RUNNING.into());
+        object.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "gpu.ppio.io/v1alpha1".into(),
+                kind: "GpuInstanceView".into(),
+                name: "team-a".into(),
+                uid: "0000-view-uid".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            },
+        ]);
+        object
+    }
+
+    fn view() -> GpuInstanceView {
+        crate::sync::fixtures::view(true)
+    }
+
+    #[test]
+    fn a_listing_confirms_a_mirror_and_a_turned_one_is_written_again() {
+        let cache = MirrorCache::default();
+        let window = Duration::from_secs(30);
+        cache.apply(None, watcher::Event::Apply(running("a", "1")));
+        let first_seen = Instant::now();
+        let later = first_seen + Duration::from_secs(100);
+        let due = cache.unconfirmed(&view(), window, later);
+        assert_eq!(
+            due.stale.len(),
+            1,
+            "first seen, never listed: due one window on"
+        );
+
+        // A listing at `later - 1s` confirms it: nothing is due, and a watch event keeps that.
+        cache.unchanged_source("ml", "a", 7, later - Duration::from_secs(1));
+        cache.apply(None, watcher::Event::Apply(running("a", "2")));
+        let due = cache.unconfirmed(&view(), window, later);
+        assert!(due.stale.is_empty());
+        assert_eq!(due.next, Some(Duration::from_secs(29)));
+
+        // Turned (a Service written): never due again, and no longer trusted until rewritten.
+        let ticket = cache.begin_write();
+        cache.record_write(
+            &running("a", "3"),
+            Some(7),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        assert!(cache.unchanged_source("ml", "a", 7, later).is_some());
+        cache.record_turned("ml", "a", true);
+        let much_later = later + Duration::from_secs(3600);
+        assert_eq!(
+            cache.unconfirmed(&view(), window, much_later),
+            Unconfirmed::default()
+        );
+        assert!(
+            cache.unchanged_source("ml", "a", 7, much_later).is_none(),
+            "the next listing writes the mirror and its Service again"
+        );
+        // That write makes it an ordinary mirror again, confirmed by the listing.
+        let ticket = cache.begin_write();
+        cache.record_write(
+            &running("a", "4"),
+            Some(7),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        let due = cache.unconfirmed(&view(), window, much_later + window);
+        assert_eq!(due.stale.len(), 1);
+    }
+
+    #[test]
+    fn a_service_found_turned_distrusts_its_mirror_even_before_the_watch_brings_it() {
+        let cache = MirrorCache::default();
+        cache.record_turned_service("ml", "a");
+        cache.apply(None, watcher::Event::Apply(running("a", "1")));
+        assert!(!cache.observed("ml", "a").unwrap().trusted);
+        let due = cache.unconfirmed(&view(), Duration::ZERO, Instant::now());
+        assert!(due.stale.is_empty(), "turned already");
+
+        cache.apply(None, watcher::Event::Apply(running("b", "1")));
+        cache.record_turned_service("ml", "b");
+        assert!(!cache.observed("ml", "b").unwrap().trusted);
     }
 
     #[test]

@@ -15,12 +15,14 @@
 //! - `memos`: what each view's listings read of every record, so a record sent again is not read;
 //! - `sync`: one sync of one view; `endpoint` and `credentials` check its endpoint and read its key;
 //! - `writes`: the mirror writes of a sync, in flight as pages arrive;
-//! - `events`: Events for transitions, on the view and on its GpuInstances.
+//! - `events`: Events for transitions, on the view and on its GpuInstances;
+//! - `freshness`: Services of instances no recent listing confirmed, turned not ready.
 
 mod cache;
 mod credentials;
 mod endpoint;
 mod events;
+mod freshness;
 mod memos;
 mod mirror_meta;
 mod schedule;
@@ -212,6 +214,8 @@ pub struct Context {
     schedules: Schedules,
     unreadable: UnreadableViews,
     memos: memos::Memos,
+    /// How long each view's last complete sync took: part of its freshness window.
+    listings: freshness::ListingDurations,
     /// The watch of the operator's Services and EndpointSlices, when it keeps Services.
     service_watch: Option<Arc<service_watch::ServiceWatch>>,
 }
@@ -242,6 +246,7 @@ impl Context {
             schedules: Schedules::default(),
             unreadable: UnreadableViews::default(),
             memos,
+            listings: freshness::ListingDurations::default(),
         }
     }
 
@@ -276,6 +281,7 @@ impl Context {
         let view = ObjectRef::new(name).within(namespace);
         self.memos.forget(&view);
         self.unreadable.forget(&view);
+        self.listings.forget(&view);
         self.schedules.set(view, None);
     }
 }
@@ -498,8 +504,25 @@ async fn write_unreadable_status(
     }
 }
 
-/// Syncs `view` if it is due, and says when to look at it again.
+/// Syncs `view` if it is due, then turns not ready the Services of its mirrors that no recent
+/// listing confirmed, whatever became of the sync; says when to look at it again: when the next
+/// sync or the next such flip is due, whichever comes first.
 async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let next_sync = sync_if_due(view.clone(), ctx).await;
+    let next_flip = freshness::turn_unconfirmed(&view, ctx).await;
+    let next_sync = next_sync?;
+    Ok(match (next_sync, next_flip) {
+        (None, None) => Action::await_change(),
+        (Some(wait), None) | (None, Some(wait)) => Action::requeue(wait),
+        (Some(sync), Some(flip)) => Action::requeue(sync.min(flip)),
+    })
+}
+
+/// Syncs `view` if it is due; how long until it is due again (`None`: not until it changes).
+async fn sync_if_due(
+    view: Arc<GpuInstanceView>,
+    ctx: &Arc<Context>,
+) -> Result<Option<Duration>, Error> {
     let key = ObjectRef::from_obj(&*view);
     ctx.metrics.observe_view(
         &view.namespace().unwrap_or_default(),
@@ -512,11 +535,11 @@ async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result
         // A suspended view lists nothing: what its listings read is of no use until it resumes.
         ctx.memos.forget(&key);
         ctx.schedules.set(key, None);
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let interval = view.spec.sync_interval();
     if let Some(wait) = schedule::time_until_due(&view, ctx.schedules.get(&key), interval) {
-        return Ok(Action::requeue(wait));
+        return Ok(Some(wait));
     }
 
     let mut slot = ctx.slots.take().await;
@@ -554,6 +577,7 @@ async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result
                 .set_mirrored(&namespace, &name, synced.counts.mirrored as i64);
             ctx.metrics
                 .record_fleet(&namespace, &name, synced.fleet, Timestamp::now());
+            ctx.listings.record(key.clone(), started.elapsed());
             (status, schedule::next_regular_sync(interval), 0)
         }
         Err(failure) => {
@@ -587,7 +611,7 @@ async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result
     let reference = view.object_ref(&());
     events::publish_transition(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
     write_view_status_if_changed(ctx, &view, status).await?;
-    Ok(Action::requeue(delay))
+    Ok(Some(delay))
 }
 
 /// Retries the reconciliation shortly when even the view's status could not be written.

@@ -14,6 +14,11 @@
 //! flight at that moment does not clear the mark when it records its response
 //! ([`super::cache::WriteTicket`]).
 //!
+//! A Service found turned not ready for want of confirmation ([`crate::services::freshness`]), by
+//! this process or an earlier leader, distrusts its mirror, so that the next listing that confirms
+//! the instance writes the mirror and its Service again, ready: the flip is remembered in the
+//! cluster, not only in the memory of the process that made it.
+//!
 //! Only deletes are repaired: a Service someone edits keeps its edits until its mirror next
 //! changes, when the operator's apply takes its fields back.
 
@@ -33,6 +38,8 @@ use super::cache::MirrorCache;
 use super::scopes::{Scope, watch_scopes};
 use crate::api::GpuInstance;
 use crate::mirror;
+use crate::services::freshness;
+use crate::services::objects::READINESS_ANNOTATION;
 
 /// An object: its kind (`services`, `endpointslices`), namespace and name.
 type Key = (Arc<str>, String, String);
@@ -192,6 +199,7 @@ impl ServiceWatch {
         match event {
             watcher::Event::Apply(object) => {
                 if let Some((key, known)) = entry_of(kind, &object) {
+                    self.note_unconfirmed(&key, &known, &object);
                     self.lock().insert(key, known);
                 }
                 false
@@ -216,6 +224,7 @@ impl ServiceWatch {
             }
             watcher::Event::InitApply(object) => {
                 if let Some((key, known)) = entry_of(kind, &object) {
+                    self.note_unconfirmed(&key, &known, &object);
                     self.lock()
                         .relisting
                         .entry((kind.clone(), scope))
@@ -267,6 +276,23 @@ impl ServiceWatch {
                 }
                 true
             }
+        }
+    }
+
+    /// Distrusts the mirror of `object` if it is a Service turned not ready for want of
+    /// confirmation.
+    fn note_unconfirmed<K: Resource>(
+        &self,
+        key: &Key,
+        known: &Known,
+        object: &PartialObjectMeta<K>,
+    ) {
+        let turned = object
+            .annotations()
+            .get(READINESS_ANNOTATION)
+            .is_some_and(|readiness| freshness::is_unconfirmed(readiness));
+        if turned {
+            self.mirrors.record_turned_service(&key.1, &known.owner);
         }
     }
 

@@ -10,7 +10,7 @@
 //! endpoints, the watches and the other views' syncs go on.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -126,6 +126,7 @@ pub(super) async fn sync_view(
         view_name: view.name_any(),
         seed: plan::ViewSeed::of(&view, ctx.settings.services.as_ref()),
         now: Timestamp::now(),
+        listed_at: Instant::now(),
     };
     let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
     let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits, memo);
@@ -262,6 +263,8 @@ async fn plan_page(
     page: ppio::ListedPage,
 ) -> (Listing, Result<Vec<Option<MirrorWrite>>, ppio::PpioError>) {
     let span = tracing::Span::current();
+    // What a page lists is a true remote observation, whatever becomes of the rest of the listing.
+    listing.listed_at = Instant::now();
     let planned = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let planned = (0..page.len())
@@ -295,6 +298,8 @@ struct Listing {
     view_name: String,
     seed: plan::ViewSeed,
     now: Timestamp,
+    /// When the page being planned arrived: the confirmation of the instances it lists.
+    listed_at: Instant,
 }
 
 impl Listing {
@@ -323,10 +328,10 @@ impl Listing {
         }
         self.counts.mirrored += 1;
         let source = self.seed.source_hash(page.source(index), expiry);
-        if let Some(services) = self
-            .ctx
-            .mirrors
-            .unchanged_source(&self.namespace, &name, source)
+        if let Some(services) =
+            self.ctx
+                .mirrors
+                .unchanged_source(&self.namespace, &name, source, self.listed_at)
         {
             self.count_services(services);
             self.listed.insert(name);

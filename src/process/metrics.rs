@@ -74,6 +74,8 @@ pub struct Metrics {
     pub mirrored_instances: Family<ViewLabels, Gauge>,
     /// Writes to the Kubernetes API by verb and resource.
     pub kubernetes_writes: Family<WriteLabels, Counter>,
+    /// Services turned not ready because no recent listing confirmed their instance.
+    pub endpoint_freshness_flips: Counter,
     /// 1 while this replica leads (or runs without leader election), else 0.
     pub leader: Gauge,
     fleet: FleetViews,
@@ -97,6 +99,7 @@ impl Metrics {
         let ppio_requests = Family::default();
         let mirrored_instances = Family::default();
         let kubernetes_writes = Family::default();
+        let endpoint_freshness_flips = Counter::default();
         let leader = Gauge::default();
         let fleet = FleetViews::default();
         registry.register_with_unit(
@@ -132,6 +135,12 @@ impl Metrics {
             kubernetes_writes.clone(),
         );
         registry.register(
+            "endpoint_freshness_flips",
+            "Services turned not ready because no listing confirmed their instance within the \
+             view's freshness window",
+            endpoint_freshness_flips.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica is the active controller, else 0",
             leader.clone(),
@@ -145,6 +154,7 @@ impl Metrics {
             ppio_request_duration,
             mirrored_instances,
             kubernetes_writes,
+            endpoint_freshness_flips,
             leader,
             fleet,
         }
@@ -168,6 +178,11 @@ impl Metrics {
             .get_or_create(&PpioRequestLabels { code })
             .inc();
         self.ppio_request_duration.observe(latency.as_secs_f64());
+    }
+
+    /// Records one Service turned not ready for want of confirmation.
+    pub fn record_freshness_flip(&self) {
+        self.endpoint_freshness_flips.inc();
     }
 
     /// Records one write to the Kubernetes API.
@@ -425,6 +440,7 @@ mod tests {
         metrics.record_ppio_request(None, Duration::from_secs(3));
         metrics.record_write("apply_status", "gpuinstances");
         metrics.set_mirrored("ml", "team", 7);
+        metrics.record_freshness_flip();
         let text = metrics.render();
         for expected in [
             "ppio_gpu_operator_sync_duration_seconds_bucket{le=\"0.25\"} 1",
@@ -435,6 +451,7 @@ mod tests {
             "ppio_gpu_operator_kubernetes_writes_total{verb=\"apply_status\",resource=\"gpuinstances\"} 1",
             "ppio_gpu_operator_mirrored_instances{namespace=\"ml\",view=\"team\"} 7",
             "ppio_gpu_operator_leader 0",
+            "ppio_gpu_operator_endpoint_freshness_flips_total 1",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

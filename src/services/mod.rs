@@ -5,10 +5,13 @@
 //! Pure, like the rest of the core: [`mod@plan`] decides from a mirror's status what its Service holds
 //! and which endpoints it leaves out, [`address`] is the rule for which addresses may be routed to
 //! at all, [`endpoint`] reads PPIO's endpoint text, and [`objects`] builds the Kubernetes objects.
-//! The controller (`controller::services`) writes them alongside their mirror.
+//! [`freshness`] decides when a Service whose instance no recent listing confirmed stops routing.
+//! The controller (`controller::services`) writes them alongside their mirror, and
+//! (`controller::freshness`) turns unconfirmed ones not ready.
 
 pub mod address;
 pub mod endpoint;
+pub mod freshness;
 pub mod objects;
 pub mod plan;
 

@@ -20,6 +20,8 @@ use crate::process::Running;
 /// The operator's controller, running until dropped.
 pub struct RunningOperator {
     task: tokio::task::JoinHandle<()>,
+    /// Its metrics, as its `/metrics` would render them.
+    pub metrics: Metrics,
 }
 
 impl RunningOperator {
@@ -49,10 +51,11 @@ impl RunningOperator {
         };
         adjust(&mut settings);
         let namespaces = vec![namespace.to_owned()];
+        let metrics = Metrics::new();
         let context = Arc::new(Context::new(
             client,
             settings,
-            Metrics::new(),
+            metrics.clone(),
             "integration-tests",
         ));
         let task = tokio::spawn(controller::run(
@@ -61,7 +64,7 @@ impl RunningOperator {
             Arc::new(Health::default()),
             std::future::pending::<()>(),
         ));
-        RunningOperator { task }
+        RunningOperator { task, metrics }
     }
 }
 

@@ -6,6 +6,7 @@ mod admission;
 mod chart;
 mod election;
 mod engine;
+mod freshness;
 mod harness;
 mod hostile;
 mod interrupted;
