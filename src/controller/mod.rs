@@ -49,7 +49,7 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 use url::Url;
 
-pub use cache::MirrorCache;
+pub use cache::{MirrorCache, WriteTicket};
 pub use endpoint::EndpointPolicy;
 pub use slots::SyncSlots;
 
