@@ -121,13 +121,16 @@ struct State {
     epoch: u64,
     /// Writes holding a [`WriteTicket`].
     writes_in_flight: usize,
-    /// While writes are in flight, the epoch of the last mark of each mirror (namespace, name),
-    /// also of one not in the cache yet (a create whose watch event has not come): what a write's
-    /// record must not wipe out. Emptied when no write is in flight.
-    marks: HashMap<(String, String), u64>,
-    /// Mirrors (namespace, name) to distrust when the watch brings them in: their Services were
-    /// turned not ready (by an earlier leader, say) before this process knew the mirror.
-    distrust_on_arrival: HashSet<(String, String)>,
+    /// While writes are in flight, the last mark of each mirror (namespace, name), also of one
+    /// not in the cache yet (a create whose watch event has not come): its epoch, and the UID of
+    /// the mirror it concerns when the mark says (`None`: whichever holds the name). What a
+    /// write's record must not wipe out. Emptied when no write is in flight.
+    marks: HashMap<(String, String), (u64, Option<String>)>,
+    /// Mirrors (namespace, name, UID) to distrust when the watch brings them in: their Services
+    /// were found turned not ready (by an earlier leader, say) before the watch of mirrors had
+    /// listed. Only kept until it has: what did not arrive by then is dropped, and nothing is
+    /// added after.
+    distrust_on_arrival: HashSet<(String, String, String)>,
 }
 
 /// The fewest names [`State::names`] holds before a sweep: a few hundred strings are not worth one.
@@ -144,14 +147,37 @@ impl State {
     /// Inserts an entry the watch brought in, distrusting it if its Service was found turned.
     fn arrive(&mut self, key: Key, mut entry: Entry) {
         if !self.distrust_on_arrival.is_empty()
-            && self
-                .distrust_on_arrival
-                .remove(&(key.0.to_string(), key.1.clone()))
+            && self.distrust_on_arrival.remove(&(
+                key.0.to_string(),
+                key.1.clone(),
+                entry.uid.clone(),
+            ))
         {
-            entry.turned = true;
             entry.distrust();
         }
         insert(&mut self.entries, key, entry);
+    }
+
+    /// Distrusts mirror `namespace/name` if its UID is `uid` (any UID when `None`), and remembers
+    /// the mark while writes are in flight, also for a mirror not in the cache yet, so that a
+    /// write's record does not wipe it out.
+    fn mark(&mut self, namespace: &str, name: &str, uid: Option<&str>) {
+        self.epoch += 1;
+        if self.writes_in_flight > 0 {
+            let epoch = self.epoch;
+            self.marks.insert(
+                (namespace.to_owned(), name.to_owned()),
+                (epoch, uid.map(str::to_owned)),
+            );
+        }
+        if let Some(entry) = self
+            .entries
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+            .filter(|entry| uid.is_none_or(|uid| entry.uid == uid))
+        {
+            entry.distrust();
+        }
     }
 }
 
@@ -299,7 +325,6 @@ impl MirrorCache {
             .map(|(name, entry)| Confirmation {
                 name,
                 running: *entry.status == *mirror::RUNNING,
-                absent: entry.absent_since.is_some(),
                 turned: entry.turned,
                 confirmed: entry.confirmed,
             });
@@ -322,26 +347,55 @@ impl MirrorCache {
         }
     }
 
-    /// Records that the Service of mirror `name` is found turned not ready (by an earlier leader,
-    /// say): the mirror is written again at the next listing that confirms it, whether or not the
-    /// watch has brought it in yet.
-    pub fn record_turned_service(&self, namespace: &str, name: &str) {
+    /// Records that a Service controlled by the mirror `namespace/name` whose UID is `uid` is found
+    /// turned not ready (by an earlier leader, say): that mirror is written again at the next
+    /// listing that confirms it. The Service is not taken to be the mirror's real one (anyone may
+    /// create a Service naming the mirror as its owner), so the mirror is only distrusted, never
+    /// counted as turned: its own Service stays subject to the freshness rule. A mirror the watch
+    /// has not brought in yet is distrusted when it arrives with that UID, if it does before the
+    /// watch of mirrors has listed; after that, a mirror not in the cache is none of the
+    /// operator's.
+    pub fn record_unconfirmed_service(&self, namespace: &str, name: &str, uid: &str) {
         let mut state = self.lock();
-        match state
+        let known = state
             .entries
-            .get_mut(namespace)
-            .and_then(|names| names.get_mut(name))
-        {
-            Some(entry) => {
-                entry.turned = true;
-                entry.distrust();
+            .get(namespace)
+            .and_then(|names| names.get(name))
+            .map(|entry| entry.uid == uid);
+        match known {
+            Some(true) => state.mark(namespace, name, Some(uid)),
+            Some(false) => {}
+            None if *self.pending.borrow() != 0 => {
+                state.distrust_on_arrival.insert((
+                    namespace.to_owned(),
+                    name.to_owned(),
+                    uid.to_owned(),
+                ));
             }
-            None => {
-                state
-                    .distrust_on_arrival
-                    .insert((namespace.to_owned(), name.to_owned()));
-            }
+            None => {}
         }
+    }
+
+    /// Records that someone else deleted a Service or EndpointSlice controlled by the mirror
+    /// `namespace/name` whose UID is `uid`: that mirror is written again at its next sync. A write
+    /// of a mirror of that name in flight (a create whose watch event has not come, say) keeps the
+    /// mark when it records its response, if the mirror it wrote has that UID. Says whether the
+    /// cache holds that mirror. the cache holds that mirror.
+    pub fn record_gone(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        let mut state = self.lock();
+        if !state.distrust_on_arrival.is_empty() {
+            state.distrust_on_arrival.remove(&(
+                namespace.to_owned(),
+                name.to_owned(),
+                uid.to_owned(),
+            ));
+        }
+        state.mark(namespace, name, Some(uid));
+        state
+            .entries
+            .get(namespace)
+            .and_then(|names| names.get(name))
+            .is_some_and(|entry| entry.uid == uid)
     }
 
     /// After a complete listing of `view` at `now` (this process's monotonic clock) that listed the
@@ -438,7 +492,9 @@ impl MirrorCache {
         let marked = state
             .marks
             .get(&(key.0.to_string(), key.1.clone()))
-            .is_some_and(|epoch| *epoch > ticket.started);
+            .is_some_and(|(epoch, uid)| {
+                *epoch > ticket.started && uid.as_ref().is_none_or(|uid| *uid == entry.uid)
+            });
         let known = state
             .entries
             .get(&key.0)
@@ -486,21 +542,7 @@ impl MirrorCache {
     /// Records that a write of mirror `name` failed part-way: it is written again at the next sync,
     /// whatever its metadata says.
     pub fn record_failed_write(&self, namespace: &str, name: &str) {
-        let mut state = self.lock();
-        state.epoch += 1;
-        if state.writes_in_flight > 0 {
-            let epoch = state.epoch;
-            state
-                .marks
-                .insert((namespace.to_owned(), name.to_owned()), epoch);
-        }
-        if let Some(entry) = state
-            .entries
-            .get_mut(namespace)
-            .and_then(|names| names.get_mut(name))
-        {
-            entry.distrust();
-        }
+        self.lock().mark(namespace, name, None);
     }
 
     /// Records that the operator deleted mirror `name`.
@@ -579,6 +621,10 @@ impl MirrorCache {
                     }
                     completed
                 });
+                if completed && *self.pending.borrow() == 0 {
+                    // Every mirror there is has arrived: what is still waiting is none of ours.
+                    self.lock().distrust_on_arrival = HashSet::default();
+                }
                 completed
             }
         }
@@ -1151,17 +1197,105 @@ mod tests {
     }
 
     #[test]
-    fn a_service_found_turned_distrusts_its_mirror_even_before_the_watch_brings_it() {
+    fn a_service_found_turned_distrusts_only_the_mirror_of_its_owners_uid_and_never_turns_it() {
         let cache = MirrorCache::default();
-        cache.record_turned_service("ml", "a");
         cache.apply(None, watcher::Event::Apply(running("a", "1")));
-        assert!(!cache.observed("ml", "a").unwrap().trusted);
-        let due = cache.unconfirmed(&view(), Duration::ZERO, Instant::now());
-        assert!(due.stale.is_empty(), "turned already");
+        // A Service someone made, naming the mirror as its owner with another UID.
+        cache.record_unconfirmed_service("ml", "a", "forged-uid");
+        assert!(cache.observed("ml", "a").unwrap().trusted);
 
-        cache.apply(None, watcher::Event::Apply(running("b", "1")));
-        cache.record_turned_service("ml", "b");
-        assert!(!cache.observed("ml", "b").unwrap().trusted);
+        cache.record_unconfirmed_service("ml", "a", "uid-a");
+        assert!(
+            !cache.observed("ml", "a").unwrap().trusted,
+            "the next listing writes it again"
+        );
+        // Not counted as turned: the mirror's own Service stays subject to the freshness rule.
+        let due = cache.unconfirmed(&view(), Duration::ZERO, Instant::now());
+        assert_eq!(due.stale.len(), 1, "{due:?}");
+    }
+
+    #[test]
+    fn a_turned_service_seen_before_the_mirrors_are_listed_waits_for_its_mirror_until_they_are() {
+        let cache = MirrorCache::default();
+        cache.pending.send_replace(1);
+        cache.record_unconfirmed_service("ml", "a", "uid-a");
+        cache.record_unconfirmed_service("ml", "b", "forged-uid");
+        cache.record_unconfirmed_service("ml", "never", "uid-never");
+        // One whose Service is deleted meanwhile waits no more.
+        cache.record_unconfirmed_service("ml", "deleted", "uid-deleted");
+        assert!(!cache.record_gone("ml", "deleted", "uid-deleted"));
+        assert_eq!(cache.lock().distrust_on_arrival.len(), 3);
+
+        cache.apply(None, watcher::Event::Init);
+        for name in ["a", "b", "deleted"] {
+            cache.apply(None, watcher::Event::InitApply(running(name, "1")));
+        }
+        assert!(cache.apply(None, watcher::Event::InitDone));
+        assert!(!cache.observed("ml", "a").unwrap().trusted);
+        assert!(cache.observed("ml", "b").unwrap().trusted, "another UID");
+        assert!(cache.observed("ml", "deleted").unwrap().trusted);
+        assert!(
+            cache.lock().distrust_on_arrival.is_empty(),
+            "what did not arrive is dropped once the mirrors are listed"
+        );
+
+        // Listed: a Service whose mirror is not in the cache is none of the operator's.
+        cache.record_unconfirmed_service("ml", "late", "uid-late");
+        assert!(cache.lock().distrust_on_arrival.is_empty());
+        cache.apply(None, watcher::Event::Apply(running("late", "1")));
+        assert!(cache.observed("ml", "late").unwrap().trusted);
+    }
+
+    #[test]
+    fn a_service_deleted_while_its_mirror_is_created_marks_that_mirror_only() {
+        // The create's watch event has not come: the mirror is not in the cache.
+        let cache = MirrorCache::default();
+        let ticket = cache.begin_write();
+        assert!(!cache.record_gone("ml", "a", "uid-a"));
+        cache.record_write(
+            &running("a", "1"),
+            Some(1),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        assert!(
+            !cache.observed("ml", "a").unwrap().trusted,
+            "the next sync writes the Service again"
+        );
+
+        // A Service naming the mirror with another UID leaves the mirror as written.
+        let cache = MirrorCache::default();
+        let ticket = cache.begin_write();
+        cache.record_gone("ml", "a", "forged-uid");
+        cache.record_write(
+            &running("a", "1"),
+            Some(1),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        assert!(cache.observed("ml", "a").unwrap().trusted);
+    }
+
+    #[test]
+    fn a_running_mirror_marked_absent_is_subject_to_the_freshness_rule_from_its_last_listing() {
+        let cache = MirrorCache::default();
+        let mut marked = running("a", "1");
+        marked.metadata.annotations.get_or_insert_default().insert(
+            mirror::ABSENT_SINCE_ANNOTATION.into(),
+            Timestamp::now().to_string(),
+        );
+        cache.apply(None, watcher::Event::Apply(marked));
+        let window = Duration::from_secs(30);
+        let listed = Instant::now();
+        cache.unchanged_source("ml", "a", 7, listed);
+        assert_eq!(
+            cache.unconfirmed(&view(), window, listed + window / 2).next,
+            Some(window / 2)
+        );
+        let due = cache.unconfirmed(&view(), window, listed + window);
+        assert_eq!(due.stale, [("a".to_owned(), listed)]);
     }
 
     #[test]

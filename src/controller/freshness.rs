@@ -1,12 +1,18 @@
 //! Turning not ready the Services of mirrors that no recent listing confirmed, whatever state
-//! their view is in (syncing, failing, stalled, suspended, not mirroring): what
-//! [`crate::services::freshness`] decides, carried out at the end of each reconcile of the view.
+//! their view is in (syncing, failing, stalled, suspended, not mirroring or not keeping Services
+//! any more, being deleted): what [`crate::services::freshness`] decides, carried out before and
+//! after each sync of the view, while it waits for a sync slot, and at each reconcile of a view
+//! stuck in deletion.
 //!
-//! A flip reads the mirror, plans its Service from its status as a sync would, with its endpoints
-//! not ready and a readiness text that says since when nothing confirms the instance, and writes
-//! the Service and its slices: one write each per flip, none while nothing is due. The mirror itself
-//! is not written; it is distrusted in the cache, so the next listing that confirms the instance
-//! writes the mirror and its Service again, ready.
+//! A flip reads the mirror, checks it is the view's (by the view's UID as its controller) and that
+//! its status names a Service, plans that Service from its status as a sync would, with its
+//! endpoints not ready and a readiness text that says since when nothing confirms the instance,
+//! and rewrites the Service and its slices that exist: one write each per flip, none while nothing
+//! is due, and never a create. The mirror itself is not written; it is distrusted in the cache, so
+//! the next listing that confirms the instance writes the mirror and its Service again, ready.
+//!
+//! A mirror marked absent is planned not ready already; its Service is rewritten only if its
+//! slices still route, i.e. the mark was interrupted between the mirror and its Service.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,9 +25,10 @@ use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
 use super::Context;
-use super::services::{Outcome, ServiceWrites};
+use super::services::ServiceWrites;
 use crate::api::{GpuInstance, GpuInstanceView};
-use crate::services::{self, AddressPolicy, freshness};
+use crate::services::{self, AddressPolicy, DesiredService, freshness};
+use crate::sync::plan::controlled_by_view;
 
 /// How soon a flip the API server refused is tried again.
 const RETRY: Duration = Duration::from_secs(5);
@@ -54,12 +61,11 @@ impl ListingDurations {
 }
 
 /// Turns not ready the Services of `view`'s mirrors that no listing confirmed within its freshness
-/// window; how long until the next one is due (or a refused flip is retried), if any may be.
+/// window; how long until the next one is due (or a refused flip is retried), if any may be. Done
+/// whatever the view's own `services.enabled` says, as long as the operator keeps Services at all:
+/// a view whose option was turned off while it could not sync keeps its Services until it syncs.
 pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> Option<Duration> {
     let policy = ctx.settings.services.as_ref()?;
-    if !view.spec.services.enabled {
-        return None;
-    }
     let key = ObjectRef::from_obj(view);
     let window = freshness::window(view.spec.sync_interval(), ctx.listings.last(&key));
     let due = ctx.mirrors.unconfirmed(view, window, Instant::now());
@@ -68,6 +74,7 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
     }
     let namespace = view.namespace().unwrap_or_default();
     let flip = Flip {
+        view,
         mirrors: Api::namespaced(ctx.client.clone(), &namespace),
         writes: ServiceWrites::new(
             ctx.client.clone(),
@@ -110,8 +117,46 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
     }
 }
 
-/// What a flip needs: the view's mirrors, its Service writers and the address rule.
+/// What a flip does with a mirror it read back.
+#[derive(Debug, PartialEq, Eq)]
+enum FlipPlan {
+    /// Nothing to write: the mirror is not the view's, its status names no Service (a flip never
+    /// creates one), or no Service is planned for it.
+    Nothing,
+    /// Rewrite its Service as this: not ready, saying since when nothing confirms the instance.
+    Turn(DesiredService),
+    /// Its Service is planned not ready already (the instance is marked absent): rewrite it as
+    /// this only if its slices still route, the mark having been interrupted before the Service.
+    IfRouting(DesiredService),
+}
+
+/// What a flip of `mirror`, one of `view`'s, confirmed last `since`, writes under `policy`.
+fn plan_flip(
+    view: &GpuInstanceView,
+    mirror: &GpuInstance,
+    policy: &AddressPolicy,
+    since: Timestamp,
+) -> FlipPlan {
+    if !controlled_by_view(&mirror.metadata, view) {
+        return FlipPlan::Nothing;
+    }
+    let Some(status) = mirror.status.as_ref().filter(|s| s.service.is_some()) else {
+        return FlipPlan::Nothing;
+    };
+    let Some(mut desired) = services::plan(&mirror.name_any(), status, policy).service else {
+        return FlipPlan::Nothing;
+    };
+    if !desired.ready {
+        return FlipPlan::IfRouting(desired);
+    }
+    desired.ready = false;
+    desired.readiness = freshness::unconfirmed_readiness(since);
+    FlipPlan::Turn(desired)
+}
+
+/// What a flip needs: the view, its mirrors, its Service writers and the address rule.
 struct Flip<'a> {
+    view: &'a GpuInstanceView,
     mirrors: Api<GpuInstance>,
     writes: ServiceWrites,
     policy: &'a AddressPolicy,
@@ -119,33 +164,137 @@ struct Flip<'a> {
 
 impl Flip<'_> {
     /// Writes the Service of mirror `name` not ready, confirmed last `since`; whether a Service
-    /// was written (none is planned, or its endpoints are not ready by the mirror's status
-    /// already, or its name is taken: nothing to write).
+    /// was written (see [`FlipPlan`] for when there is nothing to write).
     async fn turn(&self, name: &str, since: Timestamp) -> Result<bool, kube::Error> {
         let Some(mirror) = self.mirrors.get_opt(name).await? else {
             return Ok(false);
         };
-        let Some(status) = mirror.status.as_ref() else {
-            return Ok(false);
+        let desired = match plan_flip(self.view, &mirror, self.policy, since) {
+            FlipPlan::Nothing => return Ok(false),
+            FlipPlan::Turn(desired) => desired,
+            FlipPlan::IfRouting(desired) => {
+                let uid = mirror.uid().unwrap_or_default();
+                if !self.writes.routes(&desired, &uid).await? {
+                    return Ok(false);
+                }
+                desired
+            }
         };
-        let Some(mut desired) = services::plan(name, status, self.policy).service else {
-            return Ok(false);
-        };
-        if !desired.ready {
-            return Ok(false);
-        }
-        desired.ready = false;
-        desired.readiness = freshness::unconfirmed_readiness(since);
         let meta = super::mirror_meta::MirrorMeta::from(mirror.metadata.clone());
-        let outcome = self
-            .writes
-            .sync(
-                &meta,
-                mirror.labels(),
-                Some(&desired),
-                status.service.as_ref(),
-            )
-            .await?;
-        Ok(outcome == Outcome::Done)
+        self.writes
+            .rewrite_existing(&meta, mirror.labels(), &desired)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::instance::{
+        GpuInstanceSpec, GpuInstanceStatus, MirrorService, Port, RemoteStatus,
+    };
+    use crate::sync::fixtures;
+
+    /// The address rule: the documentation range the mirror's address is in, allowed.
+    fn policy() -> AddressPolicy {
+        AddressPolicy {
+            cluster: Vec::new(),
+            allowed: vec!["203.0.113.0/24".parse().expect("a range")],
+        }
+    }
+
+    /// A mirror of `view` showing a running instance at 203.0.113.5 whose Service its status names.
+    fn mirror(view: &GpuInstanceView) -> GpuInstance {
+        let mut mirror = GpuInstance::new(
+            "team-a-aa01",
+            GpuInstanceSpec {
+                instance_id: "aa01".into(),
+                view: "team-a".into(),
+            },
+        );
+        mirror.metadata.namespace = Some("ml".into());
+        mirror.metadata.uid = Some("uid-mirror".into());
+        mirror.metadata.owner_references =
+            crate::sync::plan::owner_reference(view).map(|r| vec![r]);
+        mirror.status = Some(GpuInstanceStatus {
+            status: Some(RemoteStatus {
+                status: Some("running".into()),
+                ..RemoteStatus::default()
+            }),
+            ports: vec![Port {
+                port: Some(8080),
+                protocol: Some("http".into()),
+                endpoint: Some("http://203.0.113.5:30001".into()),
+            }],
+            service: Some(MirrorService {
+                name: "team-a-aa01".into(),
+                endpoint_slices: vec!["team-a-aa01-ipv4-0".into()],
+            }),
+            ..GpuInstanceStatus::default()
+        });
+        mirror
+    }
+
+    fn since() -> Timestamp {
+        "2026-12-07T05:00:00Z".parse().expect("a time")
+    }
+
+    #[test]
+    fn a_running_mirror_is_turned_not_ready_saying_since_when_whatever_the_views_option() {
+        for services in [true, false] {
+            // `services.enabled` turned off while the view could not sync: its Services stay
+            // until it syncs, and must stop routing all the same.
+            let mut view = fixtures::view(true);
+            view.spec.services.enabled = services;
+            let FlipPlan::Turn(desired) = plan_flip(&view, &mirror(&view), &policy(), since())
+            else {
+                panic!("services.enabled={services}: a Service to turn");
+            };
+            assert!(!desired.ready);
+            assert_eq!(desired.readiness, freshness::unconfirmed_readiness(since()));
+            assert_eq!(desired.slices.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_flip_never_creates_a_service_nor_touches_another_views_mirror() {
+        let view = fixtures::view(true);
+        let mut unnamed = mirror(&view);
+        if let Some(status) = unnamed.status.as_mut() {
+            status.service = None;
+        }
+        assert_eq!(
+            plan_flip(&view, &unnamed, &policy(), since()),
+            FlipPlan::Nothing,
+            "no Service named in its status: none to create"
+        );
+
+        // The name the cache knew now holds a mirror another view controls.
+        let mut other = fixtures::view(true);
+        other.metadata.uid = Some("another-view-uid".into());
+        assert_eq!(
+            plan_flip(&view, &mirror(&other), &policy(), since()),
+            FlipPlan::Nothing
+        );
+        let mut orphan = mirror(&view);
+        orphan.metadata.owner_references = None;
+        assert_eq!(
+            plan_flip(&view, &orphan, &policy(), since()),
+            FlipPlan::Nothing
+        );
+    }
+
+    #[test]
+    fn a_mirror_marked_absent_is_rewritten_only_if_its_service_still_routes() {
+        let view = fixtures::view(true);
+        let mut marked = mirror(&view);
+        if let Some(status) = marked.status.as_mut() {
+            status.absent_since = Some(since());
+        }
+        let FlipPlan::IfRouting(desired) = plan_flip(&view, &marked, &policy(), since()) else {
+            panic!("an absent mirror's Service is checked, not turned blindly");
+        };
+        assert!(!desired.ready, "as the mark planned it");
+        assert!(!freshness::is_unconfirmed(&desired.readiness));
     }
 }

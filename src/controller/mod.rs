@@ -16,7 +16,8 @@
 //! - `sync`: one sync of one view; `endpoint` and `credentials` check its endpoint and read its key;
 //! - `writes`: the mirror writes of a sync, in flight as pages arrive;
 //! - `events`: Events for transitions, on the view and on its GpuInstances;
-//! - `freshness`: Services of instances no recent listing confirmed, turned not ready.
+//! - `freshness`: Services of instances no recent listing confirmed, turned not ready (also those
+//!   of a view stuck in deletion).
 
 mod cache;
 mod credentials;
@@ -404,7 +405,13 @@ pub async fn reconcile(stored: Arc<StoredView>, ctx: Arc<Context>) -> Result<Act
     async move {
         if stored.meta().deletion_timestamp.is_some() {
             ctx.forget(&stored.namespace().unwrap_or_default(), &stored.name_any());
-            return Ok(Action::await_change());
+            // A view held by a finalizer keeps its mirrors and their Services until it goes, and
+            // lists nothing meanwhile: they stop routing all the same.
+            let next_flip = match stored.typed() {
+                Ok(view) => freshness::turn_unconfirmed(&view, &ctx).await,
+                Err(_) => None,
+            };
+            return Ok(next_flip.map_or_else(Action::await_change, Action::requeue));
         }
         match stored.typed() {
             Ok(view) => {
@@ -505,8 +512,9 @@ async fn write_unreadable_status(
 }
 
 /// Syncs `view` if it is due, then turns not ready the Services of its mirrors that no recent
-/// listing confirmed, whatever became of the sync; says when to look at it again: when the next
-/// sync or the next such flip is due, whichever comes first.
+/// listing confirmed, whatever became of the sync (and while it waits for a sync slot, before
+/// it); says when to look at it again: when the next sync or the next such flip is due,
+/// whichever comes first.
 async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let next_sync = sync_if_due(view.clone(), ctx).await;
     let next_flip = freshness::turn_unconfirmed(&view, ctx).await;
@@ -516,6 +524,28 @@ async fn sync_when_due(view: Arc<GpuInstanceView>, ctx: &Arc<Context>) -> Result
         (Some(wait), None) | (None, Some(wait)) => Action::requeue(wait),
         (Some(sync), Some(flip)) => Action::requeue(sync.min(flip)),
     })
+}
+
+/// Waits for `wait` (a sync slot), calling `turn` (the freshness check of the view) first and
+/// whenever it said the next flip is due meanwhile: a view waiting behind the syncs of others
+/// still turns its unconfirmed Services not ready on time.
+async fn while_turning_unconfirmed<T, F>(
+    wait: impl std::future::Future<Output = T>,
+    mut turn: impl FnMut() -> F,
+) -> T
+where
+    F: std::future::Future<Output = Option<Duration>>,
+{
+    let mut wait = std::pin::pin!(wait);
+    loop {
+        let Some(next) = turn().await else {
+            return wait.await;
+        };
+        tokio::select! {
+            done = &mut wait => return done,
+            () = tokio::time::sleep(next) => {}
+        }
+    }
 }
 
 /// Syncs `view` if it is due; how long until it is due again (`None`: not until it changes).
@@ -542,7 +572,9 @@ async fn sync_if_due(
         return Ok(Some(wait));
     }
 
-    let mut slot = ctx.slots.take().await;
+    let mut slot =
+        while_turning_unconfirmed(ctx.slots.take(), || freshness::turn_unconfirmed(&view, ctx))
+            .await;
     let started = Instant::now();
     let outcome = sync::sync_view(
         view.clone(),
@@ -656,6 +688,35 @@ async fn write_status_if_changed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_view_waiting_for_a_sync_slot_still_turns_its_unconfirmed_services_on_time() {
+        let start = tokio::time::Instant::now();
+        let checks = Mutex::new(Vec::new());
+        // The slot comes free after 100 s; a flip is due at once, then every 30 s.
+        let slot = tokio::time::sleep(Duration::from_secs(100));
+        while_turning_unconfirmed(slot, || {
+            checks
+                .lock()
+                .unwrap()
+                .push((tokio::time::Instant::now() - start).as_secs());
+            std::future::ready(Some(Duration::from_secs(30)))
+        })
+        .await;
+        assert_eq!(*checks.lock().unwrap(), [0, 30, 60, 90]);
+        assert_eq!((tokio::time::Instant::now() - start).as_secs(), 100);
+
+        // Nothing may become due: the wait alone.
+        let checks = Mutex::new(0);
+        let took = tokio::time::Instant::now();
+        while_turning_unconfirmed(tokio::time::sleep(Duration::from_secs(100)), || {
+            *checks.lock().unwrap() += 1;
+            std::future::ready(None)
+        })
+        .await;
+        assert_eq!(*checks.lock().unwrap(), 1);
+        assert_eq!(took.elapsed().as_secs(), 100);
+    }
 
     #[test]
     fn shard_selectors_may_constrain_only_the_shard_label() {

@@ -19,6 +19,9 @@
 //! the instance writes the mirror and its Service again, ready: the flip is remembered in the
 //! cluster, not only in the memory of the process that made it.
 //!
+//! A mirror is acted on only by its UID, the one the controller ownerReference names, never by the
+//! name there: anyone who may create Services may create one that names a mirror as its owner.
+//!
 //! Only deletes are repaired: a Service someone edits keeps its edits until its mirror next
 //! changes, when the operator's apply takes its fields back.
 
@@ -211,7 +214,7 @@ impl ServiceWatch {
                     let ours = state.deleting.remove(&known.uid).is_some();
                     drop(state);
                     if !ours {
-                        self.gone(&key, &known.owner);
+                        self.gone(&key, &known);
                     }
                 }
                 false
@@ -262,7 +265,7 @@ impl ServiceWatch {
                 let mut gone = Vec::new();
                 for (key, known) in vanished {
                     if state.deleting.remove(&known.uid).is_none() {
-                        gone.push((key, known.owner));
+                        gone.push((key, known));
                     }
                 }
                 // Announced deletes of objects the relist no longer has, whose event never came.
@@ -271,16 +274,17 @@ impl ServiceWatch {
                 } = &mut *state;
                 deleting.retain(|_, key| !in_scope(key) || known.contains_key(key));
                 drop(state);
-                for (key, owner) in gone {
-                    self.gone(&key, &owner);
+                for (key, known) in gone {
+                    self.gone(&key, &known);
                 }
                 true
             }
         }
     }
 
-    /// Distrusts the mirror of `object` if it is a Service turned not ready for want of
-    /// confirmation.
+    /// Distrusts the mirror that controls `object` (by its UID) if `object` is a Service turned
+    /// not ready for want of confirmation, so that the next listing writes it again. Only
+    /// distrusts: whoever may create Services may create one that names a mirror as its owner.
     fn note_unconfirmed<K: Resource>(
         &self,
         key: &Key,
@@ -292,16 +296,20 @@ impl ServiceWatch {
             .get(READINESS_ANNOTATION)
             .is_some_and(|readiness| freshness::is_unconfirmed(readiness));
         if turned {
-            self.mirrors.record_turned_service(&key.1, &known.owner);
+            self.mirrors
+                .record_unconfirmed_service(&key.1, &known.owner, &known.owner_uid);
         }
     }
 
-    /// Object `key`, controlled by mirror `owner`, was deleted by someone else.
-    fn gone(&self, key: &Key, owner: &str) {
+    /// Object `key`, controlled by the mirror `known` names (by name and UID), was deleted by
+    /// someone else: that mirror, and only a mirror of that UID, is written again.
+    fn gone(&self, key: &Key, known: &Known) {
         let (kind, namespace, name) = key;
-        if self.mirrors.observed(namespace, owner).is_some() {
-            info!(%namespace, kind = %kind, %name, mirror = %owner, "deleted by someone else; the mirror's next sync writes it again");
-            self.mirrors.record_failed_write(namespace, owner);
+        if self
+            .mirrors
+            .record_gone(namespace, &known.owner, &known.owner_uid)
+        {
+            info!(%namespace, kind = %kind, %name, mirror = %known.owner, "deleted by someone else; the mirror's next sync writes it again");
         }
     }
 
@@ -391,6 +399,68 @@ mod tests {
             owned.into_iter().collect::<Vec<_>>(),
             [("v-aa01".to_owned(), "v-aa01-uid".to_owned())]
         );
+    }
+
+    /// `service` turned not ready for want of confirmation.
+    fn turned(mut object: PartialObjectMeta<Service>) -> PartialObjectMeta<Service> {
+        object.metadata.annotations = Some(
+            [(
+                READINESS_ANNOTATION.to_owned(),
+                freshness::unconfirmed_readiness(jiff::Timestamp::UNIX_EPOCH),
+            )]
+            .into(),
+        );
+        object
+    }
+
+    #[test]
+    fn a_service_naming_a_mirror_by_name_only_is_never_acted_on() {
+        let cache = Arc::new(MirrorCache::default());
+        let watch = ServiceWatch::new(cache.clone());
+        let kind = kind_of::<Service>();
+        cache.apply_for_test(mirror("10"));
+        cache.record_write(
+            &mirror("10"),
+            Some(1),
+            ServiceTally::default(),
+            &cache.begin_write(),
+        );
+        // Someone creates Services naming the mirror as controller with another UID: one turned,
+        // then deletes one.
+        let forged = turned(service("forged", "another-uid"));
+        watch.apply(&kind, None, watcher::Event::Apply(forged.clone()));
+        watch.apply(
+            &kind,
+            None,
+            watcher::Event::Apply(service("other", "another-uid")),
+        );
+        watch.apply(&kind, None, watcher::Event::Delete(forged));
+        assert!(cache.observed("ml", "v-aa01").expect("the mirror").trusted);
+
+        // The mirror's own Service, found turned: the mirror is written again.
+        watch.apply(
+            &kind,
+            None,
+            watcher::Event::Apply(turned(service("v-aa01", "mirror-uid"))),
+        );
+        assert!(!cache.observed("ml", "v-aa01").expect("the mirror").trusted);
+    }
+
+    #[test]
+    fn a_service_deleted_while_its_mirror_is_created_leaves_the_mirror_untrusted() {
+        let cache = Arc::new(MirrorCache::default());
+        let watch = ServiceWatch::new(cache.clone());
+        let kind = kind_of::<Service>();
+        // The create of the mirror and its Service is in flight; the watch sees the Service come
+        // and go before the mirror's own watch event.
+        let ticket = cache.begin_write();
+        let ours = service("v-aa01", "mirror-uid");
+        watch.apply(&kind, None, watcher::Event::Apply(ours.clone()));
+        watch.apply(&kind, None, watcher::Event::Delete(ours));
+        cache.record_write(&mirror("11"), Some(1), ServiceTally::default(), &ticket);
+        drop(ticket);
+        let observed = cache.observed("ml", "v-aa01").expect("the mirror");
+        assert!(!observed.trusted, "the next sync writes the Service again");
     }
 
     #[test]

@@ -159,6 +159,90 @@ impl ServiceWrites {
         Ok(Outcome::Done)
     }
 
+    /// Rewrites the Service of `mirror` (with `labels`) and its EndpointSlices as `desired`, for a
+    /// freshness flip: only objects that exist and that the mirror controls by UID, each on
+    /// condition it is still the object seen; nothing is created (a free name stays free) and
+    /// nothing deleted. Whether the Service was written.
+    pub(super) async fn rewrite_existing(
+        &self,
+        mirror: &MirrorMeta,
+        labels: &BTreeMap<String, String>,
+        desired: &DesiredService,
+    ) -> Result<bool, kube::Error> {
+        let mirror_name = mirror.name_any();
+        let mirror_uid = mirror.uid().unwrap_or_default();
+        let Some(namespace) = mirror.namespace().filter(|_| !mirror_uid.is_empty()) else {
+            return Ok(false);
+        };
+        let owned_services = self.owned_by::<Service>(&mirror_uid);
+        let owned_slices = self.owned_by::<EndpointSlice>(&mirror_uid);
+        let Some(Some(service_uid)) = self
+            .holder(&self.services, &desired.name, &owned_services, &mirror_uid)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let owner = objects::owner(&mirror_name, &mirror_uid);
+        let mut service = desired.service(&namespace, labels, &owner);
+        service.meta_mut().uid = Some(service_uid);
+        if !self.apply_existing(&self.services, &service).await? {
+            return Ok(false);
+        }
+        for mut slice in desired.slices(&namespace, labels, &owner) {
+            let name = slice.name_any();
+            if let Some(Some(uid)) = self
+                .holder(&self.slices, &name, &owned_slices, &mirror_uid)
+                .await?
+            {
+                slice.meta_mut().uid = Some(uid);
+                self.apply_existing(&self.slices, &slice).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether any of the EndpointSlices `desired` names that the mirror with UID `mirror_uid`
+    /// controls has an endpoint that may receive traffic (ready, or of unknown readiness, which
+    /// kube-proxy takes as ready).
+    pub(super) async fn routes(
+        &self,
+        desired: &DesiredService,
+        mirror_uid: &str,
+    ) -> Result<bool, kube::Error> {
+        for slice in &desired.slices {
+            let Some(existing) = self.slices.get_opt(&slice.name).await? else {
+                continue;
+            };
+            if !objects::controlled_by(existing.meta(), mirror_uid) {
+                continue;
+            }
+            let ready = existing.endpoints.iter().any(|endpoint| {
+                endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|conditions| conditions.ready)
+                    != Some(false)
+            });
+            if ready {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Applies `object` on condition that it is still the object of the UID it carries; false
+    /// when the API server says it is not (deleted or replaced since it was seen).
+    async fn apply_existing<K>(&self, api: &Api<K>, object: &K) -> Result<bool, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        match apply(api, &self.metrics, &object.name_any(), object).await {
+            Ok(()) => Ok(true),
+            Err(kube::Error::Api(refusal)) if objects::not_that_object(&refusal) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The objects of kind `K` (name, UID) the watch knows the mirror with UID `mirror_uid`
     /// controls.
     fn owned_by<K: Resource<DynamicType = ()>>(&self, mirror_uid: &str) -> HashMap<String, String> {

@@ -40,10 +40,10 @@ pub fn window(interval: Duration, last_listing: Duration) -> Duration {
 pub struct Confirmation<'a> {
     /// The mirror's name.
     pub name: &'a str,
-    /// The mirror shows its instance `running`: only such an endpoint is ready.
+    /// The mirror shows its instance `running`: only such an endpoint is ready. A mirror marked
+    /// absent counts too: the mark may have been interrupted between the mirror and its Service
+    /// (the flip then finds out whether the Service still routes).
     pub running: bool,
-    /// The mirror is marked absent: its endpoints are not ready already.
-    pub absent: bool,
     /// Its Service was turned not ready since it was last written: nothing to do again.
     pub turned: bool,
     /// When this process last saw the instance listed, or first saw the mirror.
@@ -60,7 +60,7 @@ pub struct Unconfirmed {
 }
 
 /// Which of `mirrors` must have their Services turned not ready at `now` under `window`: those
-/// that show a running instance, are not marked absent, were not turned already, and were last
+/// that show a running instance (marked absent or not), were not turned already, and were last
 /// confirmed `window` or longer ago. And when the next of the others is due.
 pub fn unconfirmed<'a>(
     mirrors: impl IntoIterator<Item = Confirmation<'a>>,
@@ -69,7 +69,7 @@ pub fn unconfirmed<'a>(
 ) -> Unconfirmed {
     let mut decided = Unconfirmed::default();
     for mirror in mirrors {
-        if !mirror.running || mirror.absent || mirror.turned {
+        if !mirror.running || mirror.turned {
             continue;
         }
         let age = now.saturating_duration_since(mirror.confirmed);
@@ -116,7 +116,6 @@ mod tests {
         Confirmation {
             name,
             running: true,
-            absent: false,
             turned: false,
             confirmed,
         }
@@ -170,19 +169,15 @@ mod tests {
     }
 
     #[test]
-    fn only_running_listed_mirrors_are_turned() {
+    fn only_mirrors_of_running_instances_are_turned() {
         let start = Instant::now();
         let late = start + Duration::from_secs(3600);
         let stopped = Confirmation {
             running: false,
             ..mirror("stopped", start)
         };
-        let absent = Confirmation {
-            absent: true,
-            ..mirror("absent", start)
-        };
         let decided = unconfirmed(
-            [stopped, absent, mirror("running", start)],
+            [stopped, mirror("running", start)],
             window(INTERVAL, Duration::ZERO),
             late,
         );
