@@ -4,13 +4,16 @@
 //! their Service says since when nothing confirms the instance, and the next complete listing makes
 //! them ready again; one write of the Service and one of its slice each way, none while idle, and
 //! no write of the mirror for the flip. A flip outlives its leader: the next one's first listing
-//! routes again.
+//! routes again. The same holds for a view whose `services.enabled` is turned off while it cannot
+//! sync, and for a view a finalizer holds in deletion; and for a mirror whose absence mark was
+//! interrupted between the mirror and its Service, while a complete mark costs no flip.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use ppio_gpu_operator::services::AddressPolicy;
 use ppio_gpu_operator::services::freshness::UNCONFIRMED_READINESS;
 use ppio_gpu_operator::services::objects::READINESS_ANNOTATION;
@@ -20,7 +23,7 @@ use serde_json::json;
 use ppio_test_support::fixture::{API_KEY, Fixture};
 use ppio_test_support::operator::RunningOperator;
 use ppio_test_support::records::{generated, port, set_status};
-use ppio_test_support::wait_for;
+use ppio_test_support::{await_absent, wait_for};
 
 /// The freshness window at the fixture's 10 s interval, and what a flip may take beyond it (the
 /// requeue, the writes, a busy machine).
@@ -54,10 +57,15 @@ fn documentation() -> AddressPolicy {
 
 /// Whether the endpoint of `v-aa01` is ready (none when it has no slice).
 async fn endpoint_ready(fx: &Fixture) -> Option<bool> {
+    endpoint_of(fx, "v-aa01").await
+}
+
+/// Whether the endpoint of mirror `mirror` is ready (none when it has no slice).
+async fn endpoint_of(fx: &Fixture, mirror: &str) -> Option<bool> {
     let slice = fx
         .ns
         .api::<EndpointSlice>()
-        .get_opt("v-aa01-ipv4-0")
+        .get_opt(&format!("{mirror}-ipv4-0"))
         .await
         .expect("read the EndpointSlice")?;
     let endpoint = slice.endpoints.first()?;
@@ -264,4 +272,129 @@ async fn a_flip_made_before_a_failover_is_undone_by_the_next_leaders_first_listi
         "Ready: the remote instance is running."
     );
     assert_eq!(writes(&fx).0, 0, "the new leader flipped nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_turn_not_ready_when_services_are_turned_off_while_the_view_cannot_sync() {
+    let fx = start("fresh-off").await;
+    let before = writes(&fx);
+    let trouble = jiff::Timestamp::now();
+    fx.simulator().set_api_keys(vec!["sk-another-key".into()]);
+    fx.wait_ready("v", false, "AuthFailed").await;
+    // No sync can remove the Service now: it must stop routing all the same.
+    fx.change_spec("v", |spec| spec.services.enabled = false)
+        .await;
+    turns_not_ready(&fx, trouble, before).await;
+
+    // The next sync that can does remove it.
+    fx.simulator().set_api_keys(vec![API_KEY.into()]);
+    await_absent(
+        fx.ns.api::<Service>(),
+        "v-aa01",
+        "the Service of a view that keeps none",
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_turn_not_ready_while_a_finalizer_holds_the_views_deletion() {
+    let fx = start("fresh-finalizer").await;
+    let before = writes(&fx);
+    let views = fx.views();
+    let hold = |finalizers: serde_json::Value| {
+        Patch::Merge(json!({ "metadata": { "finalizers": finalizers } }))
+    };
+    views
+        .patch(
+            "v",
+            &PatchParams::default(),
+            &hold(json!(["test.ppio.io/hold"])),
+        )
+        .await
+        .expect("hold the view");
+    let trouble = jiff::Timestamp::now();
+    views
+        .delete("v", &DeleteParams::default())
+        .await
+        .expect("delete the view");
+    // The view and its mirrors stay while the finalizer holds it; nothing lists them.
+    turns_not_ready(&fx, trouble, before).await;
+
+    views
+        .patch("v", &PatchParams::default(), &hold(serde_json::Value::Null))
+        .await
+        .expect("let the view go");
+    await_absent(views, "v", "the view", Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_absence_mark_is_completed_by_the_flip_and_a_complete_one_costs_nothing() {
+    let mut marked = generated("aa01", 41);
+    set_status(&mut marked, "running");
+    marked["ports"] = json!([port(8080, "http", "http://203.0.113.5:30001")]);
+    let mut interrupted = generated("bb02", 42);
+    set_status(&mut interrupted, "running");
+    interrupted["ports"] = json!([port(8080, "http", "http://203.0.113.6:30002")]);
+    let fx = Fixture::start_with("fresh-absent", vec![marked, interrupted], |settings| {
+        settings.services = Some(documentation());
+    })
+    .await;
+    fx.create_view("v", |spec| spec.services.enabled = true)
+        .await;
+    fx.wait_ready("v", true, "Synced").await;
+    assert_eq!(endpoint_of(&fx, "v-aa01").await, Some(true));
+    assert_eq!(endpoint_of(&fx, "v-bb02").await, Some(true));
+
+    // `aa01` leaves the listing: the sync marks its mirror absent, its Service not ready. The key
+    // is revoked before a second listing could remove it.
+    fx.simulator().remove_instance("aa01");
+    fx.refresh("v").await;
+    fx.simulator().set_api_keys(vec!["sk-another-key".into()]);
+    fx.wait_ready("v", false, "AuthFailed").await;
+    assert_eq!(endpoint_of(&fx, "v-aa01").await, Some(false));
+
+    // `bb02`'s mark is interrupted between the mirror and its Service: the mirror says absent,
+    // its Service still routes.
+    let since = jiff::Timestamp::now().to_string();
+    let instances = fx.instances();
+    instances
+        .patch(
+            "v-bb02",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "annotations": {
+                "gpu.ppio.io/absent-since": since,
+            } } })),
+        )
+        .await
+        .expect("mark the mirror");
+    instances
+        .patch_status(
+            "v-bb02",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "absentSince": since } })),
+        )
+        .await
+        .expect("mark the mirror's status");
+    let before = writes(&fx);
+
+    // Within the window of their last confirmation: `bb02` stops routing, with one write of its
+    // Service and one of its slice; `aa01`, complete, costs nothing.
+    let started = Instant::now();
+    wait_for(
+        "the interrupted mark's endpoint to turn not ready",
+        WINDOW + SLACK,
+        || async { (endpoint_of(&fx, "v-bb02").await == Some(false)).then_some(()) },
+    )
+    .await;
+    assert!(started.elapsed() <= WINDOW + SLACK);
+    let (flips, services, slices) = before;
+    assert_eq!(writes(&fx), (flips + 1, services + 1, slices + 1));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        writes(&fx),
+        (flips + 1, services + 1, slices + 1),
+        "nothing written for the complete mark, nothing written again"
+    );
+    assert_eq!(endpoint_of(&fx, "v-aa01").await, Some(false));
 }
