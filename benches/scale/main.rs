@@ -717,7 +717,9 @@ async fn clear_namespace(client: &kube::Client, namespace: &str, n: usize) -> Re
         .delete(namespace, &Default::default())
         .await
         .map_err(|e| format!("cannot delete the namespace {namespace}: {e}"))?;
-    let timeout = Duration::from_secs(120) + Duration::from_millis(10) * n as u32;
+    // With Services, the garbage collector deletes each mirror's Service, EndpointSlice and
+    // ClusterIP too: about 20 ms per instance on the CI machine kind.
+    let timeout = Duration::from_secs(120) + Duration::from_millis(40) * n as u32;
     loop {
         let found = namespaces
             .get_opt(namespace)

@@ -95,6 +95,13 @@ impl Entry {
         !self.write_failed && self.written.is_none_or(|w| w == self.resource_version)
     }
 
+    /// A listing that saw its instance at `listed_at` finds it as listed: what its Service
+    /// shows is confirmed, and is no longer turned.
+    fn confirm(&mut self, listed_at: Instant) {
+        self.confirmed = self.confirmed.max(listed_at);
+        self.turned = false;
+    }
+
     /// Makes the next sync write it again, whatever its metadata says.
     fn distrust(&mut self) {
         self.write_failed = true;
@@ -279,12 +286,13 @@ impl MirrorCache {
         })
     }
 
-    /// Records that a listing saw the instance of mirror `namespace/name` at `listed_at` (its
-    /// confirmation, [`crate::services::freshness`]), and says whether the mirror is trusted, not
-    /// marked absent, and was last found or written to match the record whose
-    /// [`plan::ViewSeed::source_hash`] is `source`: then it is unchanged, and this is what its
-    /// Service plan counted. The check every listed record of a sync makes, so it allocates
-    /// nothing.
+    /// Says whether mirror `namespace/name` is trusted, not marked absent, and was last found or
+    /// written to match the record whose [`plan::ViewSeed::source_hash`] is `source`: then it is
+    /// unchanged, and this is what its Service plan counted; and then the listing that saw the
+    /// record at `listed_at` confirms it ([`crate::services::freshness`]). A mirror that must
+    /// change is confirmed only once it is written as listed ([`MirrorCache::record_confirmed`]):
+    /// until then its Service shows what an earlier listing saw. The check every listed record
+    /// of a sync makes, so it allocates nothing.
     pub fn unchanged_source(
         &self,
         namespace: &str,
@@ -294,26 +302,40 @@ impl MirrorCache {
     ) -> Option<ServiceTally> {
         let mut state = self.lock();
         let entry = state.entries.get_mut(namespace)?.get_mut(name)?;
-        entry.confirmed = entry.confirmed.max(listed_at);
-        if entry.turned && entry.trusted() {
-            // Turned without a Service to write (none planned): nothing to rewrite either.
-            entry.turned = false;
+        if entry.source != Some(source) || entry.absent_since.is_some() || !entry.trusted() {
+            return None;
         }
-        (entry.source == Some(source) && entry.absent_since.is_none() && entry.trusted())
-            .then_some(entry.services)
+        entry.confirm(listed_at);
+        Some(entry.services)
     }
 
-    /// Which mirrors of `view` must have their Services turned not ready at `now`, no listing
-    /// having confirmed them within `window`, and when the next one is due
-    /// ([`freshness::unconfirmed`]).
+    /// Records that a listing that saw the instance of mirror `namespace/name` at `listed_at`
+    /// found its mirror as listed, or had it written so: the listing confirms it.
+    pub fn record_confirmed(&self, namespace: &str, name: &str, listed_at: Instant) {
+        if let Some(entry) = self
+            .lock()
+            .entries
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+        {
+            entry.confirm(listed_at);
+        }
+    }
+
+    /// Which mirrors of `view` (by its UID as their controller, whatever their labels say) must
+    /// have their Services turned not ready at `now`, no listing having confirmed them within
+    /// `window`, and when the next one is due ([`freshness::unconfirmed`]). `controls_objects`
+    /// says whether Services or EndpointSlices that a mirror (by its UID) controls are known to
+    /// exist: such a mirror is a candidate whatever its status label says, since its labels are
+    /// written last. It is called under the cache's lock, so it must not call back into the cache.
     pub fn unconfirmed(
         &self,
         view: &GpuInstanceView,
         window: Duration,
         now: Instant,
+        controls_objects: impl Fn(&str) -> bool,
     ) -> Unconfirmed {
         let namespace = view.meta().namespace.as_deref().unwrap_or_default();
-        let label = mirror::kubernetes_label_value(view.meta().name.as_deref().unwrap_or_default());
         let owner = plan::owner_hash(view.meta().uid.as_deref().unwrap_or_default());
         let state = self.lock();
         let mirrors = state
@@ -321,12 +343,19 @@ impl MirrorCache {
             .get(namespace)
             .into_iter()
             .flatten()
-            .filter(|(_, entry)| *entry.view == *label && entry.digest.owner == owner)
-            .map(|(name, entry)| Confirmation {
-                name,
-                running: *entry.status == *mirror::RUNNING,
-                turned: entry.turned,
-                confirmed: entry.confirmed,
+            .filter(|(_, entry)| entry.digest.owner == owner)
+            .map(|(name, entry)| {
+                // Asked only of the mirrors that are due: one that is not is counted for when
+                // the next is due, and asked then.
+                let due = now.saturating_duration_since(entry.confirmed) >= window;
+                Confirmation {
+                    name,
+                    routable: *entry.status == *mirror::RUNNING
+                        || !due
+                        || (!entry.turned && controls_objects(&entry.uid)),
+                    turned: entry.turned,
+                    confirmed: entry.confirmed,
+                }
             });
         freshness::unconfirmed(mirrors, window, now)
     }
@@ -527,7 +556,14 @@ impl MirrorCache {
 
     /// Records that mirror `name` was found to match the record with `source` hash, whose Service
     /// plan counted `services`.
-    pub fn record_source(&self, namespace: &str, name: &str, source: u64, services: ServiceTally) {
+    /// The listing that saw the record at `listed_at` confirms it.
+    pub fn record_source(
+        &self,
+        namespace: &str,
+        name: &str,
+        (source, listed_at): (u64, Instant),
+        services: ServiceTally,
+    ) {
         if let Some(entry) = self
             .lock()
             .entries
@@ -536,6 +572,7 @@ impl MirrorCache {
         {
             entry.source = Some(source);
             entry.services = services;
+            entry.confirm(listed_at);
         }
     }
 
@@ -1149,17 +1186,23 @@ mod tests {
         cache.apply(None, watcher::Event::Apply(running("a", "1")));
         let first_seen = Instant::now();
         let later = first_seen + Duration::from_secs(100);
-        let due = cache.unconfirmed(&view(), window, later);
+        let due = cache.unconfirmed(&view(), window, later, |_| false);
         assert_eq!(
             due.stale.len(),
             1,
             "first seen, never listed: due one window on"
         );
 
-        // A listing at `later - 1s` confirms it: nothing is due, and a watch event keeps that.
-        cache.unchanged_source("ml", "a", 7, later - Duration::from_secs(1));
+        // A listing at `later - 1s` finds it as listed and confirms it: nothing is due, and a
+        // watch event keeps that.
+        cache.record_source(
+            "ml",
+            "a",
+            (7, later - Duration::from_secs(1)),
+            ServiceTally::default(),
+        );
         cache.apply(None, watcher::Event::Apply(running("a", "2")));
-        let due = cache.unconfirmed(&view(), window, later);
+        let due = cache.unconfirmed(&view(), window, later, |_| false);
         assert!(due.stale.is_empty());
         assert_eq!(due.next, Some(Duration::from_secs(29)));
 
@@ -1176,7 +1219,7 @@ mod tests {
         cache.record_turned("ml", "a", true);
         let much_later = later + Duration::from_secs(3600);
         assert_eq!(
-            cache.unconfirmed(&view(), window, much_later),
+            cache.unconfirmed(&view(), window, much_later, |_| false),
             Unconfirmed::default()
         );
         assert!(
@@ -1192,8 +1235,84 @@ mod tests {
             &ticket,
         );
         drop(ticket);
-        let due = cache.unconfirmed(&view(), window, much_later + window);
+        let due = cache.unconfirmed(&view(), window, much_later + window, |_| false);
         assert_eq!(due.stale.len(), 1);
+    }
+
+    #[test]
+    fn a_changed_record_confirms_its_mirror_only_once_it_is_written() {
+        let cache = MirrorCache::default();
+        let window = Duration::from_secs(30);
+        cache.apply(None, watcher::Event::Apply(running("a", "1")));
+        let start = Instant::now();
+        cache.record_source("ml", "a", (7, start), ServiceTally::default());
+        // Listed again and again with another record (e.g. stopped), whose write never happens
+        // (a later record of the page does not decode, or the write is refused): its Service
+        // still shows the record confirmed at `start`.
+        for seconds in [10, 20, 30, 40] {
+            let listed_at = start + Duration::from_secs(seconds);
+            assert!(cache.unchanged_source("ml", "a", 8, listed_at).is_none());
+        }
+        let due = cache.unconfirmed(&view(), window, start + window, |_| false);
+        assert_eq!(due.stale, [("a".to_owned(), start)]);
+
+        // Written as listed at 40 s: confirmed from then on.
+        cache.record_confirmed("ml", "a", start + Duration::from_secs(40));
+        let due = cache.unconfirmed(&view(), window, start + Duration::from_secs(50), |_| false);
+        assert!(due.stale.is_empty());
+        assert_eq!(due.next, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn candidates_are_the_views_mirrors_by_its_uid_running_or_controlling_objects() {
+        let cache = MirrorCache::default();
+        let mut stopped = running("stopped", "1");
+        stopped
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(mirror::STATUS_LABEL.into(), "exited".into());
+        cache.apply(None, watcher::Event::Apply(stopped));
+        // Another view's label, this view's UID as controller: the UID decides.
+        let mut relabelled = running("relabelled", "1");
+        relabelled
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(mirror::VIEW_LABEL.into(), "someone-else".into());
+        cache.apply(None, watcher::Event::Apply(relabelled));
+        let late = Instant::now() + Duration::from_secs(3600);
+        let window = Duration::from_secs(30);
+        let names = |due: Unconfirmed| {
+            let mut names: Vec<String> = due.stale.into_iter().map(|(n, _)| n).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(cache.unconfirmed(&view(), window, late, |_| false)),
+            ["relabelled"],
+            "a stopped mirror that controls nothing has nothing to turn"
+        );
+        // Its labels lag its Service (written last): what it controls makes it a candidate.
+        assert_eq!(
+            names(cache.unconfirmed(&view(), window, late, |uid| uid == "uid-stopped")),
+            ["relabelled", "stopped"]
+        );
+        cache.record_turned("ml", "stopped", false);
+        assert_eq!(
+            names(cache.unconfirmed(&view(), window, late, |_| true)),
+            ["relabelled"],
+            "turned once, not again"
+        );
+        // Another view's mirror is never a candidate.
+        let mut other = view();
+        other.metadata.uid = Some("another-view-uid".into());
+        assert!(
+            cache
+                .unconfirmed(&other, window, late, |_| true)
+                .stale
+                .is_empty()
+        );
     }
 
     #[test]
@@ -1210,7 +1329,7 @@ mod tests {
             "the next listing writes it again"
         );
         // Not counted as turned: the mirror's own Service stays subject to the freshness rule.
-        let due = cache.unconfirmed(&view(), Duration::ZERO, Instant::now());
+        let due = cache.unconfirmed(&view(), Duration::ZERO, Instant::now(), |_| false);
         assert_eq!(due.stale.len(), 1, "{due:?}");
     }
 
@@ -1289,12 +1408,18 @@ mod tests {
         cache.apply(None, watcher::Event::Apply(marked));
         let window = Duration::from_secs(30);
         let listed = Instant::now();
-        cache.unchanged_source("ml", "a", 7, listed);
+        assert!(
+            cache.unchanged_source("ml", "a", 7, listed).is_none(),
+            "marked absent: rewritten, not confirmed as it is"
+        );
+        cache.record_confirmed("ml", "a", listed);
         assert_eq!(
-            cache.unconfirmed(&view(), window, listed + window / 2).next,
+            cache
+                .unconfirmed(&view(), window, listed + window / 2, |_| false)
+                .next,
             Some(window / 2)
         );
-        let due = cache.unconfirmed(&view(), window, listed + window);
+        let due = cache.unconfirmed(&view(), window, listed + window, |_| false);
         assert_eq!(due.stale, [("a".to_owned(), listed)]);
     }
 

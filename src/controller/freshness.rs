@@ -11,10 +11,18 @@
 //! is due, and never a create. The mirror itself is not written; it is distrusted in the cache, so
 //! the next listing that confirms the instance writes the mirror and its Service again, ready.
 //!
-//! A mirror marked absent is planned not ready already; its Service is rewritten only if its
-//! slices still route, i.e. the mark was interrupted between the mirror and its Service.
+//! A mirror of an instance not running, or marked absent, is planned not ready already; its
+//! Service is rewritten only if its slices still route, i.e. a write was interrupted between the
+//! mirror and its Service. Such a mirror is a candidate only when its labels say `running` (they
+//! are written last, so may lag) or the watch knows Services or EndpointSlices it controls.
+//!
+//! Whatever the plan, the EndpointSlices the mirror controls that its planned Service does not
+//! name are deleted (all of them when it has no Service of its own): a slice left by a write that
+//! failed half-way, of an address the operator no longer allows, or of a Service that is gone or
+//! another's, must not route either. A flip the API server refuses for the object itself (a
+//! policy, a quota, a permission) is not retried until the mirror is written again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,11 +76,16 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
     let policy = ctx.settings.services.as_ref()?;
     let key = ObjectRef::from_obj(view);
     let window = freshness::window(view.spec.sync_interval(), ctx.listings.last(&key));
-    let due = ctx.mirrors.unconfirmed(view, window, Instant::now());
+    let namespace = view.namespace().unwrap_or_default();
+    let watch = ctx.service_watch.as_deref();
+    let due = ctx
+        .mirrors
+        .unconfirmed(view, window, Instant::now(), |uid| {
+            watch.is_some_and(|watch| watch.controls_any(&namespace, uid))
+        });
     if due.stale.is_empty() {
         return due.next;
     }
-    let namespace = view.namespace().unwrap_or_default();
     let flip = Flip {
         view,
         mirrors: Api::namespaced(ctx.client.clone(), &namespace),
@@ -99,6 +112,17 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
                         ctx.mirrors.record_turned(namespace, &name, turned);
                         false
                     }
+                    // Refused for this object (a policy, a quota, a permission): asking again
+                    // every few seconds would not change that. The mirror is written again at
+                    // the next listing that confirms it; a view that lists nothing has the
+                    // refusal in the logs and in the API server's audit.
+                    Err(kube::Error::Api(refusal))
+                        if super::writes::refused_for_this_object(refusal.code) =>
+                    {
+                        warn!(mirror = %name, code = refusal.code, reason = %refusal.reason, message = %crate::text::truncate(&refusal.message, 512), "the API server refused to turn the Service of an unconfirmed instance not ready; not retried until its mirror is written again");
+                        ctx.mirrors.record_turned(namespace, &name, true);
+                        false
+                    }
                     Err(error) => {
                         warn!(mirror = %name, %error, "cannot turn the Service of an unconfirmed instance not ready; retrying");
                         true
@@ -120,13 +144,16 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
 /// What a flip does with a mirror it read back.
 #[derive(Debug, PartialEq, Eq)]
 enum FlipPlan {
-    /// Nothing to write: the mirror is not the view's, its status names no Service (a flip never
-    /// creates one), or no Service is planned for it.
-    Nothing,
+    /// Nothing at all: the mirror is not the view's (by the view's UID as its controller).
+    NotTheViews,
+    /// No Service is named in its status (a flip never creates one) or planned for it: only the
+    /// EndpointSlices it still controls go.
+    Withdraw,
     /// Rewrite its Service as this: not ready, saying since when nothing confirms the instance.
     Turn(DesiredService),
-    /// Its Service is planned not ready already (the instance is marked absent): rewrite it as
-    /// this only if its slices still route, the mark having been interrupted before the Service.
+    /// Its Service is planned not ready already (the instance is not running, or marked absent):
+    /// rewrite it as this only if its slices still route, a write having been interrupted
+    /// before the Service.
     IfRouting(DesiredService),
 }
 
@@ -138,13 +165,13 @@ fn plan_flip(
     since: Timestamp,
 ) -> FlipPlan {
     if !controlled_by_view(&mirror.metadata, view) {
-        return FlipPlan::Nothing;
+        return FlipPlan::NotTheViews;
     }
     let Some(status) = mirror.status.as_ref().filter(|s| s.service.is_some()) else {
-        return FlipPlan::Nothing;
+        return FlipPlan::Withdraw;
     };
     let Some(mut desired) = services::plan(&mirror.name_any(), status, policy).service else {
-        return FlipPlan::Nothing;
+        return FlipPlan::Withdraw;
     };
     if !desired.ready {
         return FlipPlan::IfRouting(desired);
@@ -163,27 +190,50 @@ struct Flip<'a> {
 }
 
 impl Flip<'_> {
-    /// Writes the Service of mirror `name` not ready, confirmed last `since`; whether a Service
-    /// was written (see [`FlipPlan`] for when there is nothing to write).
+    /// Writes the Service of mirror `name` not ready, confirmed last `since`, and deletes the
+    /// EndpointSlices the mirror controls that its Service, as planned now, does not name (or
+    /// all of them, when it has no Service of its own any more); whether anything was written
+    /// (see [`FlipPlan`] for when there is nothing to write).
     async fn turn(&self, name: &str, since: Timestamp) -> Result<bool, kube::Error> {
         let Some(mirror) = self.mirrors.get_opt(name).await? else {
             return Ok(false);
         };
-        let desired = match plan_flip(self.view, &mirror, self.policy, since) {
-            FlipPlan::Nothing => return Ok(false),
-            FlipPlan::Turn(desired) => desired,
-            FlipPlan::IfRouting(desired) => {
-                let uid = mirror.uid().unwrap_or_default();
-                if !self.writes.routes(&desired, &uid).await? {
-                    return Ok(false);
-                }
-                desired
-            }
+        let uid = mirror.uid().unwrap_or_default();
+        let (desired, only_if_routing) = match plan_flip(self.view, &mirror, self.policy, since) {
+            FlipPlan::NotTheViews => return Ok(false),
+            FlipPlan::Withdraw => (None, false),
+            FlipPlan::Turn(desired) => (Some(desired), false),
+            FlipPlan::IfRouting(desired) => (Some(desired), true),
         };
-        let meta = super::mirror_meta::MirrorMeta::from(mirror.metadata.clone());
-        self.writes
-            .rewrite_existing(&meta, mirror.labels(), &desired)
-            .await
+        let mut wrote = false;
+        let mut keep = BTreeSet::new();
+        if let Some(desired) = &desired {
+            let planned = desired.slices.iter().map(|slice| slice.name.as_str());
+            if only_if_routing && !self.writes.routes(desired, &uid).await? {
+                // Not ready as it is: left so.
+                keep.extend(planned);
+            } else {
+                let meta = super::mirror_meta::MirrorMeta::from(mirror.metadata.clone());
+                if self
+                    .writes
+                    .rewrite_existing(&meta, mirror.labels(), desired)
+                    .await?
+                {
+                    wrote = true;
+                    keep.extend(planned);
+                }
+                // Else its Service is gone or not its own: its slices route for nothing of
+                // the operator's, and go.
+            }
+        }
+        let named = mirror
+            .status
+            .as_ref()
+            .and_then(|status| status.service.as_ref())
+            .map(|service| service.endpoint_slices.clone())
+            .unwrap_or_default();
+        wrote |= self.writes.withdraw_slices(&uid, &named, &keep).await? > 0;
+        Ok(wrote)
     }
 }
 
@@ -265,8 +315,8 @@ mod tests {
         }
         assert_eq!(
             plan_flip(&view, &unnamed, &policy(), since()),
-            FlipPlan::Nothing,
-            "no Service named in its status: none to create"
+            FlipPlan::Withdraw,
+            "no Service named in its status: none to create, only its slices to withdraw"
         );
 
         // The name the cache knew now holds a mirror another view controls.
@@ -274,13 +324,13 @@ mod tests {
         other.metadata.uid = Some("another-view-uid".into());
         assert_eq!(
             plan_flip(&view, &mirror(&other), &policy(), since()),
-            FlipPlan::Nothing
+            FlipPlan::NotTheViews
         );
         let mut orphan = mirror(&view);
         orphan.metadata.owner_references = None;
         assert_eq!(
             plan_flip(&view, &orphan, &policy(), since()),
-            FlipPlan::Nothing
+            FlipPlan::NotTheViews
         );
     }
 

@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -125,6 +127,19 @@ impl ServiceWatch {
             .get(&(kind_of::<K>(), namespace.to_owned(), mirror_uid.to_owned()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Whether the watch knows any Service or EndpointSlice in `namespace` that the mirror with
+    /// UID `mirror_uid` controls.
+    pub fn controls_any(&self, namespace: &str, mirror_uid: &str) -> bool {
+        let state = self.lock();
+        [kind_of::<Service>(), kind_of::<EndpointSlice>()]
+            .into_iter()
+            .any(|kind| {
+                state
+                    .by_mirror
+                    .contains_key(&(kind, namespace.to_owned(), mirror_uid.to_owned()))
+            })
     }
 
     /// Announces that the operator deletes the object of kind `K`, `namespace/name`, whose UID is

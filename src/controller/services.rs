@@ -201,6 +201,36 @@ impl ServiceWrites {
         Ok(true)
     }
 
+    /// Deletes the EndpointSlices that the mirror with UID `mirror_uid` controls, except those
+    /// `keep` names: those the watch knows, and those `named` (what its status named), each read
+    /// first and deleted only if the mirror controls it; every delete on condition it is still
+    /// that object. So that nothing the mirror no longer plans routes: a slice left by a write
+    /// that failed half-way, one of a Service that cannot be kept (its own name taken, a write
+    /// refused) or that is gone. How many were deleted.
+    pub(super) async fn withdraw_slices(
+        &self,
+        mirror_uid: &str,
+        named: &[String],
+        keep: &BTreeSet<&str>,
+    ) -> Result<usize, kube::Error> {
+        if mirror_uid.is_empty() {
+            return Ok(0);
+        }
+        let owned = self.owned_by::<EndpointSlice>(mirror_uid);
+        let mut names: BTreeSet<&str> = owned.keys().map(String::as_str).collect();
+        names.extend(named.iter().map(String::as_str));
+        let mut deleted = 0;
+        for name in names.into_iter().filter(|name| !keep.contains(name)) {
+            if self
+                .delete(&self.slices, name, owned.get(name), mirror_uid)
+                .await?
+            {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Whether any of the EndpointSlices `desired` names that the mirror with UID `mirror_uid`
     /// controls has an endpoint that may receive traffic (ready, or of unknown readiness, which
     /// kube-proxy takes as ready).
@@ -328,7 +358,7 @@ impl ServiceWrites {
         name: &str,
         known: Option<&String>,
         mirror_uid: &str,
-    ) -> Result<(), kube::Error>
+    ) -> Result<bool, kube::Error>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     {
@@ -336,7 +366,7 @@ impl ServiceWrites {
             Some(uid) => uid.clone(),
             None => match self.read_holder(api, name, mirror_uid).await? {
                 Some(Some(uid)) => uid,
-                _ => return Ok(()),
+                _ => return Ok(false),
             },
         };
         if let Some(watch) = &self.watch {
@@ -357,9 +387,9 @@ impl ServiceWrites {
             watch.cancel_delete(&uid);
         }
         match deleted {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             // Gone already, or another object by now: nothing of ours to delete.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -356,9 +356,12 @@ impl Listing {
                 None
             }
             InstancePlan::Unchanged(services) => {
-                self.ctx
-                    .mirrors
-                    .record_source(&self.namespace, &name, source, services);
+                self.ctx.mirrors.record_source(
+                    &self.namespace,
+                    &name,
+                    (source, self.listed_at),
+                    services,
+                );
                 None
             }
             InstancePlan::Create(mirror) => {
@@ -367,6 +370,7 @@ impl Listing {
                 Some(MirrorWrite::Create {
                     mirror,
                     source,
+                    listed_at: self.listed_at,
                     events,
                 })
             }
@@ -380,6 +384,7 @@ impl Listing {
                 Some(MirrorWrite::Update {
                     mirror,
                     source,
+                    listed_at: self.listed_at,
                     events,
                 })
             }

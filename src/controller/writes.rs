@@ -26,6 +26,7 @@
 //! price of an Event that may be missing.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http::header::{ACCEPT, HeaderValue};
 use jiff::Timestamp;
@@ -58,6 +59,8 @@ pub enum MirrorWrite {
         mirror: Box<DesiredMirror>,
         /// The source hash of its record.
         source: u64,
+        /// When the listing saw the record: written as listed, the mirror is confirmed then.
+        listed_at: Instant,
         /// Lifecycle Events to publish once it is written.
         events: Vec<InstanceEvent>,
     },
@@ -67,6 +70,8 @@ pub enum MirrorWrite {
         mirror: Box<DesiredMirror>,
         /// The source hash of its record.
         source: u64,
+        /// When the listing saw the record: written as listed, the mirror is confirmed then.
+        listed_at: Instant,
         /// Lifecycle Events to publish once it is written.
         events: Vec<InstanceEvent>,
     },
@@ -326,6 +331,7 @@ impl Parts<'_> {
             MirrorWrite::Create {
                 mirror: desired,
                 source,
+                listed_at,
                 events,
             } => {
                 // Without its fingerprint: until the status and the Service are written too, the
@@ -359,7 +365,7 @@ impl Parts<'_> {
                     &namespace,
                     &desired.name,
                     written,
-                    Some(source),
+                    Some((source, listed_at)),
                     tally,
                 )
                 .map(drop)
@@ -367,6 +373,7 @@ impl Parts<'_> {
             MirrorWrite::Update {
                 mirror: desired,
                 source,
+                listed_at,
                 mut events,
             } => {
                 let name = desired.name.clone();
@@ -431,7 +438,7 @@ impl Parts<'_> {
                     &namespace,
                     &name,
                     written,
-                    Some(source),
+                    Some((source, listed_at)),
                     tally,
                 )?;
                 Ok(())
@@ -556,6 +563,21 @@ impl Parts<'_> {
             ),
             Err(e) => return Err(e),
         };
+        // Nothing routes to this instance: the EndpointSlices of what it had are withdrawn (a
+        // slice left behind would keep routing to an address nothing confirms any more, and to a
+        // Service of that name that is not the operator's). If that fails, the mirror is not
+        // trusted either, and the next sync tries again.
+        let named = previous
+            .map(|p| p.endpoint_slices.clone())
+            .unwrap_or_default();
+        let mirror_uid = written.uid().unwrap_or_default();
+        if let Err(error) = services
+            .writes
+            .withdraw_slices(&mirror_uid, &named, &std::collections::BTreeSet::new())
+            .await
+        {
+            tracing::warn!(mirror = %desired.name, %error, "cannot withdraw the EndpointSlices of a Service that is not kept; the next sync tries again");
+        }
         if tally.service {
             services
                 .not_kept
@@ -599,7 +621,7 @@ impl Parts<'_> {
 /// Whether a refusal of a Service or EndpointSlice write concerns that object alone, so that it is
 /// reported on its mirror rather than failing the view: a client error other than the operator's
 /// credentials (401), a vanished object (404), a conflict (409) or throttling (429).
-fn refused_for_this_object(code: u16) -> bool {
+pub(super) fn refused_for_this_object(code: u16) -> bool {
     (400..500).contains(&code) && !matches!(code, 401 | 404 | 408 | 409 | 429)
 }
 
@@ -647,19 +669,24 @@ async fn update_status(
     Ok(Some((written, Some(previous), status)))
 }
 
-/// Remembers the outcome of a mirror's writes in the cache (the record it now matches, what its
-/// Service plan counted, and whether the next sync may trust it), and passes the mirror on.
+/// Remembers the outcome of a mirror's writes in the cache (the record it now matches and when it
+/// was `listed`, what its Service plan counted, and whether the next sync may trust it), and
+/// passes the mirror on.
 fn remember(
     (cache, ticket): (&MirrorCache, &WriteTicket<'_>),
     namespace: &str,
     name: &str,
     written: Result<(Written, bool), kube::Error>,
-    source: Option<u64>,
+    listed: Option<(u64, Instant)>,
     services: ServiceTally,
 ) -> Result<Written, kube::Error> {
     match written {
         Ok((object, trusted)) => {
-            cache.record_write(&object, source, services, ticket);
+            cache.record_write(&object, listed.map(|(source, _)| source), services, ticket);
+            if let Some((_, listed_at)) = listed {
+                // Written as listed: the listing confirms what its Service now shows.
+                cache.record_confirmed(namespace, name, listed_at);
+            }
             if !trusted {
                 cache.record_failed_write(namespace, name);
             }

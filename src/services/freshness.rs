@@ -40,10 +40,12 @@ pub fn window(interval: Duration, last_listing: Duration) -> Duration {
 pub struct Confirmation<'a> {
     /// The mirror's name.
     pub name: &'a str,
-    /// The mirror shows its instance `running`: only such an endpoint is ready. A mirror marked
-    /// absent counts too: the mark may have been interrupted between the mirror and its Service
-    /// (the flip then finds out whether the Service still routes).
-    pub running: bool,
+    /// Something of the mirror may route: its labels show its instance `running` (only such an
+    /// endpoint is ready; a mirror marked absent counts too, the mark may have been interrupted
+    /// between the mirror and its Service), or Services or EndpointSlices it controls exist
+    /// (its labels are written last, after its Service: they may lag; and a slice it no longer
+    /// plans may be left). The flip reads the mirror and finds out what routes.
+    pub routable: bool,
     /// Its Service was turned not ready since it was last written: nothing to do again.
     pub turned: bool,
     /// When this process last saw the instance listed, or first saw the mirror.
@@ -60,7 +62,7 @@ pub struct Unconfirmed {
 }
 
 /// Which of `mirrors` must have their Services turned not ready at `now` under `window`: those
-/// that show a running instance (marked absent or not), were not turned already, and were last
+/// of which something may route (see [`Confirmation::routable`]), were not turned already, and were last
 /// confirmed `window` or longer ago. And when the next of the others is due.
 pub fn unconfirmed<'a>(
     mirrors: impl IntoIterator<Item = Confirmation<'a>>,
@@ -69,7 +71,7 @@ pub fn unconfirmed<'a>(
 ) -> Unconfirmed {
     let mut decided = Unconfirmed::default();
     for mirror in mirrors {
-        if !mirror.running || mirror.turned {
+        if !mirror.routable || mirror.turned {
             continue;
         }
         let age = now.saturating_duration_since(mirror.confirmed);
@@ -115,7 +117,7 @@ mod tests {
     fn mirror(name: &str, confirmed: Instant) -> Confirmation<'_> {
         Confirmation {
             name,
-            running: true,
+            routable: true,
             turned: false,
             confirmed,
         }
@@ -169,11 +171,11 @@ mod tests {
     }
 
     #[test]
-    fn only_mirrors_of_running_instances_are_turned() {
+    fn only_mirrors_of_which_something_may_route_are_turned() {
         let start = Instant::now();
         let late = start + Duration::from_secs(3600);
         let stopped = Confirmation {
-            running: false,
+            routable: false,
             ..mirror("stopped", start)
         };
         let decided = unconfirmed(

@@ -6,7 +6,8 @@
 //! no write of the mirror for the flip. A flip outlives its leader: the next one's first listing
 //! routes again. The same holds for a view whose `services.enabled` is turned off while it cannot
 //! sync, and for a view a finalizer holds in deletion; and for a mirror whose absence mark was
-//! interrupted between the mirror and its Service, while a complete mark costs no flip.
+//! interrupted between the mirror and its Service, while a complete mark costs no flip. A stalled
+//! view's EndpointSlice whose Service is gone is withdrawn within the window, and nothing created.
 
 use std::time::{Duration, Instant};
 
@@ -214,6 +215,43 @@ async fn a_stalled_views_endpoints_turn_not_ready_within_the_window_and_ready_af
 
     fx.simulator().set_api_keys(vec![API_KEY.into()]);
     turns_ready_again(&fx, writes(&fx)).await;
+    fx.wait_ready("v", true, "Synced").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_views_endpoint_slice_whose_service_is_gone_is_withdrawn_within_the_window() {
+    let fx = start("fresh-orphan").await;
+    fx.simulator().set_api_keys(vec!["sk-another-key".into()]);
+    fx.wait_ready("v", false, "AuthFailed").await;
+    // Someone deletes the Service; its slice, the mirror's, stays ready and names the Service:
+    // whatever Service of that name comes next would route to the address.
+    let services = fx.ns.api::<Service>();
+    services
+        .delete("v-aa01", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
+    assert_eq!(endpoint_ready(&fx).await, Some(true));
+    let started = Instant::now();
+    await_absent(
+        fx.ns.api::<EndpointSlice>(),
+        "v-aa01-ipv4-0",
+        "the slice of a Service that is gone",
+        WINDOW + SLACK,
+    )
+    .await;
+    assert!(started.elapsed() <= WINDOW + SLACK);
+    assert!(
+        services.get_opt("v-aa01").await.expect("read").is_none(),
+        "a flip creates nothing"
+    );
+
+    // The next listing writes both again, ready.
+    fx.simulator().set_api_keys(vec![API_KEY.into()]);
+    await_endpoint(&fx, true, Duration::from_secs(30)).await;
+    assert_eq!(
+        readiness(&fx).await,
+        "Ready: the remote instance is running."
+    );
     fx.wait_ready("v", true, "Synced").await;
 }
 

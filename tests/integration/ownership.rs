@@ -1,12 +1,14 @@
 //! Ownership by UID, against the real API server: the operator writes or deletes a Service,
 //! EndpointSlice or GpuInstance only while its controller is the expected owner (the mirror's
 //! UID, the view's UID), never takes one a user made under its name (labels copied or not), nor
-//! one another mirror or view controls, and reports each collision. The API server's answers to
+//! one another mirror or view controls, and reports each collision; a mirror whose Service cannot
+//! be kept leaves no EndpointSlice of its own routing. The API server's answers to
 //! writes conditional on a UID, which the operator relies on, are checked here too.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use ppio_gpu_operator::api::condition;
@@ -21,7 +23,7 @@ use ppio_test_support::fixture::Fixture;
 use ppio_test_support::namespace::TestNamespace;
 use ppio_test_support::operator::RunningOperator;
 use ppio_test_support::records::{generated, port, set_status};
-use ppio_test_support::wait_for;
+use ppio_test_support::{await_absent, wait_for};
 
 /// A running record `id` with one exposed port at a documentation address.
 fn record(id: &str, seed: u64) -> Value {
@@ -203,6 +205,15 @@ async fn a_users_service_recreated_with_the_operators_labels_is_never_taken_nor_
         "{}",
         condition.message
     );
+    // Nothing of the operator's routes through their Service: the mirror's EndpointSlice, which
+    // names the Service, is withdrawn with it.
+    await_absent(
+        fx.ns.api::<EndpointSlice>(),
+        "v-aa01-ipv4-0",
+        "the mirror's EndpointSlice",
+        Duration::from_secs(30),
+    )
+    .await;
     let still = services.get("v-aa01").await.expect("their Service");
     assert_eq!(still.uid(), theirs.uid());
     assert_eq!(still.owner_references(), [], "no mirror became its owner");
