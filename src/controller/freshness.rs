@@ -20,7 +20,8 @@
 //! name are deleted (all of them when it has no Service of its own): a slice left by a write that
 //! failed half-way, of an address the operator no longer allows, or of a Service that is gone or
 //! another's, must not route either. A flip the API server refuses for the object itself (a
-//! policy, a quota, a permission) is not retried until the mirror is written again.
+//! policy, a quota, a permission) deletes the mirror's slices instead; a refusal of those deletes is
+//! tried again one window later.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -98,7 +99,7 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
         policy,
     };
     let (now, wall_now) = (Instant::now(), Timestamp::now());
-    let refused = futures::stream::iter(due.stale)
+    let retry = futures::stream::iter(due.stale)
         .map(|(name, confirmed)| {
             let since = freshness::wall_time_of(confirmed, now, wall_now);
             let (flip, namespace) = (&flip, namespace.as_str());
@@ -110,34 +111,33 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
                             info!(mirror = %name, %since, "no listing confirmed the instance within the freshness window; its Service is not ready");
                         }
                         ctx.mirrors.record_turned(namespace, &name, turned);
-                        false
+                        None
                     }
-                    // Refused for this object (a policy, a quota, a permission): asking again
-                    // every few seconds would not change that. The mirror is written again at
-                    // the next listing that confirms it; a view that lists nothing has the
-                    // refusal in the logs and in the API server's audit.
+                    // Refused for this object even after its slices were to be withdrawn (a
+                    // policy, a quota, a missing permission): asking every few seconds would not
+                    // change that, and giving up would leave it routing. Asked again a window on.
                     Err(kube::Error::Api(refusal))
                         if super::writes::refused_for_this_object(refusal.code) =>
                     {
-                        warn!(mirror = %name, code = refusal.code, reason = %refusal.reason, message = %crate::text::truncate(&refusal.message, 512), "the API server refused to turn the Service of an unconfirmed instance not ready; not retried until its mirror is written again");
-                        ctx.mirrors.record_turned(namespace, &name, true);
-                        false
+                        warn!(mirror = %name, code = refusal.code, reason = %refusal.reason, message = %crate::text::truncate(&refusal.message, 512), "the API server refused to turn the Service of an unconfirmed instance not ready; trying again in a freshness window");
+                        Some(window)
                     }
                     Err(error) => {
                         warn!(mirror = %name, %error, "cannot turn the Service of an unconfirmed instance not ready; retrying");
-                        true
+                        Some(RETRY)
                     }
                 }
             }
         })
         .buffer_unordered(ctx.settings.write_concurrency.max(1))
-        .filter(|refused| std::future::ready(*refused))
-        .count()
+        .filter_map(std::future::ready)
+        .fold(None, |soonest: Option<Duration>, retry| {
+            std::future::ready(Some(soonest.map_or(retry, |s| s.min(retry))))
+        })
         .await;
-    if refused > 0 {
-        Some(due.next.map_or(RETRY, |next| next.min(RETRY)))
-    } else {
-        due.next
+    match (retry, due.next) {
+        (Some(retry), Some(next)) => Some(retry.min(next)),
+        (retry, next) => retry.or(next),
     }
 }
 
@@ -209,21 +209,22 @@ impl Flip<'_> {
         let mut keep = BTreeSet::new();
         if let Some(desired) = &desired {
             let planned = desired.slices.iter().map(|slice| slice.name.as_str());
-            if only_if_routing && !self.writes.routes(desired, &uid).await? {
-                // Not ready as it is: left so.
-                keep.extend(planned);
-            } else {
-                let meta = super::mirror_meta::MirrorMeta::from(mirror.metadata.clone());
-                if self
-                    .writes
-                    .rewrite_existing(&meta, mirror.labels(), desired)
-                    .await?
-                {
+            match self.turn_service(&mirror, desired, only_if_routing).await {
+                Ok(Turned::AsItWas) => keep.extend(planned),
+                Ok(Turned::NotReady) => {
                     wrote = true;
                     keep.extend(planned);
                 }
-                // Else its Service is gone or not its own: its slices route for nothing of
-                // the operator's, and go.
+                // Its Service is gone or not its own: its slices route for nothing of the
+                // operator's, and go.
+                Ok(Turned::NoService) => {}
+                // Refused for this object: what cannot be turned not ready goes instead.
+                Err(kube::Error::Api(refusal))
+                    if super::writes::refused_for_this_object(refusal.code) =>
+                {
+                    warn!(mirror = %name, code = refusal.code, reason = %refusal.reason, "the API server refused to turn the Service of an unconfirmed instance not ready; its EndpointSlices are deleted instead");
+                }
+                Err(e) => return Err(e),
             }
         }
         let named = mirror
@@ -235,6 +236,42 @@ impl Flip<'_> {
         wrote |= self.writes.withdraw_slices(&uid, &named, &keep).await? > 0;
         Ok(wrote)
     }
+
+    /// Turns the Service of `mirror` not ready as `desired` plans it (`only_if_routing`: only
+    /// if its slices still route).
+    async fn turn_service(
+        &self,
+        mirror: &GpuInstance,
+        desired: &DesiredService,
+        only_if_routing: bool,
+    ) -> Result<Turned, kube::Error> {
+        let uid = mirror.uid().unwrap_or_default();
+        if only_if_routing && !self.writes.routes(desired, &uid).await? {
+            return Ok(Turned::AsItWas);
+        }
+        let meta = super::mirror_meta::MirrorMeta::from(mirror.metadata.clone());
+        Ok(
+            if self
+                .writes
+                .rewrite_existing(&meta, mirror.labels(), desired)
+                .await?
+            {
+                Turned::NotReady
+            } else {
+                Turned::NoService
+            },
+        )
+    }
+}
+
+/// What became of a mirror's Service in a flip.
+enum Turned {
+    /// Not ready already, as planned: left as it was.
+    AsItWas,
+    /// Written not ready.
+    NotReady,
+    /// None to write: gone, or not the mirror's.
+    NoService,
 }
 
 #[cfg(test)]

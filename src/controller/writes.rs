@@ -565,19 +565,16 @@ impl Parts<'_> {
         };
         // Nothing routes to this instance: the EndpointSlices of what it had are withdrawn (a
         // slice left behind would keep routing to an address nothing confirms any more, and to a
-        // Service of that name that is not the operator's). If that fails, the mirror is not
-        // trusted either, and the next sync tries again.
+        // Service of that name that is not the operator's). If that fails, so does the mirror's
+        // write: it is neither trusted nor confirmed, and the sync reports it.
         let named = previous
             .map(|p| p.endpoint_slices.clone())
             .unwrap_or_default();
         let mirror_uid = written.uid().unwrap_or_default();
-        if let Err(error) = services
+        services
             .writes
             .withdraw_slices(&mirror_uid, &named, &std::collections::BTreeSet::new())
-            .await
-        {
-            tracing::warn!(mirror = %desired.name, %error, "cannot withdraw the EndpointSlices of a Service that is not kept; the next sync tries again");
-        }
+            .await?;
         if tally.service {
             services
                 .not_kept
