@@ -521,6 +521,21 @@ impl MirrorCache {
         }
     }
 
+    /// Records that a write of mirror `name` starts: until it records its outcome, the mirror is
+    /// written again by the next sync, whatever its metadata says (a write abandoned half-way
+    /// records nothing). Unlike [`MirrorCache::record_failed_write`] it leaves no mark for the
+    /// write itself to respect.
+    pub fn record_write_started(&self, namespace: &str, name: &str) {
+        if let Some(entry) = self
+            .lock()
+            .entries
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+        {
+            entry.distrust();
+        }
+    }
+
     /// Records that the operator deleted mirror `name`.
     pub fn record_delete(&self, namespace: &str, name: &str) {
         let mut state = self.lock();
@@ -1255,5 +1270,42 @@ mod tests {
         let second = plan_removals(&view_v(), unlisted, mirrors, Timestamp::now());
         assert_eq!(second.deletes, ["old0"]);
         assert_eq!(second.held, None);
+    }
+    #[test]
+    fn a_write_abandoned_half_way_leaves_the_mirror_to_the_next_sync() {
+        let cache = MirrorCache::default();
+        // Found by the watch, never written by this process: its metadata is taken at its word.
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("m", "1")));
+        let source = 42;
+        cache.record_source("ml", "m", source, ServiceTally::default());
+        assert!(
+            cache
+                .unchanged_source("ml", "m", source, Instant::now())
+                .is_some()
+        );
+        cache.record_write_started("ml", "m");
+        // Its status is written (a new resourceVersion), then the write is dropped: nothing records.
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("m", "2")));
+        assert!(
+            cache
+                .unchanged_source("ml", "m", source, Instant::now())
+                .is_none(),
+            "the next sync writes it again"
+        );
+        assert!(!cache.observed("ml", "m").unwrap().trusted);
+        // A write that records its outcome makes it trusted again.
+        let ticket = cache.begin_write();
+        cache.record_write(
+            &mirror_of_v("m", "3"),
+            Some(source),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        assert!(
+            cache
+                .unchanged_source("ml", "m", source, Instant::now())
+                .is_some()
+        );
     }
 }
