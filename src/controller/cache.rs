@@ -66,9 +66,13 @@ struct Entry {
     revision: Option<u64>,
     digest: Digest,
     absent_since: Option<Timestamp>,
-    /// When this process first saw its instance missing from a complete listing, if no listing
+    /// When the first complete listing this process saw lack its instance started, if no listing
     /// listed it since.
     missing_since: Option<Instant>,
+    /// When this process first knew the mirror (from the watch, or its own create): a mirror it
+    /// came to know after its view's instances went missing is not one of those the mass-removal
+    /// guard protects.
+    first_seen: Instant,
     /// The resourceVersion of the operator's last write of it, if this process wrote it.
     written: Option<u64>,
     /// The operator's last write of it failed part-way (e.g. the object, not its status).
@@ -409,7 +413,7 @@ impl MirrorCache {
     /// `namespace/name` whose UID is `uid`: that mirror is written again at its next sync. A write
     /// of a mirror of that name in flight (a create whose watch event has not come, say) keeps the
     /// mark when it records its response, if the mirror it wrote has that UID. Says whether the
-    /// cache holds that mirror. the cache holds that mirror.
+    /// cache holds that mirror.
     pub fn record_gone(&self, namespace: &str, name: &str, uid: &str) -> bool {
         let mut state = self.lock();
         if !state.distrust_on_arrival.is_empty() {
@@ -427,46 +431,59 @@ impl MirrorCache {
             .is_some_and(|entry| entry.uid == uid)
     }
 
-    /// After a complete listing of `view` at `now` (this process's monotonic clock) that listed the
-    /// mirrors named in `listed`: the view's mirrors (by its view label and its UID as controlling
-    /// owner) that it lacked, each with what this process observed of its absence, and how many
-    /// mirrors the view has. A mirror lacked for the first time is remembered as missing since `now`;
-    /// one listed forgets that it was missing.
+    /// After a complete listing of `view` that started at `started` (this process's monotonic
+    /// clock) and listed the mirrors named in `listed`: the view's mirrors (by its view label and its
+    /// UID as controlling owner) that it lacked, each with what this process observed of its
+    /// absence, and how many mirrors the view had before its instances went missing. A mirror lacked
+    /// for the first time is remembered as missing since `started`; one listed forgets that it was
+    /// missing.
+    ///
+    /// The count is what the mass-removal guard weighs the removals against: the mirrors lacked,
+    /// and those listed that this process knew before the first of these listings that lacked one
+    /// started. A mirror created by that listing or a later one (a new instance) does not count, so
+    /// a listing that lacks every mirror the view had, however many new instances it lists instead
+    /// (another account's key, an answer of the wrong account), is still one that lacks them all.
     pub fn record_listing(
         &self,
         view: &GpuInstanceView,
         listed: &HashSet<String>,
-        now: Instant,
+        started: Instant,
     ) -> (Vec<Unlisted>, usize) {
         let namespace = view.meta().namespace.as_deref().unwrap_or_default();
         let label = mirror::kubernetes_label_value(view.meta().name.as_deref().unwrap_or_default());
         let owner = plan::owner_hash(view.meta().uid.as_deref().unwrap_or_default());
         let mut state = self.lock();
-        let mut mirrors = 0;
         let mut unlisted = Vec::new();
+        // When the listed mirrors were first known, to count those the view had before the misses.
+        let mut listed_seen = Vec::new();
+        let mut first_miss = started;
         let entries = state.entries.get_mut(namespace).into_iter().flatten();
         for (name, entry) in entries {
             if *entry.view != *label || entry.digest.owner != owner {
                 continue;
             }
-            mirrors += 1;
             if listed.contains(name) {
                 entry.missing_since = None;
+                listed_seen.push(entry.first_seen);
                 continue;
             }
-            let missing_for = match entry.missing_since {
-                Some(since) => Some(now.saturating_duration_since(since)),
-                None => {
-                    entry.missing_since = Some(now);
-                    None
-                }
-            };
+            let since = *entry.missing_since.get_or_insert(started);
+            first_miss = first_miss.min(since);
             unlisted.push(Unlisted {
                 name: name.clone(),
                 marked: entry.absent_since.is_some(),
-                missing_for,
+                missing_for: (since < started).then(|| started.saturating_duration_since(since)),
             });
         }
+        let before = listed_seen
+            .into_iter()
+            .filter(|seen| *seen < first_miss)
+            .count();
+        let mirrors = if unlisted.is_empty() {
+            before
+        } else {
+            unlisted.len() + before
+        };
         (unlisted, mirrors)
     }
 
@@ -534,6 +551,7 @@ impl MirrorCache {
         entry.missing_since = known.and_then(|known| known.missing_since);
         if let Some(known) = known {
             entry.confirmed = known.confirmed;
+            entry.first_seen = known.first_seen;
         }
         if let Some(known) = known.filter(|known| {
             known
@@ -580,6 +598,21 @@ impl MirrorCache {
     /// whatever its metadata says.
     pub fn record_failed_write(&self, namespace: &str, name: &str) {
         self.lock().mark(namespace, name, None);
+    }
+
+    /// Records that a write of mirror `name` starts: until it records its outcome, the mirror is
+    /// written again by the next sync, whatever its metadata says (a write abandoned half-way
+    /// records nothing). Unlike [`MirrorCache::record_failed_write`] it leaves no mark for the
+    /// write itself to respect.
+    pub fn record_write_started(&self, namespace: &str, name: &str) {
+        if let Some(entry) = self
+            .lock()
+            .entries
+            .get_mut(namespace)
+            .and_then(|names| names.get_mut(name))
+        {
+            entry.distrust();
+        }
     }
 
     /// Records that the operator deleted mirror `name`.
@@ -695,6 +728,7 @@ impl MirrorCache {
                 .and_then(|a| a.get(mirror::ABSENT_SINCE_ANNOTATION))
                 .and_then(|t| t.parse().ok()),
             missing_since: None,
+            first_seen: Instant::now(),
             written: None,
             write_failed: false,
             source: None,
@@ -784,6 +818,7 @@ fn carry_memory(known: Option<&Entry>, mut observed: Entry) -> Entry {
         observed.source = known.source;
         observed.services = known.services;
         observed.missing_since = known.missing_since;
+        observed.first_seen = known.first_seen;
         observed.confirmed = known.confirmed;
         observed.turned = known.turned;
     }
@@ -1431,5 +1466,106 @@ mod tests {
         cache.apply(None, watcher::Event::Delete(a));
         assert!(cache.observed("ml", "a").is_none());
         assert_eq!(cache.mirror_count(), 0);
+    }
+    #[test]
+    fn a_listing_that_replaces_every_mirror_with_new_instances_is_held() {
+        use crate::sync::removals::plan_removals;
+        for (old, new) in [(1usize, 1usize), (3, 1), (100, 100), (10, 1_000)] {
+            let cache = MirrorCache::default();
+            for i in 0..old {
+                cache.apply(
+                    None,
+                    watcher::Event::Apply(mirror_of_v(&format!("old{i}"), "1")),
+                );
+            }
+            // Another account's instances only: none of the view's, `new` it never had.
+            let listed: HashSet<String> = (0..new).map(|i| format!("new{i}")).collect();
+            let interval = view_v().spec.sync_interval();
+            let start = Instant::now();
+            let (unlisted, mirrors) = cache.record_listing(&view_v(), &listed, start);
+            let first = plan_removals(&view_v(), unlisted, mirrors, Timestamp::now());
+            assert!(first.deletes.is_empty(), "{old}/{new}: {first:?}");
+            // The first listing's creates reach the cache.
+            for name in &listed {
+                cache.apply(None, watcher::Event::Apply(mirror_of_v(name, "1")));
+            }
+            let (unlisted, mirrors) = cache.record_listing(&view_v(), &listed, start + interval);
+            assert_eq!(
+                mirrors, old,
+                "the mirrors the view had, not those it gained"
+            );
+            let second = plan_removals(&view_v(), unlisted, mirrors, Timestamp::now());
+            assert!(
+                second.deletes.is_empty(),
+                "{old} old, {new} new: every mirror the view had would go at once: {second:?}"
+            );
+            assert_eq!(second.held.map(|h| (h.count, h.of)), Some((old, old)));
+        }
+    }
+
+    #[test]
+    fn a_listing_that_lacks_some_mirrors_and_lists_new_ones_removes_as_usual() {
+        use crate::sync::removals::plan_removals;
+        let cache = MirrorCache::default();
+        for i in 0..10 {
+            cache.apply(
+                None,
+                watcher::Event::Apply(mirror_of_v(&format!("old{i}"), "1")),
+            );
+        }
+        let mut listed: HashSet<String> = (1..10).map(|i| format!("old{i}")).collect();
+        listed.insert("new".to_owned());
+        let interval = view_v().spec.sync_interval();
+        let start = Instant::now();
+        let (unlisted, mirrors) = cache.record_listing(&view_v(), &listed, start);
+        assert!(
+            plan_removals(&view_v(), unlisted, mirrors, Timestamp::now())
+                .deletes
+                .is_empty()
+        );
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("new", "1")));
+        let (unlisted, mirrors) = cache.record_listing(&view_v(), &listed, start + interval);
+        assert_eq!(mirrors, 10);
+        let second = plan_removals(&view_v(), unlisted, mirrors, Timestamp::now());
+        assert_eq!(second.deletes, ["old0"]);
+        assert_eq!(second.held, None);
+    }
+
+    #[test]
+    fn a_write_abandoned_half_way_leaves_the_mirror_to_the_next_sync() {
+        let cache = MirrorCache::default();
+        // Found by the watch, never written by this process: its metadata is taken at its word.
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("m", "1")));
+        let source = 42;
+        cache.record_source("ml", "m", (source, Instant::now()), ServiceTally::default());
+        assert!(
+            cache
+                .unchanged_source("ml", "m", source, Instant::now())
+                .is_some()
+        );
+        cache.record_write_started("ml", "m");
+        // Its status is written (a new resourceVersion), then the write is dropped: nothing records.
+        cache.apply(None, watcher::Event::Apply(mirror_of_v("m", "2")));
+        assert!(
+            cache
+                .unchanged_source("ml", "m", source, Instant::now())
+                .is_none(),
+            "the next sync writes it again"
+        );
+        assert!(!cache.observed("ml", "m").unwrap().trusted);
+        // A write that records its outcome makes it trusted again.
+        let ticket = cache.begin_write();
+        cache.record_write(
+            &mirror_of_v("m", "3"),
+            Some(source),
+            ServiceTally::default(),
+            &ticket,
+        );
+        drop(ticket);
+        assert!(
+            cache
+                .unchanged_source("ml", "m", source, Instant::now())
+                .is_some()
+        );
     }
 }

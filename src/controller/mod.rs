@@ -569,6 +569,14 @@ async fn sync_if_due(
     }
     let interval = view.spec.sync_interval();
     if let Some(wait) = schedule::time_until_due(&view, ctx.schedules.get(&key), interval) {
+        // The last sync's status, if the API server refused it: written now, not a sync later.
+        if let Some(status) = ctx.schedules.take_unwritten(&key) {
+            let written = write_view_status_if_changed(ctx, &view, status.clone()).await;
+            if written.is_err() {
+                ctx.schedules.keep_unwritten(key, status);
+            }
+            written?;
+        }
         return Ok(Some(wait));
     }
 
@@ -632,7 +640,7 @@ async fn sync_if_due(
     // Scheduled before the status is written: a status that cannot be written must not turn the
     // backoff into a listing every few seconds.
     ctx.schedules.set(
-        key,
+        key.clone(),
         Some(Schedule {
             next_sync: Instant::now() + delay,
             failures,
@@ -642,7 +650,13 @@ async fn sync_if_due(
     );
     let reference = view.object_ref(&());
     events::publish_transition(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
-    write_view_status_if_changed(ctx, &view, status).await?;
+    // This sync's status replaces any earlier one still unwritten.
+    ctx.schedules.take_unwritten(&key);
+    let written = write_view_status_if_changed(ctx, &view, status.clone()).await;
+    if written.is_err() {
+        ctx.schedules.keep_unwritten(key, status);
+    }
+    written?;
     Ok(Some(delay))
 }
 

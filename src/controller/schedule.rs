@@ -16,7 +16,7 @@ use crate::process::backoff;
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::GpuInstanceView;
+use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
 use crate::sync::view_status;
 
 /// Where a failing view's retries start; they double up to its sync interval.
@@ -33,9 +33,13 @@ pub(super) struct Schedule {
     pub(super) refresh: Option<String>,
 }
 
-/// The schedule of every view this replica syncs.
+/// The schedule of every view this replica syncs, and the statuses of its last syncs that could not
+/// be written yet.
 #[derive(Default)]
-pub(super) struct Schedules(Mutex<HashMap<ObjectRef<GpuInstanceView>, Schedule>>);
+pub(super) struct Schedules(
+    Mutex<HashMap<ObjectRef<GpuInstanceView>, Schedule>>,
+    Mutex<HashMap<ObjectRef<GpuInstanceView>, GpuInstanceViewStatus>>,
+);
 
 impl Schedules {
     /// The schedule of `view`, if it synced since the operator started.
@@ -48,8 +52,38 @@ impl Schedules {
         let mut schedules = self.lock();
         match schedule {
             Some(s) => schedules.insert(view, s),
-            None => schedules.remove(&view),
+            None => {
+                self.unwritten().remove(&view);
+                schedules.remove(&view)
+            }
         };
+    }
+
+    /// Keeps `status`, the outcome of `view`'s last sync, which the API server refused to write
+    /// (throttled, say): it is written at the view's next reconcile, even when no sync is due then,
+    /// so that the view says what its last sync found as soon as the API server takes it.
+    pub(super) fn keep_unwritten(
+        &self,
+        view: ObjectRef<GpuInstanceView>,
+        status: GpuInstanceViewStatus,
+    ) {
+        self.unwritten().insert(view, status);
+    }
+
+    /// The status of `view`'s last sync that could not be written, if any; taken out.
+    pub(super) fn take_unwritten(
+        &self,
+        view: &ObjectRef<GpuInstanceView>,
+    ) -> Option<GpuInstanceViewStatus> {
+        self.unwritten().remove(view)
+    }
+
+    fn unwritten(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<GpuInstanceView>, GpuInstanceViewStatus>> {
+        self.1
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<GpuInstanceView>, Schedule>> {
@@ -217,6 +251,26 @@ fn unreadable_retry_delay(refused: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unwritten_status_is_kept_until_taken_or_the_view_forgotten() {
+        let schedules = Schedules::default();
+        let view = ObjectRef::new("v").within("ml");
+        let status = GpuInstanceViewStatus {
+            mirrored_count: Some(3),
+            ..GpuInstanceViewStatus::default()
+        };
+        schedules.keep_unwritten(view.clone(), status.clone());
+        assert_eq!(schedules.take_unwritten(&view), Some(status.clone()));
+        assert_eq!(schedules.take_unwritten(&view), None, "taken out");
+        schedules.keep_unwritten(view.clone(), status);
+        schedules.set(view.clone(), None);
+        assert_eq!(
+            schedules.take_unwritten(&view),
+            None,
+            "a forgotten view keeps nothing"
+        );
+    }
     use crate::api::GpuInstanceViewStatus;
     use crate::api::view;
 

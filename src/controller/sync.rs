@@ -126,6 +126,7 @@ pub(super) async fn sync_view(
         view_name: view.name_any(),
         seed: plan::ViewSeed::of(&view, ctx.settings.services.as_ref()),
         now: Timestamp::now(),
+        started: std::time::Instant::now(),
         listed_at: Instant::now(),
     };
     let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
@@ -298,6 +299,8 @@ struct Listing {
     view_name: String,
     seed: plan::ViewSeed,
     now: Timestamp,
+    /// When the listing started, by this process's monotonic clock: what removals are timed by.
+    started: std::time::Instant,
     /// When the page being planned arrived: the confirmation of the instances it lists.
     listed_at: Instant,
 }
@@ -415,12 +418,12 @@ impl Listing {
     }
 
     /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked,
-    /// timed by when this process saw them missing (its monotonic clock, now).
+    /// timed by when the listings that lacked them started (this process's monotonic clock).
     fn removals(&mut self) -> Vec<MirrorWrite> {
         let (unlisted, total) =
             self.ctx
                 .mirrors
-                .record_listing(&self.view, &self.listed, std::time::Instant::now());
+                .record_listing(&self.view, &self.listed, self.started);
         let removals = removals::plan_removals(&self.view, unlisted, total, Timestamp::now());
         self.counts.mirrored += removals.kept;
         self.counts.kept_missing = removals.kept;

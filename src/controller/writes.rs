@@ -12,7 +12,8 @@
 //! lost Lease, the drain, an OOM kill) leaves a mirror whose fingerprint does not match its record,
 //! which the next sync writes again. When the Service cannot be kept (a name taken, a refusal), the
 //! object is written without a fingerprint, so it is tried again by any process. An absence mark
-//! likewise writes the status and the Service before the annotation that records it.
+//! first takes the fingerprint away, then writes the status, the Service, and last the annotation
+//! that records it (an absent mirror carries no fingerprint).
 //!
 //! A mirror's lifecycle Events are published only once the labels that record them are written
 //! (the last write of an update, the first of a create): the labels then show the new remote status
@@ -84,6 +85,20 @@ pub enum MirrorWrite {
         /// The UID planned against: an object recreated under the name since is left alone.
         uid: String,
     },
+}
+
+impl MirrorWrite {
+    /// The name of the mirror it writes.
+    fn mirror_name(&self) -> Option<&str> {
+        match self {
+            MirrorWrite::Create { mirror, .. } | MirrorWrite::Update { mirror, .. } => {
+                Some(&mirror.name)
+            }
+            MirrorWrite::MarkAbsent(name) => Some(name),
+            // A delete either happens, or the mirror stays as it was.
+            MirrorWrite::Delete { .. } => None,
+        }
+    }
 }
 
 /// The writes of one sync in flight. Dropping it cancels those still running.
@@ -325,6 +340,12 @@ impl Parts<'_> {
             ..
         } = *self;
         let namespace = view.namespace().unwrap_or_default();
+        // Untrusted until this write records its outcome: a write abandoned half-way (the sync's
+        // deadline drops its task, which then records nothing) leaves the mirror to the next sync,
+        // also one this process never wrote before (whose metadata it took at its word).
+        if let Some(name) = write.mirror_name() {
+            cache.record_write_started(&namespace, name);
+        }
         // Marks the watches set from here on outlive this write's record.
         let ticket = cache.begin_write();
         match write {
@@ -456,6 +477,19 @@ impl Parts<'_> {
                 // Written only while it is still that object.
                 object.metadata.uid = current.metadata.uid.clone();
                 let written = async {
+                    // First the fingerprint goes: from here until the annotation below is
+                    // written, the mirror vouches for nothing, so whatever stops the mark half-way,
+                    // the next listing marks it again, or rewrites it whole if its instance is back.
+                    if current
+                        .annotations()
+                        .contains_key(crate::mirror::FINGERPRINT_ANNOTATION)
+                    {
+                        let mut unvouched = object.clone();
+                        if let Some(annotations) = unvouched.metadata.annotations.as_mut() {
+                            annotations.remove(crate::mirror::ABSENT_SINCE_ANNOTATION);
+                        }
+                        apply_object(api, metrics, &unvouched).await?;
+                    }
                     let marked =
                         apply_status_of(api, metrics, &name, current.uid().as_deref(), &status)
                             .await?;

@@ -159,16 +159,11 @@ pub fn absent_mirror(
         .filter(|(k, _)| mirror::OWN_LABELS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut annotations: BTreeMap<String, String> = current
-        .annotations()
-        .iter()
-        .filter(|(k, _)| k.as_str() == mirror::FINGERPRINT_ANNOTATION)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    annotations.insert(
+    // No fingerprint: the status it vouched for is no longer the mirror's.
+    let annotations = BTreeMap::from([(
         mirror::ABSENT_SINCE_ANNOTATION.to_owned(),
         since.to_string(),
-    );
+    )]);
     let object = GpuInstance {
         metadata: ObjectMeta {
             name: current.metadata.name.clone(),
@@ -476,6 +471,12 @@ mod tests {
                 "only our own labels are applied"
             );
             assert_eq!(object.spec, listed.object.spec);
+            assert!(
+                !object
+                    .annotations()
+                    .contains_key(mirror::FINGERPRINT_ANNOTATION),
+                "an absent mirror vouches for no record: one that comes back is written again"
+            );
         }
     }
 }
