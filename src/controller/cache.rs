@@ -1301,21 +1301,21 @@ mod tests {
     #[test]
     fn candidates_are_the_views_mirrors_by_its_uid_running_or_controlling_objects() {
         let cache = MirrorCache::default();
-        let mut stopped = running("stopped", "1");
-        stopped
-            .metadata
-            .labels
-            .get_or_insert_default()
-            .insert(mirror::STATUS_LABEL.into(), "exited".into());
-        cache.apply(None, watcher::Event::Apply(stopped));
+        let labelled = |name: &str, label: &str, value: &str| {
+            let mut mirror = running(name, "1");
+            mirror
+                .metadata
+                .labels
+                .get_or_insert_default()
+                .insert(label.into(), value.into());
+            watcher::Event::Apply(mirror)
+        };
+        cache.apply(None, labelled("stopped", mirror::STATUS_LABEL, "exited"));
         // Another view's label, this view's UID as controller: the UID decides.
-        let mut relabelled = running("relabelled", "1");
-        relabelled
-            .metadata
-            .labels
-            .get_or_insert_default()
-            .insert(mirror::VIEW_LABEL.into(), "someone-else".into());
-        cache.apply(None, watcher::Event::Apply(relabelled));
+        cache.apply(
+            None,
+            labelled("relabelled", mirror::VIEW_LABEL, "someone-else"),
+        );
         let late = Instant::now() + Duration::from_secs(3600);
         let window = Duration::from_secs(30);
         let names = |due: Unconfirmed| {

@@ -135,10 +135,7 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
             std::future::ready(Some(soonest.map_or(retry, |s| s.min(retry))))
         })
         .await;
-    match (retry, due.next) {
-        (Some(retry), Some(next)) => Some(retry.min(next)),
-        (retry, next) => retry.or(next),
-    }
+    retry.into_iter().chain(due.next).min()
 }
 
 /// What a flip does with a mirror it read back.
@@ -209,7 +206,10 @@ impl Flip<'_> {
         let mut keep = BTreeSet::new();
         if let Some(desired) = &desired {
             let planned = desired.slices.iter().map(|slice| slice.name.as_str());
-            match self.turn_service(&mirror, desired, only_if_routing).await {
+            match self
+                .turn_service(&mirror, &uid, desired, only_if_routing)
+                .await
+            {
                 Ok(Turned::AsItWas) => keep.extend(planned),
                 Ok(Turned::NotReady) => {
                     wrote = true;
@@ -237,16 +237,16 @@ impl Flip<'_> {
         Ok(wrote)
     }
 
-    /// Turns the Service of `mirror` not ready as `desired` plans it (`only_if_routing`: only
-    /// if its slices still route).
+    /// Turns the Service of `mirror` (whose UID is `uid`) not ready as `desired` plans it
+    /// (`only_if_routing`: only if its slices still route).
     async fn turn_service(
         &self,
         mirror: &GpuInstance,
+        uid: &str,
         desired: &DesiredService,
         only_if_routing: bool,
     ) -> Result<Turned, kube::Error> {
-        let uid = mirror.uid().unwrap_or_default();
-        if only_if_routing && !self.writes.routes(desired, &uid).await? {
+        if only_if_routing && !self.writes.routes(desired, uid).await? {
             return Ok(Turned::AsItWas);
         }
         let meta = super::mirror_meta::MirrorMeta::from(mirror.metadata.clone());

@@ -571,11 +571,7 @@ async fn sync_if_due(
     if let Some(wait) = schedule::time_until_due(&view, ctx.schedules.get(&key), interval) {
         // The last sync's status, if the API server refused it: written now, not a sync later.
         if let Some(status) = ctx.schedules.take_unwritten(&key) {
-            let written = write_view_status_if_changed(ctx, &view, status.clone()).await;
-            if written.is_err() {
-                ctx.schedules.keep_unwritten(key, status);
-            }
-            written?;
+            write_view_status_or_keep(ctx, &view, key, status).await?;
         }
         return Ok(Some(wait));
     }
@@ -652,11 +648,7 @@ async fn sync_if_due(
     events::publish_transition(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
     // This sync's status replaces any earlier one still unwritten.
     ctx.schedules.take_unwritten(&key);
-    let written = write_view_status_if_changed(ctx, &view, status.clone()).await;
-    if written.is_err() {
-        ctx.schedules.keep_unwritten(key, status);
-    }
-    written?;
+    write_view_status_or_keep(ctx, &view, key, status).await?;
     Ok(Some(delay))
 }
 
@@ -674,6 +666,21 @@ async fn write_view_status_if_changed(
 ) -> Result<(), Error> {
     let (namespace, name) = (view.namespace().unwrap_or_default(), view.name_any());
     write_status_if_changed(ctx, &namespace, &name, view.status.as_ref(), status).await
+}
+
+/// Writes the view's status, unless it would not change; one the API server refuses is kept, to be
+/// written at the view's next reconcile.
+async fn write_view_status_or_keep(
+    ctx: &Context,
+    view: &GpuInstanceView,
+    key: ObjectRef<GpuInstanceView>,
+    status: GpuInstanceViewStatus,
+) -> Result<(), Error> {
+    let written = write_view_status_if_changed(ctx, view, status.clone()).await;
+    if written.is_err() {
+        ctx.schedules.keep_unwritten(key, status);
+    }
+    written
 }
 
 /// Writes the status of view `namespace/name`, unless it would not change from `current`.

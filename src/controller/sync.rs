@@ -126,7 +126,7 @@ pub(super) async fn sync_view(
         view_name: view.name_any(),
         seed: plan::ViewSeed::of(&view, ctx.settings.services.as_ref()),
         now: Timestamp::now(),
-        started: std::time::Instant::now(),
+        started: Instant::now(),
         listed_at: Instant::now(),
     };
     let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
@@ -300,7 +300,7 @@ struct Listing {
     seed: plan::ViewSeed,
     now: Timestamp,
     /// When the listing started, by this process's monotonic clock: what removals are timed by.
-    started: std::time::Instant,
+    started: Instant,
     /// When the page being planned arrived: the confirmation of the instances it lists.
     listed_at: Instant,
 }

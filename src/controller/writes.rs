@@ -26,6 +26,7 @@
 //! deadline after its labels were written loses its Events: once per transition is kept, at the
 //! price of an Event that may be missing.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -607,7 +608,7 @@ impl Parts<'_> {
         let mirror_uid = written.uid().unwrap_or_default();
         services
             .writes
-            .withdraw_slices(&mirror_uid, &named, &std::collections::BTreeSet::new())
+            .withdraw_slices(&mirror_uid, &named, &BTreeSet::new())
             .await?;
         if tally.service {
             services
