@@ -24,26 +24,32 @@ RUN test "$(dpkg --print-architecture)" = amd64 \
 ENV CARGO_TERM_COLOR=never
 WORKDIR /src
 
-# Dependencies in a layer of their own, rebuilt only when Cargo.toml or Cargo.lock change: build a stub
-# crate with the real manifests, then forget the stub's own artifacts so the real sources rebuild. The
-# workspace's other members, the PPIO simulator and the test support, only need their manifests (and
-# empty sources) for Cargo to load the workspace: they are dev-dependencies, never part of the image.
+# Dependencies in a layer of their own, rebuilt only when a manifest or Cargo.lock changes: build stub
+# crates with the real manifests, then forget the stubs' own artifacts so the real sources rebuild. The
+# operator is three crates (the PPIO client in ppio/, the pure core in core/, the operator in src/);
+# the workspace's other members, the PPIO simulator and the test support, only need their manifests
+# (and empty sources) for Cargo to load the workspace: they are dev-dependencies, never in the image.
 COPY Cargo.toml Cargo.lock ./
+COPY ppio/Cargo.toml ppio/Cargo.toml
+COPY core/Cargo.toml core/Cargo.toml
 COPY simulator/Cargo.toml simulator/Cargo.toml
 COPY test-support/Cargo.toml test-support/Cargo.toml
-RUN mkdir -p src simulator/src test-support/src \
- && touch simulator/src/lib.rs test-support/src/lib.rs \
+RUN mkdir -p src ppio/src core/src simulator/src test-support/src \
+ && touch ppio/src/lib.rs core/src/lib.rs simulator/src/lib.rs test-support/src/lib.rs \
  && echo 'fn main() {}' > simulator/src/main.rs \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
  && cargo build --release --locked --bin ppio-gpu-operator \
- && rm -rf src \
-      target/release/.fingerprint/ppio-gpu-operator-* \
-      target/release/deps/ppio_gpu_operator-* \
-      target/release/deps/libppio_gpu_operator-* \
+ && rm -rf src ppio/src core/src \
+      target/release/.fingerprint/ppio-gpu-operator-* target/release/.fingerprint/ppio-* \
+      target/release/deps/ppio_gpu_operator-* target/release/deps/libppio_gpu_operator-* \
+      target/release/deps/ppio-* target/release/deps/libppio-* \
+      target/release/deps/ppio_gpu_core-* target/release/deps/libppio_gpu_core-* \
       target/release/ppio-gpu-operator
 
 # The stripped release binary is about half the size.
+COPY ppio/src ./ppio/src
+COPY core/src ./core/src
 COPY src ./src
 RUN cargo build --release --locked --bin ppio-gpu-operator \
  && install -D -m 0755 target/release/ppio-gpu-operator /out/ppio-gpu-operator \

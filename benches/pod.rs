@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::api::view::REFRESH_ANNOTATION;
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::api::view::REFRESH_ANNOTATION;
 use serde_json::json;
 
 use ppio_test_support::node::{

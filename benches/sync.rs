@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use jiff::Timestamp;
-use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_operator::mirror;
-use ppio_gpu_operator::ppio::{ApiKey, ListingMemo, Page};
-use ppio_gpu_operator::sync::plan::{self, InstancePlan, Observed};
+use ppio::{ApiKey, ListingMemo, Page};
+use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_core::mirror;
+use ppio_gpu_core::sync::plan::{self, InstancePlan, Observed};
 use ppio_simulator::generate_instances;
 
 /// Counts live and peak heap bytes, to report memory per instance.
@@ -111,7 +111,7 @@ fn main() {
                         .metadata
                         .labels
                         .as_ref()
-                        .and_then(|l| l.get(ppio_gpu_operator::mirror::STATUS_LABEL))
+                        .and_then(|l| l.get(ppio_gpu_core::mirror::STATUS_LABEL))
                         .map_or("", String::as_str),
                 ),
                 expiring_soon: None,

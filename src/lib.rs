@@ -1,9 +1,12 @@
-//! ppio-gpu-operator mirrors PPIO GPU cloud instances into a Kubernetes cluster.
+//! ppio-gpu-operator mirrors PPIO GPU cloud instances into a Kubernetes cluster: the operator
+//! itself, the outer of three layers, each a crate:
 //!
-//! A `GpuInstanceView` ([`api`]) names a PPIO account, filters and an interval. The crate has three
-//! layers: a pure core that decides ([`sync`], with [`mirror`], the one mapping of a PPIO record to
-//! a `GpuInstance`), a shell that fetches and writes ([`controller`], with the [`ppio`] client), and
-//! the process around them ([`process`]: HTTP endpoints, metrics, logs, leader election, backoff).
+//! - `ppio` (`ppio/`): the PPIO GPU API v2 client and its model; no Kubernetes.
+//! - [`ppio_gpu_core`] (`core/`): the pure core that decides: the API types, the mapping of a record
+//!   to a `GpuInstance`, the planning of a sync and of Services; no Kubernetes client, no I/O.
+//! - this crate: the shell that fetches and writes ([`controller`]) and the process around it
+//!   ([`process`]: HTTP endpoints, metrics, logs, leader election, the bounded Kubernetes client).
+//!
 //! The path of one sync:
 //!
 //! ```text
@@ -15,36 +18,24 @@
 //!         │                             │
 //!         │ each record                 │
 //!         ▼                             ▼
-//!  sync::plan::plan_instance ── mirror::* (names, labels, status, budget, fingerprint)
+//!  core: sync::plan::plan_instance ── mirror::* (names, labels, status, budget, fingerprint)
 //!         │ creates, updates
 //!         ▼
 //!  controller::writes ──────────▶ GpuInstances (server-side apply)
 //!         │ once the listing is complete
 //!         ▼
-//!  sync::removals::plan_removals ─▶ marks absent, deletes
+//!  core: sync::removals::plan_removals ─▶ marks absent, deletes
 //!         │
 //!         ▼
-//!  sync::view_status ───────────▶ the view's status (server-side apply)
+//!  core: sync::view_status ─────▶ the view's status (server-side apply)
 //! ```
 //!
 //! A listing that fails or stops half-way reaches neither the removals nor the summary: the view's
-//! status says why, and what its pages listed stays written. [`text`] holds the one rule for text
-//! from outside. The PPIO simulator that tests and the local demo use is a crate of its own
-//! (`simulator/`): it never ships in the operator.
+//! status says why, and what its pages listed stays written. The PPIO simulator that tests and the
+//! local demo use is a crate of its own (`simulator/`): it never ships in the operator.
 
-/// The operator's name, wherever it names itself: the field manager of its writes (its elector's
-/// too), the `app.kubernetes.io/managed-by` value of its mirrors, the controller of its Events, and
-/// the default name of its Lease.
-pub const OPERATOR_NAME: &str = "ppio-gpu-operator";
-
-pub mod api;
 pub mod controller;
-pub mod mirror;
-pub mod ppio;
 pub mod process;
-pub mod services;
-pub mod sync;
-pub mod text;
 
 /// Errors that stop a reconciliation before it could even report itself in the view's status.
 #[derive(Debug, thiserror::Error)]

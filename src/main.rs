@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
+use ppio_gpu_core::services::{self, AddressPolicy};
 use ppio_gpu_operator::controller::{self, Context, EndpointPolicy, Settings};
-use ppio_gpu_operator::ppio;
 use ppio_gpu_operator::process::http::metrics_auth::MetricsAuth;
 use ppio_gpu_operator::process::http::{self, Health};
 use ppio_gpu_operator::process::kube_client::{self, KubeClientSettings};
 use ppio_gpu_operator::process::leadership::{Leadership, LeaseSettings};
 use ppio_gpu_operator::process::metrics::Metrics;
 use ppio_gpu_operator::process::telemetry::{self, LogFormat};
-use ppio_gpu_operator::services::{self, AddressPolicy};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use url::Url;
@@ -182,7 +181,7 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match ppio_gpu_operator::api::crds_yaml() {
+        Command::Crd => match ppio_gpu_core::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

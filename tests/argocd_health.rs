@@ -6,10 +6,10 @@ use std::path::Path;
 
 use jiff::Timestamp;
 use mlua::{Lua, LuaSerdeExt, Table};
-use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::ppio::{Instance, InstanceId, InstanceStatus};
-use ppio_gpu_operator::sync::summary::Summary;
-use ppio_gpu_operator::sync::view_status::{self, FailureReason, MirrorCounts, SyncFailure};
+use ppio::{Instance, InstanceId, InstanceStatus};
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::sync::summary::Summary;
+use ppio_gpu_core::sync::view_status::{self, FailureReason, MirrorCounts, SyncFailure};
 
 fn health(view: &GpuInstanceView) -> (String, String) {
     let script = std::fs::read_to_string(

@@ -15,10 +15,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_operator::ppio::Page;
-use ppio_gpu_operator::services::{self, AddressPolicy, objects};
-use ppio_gpu_operator::sync::plan;
+use ppio::Page;
+use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_core::services::{self, AddressPolicy, objects};
+use ppio_gpu_core::sync::plan;
 use serde_json::{Value, json};
 
 /// The field manager of the bare client's writes.

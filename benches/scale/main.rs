@@ -35,10 +35,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, ResourceExt};
-use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::api::view::REFRESH_ANNOTATION;
-use ppio_gpu_operator::api::{GROUP, GpuInstanceView};
-use ppio_gpu_operator::services::AddressPolicy;
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::api::view::REFRESH_ANNOTATION;
+use ppio_gpu_core::api::{GROUP, GpuInstanceView};
+use ppio_gpu_core::services::AddressPolicy;
 use serde_json::{Value, json};
 
 use counters::ProcessCounters;

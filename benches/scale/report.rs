@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ppio_gpu_operator::api::GROUP;
+use ppio_gpu_core::api::GROUP;
 
 use crate::requests::{PpioRequests, RequestCounts, RequestKind};
 

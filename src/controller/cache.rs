@@ -23,12 +23,12 @@
 //! (views, namespaces, statuses) do not add up.
 //!
 //! It also remembers when this process first saw each mirror's instance missing from a complete
-//! listing, by its monotonic clock: removals are timed by that alone (see [`crate::sync::removals`]),
+//! listing, by its monotonic clock: removals are timed by that alone (see [`ppio_gpu_core::sync::removals`]),
 //! never by the `absentSince` another replica's wall clock wrote. It is not persisted: after a restart
 //! or a failover the count starts over.
 //!
 //! Each entry also holds when this process last saw its instance listed (an [`Instant`]: its own
-//! clock, never another replica's), for [`crate::services::freshness`]: an entry the watch brings
+//! clock, never another replica's), for [`ppio_gpu_core::services::freshness`]: an entry the watch brings
 //! in counts as confirmed when this process first sees it, so a new leader that can never list
 //! turns its Services not ready one freshness window after it started, not at once.
 
@@ -48,12 +48,12 @@ use tracing::{info, warn};
 
 use super::mirror_meta::MirrorMeta;
 use super::scopes::watch_scopes;
-use crate::api::GpuInstanceView;
-use crate::mirror;
-use crate::services::ServiceTally;
-use crate::services::freshness::{self, Confirmation, Unconfirmed};
-use crate::sync::plan::{self, Digest, Observed};
-use crate::sync::removals::Unlisted;
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::mirror;
+use ppio_gpu_core::services::ServiceTally;
+use ppio_gpu_core::services::freshness::{self, Confirmation, Unconfirmed};
+use ppio_gpu_core::sync::plan::{self, Digest, Observed};
+use ppio_gpu_core::sync::removals::Unlisted;
 
 /// One mirror, as far as planning needs it.
 #[derive(Clone, Debug)]
@@ -293,7 +293,7 @@ impl MirrorCache {
     /// Says whether mirror `namespace/name` is trusted, not marked absent, and was last found or
     /// written to match the record whose [`plan::ViewSeed::source_hash`] is `source`: then it is
     /// unchanged, and this is what its Service plan counted; and then the listing that saw the
-    /// record at `listed_at` confirms it ([`crate::services::freshness`]). A mirror that must
+    /// record at `listed_at` confirms it ([`ppio_gpu_core::services::freshness`]). A mirror that must
     /// change is confirmed only once it is written as listed ([`MirrorCache::record_confirmed`]):
     /// until then its Service shows what an earlier listing saw. The check every listed record
     /// of a sync makes, so it allocates nothing.
@@ -1117,7 +1117,7 @@ mod tests {
 
     #[test]
     fn removals_are_timed_by_this_process_alone_whatever_absent_since_says() {
-        use crate::sync::removals::plan_removals;
+        use ppio_gpu_core::sync::removals::plan_removals;
         let year = jiff::SignedDuration::from_hours(365 * 24);
         let interval = Duration::from_secs(60);
         for marked_at in [Timestamp::now() - year, Timestamp::now() + year] {
@@ -1160,7 +1160,7 @@ mod tests {
 
     #[test]
     fn a_listing_that_lists_a_mirror_again_starts_its_count_over() {
-        use crate::sync::removals::plan_removals;
+        use ppio_gpu_core::sync::removals::plan_removals;
         let cache = MirrorCache::default();
         cache.apply(None, watcher::Event::Apply(mirror_of_v("m", "1")));
         cache.apply(None, watcher::Event::Apply(mirror_of_v("n", "1")));
@@ -1211,7 +1211,7 @@ mod tests {
     }
 
     fn view() -> GpuInstanceView {
-        crate::sync::fixtures::view(true)
+        ppio_gpu_core::sync::fixtures::view(true)
     }
 
     #[test]
@@ -1469,7 +1469,7 @@ mod tests {
     }
     #[test]
     fn a_listing_that_replaces_every_mirror_with_new_instances_is_held() {
-        use crate::sync::removals::plan_removals;
+        use ppio_gpu_core::sync::removals::plan_removals;
         for (old, new) in [(1usize, 1usize), (3, 1), (100, 100), (10, 1_000)] {
             let cache = MirrorCache::default();
             for i in 0..old {
@@ -1505,7 +1505,7 @@ mod tests {
 
     #[test]
     fn a_listing_that_lacks_some_mirrors_and_lists_new_ones_removes_as_usual() {
-        use crate::sync::removals::plan_removals;
+        use ppio_gpu_core::sync::removals::plan_removals;
         let cache = MirrorCache::default();
         for i in 0..10 {
             cache.apply(

@@ -5,9 +5,9 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::api::GpuInstanceView;
-use crate::ppio::ApiKey;
-use crate::sync::view_status::{FailureReason, SyncFailure};
+use ppio::ApiKey;
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::sync::view_status::{FailureReason, SyncFailure};
 
 /// Reads the API key with a plain GET at every sync, so a rotated key is used at the next sync and
 /// the operator needs no watch on Secrets.

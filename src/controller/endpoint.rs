@@ -4,9 +4,9 @@
 
 use url::Url;
 
-use crate::api::GpuInstanceView;
-use crate::api::view::DEFAULT_ENDPOINT;
-use crate::sync::view_status::{FailureReason, SyncFailure};
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::api::view::DEFAULT_ENDPOINT;
+use ppio_gpu_core::sync::view_status::{FailureReason, SyncFailure};
 
 /// Which endpoints views may send their API key to.
 #[derive(Clone, Debug)]

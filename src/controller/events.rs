@@ -1,7 +1,7 @@
 //! Kubernetes Events (events.k8s.io), for transitions only. On a view: syncs start failing (or fail
 //! for a new reason), recover, the mass-removal guard starts holding removals back, or one sync saw
 //! more remote lifecycle changes than it publishes one by one. On a GpuInstance: the lifecycle Events
-//! [`crate::sync::lifecycle`] decides, published once the mirror's write succeeded. Steady states publish
+//! [`ppio_gpu_core::sync::lifecycle`] decides, published once the mirror's write succeeded. Steady states publish
 //! nothing, so Events stay few however often a view syncs.
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -10,11 +10,11 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::mirror_meta::MirrorMeta;
-use crate::api::condition::{self, ConditionStatus};
-use crate::api::{GpuInstance, GpuInstanceView, GpuInstanceViewStatus};
-use crate::mirror;
-use crate::sync::lifecycle::{InstanceEvent, MANY_STATUS_CHANGES, SummaryEvent};
-use crate::sync::view_status;
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::api::{GpuInstance, GpuInstanceView, GpuInstanceViewStatus};
+use ppio_gpu_core::mirror;
+use ppio_gpu_core::sync::lifecycle::{InstanceEvent, MANY_STATUS_CHANGES, SummaryEvent};
+use ppio_gpu_core::sync::view_status;
 
 /// The Event's action for remote lifecycle Events.
 const OBSERVE: &str = "Observe";
@@ -130,7 +130,7 @@ pub(super) async fn publish_transition(
         // events.k8s.io rejects notes over 1 KiB.
         note: event
             .note
-            .map(|note| crate::text::truncate(&note, mirror::MAX_EVENT_NOTE)),
+            .map(|note| ppio::text::truncate(&note, mirror::MAX_EVENT_NOTE)),
         ..event
     };
     if let Err(e) = recorder.publish(&event, view).await {

@@ -1,6 +1,6 @@
 //! Turning not ready the Services of mirrors that no recent listing confirmed, whatever state
 //! their view is in (syncing, failing, stalled, suspended, not mirroring or not keeping Services
-//! any more, being deleted): what [`crate::services::freshness`] decides, carried out before and
+//! any more, being deleted): what [`ppio_gpu_core::services::freshness`] decides, carried out before and
 //! after each sync of the view, while it waits for a sync slot, and at each reconcile of a view
 //! stuck in deletion.
 //!
@@ -35,9 +35,9 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::services::ServiceWrites;
-use crate::api::{GpuInstance, GpuInstanceView};
-use crate::services::{self, AddressPolicy, DesiredService, freshness};
-use crate::sync::plan::controlled_by_view;
+use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_core::services::{self, AddressPolicy, DesiredService, freshness};
+use ppio_gpu_core::sync::plan::controlled_by_view;
 
 /// How soon a flip the API server refused is tried again.
 const RETRY: Duration = Duration::from_secs(5);
@@ -119,7 +119,7 @@ pub(super) async fn turn_unconfirmed(view: &GpuInstanceView, ctx: &Context) -> O
                     Err(kube::Error::Api(refusal))
                         if super::writes::refused_for_this_object(refusal.code) =>
                     {
-                        warn!(mirror = %name, code = refusal.code, reason = %refusal.reason, message = %crate::text::truncate(&refusal.message, 512), "the API server refused to turn the Service of an unconfirmed instance not ready; trying again in a freshness window");
+                        warn!(mirror = %name, code = refusal.code, reason = %refusal.reason, message = %ppio::text::truncate(&refusal.message, 512), "the API server refused to turn the Service of an unconfirmed instance not ready; trying again in a freshness window");
                         Some(window)
                     }
                     Err(error) => {
@@ -277,10 +277,10 @@ enum Turned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::instance::{
+    use ppio_gpu_core::api::instance::{
         GpuInstanceSpec, GpuInstanceStatus, MirrorService, Port, RemoteStatus,
     };
-    use crate::sync::fixtures;
+    use ppio_gpu_core::sync::fixtures;
 
     /// The address rule: the documentation range the mirror's address is in, allowed.
     fn policy() -> AddressPolicy {
@@ -302,7 +302,7 @@ mod tests {
         mirror.metadata.namespace = Some("ml".into());
         mirror.metadata.uid = Some("uid-mirror".into());
         mirror.metadata.owner_references =
-            crate::sync::plan::owner_reference(view).map(|r| vec![r]);
+            ppio_gpu_core::sync::plan::owner_reference(view).map(|r| vec![r]);
         mirror.status = Some(GpuInstanceStatus {
             status: Some(RemoteStatus {
                 status: Some("running".into()),

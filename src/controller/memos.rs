@@ -2,7 +2,7 @@
 //! one sync of the view to the next so that what PPIO sends again is not read again; dropped when
 //! the view is deleted or suspended.
 //!
-//! Every view's memo is capped ([`crate::ppio::MAX_MEMO_BYTES`]), and all of them together share one
+//! Every view's memo is capped ([`ppio::MAX_MEMO_BYTES`]), and all of them together share one
 //! operator-wide bound (`--memo-memory-limit-mib`, a [`MemoPool`]): whoever may create views cannot
 //! take the operator's memory by creating many over one large account. A memo the pool has no room
 //! for reads every time what it could not keep; when its view syncs next, the views used least
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::GpuInstanceView;
-use crate::ppio::{ListingMemo, MemoPool};
+use ppio::{ListingMemo, MemoPool};
+use ppio_gpu_core::api::GpuInstanceView;
 
 /// The memo of every view this replica syncs.
 pub(super) struct Memos {
@@ -121,7 +121,7 @@ pub(super) fn least_recently_used<K>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ppio::{ApiKey, ListingLimits, RawPage};
+    use ppio::{ApiKey, ListingLimits, RawPage};
     use serde_json::json;
 
     #[test]

@@ -15,7 +15,7 @@ use kube::Resource;
 use kube::core::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
-use crate::api::GpuInstance;
+use ppio_gpu_core::api::GpuInstance;
 
 /// A GpuInstance's name, namespace, UID, resourceVersion, labels, annotations and owners: see the
 /// module documentation. An `Api<MirrorMeta>` asks the API server for metadata only.

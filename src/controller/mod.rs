@@ -1,11 +1,11 @@
 //! The controller: for each `GpuInstanceView`, read its API key, list its instances from PPIO page by
-//! page, carry out what [`crate::sync::plan`] and [`crate::sync::removals`] decide, then write the
+//! page, carry out what [`ppio_gpu_core::sync::plan`] and [`ppio_gpu_core::sync::removals`] decide, then write the
 //! view's status and schedule the next sync.
 //!
-//! This module is the imperative shell around the pure core ([`crate::sync`]): it talks to the
-//! Kubernetes API and, through [`crate::ppio::Client`], to PPIO, but decides nothing about what to
+//! This module is the imperative shell around the pure core ([`ppio_gpu_core::sync`]): it talks to the
+//! Kubernetes API and, through [`ppio::Client`], to PPIO, but decides nothing about what to
 //! write itself. It knows no HTTP or PPIO field names; every failure becomes a
-//! [`SyncFailure`](crate::sync::view_status::SyncFailure) in the view's status. Its parts:
+//! [`SyncFailure`](ppio_gpu_core::sync::view_status::SyncFailure) in the view's status. Its parts:
 //! - `views`: one watch of views over every watched namespace, feeding one kube-runtime controller;
 //! - `scopes`: the watch of each watched namespace (or of all), merged into one stream;
 //! - `cache`: what the cluster holds of the mirrors, from a metadata-only watch (`mirror_meta`: the
@@ -55,16 +55,16 @@ pub use endpoint::EndpointPolicy;
 pub use slots::SyncSlots;
 
 use crate::Error;
-use crate::api::stored_view::SpecProblem;
-use crate::api::{GpuInstanceView, GpuInstanceViewStatus, StoredView};
-use crate::ppio::{self, ListingLimits, PpioError};
 use crate::process::http::Health;
 use crate::process::metrics::Metrics;
-use crate::sync::view_status;
+use ppio::{self, ListingLimits, PpioError};
+use ppio_gpu_core::api::stored_view::SpecProblem;
+use ppio_gpu_core::api::{GpuInstanceView, GpuInstanceViewStatus, StoredView};
+use ppio_gpu_core::sync::view_status;
 use schedule::{Schedule, Schedules, UnreadableViews};
 
 /// The field manager of every write the operator makes (server-side apply).
-pub const FIELD_MANAGER: &str = crate::OPERATOR_NAME;
+pub const FIELD_MANAGER: &str = ppio_gpu_core::OPERATOR_NAME;
 
 /// Server-side apply as the operator makes it: under [`FIELD_MANAGER`], taking over fields others
 /// set, and with `fieldValidation=Ignore`. Every object the operator applies is serialized from the
@@ -122,7 +122,7 @@ pub struct Settings {
     pub metrics_instance_info: bool,
     /// Keep Services for the mirrors of views that ask for them (`--services`), routing only to
     /// the addresses this rule accepts; `None`: keep none (the operator may lack the RBAC).
-    pub services: Option<crate::services::AddressPolicy>,
+    pub services: Option<ppio_gpu_core::services::AddressPolicy>,
 }
 
 impl Default for Settings {
@@ -146,17 +146,17 @@ pub fn default_lease_name(shard_selector: Option<&str>) -> String {
     match shard_selector {
         None => FIELD_MANAGER.to_owned(),
         Some(selector) => {
-            let digest = crate::mirror::kubernetes_label_value(&format!("{selector}!"));
+            let digest = ppio_gpu_core::mirror::kubernetes_label_value(&format!("{selector}!"));
             let hash = digest.rsplit('-').next().unwrap_or_default();
             format!("{FIELD_MANAGER}-shard-{hash}")
         }
     }
 }
 
-/// Checks that a shard selector constrains only [`crate::mirror::SHARD_LABEL`]: `key`, `!key`,
+/// Checks that a shard selector constrains only [`ppio_gpu_core::mirror::SHARD_LABEL`]: `key`, `!key`,
 /// `key=v`, `key!=v`, `key in (...)`, `key notin (...)`, comma-separated.
 pub fn check_shard_selector(selector: &str) -> Result<(), String> {
-    let key = crate::mirror::SHARD_LABEL;
+    let key = ppio_gpu_core::mirror::SHARD_LABEL;
     let mut depth = 0usize;
     let mut requirements = vec![String::new()];
     for c in selector.chars() {

@@ -16,8 +16,8 @@ use crate::process::backoff;
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
-use crate::sync::view_status;
+use ppio_gpu_core::api::{GpuInstanceView, GpuInstanceViewStatus};
+use ppio_gpu_core::sync::view_status;
 
 /// Where a failing view's retries start; they double up to its sync interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -271,8 +271,8 @@ mod tests {
             "a forgotten view keeps nothing"
         );
     }
-    use crate::api::GpuInstanceViewStatus;
-    use crate::api::view;
+    use ppio_gpu_core::api::GpuInstanceViewStatus;
+    use ppio_gpu_core::api::view;
 
     fn synced_view(generation: i64, last_sync_seconds_ago: i64) -> GpuInstanceView {
         let mut view: GpuInstanceView = serde_json::from_value(serde_json::json!({

@@ -14,7 +14,7 @@
 //! flight at that moment does not clear the mark when it records its response
 //! ([`super::cache::WriteTicket`]).
 //!
-//! A Service found turned not ready for want of confirmation ([`crate::services::freshness`]), by
+//! A Service found turned not ready for want of confirmation ([`ppio_gpu_core::services::freshness`]), by
 //! this process or an earlier leader, distrusts its mirror, so that the next listing that confirms
 //! the instance writes the mirror and its Service again, ready: the flip is remembered in the
 //! cluster, not only in the memory of the process that made it.
@@ -41,10 +41,10 @@ use tracing::{info, warn};
 
 use super::cache::MirrorCache;
 use super::scopes::{Scope, watch_scopes};
-use crate::api::GpuInstance;
-use crate::mirror;
-use crate::services::freshness;
-use crate::services::objects::READINESS_ANNOTATION;
+use ppio_gpu_core::api::GpuInstance;
+use ppio_gpu_core::mirror;
+use ppio_gpu_core::services::freshness;
+use ppio_gpu_core::services::objects::READINESS_ANNOTATION;
 
 /// An object: its kind (`services`, `endpointslices`), namespace and name.
 type Key = (Arc<str>, String, String);
@@ -361,10 +361,10 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> Arc<str> {
 mod tests {
     use super::*;
     use crate::controller::mirror_meta::MirrorMeta;
-    use crate::services::ServiceTally;
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
     use kube::core::PartialObjectMetaExt;
+    use ppio_gpu_core::services::ServiceTally;
 
     fn mirror(rv: &str) -> MirrorMeta {
         ObjectMeta {

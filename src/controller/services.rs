@@ -1,5 +1,5 @@
 //! Writing a mirror's Service and EndpointSlices, right after the mirror itself: created or
-//! brought to what [`crate::services::plan`] decided, and every Service or slice of the mirror's
+//! brought to what [`ppio_gpu_core::services::plan`] decided, and every Service or slice of the mirror's
 //! that the plan no longer wants deleted: those its status named before this write (`previous`)
 //! and those the watch of the operator's objects knows it controls, so that one an earlier,
 //! half-done write left behind goes too.
@@ -27,10 +27,10 @@ use serde::de::DeserializeOwned;
 use super::apply_params;
 use super::mirror_meta::MirrorMeta;
 use super::service_watch::ServiceWatch;
-use crate::api::instance::MirrorService;
 use crate::process::metrics::Metrics;
-use crate::services::DesiredService;
-use crate::services::objects::{self, Holder};
+use ppio_gpu_core::api::instance::MirrorService;
+use ppio_gpu_core::services::DesiredService;
+use ppio_gpu_core::services::objects::{self, Holder};
 
 /// What became of a mirror's Service.
 #[derive(Debug, PartialEq, Eq)]

@@ -23,14 +23,14 @@ use super::credentials::read_api_key;
 use super::endpoint::endpoint_of;
 use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
-use crate::api::GpuInstanceView;
-use crate::ppio::{self, ListQuery};
-use crate::sync::fleet::{FleetSnapshot, FleetTally};
-use crate::sync::lifecycle::{self, Seen};
-use crate::sync::plan::{self, InstancePlan};
-use crate::sync::removals;
-use crate::sync::summary::Summary;
-use crate::sync::view_status::{
+use ppio::{self, ListQuery};
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::sync::fleet::{FleetSnapshot, FleetTally};
+use ppio_gpu_core::sync::lifecycle::{self, Seen};
+use ppio_gpu_core::sync::plan::{self, InstancePlan};
+use ppio_gpu_core::sync::removals;
+use ppio_gpu_core::sync::summary::Summary;
+use ppio_gpu_core::sync::view_status::{
     FailureReason, MirrorCounts, NamesTaken, ServiceCounts, SyncFailure, ppio_failure,
 };
 
@@ -323,7 +323,7 @@ impl Listing {
         if !self.view.spec.mirror.enabled {
             return Ok(None);
         }
-        let name = crate::mirror::object_name(&self.view_name, summary.id.as_str());
+        let name = ppio_gpu_core::mirror::object_name(&self.view_name, summary.id.as_str());
         if self.listed.contains(&name) {
             // Two IDs that map to one name cannot happen (names carry a hash of odd IDs); the pager
             // refuses duplicate IDs.
@@ -395,7 +395,7 @@ impl Listing {
     }
 
     /// Counts what the Service plan of one listed mirror came to.
-    fn count_services(&mut self, tally: crate::services::ServiceTally) {
+    fn count_services(&mut self, tally: ppio_gpu_core::services::ServiceTally) {
         if let Some(services) = &mut self.counts.services {
             services.add(tally);
         }
@@ -406,7 +406,7 @@ impl Listing {
         &self,
         seen: Seen<'_>,
         instance: &ppio::Instance,
-        expiry: crate::sync::expiry::ExpiryState,
+        expiry: ppio_gpu_core::sync::expiry::ExpiryState,
     ) -> Vec<lifecycle::InstanceEvent> {
         lifecycle::instance_events(
             seen,
@@ -454,7 +454,7 @@ fn list_query(view: &GpuInstanceView) -> ListQuery {
         name: filter.name.clone(),
         status: filter.status.clone(),
         regions: filter.regions.clone(),
-        billing_mode: filter.billing_mode,
+        billing_mode: filter.billing_mode.map(Into::into),
         page_size: u32::try_from(view.spec.page_size.max(1)).unwrap_or(50),
     }
 }

@@ -15,8 +15,8 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::scopes::{Scope, watch_scopes};
-use crate::api::StoredView;
-use crate::sync::view_status;
+use ppio_gpu_core::api::StoredView;
+use ppio_gpu_core::sync::view_status;
 
 /// Watches the views of `namespaces` (all when empty) whose labels match `selector`. Returns the
 /// views to reconcile and the store the controller reads them from; `on_listed` is called once every

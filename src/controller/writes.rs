@@ -44,13 +44,13 @@ use super::mirror_meta::MirrorMeta;
 use super::service_watch::ServiceWatch;
 use super::services::{Outcome, ServiceWrites};
 use super::{apply_params, status_apply_body};
-use crate::api::condition::{self, Condition, ConditionStatus};
-use crate::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use crate::process::metrics::Metrics;
-use crate::services::{self, AddressPolicy, ServicePlan, ServiceTally};
-use crate::sync::lifecycle::{EventReason, InstanceEvent, SyncTally};
-use crate::sync::plan::{self, DesiredMirror};
-use crate::sync::removals;
+use ppio_gpu_core::api::condition::{self, Condition, ConditionStatus};
+use ppio_gpu_core::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
+use ppio_gpu_core::services::{self, AddressPolicy, ServicePlan, ServiceTally};
+use ppio_gpu_core::sync::lifecycle::{EventReason, InstanceEvent, SyncTally};
+use ppio_gpu_core::sync::plan::{self, DesiredMirror};
+use ppio_gpu_core::sync::removals;
 
 /// One write of one mirror.
 #[derive(Debug)]
@@ -483,11 +483,11 @@ impl Parts<'_> {
                     // the next listing marks it again, or rewrites it whole if its instance is back.
                     if current
                         .annotations()
-                        .contains_key(crate::mirror::FINGERPRINT_ANNOTATION)
+                        .contains_key(ppio_gpu_core::mirror::FINGERPRINT_ANNOTATION)
                     {
                         let mut unvouched = object.clone();
                         if let Some(annotations) = unvouched.metadata.annotations.as_mut() {
-                            annotations.remove(crate::mirror::ABSENT_SINCE_ANNOTATION);
+                            annotations.remove(ppio_gpu_core::mirror::ABSENT_SINCE_ANNOTATION);
                         }
                         apply_object(api, metrics, &unvouched).await?;
                     }
@@ -559,7 +559,7 @@ impl Parts<'_> {
         written: &Written,
         desired: &DesiredMirror,
         (status, history): (&GpuInstanceStatus, &[Condition]),
-        previous: Option<&crate::api::instance::MirrorService>,
+        previous: Option<&ppio_gpu_core::api::instance::MirrorService>,
         tally: &mut ServiceTally,
     ) -> Result<(Written, bool), kube::Error> {
         let Some(services) = self.services else {
@@ -580,7 +580,7 @@ impl Parts<'_> {
                     "The {object} exists and is not managed by {}: it is left alone and \
                          nothing routes to this instance. Rename or delete it; the next sync \
                          tries again.",
-                    crate::OPERATOR_NAME
+                    ppio_gpu_core::OPERATOR_NAME
                 ),
             ),
             // Refused for this Service alone (a quota, an admission webhook or policy, an
@@ -593,7 +593,7 @@ impl Parts<'_> {
                          Nothing routes to this instance; the next sync tries again.",
                     refusal.code,
                     refusal.reason,
-                    crate::text::truncate(&refusal.message, 512)
+                    ppio::text::truncate(&refusal.message, 512)
                 ),
             ),
             Err(e) => return Err(e),
@@ -629,7 +629,7 @@ impl Parts<'_> {
             status: ConditionStatus::False,
             reason: reason.to_owned(),
             message: message.clone(),
-            last_transition_time: crate::mirror::whole_seconds(Timestamp::now()),
+            last_transition_time: ppio_gpu_core::mirror::whole_seconds(Timestamp::now()),
             observed_generation: None,
         });
         // A cause that persists keeps the condition's transition time.
@@ -638,7 +638,7 @@ impl Parts<'_> {
         tracing::warn!(mirror = %desired.name, %reason, %message, "no Service is kept for the mirror");
         let event = InstanceEvent {
             reason: event_reason,
-            note: crate::mirror::event_note(&message),
+            note: ppio_gpu_core::mirror::event_note(&message),
             transition: None,
         };
         // One series per mirror, however many syncs find the same cause.

@@ -1,30 +1,20 @@
-//! Waiting after failures, and spreading waits: the one home of both rules.
+//! Waiting after failures, and spreading waits: the operator's rules for both.
 //!
 //! - **Backoff**: after the n-th failure in a row, wait the first wait doubled n-1 times, at most a
-//!   cap ([`capped_exponential`]). A failing view's retries use it directly; the retries of a PPIO
-//!   page get the same rule from `backon` ([`exponential`]), which also runs them.
+//!   cap ([`capped_exponential`]). A failing view's retries and a refused Kubernetes request's use
+//!   it; the PPIO client retries a page by the same rule.
 //! - **Jitter**: a wait scaled by a random factor from a range ([`Jitter`]), so that the many
-//!   things that wait together (views, page retries, standby replicas) do not wake together. Each
+//!   things that wait together (views, refused writes, standby replicas) do not wake together. Each
 //!   wait has its range, named here.
 
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
 use rand::Rng;
 
 /// `first` doubled for each failure before the `failure`-th (1 for the first), at most `cap`.
 pub fn capped_exponential(failure: u32, first: Duration, cap: Duration) -> Duration {
     let doublings = failure.saturating_sub(1).min(20);
     first.saturating_mul(1 << doublings).min(cap)
-}
-
-/// [`capped_exponential`] from `first` up to `cap` as `backon`'s builder, for `retries` retries.
-pub fn exponential(first: Duration, cap: Duration, retries: u32) -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(first)
-        .with_factor(2.0)
-        .with_max_delay(cap)
-        .with_max_times(usize::try_from(retries).unwrap_or(usize::MAX))
 }
 
 /// A spread of waits: each wait is scaled by a factor drawn from `low..high`.
@@ -34,8 +24,6 @@ pub struct Jitter {
     high: f64,
 }
 
-/// A page retry waits half to all of its backoff: views failing together do not retry together.
-pub const PAGE_RETRY: Jitter = Jitter::between(0.5, 1.0);
 /// A refused Kubernetes request waits half to all of its backoff before it is sent again, so that
 /// the writes refused together are not sent again together.
 pub const KUBE_RETRY: Jitter = Jitter::between(0.5, 1.0);
@@ -83,31 +71,17 @@ mod tests {
     }
 
     #[test]
-    fn backons_builder_follows_the_same_rule() {
-        use backon::BackoffBuilder;
-        let (first, cap) = (Duration::from_millis(100), Duration::from_secs(2));
-        // backon computes in floating point: the same to the millisecond.
-        let ms = |wait: Duration| wait.as_millis();
-        let waits: Vec<u128> = exponential(first, cap, 7).build().map(ms).collect();
-        let rule: Vec<u128> = (1..=7)
-            .map(|n| ms(capped_exponential(n, first, cap)))
-            .collect();
-        assert_eq!(waits, rule);
-        assert_eq!(exponential(first, cap, 0).build().count(), 0);
-    }
-
-    #[test]
     fn a_jitter_scales_within_its_range() {
         let wait = Duration::from_millis(1000);
-        assert_eq!(PAGE_RETRY.at(wait, 0.0), Duration::from_millis(500));
-        assert_eq!(PAGE_RETRY.at(wait, 1.0), wait);
-        assert_eq!(PAGE_RETRY.at(wait, 7.0), wait, "the position is clamped");
+        assert_eq!(KUBE_RETRY.at(wait, 0.0), Duration::from_millis(500));
+        assert_eq!(KUBE_RETRY.at(wait, 1.0), wait);
+        assert_eq!(KUBE_RETRY.at(wait, 7.0), wait, "the position is clamped");
         assert_eq!(
             NEXT_SYNC.at(wait, 0.0),
             wait,
             "never sooner than the interval"
         );
-        for jitter in [PAGE_RETRY, NEXT_SYNC, VIEW_RETRY, LEASE_RETRY] {
+        for jitter in [KUBE_RETRY, NEXT_SYNC, VIEW_RETRY, LEASE_RETRY] {
             for _ in 0..100 {
                 let scaled = jitter.apply(wait);
                 assert!(scaled >= jitter.at(wait, 0.0) && scaled <= jitter.at(wait, 1.0));

@@ -2,7 +2,7 @@
 //! text format. Names carry the `ppio_gpu_operator_` prefix and their unit; counters end in `_total`.
 //!
 //! The fleet series of each view (its instances, GPUs, errors, prepaid terms, sync times; see
-//! [`crate::sync::fleet`]) are not gauges set one by one: the last [`FleetSnapshot`] of each view is kept
+//! [`ppio_gpu_core::sync::fleet`]) are not gauges set one by one: the last [`FleetSnapshot`] of each view is kept
 //! whole and encoded at scrape time. Replacing a view's snapshot therefore drops the series of
 //! instances it no longer lists, and forgetting a deleted view drops all of its series, with nothing
 //! to remove by hand. A scrape holds the lock only to copy the list of snapshots (reference counted).
@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::sync::fleet::FleetSnapshot;
+use ppio_gpu_core::sync::fleet::FleetSnapshot;
 
 /// Labels of a sync outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -471,9 +471,9 @@ mod tests {
         assert!(text.contains("view=\"other\""), "{text}");
     }
 
-    use crate::ppio::{AutoRenew, Billing, Instance, Prepaid};
-    use crate::sync::fixtures::instance;
-    use crate::sync::fleet::{FleetSnapshot, FleetTally};
+    use ppio::{AutoRenew, Billing, Instance, Prepaid};
+    use ppio_gpu_core::sync::fixtures::instance;
+    use ppio_gpu_core::sync::fleet::{FleetSnapshot, FleetTally};
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()

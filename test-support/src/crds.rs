@@ -41,7 +41,7 @@ pub async fn install_operator_crds(
     manager: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    for crd in ppio_gpu_operator::api::crds() {
+    for crd in ppio_gpu_core::api::crds() {
         apply_crd(client, &crd, manager, timeout).await?;
     }
     Ok(())

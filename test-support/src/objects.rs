@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::api::view::GpuInstanceViewSpec;
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::api::view::GpuInstanceViewSpec;
 
 /// The namespace `name` with `labels`.
 pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {

@@ -39,11 +39,11 @@ impl RunningOperator {
     ) -> RunningOperator {
         let mut settings = Settings {
             endpoints: EndpointPolicy::new(vec![Url::parse(endpoint).expect("endpoint URL")]),
-            ppio: ppio_gpu_operator::ppio::ClientConfig {
+            ppio: ppio::ClientConfig {
                 request_timeout: Duration::from_secs(2),
                 ..Default::default()
             },
-            listing_limits: ppio_gpu_operator::ppio::ListingLimits {
+            listing_limits: ppio::ListingLimits {
                 retry_base: Duration::from_millis(20),
                 ..Default::default()
             },

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use ppio_gpu_operator::api::GpuInstance;
+use ppio_gpu_core::api::GpuInstance;
 
 use ppio_test_support::node::{INSTANCES, Release, Tenant, client, is_ready, kubectl, wait_for};
 

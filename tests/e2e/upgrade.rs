@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
 
 use ppio_test_support::node::{
     INSTANCES, LEASE_DURATION, Release, SYNC_INTERVAL, Tenant, VIEW, assert_no_two_syncs_at_once,

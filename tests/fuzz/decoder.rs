@@ -2,7 +2,7 @@
 //! hold any JSON value: it must never panic, never recurse without bound, and never allocate more
 //! than a fixed budget plus a small multiple of the body.
 
-use ppio_gpu_operator::ppio::{ApiKey, MAX_PAGE_ITEMS, Page, RawPage, RecordSummary};
+use ppio::{ApiKey, MAX_PAGE_ITEMS, Page, RawPage, RecordSummary};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

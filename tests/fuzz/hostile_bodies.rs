@@ -10,9 +10,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use ppio_gpu_operator::ppio::{
-    ApiKey, Client, ClientConfig, ListQuery, ListingLimits, MAX_PAGE_ITEMS, PpioError,
-};
+use ppio::{ApiKey, Client, ClientConfig, ListQuery, ListingLimits, MAX_PAGE_ITEMS, PpioError};
 
 use crate::alloc::peak_bytes_of;
 

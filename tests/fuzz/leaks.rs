@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use jiff::Timestamp;
-use ppio_gpu_operator::api::view::{GpuInstanceView, GpuInstanceViewSpec};
-use ppio_gpu_operator::ppio::{ApiKey, Client, ClientConfig, ListQuery, ListingLimits, PpioError};
-use ppio_gpu_operator::sync::view_status::{self, FailureReason, SyncFailure};
+use ppio::{ApiKey, Client, ClientConfig, ListQuery, ListingLimits, PpioError};
+use ppio_gpu_core::api::view::{GpuInstanceView, GpuInstanceViewSpec};
+use ppio_gpu_core::sync::view_status::{self, FailureReason, SyncFailure};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde::{Deserialize, Serialize};
@@ -302,11 +302,7 @@ impl Server {
     }
 
     /// Lists once against `canned`, with debug logs captured.
-    fn list(
-        &self,
-        key: &ApiKey,
-        canned: Answer,
-    ) -> (Result<ppio_gpu_operator::ppio::Listing, PpioError>, String) {
+    fn list(&self, key: &ApiKey, canned: Answer) -> (Result<ppio::Listing, PpioError>, String) {
         *self.answer.lock().expect("lock") = canned;
         let capture = LogCapture::default();
         let writer = capture.clone();

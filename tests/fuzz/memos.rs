@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use ppio_gpu_operator::ppio::{ApiKey, ListingLimits, ListingMemo, MemoPool};
+use ppio::{ApiKey, ListingLimits, ListingMemo, MemoPool};
 
 use crate::alloc::live_bytes;
 

@@ -4,9 +4,7 @@
 
 use std::collections::HashSet;
 
-use ppio_gpu_operator::ppio::{
-    ApiKey, Instance, InstanceId, ListingLimits, Page, Paging, PpioError, Progress,
-};
+use ppio::{ApiKey, Instance, InstanceId, ListingLimits, Page, Paging, PpioError, Progress};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

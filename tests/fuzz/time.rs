@@ -28,11 +28,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use ppio_gpu_operator::api::view::{GpuInstanceView, GpuInstanceViewSpec};
-use ppio_gpu_operator::ppio::{ApiKey, ClientConfig, ListingLimits, ListingMemo};
-use ppio_gpu_operator::services::AddressPolicy;
-use ppio_gpu_operator::sync::lifecycle::{self, Seen};
-use ppio_gpu_operator::sync::plan::{self, InstancePlan};
+use ppio::{ApiKey, ClientConfig, ListingLimits, ListingMemo};
+use ppio_gpu_core::api::view::{GpuInstanceView, GpuInstanceViewSpec};
+use ppio_gpu_core::services::AddressPolicy;
+use ppio_gpu_core::sync::lifecycle::{self, Seen};
+use ppio_gpu_core::sync::plan::{self, InstancePlan};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde::{Deserialize, Serialize};

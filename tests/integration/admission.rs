@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::api::view::parse_duration;
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::api::view::parse_duration;
 use serde_json::{Value, json};
 
 use ppio_test_support::TestNamespace;

@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use ppio_gpu_operator::services::AddressPolicy;
-use ppio_gpu_operator::services::freshness::UNCONFIRMED_READINESS;
-use ppio_gpu_operator::services::objects::READINESS_ANNOTATION;
+use ppio_gpu_core::services::AddressPolicy;
+use ppio_gpu_core::services::freshness::UNCONFIRMED_READINESS;
+use ppio_gpu_core::services::objects::READINESS_ANNOTATION;
 use ppio_simulator::{Fault, FaultKind};
 use serde_json::json;
 

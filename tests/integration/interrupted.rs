@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use ppio_gpu_operator::mirror::FINGERPRINT_ANNOTATION;
-use ppio_gpu_operator::services::AddressPolicy;
+use ppio_gpu_core::mirror::FINGERPRINT_ANNOTATION;
+use ppio_gpu_core::services::AddressPolicy;
 use serde_json::{Value, json};
 
 use ppio_test_support::fixture::Fixture;

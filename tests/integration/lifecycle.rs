@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
-use ppio_gpu_operator::api::GpuInstanceViewSpec;
-use ppio_gpu_operator::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::api::GpuInstanceViewSpec;
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
 use serde_json::{Value, json};
 
 use ppio_test_support::fixture::{API_KEY, Fixture};

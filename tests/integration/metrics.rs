@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kube::api::DeleteParams;
-use ppio_gpu_operator::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
 use ppio_simulator::{Fault, FaultKind};
 use serde_json::json;
 

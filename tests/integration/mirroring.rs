@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
-use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::api::view::{BillingMode, DeletionPolicy, Filter, OmittedField};
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::api::view::{BillingMode, DeletionPolicy, Filter, OmittedField};
 use ppio_simulator::{Fault, FaultKind, generate_instances};
 use serde_json::json;
 
@@ -689,7 +689,7 @@ async fn two_views_with_overlapping_filters_keep_their_own_mirrors_without_flapp
     assert_eq!(fx.mirrors_of("all").await.len(), 6);
     assert_eq!(fx.mirrors_of("west").await.len(), 3);
 
-    let versions = |mirrors: Vec<ppio_gpu_operator::api::GpuInstance>| {
+    let versions = |mirrors: Vec<ppio_gpu_core::api::GpuInstance>| {
         mirrors
             .into_iter()
             .map(|m| (m.name_any(), m.resource_version()))

@@ -11,12 +11,12 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use ppio_gpu_operator::api::condition;
-use ppio_gpu_operator::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_operator::services::AddressPolicy;
-use ppio_gpu_operator::services::objects::not_that_object;
-use ppio_gpu_operator::services::plan::{NAME_TAKEN, SERVICE_ENDPOINTS};
-use ppio_gpu_operator::sync::view_status::MIRROR_NAME_TAKEN;
+use ppio_gpu_core::api::condition;
+use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_core::services::AddressPolicy;
+use ppio_gpu_core::services::objects::not_that_object;
+use ppio_gpu_core::services::plan::{NAME_TAKEN, SERVICE_ENDPOINTS};
+use ppio_gpu_core::sync::view_status::MIRROR_NAME_TAKEN;
 use serde_json::{Value, json};
 
 use ppio_test_support::fixture::Fixture;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use kube::Api;
-use ppio_gpu_operator::api::GpuInstance;
-use ppio_gpu_operator::api::condition;
+use ppio_gpu_core::api::GpuInstance;
+use ppio_gpu_core::api::condition;
 use ppio_simulator::generate_instances;
 use tokio::time::Instant;
 

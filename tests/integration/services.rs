@@ -12,10 +12,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use ppio_gpu_operator::api::GpuInstance;
-use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::services::AddressPolicy;
-use ppio_gpu_operator::services::plan::{
+use ppio_gpu_core::api::GpuInstance;
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::services::AddressPolicy;
+use ppio_gpu_core::services::plan::{
     ENDPOINT_REFUSED, NAME_TAKEN, ROUTED, SERVICE_ENDPOINTS, SERVICE_REJECTED,
 };
 use serde_json::{Value, json};

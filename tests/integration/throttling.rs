@@ -362,8 +362,7 @@ async fn writes_refused_with_429_by_a_webhook_are_reported_and_resume_within_an_
         let mut config = shared().config().await;
         config.default_retry = false;
         let probing = Client::try_from(config).expect("a client");
-        let instances: Api<ppio_gpu_operator::api::GpuInstance> =
-            Api::namespaced(probing, &fx.ns.name);
+        let instances: Api<ppio_gpu_core::api::GpuInstance> = Api::namespaced(probing, &fx.ns.name);
         wait_for(
             "the webhook to refuse writes",
             Duration::from_secs(30),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, CustomResourceExt, ResourceExt};
-use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::api::{GpuInstanceView, StoredView};
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::api::{GpuInstanceView, StoredView};
 use serde_json::{Value, json};
 
 use ppio_test_support::await_object;
@@ -88,7 +88,7 @@ async fn request_refresh(fx: &Fixture, name: &str) -> String {
             name,
             &PatchParams::default(),
             &Patch::Merge(json!({ "metadata": { "annotations": {
-                ppio_gpu_operator::api::view::REFRESH_ANNOTATION: value
+                ppio_gpu_core::api::view::REFRESH_ANNOTATION: value
             }}})),
         )
         .await

@@ -41,7 +41,7 @@ pub use decision::MIN_LEASE_DURATION;
 use decision::{Deposition, LeaseRecord, Observation, Step, Timing};
 
 /// The field manager of the elector's writes.
-const FIELD_MANAGER: &str = crate::OPERATOR_NAME;
+const FIELD_MANAGER: &str = ppio_gpu_core::OPERATOR_NAME;
 
 /// How long the release on shutdown may take before the Lease is left to expire.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -7,9 +7,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::PostParams;
 use kube::{Api, Client};
-use ppio_gpu_operator::api::GpuInstanceView;
-use ppio_gpu_operator::api::condition::{self, ConditionStatus};
-use ppio_gpu_operator::api::view::GpuInstanceViewSpec;
+use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::api::condition::{self, ConditionStatus};
+use ppio_gpu_core::api::view::GpuInstanceViewSpec;
 
 use super::{SYNC_INTERVAL, ppio, simulator_url};
 use crate::objects;

@@ -1,0 +1,66 @@
+//! The PPIO GPU API v2 instance list: the typed record, the guards that make a listing complete or an
+//! error, the errors it reports, and (feature `client`) the HTTP client that pages through it. It
+//! knows nothing of Kubernetes: the operator's core maps a record to cluster objects.
+//!
+//! - `text`: the one rule for text from outside (control characters, bidirectional marks, cutting
+//!   on a character boundary), which the operator's core applies too.
+//! - `api_key`: the API key, which never prints.
+//! - `redaction`: what counts as an echo of the key in server text (any run of 8 of its
+//!   characters, plain, quoted, base64- or percent-encoded), and its replacement.
+//! - `model`: the instance record (lenient decoding, redaction of the key) and the list page (a
+//!   strict envelope: `data` and `has_more` must be there).
+//! - `raw_page`: a page whose records are located and hashed at once and decoded only when asked,
+//!   so that a listing of unchanged records decodes few of them.
+//! - `summary`: the few fields of a record that counts, metrics and expiry read.
+//! - `memo`: what a view's earlier listings read (page layouts, record summaries), by a hash of the
+//!   bytes, so that what is sent again is not read again.
+//! - `config`: how the client connects, what a listing asks for, and the bounds of a listing.
+//! - `client` (feature `client`): paging through a listing and per-page retries of transient failures; `transport`
+//!   inside it: one request, its body within bounds, and its answer as a page or an error.
+//! - `paging`: the guards that make a listing complete or an error (budgets, cursor loops,
+//!   contradictions, duplicate IDs), as a pure state machine fed one page at a time.
+//! - `pager` (feature `client`): a listing handed out page by page, so memory is bounded by a page; each page gives
+//!   its records' summaries, a hash of each record as sent, and the whole record on demand.
+//! - `error`: the error enum, server error bodies, `Retry-After`, and sanitizing server text.
+
+// Without the client, the parts of the model only the client reads (error bodies, `Retry-After`, a
+// raw page's guards) are unused.
+#![cfg_attr(not(feature = "client"), allow(dead_code))]
+
+pub mod text;
+
+mod api_key;
+#[cfg(feature = "client")]
+mod client;
+mod config;
+mod error;
+mod memo;
+mod model;
+#[cfg(feature = "client")]
+mod pager;
+mod paging;
+#[cfg(feature = "client")]
+mod rate_limit;
+mod raw_page;
+mod redaction;
+mod summary;
+
+pub use api_key::{ApiKey, InvalidApiKey};
+#[cfg(feature = "client")]
+pub use client::{Client, Listing, RequestOutcome};
+pub use config::{ClientConfig, ListQuery, ListingLimits};
+pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
+pub use memo::{ListingMemo, MAX_MEMO_BYTES, MemoPool};
+pub use model::{
+    AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
+    InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,
+    UnknownBillingMode, Volume,
+};
+#[cfg(feature = "client")]
+pub use pager::{ListedPage, Pager};
+pub use paging::{MAX_CURSOR_BYTES, NextPage, Paging, Progress};
+#[cfg(feature = "client")]
+pub use rate_limit::RateLimiter;
+pub use raw_page::RawPage;
+pub use redaction::{MIN_ECHO_CHARS, REDACTED};
+pub use summary::{PrepaidTerm, RecordSummary};
