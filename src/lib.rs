@@ -35,6 +35,7 @@
 //! local demo use is a crate of its own (`simulator/`): it never ships in the operator.
 
 pub mod controller;
+pub mod flags;
 pub mod process;
 
 /// Errors that stop a reconciliation before it could even report itself in the view's status.

@@ -11,7 +11,7 @@
 //!   strict envelope: `data` and `has_more` must be there).
 //! - `raw_page`: a page whose records are located and hashed at once and decoded only when asked,
 //!   so that a listing of unchanged records decodes few of them.
-//! - `summary`: the few fields of a record that counts, metrics and expiry read.
+//! - `record_summary`: the few fields of a record that counts, metrics and expiry read.
 //! - `memo`: what a view's earlier listings read (page layouts, record summaries), by a hash of the
 //!   bytes, so that what is sent again is not read again.
 //! - `config`: how the client connects, what a listing asks for, and the bounds of a listing.
@@ -42,8 +42,8 @@ mod paging;
 #[cfg(feature = "client")]
 mod rate_limit;
 mod raw_page;
+mod record_summary;
 mod redaction;
-mod summary;
 
 pub use api_key::{ApiKey, InvalidApiKey};
 #[cfg(feature = "client")]
@@ -62,5 +62,5 @@ pub use paging::{MAX_CURSOR_BYTES, NextPage, Paging, Progress};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimiter;
 pub use raw_page::RawPage;
+pub use record_summary::{PrepaidTerm, RecordSummary};
 pub use redaction::{MIN_ECHO_CHARS, REDACTED};
-pub use summary::{PrepaidTerm, RecordSummary};

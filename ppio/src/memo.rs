@@ -35,7 +35,7 @@ use super::error::{PpioError, sanitize};
 use super::model::DecodeError;
 use super::paging::MAX_CURSOR_BYTES;
 use super::raw_page::{Layout, RawPage, hash_of};
-use super::summary::{RecordSummary, id_holds_key};
+use super::record_summary::{RecordSummary, id_holds_key};
 
 /// The most one memo holds (an estimate of its entries' memory): some 200,000 instances' worth.
 pub const MAX_MEMO_BYTES: usize = 64 * 1024 * 1024;

@@ -29,7 +29,7 @@ use super::memo::ListingMemo;
 use super::model::Instance;
 use super::paging::{Paging, Progress};
 use super::raw_page::RawPage;
-use super::summary::RecordSummary;
+use super::record_summary::RecordSummary;
 
 /// One listing in progress; see the module documentation.
 pub struct Pager<'a> {

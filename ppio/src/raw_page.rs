@@ -3,7 +3,7 @@
 //! Most syncs of a large account find most records as they were: decoding each one (two dozen
 //! strings, timestamps, lists) only to find it unchanged was most of the CPU a sync in which nothing
 //! changed cost. A [`RawPage`] therefore only locates each record and hashes its bytes; its summary
-//! ([`RawPage::decode_summary`], see [`super::summary`]) and the whole record ([`RawPage::decode`])
+//! ([`RawPage::decode_summary`], see [`super::record_summary`]) and the whole record ([`RawPage::decode`])
 //! are decoded when asked.
 //!
 //! The rules of [`super::model`] hold unchanged: the envelope is checked the same way, the item bound
@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use super::model::{
     DecodeError, Instance, check_envelope, located_error, null_as_default, present, required,
 };
-use super::summary::{self, RecordSummary};
+use super::record_summary::{self, RecordSummary};
 
 /// The per-process key of [`hash_of`]: no server can choose bytes that collide.
 static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
@@ -153,8 +153,8 @@ impl RawPage {
 
     /// Record `index`'s [`RecordSummary`], not redacted.
     pub fn decode_summary(&self, index: usize) -> Result<RecordSummary, DecodeError> {
-        self.decode_as::<summary::Wire>(index)
-            .map(summary::Wire::into_summary)
+        self.decode_as::<record_summary::Wire>(index)
+            .map(record_summary::Wire::into_summary)
     }
 
     /// Record `index` decoded whole, not redacted.
@@ -213,7 +213,7 @@ struct WireRawPage<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::PrepaidTerm;
+    use crate::record_summary::PrepaidTerm;
     use crate::{InstanceId, Page};
     use jiff::Timestamp;
     use serde_json::json;

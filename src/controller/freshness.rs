@@ -278,7 +278,7 @@ enum Turned {
 mod tests {
     use super::*;
     use ppio_gpu_core::api::instance::{
-        GpuInstanceSpec, GpuInstanceStatus, MirrorService, Port, RemoteStatus,
+        GpuInstanceSpec, GpuInstanceStatus, MirrorService, PortStatus, RemoteStatus,
     };
     use ppio_gpu_core::sync::fixtures;
 
@@ -308,7 +308,7 @@ mod tests {
                 status: Some("running".into()),
                 ..RemoteStatus::default()
             }),
-            ports: vec![Port {
+            ports: vec![PortStatus {
                 port: Some(8080),
                 protocol: Some("http".into()),
                 endpoint: Some("http://203.0.113.5:30001".into()),

@@ -13,30 +13,39 @@
 //! - `slots`: how many views sync at once, operator-wide;
 //! - `schedule`: when each view is due, and the backoff after failures;
 //! - `memos`: what each view's listings read of every record, so a record sent again is not read;
-//! - `sync`: one sync of one view; `endpoint` and `credentials` check its endpoint and read its key;
+//! - `listing`: one sync of one view, its listing page by page; `endpoint_policy` and `credentials`
+//!   check its endpoint and read its key, `ppio_clients` keeps a PPIO client per endpoint;
 //! - `writes`: the mirror writes of a sync, in flight as pages arrive;
+//! - `services` and `service_watch`: the Services and EndpointSlices of mirrors, and the watch of
+//!   them;
+//! - `apply`: server-side apply as the operator makes it;
 //! - `events`: Events for transitions, on the view and on its GpuInstances;
 //! - `freshness`: Services of instances no recent listing confirmed, turned not ready (also those
-//!   of a view stuck in deletion).
+//!   of a view stuck in deletion);
+//! - `settings`: how the controller behaves, from the command line; `shard`: the shard selector
+//!   and each shard's Lease.
 
+mod apply;
 mod cache;
 mod credentials;
-mod endpoint;
+mod endpoint_policy;
 mod events;
 mod freshness;
+mod listing;
 mod memos;
 mod mirror_meta;
+mod ppio_clients;
 mod schedule;
 mod scopes;
 mod service_watch;
 mod services;
+mod settings;
+mod shard;
 mod slots;
-mod sync;
 mod views;
 mod writes;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -48,158 +57,24 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
-use url::Url;
 
+pub use apply::FIELD_MANAGER;
 pub use cache::{MirrorCache, WriteTicket};
-pub use endpoint::EndpointPolicy;
+pub use endpoint_policy::EndpointPolicy;
+pub use settings::{DEFAULT_MEMO_MEMORY_LIMIT, Settings};
+pub use shard::{check_shard_selector, default_lease_name};
 pub use slots::SyncSlots;
+
+use apply::{apply_params, status_apply_body};
 
 use crate::Error;
 use crate::process::http::Health;
 use crate::process::metrics::Metrics;
-use ppio::{self, ListingLimits, PpioError};
+use ppio_clients::PpioClients;
 use ppio_gpu_core::api::stored_view::SpecProblem;
 use ppio_gpu_core::api::{GpuInstanceView, GpuInstanceViewStatus, StoredView};
 use ppio_gpu_core::sync::view_status;
 use schedule::{Schedule, Schedules, UnreadableViews};
-
-/// The field manager of every write the operator makes (server-side apply).
-pub const FIELD_MANAGER: &str = ppio_gpu_core::OPERATOR_NAME;
-
-/// Server-side apply as the operator makes it: under [`FIELD_MANAGER`], taking over fields others
-/// set, and with `fieldValidation=Ignore`. Every object the operator applies is serialized from the
-/// types its CRDs are generated from (a test keeps `crds/` current), so there is no unknown or
-/// duplicate field to report, and the check would cost the API server a second decoding of every
-/// body (apply bodies are decoded as YAML). The schema's own validation still applies.
-pub(crate) fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER)
-        .force()
-        .validation_ignore()
-}
-
-/// The body of a server-side apply of `status` to the status subresource of an object of kind `K`:
-/// the kind, and the status alone, so that the operator owns no other field through it.
-pub(crate) fn status_apply_body<K: Resource<DynamicType = ()>>(
-    status: &impl serde::Serialize,
-) -> serde_json::Value {
-    json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    })
-}
-
-/// The default of [`Settings::memo_memory_limit`]: 64 MiB, one view's cap
-/// ([`ppio::MAX_MEMO_BYTES`]), so one large account keeps its whole memo. It leaves the chart's
-/// default memory limit of 256 MiB room for the rest: the process itself (some 15 MiB), a page body
-/// of up to 16 MiB being read and located in each of the views synced at once (4 by default), and
-/// the mirror cache (some 200 bytes a mirror).
-pub const DEFAULT_MEMO_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
-
-/// PPIO clients kept for reuse (one per endpoint).
-const MAX_CACHED_CLIENTS: usize = 64;
-
-/// How the controller behaves, from the command line.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Endpoints views may use.
-    pub endpoints: EndpointPolicy,
-    /// Views synced at once, operator-wide.
-    pub view_concurrency: u16,
-    /// Kubernetes writes in flight at once within one sync.
-    pub write_concurrency: usize,
-    /// Timeouts and body limit of PPIO requests.
-    pub ppio: ppio::ClientConfig,
-    /// Guards on one listing.
-    pub listing_limits: ListingLimits,
-    /// Most bytes all views' listing memos hold together (`--memo-memory-limit-mib`); each view's
-    /// is capped at [`ppio::MAX_MEMO_BYTES`] besides.
-    pub memo_memory_limit: usize,
-    /// Only views (and mirrors) with labels matching this selector, e.g.
-    /// `sharding.ppio.io/key in (shard1)`: this replica set's shard.
-    pub label_selector: Option<String>,
-    /// Export `ppio_gpu_operator_instance_info`, one series per listed instance.
-    pub metrics_instance_info: bool,
-    /// Keep Services for the mirrors of views that ask for them (`--services`), routing only to
-    /// the addresses this rule accepts; `None`: keep none (the operator may lack the RBAC).
-    pub services: Option<ppio_gpu_core::services::AddressPolicy>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            endpoints: EndpointPolicy::new(Vec::new()),
-            view_concurrency: 4,
-            write_concurrency: 16,
-            ppio: ppio::ClientConfig::default(),
-            listing_limits: ListingLimits::default(),
-            memo_memory_limit: DEFAULT_MEMO_MEMORY_LIMIT,
-            label_selector: None,
-            metrics_instance_info: false,
-            services: None,
-        }
-    }
-}
-
-/// The Lease a replica set competes for: one per shard, so every shard has a leader of its own.
-pub fn default_lease_name(shard_selector: Option<&str>) -> String {
-    match shard_selector {
-        None => FIELD_MANAGER.to_owned(),
-        Some(selector) => {
-            let digest = ppio_gpu_core::mirror::kubernetes_label_value(&format!("{selector}!"));
-            let hash = digest.rsplit('-').next().unwrap_or_default();
-            format!("{FIELD_MANAGER}-shard-{hash}")
-        }
-    }
-}
-
-/// Checks that a shard selector constrains only [`ppio_gpu_core::mirror::SHARD_LABEL`]: `key`, `!key`,
-/// `key=v`, `key!=v`, `key in (...)`, `key notin (...)`, comma-separated.
-pub fn check_shard_selector(selector: &str) -> Result<(), String> {
-    let key = ppio_gpu_core::mirror::SHARD_LABEL;
-    let mut depth = 0usize;
-    let mut requirements = vec![String::new()];
-    for c in selector.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                requirements.push(String::new());
-                continue;
-            }
-            _ => {}
-        }
-        if let Some(last) = requirements.last_mut() {
-            last.push(c);
-        }
-    }
-    for requirement in &requirements {
-        let requirement = requirement.trim();
-        let rest = requirement
-            .strip_prefix('!')
-            .unwrap_or(requirement)
-            .trim_start();
-        let Some(after) = rest.strip_prefix(key) else {
-            return Err(format!(
-                "{requirement:?} does not constrain {key}: shard views by that label only, which \
-                 their mirrors carry too (e.g. \"{key} in (shard1)\" or \"!{key}\")"
-            ));
-        };
-        let after = after.trim_start();
-        let operator_ok = after.is_empty()
-            || after.starts_with('=')
-            || after.starts_with("!=")
-            || after.starts_with("in ")
-            || after.starts_with("in(")
-            || after.starts_with("notin");
-        if requirement.is_empty() || !operator_ok {
-            return Err(format!(
-                "{requirement:?} is not a label selector requirement on {key}"
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// State shared by every reconciliation.
 pub struct Context {
@@ -209,9 +84,7 @@ pub struct Context {
     recorder: Recorder,
     mirrors: Arc<MirrorCache>,
     slots: SyncSlots,
-    // One request budget per API key across every endpoint; clients are cached per endpoint.
-    rate_limiter: Arc<ppio::RateLimiter>,
-    ppio_clients: Mutex<HashMap<Url, ppio::Client>>,
+    ppio_clients: PpioClients,
     schedules: Schedules,
     unreadable: UnreadableViews,
     memos: memos::Memos,
@@ -233,7 +106,7 @@ impl Context {
         let memos = memos::Memos::new(settings.memo_memory_limit);
         Context {
             recorder: Recorder::new(client.clone(), reporter),
-            rate_limiter: Arc::new(ppio::RateLimiter::new(settings.ppio.requests_per_minute)),
+            ppio_clients: PpioClients::new(settings.ppio.clone(), metrics.clone()),
             service_watch: settings
                 .services
                 .as_ref()
@@ -243,37 +116,11 @@ impl Context {
             client,
             settings,
             metrics,
-            ppio_clients: Mutex::new(HashMap::new()),
             schedules: Schedules::default(),
             unreadable: UnreadableViews::default(),
             memos,
             listings: freshness::ListingDurations::default(),
         }
-    }
-
-    fn ppio_client(&self, endpoint: &Url) -> Result<ppio::Client, PpioError> {
-        let mut clients = self
-            .ppio_clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(endpoint) {
-            return Ok(client.clone());
-        }
-        let metrics = self.metrics.clone();
-        let client = ppio::Client::new(ppio::ClientConfig {
-            base_url: endpoint.clone(),
-            ..self.settings.ppio.clone()
-        })?
-        .with_rate_limiter(self.rate_limiter.clone())
-        .with_request_observer(move |outcome| {
-            metrics.record_ppio_request(outcome.status_code, outcome.latency)
-        });
-        // Views choose endpoints (within the allow-list): keep the cache from growing without end.
-        if clients.len() >= MAX_CACHED_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(endpoint.clone(), client.clone());
-        Ok(client)
     }
 
     /// Drops what is kept about a deleted view: its schedule, its memo and its metrics.
@@ -580,7 +427,7 @@ async fn sync_if_due(
         while_turning_unconfirmed(ctx.slots.take(), || freshness::turn_unconfirmed(&view, ctx))
             .await;
     let started = Instant::now();
-    let outcome = sync::sync_view(
+    let outcome = listing::sync_view(
         view.clone(),
         ctx,
         &mut slot,
@@ -709,6 +556,7 @@ async fn write_status_if_changed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[tokio::test(start_paused = true)]
     async fn a_view_waiting_for_a_sync_slot_still_turns_its_unconfirmed_services_on_time() {
@@ -737,39 +585,5 @@ mod tests {
         .await;
         assert_eq!(*checks.lock().unwrap(), 1);
         assert_eq!(took.elapsed().as_secs(), 100);
-    }
-
-    #[test]
-    fn shard_selectors_may_constrain_only_the_shard_label() {
-        for good in [
-            "sharding.ppio.io/key in (shard1)",
-            "sharding.ppio.io/key in (shard1, shard2)",
-            "!sharding.ppio.io/key",
-            "sharding.ppio.io/key=shard1",
-            "sharding.ppio.io/key notin (shard1,shard2)",
-        ] {
-            assert_eq!(check_shard_selector(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "team=ml",
-            "sharding.ppio.io/key in (a),team=ml",
-            "",
-            "sharding.ppio.io/keyx=a",
-        ] {
-            assert!(check_shard_selector(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn each_shard_gets_a_lease_of_its_own() {
-        assert_eq!(default_lease_name(None), "ppio-gpu-operator");
-        let one = default_lease_name(Some("sharding.ppio.io/key in (shard1)"));
-        let two = default_lease_name(Some("sharding.ppio.io/key in (shard2)"));
-        assert!(one.starts_with("ppio-gpu-operator-shard-"), "{one}");
-        assert_ne!(one, two);
-        assert_eq!(
-            one,
-            default_lease_name(Some("sharding.ppio.io/key in (shard1)"))
-        );
     }
 }

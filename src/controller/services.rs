@@ -24,7 +24,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::apply_params;
+use super::apply::apply_params;
 use super::mirror_meta::MirrorMeta;
 use super::service_watch::ServiceWatch;
 use crate::process::metrics::Metrics;

@@ -38,12 +38,12 @@ use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::apply::{apply_params, status_apply_body};
 use super::cache::{MirrorCache, WriteTicket};
 use super::events;
 use super::mirror_meta::MirrorMeta;
 use super::service_watch::ServiceWatch;
 use super::services::{Outcome, ServiceWrites};
-use super::{apply_params, status_apply_body};
 use crate::process::metrics::Metrics;
 use ppio_gpu_core::api::condition::{self, Condition, ConditionStatus};
 use ppio_gpu_core::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};

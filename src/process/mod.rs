@@ -1,11 +1,12 @@
-//! The parts of the operator process around the controller: its HTTP endpoints ([`http`]), its
-//! metrics ([`metrics`]), its logs ([`telemetry`]), leader election ([`leadership`]), its bounded
-//! Kubernetes client ([`kube_client`]), and the rule for waiting after failures and spreading waits
-//! ([`backoff`]).
+//! The parts of the operator process around the controller: its life from start to stop
+//! ([`mod@run`]), its HTTP endpoints ([`http`]), its metrics ([`metrics`]), its logs ([`telemetry`]),
+//! leader election ([`leadership`]), its bounded Kubernetes client ([`kube_client`]), and the rule
+//! for waiting after failures and spreading waits ([`backoff`]).
 
 pub mod backoff;
 pub mod http;
 pub mod kube_client;
 pub mod leadership;
 pub mod metrics;
+pub mod run;
 pub mod telemetry;

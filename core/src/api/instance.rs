@@ -129,28 +129,28 @@ pub struct GpuInstanceStatus {
     pub command: Option<String>,
     /// Billing configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub billing: Option<Billing>,
+    pub billing: Option<BillingStatus>,
     /// Environment variables, by key only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub envs: Vec<EnvVarKey>,
     /// Exposed ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<Port>,
+    pub ports: Vec<PortStatus>,
     /// Resources, including those the system assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_specs: Option<ResourceSpecs>,
+    pub resource_specs: Option<ResourceSpecsStatus>,
     /// VPC network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<Network>,
+    pub network: Option<NetworkStatus>,
     /// Data disks and network storage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<Volume>,
+    pub volumes: Vec<VolumeStatus>,
     /// Region ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Automatic migration settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_migrate: Option<AutoMigrate>,
+    pub auto_migrate: Option<AutoMigrateStatus>,
     /// Remote state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<RemoteStatus>,
@@ -210,19 +210,19 @@ pub struct MirrorService {
 /// Billing configuration.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Billing {
+pub struct BillingStatus {
     /// `postpaid`, `prepaid` or `spot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Monthly prepaid settings, present when the mode is `prepaid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prepaid: Option<Prepaid>,
+    pub prepaid: Option<PrepaidStatus>,
 }
 
 /// Monthly prepaid settings.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Prepaid {
+pub struct PrepaidStatus {
     /// Months bought.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub months: Option<i64>,
@@ -232,13 +232,13 @@ pub struct Prepaid {
     pub end_time: Option<Timestamp>,
     /// Automatic renewal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_renew: Option<AutoRenew>,
+    pub auto_renew: Option<AutoRenewStatus>,
 }
 
 /// Automatic renewal of a prepaid instance.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AutoRenew {
+pub struct AutoRenewStatus {
     /// Whether renewal is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -261,7 +261,7 @@ pub struct EnvVarKey {
 /// An exposed port.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Port {
+pub struct PortStatus {
     /// Port number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
@@ -276,7 +276,7 @@ pub struct Port {
 /// Resources of the instance.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ResourceSpecs {
+pub struct ResourceSpecsStatus {
     /// System disk size in GB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_size_gb: Option<i64>,
@@ -297,7 +297,7 @@ pub struct ResourceSpecs {
 /// VPC network of the instance.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Network {
+pub struct NetworkStatus {
     /// VPC ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -309,7 +309,7 @@ pub struct Network {
 /// A mounted volume.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Volume {
+pub struct VolumeStatus {
     /// `local` or `network`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
@@ -324,7 +324,7 @@ pub struct Volume {
 /// Automatic migration settings.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AutoMigrate {
+pub struct AutoMigrateStatus {
     /// Whether automatic migration is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,

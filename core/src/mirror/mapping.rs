@@ -8,8 +8,8 @@ use super::budget::fit_to_budget;
 use super::*;
 use crate::api::condition::{self, Condition, ConditionStatus};
 use crate::api::instance::{
-    AutoMigrate, AutoRenew, Billing, EnvVarKey, GpuInstanceStatus, Network, Port, Prepaid,
-    RemoteStatus, ResourceSpecs, Volume,
+    AutoMigrateStatus, AutoRenewStatus, BillingStatus, EnvVarKey, GpuInstanceStatus, NetworkStatus,
+    PortStatus, PrepaidStatus, RemoteStatus, ResourceSpecsStatus, VolumeStatus,
 };
 use crate::api::view::OmittedField;
 use ppio::Instance;
@@ -46,12 +46,12 @@ pub fn status(
         registry_auth_id: text(&instance.registry_auth_id),
         entrypoint: mirrored(OmittedField::Entrypoint, &instance.entrypoint),
         command: mirrored(OmittedField::Command, &instance.command),
-        billing: instance.billing.as_ref().map(|b| Billing {
+        billing: instance.billing.as_ref().map(|b| BillingStatus {
             mode: text(&b.mode),
-            prepaid: b.prepaid.as_ref().map(|p| Prepaid {
+            prepaid: b.prepaid.as_ref().map(|p| PrepaidStatus {
                 months: Some(p.months),
                 end_time: p.end_time.and_then(remote_time),
-                auto_renew: p.auto_renew.as_ref().map(|a| AutoRenew {
+                auto_renew: p.auto_renew.as_ref().map(|a| AutoRenewStatus {
                     enabled: Some(a.enabled),
                     months: Some(a.months),
                     status: text(&a.status),
@@ -70,20 +70,23 @@ pub fn status(
             .ports
             .iter()
             .take(MAX_LIST_ITEMS)
-            .map(|p| Port {
+            .map(|p| PortStatus {
                 port: Some(p.port),
                 protocol: text(&p.protocol),
                 endpoint: text(&p.endpoint),
             })
             .collect(),
-        resource_specs: instance.resource_specs.as_ref().map(|r| ResourceSpecs {
-            rootfs_size_gb: Some(r.rootfs_size_gb),
-            gpu_num: Some(r.gpu_num),
-            cpu_num: Some(r.cpu_num),
-            memory_gb: Some(r.memory_gb),
-            gpu_ids: r.gpu_ids.iter().copied().take(MAX_LIST_ITEMS).collect(),
-        }),
-        network: instance.network.as_ref().map(|n| Network {
+        resource_specs: instance
+            .resource_specs
+            .as_ref()
+            .map(|r| ResourceSpecsStatus {
+                rootfs_size_gb: Some(r.rootfs_size_gb),
+                gpu_num: Some(r.gpu_num),
+                cpu_num: Some(r.cpu_num),
+                memory_gb: Some(r.memory_gb),
+                gpu_ids: r.gpu_ids.iter().copied().take(MAX_LIST_ITEMS).collect(),
+            }),
+        network: instance.network.as_ref().map(|n| NetworkStatus {
             id: text(&n.id),
             ip: text(&n.ip),
         }),
@@ -91,14 +94,14 @@ pub fn status(
             .volumes
             .iter()
             .take(MAX_LIST_ITEMS)
-            .map(|v| Volume {
+            .map(|v| VolumeStatus {
                 type_: text(&v.kind),
                 id: text(&v.id),
                 mount_point: long_text(&v.mount_point),
             })
             .collect(),
         region: text(&instance.region),
-        auto_migrate: instance.auto_migrate.as_ref().map(|a| AutoMigrate {
+        auto_migrate: instance.auto_migrate.as_ref().map(|a| AutoMigrateStatus {
             enabled: Some(a.enabled),
             include_system_disk: Some(a.include_system_disk),
         }),

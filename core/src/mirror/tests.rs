@@ -450,11 +450,11 @@ fn a_view_may_leave_commands_out_of_its_mirrors() {
 
 #[test]
 fn each_list_over_the_budget_is_cut_by_its_own_accessor() {
-    use crate::api::instance::{EnvVarKey, ResourceSpecs};
+    use crate::api::instance::{EnvVarKey, ResourceSpecsStatus};
     let status = |gpus: i64, envs: usize| GpuInstanceStatus {
-        resource_specs: Some(ResourceSpecs {
+        resource_specs: Some(ResourceSpecsStatus {
             gpu_ids: (0..gpus).collect(),
-            ..ResourceSpecs::default()
+            ..ResourceSpecsStatus::default()
         }),
         envs: (0..envs)
             .map(|n| EnvVarKey {

@@ -196,7 +196,7 @@ fn shared(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::instance::{GpuInstanceStatus, Port, RemoteStatus};
+    use crate::api::instance::{GpuInstanceStatus, PortStatus, RemoteStatus};
     use crate::services::{AddressPolicy, plan};
 
     #[test]
@@ -274,7 +274,7 @@ mod tests {
                 status: Some("exited".into()),
                 ..RemoteStatus::default()
             }),
-            ports: vec![Port {
+            ports: vec![PortStatus {
                 port: Some(8080),
                 protocol: Some("http".into()),
                 endpoint: Some("http://203.0.113.5:30001".into()),

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::address::AddressPolicy;
 use super::endpoint::{self, Endpoint};
-use crate::api::instance::{GpuInstanceStatus, MirrorService, Port};
+use crate::api::instance::{GpuInstanceStatus, MirrorService, PortStatus};
 use crate::api::{Condition, ConditionStatus};
 
 /// The condition on a mirror whose view asks for Services: whether every exposed port is routed.
@@ -265,7 +265,7 @@ pub fn plan(mirror_name: &str, status: &GpuInstanceStatus, policy: &AddressPolic
 /// The Service port of `exposed` and the address it is served at (none allocated yet), or why it
 /// cannot be routed.
 fn route(
-    exposed: &Port,
+    exposed: &PortStatus,
     policy: &AddressPolicy,
 ) -> Result<(ServicePort, Option<SocketAddr>), String> {
     let number = exposed
@@ -372,8 +372,8 @@ fn address_list(slices: &[DesiredSlice]) -> String {
 
 /// The note of an `EndpointChanged` Event, when an exposed port listed `previous`ly and `next`
 /// has an allocated endpoint in both and they differ: a restart or a migration moved it.
-pub fn moved_endpoints(previous: &[Port], next: &[Port]) -> Option<String> {
-    let endpoint = |port: &Port| {
+pub fn moved_endpoints(previous: &[PortStatus], next: &[PortStatus]) -> Option<String> {
+    let endpoint = |port: &PortStatus| {
         port.endpoint
             .as_deref()
             .map(str::trim)
@@ -410,15 +410,15 @@ mod tests {
     use super::*;
     use crate::api::instance::RemoteStatus;
 
-    fn port(number: i64, protocol: &str, endpoint: &str) -> Port {
-        Port {
+    fn port(number: i64, protocol: &str, endpoint: &str) -> PortStatus {
+        PortStatus {
             port: Some(number),
             protocol: Some(protocol.into()),
             endpoint: Some(endpoint.into()),
         }
     }
 
-    fn status(remote: &str, ports: Vec<Port>) -> GpuInstanceStatus {
+    fn status(remote: &str, ports: Vec<PortStatus>) -> GpuInstanceStatus {
         GpuInstanceStatus {
             status: Some(RemoteStatus {
                 status: Some(remote.into()),

@@ -20,7 +20,7 @@ use url::Url;
 
 use super::Context;
 use super::credentials::read_api_key;
-use super::endpoint::endpoint_of;
+use super::endpoint_policy::endpoint_of;
 use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use ppio::{self, ListQuery};
@@ -84,7 +84,8 @@ pub(super) async fn sync_view(
         })?;
     let key = read_api_key(&ctx.client, &namespace, &view).await?;
     let ppio = ctx
-        .ppio_client(&endpoint)
+        .ppio_clients
+        .of(&endpoint)
         .map_err(|e| Failed::from(ppio_failure(&e, &key)))?;
     if !ctx.mirrors.wait_ready(CACHE_WAIT).await {
         return Err(SyncFailure {
