@@ -1,5 +1,6 @@
 # The tools of others the project builds from pinned sources into target/tools/: each Go tool from the
-# go.mod of its folder here (cached by Go). Included by the Makefile.
+# go.mod of its folder here (cached by Go), mdBook from crates.io at the version tools/mdbook/version
+# names. Included by the Makefile.
 
 # helm, built from the Go module that pins it (tools/helm/go.mod) and stamped as helm's own release
 # builds are: its version, and the Kubernetes minor of its client-go as the cluster version that
@@ -35,7 +36,18 @@ OCI_IMAGE := target/tools/oci-image
 # kube-router, whose network-policy controller enforces NetworkPolicies on the one-node cluster.
 KUBE_ROUTER := target/tools/kube-router
 
-.PHONY: helm kube-score promlint promtool oci-image kube-router
+# mdBook, which builds the documentation site (docs/), installed from crates.io with cargo at the
+# version tools/mdbook/version pins, with the crate's own Cargo.lock, without its `serve` and `watch`
+# features (a web server and a file watcher the build does not need).
+MDBOOK_VERSION := $(shell cat tools/mdbook/version)
+MDBOOK_ROOT := target/tools/mdbook
+MDBOOK := $(MDBOOK_ROOT)/bin/mdbook
+
+# crdoc, which writes the API reference (docs/src/reference/api.md) from crds/: fybrik's crdoc, whose
+# sources tools/crdoc holds (its README says which release and why), its dependencies pinned by its go.mod.
+CRDOC := target/tools/crdoc
+
+.PHONY: helm kube-score promlint promtool oci-image kube-router mdbook crdoc
 
 ## helm: build helm from tools/helm/go.mod into target/tools/helm (cached by Go).
 helm:
@@ -66,3 +78,16 @@ oci-image:
 kube-router:
 	cd tools/kube-router && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$(KUBE_ROUTER) \
 		github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+
+## mdbook: install mdBook, the version tools/mdbook/version pins, into target/tools/mdbook/ (a few
+## minutes the first time; skipped while that version is there).
+mdbook:
+	@if [ "$$($(MDBOOK) --version 2>/dev/null)" != "mdbook v$(MDBOOK_VERSION)" ]; then \
+		echo "installing mdbook $(MDBOOK_VERSION) into $(MDBOOK_ROOT)" >&2; \
+		cargo install --locked --quiet --no-default-features --features search \
+			--version $(MDBOOK_VERSION) --root $(CURDIR)/$(MDBOOK_ROOT) mdbook; \
+	fi
+
+## crdoc: build crdoc from tools/crdoc into target/tools/crdoc (cached by Go).
+crdoc:
+	cd tools/crdoc && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../$(CRDOC) .
