@@ -47,12 +47,20 @@ RULES := $(CHART)/files/prometheus-rules.yaml
 NODE_BIN := target/node
 NODE_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 
+# The documentation site: an mdBook book whose sources are docs/src/, built into target/docs/; its API
+# reference is written by crdoc from the generated CRDs.
+DOCS_OUT := target/docs
+API_REFERENCE := docs/src/reference/api.md
+API_REFERENCE_TEMPLATE := docs/api-reference.tmpl
+CRDS := crds/gpu.ppio.io.yaml
+
 # The tools of others, built from pinned sources: helm, kube-score, promlint, promtool, oci-image,
-# kube-router.
+# kube-router, mdbook, crdoc.
 include tools/tools.mk
 
 .PHONY: help test test-floor control-plane control-plane-floor chart chart-score alerts lint demo crds bench \
-	bench-hostile fuzz node-binaries image node e2e bench-pod faketime
+	bench-hostile fuzz node-binaries image node e2e bench-pod faketime docs docs-check api-reference \
+	api-reference-check
 
 ## help: list the targets and what each does (what `make` alone does).
 help:
@@ -67,10 +75,12 @@ help:
 		{ flush() } END { flush() }' $(MAKEFILE_LIST)
 
 ## test: build the control plane of both releases and the tools, check formatting and lints, lint and
-## score the chart, check and unit-test the alerts, run every test against the newest release, then the
-## integration tests against the oldest (as test-floor does), then the end-to-end tests on the one-node
-## cluster (as e2e does).
-test: control-plane control-plane-floor helm promlint faketime lint chart chart-score alerts
+## score the chart, check and unit-test the alerts, build the docs and check their links and that the
+## API reference is current, run every test against the newest release, then the integration tests
+## against the oldest (as test-floor does), then the end-to-end tests on the one-node cluster (as e2e
+## does).
+test: control-plane control-plane-floor helm promlint faketime lint chart chart-score alerts docs-check \
+	api-reference-check
 	cargo test --workspace --locked
 	$(run_floor_tests)
 	$(MAKE) --no-print-directory e2e
@@ -182,11 +192,35 @@ alerts: promtool
 	$(PROMTOOL) check rules $(RULES)
 	$(PROMTOOL) test rules tests/alerts/*.yaml
 
-## crds: regenerate crds/ from the Rust types, and the chart's copy (a test fails when either is stale).
+## crds: regenerate crds/ from the Rust types, and the chart's copy (a test fails when either is stale);
+## then run make api-reference, whose check fails until the API reference follows.
 crds:
 	mkdir -p crds
 	cargo run --quiet --bin ppio-gpu-operator -- crd > crds/gpu.ppio.io.yaml
 	cp crds/gpu.ppio.io.yaml $(CHART)/crds/gpu.ppio.io.yaml
+
+## docs: build the documentation site from docs/ into target/docs/ (open target/docs/index.html).
+docs: mdbook
+	$(MDBOOK) build docs --dest-dir $(CURDIR)/$(DOCS_OUT)
+
+## docs-check: build the documentation site with every mdBook warning an error, then check that every
+## link and #anchor of its pages and of the READMEs leads somewhere (tests/docs/check-links.py).
+docs-check: mdbook
+	log=$$($(MDBOOK) build docs --dest-dir $(CURDIR)/$(DOCS_OUT) 2>&1) || { echo "$$log" >&2; exit 1; }; \
+	echo "$$log"; \
+	if grep -qE '\b(WARN|ERROR)\b' <<<"$$log"; then echo "mdbook warned: the docs must build without a warning" >&2; exit 1; fi
+	python3 tests/docs/check-links.py $(DOCS_OUT) README.md $(CHART)/README.md
+
+## api-reference: write the API reference, docs/src/reference/api.md, from crds/ with crdoc.
+api-reference: crdoc
+	$(CRDOC) --resources $(CRDS) --template $(API_REFERENCE_TEMPLATE) --output $(API_REFERENCE)
+
+## api-reference-check: fail when docs/src/reference/api.md is not what crdoc writes from crds/ now.
+api-reference-check: crdoc
+	fresh=$$(mktemp); trap 'rm -f "$$fresh"' EXIT; \
+	$(CRDOC) --resources $(CRDS) --template $(API_REFERENCE_TEMPLATE) --output "$$fresh"; \
+	diff -u $(API_REFERENCE) "$$fresh" \
+		|| { echo "$(API_REFERENCE) is stale: run make api-reference and commit it" >&2; exit 1; }
 
 ## demo: run the operator locally against the test control plane and the PPIO simulator (Ctrl-C stops).
 demo:
