@@ -1,8 +1,10 @@
 # Entry points for people and CI. `make test` is the test command CI runs; `make demo` runs the operator
-# locally against the test control plane and the PPIO simulator.
+# locally against the test control plane and the PPIO simulator; `make` alone lists every target.
+# Each target's `## name: ...` comment is what `make help` prints.
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
 
 # The test control plane (tests/control-plane) is one Go program built for each Kubernetes release of
 # a matrix: the newest from go.mod, the oldest the chart claims (its kubeVersion) from go.1.<minor>.mod
@@ -29,38 +31,13 @@ KUBE_FLOOR_VERSION := $(call kube_version_of,$(KUBE_FLOOR_MODFILE))
 KUBE_FLOOR := 1.$(call kube_minor_of,$(KUBE_FLOOR_VERSION))
 CONTROL_PLANE_FLOOR := target/control-plane/v$(KUBE_FLOOR)/kube-control-plane
 
-# helm, built from the Go module that pins it (tools/helm/go.mod) and stamped as helm's own release
-# builds are: its version, and the Kubernetes minor of its client-go as the cluster version that
-# `helm template` and `helm lint` assume (unstamped, helm assumes Kubernetes 1.20 and refuses the
-# chart's kubeVersion).
-HELM := target/tools/helm
-HELM_VERSION := $(shell awk '$$1 == "helm.sh/helm/v3" {print $$2}' tools/helm/go.mod)
-HELM_KUBE_MINOR := $(word 2,$(subst ., ,$(shell awk '$$1 == "k8s.io/client-go" {print $$2}' tools/helm/go.mod)))
-HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
-	$(foreach pkg,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMajor=1 \
-	-X helm.sh/helm/v3/pkg/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
 CHART := charts/ppio-gpu-operator
 
-# kube-score, built from the Go module that pins it (tools/kube-score/go.mod), stamped with its version.
-KUBE_SCORE := target/tools/kube-score
-KUBE_SCORE_VERSION := $(shell awk '$$1 == "github.com/zegl/kube-score" {print $$2}' tools/kube-score/go.mod)
-# The Kubernetes release kube-score judges against: the oldest the chart supports and is tested on.
+# The Kubernetes release kube-score judges the chart against: the oldest the chart supports and is tested on.
 KUBE_SCORE_KUBERNETES := v$(KUBE_FLOOR)
 # kube-score checks the chart does not follow; charts/ppio-gpu-operator/README.md says why for each.
 KUBE_SCORE_IGNORED := container-image-pull-policy
 
-# promlint: a small Go program (tools/promlint) around client_golang's promlint, pinned by its go.mod;
-# the integration tests lint the operator's /metrics with it.
-PROMLINT := target/tools/promlint
-
-# promtool, built from the Prometheus module that tools/promtool/go.mod pins and stamped with its
-# release: Prometheus tags its Go module v0.3MM.P for release 3.MM.P.
-PROMTOOL := target/tools/promtool
-PROMETHEUS_MODULE_VERSION := $(shell awk '$$1 == "github.com/prometheus/prometheus" {print $$2}' tools/promtool/go.mod)
-PROMETHEUS_VERSION := $(shell awk -v v=$(PROMETHEUS_MODULE_VERSION) 'BEGIN { split(substr(v, 2), p, "."); \
-	printf "%d.%d.%s", int(p[2] / 100), p[2] % 100, p[3] }')
-PROMTOOL_LDFLAGS := -s -w -X github.com/prometheus/common/version.Version=$(PROMETHEUS_VERSION) \
-	-X github.com/prometheus/common/version.Revision=$(PROMETHEUS_MODULE_VERSION)
 # The chart's alerting rules, shipped as a plain rules file that its PrometheusRule embeds.
 RULES := $(CHART)/files/prometheus-rules.yaml
 
@@ -70,21 +47,40 @@ RULES := $(CHART)/files/prometheus-rules.yaml
 NODE_BIN := target/node
 NODE_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 
-# oci-image: carries out the Dockerfile's final stage without a container engine (tools/oci-image).
-OCI_IMAGE := target/tools/oci-image
+# The documentation site: an mdBook book whose sources are docs/src/, built into target/docs/; its API
+# reference is written by crdoc from the generated CRDs.
+DOCS_OUT := target/docs
+API_REFERENCE := docs/src/reference/api.md
+API_REFERENCE_TEMPLATE := docs/api-reference.tmpl
+CRDS := crds/gpu.ppio.io.yaml
 
-# kube-router, whose network-policy controller enforces NetworkPolicies on the one-node cluster.
-KUBE_ROUTER := target/tools/kube-router
+# The tools of others, built from pinned sources: helm, kube-score, promlint, promtool, oci-image,
+# kube-router, mdbook, crdoc.
+include tools/tools.mk
 
-.PHONY: test test-floor control-plane control-plane-floor helm kube-score promlint promtool chart chart-score \
-	alerts lint demo crds bench bench-hostile fuzz node-binaries oci-image kube-router image node e2e bench-pod \
-	faketime
+.PHONY: help test test-floor control-plane control-plane-floor chart chart-score alerts lint demo crds bench \
+	bench-hostile fuzz node-binaries image node e2e bench-pod faketime docs docs-check api-reference \
+	api-reference-check
+
+## help: list the targets and what each does (what `make` alone does).
+help:
+	@echo "Usage: make <target> [VARIABLE=value ...]"
+	@awk 'function flush() { if (name == "") return; printf "\n  %s\n", name; line = "   "; \
+			n = split(text, words, " "); for (i = 1; i <= n; i++) { \
+				if (length(line) + length(words[i]) > 100) { print line; line = "   " } \
+				line = line " " words[i] } \
+			print line; name = "" } \
+		/^## [a-z0-9-]+: / { flush(); name = $$2; sub(/:$$/, "", name); text = substr($$0, length($$2) + 5); next } \
+		/^## / && name != "" { text = text " " substr($$0, 4); next } \
+		{ flush() } END { flush() }' $(MAKEFILE_LIST)
 
 ## test: build the control plane of both releases and the tools, check formatting and lints, lint and
-## score the chart, check and unit-test the alerts, run every test against the newest release, then the
-## integration tests against the oldest (as test-floor does), then the end-to-end tests on the one-node
-## cluster (as e2e does).
-test: control-plane control-plane-floor helm promlint faketime lint chart chart-score alerts
+## score the chart, check and unit-test the alerts, build the docs and check their links and that the
+## API reference is current, run every test against the newest release, then the integration tests
+## against the oldest (as test-floor does), then the end-to-end tests on the one-node cluster (as e2e
+## does).
+test: control-plane control-plane-floor helm promlint faketime lint chart chart-score alerts docs-check \
+	api-reference-check
 	cargo test --workspace --locked
 	$(run_floor_tests)
 	$(MAKE) --no-print-directory e2e
@@ -135,17 +131,6 @@ node-binaries:
 	cd $(CONTROL_PLANE_SRC) && go build -trimpath -ldflags "-s -w $(call version_ldflags,$(KUBE_VERSION))" -o $(CURDIR)/$(NODE_BIN)/ \
 		$(foreach component,$(NODE_COMPONENTS),k8s.io/kubernetes/cmd/$(component)) ./etcd
 
-## oci-image: build tools/oci-image into target/tools/oci-image (cached by Go).
-oci-image:
-	cd tools/oci-image && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../$(OCI_IMAGE) .
-
-## kube-router: build kube-router from tools/kube-router/go.mod into target/tools/kube-router (cached by
-## Go): the one-node cluster runs its network-policy controller. Its v2.1.0 has reported security flaws;
-## it serves only as a test fixture inside the node's own network namespace.
-kube-router:
-	cd tools/kube-router && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$(KUBE_ROUTER) \
-		github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
-
 ## image: the operator's image from the Dockerfile and the pause image, as OCI archives in
 ## target/image/, built without Docker or a registry (hack/image/build.sh says how).
 image: oci-image
@@ -176,10 +161,6 @@ lint:
 	cargo clippy --locked --test e2e -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-## helm: build helm from tools/helm/go.mod into target/tools/helm (cached by Go).
-helm:
-	cd tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o ../../$(HELM) helm.sh/helm/v3/cmd/helm
-
 ## chart: lint the Helm chart strictly, with its defaults and with each values file in its ci/; check
 ## that its kubeVersion and its README claim exactly the oldest release test-floor runs on.
 chart: helm
@@ -191,12 +172,6 @@ chart: helm
 	done
 	$(HELM) lint --strict $(CHART)
 	for values in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) --values "$$values"; done
-
-## kube-score: build kube-score from tools/kube-score/go.mod into target/tools/kube-score (cached by Go).
-kube-score:
-	cd tools/kube-score && CGO_ENABLED=0 go build -trimpath \
-		-ldflags "-s -w -X main.version=$(KUBE_SCORE_VERSION)" \
-		-o ../../$(KUBE_SCORE) github.com/zegl/kube-score/cmd/kube-score
 
 ## chart-score: kube-score the chart rendered with its defaults and with each values file in its
 ## ci/, printing warnings and criticals; any CRITICAL fails.
@@ -211,26 +186,41 @@ chart-score: helm kube-score
 		[ "$$status" = 0 ] || { echo "kube-score: CRITICAL findings above" >&2; exit 1; }; \
 	done
 
-## promlint: build tools/promlint (client_golang's metric linter) into target/tools/promlint (cached by Go).
-promlint:
-	cd tools/promlint && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../$(PROMLINT) .
-
-## promtool: build promtool from tools/promtool/go.mod into target/tools/promtool (cached by Go).
-promtool:
-	cd tools/promtool && CGO_ENABLED=0 go build -trimpath -ldflags "$(PROMTOOL_LDFLAGS)" \
-		-o ../../$(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
-
 ## alerts: promtool checks the chart's rules file and runs the alert unit tests in tests/alerts/
 ## (the integration tests check that the rendered PrometheusRule carries exactly these groups).
 alerts: promtool
 	$(PROMTOOL) check rules $(RULES)
 	$(PROMTOOL) test rules tests/alerts/*.yaml
 
-## crds: regenerate crds/ from the Rust types, and the chart's copy (a test fails when either is stale).
+## crds: regenerate crds/ from the Rust types, and the chart's copy (a test fails when either is stale);
+## then run make api-reference, whose check fails until the API reference follows.
 crds:
 	mkdir -p crds
 	cargo run --quiet --bin ppio-gpu-operator -- crd > crds/gpu.ppio.io.yaml
 	cp crds/gpu.ppio.io.yaml $(CHART)/crds/gpu.ppio.io.yaml
+
+## docs: build the documentation site from docs/ into target/docs/ (open target/docs/index.html).
+docs: mdbook
+	$(MDBOOK) build docs --dest-dir $(CURDIR)/$(DOCS_OUT)
+
+## docs-check: build the documentation site with every mdBook warning an error, then check that every
+## link and #anchor of its pages and of the READMEs leads somewhere (tests/docs/check-links.py).
+docs-check: mdbook
+	log=$$($(MDBOOK) build docs --dest-dir $(CURDIR)/$(DOCS_OUT) 2>&1) || { echo "$$log" >&2; exit 1; }; \
+	echo "$$log"; \
+	if grep -qE '\b(WARN|ERROR)\b' <<<"$$log"; then echo "mdbook warned: the docs must build without a warning" >&2; exit 1; fi
+	python3 tests/docs/check-links.py $(DOCS_OUT) README.md $(CHART)/README.md
+
+## api-reference: write the API reference, docs/src/reference/api.md, from crds/ with crdoc.
+api-reference: crdoc
+	$(CRDOC) --resources $(CRDS) --template $(API_REFERENCE_TEMPLATE) --output $(API_REFERENCE)
+
+## api-reference-check: fail when docs/src/reference/api.md is not what crdoc writes from crds/ now.
+api-reference-check: crdoc
+	fresh=$$(mktemp); trap 'rm -f "$$fresh"' EXIT; \
+	$(CRDOC) --resources $(CRDS) --template $(API_REFERENCE_TEMPLATE) --output "$$fresh"; \
+	diff -u $(API_REFERENCE) "$$fresh" \
+		|| { echo "$(API_REFERENCE) is stale: run make api-reference and commit it" >&2; exit 1; }
 
 ## demo: run the operator locally against the test control plane and the PPIO simulator (Ctrl-C stops).
 demo:
