@@ -1,6 +1,7 @@
-//! How fast and how lean one sync's pure work is: decoding PPIO pages, mapping instances to
-//! GpuInstances and planning the writes, for a large account, one page at a time as the operator
-//! does. Prints numbers; asserts nothing. `make bench` measures the real process.
+//! How fast and how lean one sync's pure work is: locating and summarizing PPIO pages through a
+//! listing memo, and the listing planner the operator runs (decoding the records that may have
+//! changed, mapping them to GpuInstances, planning the writes), for a large account, one page at a
+//! time as the operator does. Prints numbers; asserts nothing. `make bench` measures the real process.
 //!
 //!     cargo bench --bench sync            # 10,000 instances
 //!     cargo bench --bench sync -- 50000   # another size
@@ -9,11 +10,17 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use jiff::Timestamp;
-use ppio::{ApiKey, ListingMemo, Page};
+use ppio::{ApiKey, ListingMemo};
 use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
 use ppio_gpu_core::mirror;
-use ppio_gpu_core::sync::plan::{self, InstancePlan, Observed};
+use ppio_gpu_core::services::ServiceTally;
+use ppio_gpu_core::sync::listing::{ListingPlanner, Mirrors, RecordPlan};
+use ppio_gpu_core::sync::plan::{self, Observed};
 use ppio_simulator::generate_instances;
 
 /// Counts live and peak heap bytes, to report memory per instance.
@@ -70,107 +77,59 @@ fn main() {
     let wire_bytes: usize = pages.iter().map(Vec::len).sum();
     drop(records);
 
+    let key = ApiKey::new("sk_bench_0123456789abcdef0123456789abcdef").expect("key");
+    let memo = ListingMemo::default();
+    let view = Arc::new(view);
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let now = Timestamp::now();
 
     // First sync: every instance is new; what the cluster then holds is kept for the second.
+    let mut cluster = Cluster::default();
     let started = Instant::now();
-    let mut cluster: Vec<GpuInstance> = Vec::with_capacity(count);
-    for page in &pages {
-        for instance in Page::from_json(page).expect("page decodes").instances {
-            match plan::plan_instance(&view, None, &instance, None, now) {
-                InstancePlan::Create(desired) => {
-                    let mut object = desired.object;
-                    object.status = Some(desired.status);
-                    cluster.push(object);
-                }
-                other => panic!("a new instance is created: {other:?}"),
-            }
-        }
-    }
+    let (writes, decoded) = listing(&view, &pages, &memo, &key, &cluster, now);
     let first_plan = started.elapsed();
     let plan_peak = PEAK.load(Ordering::Relaxed) - before;
-    let observed: std::collections::HashMap<String, Observed> = cluster
-        .iter()
-        .map(|object| {
-            let desired = plan::DesiredMirror {
-                name: object.metadata.name.clone().unwrap_or_default(),
-                object: object.clone(),
-                status: object.status.clone().unwrap_or_default(),
-                services: None,
-            };
-            let observed = Observed {
-                uid: String::new(),
-                digest: plan::digest_of(&desired),
-                absent_since: None,
-                trusted: true,
-                source: None,
-                status: std::sync::Arc::from(
-                    object
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(ppio_gpu_core::mirror::STATUS_LABEL))
-                        .map_or("", String::as_str),
-                ),
-                expiring_soon: None,
-            };
-            (desired.name, observed)
-        })
-        .collect();
+    assert_eq!(decoded, count, "a new instance is decoded");
+    let mut objects: Vec<GpuInstance> = Vec::with_capacity(count);
+    for write in writes {
+        let RecordPlan::Create(change) = write else {
+            panic!("a new instance is created: {write:?}");
+        };
+        let desired = *change.mirror;
+        let observed = Observed {
+            uid: String::new(),
+            digest: plan::digest_of(&desired),
+            absent_since: None,
+            trusted: true,
+            source: Some(change.source),
+            status: Arc::from(
+                desired
+                    .object
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(mirror::STATUS_LABEL))
+                    .map_or("", String::as_str),
+            ),
+            expiring_soon: None,
+        };
+        cluster.mirrors.insert(desired.name.clone(), observed);
+        let mut object = desired.object;
+        object.status = Some(desired.status);
+        objects.push(object);
+    }
 
     // Second sync: nothing changed remotely, so nothing is written. As the operator does, each record
     // is located and hashed as sent; its summary comes from the memo of the first listing, and a
     // record that hashes as last time is not decoded.
-    let key = ApiKey::new("sk_bench_0123456789abcdef0123456789abcdef").expect("key");
-    let memo = ListingMemo::default();
-    let summarized = |memo: &ListingMemo| {
-        memo.start_listing(&key, &Default::default());
-        let summarized: Vec<_> = pages
-            .iter()
-            .map(|page| {
-                let page = memo.page(page.clone()).expect("page decodes");
-                let summaries = memo.summaries(&page, &key).expect("summaries");
-                (page, summaries)
-            })
-            .collect();
-        memo.finish_listing();
-        summarized
-    };
-    // As a sync does: the view's seed once, then each record's source hash.
-    let seed = plan::ViewSeed::of(&view, None);
-    let sources: std::collections::HashMap<String, u64> = summarized(&memo)
-        .iter()
-        .flat_map(|(page, summaries)| {
-            summaries.iter().enumerate().map(|(i, summary)| {
-                let name = mirror::object_name("bench", summary.id.as_str());
-                let expiry = seed.expiry_of(summary, now);
-                (name, seed.source_hash(page.record_hash(i), expiry))
-            })
-        })
-        .collect();
     let started = Instant::now();
-    let mut decoded = 0;
-    memo.start_listing(&key, &Default::default());
-    for page in &pages {
-        let page = memo.page(page.clone()).expect("page decodes");
-        let summaries = memo.summaries(&page, &key).expect("summaries");
-        for (i, summary) in summaries.iter().enumerate() {
-            let name = mirror::object_name("bench", summary.id.as_str());
-            let expiry = seed.expiry_of(summary, now);
-            if sources.get(&name) != Some(&seed.source_hash(page.record_hash(i), expiry)) {
-                decoded += 1;
-                let instance = page.decode(i).expect("decodes");
-                let _ = plan::plan_instance(&view, None, &instance, observed.get(&name), now);
-            }
-        }
-    }
-    memo.finish_listing();
+    let (writes, decoded) = listing(&view, &pages, &memo, &key, &cluster, now);
     let steady_plan = started.elapsed();
     assert_eq!(decoded, 0, "an unchanged listing decodes no record");
+    assert!(writes.is_empty(), "an unchanged listing writes nothing");
 
-    let object_bytes: usize = cluster
+    let object_bytes: usize = objects
         .iter()
         .map(|o| serde_json::to_vec(o).map_or(0, |v| v.len()))
         .sum();
@@ -200,4 +159,61 @@ fn main() {
         object_bytes as f64 / 1e6,
         object_bytes as f64 / count as f64
     );
+}
+
+/// The mirrors as the operator's cache knows them: their metadata and the source hash of the
+/// record each was written from.
+#[derive(Default)]
+struct Cluster {
+    mirrors: HashMap<String, Observed>,
+}
+
+impl Mirrors for Cluster {
+    fn confirm_unchanged(&self, name: &str, source: u64) -> Option<ServiceTally> {
+        let observed = self.mirrors.get(name)?;
+        (observed.trusted && observed.source == Some(source)).then(ServiceTally::default)
+    }
+
+    fn observed(&self, name: &str) -> Option<Observed> {
+        self.mirrors.get(name).cloned()
+    }
+}
+
+/// One listing of `pages` as the operator plans it: the memo reads each page (a page sent before
+/// is not read again), the planner plans each record. The writes it plans, and how many records it
+/// decoded whole.
+fn listing(
+    view: &Arc<GpuInstanceView>,
+    pages: &[Vec<u8>],
+    memo: &ListingMemo,
+    key: &ApiKey,
+    cluster: &Cluster,
+    now: Timestamp,
+) -> (Vec<RecordPlan>, usize) {
+    let mut planner = ListingPlanner::new(view.clone(), None, false, now);
+    let decoded = Cell::new(0);
+    let mut writes = Vec::new();
+    memo.start_listing(key, &Default::default());
+    for page in pages {
+        let page = memo.page(page.clone()).expect("page decodes");
+        let summaries = memo.summaries(&page, key).expect("summaries");
+        for (i, summary) in summaries.iter().enumerate() {
+            let decode = || {
+                decoded.set(decoded.get() + 1);
+                page.decode(i)
+                    .map_err(|e| ppio::PpioError::InvalidResponse {
+                        detail: e.to_string(),
+                    })
+            };
+            match planner
+                .plan_record(summary, page.record_hash(i), decode, cluster)
+                .expect("planned")
+            {
+                RecordPlan::Nothing | RecordPlan::Unchanged { .. } => {}
+                write => writes.push(write),
+            }
+        }
+    }
+    memo.finish_listing();
+    (writes, decoded.get())
 }

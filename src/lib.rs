@@ -12,19 +12,19 @@
 //! ```text
 //!  view event (watch)            mirrors' metadata (watch)
 //!  controller::views             controller::cache
-//!         │                             │ Observed
+//!         │                             │ sync::listing::Mirrors
 //!         ▼                             │
-//!  controller::sync ◀── pages ── ppio::Pager (GET /gpus/v2/instances, paging guards)
+//!  controller::listing ◀── pages ── ppio::Pager (GET /gpus/v2/instances, paging guards)
 //!         │                             │
 //!         │ each record                 │
 //!         ▼                             ▼
-//!  core: sync::plan::plan_instance ── mirror::* (names, labels, status, budget, fingerprint)
-//!         │ creates, updates
+//!  core: sync::listing::ListingPlanner ── sync::plan, mirror::* (names, labels, status, budget,
+//!         │ creates, updates                                     fingerprint), sync::lifecycle
 //!         ▼
 //!  controller::writes ──────────▶ GpuInstances (server-side apply)
 //!         │ once the listing is complete
 //!         ▼
-//!  core: sync::removals::plan_removals ─▶ marks absent, deletes
+//!  core: ListingPlanner::plan_removals ─▶ marks absent, deletes
 //!         │
 //!         ▼
 //!  core: sync::view_status ─────▶ the view's status (server-side apply)

@@ -15,24 +15,22 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use rustc_hash::FxHashSet;
 use url::Url;
 
 use super::Context;
+use super::cache::MirrorCache;
 use super::credentials::read_api_key;
 use super::endpoint_policy::endpoint_of;
 use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use ppio::{self, ListQuery};
 use ppio_gpu_core::api::GpuInstanceView;
-use ppio_gpu_core::sync::fleet::{FleetSnapshot, FleetTally};
-use ppio_gpu_core::sync::lifecycle::{self, Seen};
-use ppio_gpu_core::sync::plan::{self, InstancePlan};
-use ppio_gpu_core::sync::removals;
+use ppio_gpu_core::services::ServiceTally;
+use ppio_gpu_core::sync::fleet::FleetSnapshot;
+use ppio_gpu_core::sync::listing::{ListingPlanner, Mirrors, RecordPlan};
+use ppio_gpu_core::sync::plan::Observed;
 use ppio_gpu_core::sync::summary::Summary;
-use ppio_gpu_core::sync::view_status::{
-    FailureReason, MirrorCounts, NamesTaken, ServiceCounts, SyncFailure, ppio_failure,
-};
+use ppio_gpu_core::sync::view_status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
 
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
 const CACHE_WAIT: Duration = Duration::from_secs(60);
@@ -111,25 +109,19 @@ pub(super) async fn sync_view(
             .map(|policy| (policy, ctx.service_watch.clone())),
     );
     let mut listing = Listing {
-        view: view.clone(),
-        namespace: namespace.clone(),
-        ctx: ctx.clone(),
-        summary: Summary::default(),
-        fleet: FleetTally::new(ctx.settings.metrics_instance_info),
-        counts: MirrorCounts {
-            services: view.spec.services.enabled.then(|| ServiceCounts {
-                unavailable: ctx.settings.services.is_none(),
-                ..ServiceCounts::default()
-            }),
-            ..MirrorCounts::default()
+        planner: ListingPlanner::new(
+            view.clone(),
+            ctx.settings.services.as_ref(),
+            ctx.settings.metrics_instance_info,
+            Timestamp::now(),
+        ),
+        mirrors: ListedMirrors {
+            cache: ctx.mirrors.clone(),
+            namespace: namespace.clone(),
+            listed_at: Instant::now(),
         },
-        listed: FxHashSet::default(),
-        view_name: view.name_any(),
-        seed: plan::ViewSeed::of(&view, ctx.settings.services.as_ref()),
-        now: Timestamp::now(),
-        started: Instant::now(),
-        listed_at: Instant::now(),
     };
+    let started = Instant::now();
     let memo = ctx.memos.of(&ObjectRef::from_obj(&*view));
     let mut pager = ppio.pager(&key, &query, &ctx.settings.listing_limits, memo);
     // The deadline bounds each page (its answer, its retries and the key's budget), not the whole
@@ -188,18 +180,27 @@ pub(super) async fn sync_view(
     };
     if let Some(failure) = failure {
         // The instances it listed exist: a listing that lacks them later starts their count over.
-        ctx.mirrors.record_listed(&namespace, &listing.listed);
+        ctx.mirrors
+            .record_listed(&namespace, listing.planner.listed());
         // What the pages listed is being written; let it finish (within the deadline), then
         // report the listing.
         let _ = tokio::time::timeout(deadline, writes.finish()).await;
         return Err(failure);
     }
 
-    // A complete listing: what it lacks may go.
-    let removals = listing.removals();
+    // A complete listing: what it lacks may go, timed by when the listings that lacked them
+    // started (this process's monotonic clock).
+    let (unlisted, total) = ctx
+        .mirrors
+        .record_listing(&view, listing.planner.listed(), started);
+    let removals = listing
+        .planner
+        .plan_removals(unlisted, total, Timestamp::now(), |name| {
+            ctx.mirrors.observed(&namespace, name).map(|o| o.uid)
+        });
     let finished = tokio::time::timeout(deadline, async move {
-        for write in removals {
-            writes.start(write).await;
+        for removal in removals {
+            writes.start(MirrorWrite::from(removal)).await;
         }
         writes.finish().await
     })
@@ -212,14 +213,11 @@ pub(super) async fn sync_view(
             SyncFailure::kube(FailureReason::WriteFailed, "write GpuInstances", &e)
         }
     })?;
-    let mut counts = listing.counts;
-    if let Some(services) = counts.services.as_mut() {
-        services.kept = services.kept.saturating_sub(finished.services_not_kept);
-    }
+    let listed = listing.planner.finish(finished.services_not_kept);
     Ok(Synced {
-        summary: listing.summary.bounded(),
-        fleet: listing.fleet.finish(),
-        counts,
+        summary: listed.summary,
+        fleet: listed.fleet,
+        counts: listed.counts,
         pages,
         writes: finished.writes,
     })
@@ -266,7 +264,7 @@ async fn plan_page(
 ) -> (Listing, Result<Vec<Option<MirrorWrite>>, ppio::PpioError>) {
     let span = tracing::Span::current();
     // What a page lists is a true remote observation, whatever becomes of the rest of the listing.
-    listing.listed_at = Instant::now();
+    listing.mirrors.listed_at = Instant::now();
     let planned = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let planned = (0..page.len())
@@ -285,167 +283,76 @@ async fn plan_page(
     }
 }
 
-/// What a listing in progress has seen and decided. It owns what it refers to, so that a page can
-/// be planned on the blocking pool ([`plan_page`]).
+/// A listing in progress: its planner, and the mirrors as the cache knows them when its page
+/// arrived. It owns what it refers to, so that a page can be planned on the blocking pool
+/// ([`plan_page`]).
 struct Listing {
-    view: Arc<GpuInstanceView>,
-    namespace: String,
-    ctx: Arc<Context>,
-    summary: Summary,
-    fleet: FleetTally,
-    counts: MirrorCounts,
-    /// Names of the mirrors of listed instances.
-    listed: FxHashSet<String>,
-    /// The view's name and [`plan::ViewSeed`], worked out once for every record.
-    view_name: String,
-    seed: plan::ViewSeed,
-    now: Timestamp,
-    /// When the listing started, by this process's monotonic clock: what removals are timed by.
-    started: Instant,
-    /// When the page being planned arrived: the confirmation of the instances it lists.
-    listed_at: Instant,
+    planner: ListingPlanner,
+    mirrors: ListedMirrors,
 }
 
 impl Listing {
-    /// Counts record `index` of `page` and plans its mirror. The record is decoded whole only when
-    /// its mirror may have to change: a trusted mirror of a record that hashes as it did last time
-    /// (and is as close to its prepaid end as it was) is unchanged, and counting needs only the
-    /// record's summary.
+    /// Plans record `index` of `page`: what the planner decides, as the write to carry out. A
+    /// mirror found unchanged by planning has its record's source recorded, and is confirmed.
     fn plan(
         &mut self,
         page: &ppio::ListedPage,
         index: usize,
     ) -> Result<Option<MirrorWrite>, ppio::PpioError> {
-        let summary = page.summary(index);
-        self.summary.add(summary);
-        self.fleet.add(summary);
-        let expiry = self.seed.expiry_of(summary, self.now);
-        self.summary.add_expiry(expiry);
-        if !self.view.spec.mirror.enabled {
-            return Ok(None);
-        }
-        let name = ppio_gpu_core::mirror::object_name(&self.view_name, summary.id.as_str());
-        if self.listed.contains(&name) {
-            // Two IDs that map to one name cannot happen (names carry a hash of odd IDs); the pager
-            // refuses duplicate IDs.
-            return Ok(None);
-        }
-        self.counts.mirrored += 1;
-        let source = self.seed.source_hash(page.source(index), expiry);
-        if let Some(services) =
-            self.ctx
-                .mirrors
-                .unchanged_source(&self.namespace, &name, source, self.listed_at)
-        {
-            self.count_services(services);
-            self.listed.insert(name);
-            return Ok(None);
-        }
-        self.listed.insert(name.clone());
-        let instance = page.decode(index)?;
-        let observed = self.ctx.mirrors.observed(&self.namespace, &name);
-        let planned = plan::plan_instance(
-            &self.view,
-            self.ctx.settings.services.as_ref(),
-            &instance,
-            observed.as_ref(),
-            self.now,
-        );
-        self.count_services(planned.service_tally());
+        let planned = self.planner.plan_record(
+            page.summary(index),
+            page.source(index),
+            || page.decode(index),
+            &self.mirrors,
+        )?;
+        let listed_at = self.mirrors.listed_at;
         Ok(match planned {
-            InstancePlan::NameTaken => {
-                // Not this view's mirror: not counted, never written, never removed.
-                self.counts.mirrored -= 1;
-                NamesTaken::add(&mut self.counts.names_taken, &name);
-                None
-            }
-            InstancePlan::Unchanged(services) => {
-                self.ctx.mirrors.record_source(
-                    &self.namespace,
+            RecordPlan::Nothing => None,
+            RecordPlan::Unchanged {
+                name,
+                source,
+                services,
+            } => {
+                self.mirrors.cache.record_source(
+                    &self.mirrors.namespace,
                     &name,
-                    (source, self.listed_at),
+                    (source, listed_at),
                     services,
                 );
                 None
             }
-            InstancePlan::Create(mirror) => {
-                self.counts.created += 1;
-                let events = self.lifecycle_events(Seen::First, &instance, expiry);
-                Some(MirrorWrite::Create {
-                    mirror,
-                    source,
-                    listed_at: self.listed_at,
-                    events,
-                })
-            }
-            InstancePlan::Update(mirror) => {
-                self.counts.updated += 1;
-                let seen = observed.as_ref().map_or(Seen::First, |o| Seen::Mirrored {
-                    status: &o.status,
-                    expiring_soon: o.expiring_soon,
-                });
-                let events = self.lifecycle_events(seen, &instance, expiry);
-                Some(MirrorWrite::Update {
-                    mirror,
-                    source,
-                    listed_at: self.listed_at,
-                    events,
-                })
-            }
+            RecordPlan::Create(change) => Some(MirrorWrite::Create {
+                mirror: change.mirror,
+                source: change.source,
+                listed_at,
+                events: change.events,
+            }),
+            RecordPlan::Update(change) => Some(MirrorWrite::Update {
+                mirror: change.mirror,
+                source: change.source,
+                listed_at,
+                events: change.events,
+            }),
         })
     }
+}
 
-    /// Counts what the Service plan of one listed mirror came to.
-    fn count_services(&mut self, tally: ppio_gpu_core::services::ServiceTally) {
-        if let Some(services) = &mut self.counts.services {
-            services.add(tally);
-        }
+/// The view's mirrors as the cache knows them, for the planner: a mirror confirmed unchanged is
+/// confirmed as of `listed_at`, when the page that lists it arrived.
+struct ListedMirrors {
+    cache: Arc<MirrorCache>,
+    namespace: String,
+    listed_at: Instant,
+}
+
+impl Mirrors for ListedMirrors {
+    fn confirm_unchanged(&self, name: &str, source: u64) -> Option<ServiceTally> {
+        self.cache
+            .unchanged_source(&self.namespace, name, source, self.listed_at)
     }
 
-    /// The lifecycle Events due once the mirror of `instance` is written.
-    fn lifecycle_events(
-        &self,
-        seen: Seen<'_>,
-        instance: &ppio::Instance,
-        expiry: ppio_gpu_core::sync::expiry::ExpiryState,
-    ) -> Vec<lifecycle::InstanceEvent> {
-        lifecycle::instance_events(
-            seen,
-            instance,
-            expiry,
-            &self.view.spec.lifecycle_events,
-            &self.view.spec.expiry_warning_window,
-        )
-    }
-
-    /// After a complete listing: the marks and deletes of the mirrors whose instances it lacked,
-    /// timed by when the listings that lacked them started (this process's monotonic clock).
-    fn removals(&mut self) -> Vec<MirrorWrite> {
-        let (unlisted, total) =
-            self.ctx
-                .mirrors
-                .record_listing(&self.view, &self.listed, self.started);
-        let removals = removals::plan_removals(&self.view, unlisted, total, Timestamp::now());
-        self.counts.mirrored += removals.kept;
-        self.counts.kept_missing = removals.kept;
-        self.counts.removed = removals.deletes.len();
-        self.counts.held = removals.held;
-        let uids = |name: &str| {
-            self.ctx
-                .mirrors
-                .observed(&self.namespace, name)
-                .map(|o| o.uid)
-        };
-        let mut writes: Vec<MirrorWrite> = removals
-            .mark_absent
-            .into_iter()
-            .map(MirrorWrite::MarkAbsent)
-            .collect();
-        writes.extend(removals.deletes.into_iter().filter_map(|name| {
-            let uid = uids(&name)?;
-            Some(MirrorWrite::Delete { name, uid })
-        }));
-        writes
+    fn observed(&self, name: &str) -> Option<Observed> {
+        self.cache.observed(&self.namespace, name)
     }
 }
 

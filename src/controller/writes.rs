@@ -49,6 +49,7 @@ use ppio_gpu_core::api::condition::{self, Condition, ConditionStatus};
 use ppio_gpu_core::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use ppio_gpu_core::services::{self, AddressPolicy, ServicePlan, ServiceTally};
 use ppio_gpu_core::sync::lifecycle::{EventReason, InstanceEvent, SyncTally};
+use ppio_gpu_core::sync::listing::Removal;
 use ppio_gpu_core::sync::plan::{self, DesiredMirror};
 use ppio_gpu_core::sync::removals;
 
@@ -86,6 +87,15 @@ pub enum MirrorWrite {
         /// The UID planned against: an object recreated under the name since is left alone.
         uid: String,
     },
+}
+
+impl From<Removal> for MirrorWrite {
+    fn from(removal: Removal) -> MirrorWrite {
+        match removal {
+            Removal::MarkAbsent(name) => MirrorWrite::MarkAbsent(name),
+            Removal::Delete { name, uid } => MirrorWrite::Delete { name, uid },
+        }
+    }
 }
 
 impl MirrorWrite {

@@ -3,6 +3,8 @@
 //! I/O and no Kubernetes client, so that unit tests pin every rule down; the controller fetches,
 //! calls these, and carries the results out.
 //!
+//! - [`listing`]: one listing planned record by record (counts, what was listed, which writes and
+//!   Events), then its removals: the controller fetches the pages and carries the plan out.
 //! - [`plan`]: what each listed record needs (its mirror created, updated or left alone), from the
 //!   view's mirror shape and the mirror's metadata alone.
 //! - [`removals`]: after a complete listing, which mirrors of vanished instances are marked absent,
@@ -19,6 +21,7 @@ pub mod counts;
 pub mod expiry;
 pub mod fleet;
 pub mod lifecycle;
+pub mod listing;
 pub mod plan;
 pub mod removals;
 pub mod summary;
