@@ -55,7 +55,7 @@ pub struct ListQuery {
 /// Bounds on one listing, so a misbehaving server cannot keep the client paging for ever, and how
 /// hard a page that fails transiently is retried within the listing. A listing read page by page
 /// ([`Pager`](super::Pager)) holds one page at a time, plus 8 bytes or so per instance ID for the
-/// duplicate guard; a listing read whole ([`Client::list_all_instances`](super::Client::list_all_instances))
+/// duplicate guard; a listing read whole (`Client::list_all_instances`, a test helper)
 /// holds every record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListingLimits {

@@ -46,15 +46,19 @@ mod record_summary;
 mod redaction;
 
 pub use api_key::{ApiKey, InvalidApiKey};
+#[cfg(all(feature = "client", any(test, feature = "testing")))]
+pub use client::Listing;
 #[cfg(feature = "client")]
-pub use client::{Client, Listing, RequestOutcome};
+pub use client::{Client, RequestOutcome};
 pub use config::{ClientConfig, ListQuery, ListingLimits};
 pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
 pub use memo::{ListingMemo, MAX_MEMO_BYTES, MemoPool};
+#[cfg(any(test, feature = "testing"))]
+pub use model::Page;
 pub use model::{
     AutoMigrate, AutoRenew, Billing, BillingMode, DecodeError, EnvVar, Instance, InstanceId,
-    InstanceStatus, MAX_PAGE_ITEMS, Network, Page, Port, Prepaid, ResourceSpecs,
-    UnknownBillingMode, Volume,
+    InstanceStatus, MAX_PAGE_ITEMS, Network, Port, Prepaid, ResourceSpecs, UnknownBillingMode,
+    Volume,
 };
 #[cfg(feature = "client")]
 pub use pager::{ListedPage, Pager};

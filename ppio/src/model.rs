@@ -469,7 +469,10 @@ pub struct InstanceStatus {
 /// instances, while decoding a page stays within about 50 MB.
 pub const MAX_PAGE_ITEMS: usize = 50_000;
 
-/// One page of the list call.
+/// One page of the list call, decoded whole at once: a test helper (feature `testing`), the
+/// reference that the fuzz tests hold [`crate::RawPage`], the operator's reading of a page, to, and
+/// what the benchmark's bare client reads.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     /// Instances on this page, in the order sent.
@@ -480,6 +483,7 @@ pub struct Page {
     pub has_more: bool,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Page {
     /// Decodes a list response body. It must be a JSON object with a `data` array (`[]` is fine)
     /// and a boolean `has_more`; either one null or absent is an error, so nothing but a real page
@@ -703,8 +707,10 @@ pub struct DecodeError {
 }
 
 /// The response envelope as sent. For `data` and `has_more`, the outer `Option` says whether the
-/// field was present and the inner one whether it was non-null.
+/// field was present and the inner one whether it was non-null. Its fields are read by
+/// `Page::from_json` (a test helper); the operator decodes it only to say where a body goes wrong.
 #[derive(Deserialize)]
+#[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
 struct WirePage {
     #[serde(default, deserialize_with = "present")]
     data: Option<Option<Vec<Instance>>>,

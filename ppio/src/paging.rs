@@ -22,7 +22,9 @@ use std::hash::{BuildHasher, RandomState};
 use super::api_key::ApiKey;
 use super::config::ListingLimits;
 use super::error::{PpioError, sanitize};
-use super::model::{InstanceId, Page};
+use super::model::InstanceId;
+#[cfg(any(test, feature = "testing"))]
+use super::model::Page;
 use super::raw_page::RawPage;
 
 /// The longest `next_cursor` a listing accepts, in bytes: four times the 1,024 characters PPIO
@@ -103,13 +105,15 @@ impl<'k> Paging<'k> {
 
     /// Checks the page [`Paging::next_page`] named, decoded from a body of `body_bytes` bytes, and
     /// says whether more follow; an error means the listing is incomplete: conclude nothing from
-    /// what it lacks.
+    /// what it lacks. A test helper (feature `testing`): the client checks each page as it reads
+    /// it, by the same rules.
+    #[cfg(any(test, feature = "testing"))]
     pub fn accept(&mut self, page: &Page, body_bytes: usize) -> Result<Progress, PpioError> {
         let ids = page.instances.iter().map(|instance| &instance.id);
         self.accept_listed(ids, page.next_cursor.as_deref(), page.has_more, body_bytes)
     }
 
-    /// [`Paging::accept`] for a page read as a [`RawPage`], whose records have the IDs `ids`.
+    /// `Paging::accept` for a page read as a [`RawPage`], whose records have the IDs `ids`.
     pub(crate) fn accept_raw<'i>(
         &mut self,
         page: &RawPage,

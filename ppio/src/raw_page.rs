@@ -72,7 +72,7 @@ impl Layout {
 }
 
 impl RawPage {
-    /// Reads a list response body as [`Page::from_json`](super::Page::from_json) does, locating its
+    /// Reads a list response body as `Page::from_json` does, locating its
     /// records without decoding them.
     /// On error the body is handed back, for a caller that wants to say more about it.
     pub fn from_json(body: Vec<u8>) -> Result<RawPage, (DecodeError, Vec<u8>)> {

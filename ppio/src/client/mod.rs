@@ -1,10 +1,11 @@
 //! HTTP client for the PPIO GPU API v2 list call (`GET /gpus/v2/instances`): a listing paged
 //! through with guards against servers that page forever, loop, contradict themselves or send
 //! something other than a page with HTTP 200, read page by page ([`super::Pager`], what the
-//! controller runs) or collected whole ([`Client::list_all_instances`], the same pager).
+//! controller runs) or collected whole (`Client::list_all_instances`, a test helper: the same
+//! pager).
 //!
 //! A listing that is returned at all is complete, because callers prune what it no longer holds:
-//! every page must be a real page (see [`Page::from_json`]), and the pages must pass the guards of
+//! every page must be a real page (see `Page::from_json`), and the pages must pass the guards of
 //! [`super::paging`], within the listing's [`ListingLimits`] (pages, instances, bytes). Within a
 //! listing, a page that fails transiently (429, 5xx, timeout, connection failure) is asked for
 //! again, with the same cursor, a few times; anything else fails the listing at once. Beyond that
@@ -42,7 +43,8 @@ const USER_AGENT: &str = concat!("ppio-gpu-operator/", env!("CARGO_PKG_VERSION")
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// A complete listing: every page was fetched and checked, and the API key redacted from every
-/// record.
+/// record. A test helper (feature `testing`), as [`Client::list_all_instances`] is.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     /// Every instance, in the order the pages gave them; IDs are unique.
@@ -184,7 +186,8 @@ impl Client {
     /// returns the [`PpioError::RateLimited`] at once. Other errors are never retried.
     ///
     /// This is [`Client::pager`] read to its end with a memo of its own, every record decoded:
-    /// the path the controller runs, page by page, collected.
+    /// the path the controller runs, page by page, collected. A test helper (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
     pub async fn list_all_instances(
         &self,
         key: &ApiKey,
@@ -208,7 +211,7 @@ impl Client {
     }
 
     /// One page of a listing, asked for again while it fails transiently, as
-    /// [`Client::list_all_instances`] describes.
+    /// `Client::list_all_instances` describes.
     /// `paced` says the first request was already counted against the key's budget
     /// ([`Client::pace`]); a body that `memo` has seen is not read again.
     #[allow(clippy::too_many_arguments)] // the state of one page of one listing
