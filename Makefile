@@ -60,7 +60,7 @@ include tools/tools.mk
 
 .PHONY: help test test-floor control-plane control-plane-floor chart chart-score alerts lint demo crds bench \
 	bench-hostile fuzz node-binaries image node e2e bench-pod faketime docs docs-check api-reference \
-	api-reference-check
+	api-reference-check flags-reference
 
 ## help: list the targets and what each does (what `make` alone does).
 help:
@@ -221,6 +221,11 @@ api-reference-check: crdoc
 	$(CRDOC) --resources $(CRDS) --template $(API_REFERENCE_TEMPLATE) --output "$$fresh"; \
 	diff -u $(API_REFERENCE) "$$fresh" \
 		|| { echo "$(API_REFERENCE) is stale: run make api-reference and commit it" >&2; exit 1; }
+
+## flags-reference: write the table of docs/src/reference/flags.md from the flags' definitions
+## (src/flags.rs); a unit test fails when it is stale.
+flags-reference:
+	PPIO_WRITE_FLAGS_REFERENCE=1 cargo test --quiet --locked --lib -p ppio-gpu-operator flags::tests::the_flags_reference_is_current
 
 ## demo: run the operator locally against the test control plane and the PPIO simulator (Ctrl-C stops).
 demo:

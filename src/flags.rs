@@ -186,3 +186,90 @@ pub fn parse_allowed_cidr(range: &str) -> Result<IpNet, String> {
     services::check_allowed_range(&range).map_err(|e| e.to_string())?;
     Ok(range)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The page that documents the flags, and the markers around its generated table.
+    const PAGE: &str = "docs/src/reference/flags.md";
+    const BEGIN: &str = "<!-- flags: generated from src/flags.rs by `make flags-reference` -->\n";
+    const END: &str = "<!-- end of flags -->\n";
+
+    /// The flags of `run` as a Markdown table: each flag, its environment variable, its default
+    /// and its `--help` text.
+    fn reference() -> String {
+        let mut cli = Cli::command();
+        cli.build();
+        let run = cli.find_subcommand_mut("run").expect("a run subcommand");
+        let mut table = String::from("| flag | env | default | what it does |\n|---|---|---|---|\n");
+        for arg in run.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let takes = arg.get_num_args().expect("built");
+            let values = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_owned())
+                .collect::<Vec<_>>();
+            let value = if !values.is_empty() {
+                values.join("\\|")
+            } else {
+                arg.get_value_names()
+                    .and_then(|names| names.first())
+                    .map_or_else(|| long.to_uppercase(), ToString::to_string)
+            };
+            let flag = if takes.min_values() == 0 {
+                format!("`--{long}[={value}]`")
+            } else {
+                format!("`--{long} {value}`")
+            };
+            let env = arg
+                .get_env()
+                .map_or(String::new(), |env| format!("`{}`", env.to_string_lossy()));
+            let default = arg
+                .get_default_values()
+                .iter()
+                .map(|v| format!("`{}`", v.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|help| help.to_string())
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace('|', "\\|");
+            table.push_str(&format!("| {flag} | {env} | {default} | {help} |\n"));
+        }
+        table
+    }
+
+    /// The flags page shows the flags as `--help` does: this fails when a flag changed and the
+    /// page was not regenerated (`make flags-reference` writes it).
+    #[test]
+    fn the_flags_reference_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(PAGE);
+        let page = std::fs::read_to_string(&path).expect("the flags page");
+        let (before, rest) = page.split_once(BEGIN).expect("the page marks its table");
+        let (current, after) = rest.split_once(END).expect("the table's end is marked");
+        let generated = reference();
+        if std::env::var_os("PPIO_WRITE_FLAGS_REFERENCE").is_some() {
+            std::fs::write(&path, format!("{before}{BEGIN}{generated}{END}{after}"))
+                .expect("write the flags page");
+            return;
+        }
+        assert!(
+            current == generated,
+            "{PAGE} is stale: regenerate it with `make flags-reference`"
+        );
+    }
+}
