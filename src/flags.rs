@@ -206,7 +206,8 @@ mod tests {
         let mut cli = Cli::command();
         cli.build();
         let run = cli.find_subcommand_mut("run").expect("a run subcommand");
-        let mut table = String::from("| flag | env | default | what it does |\n|---|---|---|---|\n");
+        let mut table =
+            String::from("| flag | env | default | what it does |\n|---|---|---|---|\n");
         for arg in run.get_arguments() {
             let Some(long) = arg.get_long() else { continue };
             if matches!(long, "help" | "version") {

@@ -48,7 +48,7 @@ use crate::process::metrics::Metrics;
 use ppio_gpu_core::api::condition::{self, Condition, ConditionStatus};
 use ppio_gpu_core::api::{GpuInstance, GpuInstanceStatus, GpuInstanceView};
 use ppio_gpu_core::services::{self, AddressPolicy, ServicePlan, ServiceTally};
-use ppio_gpu_core::sync::lifecycle::{EventReason, InstanceEvent, SyncTally};
+use ppio_gpu_core::sync::lifecycle::{self, EventReason, InstanceEvent, SyncTally};
 use ppio_gpu_core::sync::listing::Removal;
 use ppio_gpu_core::sync::plan::{self, DesiredMirror};
 use ppio_gpu_core::sync::removals;
@@ -417,21 +417,8 @@ impl Parts<'_> {
                         // Not the view's any more: left alone; the next sync reports the name taken.
                         return Ok(None);
                     };
-                    if desired.services.is_some()
-                        && let Some(note) = services::plan::moved_endpoints(
-                            &previous
-                                .as_ref()
-                                .map(|p| p.ports.clone())
-                                .unwrap_or_default(),
-                            &desired.status.ports,
-                        )
-                    {
-                        events.push(InstanceEvent {
-                            reason: EventReason::EndpointChanged,
-                            note,
-                            transition: None,
-                        });
-                    }
+                    let previous_ports = previous.as_ref().map(|p| &p.ports[..]).unwrap_or(&[]);
+                    events.extend(lifecycle::endpoint_changed(previous_ports, &desired));
                     let (history, previous) = previous
                         .map(|p| (p.conditions, p.service))
                         .unwrap_or_default();

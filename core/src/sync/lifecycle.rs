@@ -121,6 +121,22 @@ pub enum Seen<'a> {
     },
 }
 
+/// The `EndpointChanged` Event due when a mirror that keeps a Service (`desired`) is rewritten over
+/// a status whose exposed ports were `previous`: when an exposed port's endpoint moved, its Service
+/// follows, and the Event says from where to where.
+pub fn endpoint_changed(
+    previous: &[crate::api::instance::PortStatus],
+    desired: &crate::sync::plan::DesiredMirror,
+) -> Option<InstanceEvent> {
+    desired.services.as_ref()?;
+    let note = crate::services::plan::moved_endpoints(previous, &desired.status.ports)?;
+    Some(InstanceEvent {
+        reason: EventReason::EndpointChanged,
+        note,
+        transition: None,
+    })
+}
+
 /// The Events due for `instance` when its mirror is written, given what was `seen` before and its
 /// [`ExpiryState`] now. `window` is the view's `spec.expiryWarningWindow`, for the note.
 pub fn instance_events(
