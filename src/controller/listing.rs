@@ -108,7 +108,7 @@ pub(super) async fn sync_view(
             .as_ref()
             .map(|policy| (policy, ctx.service_watch.clone())),
     );
-    let mut listing = Listing {
+    let mut listing = ListingInProgress {
         planner: ListingPlanner::new(
             view.clone(),
             ctx.settings.services.as_ref(),
@@ -259,9 +259,12 @@ impl WritesStuck {
 /// started as needed, and at most one page per syncing view is planned at a time. `listing` moves
 /// to the pool and back.
 async fn plan_page(
-    mut listing: Listing,
+    mut listing: ListingInProgress,
     page: ppio::ListedPage,
-) -> (Listing, Result<Vec<Option<MirrorWrite>>, ppio::PpioError>) {
+) -> (
+    ListingInProgress,
+    Result<Vec<Option<MirrorWrite>>, ppio::PpioError>,
+) {
     let span = tracing::Span::current();
     // What a page lists is a true remote observation, whatever becomes of the rest of the listing.
     listing.mirrors.listed_at = Instant::now();
@@ -286,12 +289,12 @@ async fn plan_page(
 /// A listing in progress: its planner, and the mirrors as the cache knows them when its page
 /// arrived. It owns what it refers to, so that a page can be planned on the blocking pool
 /// ([`plan_page`]).
-struct Listing {
+struct ListingInProgress {
     planner: ListingPlanner,
     mirrors: ListedMirrors,
 }
 
-impl Listing {
+impl ListingInProgress {
     /// Plans record `index` of `page`: what the planner decides, as the write to carry out. A
     /// mirror found unchanged by planning has its record's source recorded, and is confirmed.
     fn plan(

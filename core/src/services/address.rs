@@ -87,7 +87,7 @@ pub struct AddressPolicy {
 
 /// Why an endpoint address was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum AddressRefusal {
     /// A cloud platform or metadata address.
     Platform(&'static PlatformAddress),
     /// Inside a range the administrator declared as the cluster's own.
@@ -104,19 +104,19 @@ pub enum Refusal {
     Isatap,
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for AddressRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Platform(platform) => write!(
+            AddressRefusal::Platform(platform) => write!(
                 f,
                 "{}: a cloud platform address, refused whatever --service-allowed-cidr allows",
                 platform.what
             ),
-            Refusal::Cluster(range) => write!(
+            AddressRefusal::Cluster(range) => write!(
                 f,
                 "inside the cluster's own range {range} (--service-cluster-cidr)"
             ),
-            Refusal::Special { entry, allowable } => {
+            AddressRefusal::Special { entry, allowable } => {
                 write!(
                     f,
                     "in {}, {} ({}), {}",
@@ -130,7 +130,7 @@ impl fmt::Display for Refusal {
                 }
                 Ok(())
             }
-            Refusal::Isatap => f.write_str(
+            AddressRefusal::Isatap => f.write_str(
                 "an ISATAP address (RFC 5214): its interface identifier carries an IPv4 address",
             ),
         }
@@ -153,21 +153,21 @@ fn what_it_is(entry: &Entry) -> &'static str {
 
 impl AddressPolicy {
     /// Whether a Service may route to `address`, and if not, why.
-    pub fn judge(&self, address: IpAddr) -> Result<(), Refusal> {
+    pub fn judge(&self, address: IpAddr) -> Result<(), AddressRefusal> {
         if let Some(platform) = platform::find(address) {
-            return Err(Refusal::Platform(platform));
+            return Err(AddressRefusal::Platform(platform));
         }
         if let Some(range) = self.cluster.iter().find(|r| r.contains(&address)) {
-            return Err(Refusal::Cluster(*range));
+            return Err(AddressRefusal::Cluster(*range));
         }
         if let Some(entry) = registry::most_specific(address) {
             let allowable = ALLOWABLE.contains(&entry.block);
             if !(allowable && self.allowed.iter().any(|r| r.contains(&address))) {
-                return Err(Refusal::Special { entry, allowable });
+                return Err(AddressRefusal::Special { entry, allowable });
             }
         }
         match address {
-            IpAddr::V6(v6) if is_isatap(v6) => Err(Refusal::Isatap),
+            IpAddr::V6(v6) if is_isatap(v6) => Err(AddressRefusal::Isatap),
             _ => Ok(()),
         }
     }
@@ -330,7 +330,7 @@ mod tests {
         }
     }
 
-    fn judged(policy: &AddressPolicy, address: &str) -> Result<(), Refusal> {
+    fn judged(policy: &AddressPolicy, address: &str) -> Result<(), AddressRefusal> {
         policy.judge(address.parse().expect("an address"))
     }
 
@@ -373,16 +373,16 @@ mod tests {
                     .expect_err(&format!("{address} in {}", entry.block));
                 // The most specific block names it: this one, or one inside it.
                 match &refusal {
-                    Refusal::Special { entry: named, .. } => assert!(
+                    AddressRefusal::Special { entry: named, .. } => assert!(
                         block.contains(&registry::block_of(named)),
                         "{address}: {} named instead of {}",
                         named.block,
                         entry.block
                     ),
-                    Refusal::Platform(_) => {}
+                    AddressRefusal::Platform(_) => {}
                     other => panic!("{address} in {}: {other:?}", entry.block),
                 }
-                if matches!(refusal, Refusal::Platform(_)) {
+                if matches!(refusal, AddressRefusal::Platform(_)) {
                     continue;
                 }
                 if allowable {
@@ -463,7 +463,7 @@ mod tests {
                 ] {
                     // The most specific row names it: this one, or a single address inside it.
                     match policy.judge(address) {
-                        Err(Refusal::Platform(named)) => assert!(
+                        Err(AddressRefusal::Platform(named)) => assert!(
                             named == entry || range.contains(&platform::range_of(named)),
                             "{address}: {} named instead of {}",
                             named.range,
@@ -487,7 +487,7 @@ mod tests {
             "168.63.129.16",
         ] {
             assert!(
-                matches!(judged(&vpc, address), Err(Refusal::Platform(_))),
+                matches!(judged(&vpc, address), Err(AddressRefusal::Platform(_))),
                 "{address}"
             );
         }
@@ -496,7 +496,7 @@ mod tests {
             assert!(
                 matches!(
                     judged(&AddressPolicy::default(), address),
-                    Err(Refusal::Platform(_))
+                    Err(AddressRefusal::Platform(_))
                 ),
                 "{address}"
             );
@@ -553,10 +553,10 @@ mod tests {
         ] {
             for policy in [AddressPolicy::default(), allowing_everything()] {
                 match judged(&policy, address) {
-                    Err(Refusal::Special { entry, allowable }) => {
+                    Err(AddressRefusal::Special { entry, allowable }) => {
                         assert_eq!((entry.block, allowable), (block, false), "{address}");
                         assert!(
-                            Refusal::Special { entry, allowable }
+                            AddressRefusal::Special { entry, allowable }
                                 .to_string()
                                 .contains("carries an IPv4 address"),
                             "{address}"
@@ -574,7 +574,11 @@ mod tests {
             "fd12::5efe:a00:1",
             "fd12::200:5efe:7f00:1",
         ] {
-            assert_eq!(judged(&vpc, address), Err(Refusal::Isatap), "{address}");
+            assert_eq!(
+                judged(&vpc, address),
+                Err(AddressRefusal::Isatap),
+                "{address}"
+            );
         }
         assert_eq!(judged(&vpc, "fd12::5eff:a00:1"), Ok(()));
     }
@@ -596,7 +600,7 @@ mod tests {
             ("3fff:fff::1", "3fff::/20"),
         ] {
             match judged(&closed, address) {
-                Err(Refusal::Special { entry, allowable }) => {
+                Err(AddressRefusal::Special { entry, allowable }) => {
                     assert_eq!((entry.block, allowable), (block, true), "{address}");
                 }
                 other => panic!("{address}: {other:?}"),
@@ -632,7 +636,7 @@ mod tests {
         ] {
             assert_eq!(
                 judged(&policy, address),
-                Err(Refusal::Cluster(range.parse().expect("a range"))),
+                Err(AddressRefusal::Cluster(range.parse().expect("a range"))),
                 "{address}"
             );
         }
@@ -863,7 +867,7 @@ mod tests {
         let closed = AddressPolicy::default();
         for (address, block) in GOLDEN {
             match judged(&closed, address) {
-                Err(refusal @ Refusal::Special { entry, .. }) => {
+                Err(refusal @ AddressRefusal::Special { entry, .. }) => {
                     assert_eq!(entry.block, block, "{address}");
                     assert!(
                         refusal.to_string().starts_with(&format!("in {block}, ")),

@@ -15,5 +15,5 @@ pub mod freshness;
 pub mod objects;
 pub mod plan;
 
-pub use address::{AddressPolicy, AllowedRangeError, Refusal, check_allowed_range};
+pub use address::{AddressPolicy, AddressRefusal, AllowedRangeError, check_allowed_range};
 pub use plan::{DesiredService, ServicePlan, ServiceTally, plan, service_name};

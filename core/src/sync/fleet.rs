@@ -52,9 +52,9 @@ pub struct GroupCounts {
     pub gpus: i64,
 }
 
-/// The term of one prepaid instance.
+/// The term of one prepaid instance, as its series says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PrepaidTerm {
+pub struct PrepaidTermSeries {
     /// The instance's ID, as a label value.
     pub instance_id: String,
     /// When the term ends, in Unix seconds.
@@ -88,7 +88,7 @@ pub struct FleetSnapshot {
     /// Per status of the listing: instances whose PPIO status carries an error (0 for none).
     pub with_error_by_status: BTreeMap<String, i64>,
     /// Prepaid instances with an end time, by instance ID.
-    pub prepaid: Vec<PrepaidTerm>,
+    pub prepaid: Vec<PrepaidTermSeries>,
     /// Every listed instance, by instance ID; `None` unless the info series is on.
     pub instances: Option<Vec<InstanceInfo>>,
 }
@@ -191,7 +191,7 @@ impl FleetTally {
             .prepaid
             .into_iter()
             .map(
-                |(instance_id, (end_time_seconds, auto_renew))| PrepaidTerm {
+                |(instance_id, (end_time_seconds, auto_renew))| PrepaidTermSeries {
                     instance_id,
                     end_time_seconds,
                     auto_renew,
@@ -406,7 +406,7 @@ mod tests {
             ],
             false,
         );
-        let term = |id: &str, end: i64, auto_renew: bool| PrepaidTerm {
+        let term = |id: &str, end: i64, auto_renew: bool| PrepaidTermSeries {
             instance_id: id.into(),
             end_time_seconds: end,
             auto_renew,
