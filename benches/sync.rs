@@ -99,7 +99,7 @@ fn main() {
         let desired = *change.mirror;
         let observed = Observed {
             uid: String::new(),
-            digest: plan::digest_of(&desired),
+            digest: plan::Digest::of_metadata(&desired.object.metadata),
             absent_since: None,
             trusted: true,
             source: Some(change.source),

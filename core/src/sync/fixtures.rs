@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use crate::api::GpuInstanceView;
 use crate::api::view::GpuInstanceViewSpec;
 use crate::mirror;
-use crate::sync::plan::{DesiredMirror, InstancePlan, Observed, digest_of};
+use crate::sync::plan::{DesiredMirror, Digest, InstancePlan, Observed};
 use crate::sync::summary::Summary;
 use ppio::Instance;
 use ppio::{InstanceId, InstanceStatus, ResourceSpecs};
@@ -58,7 +58,7 @@ pub fn at(second: i64) -> Timestamp {
 pub fn observed(desired: &DesiredMirror) -> Observed {
     Observed {
         uid: format!("uid-{}", desired.name),
-        digest: digest_of(desired),
+        digest: Digest::of_metadata(&desired.object.metadata),
         absent_since: None,
         trusted: true,
         source: None,

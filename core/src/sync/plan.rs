@@ -449,11 +449,6 @@ impl Digest {
     }
 }
 
-/// The digest of what `desired` will hold once applied.
-pub fn digest_of(desired: &DesiredMirror) -> Digest {
-    Digest::of_metadata(&desired.object.metadata)
-}
-
 /// Whether `view` (by its UID) is the controlling owner of the GpuInstance `meta`: the only
 /// GpuInstances the view's syncs write, mark absent or delete.
 pub fn controlled_by_view(meta: &ObjectMeta, view: &GpuInstanceView) -> bool {
