@@ -62,7 +62,11 @@ pub use model::{
 };
 #[cfg(feature = "client")]
 pub use pager::{ListedPage, Pager};
-pub use paging::{MAX_CURSOR_BYTES, NextPage, Paging, Progress};
+pub use paging::MAX_CURSOR_BYTES;
+/// The paging guards as a state machine of their own: a test helper (feature `testing`); the client
+/// runs them on every listing.
+#[cfg(any(test, feature = "testing"))]
+pub use paging::{NextPage, Paging, Progress};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimiter;
 pub use raw_page::RawPage;

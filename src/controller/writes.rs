@@ -525,7 +525,7 @@ impl Parts<'_> {
             MirrorWrite::Delete { name, uid } => {
                 let params = DeleteParams {
                     preconditions: Some(Preconditions {
-                        uid: Some(uid),
+                        uid: Some(uid.clone()),
                         resource_version: None,
                     }),
                     ..DeleteParams::background()
@@ -538,8 +538,9 @@ impl Parts<'_> {
                     Err(e) => return Err(e),
                 }
                 // Its Service and EndpointSlices go with it: the garbage collector follows their
-                // owner references.
-                cache.record_delete(&namespace, &name);
+                // owner references. An object of another UID under the name (the 409) is not ours
+                // and stays known.
+                cache.record_delete(&namespace, &name, &uid);
                 Ok(())
             }
         }
