@@ -23,10 +23,10 @@ use crate::process::metrics::Metrics;
 use ppio::Instance;
 use ppio_gpu_core::api::condition::merge_conditions;
 use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
-use ppio_gpu_core::mirror::FINGERPRINT_ANNOTATION;
+use ppio_gpu_core::mirror::{ABSENT_SINCE_ANNOTATION, FINGERPRINT_ANNOTATION};
 use ppio_gpu_core::services::ServiceTally;
 use ppio_gpu_core::sync::fixtures::{at, instance, view};
-use ppio_gpu_core::sync::listing::{ListingPlanner, Mirrors, RecordPlan};
+use ppio_gpu_core::sync::listing::{ListingPlanner, Mirrors, RecordPlan, Removal};
 use ppio_gpu_core::sync::plan::{DesiredMirror, Observed, digest_of};
 
 /// The namespace of the fixture view, and of its mirrors.
@@ -413,5 +413,165 @@ async fn an_updated_mirror_gets_its_status_first_and_its_labels_and_fingerprint_
     assert_eq!(observed.digest, digest_of(&mirror));
     assert_eq!(observed.source, Some(planned.source));
     assert_eq!(&*observed.status, "running");
+    scenario.end().await;
+}
+
+#[tokio::test]
+async fn a_repaired_mirror_gives_up_its_fingerprint_before_its_status_is_written() {
+    let mut scenario = Scenario::of(view(true));
+    let record = instance("i-1", "running", "eu", 1);
+    let before = scenario.plan(&record, at(1_000));
+    let stored = scenario.store(&before.mirror, "7");
+    let name = before.mirror.name.clone();
+    // It carries the fingerprint of what is planned, but the operator's last write of it failed.
+    scenario.cache.record_failed_write(NAMESPACE, &name);
+    let planned = scenario.plan(&record, at(1_000));
+    assert!(matches!(planned.write, MirrorWrite::Update { .. }));
+    assert_eq!(
+        fingerprint_of(&planned.mirror),
+        fingerprint_of(&before.mirror)
+    );
+    let writes = scenario.carry_out(vec![planned.write]);
+
+    let read = scenario
+        .server
+        .expect(Method::GET, &object_path(&name), &[])
+        .await;
+    read.answer(json!(stored));
+
+    // The fingerprint goes first: it must not vouch for the writes that follow until they are done.
+    let unvouched = scenario
+        .server
+        .expect(Method::PATCH, &object_path(&name), APPLY)
+        .await;
+    assert_eq!(unvouched.body["metadata"]["uid"], MIRROR_UID);
+    assert_eq!(annotation(&unvouched.body, FINGERPRINT_ANNOTATION), None);
+    let answer = answer_to_apply(&unvouched.body, "8");
+    unvouched.answer(answer.clone());
+
+    let status = scenario
+        .server
+        .expect(Method::PATCH, &status_path(&name), APPLY)
+        .await;
+    assert_eq!(status.body["metadata"], json!({ "uid": MIRROR_UID }));
+    assert_eq!(annotation(&status.body, FINGERPRINT_ANNOTATION), None);
+    let mut answer = answer;
+    answer["metadata"]["resourceVersion"] = json!("9");
+    status.answer(answer);
+
+    let vouched = scenario
+        .server
+        .expect(Method::PATCH, &object_path(&name), APPLY)
+        .await;
+    assert_eq!(vouched.body["metadata"]["uid"], MIRROR_UID);
+    assert_eq!(
+        annotation(&vouched.body, FINGERPRINT_ANNOTATION),
+        fingerprint_of(&planned.mirror)
+    );
+    let answer = answer_to_apply(&vouched.body, "10");
+    vouched.answer(answer);
+
+    let done = finished(writes).await.expect("every write succeeds");
+    assert_eq!(done.writes, 1);
+    let observed = scenario.cache.observed(NAMESPACE, &name).unwrap();
+    assert!(observed.trusted);
+    assert_eq!(observed.source, Some(planned.source));
+    scenario.end().await;
+}
+
+#[tokio::test]
+async fn a_mirror_marked_absent_gives_up_its_fingerprint_before_its_status_changes() {
+    let mut scenario = Scenario::of(view(true));
+    let before = scenario.plan(&instance("i-1", "running", "eu", 1), at(1_000));
+    let stored = scenario.store(&before.mirror, "7");
+    let name = before.mirror.name.clone();
+    let writes = scenario.carry_out(vec![MirrorWrite::from(Removal::MarkAbsent(name.clone()))]);
+
+    let read = scenario
+        .server
+        .expect(Method::GET, &object_path(&name), &[])
+        .await;
+    read.answer(json!(stored));
+
+    // First the fingerprint goes, while it is still the object read.
+    let unvouched = scenario
+        .server
+        .expect(Method::PATCH, &object_path(&name), APPLY)
+        .await;
+    assert_eq!(unvouched.body["metadata"]["uid"], MIRROR_UID);
+    assert_eq!(unvouched.body["metadata"]["labels"], json!(stored.labels()));
+    assert_eq!(annotation(&unvouched.body, FINGERPRINT_ANNOTATION), None);
+    assert_eq!(annotation(&unvouched.body, ABSENT_SINCE_ANNOTATION), None);
+    let answer = answer_to_apply(&unvouched.body, "8");
+    unvouched.answer(answer.clone());
+
+    // Then the status says so.
+    let status = scenario
+        .server
+        .expect(Method::PATCH, &status_path(&name), APPLY)
+        .await;
+    assert_eq!(status.body["metadata"], json!({ "uid": MIRROR_UID }));
+    let since = status.body["status"]["absentSince"].clone();
+    assert!(since.is_string(), "absentSince is set: {since}");
+    let ready = &status.body["status"]["conditions"][0];
+    assert_eq!(
+        (&ready["type"], &ready["status"]),
+        (&json!("Ready"), &json!("Unknown"))
+    );
+    let mut answer = answer;
+    answer["metadata"]["resourceVersion"] = json!("9");
+    status.answer(answer);
+
+    // Last, the annotation that records the mark.
+    let marked = scenario
+        .server
+        .expect(Method::PATCH, &object_path(&name), APPLY)
+        .await;
+    assert_eq!(marked.body["metadata"]["uid"], MIRROR_UID);
+    assert_eq!(annotation(&marked.body, FINGERPRINT_ANNOTATION), None);
+    assert_eq!(
+        annotation(&marked.body, ABSENT_SINCE_ANNOTATION),
+        since.as_str()
+    );
+    let answer = answer_to_apply(&marked.body, "10");
+    marked.answer(answer);
+
+    let done = finished(writes).await.expect("every write succeeds");
+    assert_eq!(done.writes, 1);
+    let observed = scenario.cache.observed(NAMESPACE, &name).unwrap();
+    assert!(observed.trusted);
+    assert!(observed.absent_since.is_some());
+    assert_ne!(observed.digest, digest_of(&before.mirror));
+    scenario.end().await;
+}
+
+#[tokio::test]
+async fn a_delete_holds_to_the_uid_it_was_planned_against() {
+    let mut scenario = Scenario::of(view(true));
+    let before = scenario.plan(&instance("i-1", "running", "eu", 1), at(1_000));
+    scenario.store(&before.mirror, "7");
+    let name = before.mirror.name.clone();
+    let writes = scenario.carry_out(vec![MirrorWrite::from(Removal::Delete {
+        name: name.clone(),
+        uid: MIRROR_UID.into(),
+    })]);
+
+    let delete = scenario
+        .server
+        .expect(Method::DELETE, &object_path(&name), &[])
+        .await;
+    assert_eq!(delete.body["preconditions"]["uid"], MIRROR_UID);
+    assert_eq!(delete.body["propagationPolicy"], "Background");
+    delete.answer(json!({
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Success",
+        "details": { "name": name, "kind": "gpuinstances", "uid": MIRROR_UID },
+    }));
+
+    let done = finished(writes).await.expect("the delete succeeds");
+    assert_eq!(done.writes, 1);
+    assert!(scenario.cache.observed(NAMESPACE, &name).is_none());
     scenario.end().await;
 }
