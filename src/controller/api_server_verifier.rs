@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use kube::client::Body;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower_test::mock::{self, Handle, SendResponse};
 
 /// How long a test waits for a request, or for the code under test to finish, before it fails.
@@ -114,6 +114,21 @@ impl Received {
     /// Answers with `200 OK` and `body`.
     pub(super) fn answer(self, body: Value) {
         self.answer_with(StatusCode::OK, &body);
+    }
+
+    /// Refuses the request with `code`, as the API server does: a `Status` whose reason is
+    /// `reason`.
+    pub(super) fn refuse(self, code: StatusCode, reason: &str) {
+        let status = json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("refused by the test: {reason}"),
+            "reason": reason,
+            "code": code.as_u16(),
+        });
+        self.answer_with(code, &status);
     }
 
     fn answer_with(self, code: StatusCode, body: &Value) {

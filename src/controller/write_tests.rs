@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Method;
+use http::{Method, StatusCode};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::{Recorder, Reporter};
@@ -573,5 +573,78 @@ async fn a_delete_holds_to_the_uid_it_was_planned_against() {
     let done = finished(writes).await.expect("the delete succeeds");
     assert_eq!(done.writes, 1);
     assert!(scenario.cache.observed(NAMESPACE, &name).is_none());
+    scenario.end().await;
+}
+
+#[tokio::test]
+async fn a_refused_status_write_leaves_the_mirror_untrusted_and_its_event_for_the_next_sync() {
+    let mut scenario = Scenario::of(view(true));
+    let before = scenario.plan(&instance("i-1", "pulling", "eu", 1), at(1_000));
+    let stored = scenario.store(&before.mirror, "7");
+    let planned = scenario.plan(&instance("i-1", "running", "eu", 1), at(2_000));
+    let name = planned.mirror.name.clone();
+    let writes = scenario.carry_out(vec![planned.write]);
+
+    let read = scenario
+        .server
+        .expect(Method::GET, &object_path(&name), &[])
+        .await;
+    read.answer(json!(stored));
+    scenario
+        .server
+        .expect(Method::PATCH, &status_path(&name), APPLY)
+        .await
+        .refuse(StatusCode::CONFLICT, "Conflict");
+
+    // Neither the object nor the Event follows (`end` asserts nothing more is sent).
+    let failures = finished(writes).await.expect_err("the write failed");
+    assert_eq!(
+        (failures.failed, failures.throttled, failures.total),
+        (1, 0, 1)
+    );
+    assert!(matches!(&failures.first, Some(kube::Error::Api(s)) if s.code == 409));
+    let observed = scenario.cache.observed(NAMESPACE, &name).unwrap();
+    assert!(!observed.trusted);
+    assert_eq!(observed.source, None);
+    // The next listing of the record writes the mirror again.
+    assert!(
+        scenario
+            .cache
+            .unchanged_source(NAMESPACE, &name, planned.source, Instant::now())
+            .is_none()
+    );
+    scenario.end().await;
+}
+
+#[tokio::test]
+async fn a_throttled_write_of_a_new_mirror_is_counted_and_leaves_it_untrusted() {
+    let mut scenario = Scenario::of(view(true));
+    let planned = scenario.plan(&instance("i-1", "running", "eu", 1), at(1_000));
+    let name = planned.mirror.name.clone();
+    let writes = scenario.carry_out(vec![planned.write]);
+
+    let created = scenario
+        .server
+        .expect(Method::PATCH, &object_path(&name), APPLY)
+        .await;
+    let answer = answer_to_apply(&created.body, "1");
+    created.answer(answer.clone());
+    // The watch reports the new object while its status is being written.
+    let metadata = serde_json::from_value(answer["metadata"].clone()).unwrap();
+    scenario.cache.apply_for_test(MirrorMeta { metadata });
+    scenario
+        .server
+        .expect(Method::PATCH, &status_path(&name), APPLY)
+        .await
+        .refuse(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests");
+
+    let failures = finished(writes).await.expect_err("the write failed");
+    assert_eq!(
+        (failures.failed, failures.throttled, failures.total),
+        (1, 1, 1)
+    );
+    let observed = scenario.cache.observed(NAMESPACE, &name).unwrap();
+    assert!(!observed.trusted);
+    assert_eq!(observed.source, None);
     scenario.end().await;
 }
