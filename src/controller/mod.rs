@@ -15,7 +15,8 @@
 //! - `memos`: what each view's listings read of every record, so a record sent again is not read;
 //! - `view_sync`: one sync of one view, its listing page by page; `endpoint_policy` and `credentials`
 //!   check its endpoint and read its key, `ppio_clients` keeps a PPIO client per endpoint;
-//! - `writes`: the mirror writes of a sync, in flight as pages arrive;
+//! - `writes`: the mirror writes of a sync, in flight as pages arrive (`write_tests` holds the
+//!   requests they must send, in order, against the mocked API server of `api_server_verifier`);
 //! - `services` and `service_watch`: the Services and EndpointSlices of mirrors, and the watch of
 //!   them;
 //! - `apply`: server-side apply as the operator makes it;
@@ -25,6 +26,8 @@
 //! - `settings`: how the controller behaves, from the command line; `shard`: the shard selector
 //!   and each shard's Lease.
 
+#[cfg(test)]
+mod api_server_verifier;
 mod apply;
 mod cache;
 mod credentials;
@@ -43,6 +46,8 @@ mod shard;
 mod slots;
 mod view_sync;
 mod views;
+#[cfg(test)]
+mod write_tests;
 mod writes;
 
 use std::sync::Arc;
