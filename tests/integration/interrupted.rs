@@ -197,16 +197,18 @@ async fn a_mirror_created_without_its_status_is_completed_by_the_next_process() 
         &fx.ns.name,
         &fx.ppio.base_url(),
     ));
-    let repaired = wait_for("the mirror's status", REPAIR_TIMEOUT, || async {
-        let mirror = fx.instances().get("v-aa01").await.ok()?;
-        let remote = mirror.status.as_ref()?.status.as_ref()?.status.clone()?;
-        (remote == "running").then_some(mirror)
-    })
+    // Its status first, then (the last write of the repair) the fingerprint that vouches for it.
+    wait_for(
+        "the mirror's status, then its fingerprint",
+        REPAIR_TIMEOUT,
+        || async {
+            let mirror = fx.instances().get("v-aa01").await.ok()?;
+            let remote = mirror.status.as_ref()?.status.as_ref()?.status.clone()?;
+            (remote == "running" && mirror.annotations().contains_key(FINGERPRINT_ANNOTATION))
+                .then_some(())
+        },
+    )
     .await;
-    assert!(
-        repaired.annotations().contains_key(FINGERPRINT_ANNOTATION),
-        "once its status is written, the mirror vouches for it"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
