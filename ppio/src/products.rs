@@ -271,8 +271,10 @@ pub struct Products {
 }
 
 impl Products {
-    /// Decodes a product list body by the rules of the [module](self); a list that fails is never
-    /// returned in part. The API key is not redacted here: see [`Products::redact`].
+    /// Decodes a product list body: a strict envelope (`data` an array), exact prices within
+    /// bounds ([`MAX_PRICE_PRECISION`], [`MAX_PRICE_UNITS`], [`MAX_TERM_MONTHS`]), prices that
+    /// cannot be known kept as [`UnknownPrice`], memory bounded ([`MAX_PRODUCTS`],
+    /// [`MAX_PREPAID_TERMS`]). A list that fails is never returned in part. The API key is not redacted here: see [`Products::redact`].
     pub fn from_json(body: &[u8]) -> Result<Products, DecodeError> {
         let whole = |message: String| DecodeError {
             path: ".".to_owned(),
