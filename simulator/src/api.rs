@@ -957,7 +957,7 @@ mod tests {
         let (_, _, cpus) = get_products(&simulator, "type=cpu&category=instance").await;
         let listed: HashSet<String> = [&gpus, &cpus]
             .into_iter()
-            .flat_map(|list| ids(list))
+            .flat_map(ids)
             .collect();
         for record in simulator.instances() {
             let product = record["product_id"].as_str().expect("product_id");
