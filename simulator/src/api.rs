@@ -955,10 +955,7 @@ mod tests {
         let (status, _, gpus) = get_products(&simulator, "type=gpu&category=instance").await;
         assert_eq!(status, StatusCode::OK);
         let (_, _, cpus) = get_products(&simulator, "type=cpu&category=instance").await;
-        let listed: HashSet<String> = [&gpus, &cpus]
-            .into_iter()
-            .flat_map(ids)
-            .collect();
+        let listed: HashSet<String> = [&gpus, &cpus].into_iter().flat_map(ids).collect();
         for record in simulator.instances() {
             let product = record["product_id"].as_str().expect("product_id");
             assert!(listed.contains(product), "{product} is not listed");

@@ -10,7 +10,7 @@ use crate::products::{ProductCategory, ProductQuery, ProductType};
 
 impl Client {
     /// Reads the products `query` asks for (`type`, `category`), with `key`: one request, asked
-    /// again while it fails transiently, as [`Client::list_all_instances`] asks again for a page
+    /// again while it fails transiently, as a listing asks again for a page
     /// (up to [`ListingLimits::page_attempts`] attempts, after the server's `Retry-After` or an
     /// exponential backoff from [`ListingLimits::retry_base`]; a `Retry-After` longer than
     /// [`ListingLimits::max_retry_wait`] returns the [`PpioError::RateLimited`] at once). Only the
