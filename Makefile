@@ -154,12 +154,18 @@ bench-pod: node-binaries kube-router image helm
 	hack/node/up.sh -- cargo bench --locked --offline --bench pod
 
 ## lint: rustfmt, clippy (the end-to-end tests too, which --all-targets leaves out as they are not
-## run by cargo test) and the API docs (cargo doc), warnings are errors.
+## run by cargo test) and the API docs (cargo doc), warnings are errors; then the core and the PPIO
+## model each built alone, as the layers they are (no HTTP client, no Kubernetes client).
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo clippy --locked --test e2e -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+	cargo clippy --locked -p ppio --lib -- -D warnings
+	cargo clippy --locked -p ppio-gpu-core --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --locked -p ppio-gpu-core --no-deps
+	! cargo tree --locked -p ppio-gpu-core -e normal --prefix none | grep -E '^(kube-client|kube-runtime|tokio|reqwest|hyper) ' \
+		|| { echo "the core must build without a Kubernetes or HTTP client and without tokio" >&2; exit 1; }
 
 ## chart: lint the Helm chart strictly, with its defaults and with each values file in its ci/; check
 ## that its kubeVersion and its README claim exactly the oldest release test-floor runs on.

@@ -90,7 +90,7 @@ pub struct RunArgs {
     #[arg(long, env = "PPIO_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log filter, e.g. `info` or `info,ppio_gpu_operator=debug`.
+    /// Log filter, e.g. `info` or `info,ppio_gpu_operator=debug,ppio=debug`.
     #[arg(long, env = "PPIO_OPERATOR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
@@ -176,12 +176,12 @@ pub struct RunArgs {
 
 /// Checks a `--watch-label-selector`: it may constrain only the shard label, which mirrors carry
 /// too, so that the shard's watch of mirrors sees exactly the mirrors of its views.
-pub fn parse_shard_selector(selector: &str) -> Result<String, String> {
+fn parse_shard_selector(selector: &str) -> Result<String, String> {
     controller::check_shard_selector(selector).map(|()| selector.trim().to_owned())
 }
 
 /// Checks a `--service-allowed-cidr`: a range inside the blocks that may be allowed at all.
-pub fn parse_allowed_cidr(range: &str) -> Result<IpNet, String> {
+fn parse_allowed_cidr(range: &str) -> Result<IpNet, String> {
     let range: IpNet = range.trim().parse().map_err(|e| format!("{e}"))?;
     services::check_allowed_range(&range).map_err(|e| e.to_string())?;
     Ok(range)
@@ -263,7 +263,7 @@ mod tests {
         let (before, rest) = page.split_once(BEGIN).expect("the page marks its table");
         let (current, after) = rest.split_once(END).expect("the table's end is marked");
         let generated = reference();
-        if std::env::var_os("PPIO_WRITE_FLAGS_REFERENCE").is_some() {
+        if std::env::var("PPIO_WRITE_FLAGS_REFERENCE").is_ok_and(|v| v == "1") {
             std::fs::write(&path, format!("{before}{BEGIN}{generated}{END}{after}"))
                 .expect("write the flags page");
             return;

@@ -14,7 +14,7 @@
 //!  controller::views             controller::cache
 //!         │                             │ sync::listing::Mirrors
 //!         ▼                             │
-//!  controller::listing ◀── pages ── ppio::Pager (GET /gpus/v2/instances, paging guards)
+//!  controller::view_sync ◀─ pages ── ppio::Pager (GET /gpus/v2/instances, paging guards)
 //!         │                             │
 //!         │ each record                 │
 //!         ▼                             ▼

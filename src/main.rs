@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ppio_gpu_operator::flags::{Cli, Command};
-use ppio_gpu_operator::process::{run, telemetry};
+use ppio_gpu_operator::process::{lifecycle, telemetry};
 use tracing::error;
 
 fn main() -> ExitCode {
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(run::run(*args))
+            runtime.block_on(lifecycle::run(*args))
         }
     }
 }

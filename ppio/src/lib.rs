@@ -71,7 +71,11 @@ pub use model::{
 };
 #[cfg(feature = "client")]
 pub use pager::{ListedPage, Pager};
-pub use paging::{MAX_CURSOR_BYTES, NextPage, Paging, Progress};
+pub use paging::MAX_CURSOR_BYTES;
+/// The paging guards as a state machine of their own: a test helper (feature `testing`); the client
+/// runs them on every listing.
+#[cfg(any(test, feature = "testing"))]
+pub use paging::{NextPage, Paging, Progress};
 pub use products::{
     GpuModel, ListedPrice, MAX_PREPAID_TERMS, MAX_PRICE_PRECISION, MAX_PRICE_UNITS, MAX_PRODUCTS,
     MAX_TERM_MONTHS, Pricing, Product, ProductCategory, ProductId, ProductQuery, ProductType,

@@ -615,9 +615,18 @@ impl MirrorCache {
         }
     }
 
-    /// Records that the operator deleted mirror `name`.
-    pub fn record_delete(&self, namespace: &str, name: &str) {
+    /// Records that the operator deleted mirror `name`, the object with `uid`, or found it gone: a
+    /// GpuInstance of another UID that the watch already reports under the name (created since, by
+    /// anyone) stays known, so that the next listing does not take it for a free name.
+    pub fn record_delete(&self, namespace: &str, name: &str, uid: &str) {
         let mut state = self.lock();
+        let known = state
+            .entries
+            .get(namespace)
+            .and_then(|names| names.get(name));
+        if known.is_some_and(|entry| entry.uid != uid) {
+            return;
+        }
         let removed = remove(&mut state.entries, namespace, name);
         release_names(&mut state.names, removed);
     }
@@ -1041,6 +1050,22 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_refused_for_another_object_under_the_name_keeps_that_object_known() {
+        let cache = MirrorCache::default();
+        // The watch already reports the object created under the name since the delete was
+        // planned against the old one.
+        let mut replacement = meta("m", "9", "v", "00000000000000aa");
+        replacement.metadata.uid = Some("uid-replacement".into());
+        cache.apply_for_test(replacement);
+        cache.record_delete("ml", "m", "uid-m");
+        let known = cache.observed("ml", "m").expect("still known");
+        assert_eq!(known.uid, "uid-replacement");
+        // The object the delete named goes.
+        cache.record_delete("ml", "m", "uid-replacement");
+        assert!(cache.observed("ml", "m").is_none());
+    }
+
+    #[test]
     fn interned_names_are_released_with_the_last_mirror_that_used_them() {
         let cache = MirrorCache::default();
         let object = |namespace: &str, view: &str, status: &str| {
@@ -1068,7 +1093,7 @@ mod tests {
             if i % 2 == 0 {
                 cache.apply(None, watcher::Event::Delete(transient));
             } else {
-                cache.record_delete(&namespace, "m");
+                cache.record_delete(&namespace, "m", "uid-m");
             }
             assert_eq!(cache.interned_names(), baseline, "after {i}");
         }

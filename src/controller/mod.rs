@@ -13,9 +13,10 @@
 //! - `slots`: how many views sync at once, operator-wide;
 //! - `schedule`: when each view is due, and the backoff after failures;
 //! - `memos`: what each view's listings read of every record, so a record sent again is not read;
-//! - `listing`: one sync of one view, its listing page by page; `endpoint_policy` and `credentials`
+//! - `view_sync`: one sync of one view, its listing page by page; `endpoint_policy` and `credentials`
 //!   check its endpoint and read its key, `ppio_clients` keeps a PPIO client per endpoint;
-//! - `writes`: the mirror writes of a sync, in flight as pages arrive;
+//! - `writes`: the mirror writes of a sync, in flight as pages arrive (`write_tests` holds the
+//!   requests they must send, in order, against the mocked API server of `api_server_verifier`);
 //! - `services` and `service_watch`: the Services and EndpointSlices of mirrors, and the watch of
 //!   them;
 //! - `apply`: server-side apply as the operator makes it;
@@ -25,13 +26,14 @@
 //! - `settings`: how the controller behaves, from the command line; `shard`: the shard selector
 //!   and each shard's Lease.
 
+#[cfg(test)]
+mod api_server_verifier;
 mod apply;
 mod cache;
 mod credentials;
 mod endpoint_policy;
 mod events;
 mod freshness;
-mod listing;
 mod memos;
 mod mirror_meta;
 mod ppio_clients;
@@ -42,7 +44,10 @@ mod services;
 mod settings;
 mod shard;
 mod slots;
+mod view_sync;
 mod views;
+#[cfg(test)]
+mod write_tests;
 mod writes;
 
 use std::sync::Arc;
@@ -427,7 +432,7 @@ async fn sync_if_due(
         while_turning_unconfirmed(ctx.slots.take(), || freshness::turn_unconfirmed(&view, ctx))
             .await;
     let started = Instant::now();
-    let outcome = listing::sync_view(
+    let outcome = view_sync::sync_view(
         view.clone(),
         ctx,
         &mut slot,

@@ -6,8 +6,10 @@
 //! The order of a mirror's writes matters, because its metadata (the fingerprint annotation) is what
 //! the next sync believes, in this process or in the next leader: the fingerprint goes out last,
 //! only after every write it vouches for (the status, the Service and its EndpointSlices)
-//! succeeded. An update writes the status, then the Service, then the object with its new labels
-//! and fingerprint; a new mirror is created without a fingerprint (its status needs the object to
+//! succeeded. An update reads the mirror (only the view's own is written), writes the status, then
+//! the Service, then the object with its new labels and fingerprint; a mirror that already carries
+//! the planned fingerprint but is not trusted (a write of it failed half-way) first has the
+//! fingerprint taken away. A new mirror is created without a fingerprint (its status needs the object to
 //! exist), and gets it once its status and Service are written. A process that stops in between (a
 //! lost Lease, the drain, an OOM kill) leaves a mirror whose fingerprint does not match its record,
 //! which the next sync writes again. When the Service cannot be kept (a name taken, a refusal), the
@@ -525,7 +527,7 @@ impl Parts<'_> {
             MirrorWrite::Delete { name, uid } => {
                 let params = DeleteParams {
                     preconditions: Some(Preconditions {
-                        uid: Some(uid),
+                        uid: Some(uid.clone()),
                         resource_version: None,
                     }),
                     ..DeleteParams::background()
@@ -538,8 +540,9 @@ impl Parts<'_> {
                     Err(e) => return Err(e),
                 }
                 // Its Service and EndpointSlices go with it: the garbage collector follows their
-                // owner references.
-                cache.record_delete(&namespace, &name);
+                // owner references. An object of another UID under the name (the 409) is not ours
+                // and stays known.
+                cache.record_delete(&namespace, &name, &uid);
                 Ok(())
             }
         }

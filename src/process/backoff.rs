@@ -2,7 +2,8 @@
 //!
 //! - **Backoff**: after the n-th failure in a row, wait the first wait doubled n-1 times, at most a
 //!   cap ([`capped_exponential`]). A failing view's retries and a refused Kubernetes request's use
-//!   it; the PPIO client retries a page by the same rule.
+//!   it. (The PPIO client, a crate of its own, retries a page within a listing after waits that
+//!   double the same way, from its own settings.)
 //! - **Jitter**: a wait scaled by a random factor from a range ([`Jitter`]), so that the many
 //!   things that wait together (views, refused writes, standby replicas) do not wake together. Each
 //!   wait has its range, named here.

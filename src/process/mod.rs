@@ -1,5 +1,5 @@
 //! The parts of the operator process around the controller: its life from start to stop
-//! ([`mod@run`]), its HTTP endpoints ([`http`]), its metrics ([`metrics`]), its logs ([`telemetry`]),
+//! ([`lifecycle`]), its HTTP endpoints ([`http`]), its metrics ([`metrics`]), its logs ([`telemetry`]),
 //! leader election ([`leadership`]), its bounded Kubernetes client ([`kube_client`]), and the rule
 //! for waiting after failures and spreading waits ([`backoff`]).
 
@@ -7,6 +7,6 @@ pub mod backoff;
 pub mod http;
 pub mod kube_client;
 pub mod leadership;
+pub mod lifecycle;
 pub mod metrics;
-pub mod run;
 pub mod telemetry;

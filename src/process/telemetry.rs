@@ -12,7 +12,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber. `level` is a `tracing` filter such as `info` or
-/// `info,ppio_gpu_operator=debug`; an invalid filter falls back to `info` and says so.
+/// `info,ppio_gpu_operator=debug,ppio=debug`; an invalid filter falls back to `info` and says so.
 pub fn init(format: LogFormat, level: &str) {
     let (filter, invalid) = match EnvFilter::try_new(level) {
         Ok(filter) => (filter, None),

@@ -77,6 +77,9 @@ def resolve(site, page, base, target):
 FENCE = re.compile(r"^(```|~~~)")
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 MARKDOWN_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+# A reference definition (`[name]: target`) and an HTML link, the two other ways Markdown links.
+REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?([^\s>]+)>?")
+HTML_LINK = re.compile(r"<a\s[^>]*\bhref\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 
 
 def markdown_lines(path):
@@ -91,14 +94,28 @@ def markdown_lines(path):
                 yield number, line.rstrip("\n")
 
 
+def heading_text(raw):
+    """The text GitHub renders of a heading's Markdown: code spans as written (underscores and all),
+    emphasis markers and link targets dropped."""
+    out = []
+    for part in re.split(r"(`[^`]*`)", raw):
+        if len(part) >= 2 and part.startswith("`") and part.endswith("`"):
+            out.append(part[1:-1])
+        else:
+            part = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", part)
+            out.append(re.sub(r"\*\*|\*|(?<!\w)_+|_+(?!\w)", "", part))
+    return "".join(out)
+
+
 def github_anchors(path):
-    """The anchors GitHub gives the headings of a Markdown file."""
+    """The anchors GitHub gives the headings of a Markdown file: the heading's text in lower case,
+    letters, digits, spaces, hyphens and underscores kept, spaces turned into hyphens."""
     anchors, seen = set(), {}
     for _, line in markdown_lines(path):
         match = HEADING.match(line)
         if not match:
             continue
-        text = re.sub(r"`|\*\*|\*|_(?=\w)|(?<=\w)_|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", match.group(1))
+        text = heading_text(match.group(1))
         slug = "".join(c for c in text.lower() if c in " -_" or unicodedata.category(c)[0] in "LN").replace(" ", "-")
         count = seen.get(slug, 0)
         seen[slug] = count + 1
@@ -176,7 +193,8 @@ def check_markdown(path, broken):
     here = os.path.relpath(os.path.realpath(path), CHECKOUT)
     for number, line in markdown_lines(path):
         line = re.sub(r"`[^`]*`", "", line)  # code spans hold no links
-        for value in MARKDOWN_LINK.findall(line):
+        links = MARKDOWN_LINK.findall(line) + HTML_LINK.findall(line) + REFERENCE_DEFINITION.findall(line)
+        for value in links:
             url = urlsplit(value)
             if url.scheme or url.netloc:
                 target = repository_path(url)

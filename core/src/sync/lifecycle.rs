@@ -345,6 +345,49 @@ fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_that_moved_is_announced_only_for_a_mirror_that_keeps_a_service() {
+        use crate::services::AddressPolicy;
+        use crate::sync::fixtures::{at, desired, instance, view};
+        use crate::sync::plan::plan_instance;
+
+        let exposed = |endpoint: &str| {
+            let mut record = instance("aa01", "running", "cn-east-1", 1);
+            record.ports = vec![ppio::Port {
+                port: 8080,
+                protocol: "http".into(),
+                endpoint: endpoint.into(),
+            }];
+            record
+        };
+        let policy = AddressPolicy {
+            cluster: Vec::new(),
+            allowed: vec!["203.0.113.0/24".parse().expect("a range")],
+        };
+        let mut asking = view(true);
+        asking.spec.services.enabled = true;
+        let (before, after) = (
+            exposed("http://203.0.113.5:30001"),
+            exposed("http://203.0.113.9:30001"),
+        );
+        let mirror_of =
+            |view, policy, record| desired(plan_instance(view, policy, record, None, at(1)));
+        let previous = mirror_of(&asking, Some(&policy), &before).status.ports;
+
+        let moved = endpoint_changed(&previous, &mirror_of(&asking, Some(&policy), &after))
+            .expect("announced");
+        assert_eq!(moved.reason, EventReason::EndpointChanged);
+        assert!(moved.note.contains("203.0.113.9"), "{}", moved.note);
+        assert!(
+            endpoint_changed(&previous, &mirror_of(&asking, Some(&policy), &before)).is_none(),
+            "an endpoint where it was is no news"
+        );
+        assert!(
+            endpoint_changed(&previous, &mirror_of(&view(true), Some(&policy), &after)).is_none(),
+            "a mirror without a Service has no Service to follow the endpoint"
+        );
+    }
     use jiff::Timestamp;
     use ppio::{InstanceId, InstanceStatus};
 

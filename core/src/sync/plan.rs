@@ -165,7 +165,7 @@ impl ViewSeed {
     }
 
     /// What the mirror of a record depends on, as one number: the record as sent and the API key it
-    /// was read with (`record`, from [`ppio::ListedPage::source`]), the view's
+    /// was read with (`record`, from the client's `ListedPage::source`), the view's
     /// [`MirrorShape`], and the record's [`ExpiryState`] now, which changes with time alone. A
     /// trusted mirror whose record hashes as it did last time is unchanged, which the operator then
     /// knows without decoding or mapping the record again. Kept in memory only, so it may use a
