@@ -3,7 +3,8 @@
 //! It is not a bill: PPIO's answer names no currency, and the root disk's storage price has no
 //! documented time unit, so neither is counted.
 //!
-//! The rules, from PPIO's documentation (`shared/ppio/products-and-pricing.md`):
+//! The rules, from PPIO's documentation of the product list (`GET /gpus/v2/products`) and its sister
+//! platform Novita's pricing guide:
 //! - Prices are per GPU card: an instance's hourly rate is the mode's final price times its cards.
 //!   A CPU product (`type` `cpu`) has no card to count; its price counts once per instance.
 //! - `postpaid` and `spot` are billed while the instance is in a billed state: from `pulling` until

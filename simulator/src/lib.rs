@@ -1,10 +1,9 @@
 //! A faithful simulator of the PPIO GPU API v2 list endpoints (instances and products), for tests
 //! and the local demo.
 //!
-//! The real API cannot be reached from tests, so this crate serves `GET /gpus/v2/instances` (and
-//! `GET /gpus/v2/products`) the way
-//! the documented API and the observed service behave (see `shared/ppio/` beside the repository), from
-//! instance records it holds as PPIO wire-format JSON. It does **not** use the project's PPIO client
+//! The real API cannot be reached from tests, so this crate serves `GET /gpus/v2/instances` and
+//! `GET /gpus/v2/products` the way PPIO's public documentation and the observed service behave,
+//! from instance records it holds as PPIO wire-format JSON. It does **not** use the project's PPIO client
 //! types: the client is tested against an independent implementation of the wire format.
 //!
 //! Integration tests use it in process ([`Simulator::start`], then change its state between syncs and
