@@ -9,6 +9,8 @@
 //! - [`sync`]: the planning of a sync: which mirrors are created, updated, marked absent or
 //!   deleted, the view's status, the Events and the fleet's counts.
 //! - [`services`]: the planning of Services for remote instances and of their endpoints.
+//! - [`cost`]: what an instance costs and what a view spends an hour, from PPIO's product list, in
+//!   exact decimals; and an hourly budget to hold the spend against.
 //!
 //! The PPIO record itself comes from the `ppio` crate (its model, without the client).
 
@@ -18,6 +20,7 @@
 pub const OPERATOR_NAME: &str = "ppio-gpu-operator";
 
 pub mod api;
+pub mod cost;
 pub mod mirror;
 pub mod services;
 pub mod sync;

@@ -1,6 +1,7 @@
-//! The PPIO GPU API v2 instance list: the typed record, the guards that make a listing complete or an
-//! error, the errors it reports, and (feature `client`) the HTTP client that pages through it. It
-//! knows nothing of Kubernetes: the operator's core maps a record to cluster objects.
+//! The PPIO GPU API v2 instance list and product list: the typed record, the guards that make a
+//! listing complete or an error, the products and their exact prices, the errors it reports, and
+//! (feature `client`) the HTTP client that pages through the one and reads the other. It knows
+//! nothing of Kubernetes: the operator's core maps a record to cluster objects.
 //!
 //! - `text`: the one rule for text from outside (control characters, bidirectional marks, cutting
 //!   on a character boundary), which the operator's core applies too.
@@ -11,12 +12,17 @@
 //!   strict envelope: `data` and `has_more` must be there).
 //! - `raw_page`: a page whose records are located and hashed at once and decoded only when asked,
 //!   so that a listing of unchanged records decodes few of them.
+//! - `decimal`: exact non-negative decimals with checked arithmetic: prices, rates, sums; never
+//!   floats.
+//! - `products`: the product list (a strict envelope, bounded, lenient numbers) reduced to what a
+//!   price needs, each price known exactly or unknown with why.
 //! - `record_summary`: the few fields of a record that counts, metrics and expiry read.
 //! - `memo`: what a view's earlier listings read (page layouts, record summaries), by a hash of the
 //!   bytes, so that what is sent again is not read again.
 //! - `config`: how the client connects, what a listing asks for, and the bounds of a listing.
 //! - `client` (feature `client`): paging through a listing and per-page retries of transient failures; `transport`
-//!   inside it: one request, its body within bounds, and its answer as a page or an error.
+//!   inside it: one request, its body within bounds, and its answer as a page or an error;
+//!   `products` inside it: the product list read whole, retried like a page.
 //! - `paging`: the guards that make a listing complete or an error (budgets, cursor loops,
 //!   contradictions, duplicate IDs), as a pure state machine fed one page at a time.
 //! - `pager` (feature `client`): a listing handed out page by page, so memory is bounded by a page; each page gives
@@ -33,12 +39,14 @@ mod api_key;
 #[cfg(feature = "client")]
 mod client;
 mod config;
+mod decimal;
 mod error;
 mod memo;
 mod model;
 #[cfg(feature = "client")]
 mod pager;
 mod paging;
+mod products;
 #[cfg(feature = "client")]
 mod rate_limit;
 mod raw_page;
@@ -51,6 +59,7 @@ pub use client::Listing;
 #[cfg(feature = "client")]
 pub use client::{Client, RequestOutcome};
 pub use config::{ClientConfig, ListQuery, ListingLimits};
+pub use decimal::{Decimal, MAX_DECIMAL_SCALE};
 pub use error::{ErrorKind, MAX_RETRY_AFTER, PpioError};
 pub use memo::{ListingMemo, MAX_MEMO_BYTES, MemoPool};
 #[cfg(any(test, feature = "testing"))]
@@ -67,6 +76,11 @@ pub use paging::MAX_CURSOR_BYTES;
 /// runs them on every listing.
 #[cfg(any(test, feature = "testing"))]
 pub use paging::{NextPage, Paging, Progress};
+pub use products::{
+    GpuModel, ListedPrice, MAX_PREPAID_TERMS, MAX_PRICE_PRECISION, MAX_PRICE_UNITS, MAX_PRODUCTS,
+    MAX_TERM_MONTHS, Pricing, Product, ProductCategory, ProductId, ProductQuery, ProductType,
+    Products, TermPrice, UnknownPrice,
+};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimiter;
 pub use raw_page::RawPage;

@@ -609,7 +609,7 @@ pub(super) fn located_error(body: &[u8]) -> DecodeError {
 /// Whether the JSON document `body` holds more than `limit` array items, at any depth. Counts in
 /// one pass without keeping anything; a body that is not JSON counts what comes before the error
 /// (the real decoding reports the error itself).
-fn holds_more_items_than(body: &[u8], limit: usize) -> bool {
+pub(super) fn holds_more_items_than(body: &[u8], limit: usize) -> bool {
     // An array of n items holds n - 1 commas and one `[`, so commas and `[`s together bound the items
     // from above (those inside strings only raise the bound). Most pages are far below the limit and
     // are let through on this count alone, without parsing the body a second time.
@@ -739,7 +739,7 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-fn lenient_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+pub(super) fn lenient_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     Ok(LenientInt::deserialize(deserializer)?.0.unwrap_or(0))
 }
 
@@ -759,8 +759,10 @@ fn lenient_timestamp<'de, D: Deserializer<'de>>(
     }
 }
 
-/// An int64 sent as a JSON number or as a numeric string; `None` for null or `""`.
-struct LenientInt(Option<i64>);
+/// An int64 sent as a JSON number or as a numeric string; `None` for null or `""` (and, through
+/// `Default`, for an absent field).
+#[derive(Default)]
+pub(super) struct LenientInt(pub(super) Option<i64>);
 
 impl<'de> Deserialize<'de> for LenientInt {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -250,6 +250,7 @@ mod tests {
                 has_error: true,
                 billing_mode: "prepaid".to_owned(),
                 prepaid: Some(PrepaidTerm {
+                    months: 0,
                     end_time: Some(end.expect("a number").expect("a time")),
                     auto_renew: false,
                 }),

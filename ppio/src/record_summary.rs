@@ -36,9 +36,12 @@ pub struct RecordSummary {
     pub gpus: i64,
 }
 
-/// The prepaid term of a record, as far as expiry needs it.
+/// The prepaid term of a record, as far as expiry and its price need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrepaidTerm {
+    /// Months bought (`billing.prepaid.months`; 0 when PPIO sent none): which of the product's
+    /// prepaid terms prices it.
+    pub months: i64,
     /// When the term ends, if PPIO says.
     pub end_time: Option<Timestamp>,
     /// Whether the term renews itself.
@@ -109,6 +112,7 @@ impl Wire {
         });
         let (billing_mode, prepaid) = self.billing.map_or((String::new(), None), |b| {
             let prepaid = b.prepaid.map(|p| PrepaidTerm {
+                months: p.months,
                 end_time: p.end_time,
                 auto_renew: p.auto_renew.is_some_and(|a| a.enabled),
             });
@@ -155,7 +159,7 @@ mod tests {
     fn a_summary_of_a_whole_record_is_the_summary_read_from_the_page() {
         let record = json!({
             "id": "p1", "name": "n", "product_id": "p", "region": "eu",
-            "billing": {"mode": "prepaid", "prepaid": {"end_time": "1767225600",
+            "billing": {"mode": "prepaid", "prepaid": {"months": "3", "end_time": "1767225600",
                 "auto_renew": {"enabled": true}}},
             "resource_specs": {"gpu_num": 4},
             "status": {"status": "running", "error": " ", "message": "m"},
@@ -169,5 +173,6 @@ mod tests {
             "a blank error is none"
         );
         assert_eq!(summary.prepaid.map(|p| p.auto_renew), Some(true));
+        assert_eq!(summary.prepaid.map(|p| p.months), Some(3));
     }
 }

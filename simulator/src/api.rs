@@ -20,6 +20,7 @@ use serde_json::json;
 use super::Simulator;
 use super::faults::FaultKind;
 use super::listing::{Cursor, Page, list_page, parse_list_query};
+use super::products::{parse_product_query, select_products};
 use super::state::{RecordedRequest, State as SimulatorState};
 
 /// Handles `GET /gpus/v2/instances`.
@@ -42,7 +43,8 @@ pub(crate) async fn not_found() -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
-        "no such endpoint: this simulator serves GET /gpus/v2/instances and /_simulator/*",
+        "no such endpoint: this simulator serves GET /gpus/v2/instances, GET /gpus/v2/products \
+         and /_simulator/*",
     )
     .into_response()
 }
@@ -71,8 +73,72 @@ fn answer_list(
 ) -> (ListOutcome, Option<Duration>) {
     let authorized = state.accepts_key(token);
     let fault = state.faults.take_next();
+    let (outcome, delay) = with_fault(fault.as_ref(), || normal_answer(state, &query, authorized));
+    let status = outcome.status().as_u16();
+    tracing::info!(status, authorized, ?query, ?fault, "list instances request");
+    state.requests.push(RecordedRequest {
+        query,
+        authorized,
+        status,
+    });
+    (outcome, delay)
+}
+
+/// Handles `GET /gpus/v2/products`: the same authentication, faults and error bodies as the list
+/// of instances, recorded in a log of its own.
+pub(crate) async fn list_products(
+    State(simulator): State<Simulator>,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
+) -> Response {
+    let query = decode_query(raw_query.as_deref().unwrap_or(""));
+    let token = bearer_token(&headers);
+    let (outcome, delay) = simulator.with_state(|state| answer_products(state, query, token));
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    outcome.into_response()
+}
+
+/// Decides the answer to one product list request, as [`answer_list`] does for the instances.
+fn answer_products(
+    state: &mut SimulatorState,
+    query: BTreeMap<String, String>,
+    token: Option<&str>,
+) -> (ListOutcome, Option<Duration>) {
+    let authorized = state.accepts_key(token);
+    let fault = state.faults.take_next();
+    let (outcome, delay) = with_fault(fault.as_ref(), || {
+        if !authorized {
+            return unauthorized();
+        }
+        match parse_product_query(&query) {
+            Ok(product_query) => ListOutcome::Json(
+                json!({ "data": select_products(&state.products, &product_query) }),
+            ),
+            Err(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "VALIDATOR_PARAM", message).into()
+            }
+        }
+    });
+    let status = outcome.status().as_u16();
+    tracing::info!(status, authorized, ?query, ?fault, "list products request");
+    state.product_requests.push(RecordedRequest {
+        query,
+        authorized,
+        status,
+    });
+    (outcome, delay)
+}
+
+/// The answer under `fault`, `normal` giving the well-behaved one, and how long to wait before
+/// sending it.
+fn with_fault(
+    fault: Option<&FaultKind>,
+    normal: impl FnOnce() -> ListOutcome,
+) -> (ListOutcome, Option<Duration>) {
     let mut delay = None;
-    let outcome = match &fault {
+    let outcome = match fault {
         Some(FaultKind::Unauthorized) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid API key").into()
         }
@@ -115,22 +181,24 @@ fn answer_list(
         Some(FaultKind::EmptyObjectOk) => ListOutcome::OkBody("{}".to_owned()),
         Some(FaultKind::Delay { ms }) => {
             delay = Some(Duration::from_millis(*ms));
-            normal_answer(state, &query, authorized)
+            normal()
         }
         Some(
             kind
             @ (FaultKind::MalformedJson | FaultKind::RepeatingCursor | FaultKind::DuplicateIds),
-        ) => alter_page(normal_answer(state, &query, authorized), kind),
-        None => normal_answer(state, &query, authorized),
+        ) => alter_page(normal(), kind),
+        None => normal(),
     };
-    let status = outcome.status().as_u16();
-    tracing::info!(status, authorized, ?query, ?fault, "list instances request");
-    state.requests.push(RecordedRequest {
-        query,
-        authorized,
-        status,
-    });
     (outcome, delay)
+}
+
+fn unauthorized() -> ListOutcome {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "missing or invalid API key: send Authorization: Bearer <API key>",
+    )
+    .into()
 }
 
 /// The answer of a well-behaved service: 401 without a valid key, 400 for bad parameters, else a page.
@@ -140,12 +208,7 @@ fn normal_answer(
     authorized: bool,
 ) -> ListOutcome {
     if !authorized {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or invalid API key: send Authorization: Bearer <API key>",
-        )
-        .into();
+        return unauthorized();
     }
     match parse_list_query(query, state.page_sizes) {
         Ok(list_query) => ListOutcome::Page(list_page(&state.instances, &list_query)),
@@ -153,20 +216,20 @@ fn normal_answer(
     }
 }
 
-/// Applies a page-altering fault to a successful answer; error answers pass unchanged.
+/// Applies a page-altering fault to a successful answer; error answers pass unchanged. A product
+/// list (no page) is only ever cut short: it has no cursor, and a product sent twice the same is
+/// no fault.
 fn alter_page(outcome: ListOutcome, fault: &FaultKind) -> ListOutcome {
-    let ListOutcome::Page(mut page) = outcome else {
-        return outcome;
+    let mut page = match outcome {
+        ListOutcome::Page(page) => page,
+        ListOutcome::Json(body) if *fault == FaultKind::MalformedJson => {
+            return ListOutcome::OkBody(cut_in_half(&body.to_string()));
+        }
+        other => return other,
     };
     match fault {
         FaultKind::MalformedJson => {
-            // A proper prefix of a JSON object never parses: its closing brace is missing.
-            let body = page.to_json().to_string();
-            let cut = (0..=body.len() / 2)
-                .rev()
-                .find(|&at| body.is_char_boundary(at))
-                .unwrap_or(0);
-            return ListOutcome::OkBody(body[..cut].to_owned());
+            return ListOutcome::OkBody(cut_in_half(&page.to_json().to_string()));
         }
         FaultKind::RepeatingCursor => {
             page.next_cursor = Cursor::start().encode();
@@ -184,6 +247,16 @@ fn alter_page(outcome: ListOutcome, fault: &FaultKind) -> ListOutcome {
     ListOutcome::Page(page)
 }
 
+/// The first half of a JSON object's text: a proper prefix never parses, its closing brace is
+/// missing.
+fn cut_in_half(body: &str) -> String {
+    let cut = (0..=body.len() / 2)
+        .rev()
+        .find(|&at| body.is_char_boundary(at))
+        .unwrap_or(0);
+    body[..cut].to_owned()
+}
+
 /// What a list request is answered with.
 #[derive(Debug)]
 enum ListOutcome {
@@ -191,6 +264,8 @@ enum ListOutcome {
     Error(ApiError),
     /// A page of instances.
     Page(Page),
+    /// A 200 with this JSON body (a product list).
+    Json(serde_json::Value),
     /// A 200 with this body as `application/json`, though it is not a page: cut short, or valid
     /// JSON of another shape.
     OkBody(String),
@@ -200,7 +275,7 @@ impl ListOutcome {
     fn status(&self) -> StatusCode {
         match self {
             ListOutcome::Error(error) => error.status,
-            ListOutcome::Page(_) | ListOutcome::OkBody(_) => StatusCode::OK,
+            ListOutcome::Page(_) | ListOutcome::Json(_) | ListOutcome::OkBody(_) => StatusCode::OK,
         }
     }
 }
@@ -216,6 +291,7 @@ impl IntoResponse for ListOutcome {
         match self {
             ListOutcome::Error(error) => error.into_response(),
             ListOutcome::Page(page) => (StatusCode::OK, axum::Json(page.to_json())).into_response(),
+            ListOutcome::Json(body) => (StatusCode::OK, axum::Json(body)).into_response(),
             ListOutcome::OkBody(body) => (
                 StatusCode::OK,
                 [(
@@ -270,7 +346,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Fault, SimulatorConfig, generate_instances};
+    use crate::{Fault, FaultKind, SimulatorConfig, generate_instances};
     use axum::body::Body;
     use axum::http::Request;
     use serde_json::Value;
@@ -855,5 +931,108 @@ mod tests {
             .expect("response");
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert!(simulator.requests().is_empty());
+    }
+
+    /// Sends `GET /gpus/v2/products?<query>` with the test key.
+    async fn get_products(simulator: &Simulator, query: &str) -> (StatusCode, HeaderMap, Value) {
+        let request = Request::get(format!("/gpus/v2/products?{query}"))
+            .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+            .body(Body::empty())
+            .expect("request");
+        let response = simulator.router().oneshot(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    #[tokio::test]
+    async fn the_product_list_names_every_product_the_instances_use() {
+        let simulator = simulator_with(200);
+        let (status, _, gpus) = get_products(&simulator, "type=gpu&category=instance").await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, _, cpus) = get_products(&simulator, "type=cpu&category=instance").await;
+        let listed: HashSet<String> = [&gpus, &cpus].into_iter().flat_map(ids).collect();
+        for record in simulator.instances() {
+            let product = record["product_id"].as_str().expect("product_id");
+            assert!(listed.contains(product), "{product} is not listed");
+        }
+        assert!(
+            gpus["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .all(|p| p["type"] == "gpu")
+        );
+        assert_eq!(
+            gpus.as_object().expect("object").len(),
+            1,
+            "only data: {gpus}"
+        );
+        let (_, _, empty_type) = get_products(&simulator, "type=&category=instance").await;
+        assert_eq!(empty_type, gpus, "an empty type means gpu");
+    }
+
+    #[tokio::test]
+    async fn bad_product_parameters_get_a_validator_param_400_and_need_a_key() {
+        let simulator = simulator_with(0);
+        for query in [
+            "type=tpu&category=instance",
+            "type=gpu",
+            "category=instance&cpu=-2",
+        ] {
+            let (status, _, body) = get_products(&simulator, query).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(body["reason"], "VALIDATOR_PARAM", "{query}");
+            assert_eq!(body["code"], 400);
+        }
+        let response = simulator
+            .router()
+            .oneshot(
+                Request::get("/gpus/v2/products?category=instance")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let statuses: Vec<u16> = simulator
+            .product_requests()
+            .iter()
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(statuses, [400, 400, 400, 401]);
+        assert!(simulator.requests().is_empty(), "a log of their own");
+    }
+
+    #[tokio::test]
+    async fn the_queued_faults_apply_to_the_product_list_too() {
+        let simulator = simulator_with(3);
+        simulator.inject_fault(Fault::once(FaultKind::RateLimited {
+            retry_after_secs: Some(7),
+        }));
+        simulator.inject_fault(Fault::once(FaultKind::ServerError { status: Some(503) }));
+        simulator.inject_fault(Fault::once(FaultKind::MalformedJson));
+        simulator.inject_fault(Fault::once(FaultKind::EmptyObjectOk));
+        let query = "category=instance";
+        let (status, headers, _) = get_products(&simulator, query).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "7");
+        assert_eq!(get_products(&simulator, query).await.0.as_u16(), 503);
+        let (status, _, body) = get_products(&simulator, query).await;
+        assert_eq!((status, body), (StatusCode::OK, Value::Null), "cut short");
+        let (status, _, body) = get_products(&simulator, query).await;
+        assert_eq!((status, body), (StatusCode::OK, serde_json::json!({})));
+        let (status, _, body) = get_products(&simulator, query).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body["data"].is_array());
+
+        simulator.inject_fault(Fault::once(FaultKind::Delay { ms: 300 }));
+        let started = std::time::Instant::now();
+        assert_eq!(get_products(&simulator, query).await.0, StatusCode::OK);
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, put};
+use axum::routing::{delete, get, patch, put};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -41,6 +41,74 @@ pub(crate) fn routes() -> Router<Simulator> {
             get(list_requests).delete(clear_requests),
         )
         .route("/_simulator/api-keys", put(replace_api_keys))
+        .route(
+            "/_simulator/products",
+            get(list_products).post(upsert_product),
+        )
+        .route("/_simulator/products/{id}", delete(retire_product))
+        .route(
+            "/_simulator/products/{id}/pricing",
+            put(set_product_pricing),
+        )
+        .route("/_simulator/product-requests", get(list_product_requests))
+}
+
+/// `GET /_simulator/products`: every product, by ID.
+async fn list_products(State(simulator): State<Simulator>) -> Response {
+    axum::Json(simulator.products()).into_response()
+}
+
+/// `POST /_simulator/products`: insert a product (201) or replace the one with its id (200).
+async fn upsert_product(State(simulator): State<Simulator>, body: Bytes) -> Response {
+    let product = match parse_body::<Value>(&body) {
+        Ok(product) => product,
+        Err(message) => return bad_request(message),
+    };
+    match simulator.try_upsert_product(product.clone()) {
+        Ok(true) => (StatusCode::CREATED, axum::Json(product)).into_response(),
+        Ok(false) => (StatusCode::OK, axum::Json(product)).into_response(),
+        Err(error) => bad_request(error.to_string()),
+    }
+}
+
+/// `PUT /_simulator/products/{id}/pricing`: replace a product's `pricing` object; returns the
+/// product.
+async fn set_product_pricing(
+    State(simulator): State<Simulator>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let pricing = match parse_body::<Value>(&body) {
+        Ok(pricing) => pricing,
+        Err(message) => return bad_request(message),
+    };
+    match simulator.try_set_product_pricing(&id, pricing) {
+        Ok(Some(product)) => axum::Json(product).into_response(),
+        Ok(None) => no_product(&id),
+        Err(error) => bad_request(error.to_string()),
+    }
+}
+
+/// `DELETE /_simulator/products/{id}`: retire a product from the list.
+async fn retire_product(State(simulator): State<Simulator>, Path(id): Path<String>) -> Response {
+    if simulator.retire_product(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        no_product(&id)
+    }
+}
+
+/// `GET /_simulator/product-requests`: the recorded product list requests, oldest first.
+async fn list_product_requests(State(simulator): State<Simulator>) -> Response {
+    axum::Json(simulator.product_requests()).into_response()
+}
+
+fn no_product(id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "error": format!("no product with id {id:?}") })),
+    )
+        .into_response()
 }
 
 /// `GET /_simulator/instances`: every record, in listing order.
@@ -469,5 +537,84 @@ mod tests {
             let response = simulator.router().oneshot(request).await.expect("response");
             assert_eq!(response.status().as_u16(), expected, "{key}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_products_prices_can_change_and_a_product_can_be_retired() {
+        let simulator = simulator();
+        let (status, products) = call(&simulator, Method::GET, "/_simulator/products", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(products.as_array().expect("array").len() >= 10);
+
+        let pricing = r#"{"precision": 40, "postpaid": {"final_price": 1, "unit": "per_minute"}}"#;
+        let (status, product) = call(
+            &simulator,
+            Method::PUT,
+            "/_simulator/products/rtx4090-24g/pricing",
+            pricing,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(product["pricing"]["precision"], 40);
+        assert_eq!(product["pricing"]["postpaid"]["unit"], "per_minute");
+        let (status, _) = call(
+            &simulator,
+            Method::PUT,
+            "/_simulator/products/rtx4090-24g/pricing",
+            "[1]",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = call(
+            &simulator,
+            Method::PUT,
+            "/_simulator/products/nope/pricing",
+            "{}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, _) = call(
+            &simulator,
+            Method::DELETE,
+            "/_simulator/products/rtx4090-24g",
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(
+            simulator
+                .products()
+                .iter()
+                .all(|p| p["id"] != "rtx4090-24g")
+        );
+        let (status, _) = call(
+            &simulator,
+            Method::DELETE,
+            "/_simulator/products/rtx4090-24g",
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, _) = call(
+            &simulator,
+            Method::POST,
+            "/_simulator/products",
+            r#"{"id": "rtx4090-24g", "type": "gpu", "category": "instance"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = call(
+            &simulator,
+            Method::POST,
+            "/_simulator/products",
+            r#"{"id": ""}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, requests) =
+            call(&simulator, Method::GET, "/_simulator/product-requests", "").await;
+        assert_eq!((status, requests), (StatusCode::OK, json!([])));
     }
 }

@@ -22,7 +22,7 @@ const GENERATION_EPOCH: i64 = 1_767_225_600;
 const DAY: i64 = 86_400;
 
 /// Regions instances are spread over.
-const REGIONS: [&str; 4] = ["cn-east-1", "cn-north-2", "us-west-1", "ap-southeast-1"];
+pub(crate) const REGIONS: [&str; 4] = ["cn-east-1", "cn-north-2", "us-west-1", "ap-southeast-1"];
 
 /// Remote statuses with their weights (out of 100): mostly running.
 const STATUSES: [(&str, u64); 12] = [
@@ -40,66 +40,90 @@ const STATUSES: [(&str, u64); 12] = [
     ("toRestart", 1),
 ];
 
-/// A product: its id, and the CPU cores and memory (GB) it gives per GPU (per instance for CPU ones).
-struct Product {
-    id: &'static str,
-    cpu: i64,
-    memory_gb: i64,
+/// A product: its id, the CPU cores and memory (GB) it gives per GPU (per instance for CPU ones),
+/// its GPU model and card memory (none for CPU ones), and its postpaid price per card-hour (per
+/// instance-hour for CPU ones) in thousandths, as the product list sends it at precision 3.
+pub(crate) struct Product {
+    pub(crate) id: &'static str,
+    pub(crate) cpu: i64,
+    pub(crate) memory_gb: i64,
+    pub(crate) gpu: Option<(&'static str, i64)>,
+    pub(crate) postpaid_price: i64,
 }
 
-const GPU_PRODUCTS: [Product; 6] = [
+pub(crate) const GPU_PRODUCTS: [Product; 6] = [
     Product {
         id: "rtx4090-24g",
         cpu: 16,
         memory_gb: 62,
+        gpu: Some(("RTX 4090", 24)),
+        postpaid_price: 2180,
     },
     Product {
         id: "rtx3090-24g",
         cpu: 12,
         memory_gb: 46,
+        gpu: Some(("RTX 3090", 24)),
+        postpaid_price: 1300,
     },
     Product {
         id: "l40s-48g",
         cpu: 16,
         memory_gb: 94,
+        gpu: Some(("L40S", 48)),
+        postpaid_price: 4500,
     },
     Product {
         id: "rtx6000ada-48g",
         cpu: 14,
         memory_gb: 94,
+        gpu: Some(("RTX 6000 Ada", 48)),
+        postpaid_price: 5200,
     },
     Product {
         id: "a100-sxm4-80g",
         cpu: 24,
         memory_gb: 240,
+        gpu: Some(("A100 SXM4", 80)),
+        postpaid_price: 12600,
     },
     Product {
         id: "h100-sxm5-80g",
         cpu: 26,
         memory_gb: 250,
+        gpu: Some(("H100 SXM5", 80)),
+        postpaid_price: 19800,
     },
 ];
 
-const CPU_PRODUCTS: [Product; 4] = [
+pub(crate) const CPU_PRODUCTS: [Product; 4] = [
     Product {
         id: "cpu-4c8g",
         cpu: 4,
         memory_gb: 8,
+        gpu: None,
+        postpaid_price: 120,
     },
     Product {
         id: "cpu-8c16g",
         cpu: 8,
         memory_gb: 16,
+        gpu: None,
+        postpaid_price: 240,
     },
     Product {
         id: "cpu-16c32g",
         cpu: 16,
         memory_gb: 32,
+        gpu: None,
+        postpaid_price: 480,
     },
     Product {
         id: "cpu-32c64g",
         cpu: 32,
         memory_gb: 64,
+        gpu: None,
+        postpaid_price: 960,
     },
 ];
 

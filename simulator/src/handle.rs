@@ -2,7 +2,8 @@
 //! simulated service holds, and serving it over HTTP.
 //!
 //! A `Simulator` is a cheap, cloneable handle onto one shared state; every clone, the HTTP list
-//! endpoint and the control endpoints see the same instances, keys, faults and request log.
+//! endpoints (instances and products) and the control endpoints see the same instances, products,
+//! keys, faults and request logs.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -79,10 +80,12 @@ impl Simulator {
         change(&mut state)
     }
 
-    /// The HTTP routes: `GET /gpus/v2/instances` and the control endpoints under `/_simulator/`.
+    /// The HTTP routes: `GET /gpus/v2/instances`, `GET /gpus/v2/products` and the control
+    /// endpoints under `/_simulator/`.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/gpus/v2/instances", get(api::list_instances))
+            .route("/gpus/v2/products", get(api::list_products))
             .merge(control::routes())
             .fallback(api::not_found)
             .with_state(self.clone())
@@ -212,6 +215,40 @@ impl Simulator {
         self.with_state(|state| state.instances.get(id).cloned())
     }
 
+    /// Every product of the product list, in wire format, by ID. At the start: the products of the
+    /// generated instances (see [`crate::generate_instances`]).
+    pub fn products(&self) -> Vec<Value> {
+        self.with_state(|state| state.products.values().cloned().collect())
+    }
+
+    /// Inserts a product (wire format, with a non-empty string `id`), or replaces the one with the
+    /// same `id`; returns whether it was new.
+    pub fn try_upsert_product(&self, product: Value) -> Result<bool, SimulatorError> {
+        self.with_state(|state| state.upsert_product(product))
+    }
+
+    /// Replaces the `pricing` object of product `id` (any shape: a unit other than `per_hour`, a
+    /// precision of 40, ...), as a price change does; returns the product, `None` if there is none.
+    pub fn try_set_product_pricing(
+        &self,
+        id: &str,
+        pricing: Value,
+    ) -> Result<Option<Value>, SimulatorError> {
+        self.with_state(|state| state.set_product_pricing(id, pricing))
+    }
+
+    /// Retires product `id`: it leaves the product list, while instances of it may still run.
+    /// `false` if there was none.
+    pub fn retire_product(&self, id: &str) -> bool {
+        self.with_state(|state| state.products.remove(id).is_some())
+    }
+
+    /// Every product list request since the start or the last [`Simulator::clear_requests`],
+    /// oldest first.
+    pub fn product_requests(&self) -> Vec<RecordedRequest> {
+        self.with_state(|state| state.product_requests.clone())
+    }
+
     /// Replaces the accepted API keys; requests after this call are checked against the new ones.
     pub fn set_api_keys(&self, keys: Vec<String>) {
         self.with_state(|state| state.api_keys = keys);
@@ -238,9 +275,12 @@ impl Simulator {
         self.with_state(|state| state.requests.clone())
     }
 
-    /// Forgets the recorded list requests.
+    /// Forgets the recorded list requests and product list requests.
     pub fn clear_requests(&self) {
-        self.with_state(|state| state.requests.clear());
+        self.with_state(|state| {
+            state.requests.clear();
+            state.product_requests.clear();
+        });
     }
 }
 

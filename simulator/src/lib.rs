@@ -1,8 +1,9 @@
-//! A faithful simulator of the PPIO GPU API v2 list endpoint, for tests and the local demo.
+//! A faithful simulator of the PPIO GPU API v2 list endpoints (instances and products), for tests
+//! and the local demo.
 //!
-//! The real API cannot be reached from tests, so this crate serves `GET /gpus/v2/instances` the way
-//! the documented API and the observed service behave (see `shared/ppio/` beside the repository), from
-//! instance records it holds as PPIO wire-format JSON. It does **not** use the project's PPIO client
+//! The real API cannot be reached from tests, so this crate serves `GET /gpus/v2/instances` and
+//! `GET /gpus/v2/products` the way PPIO's public documentation and the observed service behave,
+//! from instance records it holds as PPIO wire-format JSON. It does **not** use the project's PPIO client
 //! types: the client is tested against an independent implementation of the wire format.
 //!
 //! Integration tests use it in process ([`Simulator::start`], then change its state between syncs and
@@ -29,6 +30,22 @@
 //! - Errors: `{"code": <status>, "reason": "UNAUTHORIZED" | "FORBIDDEN" | "RATE_LIMIT_EXCEEDED" |
 //!   "VALIDATOR_PARAM" | "RESOURCE_NOT_FOUND" | "INTERNAL_SERVER_ERROR", "message": "...", "metadata": {}}`.
 //!
+//! # The product list
+//! `GET /gpus/v2/products` with `Authorization: Bearer <key>` (401 without a valid one):
+//! - `type`: `gpu` or `cpu`; absent or empty → `gpu`. `category`: `instance` or `serverless`,
+//!   required. Optional narrowing: `cpu`, `memory_gb`, `rootfs_size` (integers >= 0: products with
+//!   at least that many cores, GB of memory, GB of root disk), `billing_method` (`postpaid` |
+//!   `prepaid` | `spot`: products offering it), `region_ids` (comma-separated: products in any of
+//!   them). Any other value → 400 `VALIDATOR_PARAM`, in the error shape below.
+//! - Answer: `{"data": [...]}`, one array, no pagination, by product ID. Every product ID a
+//!   generated instance names is listed, with its GPU model (`resource_spec.gpu.name`,
+//!   `memory_gb`); prices are integers at `precision` 3, `postpaid` and `spot` per card-hour
+//!   (`unit: per_hour`), `prepaid` terms of 1, 3, 6 and 12 months per card, the 1-month one exactly
+//!   720 hours of the postpaid price, as in PPIO's documented example.
+//! - The same queued faults apply, one use per request whichever list it asks for; `malformed_json`
+//!   cuts the product list short, `repeating_cursor` and `duplicate_ids` leave it as it is.
+//!   Product list requests are recorded in a log of their own ([`Simulator::product_requests`]).
+//!
 //! Every list request is recorded ([`RecordedRequest`]). Faults ([`Fault`], [`FaultKind`]) queue in
 //! order, each for the next `count` list requests or until cleared; see [`Fault`] for the details.
 //!
@@ -48,8 +65,13 @@
 //! | `POST /_simulator/faults`            | `{"kind": {"type": "rate_limited", "retry_after_secs": 2}, "count": 3}` | 204 |
 //! | `DELETE /_simulator/faults`          |                                        | 204; clears all faults |
 //! | `GET /_simulator/requests`           |                                        | 200, `[{"query": {...}, "authorized": true, "status": 200}, ...]` |
-//! | `DELETE /_simulator/requests`        |                                        | 204; forgets recorded requests |
+//! | `DELETE /_simulator/requests`        |                                        | 204; forgets recorded requests (product requests too) |
 //! | `PUT /_simulator/api-keys`           | `["k1", "k2"]`                         | 204; replaces the accepted keys |
+//! | `GET /_simulator/products`           |                                        | 200, every product by ID |
+//! | `POST /_simulator/products`          | one product (with `"id"`)              | 201 if new, 200 if replaced; the product |
+//! | `PUT /_simulator/products/{id}/pricing` | a `pricing` object, any shape       | 200, the product with its new prices; 404 if absent |
+//! | `DELETE /_simulator/products/{id}`   |                                        | 204; retires the product from the list; 404 if absent |
+//! | `GET /_simulator/product-requests`   |                                        | 200, the product list requests, as `requests` |
 //!
 //! Fault `type`s: `unauthorized`, `forbidden`, `rate_limited` (`retry_after_secs`), `server_error`
 //! (`status`, 5xx, default 500), `resource_not_found`, `delay` (`ms`), `malformed_json`,
@@ -90,6 +112,7 @@ mod faults;
 mod generate;
 mod handle;
 mod listing;
+mod products;
 mod records;
 mod state;
 mod store;

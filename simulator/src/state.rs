@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::SimulatorError;
 use super::faults::FaultQueue;
 use super::listing::PageSizes;
+use super::products::{generated_products, validate_product};
 use super::records::{merge_patch, validate_record, validate_records};
 use super::store::Store;
 
@@ -39,6 +40,10 @@ pub(crate) struct State {
     pub(crate) requests: Vec<RecordedRequest>,
     /// Page sizes of the list endpoint.
     pub(crate) page_sizes: PageSizes,
+    /// Products of the product list, wire format, by ID.
+    pub(crate) products: BTreeMap<String, Value>,
+    /// Every product list request, oldest first.
+    pub(crate) product_requests: Vec<RecordedRequest>,
 }
 
 impl State {
@@ -54,6 +59,8 @@ impl State {
             faults: FaultQueue::default(),
             requests: Vec::new(),
             page_sizes,
+            products: generated_products(),
+            product_requests: Vec::new(),
         })
     }
 
@@ -131,6 +138,31 @@ impl State {
                 }
             })
             .cloned())
+    }
+
+    /// Inserts or replaces the product with the same id. Returns whether it was new.
+    pub(crate) fn upsert_product(&mut self, product: Value) -> Result<bool, SimulatorError> {
+        let id = validate_product(&product)?;
+        Ok(self.products.insert(id, product).is_none())
+    }
+
+    /// Replaces the `pricing` of product `id` and returns the product; `None` if there is none.
+    /// The pricing must be an object (what it holds is up to the caller: any shape PPIO could
+    /// send).
+    pub(crate) fn set_product_pricing(
+        &mut self,
+        id: &str,
+        pricing: Value,
+    ) -> Result<Option<Value>, SimulatorError> {
+        if !pricing.is_object() {
+            return Err(SimulatorError::InvalidPatch(
+                "a product's pricing must be a JSON object".to_owned(),
+            ));
+        }
+        Ok(self.products.get_mut(id).map(|product| {
+            product["pricing"] = pricing;
+            product.clone()
+        }))
     }
 
     /// Replaces every record. On error nothing changes.

@@ -89,7 +89,7 @@ fn check_raw_page(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 /// Any JSON value: scalars of every kind the decoder must cope with, nested a few levels.
-fn junk() -> impl Strategy<Value = Value> {
+pub fn junk() -> impl Strategy<Value = Value> {
     let scalar = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -110,7 +110,7 @@ fn junk() -> impl Strategy<Value = Value> {
 }
 
 /// Strings a numeric field may hold: numbers, near-numbers and out-of-range numbers.
-fn numeric_text() -> impl Strategy<Value = String> {
+pub fn numeric_text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<i64>().prop_map(|n| n.to_string()),
         any::<u64>().prop_map(|n| n.to_string()),

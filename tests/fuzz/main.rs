@@ -3,6 +3,9 @@
 //! redaction of the API key from everything server text reaches (errors, logs, the view's status,
 //! mirrored records). Each also replays the inputs kept in `tests/fuzz-corpus/`.
 //!
+//! `products` does the same for the product list: hostile lists fail the read only, within
+//! bounded memory and linear time.
+//!
 //! `memos` measures, with the same counting allocator, what listing memos really hold against what
 //! their shared bound counts.
 //!
@@ -17,6 +20,7 @@ mod hostile_bodies;
 mod leaks;
 mod memos;
 mod paging;
+mod products;
 mod time;
 
 #[global_allocator]

@@ -316,7 +316,7 @@ fn map_record(body: Vec<u8>) -> Result<(), String> {
 const WALL_SLACK: u32 = 10;
 
 /// The CPU time the calling thread has used.
-fn thread_cpu_time() -> Duration {
+pub fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -34,6 +34,7 @@ use super::config::{ClientConfig, ListQuery, ListingLimits};
 use super::error::{PpioError, error_sent_as_page, parse_error_body, parse_retry_after, sanitize};
 use super::memo::ListingMemo;
 use super::model::Instance;
+use super::products::{Products, REFUSED_UNREAD};
 use super::rate_limit::RateLimiter;
 use super::raw_page::RawPage;
 
@@ -75,6 +76,7 @@ struct Inner {
     http: reqwest::Client,
     base_url: Url,
     instances_url: Url,
+    products_url: Url,
     max_body_bytes: usize,
     observer: Option<RequestObserver>,
     limiter: Arc<RateLimiter>,
@@ -124,6 +126,12 @@ impl Client {
             .map_err(|()| invalid(format!("endpoint {base_url} cannot have a path")))?
             .pop_if_empty()
             .extend(["gpus", "v2", "instances"]);
+        let mut products_url = instances_url.clone();
+        products_url
+            .path_segments_mut()
+            .map_err(|()| invalid(format!("endpoint {base_url} cannot have a path")))?
+            .pop()
+            .push("products");
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
@@ -136,6 +144,7 @@ impl Client {
                 http,
                 base_url,
                 instances_url,
+                products_url,
                 max_body_bytes: config.max_body_bytes,
                 observer: None,
                 limiter: Arc::new(RateLimiter::new(config.requests_per_minute)),
@@ -244,13 +253,7 @@ impl Client {
             .retry(page_backoff(limits))
             .sleep(tokio::time::sleep)
             .when(PpioError::is_transient)
-            .adjust(|error, backoff| match error.retry_after() {
-                // The caller's own schedule handles long waits better than a blocked listing.
-                Some(asked) if asked > limits.max_retry_wait => None,
-                // The server's word, while retries remain.
-                Some(asked) => backoff.map(|_| asked),
-                None => backoff.map(|wait| jittered(wait, rand::rng().random())),
-            })
+            .adjust(|error, backoff| retry_wait(error, backoff, limits))
             .notify(|error, wait| {
                 tracing::info!(
                     page,
@@ -372,12 +375,29 @@ fn page_backoff(limits: &ListingLimits) -> ExponentialBuilder {
         .with_max_times(usize::try_from(retries).unwrap_or(usize::MAX))
 }
 
+/// How long to wait before the next attempt after `error`, given the backoff's own next wait
+/// (`None` when the attempts are spent): the server's `Retry-After` while retries remain, unless it
+/// asks for longer than [`ListingLimits::max_retry_wait`] (then `None`: the caller's own schedule
+/// handles long waits better than a blocked call), else the backoff's wait, jittered.
+fn retry_wait(
+    error: &PpioError,
+    backoff: Option<Duration>,
+    limits: &ListingLimits,
+) -> Option<Duration> {
+    match error.retry_after() {
+        Some(asked) if asked > limits.max_retry_wait => None,
+        Some(asked) => backoff.map(|_| asked),
+        None => backoff.map(|wait| jittered(wait, rand::rng().random())),
+    }
+}
+
 /// `wait` scaled by a factor between 0.5 and 1 from `jitter` (in `0.0..1.0`, clamped to it), so
 /// that views failing together do not retry together.
 fn jittered(wait: Duration, jitter: f64) -> Duration {
     wait.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
+mod products;
 mod transport;
 
 pub(super) use transport::ListingBudget as Budget;

@@ -1380,3 +1380,5 @@ async fn a_record_whose_summary_does_not_decode_fails_its_page_by_number() {
     );
     assert_eq!(memo.len(), 1, "the first page's record is remembered");
 }
+
+mod products;

@@ -14,24 +14,9 @@ impl Client {
         budget: Option<ListingBudget>,
         memo: Option<&ListingMemo>,
     ) -> (Option<u16>, Result<FetchedPage, PpioError>) {
-        let Ok(mut authorization) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-        else {
-            // ApiKey::new already guarantees a valid header value.
-            let detail = "the API key cannot be sent as an HTTP header".to_owned();
-            return (None, Err(PpioError::InvalidConfig { detail }));
-        };
-        authorization.set_sensitive(true);
-        let sent = self
-            .inner
-            .http
-            .get(url)
-            .header(AUTHORIZATION, authorization)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await;
-        let mut response = match sent {
+        let mut response = match self.send_get(key, url).await {
             Ok(response) => response,
-            Err(error) => return (None, Err(self.transport_error(error, key))),
+            Err(error) => return (None, Err(error)),
         };
         let status = response.status();
         let result = if status.is_success() {
@@ -50,6 +35,53 @@ impl Client {
                         ),
                         _ => format!("the response body is larger than the {max_body}-byte limit"),
                     },
+                }),
+                Err(BodyError::Transport(error)) => Err(self.transport_error(error, key)),
+            }
+        } else {
+            Err(self.status_error(status, &mut response, key).await)
+        };
+        (Some(status.as_u16()), result)
+    }
+
+    /// Sends `GET url` with the key as bearer token; the response, whatever its status, or why
+    /// none came.
+    async fn send_get(&self, key: &ApiKey, url: Url) -> Result<Response, PpioError> {
+        let Ok(mut authorization) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        else {
+            // ApiKey::new already guarantees a valid header value.
+            let detail = "the API key cannot be sent as an HTTP header".to_owned();
+            return Err(PpioError::InvalidConfig { detail });
+        };
+        authorization.set_sensitive(true);
+        self.inner
+            .http
+            .get(url)
+            .header(AUTHORIZATION, authorization)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|error| self.transport_error(error, key))
+    }
+
+    /// Sends one request for a product list and turns the answer into products (redacted of the
+    /// API key) or an error; also returns the status code, when there was a response.
+    pub(super) async fn fetch_products(
+        &self,
+        key: &ApiKey,
+        url: Url,
+    ) -> (Option<u16>, Result<Products, PpioError>) {
+        let mut response = match self.send_get(key, url).await {
+            Ok(response) => response,
+            Err(error) => return (None, Err(error)),
+        };
+        let status = response.status();
+        let result = if status.is_success() {
+            let max_body = self.inner.max_body_bytes;
+            match read_body(&mut response, max_body).await {
+                Ok(body) => decode_products(&body, key),
+                Err(BodyError::TooLarge) => Err(PpioError::InvalidResponse {
+                    detail: format!("the product list is larger than the {max_body}-byte limit"),
                 }),
                 Err(BodyError::Transport(error)) => Err(self.transport_error(error, key)),
             }
@@ -161,6 +193,37 @@ pub(super) fn decode_page(
             ),
         }
     })
+}
+
+/// Reads a 200 body as a product list, redacted of the API key; a list with the key in a product's
+/// ID is refused whole.
+pub(super) fn decode_products(body: &[u8], key: &ApiKey) -> Result<Products, PpioError> {
+    let mut products = Products::from_json(body).map_err(|error| {
+        // A body the item bound refused unread is not read now either, not even its start.
+        let refused_unread = error.path == "." && error.message.contains(REFUSED_UNREAD);
+        let hint = Some(body)
+            .filter(|_| !refused_unread)
+            .and_then(|body| error_sent_as_page(body, key))
+            .map(|said| format!("; it looks like an error answer sent with HTTP 200: {said}"))
+            .unwrap_or_default();
+        PpioError::InvalidResponse {
+            detail: sanitize(
+                &format!("the product list does not decode: {error}{hint}"),
+                key,
+            ),
+        }
+    })?;
+    if let Some(index) = products.id_holding(key) {
+        return Err(PpioError::InvalidResponse {
+            detail: format!(
+                "a product's ID contains the API key (product {} of the list, by ID), so no \
+                 price can be looked up by it safely; the product list was discarded",
+                index + 1
+            ),
+        });
+    }
+    products.redact(key);
+    Ok(products)
 }
 
 /// Record `index` of `page` decoded whole, with the API key redacted from it.
