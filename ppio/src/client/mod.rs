@@ -269,6 +269,24 @@ impl Client {
             .await
     }
 
+    /// Runs one request (`fetch`: its status code, if an answer came, and its result), timed from
+    /// sending it to reading its whole body, and reports it to the request observer.
+    async fn observed<T>(
+        &self,
+        fetch: impl Future<Output = (Option<u16>, Result<T, PpioError>)>,
+    ) -> (Option<u16>, Result<T, PpioError>, Duration) {
+        let started = Instant::now();
+        let (status_code, result) = fetch.await;
+        let latency = started.elapsed();
+        if let Some(observer) = &self.inner.observer {
+            observer(&RequestOutcome {
+                status_code,
+                latency,
+            });
+        }
+        (status_code, result, latency)
+    }
+
     /// One request for one page, reported to the observer and logged. `budget`, within a listing,
     /// bounds the body further than [`ClientConfig::max_body_bytes`]; a body that `memo` has seen
     /// is not read again.
@@ -286,15 +304,8 @@ impl Client {
         if !paced {
             self.pace(key).await;
         }
-        let started = Instant::now();
-        let (status_code, result) = self.fetch_page(key, url, budget, memo).await;
-        let latency = started.elapsed();
-        if let Some(observer) = &self.inner.observer {
-            observer(&RequestOutcome {
-                status_code,
-                latency,
-            });
-        }
+        let (status_code, result, latency) =
+            self.observed(self.fetch_page(key, url, budget, memo)).await;
         let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(fetched) => tracing::debug!(

@@ -80,15 +80,7 @@ impl Client {
     /// One request for a product list: paced by the key's budget, reported to the observer, logged.
     async fn request_products(&self, key: &ApiKey, url: Url) -> Result<Products, PpioError> {
         self.pace(key).await;
-        let started = Instant::now();
-        let (status_code, result) = self.fetch_products(key, url).await;
-        let latency = started.elapsed();
-        if let Some(observer) = &self.inner.observer {
-            observer(&RequestOutcome {
-                status_code,
-                latency,
-            });
-        }
+        let (status_code, result, latency) = self.observed(self.fetch_products(key, url)).await;
         let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(products) => tracing::debug!(
