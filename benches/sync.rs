@@ -190,7 +190,7 @@ fn listing(
     cluster: &Cluster,
     now: Timestamp,
 ) -> (Vec<RecordPlan>, usize) {
-    let mut planner = ListingPlanner::new(view.clone(), None, false, now);
+    let mut planner = ListingPlanner::new(view.clone(), None, false, Default::default(), now);
     let decoded = Cell::new(0);
     let mut writes = Vec::new();
     memo.start_listing(key, &Default::default());

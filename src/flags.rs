@@ -86,6 +86,17 @@ pub struct RunArgs {
     )]
     pub memo_memory_limit_mib: u64,
 
+    /// How long, in seconds, PPIO's product list (the prices) of an API key is used before it is
+    /// read again. A view's refresh annotation reads it at once; a read that fails keeps the last
+    /// prices and is tried again a minute later at the earliest.
+    #[arg(
+        long,
+        env = "PPIO_OPERATOR_PRODUCT_LIST_TTL_SECONDS",
+        default_value_t = controller::DEFAULT_PRODUCT_LIST_TTL.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=604_800)
+    )]
+    pub product_list_ttl_seconds: u64,
+
     /// Log format on stderr.
     #[arg(long, env = "PPIO_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

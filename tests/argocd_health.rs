@@ -61,6 +61,7 @@ fn synced(mut view: GpuInstanceView) -> GpuInstanceView {
         &view,
         &summary.bounded(),
         &counts,
+        (&Ok(Default::default()), &Default::default()),
         1,
         now,
     ));

@@ -17,6 +17,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use ppio::Page;
 use ppio_gpu_core::api::{GpuInstance, GpuInstanceView};
+use ppio_gpu_core::cost::{self, report::MirrorCost};
 use ppio_gpu_core::services::{self, AddressPolicy, objects};
 use ppio_gpu_core::sync::plan;
 use serde_json::{Value, json};
@@ -61,7 +62,14 @@ pub async fn apply_mirrors(
             .map_err(|e| format!("the simulator's records do not decode as a PPIO page: {e}"))?
             .instances;
         writes.extend(listing.iter().filter_map(|instance| {
-            match plan::plan_instance(view, services, instance, None, now) {
+            match plan::plan_instance(
+                view,
+                services,
+                instance,
+                &MirrorCost::of(&cost::instance_cost_unlisted(&instance.into()), None),
+                None,
+                now,
+            ) {
                 // What has no mirror yet is created whole, as the operator's first sync does.
                 plan::InstancePlan::Create(mirror) => Some(*mirror),
                 plan::InstancePlan::Update(_)

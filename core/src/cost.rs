@@ -111,6 +111,8 @@ pub struct Term {
 /// Why an instance's price is unknown. Never read as zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnknownCost {
+    /// No product list has been read yet (the view's `PricesCurrent` condition says why).
+    NoProductList,
     /// The record names no product.
     NoProduct,
     /// The product list does not hold the record's product (sold out or retired, or the list
@@ -134,6 +136,10 @@ pub enum UnknownCost {
 impl fmt::Display for UnknownCost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            UnknownCost::NoProductList => f.write_str(
+                "no product list has been read from PPIO yet (the view's PricesCurrent condition \
+                 says why)",
+            ),
             UnknownCost::NoProduct => f.write_str("the instance names no product"),
             UnknownCost::ProductNotListed => f.write_str("its product is not in the product list"),
             UnknownCost::UnknownBillingMode(mode) => write!(
@@ -158,6 +164,40 @@ impl fmt::Display for UnknownCost {
     }
 }
 
+impl UnknownCost {
+    /// Why, as a condition's reason (CamelCase).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UnknownCost::NoProductList => "NoProductList",
+            UnknownCost::NoProduct => "NoProduct",
+            UnknownCost::ProductNotListed => "ProductNotListed",
+            UnknownCost::UnknownBillingMode(_) => "UnknownBillingMode",
+            UnknownCost::Price(_) => "PriceNotListed",
+            UnknownCost::NoSuchTerm { .. } => "NoSuchTerm",
+            UnknownCost::CardCount(_) => "UnknownCardCount",
+            UnknownCost::TooLarge => "PriceTooLarge",
+        }
+    }
+}
+
+/// What `record` costs when no product list is known: its price is unknown, whether it is billed
+/// now is not.
+pub fn instance_cost_unlisted(record: &RecordSummary) -> InstanceCost {
+    InstanceCost {
+        product_name: None,
+        gpu_model: None,
+        price: Err(UnknownCost::NoProductList),
+        billed_now: billed_now(record),
+    }
+}
+
+fn billed_now(record: &RecordSummary) -> bool {
+    match record.billing_mode.parse::<BillingMode>() {
+        Ok(BillingMode::Prepaid) => true,
+        _ => is_billed_status(&record.status),
+    }
+}
+
 /// What `record` costs, by the products in `products`.
 pub fn instance_cost(record: &RecordSummary, products: &Products) -> InstanceCost {
     let mode = record.billing_mode.parse::<BillingMode>().ok();
@@ -173,10 +213,7 @@ pub fn instance_cost(record: &RecordSummary, products: &Products) -> InstanceCos
             (Some(_), None) => Err(UnknownCost::UnknownBillingMode(record.billing_mode.clone())),
             (Some(product), Some(mode)) => price_of(record, product, mode),
         },
-        billed_now: match mode {
-            Some(BillingMode::Prepaid) => true,
-            _ => is_billed_status(&record.status),
-        },
+        billed_now: billed_now(record),
     }
 }
 
@@ -440,6 +477,8 @@ impl FromStr for HourlyBudget {
             .ok_or(InvalidBudget::TooLarge)
     }
 }
+
+pub mod report;
 
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,14 @@ impl ApiKey {
         self.echoes.appear_in(text)
     }
 
+    /// The key hashed by `state`: an identity for keeping things per key (its request budget, its
+    /// product list) without holding the key. Use a [`std::hash::BuildHasher`] seeded per process,
+    /// such as [`std::collections::hash_map::RandomState`], so that the number says nothing of the
+    /// key outside the process.
+    pub fn hash_with(&self, state: &impl std::hash::BuildHasher) -> u64 {
+        state.hash_one(&self.key)
+    }
+
     /// The key itself, for the `Authorization` header. Kept inside the crate's PPIO client so no
     /// other code can print it.
     pub(crate) fn expose(&self) -> &str {

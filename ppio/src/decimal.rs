@@ -98,6 +98,13 @@ impl Decimal {
     }
 }
 
+impl Default for Decimal {
+    /// Zero.
+    fn default() -> Decimal {
+        Decimal::ZERO
+    }
+}
+
 impl PartialEq for Decimal {
     fn eq(&self, other: &Decimal) -> bool {
         self.cmp(other) == Ordering::Equal

@@ -12,6 +12,7 @@ use tracing::warn;
 use super::mirror_meta::MirrorMeta;
 use ppio_gpu_core::api::condition::{self, ConditionStatus};
 use ppio_gpu_core::api::{GpuInstance, GpuInstanceView, GpuInstanceViewStatus};
+use ppio_gpu_core::cost::report;
 use ppio_gpu_core::mirror;
 use ppio_gpu_core::sync::lifecycle::{InstanceEvent, MANY_STATUS_CHANGES, SummaryEvent};
 use ppio_gpu_core::sync::view_status;
@@ -68,6 +69,30 @@ pub(super) async fn publish_summary(
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, &view.object_ref(&())).await {
+        warn!(error = %e, "cannot publish an Event");
+    }
+}
+
+/// Publishes the Warning Event `OverBudget` when the view's hourly spend crossed above its budget
+/// (see [`report::budget_crossing`]): once per crossing, not at every sync the spend stays above.
+pub(super) async fn publish_budget_crossing(
+    recorder: &Recorder,
+    view: &ObjectReference,
+    current: Option<&GpuInstanceViewStatus>,
+    next: &GpuInstanceViewStatus,
+) {
+    let previous = current.map_or(&[][..], |status| status.conditions.as_slice());
+    let Some(note) = report::budget_crossing(previous, &next.conditions) else {
+        return;
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: report::OVER_BUDGET.into(),
+        note: Some(mirror::event_note(&note)),
+        action: "Price".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, view).await {
         warn!(error = %e, "cannot publish an Event");
     }
 }

@@ -37,6 +37,7 @@ mod freshness;
 mod memos;
 mod mirror_meta;
 mod ppio_clients;
+mod prices;
 mod schedule;
 mod scopes;
 mod service_watch;
@@ -66,7 +67,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use apply::FIELD_MANAGER;
 pub use cache::{MirrorCache, WriteTicket};
 pub use endpoint_policy::EndpointPolicy;
-pub use settings::{DEFAULT_MEMO_MEMORY_LIMIT, Settings};
+pub use settings::{DEFAULT_MEMO_MEMORY_LIMIT, DEFAULT_PRODUCT_LIST_TTL, Settings};
 pub use shard::{check_shard_selector, default_lease_name};
 pub use slots::SyncSlots;
 
@@ -78,6 +79,7 @@ use crate::process::metrics::Metrics;
 use ppio_clients::PpioClients;
 use ppio_gpu_core::api::stored_view::SpecProblem;
 use ppio_gpu_core::api::{GpuInstanceView, GpuInstanceViewStatus, StoredView};
+use ppio_gpu_core::cost::HourlyBudget;
 use ppio_gpu_core::sync::view_status;
 use schedule::{Schedule, Schedules, UnreadableViews};
 
@@ -97,6 +99,8 @@ pub struct Context {
     listings: freshness::ListingDurations,
     /// The watch of the operator's Services and EndpointSlices, when it keeps Services.
     service_watch: Option<Arc<service_watch::ServiceWatch>>,
+    /// PPIO's product lists, per API key and endpoint.
+    prices: prices::PriceLists,
 }
 
 impl Context {
@@ -118,6 +122,7 @@ impl Context {
                 .map(|_| Arc::new(service_watch::ServiceWatch::new(mirrors.clone()))),
             mirrors,
             slots: SyncSlots::new(usize::from(settings.view_concurrency)),
+            prices: prices::PriceLists::new(settings.product_list_ttl),
             client,
             settings,
             metrics,
@@ -456,6 +461,7 @@ async fn sync_if_due(
                 &view,
                 &synced.summary,
                 &synced.counts,
+                (&synced.spend, &synced.prices),
                 synced.pages,
                 Timestamp::now(),
             );
@@ -465,6 +471,21 @@ async fn sync_if_due(
                 .set_mirrored(&namespace, &name, synced.counts.mirrored as i64);
             ctx.metrics
                 .record_fleet(&namespace, &name, synced.fleet, Timestamp::now());
+            ctx.metrics.set_view_cost(
+                &namespace,
+                &name,
+                synced
+                    .spend
+                    .as_ref()
+                    .ok()
+                    .and_then(|spend| spend.total().ok()),
+                view.spec
+                    .cost
+                    .hourly_budget
+                    .as_deref()
+                    .and_then(|budget| budget.parse::<HourlyBudget>().ok())
+                    .map(HourlyBudget::amount),
+            );
             ctx.listings.record(key.clone(), started.elapsed());
             (status, schedule::next_regular_sync(interval), 0)
         }
@@ -498,6 +519,7 @@ async fn sync_if_due(
     );
     let reference = view.object_ref(&());
     events::publish_transition(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
+    events::publish_budget_crossing(&ctx.recorder, &reference, view.status.as_ref(), &status).await;
     // This sync's status replaces any earlier one still unwritten.
     ctx.schedules.take_unwritten(&key);
     write_view_status_or_keep(ctx, &view, key, status).await?;

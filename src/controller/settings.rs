@@ -11,6 +11,9 @@ use super::EndpointPolicy;
 /// the mirror cache (some 200 bytes a mirror).
 pub const DEFAULT_MEMO_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
 
+/// How long a product list is used before it is read again, unless set otherwise.
+pub const DEFAULT_PRODUCT_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// How the controller behaves, from the command line.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -35,6 +38,8 @@ pub struct Settings {
     /// Keep Services for the mirrors of views that ask for them (`--services`), routing only to
     /// the addresses this rule accepts; `None`: keep none (the operator may lack the RBAC).
     pub services: Option<ppio_gpu_core::services::AddressPolicy>,
+    /// How long a product list (the prices) is used before it is read again.
+    pub product_list_ttl: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -49,6 +54,7 @@ impl Default for Settings {
             label_selector: None,
             metrics_instance_info: false,
             services: None,
+            product_list_ttl: DEFAULT_PRODUCT_LIST_TTL,
         }
     }
 }

@@ -25,12 +25,16 @@ use super::slots::Slot;
 use super::writes::{MirrorWrite, Writes};
 use ppio::{self, ListQuery};
 use ppio_gpu_core::api::GpuInstanceView;
+use ppio_gpu_core::cost::report::{PriceList, PriceListFailure};
+use ppio_gpu_core::cost::{HourlySpend, SpendOverflow};
 use ppio_gpu_core::services::ServiceTally;
 use ppio_gpu_core::sync::fleet::FleetSnapshot;
 use ppio_gpu_core::sync::listing::{ListingPlanner, Mirrors, RecordPlan};
 use ppio_gpu_core::sync::plan::Observed;
 use ppio_gpu_core::sync::summary::Summary;
-use ppio_gpu_core::sync::view_status::{FailureReason, MirrorCounts, SyncFailure, ppio_failure};
+use ppio_gpu_core::sync::view_status::{
+    self, FailureReason, MirrorCounts, SyncFailure, ppio_failure,
+};
 
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
 const CACHE_WAIT: Duration = Duration::from_secs(60);
@@ -40,6 +44,9 @@ pub(super) struct Synced {
     pub(super) summary: Summary,
     pub(super) fleet: FleetSnapshot,
     pub(super) counts: MirrorCounts,
+    /// What the listed instances billed now spend an hour, at `prices`.
+    pub(super) spend: Result<HourlySpend, SpendOverflow>,
+    pub(super) prices: PriceList,
     pub(super) pages: u32,
     pub(super) writes: usize,
 }
@@ -85,6 +92,7 @@ pub(super) async fn sync_view(
         .ppio_clients
         .of(&endpoint)
         .map_err(|e| Failed::from(ppio_failure(&e, &key)))?;
+    let prices = read_prices(&view, ctx, &ppio, &endpoint, &key, deadline).await;
     if !ctx.mirrors.wait_ready(CACHE_WAIT).await {
         return Err(SyncFailure {
             reason: FailureReason::ListFailed,
@@ -113,6 +121,7 @@ pub(super) async fn sync_view(
             view.clone(),
             ctx.settings.services.as_ref(),
             ctx.settings.metrics_instance_info,
+            prices.clone(),
             Timestamp::now(),
         ),
         mirrors: ListedMirrors {
@@ -218,9 +227,60 @@ pub(super) async fn sync_view(
         summary: listed.summary,
         fleet: listed.fleet,
         counts: listed.counts,
+        spend: listed.spend,
+        prices,
         pages,
         writes: finished.writes,
     })
+}
+
+/// The prices of the view's key at its endpoint: PPIO's product list as kept, read again when it
+/// is older than its time to live or the view asks for a refresh. A read that fails, or takes
+/// longer than `deadline`, keeps the last prices, and the view says why; it never fails the sync.
+async fn read_prices(
+    view: &GpuInstanceView,
+    ctx: &Context,
+    ppio: &ppio::Client,
+    endpoint: &Url,
+    key: &ppio::ApiKey,
+    deadline: Duration,
+) -> PriceList {
+    let refresh = view_status::refresh_requested(view).is_some_and(|requested| {
+        view.status
+            .as_ref()
+            .and_then(|status| status.last_handled_refresh.as_deref())
+            != Some(requested.as_str())
+    });
+    let limits = &ctx.settings.listing_limits;
+    let read = || async {
+        match tokio::time::timeout(deadline, ppio.list_instance_products(key, limits)).await {
+            Ok(Ok(products)) => Ok(products),
+            Ok(Err(error)) => Err(PriceListFailure::message_of(&error, key)),
+            Err(_) => Err(format!(
+                "reading it took longer than {}s (its retries and the API key's request budget \
+                 included) and was abandoned.",
+                deadline.as_secs()
+            )),
+        }
+    };
+    let prices = ctx.prices.of(endpoint, key, refresh, read).await;
+    match (prices.read, &prices.list.failure) {
+        (Some(true), _) => {
+            let products = prices.list.products.as_ref().map_or(0, |p| p.len());
+            tracing::debug!(products, refresh, "read the PPIO product list");
+            ctx.metrics.record_product_list_read(true);
+        }
+        (Some(false), Some(failure)) => {
+            tracing::warn!(
+                detail = %failure.message,
+                prices_read_at = ?prices.list.read_at.map(|at| at.to_string()),
+                "reading the PPIO product list failed; the last prices read are kept"
+            );
+            ctx.metrics.record_product_list_read(false);
+        }
+        _ => {}
+    }
+    prices.list
 }
 
 /// How a listing ended.

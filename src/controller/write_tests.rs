@@ -93,7 +93,8 @@ impl Scenario {
 
     /// What a listing at `now` plans for `record`, given what the cache knows of its mirror.
     fn plan(&self, record: &Instance, now: Timestamp) -> Planned {
-        let mut planner = ListingPlanner::new(self.view.clone(), None, false, now);
+        let mut planner =
+            ListingPlanner::new(self.view.clone(), None, false, Default::default(), now);
         let planned = planner
             .plan_record(
                 &record.into(),

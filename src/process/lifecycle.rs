@@ -63,6 +63,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
             ..ppio::ClientConfig::default()
         },
         memo_memory_limit: usize::try_from(args.memo_memory_limit_mib << 20).unwrap_or(usize::MAX),
+        product_list_ttl: Duration::from_secs(args.product_list_ttl_seconds),
         label_selector: args.watch_label_selector.clone(),
         metrics_instance_info: args.metrics_instance_info,
         services: args.services.then_some(address_policy),

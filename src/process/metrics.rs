@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use ppio::Decimal;
 use ppio_gpu_core::sync::fleet::FleetSnapshot;
 
 /// Labels of a sync outcome.
@@ -78,7 +79,16 @@ pub struct Metrics {
     pub endpoint_freshness_flips: Counter,
     /// 1 while this replica leads (or runs without leader election), else 0.
     pub leader: Gauge,
+    /// Reads of PPIO's product list by result.
+    pub product_list_reads: Family<ResultLabels, Counter>,
     fleet: FleetViews,
+}
+
+/// Labels of an attempt's result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: String,
 }
 
 impl Default for Metrics {
@@ -101,6 +111,7 @@ impl Metrics {
         let kubernetes_writes = Family::default();
         let endpoint_freshness_flips = Counter::default();
         let leader = Gauge::default();
+        let product_list_reads = Family::default();
         let fleet = FleetViews::default();
         registry.register_with_unit(
             "sync_duration",
@@ -145,6 +156,11 @@ impl Metrics {
             "1 while this replica is the active controller, else 0",
             leader.clone(),
         );
+        registry.register(
+            "product_list_reads",
+            "Reads of the PPIO product list (the prices) by result",
+            product_list_reads.clone(),
+        );
         registry.register_collector(Box::new(fleet.clone()));
         Metrics {
             registry: Arc::new(registry),
@@ -156,8 +172,33 @@ impl Metrics {
             kubernetes_writes,
             endpoint_freshness_flips,
             leader,
+            product_list_reads,
             fleet,
         }
+    }
+
+    /// Records one read of the product list.
+    pub fn record_product_list_read(&self, success: bool) {
+        self.product_list_reads
+            .get_or_create(&ResultLabels {
+                result: if success { "success" } else { "failure" }.into(),
+            })
+            .inc();
+    }
+
+    /// Sets what the view's instances billed now spend an hour (`None`: too large to say) and its
+    /// hourly budget (`None`: it has none).
+    pub fn set_view_cost(
+        &self,
+        namespace: &str,
+        view: &str,
+        spend: Option<Decimal>,
+        budget: Option<Decimal>,
+    ) {
+        let mut views = self.fleet.lock();
+        let fleet = views.entry(view_labels(namespace, view)).or_default();
+        fleet.hourly_spend = spend.map(as_float);
+        fleet.hourly_budget = budget.map(as_float);
     }
 
     /// Records one finished sync.
@@ -253,11 +294,20 @@ fn view_labels(namespace: &str, view: &str) -> ViewLabels {
     }
 }
 
+/// `decimal` as a sample value: the nearest float, as Prometheus keeps every sample.
+fn as_float(decimal: Decimal) -> f64 {
+    decimal.to_string().parse().unwrap_or(f64::NAN)
+}
+
 /// What is exported of one view besides its counters.
 #[derive(Clone, Debug, Default)]
 struct ViewFleet {
     sync_interval: Duration,
     last_success: Option<Timestamp>,
+    /// What its instances billed now spend an hour, as its last complete listing priced them.
+    hourly_spend: Option<f64>,
+    /// Its hourly budget, when it has one.
+    hourly_budget: Option<f64>,
     /// The last complete listing; `None` before the first.
     snapshot: Option<Arc<FleetSnapshot>>,
 }
@@ -325,6 +375,69 @@ impl Collector for FleetViews {
              and billing mode.",
             None,
             groups().map(|(labels, counts)| (labels, counts.gpus)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "hourly_spend",
+            "What the PPIO instances billed now in the last complete listing of each view cost an \
+             hour, summed, by status, region and billing mode: those whose price is known, in the \
+             view's currency (spec.cost.currency).",
+            None,
+            groups().map(|(labels, counts)| (labels, as_float(counts.hourly_spend))),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "unpriced_instances",
+            "PPIO instances billed now in the last complete listing of each view whose price is \
+             unknown, by status, region and billing mode.",
+            None,
+            groups().map(|(labels, counts)| (labels, counts.unpriced)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "product_hourly_spend",
+            "What the PPIO instances billed now in the last complete listing of each view cost an \
+             hour, summed, by product: those whose price is known, in the view's currency.",
+            None,
+            snapshots().flat_map(|(view, snapshot)| {
+                snapshot
+                    .hourly_spend_by_product
+                    .iter()
+                    .map(move |(product, spend)| {
+                        (
+                            [view[0], view[1], ("product_id", product.as_str())],
+                            as_float(*spend),
+                        )
+                    })
+            }),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "view_hourly_spend",
+            "What the PPIO instances billed now in the last complete listing of each view cost an \
+             hour, all modes together: those whose price is known, in the view's currency.",
+            None,
+            views.iter().filter_map(|(view, fleet)| {
+                let labels = [
+                    ("namespace", view.namespace.as_str()),
+                    ("view", view.view.as_str()),
+                ];
+                Some((labels, fleet.hourly_spend?))
+            }),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "view_hourly_budget",
+            "The hourly budget of each view that sets one (spec.cost.hourlyBudget), in the view's \
+             currency.",
+            None,
+            views.iter().filter_map(|(view, fleet)| {
+                let labels = [
+                    ("namespace", view.namespace.as_str()),
+                    ("view", view.view.as_str()),
+                ];
+                Some((labels, fleet.hourly_budget?))
+            }),
         )?;
         encode_gauges(
             &mut encoder,
@@ -500,6 +613,8 @@ mod tests {
             status.error = "ImagePullFailed".into();
         }
         broken.name = "say \"hi\"\\".into();
+        // Not in the product list: its price is unknown, but it is not billed (exited).
+        broken.product_id = "p-retired".into();
         vec![
             with_billing(
                 instance("a1", "running", "eu-1", 8),
@@ -515,10 +630,29 @@ mod tests {
         ]
     }
 
+    /// The fleet's products: the A100 prepaid at 9,072.000 a card and month (12.600 an hour).
+    fn products() -> ppio::Products {
+        ppio::Products::from_json(
+            br#"{"data":[{"id":"p-a100","name":"A100","type":"gpu","pricing":{"precision":3,
+            "postpaid":{"base_price":18000,"final_price":12600,"unit":"per_hour"},
+            "prepaid":[{"duration_months":1,"base_price":12960000,"final_price":9072000}]}}]}"#,
+        )
+        .unwrap()
+    }
+
     fn snapshot(instances: &[Instance], info: bool) -> FleetSnapshot {
+        let products = products();
         let mut tally = FleetTally::new(info);
         for i in instances {
-            tally.add(&i.into());
+            let mut i = i.clone();
+            if i.product_id.is_empty() {
+                i.product_id = "p-a100".into();
+            }
+            let summary = (&i).into();
+            tally.add(
+                &summary,
+                &ppio_gpu_core::cost::instance_cost(&summary, &products),
+            );
         }
         tally.finish()
     }
@@ -545,6 +679,12 @@ mod tests {
         );
 
         metrics.record_fleet("ml", "team", snapshot(&fleet(), true), at(1_750_000_123));
+        metrics.set_view_cost(
+            "ml",
+            "team",
+            Decimal::new(151_200, 3),
+            Decimal::new(150, 0),
+        );
         let text = metrics.render();
         assert_eq!(
             fleet_lines(&text),
@@ -553,21 +693,35 @@ mod tests {
                 r#"ppio_gpu_operator_instances{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 2"#,
                 r#"ppio_gpu_operator_gpus{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 1"#,
                 r#"ppio_gpu_operator_gpus{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 12"#,
+                // Prepaid: 8 + 4 cards at 12.600 an hour, billed for the term; the exited postpaid
+                // instance is not billed, so its unknown price is not counted.
+                r#"ppio_gpu_operator_hourly_spend{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 0.0"#,
+                r#"ppio_gpu_operator_hourly_spend{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 151.2"#,
+                r#"ppio_gpu_operator_unpriced_instances{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 0"#,
+                r#"ppio_gpu_operator_unpriced_instances{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 0"#,
+                r#"ppio_gpu_operator_product_hourly_spend{namespace="ml",view="team",product_id="p-a100"} 151.2"#,
+                r#"ppio_gpu_operator_view_hourly_spend{namespace="ml",view="team"} 151.2"#,
+                r#"ppio_gpu_operator_view_hourly_budget{namespace="ml",view="team"} 150.0"#,
                 r#"ppio_gpu_operator_instances_with_error{namespace="ml",view="team",status="exited"} 1"#,
                 r#"ppio_gpu_operator_instances_with_error{namespace="ml",view="team",status="running"} 0"#,
                 r#"ppio_gpu_operator_instance_prepaid_end_time_seconds{namespace="ml",view="team",instance_id="a1",auto_renew="true"} 1800000000"#,
                 r#"ppio_gpu_operator_instance_prepaid_end_time_seconds{namespace="ml",view="team",instance_id="b2",auto_renew="false"} 1700000000"#,
                 r#"ppio_gpu_operator_view_last_successful_sync_timestamp_seconds{namespace="ml",view="team"} 1750000123"#,
                 r#"ppio_gpu_operator_view_sync_interval_seconds{namespace="ml",view="team"} 90.0"#,
-                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="a1",name="",status="running",region="eu-1",billing_mode="prepaid",product_id=""} 1"#,
-                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="b2",name="",status="running",region="eu-1",billing_mode="prepaid",product_id=""} 1"#,
-                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="c3",name="say \"hi\"\\",status="exited",region="us-1",billing_mode="postpaid",product_id=""} 1"#,
+                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="a1",name="",status="running",region="eu-1",billing_mode="prepaid",product_id="p-a100"} 1"#,
+                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="b2",name="",status="running",region="eu-1",billing_mode="prepaid",product_id="p-a100"} 1"#,
+                r#"ppio_gpu_operator_instance_info{namespace="ml",view="team",instance_id="c3",name="say \"hi\"\\",status="exited",region="us-1",billing_mode="postpaid",product_id="p-retired"} 1"#,
             ]
         );
         for (name, unit_suffix) in [
             ("instances", ""),
             ("gpus", ""),
             ("instances_with_error", ""),
+            ("hourly_spend", ""),
+            ("unpriced_instances", ""),
+            ("product_hourly_spend", ""),
+            ("view_hourly_spend", ""),
+            ("view_hourly_budget", ""),
             ("instance_prepaid_end_time", "_seconds"),
             ("view_last_successful_sync_timestamp", "_seconds"),
             ("view_sync_interval", "_seconds"),

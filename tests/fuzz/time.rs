@@ -30,6 +30,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use ppio::{ApiKey, ClientConfig, ListingLimits, ListingMemo};
 use ppio_gpu_core::api::view::{GpuInstanceView, GpuInstanceViewSpec};
+use ppio_gpu_core::cost::{self, report::MirrorCost};
 use ppio_gpu_core::services::AddressPolicy;
 use ppio_gpu_core::sync::lifecycle::{self, Seen};
 use ppio_gpu_core::sync::plan::{self, InstancePlan};
@@ -294,7 +295,14 @@ fn map_record(body: Vec<u8>) -> Result<(), String> {
     let view = view();
     let policy = AddressPolicy::default();
     let now = Timestamp::from_second(1_600_000_000).expect("a time");
-    let planned = plan::plan_instance(&view, Some(&policy), &instance, None, now);
+    let planned = plan::plan_instance(
+        &view,
+        Some(&policy),
+        &instance,
+        &MirrorCost::of(&cost::instance_cost_unlisted(&(&instance).into()), None),
+        None,
+        now,
+    );
     let InstancePlan::Create(mirror) = planned else {
         return Err(format!("a new record is created, not {planned:?}"));
     };

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
+use super::cost::InstanceCostStatus;
 
 /// Identity of the mirrored instance. Written by the operator when it creates the object.
 #[allow(clippy::duplicated_attributes)] // repeated `printcolumn(type_ = ...)` is how kube declares columns
@@ -86,6 +87,18 @@ use super::condition::Condition;
         type_ = "string",
         priority = 1,
         json_path = ".status.service.name"
+    ),
+    printcolumn(
+        name = "Hourly",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.cost.hourly"
+    ),
+    printcolumn(
+        name = "Currency",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.cost.currency"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -181,6 +194,8 @@ pub struct GpuInstanceStatus {
     /// auto-renew is off, with the end time in the message. With Services on, `ServiceEndpoints`
     /// is True while every exposed port is routed, False with the endpoints left out and why
     /// (`EndpointRefused`), or why no Service is kept (`ServiceNameTaken`, `ServiceRejected`).
+    /// `PriceKnown` is True while the instance's price is known, False with why not (its product is
+    /// not in PPIO's product list, the list could not be read, ...).
     #[serde(default)]
     #[schemars(length(max = 8))]
     pub conditions: Vec<Condition>,
@@ -194,6 +209,9 @@ pub struct GpuInstanceStatus {
     /// says which endpoints were left out, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<MirrorService>,
+    /// What the instance costs, from PPIO's product list, in its view's `spec.cost.currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<InstanceCostStatus>,
 }
 
 /// The Service of a mirror and its EndpointSlices, all in the mirror's namespace.

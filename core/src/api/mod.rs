@@ -3,6 +3,7 @@
 //! by `ppio-gpu-operator crd`.
 
 pub mod condition;
+pub mod cost;
 pub mod instance;
 pub mod stored_view;
 pub mod validation;

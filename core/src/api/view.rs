@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
+use super::cost::{CostOptions, ViewCostStatus};
 use super::validation;
 
 /// Annotation whose new value asks for a sync at once, without touching the spec.
@@ -69,6 +70,18 @@ pub const DEFAULT_MAX_EVENTS_PER_SYNC: i32 = 20;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Hourly Spend",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.cost.hourlySpend.total"
+    ),
+    printcolumn(
+        name = "Currency",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.cost.currency"
     ),
     printcolumn(
         name = "Reason",
@@ -153,6 +166,11 @@ pub struct GpuInstanceViewSpec {
     /// A Service per mirrored instance that routes to its exposed ports.
     #[serde(default)]
     pub services: ServiceOptions,
+
+    /// The currency label of this view's amounts and its hourly budget. Prices come from PPIO's
+    /// product list in any case.
+    #[serde(default)]
+    pub cost: CostOptions,
 }
 
 /// Services for the mirrored instances.
@@ -379,7 +397,8 @@ pub struct GpuInstanceViewStatus {
     /// The `metadata.generation` of the spec the last sync used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Reconciling` and `Stalled`, as kstatus reads them.
+    /// `Ready`, `Reconciling` and `Stalled`, as kstatus reads them; `PricesCurrent`, whether the
+    /// prices used are current; `WithinBudget`, with `spec.cost.hourlyBudget` set.
     #[serde(default)]
     #[schemars(length(max = 8))]
     pub conditions: Vec<Condition>,
@@ -429,6 +448,9 @@ pub struct GpuInstanceViewStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub last_handled_refresh: Option<String>,
+    /// What the instances of the last complete listing that are billed now spend an hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<ViewCostStatus>,
 }
 
 fn default_sync_interval() -> String {

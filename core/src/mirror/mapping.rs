@@ -124,6 +124,7 @@ pub fn status(
             .collect(),
         absent_since: None,
         service: None,
+        cost: None,
     };
     let cuts = fit_to_budget(&mut status, STATUS_BUDGET_BYTES - TRUNCATED_CONDITION_ROOM);
     let mut conditions = std::mem::take(&mut status.conditions);

@@ -99,3 +99,16 @@ pub fn prepaid(id: &str, end: i64, auto_renew: bool) -> Instance {
     });
     i
 }
+
+/// The cost of a mirror when no product list was read: unknown, billed.
+pub fn unpriced() -> crate::cost::report::MirrorCost {
+    crate::cost::report::MirrorCost::of(
+        &crate::cost::InstanceCost {
+            product_name: None,
+            gpu_model: None,
+            price: Err(crate::cost::UnknownCost::NoProductList),
+            billed_now: true,
+        },
+        None,
+    )
+}

@@ -22,9 +22,10 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::cost::InstanceCost;
 use crate::sync::counts::{self, OTHER};
 use crate::sync::summary::MAX_COUNT_KEYS;
-use ppio::RecordSummary;
+use ppio::{Decimal, RecordSummary};
 
 /// Longest label value taken from PPIO data, in bytes.
 pub const MAX_LABEL_BYTES: usize = 128;
@@ -43,13 +44,17 @@ pub struct Group {
     pub billing_mode: String,
 }
 
-/// Instances and their GPUs in one [`Group`].
+/// Instances and their GPUs in one [`Group`], and what those billed now spend an hour.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GroupCounts {
     /// Instances listed.
     pub instances: i64,
     /// Their GPUs (`resource_specs.gpu_num`, negative counts as 0).
     pub gpus: i64,
+    /// The hourly rates of those billed now whose price is known, summed.
+    pub hourly_spend: Decimal,
+    /// Those billed now whose price is unknown.
+    pub unpriced: i64,
 }
 
 /// The term of one prepaid instance, as its series says it.
@@ -91,6 +96,9 @@ pub struct FleetSnapshot {
     pub prepaid: Vec<PrepaidTermSeries>,
     /// Every listed instance, by instance ID; `None` unless the info series is on.
     pub instances: Option<Vec<InstanceInfo>>,
+    /// The hourly spend of the instances billed now whose price is known, by product ID (at most
+    /// [`MAX_COUNT_KEYS`] products, those with the most instances; the rest under [`OTHER`]).
+    pub hourly_spend_by_product: BTreeMap<String, Decimal>,
 }
 
 /// Counts of a listing in progress. Feed it every listed instance with [`FleetTally::add`]; call
@@ -108,6 +116,9 @@ pub struct FleetTally {
     prepaid: BTreeMap<String, (i64, bool)>,
     /// With the info series on, every instance by ID.
     instances: Option<BTreeMap<String, ListedInstance>>,
+    products: Interned,
+    /// Hourly spend per product index.
+    spend_by_product: HashMap<usize, Decimal>,
 }
 
 /// An instance for the info series, with its bounded labels still as indices.
@@ -129,17 +140,30 @@ impl FleetTally {
         }
     }
 
-    /// Counts one listed instance.
-    pub fn add(&mut self, instance: &RecordSummary) {
+    /// Counts one listed instance, which costs `cost`.
+    pub fn add(&mut self, instance: &RecordSummary, cost: &InstanceCost) {
         let status = self.statuses.add(&instance.status);
         let region = self.regions.add(&instance.region);
         let billing_mode = self.billing_modes.add(&instance.billing_mode);
+        let product = self.products.add(&instance.product_id);
         let counts = self
             .groups
             .entry((status, region, billing_mode))
             .or_default();
         counts.instances += 1;
         counts.gpus = counts.gpus.saturating_add(instance.gpus.max(0));
+        if cost.billed_now {
+            match &cost.price {
+                Ok(price) => {
+                    add_spend(&mut counts.hourly_spend, price.hourly);
+                    add_spend(
+                        self.spend_by_product.entry(product).or_default(),
+                        price.hourly,
+                    );
+                }
+                Err(_) => counts.unpriced += 1,
+            }
+        }
         if instance.has_error {
             *self.with_error.entry(status).or_default() += 1;
         }
@@ -171,6 +195,16 @@ impl FleetTally {
         let statuses = self.statuses.bounded(MAX_COUNT_KEYS);
         let regions = self.regions.bounded(MAX_COUNT_KEYS);
         let billing_modes = self.billing_modes.bounded(MAX_BILLING_MODES);
+        let products = self.products.bounded(MAX_COUNT_KEYS);
+        let mut hourly_spend_by_product: BTreeMap<String, Decimal> = BTreeMap::new();
+        for (product, spend) in self.spend_by_product {
+            add_spend(
+                hourly_spend_by_product
+                    .entry(products[product].clone())
+                    .or_default(),
+                spend,
+            );
+        }
         let mut groups: BTreeMap<Group, GroupCounts> = BTreeMap::new();
         for ((status, region, billing_mode), counts) in self.groups {
             let group = Group {
@@ -216,6 +250,7 @@ impl FleetTally {
             with_error_by_status,
             prepaid,
             instances,
+            hourly_spend_by_product,
         }
     }
 }
@@ -279,6 +314,16 @@ impl Interned {
 fn add_counts(total: &mut GroupCounts, more: GroupCounts) {
     total.instances += more.instances;
     total.gpus = total.gpus.saturating_add(more.gpus);
+    total.unpriced += more.unpriced;
+    add_spend(&mut total.hourly_spend, more.hourly_spend);
+}
+
+/// Adds `more` to `total`. Within the bounds of prices, cards and a listing the sum is exact; were
+/// it ever not to fit, the total stays as it was rather than wrap.
+fn add_spend(total: &mut Decimal, more: Decimal) {
+    if let Some(sum) = total.checked_add(more) {
+        *total = sum;
+    }
 }
 
 /// Keeps the [`MAX_GROUPS`] combinations with the most instances and adds the rest up under
@@ -343,7 +388,8 @@ mod tests {
     fn tally(instances: &[Instance], info: bool) -> FleetSnapshot {
         let mut tally = FleetTally::new(info);
         for i in instances {
-            tally.add(&i.into());
+            let summary = i.into();
+            tally.add(&summary, &crate::cost::instance_cost_unlisted(&summary));
         }
         tally.finish()
     }
@@ -365,13 +411,25 @@ mod tests {
             false,
         );
         let expected: BTreeMap<_, _> = [
-            (group("running", "eu-1", "postpaid"), (2, 6)),
-            (group("running", "us-1", "postpaid"), (1, 0)),
-            (group("exited", "eu-1", "spot"), (1, 2)),
-            (group("unknown", "unknown", "unknown"), (1, 1)),
+            // Without a product list, every instance billed now is unpriced: the running ones, and
+            // the one whose status PPIO does not document.
+            (group("running", "eu-1", "postpaid"), (2, 6, 2)),
+            (group("running", "us-1", "postpaid"), (1, 0, 1)),
+            (group("exited", "eu-1", "spot"), (1, 2, 0)),
+            (group("unknown", "unknown", "unknown"), (1, 1, 1)),
         ]
         .into_iter()
-        .map(|(g, (instances, gpus))| (g, GroupCounts { instances, gpus }))
+        .map(|(g, (instances, gpus, unpriced))| {
+            (
+                g,
+                GroupCounts {
+                    instances,
+                    gpus,
+                    unpriced,
+                    hourly_spend: Decimal::ZERO,
+                },
+            )
+        })
         .collect();
         assert_eq!(snapshot.groups, expected);
         assert_eq!(
@@ -493,7 +551,10 @@ mod tests {
             snapshot.groups.get(&group("running", "eu-1", "postpaid")),
             Some(&GroupCounts {
                 instances: 5,
-                gpus: 5
+                gpus: 5,
+                // Running, and no product list: billed at an unknown price.
+                unpriced: 5,
+                hourly_spend: Decimal::ZERO,
             })
         );
         // Nothing is lost: every instance and GPU is counted somewhere.
@@ -532,7 +593,10 @@ mod tests {
             other,
             GroupCounts {
                 instances: 400 - MAX_GROUPS as i64,
-                gpus: 2 * (400 - MAX_GROUPS as i64)
+                gpus: 2 * (400 - MAX_GROUPS as i64),
+                // Statuses PPIO does not document count as billed; no product list prices them.
+                unpriced: 400 - MAX_GROUPS as i64,
+                hourly_spend: Decimal::ZERO,
             }
         );
     }

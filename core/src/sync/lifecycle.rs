@@ -371,8 +371,16 @@ mod tests {
             exposed("http://203.0.113.5:30001"),
             exposed("http://203.0.113.9:30001"),
         );
-        let mirror_of =
-            |view, policy, record| desired(plan_instance(view, policy, record, None, at(1)));
+        let mirror_of = |view, policy, record| {
+            desired(plan_instance(
+                view,
+                policy,
+                record,
+                &crate::sync::fixtures::unpriced(),
+                None,
+                at(1),
+            ))
+        };
         let previous = mirror_of(&asking, Some(&policy), &before).status.ports;
 
         let moved = endpoint_changed(&previous, &mirror_of(&asking, Some(&policy), &after))

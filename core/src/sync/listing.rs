@@ -16,6 +16,8 @@ use ppio::{Instance, PpioError, RecordSummary};
 use rustc_hash::FxHashSet;
 
 use crate::api::GpuInstanceView;
+use crate::cost::report::{MirrorCost, PriceList};
+use crate::cost::{HourlySpend, SpendOverflow};
 use crate::mirror;
 use crate::services::{AddressPolicy, ServiceTally};
 use crate::sync::expiry::ExpiryState;
@@ -92,6 +94,8 @@ pub struct Listed {
     pub fleet: FleetSnapshot,
     /// What became of the view's mirrors.
     pub counts: MirrorCounts,
+    /// What the listed instances billed now spend an hour.
+    pub spend: Result<HourlySpend, SpendOverflow>,
 }
 
 /// One listing of one view in progress: what it has seen and decided.
@@ -104,18 +108,23 @@ pub struct ListingPlanner {
     summary: Summary,
     fleet: FleetTally,
     counts: MirrorCounts,
+    /// The prices of the listing.
+    prices: PriceList,
+    /// What the instances listed so far spend an hour.
+    spend: Result<HourlySpend, SpendOverflow>,
     /// Names of the mirrors of listed instances.
     listed: FxHashSet<String>,
 }
 
 impl ListingPlanner {
-    /// A listing of `view` starting at `now`. `services` is the address rule when the operator
-    /// keeps Services (`None`: it keeps none, and a view that asks for them is told so);
-    /// `instance_info` counts each instance for the per-instance info metric.
+    /// A listing of `view` starting at `now`, priced by `prices`. `services` is the address rule
+    /// when the operator keeps Services (`None`: it keeps none, and a view that asks for them is
+    /// told so); `instance_info` counts each instance for the per-instance info metric.
     pub fn new(
         view: Arc<GpuInstanceView>,
         services: Option<&AddressPolicy>,
         instance_info: bool,
+        prices: PriceList,
         now: Timestamp,
     ) -> ListingPlanner {
         let counts = MirrorCounts {
@@ -134,6 +143,8 @@ impl ListingPlanner {
             summary: Summary::default(),
             fleet: FleetTally::new(instance_info),
             counts,
+            prices,
+            spend: Ok(HourlySpend::default()),
             listed: FxHashSet::default(),
         }
     }
@@ -149,7 +160,13 @@ impl ListingPlanner {
         mirrors: &impl Mirrors,
     ) -> Result<RecordPlan, PpioError> {
         self.summary.add(summary);
-        self.fleet.add(summary);
+        let cost = self.prices.cost_of(summary);
+        self.fleet.add(summary, &cost);
+        if let Ok(spend) = &mut self.spend
+            && spend.add(&cost).is_err()
+        {
+            self.spend = Err(SpendOverflow);
+        }
         let expiry = self.seed.expiry_of(summary, self.now);
         self.summary.add_expiry(expiry);
         if !self.view.spec.mirror.enabled {
@@ -162,7 +179,8 @@ impl ListingPlanner {
             return Ok(RecordPlan::Nothing);
         }
         self.counts.mirrored += 1;
-        let source = self.seed.source_hash(source, expiry);
+        let cost = MirrorCost::of(&cost, self.view.spec.cost.currency.as_deref());
+        let source = self.seed.source_hash(source, expiry, cost.hash());
         if let Some(services) = mirrors.confirm_unchanged(&name, source) {
             self.count_services(services);
             self.listed.insert(name);
@@ -175,6 +193,7 @@ impl ListingPlanner {
             &self.view,
             self.services.as_ref(),
             &instance,
+            &cost,
             observed.as_ref(),
             self.now,
         );
@@ -259,6 +278,7 @@ impl ListingPlanner {
             summary: self.summary.bounded(),
             fleet: self.fleet.finish(),
             counts,
+            spend: self.spend,
         }
     }
 
@@ -317,7 +337,7 @@ mod tests {
     }
 
     fn planner(view: GpuInstanceView) -> ListingPlanner {
-        ListingPlanner::new(Arc::new(view), None, false, at(1_000))
+        ListingPlanner::new(Arc::new(view), None, false, PriceList::default(), at(1_000))
     }
 
     fn plan(
@@ -443,7 +463,14 @@ mod tests {
         let record = instance("a", "running", "r", 1);
         let mut other = view(true);
         other.metadata.uid = Some("another-view".into());
-        let theirs = desired(plan::plan_instance(&other, None, &record, None, at(1_000)));
+        let theirs = desired(plan::plan_instance(
+            &other,
+            None,
+            &record,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            at(1_000),
+        ));
         let cluster = Cluster {
             observed: HashMap::from([(name_of(&record), observed(&theirs))]),
             ..Cluster::default()

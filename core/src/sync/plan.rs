@@ -19,10 +19,12 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+use crate::api::cost::CostOptions;
 use crate::api::view::{MirrorOptions, OmittedField, ServiceOptions, parse_duration};
 use crate::api::{
     GpuInstance, GpuInstanceSpec, GpuInstanceStatus, GpuInstanceView, GpuInstanceViewSpec,
 };
+use crate::cost::report::MirrorCost;
 use crate::mirror;
 use crate::services::{self, AddressPolicy, ServicePlan, ServiceTally};
 use crate::sync::expiry::{self, ExpiryState};
@@ -73,6 +75,8 @@ pub struct MirrorShape<'a> {
     /// (`spec.services.enabled`) and the operator keeps them: each mirror's status names its
     /// Service and says which endpoints it leaves out.
     pub services: Option<&'a AddressPolicy>,
+    /// The currency label of each mirror's cost (`spec.cost.currency`).
+    pub currency: Option<&'a str>,
 }
 
 impl<'a> MirrorShape<'a> {
@@ -104,6 +108,12 @@ impl<'a> MirrorShape<'a> {
             lifecycle_events: _,
             expiry_warning_window,
             services: ServiceOptions { enabled },
+            // The currency labels every mirror's cost; the budget is the view's alone.
+            cost:
+                CostOptions {
+                    currency,
+                    hourly_budget: _,
+                },
         } = &view.spec;
         MirrorShape {
             name: view.metadata.name.as_deref(),
@@ -113,6 +123,7 @@ impl<'a> MirrorShape<'a> {
             omit_fields,
             expiry_warning_window,
             services: services.filter(|_| *enabled),
+            currency: currency.as_deref(),
         }
     }
 
@@ -166,15 +177,17 @@ impl ViewSeed {
 
     /// What the mirror of a record depends on, as one number: the record as sent and the API key it
     /// was read with (`record`, from the client's `ListedPage::source`), the view's
-    /// [`MirrorShape`], and the record's [`ExpiryState`] now, which changes with time alone. A
+    /// [`MirrorShape`], the record's [`ExpiryState`] now, which changes with time alone, and its
+    /// cost (`cost`, [`MirrorCost::hash`]), which changes with the product list. A
     /// trusted mirror whose record hashes as it did last time is unchanged, which the operator then
     /// knows without decoding or mapping the record again. Kept in memory only, so it may use a
     /// per-process hash.
-    pub fn source_hash(&self, record: u64, expiry: ExpiryState) -> u64 {
+    pub fn source_hash(&self, record: u64, expiry: ExpiryState, cost: u64) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = rustc_hash::FxHasher::default();
         self.hash.hash(&mut hasher);
         expiry.hash(&mut hasher);
+        cost.hash(&mut hasher);
         record.hash(&mut hasher);
         hasher.finish()
     }
@@ -267,11 +280,13 @@ impl InstancePlan {
 }
 
 /// Plans the mirror of one listed `instance` of `view`, given what the cluster holds of it;
-/// `services` is the operator's address rule when it keeps Services.
+/// `services` is the operator's address rule when it keeps Services, `cost` what the instance
+/// costs.
 pub fn plan_instance(
     view: &GpuInstanceView,
     services: Option<&AddressPolicy>,
     instance: &Instance,
+    cost: &MirrorCost,
     observed: Option<&Observed>,
     now: Timestamp,
 ) -> InstancePlan {
@@ -281,7 +296,7 @@ pub fn plan_instance(
     if observed.is_some_and(|observed| observed.digest.owner != owner) {
         return InstancePlan::NameTaken;
     }
-    let content = MirrorContent::of(&shape, instance, now);
+    let content = MirrorContent::of(&shape, instance, cost, now);
     // Most syncs change nothing: tell that from the digest before building any object.
     if let Some(observed) = observed
         && observed.trusted
@@ -319,7 +334,12 @@ struct MirrorContent {
 }
 
 impl MirrorContent {
-    fn of(shape: &MirrorShape<'_>, instance: &Instance, now: Timestamp) -> MirrorContent {
+    fn of(
+        shape: &MirrorShape<'_>,
+        instance: &Instance,
+        cost: &MirrorCost,
+        now: Timestamp,
+    ) -> MirrorContent {
         let view_name = shape.view_name();
         let spec = GpuInstanceSpec {
             instance_id: mirror::spec_instance_id(instance.id.as_str()),
@@ -328,7 +348,7 @@ impl MirrorContent {
         let name = mirror::object_name(view_name, instance.id.as_str());
         let expiry = expiry::expiry_state(&instance.into(), shape.expiry_window(), now);
         let (status, fingerprint, services) =
-            fingerprinted_status(shape, &name, instance, expiry, &spec);
+            fingerprinted_status(shape, &name, instance, cost, expiry, &spec);
         let labels = mirror::labels(view_name, shape.shard, instance, expiry.soon());
         MirrorContent {
             name,
@@ -354,14 +374,16 @@ impl MirrorContent {
     }
 }
 
-/// The status of the mirror `name` of `instance` with no history (transition times at the epoch),
-/// its fingerprint, computed without a copy, and its Service when the view asks for Services. The
+/// The status of the mirror `name` of `instance` costing `cost`, with no history (transition times
+/// at the epoch), its fingerprint, computed without a copy, and its Service when the view asks for
+/// Services. The
 /// status names the Service and says which endpoints it leaves out, so the fingerprint covers
 /// everything the Service holds: a Service changes only when its mirror does.
 fn fingerprinted_status(
     shape: &MirrorShape<'_>,
     name: &str,
     instance: &Instance,
+    cost: &MirrorCost,
     expiry: ExpiryState,
     spec: &GpuInstanceSpec,
 ) -> (GpuInstanceStatus, u64, Option<ServicePlan>) {
@@ -373,6 +395,8 @@ fn fingerprinted_status(
         &[],
         Timestamp::UNIX_EPOCH,
     );
+    status.cost = Some(cost.status.clone());
+    status.conditions.push(cost.condition.clone());
     let services = shape.services.map(|policy| {
         let plan = services::plan(name, &status, policy);
         status.service = plan.status();
@@ -486,6 +510,7 @@ mod tests {
             &view(true),
             None,
             &instance("aa01", "running", "cn-east-1", 2),
+            &crate::sync::fixtures::unpriced(),
             None,
             at(100),
         );
@@ -519,6 +544,7 @@ mod tests {
             &view(true),
             None,
             &instance("aa01", "running", "cn-east-1", 2),
+            &crate::sync::fixtures::unpriced(),
             None,
             at(100),
         );
@@ -553,6 +579,7 @@ mod tests {
             &view,
             None,
             &instance("aa01", "running", "cn-east-1", 2),
+            &crate::sync::fixtures::unpriced(),
             None,
             at(100),
         ));
@@ -572,9 +599,23 @@ mod tests {
     fn an_unchanged_instance_is_recognised_from_metadata_alone() {
         let view = view(true);
         let i = instance("aa01", "running", "cn-east-1", 2);
-        let first = desired(plan_instance(&view, None, &i, None, at(100)));
+        let first = desired(plan_instance(
+            &view,
+            None,
+            &i,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            at(100),
+        ));
         // Later, with another clock: the transition times differ, the fingerprint does not.
-        let again = plan_instance(&view, None, &i, Some(&observed(&first)), at(500));
+        let again = plan_instance(
+            &view,
+            None,
+            &i,
+            &crate::sync::fixtures::unpriced(),
+            Some(&observed(&first)),
+            at(500),
+        );
         assert!(matches!(again, InstancePlan::Unchanged(_)));
     }
 
@@ -585,6 +626,7 @@ mod tests {
             &view,
             None,
             &instance("aa01", "running", "cn-east-1", 2),
+            &crate::sync::fixtures::unpriced(),
             None,
             at(100),
         ));
@@ -592,6 +634,7 @@ mod tests {
             &view,
             None,
             &instance("aa01", "exited", "cn-east-1", 2),
+            &crate::sync::fixtures::unpriced(),
             Some(&observed(&before)),
             at(200),
         );
@@ -608,18 +651,39 @@ mod tests {
     fn a_mirror_changed_by_someone_else_is_written_again() {
         let view = view(true);
         let i = instance("aa01", "running", "cn-east-1", 2);
-        let first = desired(plan_instance(&view, None, &i, None, at(100)));
+        let first = desired(plan_instance(
+            &view,
+            None,
+            &i,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            at(100),
+        ));
         let mut touched = observed(&first);
         touched.trusted = false;
         assert!(matches!(
-            plan_instance(&view, None, &i, Some(&touched), at(200)),
+            plan_instance(
+                &view,
+                None,
+                &i,
+                &crate::sync::fixtures::unpriced(),
+                Some(&touched),
+                at(200)
+            ),
             InstancePlan::Update(_)
         ));
         // A label of ours removed or changed shows in the digest as well.
         let mut relabelled = observed(&first);
         relabelled.digest.labels ^= 1;
         assert!(matches!(
-            plan_instance(&view, None, &i, Some(&relabelled), at(200)),
+            plan_instance(
+                &view,
+                None,
+                &i,
+                &crate::sync::fixtures::unpriced(),
+                Some(&relabelled),
+                at(200)
+            ),
             InstancePlan::Update(_)
         ));
     }
@@ -628,31 +692,66 @@ mod tests {
     fn a_same_named_mirror_another_view_or_no_view_controls_is_never_written() {
         let view = view(true);
         let i = instance("aa01", "running", "cn-east-1", 2);
-        let first = desired(plan_instance(&view, None, &i, None, at(100)));
+        let first = desired(plan_instance(
+            &view,
+            None,
+            &i,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            at(100),
+        ));
         let mut theirs = observed(&first);
         theirs.digest.owner = owner_hash("another-view-uid");
         assert_eq!(
-            plan_instance(&view, None, &i, Some(&theirs), at(200)),
+            plan_instance(
+                &view,
+                None,
+                &i,
+                &crate::sync::fixtures::unpriced(),
+                Some(&theirs),
+                at(200)
+            ),
             InstancePlan::NameTaken
         );
         // Also when it looks changed, untrusted or absent: whose it is comes first.
         theirs.trusted = false;
         theirs.absent_since = Some(at(150));
         assert_eq!(
-            plan_instance(&view, None, &i, Some(&theirs), at(200)),
+            plan_instance(
+                &view,
+                None,
+                &i,
+                &crate::sync::fixtures::unpriced(),
+                Some(&theirs),
+                at(200)
+            ),
             InstancePlan::NameTaken
         );
         let mut no_controller = observed(&first);
         no_controller.digest.owner = 0;
         assert_eq!(
-            plan_instance(&view, None, &i, Some(&no_controller), at(200)),
+            plan_instance(
+                &view,
+                None,
+                &i,
+                &crate::sync::fixtures::unpriced(),
+                Some(&no_controller),
+                at(200)
+            ),
             InstancePlan::NameTaken
         );
         // The view's own, by its UID, is written as usual.
         let mut ours = observed(&first);
         ours.trusted = false;
         assert!(matches!(
-            plan_instance(&view, None, &i, Some(&ours), at(200)),
+            plan_instance(
+                &view,
+                None,
+                &i,
+                &crate::sync::fixtures::unpriced(),
+                Some(&ours),
+                at(200)
+            ),
             InstancePlan::Update(_)
         ));
     }
@@ -661,10 +760,24 @@ mod tests {
     fn a_reappearing_instance_loses_its_absence_mark() {
         let view = view(true);
         let i = instance("aa01", "running", "r", 1);
-        let first = desired(plan_instance(&view, None, &i, None, at(100)));
+        let first = desired(plan_instance(
+            &view,
+            None,
+            &i,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            at(100),
+        ));
         let mut marked = observed(&first);
         marked.absent_since = Some(at(150));
-        let back = desired(plan_instance(&view, None, &i, Some(&marked), at(300)));
+        let back = desired(plan_instance(
+            &view,
+            None,
+            &i,
+            &crate::sync::fixtures::unpriced(),
+            Some(&marked),
+            at(300),
+        ));
         assert_eq!(back.status.absent_since, None);
         assert!(
             !back
@@ -697,38 +810,38 @@ mod tests {
         let (record, other) = (0x5eed_u64, 0x5eee_u64);
         let none = ExpiryState::NotApplicable;
         assert_eq!(
-            ViewSeed::of(&view, None).source_hash(record, none),
-            ViewSeed::of(&view.clone(), None).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none, 0),
+            ViewSeed::of(&view.clone(), None).source_hash(record, none, 0)
         );
         assert_ne!(
-            ViewSeed::of(&view, None).source_hash(record, none),
-            ViewSeed::of(&view, None).source_hash(other, none)
+            ViewSeed::of(&view, None).source_hash(record, none, 0),
+            ViewSeed::of(&view, None).source_hash(other, none, 0)
         );
         let mut omitting = view.clone();
         omitting.spec.mirror.omit_fields = vec![crate::api::view::OmittedField::Command];
         assert_ne!(
-            ViewSeed::of(&view, None).source_hash(record, none),
-            ViewSeed::of(&omitting, None).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none, 0),
+            ViewSeed::of(&omitting, None).source_hash(record, none, 0)
         );
         let mut sharded = view.clone();
         sharded
             .labels_mut()
             .insert(mirror::SHARD_LABEL.into(), "one".into());
         assert_ne!(
-            ViewSeed::of(&view, None).source_hash(record, none),
-            ViewSeed::of(&sharded, None).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none, 0),
+            ViewSeed::of(&sharded, None).source_hash(record, none, 0)
         );
         let mut warning_later = view.clone();
         warning_later.spec.expiry_warning_window = "168h".into();
         assert_ne!(
-            ViewSeed::of(&view, None).source_hash(record, none),
-            ViewSeed::of(&warning_later, None).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none, 0),
+            ViewSeed::of(&warning_later, None).source_hash(record, none, 0)
         );
         let mut renamed = view.clone();
         renamed.metadata.uid = Some("another-uid".into());
         assert_ne!(
-            ViewSeed::of(&view, None).source_hash(record, none),
-            ViewSeed::of(&renamed, None).source_hash(record, none)
+            ViewSeed::of(&view, None).source_hash(record, none, 0),
+            ViewSeed::of(&renamed, None).source_hash(record, none, 0)
         );
     }
 
@@ -738,13 +851,19 @@ mod tests {
         let now = at(1_700_000_000);
         let mut record = prepaid("a1", now.as_second() + 3600, false);
         record.command = "python serve.py".into();
-        let mirror_of = |view: &GpuInstanceView| match plan_instance(view, None, &record, None, now)
-        {
+        let mirror_of = |view: &GpuInstanceView| match plan_instance(
+            view,
+            None,
+            &record,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            now,
+        ) {
             InstancePlan::Create(desired) => desired,
             other => panic!("a record without a mirror is created, not {other:?}"),
         };
         let seed_of = |view: &GpuInstanceView| {
-            ViewSeed::of(view, None).source_hash(0x5eed, ExpiryState::NotApplicable)
+            ViewSeed::of(view, None).source_hash(0x5eed, ExpiryState::NotApplicable, 0)
         };
         let base = view(true);
         type Change = fn(&mut GpuInstanceView);
@@ -827,22 +946,37 @@ mod tests {
         let mut asking = view(true);
         asking.spec.services.enabled = true;
         let seed = |view: &GpuInstanceView, policy| {
-            ViewSeed::of(view, policy).source_hash(0x5eed, ExpiryState::NotApplicable)
+            ViewSeed::of(view, policy).source_hash(0x5eed, ExpiryState::NotApplicable, 0)
         };
         let plain = desired(plan_instance(
             &view(true),
             Some(&policy),
             &record,
+            &crate::sync::fixtures::unpriced(),
             None,
             now,
         ));
-        let unkept = desired(plan_instance(&asking, None, &record, None, now));
+        let unkept = desired(plan_instance(
+            &asking,
+            None,
+            &record,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            now,
+        ));
         assert_eq!(plain, unkept, "an operator without --services keeps none");
         assert_eq!(plain.services, None);
         assert_eq!(plain.status.service, None);
         assert_eq!(seed(&asking, None), seed(&view(true), Some(&policy)));
 
-        let kept = desired(plan_instance(&asking, Some(&policy), &record, None, now));
+        let kept = desired(plan_instance(
+            &asking,
+            Some(&policy),
+            &record,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            now,
+        ));
         assert_ne!(
             seed(&asking, Some(&policy)),
             seed(&view(true), Some(&policy))
@@ -860,8 +994,15 @@ mod tests {
             "turning Services on rewrites every mirror"
         );
         assert_eq!(
-            plan_instance(&asking, Some(&policy), &record, Some(&observed(&kept)), now)
-                .service_tally(),
+            plan_instance(
+                &asking,
+                Some(&policy),
+                &record,
+                &crate::sync::fixtures::unpriced(),
+                Some(&observed(&kept)),
+                now
+            )
+            .service_tally(),
             ServiceTally {
                 service: true,
                 refused: 0
@@ -874,7 +1015,14 @@ mod tests {
             allowed: policy.allowed.clone(),
         };
         assert_ne!(seed(&asking, Some(&strict)), seed(&asking, Some(&policy)));
-        let refused = desired(plan_instance(&asking, Some(&strict), &record, None, now));
+        let refused = desired(plan_instance(
+            &asking,
+            Some(&strict),
+            &record,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            now,
+        ));
         assert_eq!(refused.status.service, None);
         assert_eq!(
             refused.services.as_ref().map(ServicePlan::tally),
@@ -898,14 +1046,23 @@ mod tests {
         assert_ne!(
             ViewSeed::of(&view, None).source_hash(
                 record,
-                ViewSeed::of(&view, None).expiry_of(&(&i).into(), early)
+                ViewSeed::of(&view, None).expiry_of(&(&i).into(), early),
+                0
             ),
             ViewSeed::of(&view, None).source_hash(
                 record,
-                ViewSeed::of(&view, None).expiry_of(&(&i).into(), late)
+                ViewSeed::of(&view, None).expiry_of(&(&i).into(), late),
+                0
             )
         );
-        let before = desired(plan_instance(&view, None, &i, None, early));
+        let before = desired(plan_instance(
+            &view,
+            None,
+            &i,
+            &crate::sync::fixtures::unpriced(),
+            None,
+            early,
+        ));
         assert!(
             !before
                 .object
@@ -916,6 +1073,7 @@ mod tests {
             &view,
             None,
             &i,
+            &crate::sync::fixtures::unpriced(),
             Some(&observed(&before)),
             late,
         ));
@@ -933,7 +1091,14 @@ mod tests {
         );
         // Still expiring soon an hour later: nothing to write.
         assert!(matches!(
-            plan_instance(&view, None, &i, Some(&observed(&after)), at(end - 9 * HOUR)),
+            plan_instance(
+                &view,
+                None,
+                &i,
+                &crate::sync::fixtures::unpriced(),
+                Some(&observed(&after)),
+                at(end - 9 * HOUR)
+            ),
             InstancePlan::Unchanged(_)
         ));
     }
@@ -945,6 +1110,7 @@ mod tests {
             &view(true),
             None,
             &prepaid("aa01", end, true),
+            &crate::sync::fixtures::unpriced(),
             None,
             at(end - 3600),
         ));
@@ -960,6 +1126,7 @@ mod tests {
             &off,
             None,
             &prepaid("aa01", end, false),
+            &crate::sync::fixtures::unpriced(),
             None,
             at(end - 3600),
         ));

@@ -444,6 +444,7 @@ mod tests {
                 &view,
                 None,
                 &instance("aa01", "running", "r", 1),
+                &crate::sync::fixtures::unpriced(),
                 None,
                 at(100),
             ));

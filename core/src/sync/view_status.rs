@@ -10,8 +10,11 @@ use jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::api::condition::{self, Condition, ConditionStatus};
+use crate::api::cost::{PRICES_CURRENT, WITHIN_BUDGET};
 use crate::api::stored_view::{SpecProblem, StoredView};
 use crate::api::{GpuInstanceView, GpuInstanceViewStatus};
+use crate::cost::report::{self, PriceList};
+use crate::cost::{HourlySpend, SpendOverflow};
 use crate::mirror;
 use crate::sync::removals::HeldRemovals;
 use crate::sync::summary::Summary;
@@ -251,14 +254,17 @@ impl ServiceCounts {
     }
 }
 
-/// The view's status after a complete sync whose writes all succeeded.
+/// The view's status after a complete sync whose writes all succeeded; its listed instances
+/// billed now spend `spend` an hour at `prices`.
 pub fn synced_status(
     view: &GpuInstanceView,
     summary: &Summary,
     counts: &MirrorCounts,
+    cost: (&Result<HourlySpend, SpendOverflow>, &PriceList),
     pages: u32,
     now: Timestamp,
 ) -> GpuInstanceViewStatus {
+    let (spend, prices) = cost;
     let previous = view.status.clone().unwrap_or_default();
     let mut message = format!(
         "Listed {} instance{} in {} page{}",
@@ -333,30 +339,36 @@ pub fn synced_status(
         ));
     }
     let generation = view.metadata.generation;
+    let mut conditions = vec![
+        new_condition(condition::READY, true, reason, &message, generation, now),
+        new_condition(
+            condition::RECONCILING,
+            false,
+            "Synced",
+            "The last sync completed.",
+            generation,
+            now,
+        ),
+        new_condition(
+            condition::STALLED,
+            false,
+            "Synced",
+            "The last sync completed.",
+            generation,
+            now,
+        ),
+    ];
+    let cost_conditions = std::iter::once(report::prices_current(prices))
+        .chain(report::within_budget(&view.spec.cost, spend))
+        .map(|mut c| {
+            c.observed_generation = generation;
+            c.last_transition_time = mirror::whole_seconds(now);
+            c
+        });
+    conditions.extend(cost_conditions);
     GpuInstanceViewStatus {
         observed_generation: generation,
-        conditions: condition::merge_conditions(
-            &previous.conditions,
-            vec![
-                new_condition(condition::READY, true, reason, &message, generation, now),
-                new_condition(
-                    condition::RECONCILING,
-                    false,
-                    "Synced",
-                    "The last sync completed.",
-                    generation,
-                    now,
-                ),
-                new_condition(
-                    condition::STALLED,
-                    false,
-                    "Synced",
-                    "The last sync completed.",
-                    generation,
-                    now,
-                ),
-            ],
-        ),
+        conditions: condition::merge_conditions(&previous.conditions, conditions),
         last_sync_time: Some(mirror::whole_seconds(now)),
         last_successful_sync_time: Some(mirror::whole_seconds(now)),
         instance_count: Some(summary.instances),
@@ -370,6 +382,7 @@ pub fn synced_status(
         service_count: counts.services.map(|s| s.kept as i64),
         refused_endpoint_count: counts.services.map(|s| s.refused as i64),
         last_handled_refresh: refresh_requested(view),
+        cost: Some(report::view_cost_status(spend, &view.spec.cost, prices)),
     }
 }
 
@@ -466,7 +479,10 @@ fn failure_status(
                     generation,
                     now,
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(cost_conditions(&previous))
+            .collect(),
         ),
         last_sync_time: Some(mirror::whole_seconds(now)),
         last_handled_refresh: refresh_requested(view),
@@ -515,10 +531,24 @@ pub fn suspended_status(view: &GpuInstanceView, now: Timestamp) -> GpuInstanceVi
                     generation,
                     now,
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(cost_conditions(&previous))
+            .collect(),
         ),
         ..previous
     }
+}
+
+/// The cost conditions of `previous` (`PricesCurrent`, `WithinBudget`), kept as they are by a
+/// status that is not a complete sync's: like the cost itself, they stay as the last complete sync
+/// left them.
+fn cost_conditions(previous: &GpuInstanceViewStatus) -> impl Iterator<Item = Condition> + '_ {
+    previous
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == PRICES_CURRENT || c.type_ == WITHIN_BUDGET)
+        .cloned()
 }
 
 /// The value of the refresh annotation, if any.
@@ -574,6 +604,7 @@ mod tests {
             &view,
             &summarize(&listing),
             &counts(1, 1),
+            (&Ok(HourlySpend::default()), &PriceList::default()),
             1,
             at(100),
         ));
@@ -649,7 +680,14 @@ mod tests {
     fn a_successful_sync_is_ready_for_its_generation() {
         let view = view(true);
         let listing = [instance("aa01", "running", "r", 1)];
-        let status = synced_status(&view, &summarize(&listing), &counts(1, 1), 1, at(100));
+        let status = synced_status(
+            &view,
+            &summarize(&listing),
+            &counts(1, 1),
+            (&Ok(HourlySpend::default()), &PriceList::default()),
+            1,
+            at(100),
+        );
         let ready = condition::find(&status.conditions, condition::READY).unwrap();
         assert_eq!(ready.status, ConditionStatus::True);
         assert_eq!(ready.observed_generation, Some(3));
@@ -669,7 +707,14 @@ mod tests {
             names_taken,
             ..MirrorCounts::default()
         };
-        let status = synced_status(&view, &summarize(&[]), &taken, 1, at(300));
+        let status = synced_status(
+            &view,
+            &summarize(&[]),
+            &taken,
+            (&Ok(HourlySpend::default()), &PriceList::default()),
+            1,
+            at(300),
+        );
         let ready = condition::find(&status.conditions, condition::READY).unwrap();
         assert_eq!(
             (ready.status, ready.reason.as_str()),
@@ -699,7 +744,14 @@ mod tests {
             }),
             ..MirrorCounts::default()
         };
-        let status = synced_status(&view, &summarize(&[]), &held, 1, at(300));
+        let status = synced_status(
+            &view,
+            &summarize(&[]),
+            &held,
+            (&Ok(HourlySpend::default()), &PriceList::default()),
+            1,
+            at(300),
+        );
         let ready = condition::find(&status.conditions, condition::READY).unwrap();
         assert_eq!(
             (ready.status, ready.reason.as_str()),
