@@ -679,12 +679,7 @@ mod tests {
         );
 
         metrics.record_fleet("ml", "team", snapshot(&fleet(), true), at(1_750_000_123));
-        metrics.set_view_cost(
-            "ml",
-            "team",
-            Decimal::new(151_200, 3),
-            Decimal::new(150, 0),
-        );
+        metrics.set_view_cost("ml", "team", Decimal::new(151_200, 3), Decimal::new(150, 0));
         let text = metrics.render();
         assert_eq!(
             fleet_lines(&text),

@@ -167,6 +167,7 @@ fn default_deployment_runs_the_hardened_operator_with_leader_election() {
         "--kube-request-timeout-seconds=15",
         "--ppio-requests-per-minute=100",
         "--memo-memory-limit-mib=64",
+        "--product-list-ttl-seconds=3600",
         "--log-format=json",
         "--log-level=info",
         "--http-address=0.0.0.0:8080",

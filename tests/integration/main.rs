@@ -4,6 +4,7 @@
 
 mod admission;
 mod chart;
+mod cost;
 mod election;
 mod engine;
 mod freshness;

@@ -469,7 +469,11 @@ async fn the_operator_exports_every_metric_the_alerts_and_dashboard_query_and_pa
         .inject_fault(Fault::once(FaultKind::RateLimited {
             retry_after_secs: Some(1),
         }));
-    fx.create_view("fleet", |_| {}).await;
+    // With a budget, so that the budget's series (which the over-budget alert reads) is exported.
+    fx.create_view("fleet", |spec| {
+        spec.cost.hourly_budget = Some("100000".into())
+    })
+    .await;
     // A view whose Secret is missing fails its syncs.
     fx.create_view("broken", |spec| {
         spec.credentials.secret_ref.name = "missing".into()
@@ -511,6 +515,14 @@ async fn the_operator_exports_every_metric_the_alerts_and_dashboard_query_and_pa
             &["code=\"429\""][..],
         ),
         ("ppio_gpu_operator_syncs_total", &["result=\"failure\""][..]),
+        (
+            "ppio_gpu_operator_view_hourly_budget",
+            &["view=\"fleet\""][..],
+        ),
+        (
+            "ppio_gpu_operator_product_list_reads_total",
+            &["result=\"success\""][..],
+        ),
         (
             "ppio_gpu_operator_view_last_successful_sync_timestamp_seconds",
             &["view=\"broken\""][..],
