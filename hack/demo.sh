@@ -99,11 +99,19 @@ kubectl get gpui -l gpu.ppio.io/expiring-soon -o wide
 echo
 echo "\$ kubectl get gpui -o wide"
 kubectl get gpui -o wide
+echo
+echo "\$ kubectl get gpuview demo -o wide"
+kubectl get gpuview demo -o wide
+echo
+echo "\$ kubectl get gpuview demo -o jsonpath='{.status.cost}'"
+kubectl get gpuview demo -o jsonpath='{.status.cost}'
+echo
 cat <<MSG
 
 demo: running. In another shell:
   export KUBECONFIG=$KUBECONFIG
   kubectl get gpui -o wide
+  kubectl get gpuview demo -o wide
   kubectl get gpui -l gpu.ppio.io/status=running
   kubectl get gpui -l gpu.ppio.io/expiring-soon
   kubectl get events --field-selector type=Warning

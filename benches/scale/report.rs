@@ -228,6 +228,20 @@ pub fn print(m: &Measurements) {
             format!("= {pages}"),
             m.no_op_ppio.pages == pages * m.no_op_syncs,
         ),
+        // The prices: the GPU and the CPU product lists, read once per key and time to live (an
+        // hour by default), so at the first sync and at none of the no-op syncs that follow.
+        Row::target(
+            "PPIO product list requests, first mirror",
+            m.first_mirror_ppio.products.to_string(),
+            "= 2",
+            m.first_mirror_ppio.products == 2,
+        ),
+        Row::target(
+            "PPIO product list requests per no-op sync",
+            count(m.no_op_ppio.products as f64 / syncs),
+            "= 0 (read again after an hour)",
+            m.no_op_ppio.products == 0,
+        ),
     ];
     if m.services {
         let first = &m.first_mirror_api;

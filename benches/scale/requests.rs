@@ -175,6 +175,8 @@ pub struct PpioRequests {
     pub pages: usize,
     /// Of those, first pages (no cursor): one per listing, so one per sync.
     pub listings: usize,
+    /// Product list requests (the prices: one for GPU and one for CPU products per read).
+    pub products: usize,
 }
 
 impl PpioRequests {
@@ -190,9 +192,12 @@ impl PpioRequests {
                     .is_none_or(str::is_empty)
             })
             .count();
+        let products =
+            get_json_array(http, &format!("{simulator}/_simulator/product-requests")).await?;
         Ok(PpioRequests {
             pages: recorded.len(),
             listings,
+            products: products.len(),
         })
     }
 
@@ -201,6 +206,7 @@ impl PpioRequests {
         PpioRequests {
             pages: self.pages.saturating_sub(earlier.pages),
             listings: self.listings.saturating_sub(earlier.listings),
+            products: self.products.saturating_sub(earlier.products),
         }
     }
 }

@@ -55,7 +55,13 @@ impl PriceListFailure {
     /// the key from server text; the message is checked once more because it ends up in the
     /// cluster.
     pub fn message_of(error: &ppio::PpioError, key: &ppio::ApiKey) -> String {
-        let message = format!("{error}.");
+        let message = match error {
+            // Its message speaks of listing instances.
+            ppio::PpioError::Forbidden => "PPIO refused access (HTTP 403): the API key is valid \
+                                           but may not read the product list."
+                .to_owned(),
+            error => format!("{error}."),
+        };
         if key.appears_in(&message) {
             "PPIO returned an error that echoed the API key; it is not shown.".to_owned()
         } else {
@@ -402,3 +408,6 @@ pub fn budget_crossing(previous: &[Condition], next: &[Condition]) -> Option<Str
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;
