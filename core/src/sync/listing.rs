@@ -422,6 +422,67 @@ mod tests {
         assert_eq!(listing.finish(0).counts.updated, 1);
     }
 
+    fn priced_at(final_price: u32) -> PriceList {
+        let list = serde_json::json!({"data": [{"id": "a100", "name": "A100", "type": "gpu",
+            "pricing": {"precision": 3,
+                "postpaid": {"final_price": final_price, "unit": "per_hour"}}}]});
+        PriceList {
+            products: Some(Arc::new(
+                ppio::Products::from_json(list.to_string().as_bytes()).expect("a product list"),
+            )),
+            ..PriceList::default()
+        }
+    }
+
+    #[test]
+    fn a_price_change_plans_the_mirror_again_and_the_spend_follows_the_prices() {
+        let mut record = instance("a", "running", "r", 2);
+        record.product_id = "a100".into();
+        record.billing = Some(ppio::Billing {
+            mode: "postpaid".into(),
+            prepaid: None,
+        });
+        let listing = |prices: PriceList| {
+            ListingPlanner::new(Arc::new(view(true)), None, false, prices, at(1_000))
+        };
+        let mut first = listing(priced_at(12_600));
+        let RecordPlan::Create(change) = plan(&mut first, &record, 7, &Cluster::default()) else {
+            panic!("a create");
+        };
+        let cost = change.mirror.status.cost.clone().expect("a cost");
+        assert_eq!(cost.hourly.as_deref(), Some("25.200"));
+        let spend = first.finish(0).spend.expect("a spend");
+        assert_eq!(spend.postpaid.to_string(), "25.200");
+        let cluster = Cluster {
+            unchanged: HashMap::from([(name_of(&record), change.source)]),
+            observed: HashMap::from([(name_of(&record), observed(&change.mirror))]),
+            ..Cluster::default()
+        };
+        // The same record at the same prices: confirmed without decoding.
+        let mut same = listing(priced_at(12_600));
+        let planned = same
+            .plan_record(&(&record).into(), 7, || panic!("not decoded"), &cluster)
+            .expect("planned");
+        assert!(matches!(planned, RecordPlan::Nothing));
+        // At a new price: planned again and rewritten with its new rate.
+        let mut repriced = listing(priced_at(12_000));
+        let RecordPlan::Update(update) = plan(&mut repriced, &record, 7, &cluster) else {
+            panic!("an update");
+        };
+        let cost = update.mirror.status.cost.clone().expect("a cost");
+        assert_eq!(cost.hourly.as_deref(), Some("24.000"));
+        assert_ne!(update.source, change.source);
+        assert_eq!(
+            repriced
+                .finish(0)
+                .spend
+                .expect("a spend")
+                .postpaid
+                .to_string(),
+            "24.000"
+        );
+    }
+
     #[test]
     fn a_record_listed_twice_is_planned_and_counted_as_a_mirror_once() {
         let mut planner = planner(view(true));
