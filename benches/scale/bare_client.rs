@@ -66,7 +66,7 @@ pub async fn apply_mirrors(
                 view,
                 services,
                 instance,
-                &MirrorCost::of(&cost::instance_cost_unlisted(&instance.into()), None),
+                &MirrorCost::of(&cost::instance_cost_unlisted(&instance.into(), now), None),
                 None,
                 now,
             ) {

@@ -10,7 +10,8 @@
 //! - `postpaid` and `spot` are billed while the instance is in a billed state: from `pulling` until
 //!   it is stopped ([`is_billed_status`]). An unknown status counts as billed: a spend estimate
 //!   must not under-report.
-//! - `prepaid` is billed for its whole term, whatever the status: the term's price (the product's
+//! - `prepaid` is billed for its whole term, whatever the status, until the term's end time (when
+//!   the record gives one) has passed, unless it renews itself: the term's price (the product's
 //!   term of as many months as the record bought, times the cards) and its hourly equivalent at 720
 //!   hours a month, exact when a decimal of at most [`HOURLY_EQUIVALENT_SCALE`] places is, else
 //!   rounded up at that many places and marked so.
@@ -149,7 +150,7 @@ impl fmt::Display for UnknownCost {
             ),
             UnknownCost::Price(reason) => reason.fmt(f),
             UnknownCost::NoSuchTerm { months: 0 } => {
-                f.write_str("the instance is prepaid but says for how many months")
+                f.write_str("the instance is prepaid but does not say for how many months")
             }
             UnknownCost::NoSuchTerm { months } => {
                 write!(f, "the product lists no prepaid term of {months} months")
@@ -180,26 +181,34 @@ impl UnknownCost {
     }
 }
 
-/// What `record` costs when no product list is known: its price is unknown, whether it is billed
-/// now is not.
-pub fn instance_cost_unlisted(record: &RecordSummary) -> InstanceCost {
+/// What `record` costs at `now` when no product list is known: its price is unknown, whether it is
+/// billed now is not.
+pub fn instance_cost_unlisted(record: &RecordSummary, now: jiff::Timestamp) -> InstanceCost {
     InstanceCost {
         product_name: None,
         gpu_model: None,
         price: Err(UnknownCost::NoProductList),
-        billed_now: billed_now(record),
+        billed_now: billed_now(record, now),
     }
 }
 
-fn billed_now(record: &RecordSummary) -> bool {
+/// Whether `record` is billed at `now`: a prepaid instance until its term's end time (if the record
+/// gives one) unless it renews itself, the others in a billed status.
+pub fn billed_now(record: &RecordSummary, now: jiff::Timestamp) -> bool {
     match record.billing_mode.parse::<BillingMode>() {
-        Ok(BillingMode::Prepaid) => true,
+        Ok(BillingMode::Prepaid) => record
+            .prepaid
+            .is_none_or(|term| term.auto_renew || term.end_time.is_none_or(|end| end > now)),
         _ => is_billed_status(&record.status),
     }
 }
 
-/// What `record` costs, by the products in `products`.
-pub fn instance_cost(record: &RecordSummary, products: &Products) -> InstanceCost {
+/// What `record` costs at `now`, by the products in `products`.
+pub fn instance_cost(
+    record: &RecordSummary,
+    products: &Products,
+    now: jiff::Timestamp,
+) -> InstanceCost {
     let mode = record.billing_mode.parse::<BillingMode>().ok();
     let product = products.get(&record.product_id);
     InstanceCost {
@@ -213,7 +222,7 @@ pub fn instance_cost(record: &RecordSummary, products: &Products) -> InstanceCos
             (Some(_), None) => Err(UnknownCost::UnknownBillingMode(record.billing_mode.clone())),
             (Some(product), Some(mode)) => price_of(record, product, mode),
         },
-        billed_now: billed_now(record),
+        billed_now: billed_now(record, now),
     }
 }
 

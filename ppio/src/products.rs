@@ -491,6 +491,19 @@ struct WireTerm {
     final_price: LenientInt,
 }
 
+/// Longest product or GPU model name kept, in bytes: a name is shown, never parsed.
+pub const MAX_PRODUCT_NAME_BYTES: usize = 128;
+
+/// `raw` as a name to show: control characters and bidirectional marks stripped, then cut to
+/// [`MAX_PRODUCT_NAME_BYTES`]. Cleaned here, before [`Products::redact`] looks for the API key, so
+/// that stripping cannot join pieces of the key after redaction.
+fn display_name(raw: &str) -> String {
+    crate::text::truncate(
+        &crate::text::strip_control(raw, false),
+        MAX_PRODUCT_NAME_BYTES,
+    )
+}
+
 impl WireProduct {
     fn into_product(self, index: usize) -> Result<Product, DecodeError> {
         let at = |field: &str| format!("data[{index}].{field}");
@@ -512,10 +525,10 @@ impl WireProduct {
         };
         Ok(Product {
             id,
-            name,
-            kind,
+            name: display_name(&name),
+            kind: display_name(&kind),
             gpu: resource_spec.and_then(|spec| spec.gpu).map(|gpu| GpuModel {
-                name: gpu.name,
+                name: display_name(&gpu.name),
                 memory_gb: gpu.memory_gb,
             }),
             pricing,

@@ -80,6 +80,7 @@ use ppio_clients::PpioClients;
 use ppio_gpu_core::api::stored_view::SpecProblem;
 use ppio_gpu_core::api::{GpuInstanceView, GpuInstanceViewStatus, StoredView};
 use ppio_gpu_core::cost::HourlyBudget;
+use ppio_gpu_core::cost::report;
 use ppio_gpu_core::sync::view_status;
 use schedule::{Schedule, Schedules, UnreadableViews};
 
@@ -471,21 +472,19 @@ async fn sync_if_due(
                 .set_mirrored(&namespace, &name, synced.counts.mirrored as i64);
             ctx.metrics
                 .record_fleet(&namespace, &name, synced.fleet, Timestamp::now());
-            ctx.metrics.set_view_cost(
-                &namespace,
-                &name,
-                synced
-                    .spend
-                    .as_ref()
-                    .ok()
-                    .and_then(|spend| spend.total().ok()),
-                view.spec
-                    .cost
-                    .hourly_budget
-                    .as_deref()
-                    .and_then(|budget| budget.parse::<HourlyBudget>().ok())
-                    .map(HourlyBudget::amount),
-            );
+            // Without any product list, the view's cost series stay as the last priced sync left
+            // them, like its status.
+            if synced.prices.products.is_some() {
+                let budget = view.spec.cost.hourly_budget.as_deref();
+                ctx.metrics.set_view_cost(
+                    &namespace,
+                    &name,
+                    report::shown_total(&synced.spend),
+                    budget
+                        .and_then(|budget| budget.parse::<HourlyBudget>().ok())
+                        .map(HourlyBudget::amount),
+                );
+            }
             ctx.listings.record(key.clone(), started.elapsed());
             (status, schedule::next_regular_sync(interval), 0)
         }

@@ -39,6 +39,10 @@ use ppio_gpu_core::sync::view_status::{
 /// How long a sync waits for the watch of GpuInstances to list them after the operator starts.
 const CACHE_WAIT: Duration = Duration::from_secs(60);
 
+/// The longest a read of the product list may take, its retries and the key's request budget
+/// included; and the longest a sync waits for another's read of the same list.
+const PRODUCT_READ_DEADLINE: Duration = Duration::from_secs(60);
+
 /// A sync that completed.
 pub(super) struct Synced {
     pub(super) summary: Summary,
@@ -66,7 +70,8 @@ impl From<SyncFailure> for Failed {
     }
 }
 
-/// Syncs `view`, holding `slot` except while it waits for its API key's request budget. The listing
+/// Syncs `view`, holding `slot` except while it reads its prices or waits for its API key's request
+/// budget. The listing
 /// is abandoned when one page takes longer than `deadline`, so that a stalled account cannot hold a
 /// slot for hours. The writes are bounded by the same `deadline` ([`WritesStuck`]): starting a page's
 /// writes (waiting for places among those in flight) may take that long, and so may every write
@@ -92,7 +97,10 @@ pub(super) async fn sync_view(
         .ppio_clients
         .of(&endpoint)
         .map_err(|e| Failed::from(ppio_failure(&e, &key)))?;
-    let prices = read_prices(&view, ctx, &ppio, &endpoint, &key, deadline).await;
+    // Read with the slot released: a product endpoint that answers slowly holds up no other view.
+    let prices = slot
+        .released_while(read_prices(&view, ctx, &ppio, &endpoint, &key, deadline))
+        .await;
     if !ctx.mirrors.wait_ready(CACHE_WAIT).await {
         return Err(SyncFailure {
             reason: FailureReason::ListFailed,
@@ -236,7 +244,9 @@ pub(super) async fn sync_view(
 
 /// The prices of the view's key at its endpoint: PPIO's product list as kept, read again when it
 /// is older than its time to live or the view asks for a refresh. A read that fails, or takes
-/// longer than `deadline`, keeps the last prices, and the view says why; it never fails the sync.
+/// longer than [`PRODUCT_READ_DEADLINE`] (or `deadline`, if shorter), keeps the last prices, and
+/// the view says why; it never fails the sync. Waiting for another sync's read of the same list is
+/// bounded alike.
 async fn read_prices(
     view: &GpuInstanceView,
     ctx: &Context,
@@ -252,6 +262,7 @@ async fn read_prices(
             != Some(requested.as_str())
     });
     let limits = &ctx.settings.listing_limits;
+    let deadline = deadline.min(PRODUCT_READ_DEADLINE);
     let read = || async {
         match tokio::time::timeout(deadline, ppio.list_instance_products(key, limits)).await {
             Ok(Ok(products)) => Ok(products),
@@ -263,7 +274,7 @@ async fn read_prices(
             )),
         }
     };
-    let prices = ctx.prices.of(endpoint, key, refresh, read).await;
+    let prices = ctx.prices.of(endpoint, key, refresh, deadline, read).await;
     match (prices.read, &prices.list.failure) {
         (Some(true), _) => {
             let products = prices.list.products.as_ref().map_or(0, |p| p.len());

@@ -383,7 +383,10 @@ impl Collector for FleetViews {
              hour, summed, by status, region and billing mode: those whose price is known, in the \
              view's currency (spec.cost.currency).",
             None,
-            groups().map(|(labels, counts)| (labels, as_float(counts.hourly_spend))),
+            // A group billed only at unknown prices has no spend to show: zero would read as one.
+            groups()
+                .filter(|(_, counts)| counts.unpriced == 0 || !counts.hourly_spend.is_zero())
+                .map(|(labels, counts)| (labels, as_float(counts.hourly_spend))),
         )?;
         encode_gauges(
             &mut encoder,
@@ -651,7 +654,7 @@ mod tests {
             let summary = (&i).into();
             tally.add(
                 &summary,
-                &ppio_gpu_core::cost::instance_cost(&summary, &products),
+                &ppio_gpu_core::cost::instance_cost(&summary, &products, at(1_750_000_000)),
             );
         }
         tally.finish()
@@ -679,7 +682,7 @@ mod tests {
         );
 
         metrics.record_fleet("ml", "team", snapshot(&fleet(), true), at(1_750_000_123));
-        metrics.set_view_cost("ml", "team", Decimal::new(151_200, 3), Decimal::new(150, 0));
+        metrics.set_view_cost("ml", "team", Decimal::new(100_800, 3), Decimal::new(150, 0));
         let text = metrics.render();
         assert_eq!(
             fleet_lines(&text),
@@ -688,14 +691,15 @@ mod tests {
                 r#"ppio_gpu_operator_instances{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 2"#,
                 r#"ppio_gpu_operator_gpus{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 1"#,
                 r#"ppio_gpu_operator_gpus{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 12"#,
-                // Prepaid: 8 + 4 cards at 12.600 an hour, billed for the term; the exited postpaid
-                // instance is not billed, so its unknown price is not counted.
+                // Prepaid: 8 cards at 12.600 an hour, billed for the term (which renews); the other
+                // prepaid term ended without renewal, and the exited postpaid instance is not
+                // billed, so its unknown price is not counted.
                 r#"ppio_gpu_operator_hourly_spend{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 0.0"#,
-                r#"ppio_gpu_operator_hourly_spend{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 151.2"#,
+                r#"ppio_gpu_operator_hourly_spend{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 100.8"#,
                 r#"ppio_gpu_operator_unpriced_instances{namespace="ml",view="team",status="exited",region="us-1",billing_mode="postpaid"} 0"#,
                 r#"ppio_gpu_operator_unpriced_instances{namespace="ml",view="team",status="running",region="eu-1",billing_mode="prepaid"} 0"#,
-                r#"ppio_gpu_operator_product_hourly_spend{namespace="ml",view="team",product_id="p-a100"} 151.2"#,
-                r#"ppio_gpu_operator_view_hourly_spend{namespace="ml",view="team"} 151.2"#,
+                r#"ppio_gpu_operator_product_hourly_spend{namespace="ml",view="team",product_id="p-a100"} 100.8"#,
+                r#"ppio_gpu_operator_view_hourly_spend{namespace="ml",view="team"} 100.8"#,
                 r#"ppio_gpu_operator_view_hourly_budget{namespace="ml",view="team"} 150.0"#,
                 r#"ppio_gpu_operator_instances_with_error{namespace="ml",view="team",status="exited"} 1"#,
                 r#"ppio_gpu_operator_instances_with_error{namespace="ml",view="team",status="running"} 0"#,

@@ -299,7 +299,10 @@ fn map_record(body: Vec<u8>) -> Result<(), String> {
         &view,
         Some(&policy),
         &instance,
-        &MirrorCost::of(&cost::instance_cost_unlisted(&(&instance).into()), None),
+        &MirrorCost::of(
+            &cost::instance_cost_unlisted(&(&instance).into(), now),
+            None,
+        ),
         None,
         now,
     );

@@ -16,7 +16,7 @@ pub const STALLED: &str = "Stalled";
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// Condition type: `Ready`, `Reconciling` or `Stalled`.
+    /// Condition type, e.g. `Ready`, `Reconciling`, `Stalled`, `PriceKnown` or `WithinBudget`.
     #[serde(rename = "type")]
     #[schemars(length(min = 1, max = 316))]
     pub type_: String,

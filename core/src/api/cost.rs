@@ -91,9 +91,11 @@ pub struct InstanceCostStatus {
     pub currency: Option<String>,
     /// The product's display name, e.g. `A100-80G`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub product_name: Option<String>,
     /// The GPU model of each card, e.g. `A100`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub gpu_model: Option<String>,
     /// How many units the price counts: the instance's GPU cards (1 for a CPU product).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -71,11 +71,11 @@ impl PriceListFailure {
 }
 
 impl PriceList {
-    /// What `record` costs by these prices.
-    pub fn cost_of(&self, record: &RecordSummary) -> InstanceCost {
+    /// What `record` costs at `now` by these prices.
+    pub fn cost_of(&self, record: &RecordSummary, now: Timestamp) -> InstanceCost {
         match &self.products {
-            Some(products) => instance_cost(record, products),
-            None => instance_cost_unlisted(record),
+            Some(products) => instance_cost(record, products, now),
+            None => instance_cost_unlisted(record, now),
         }
     }
 }
@@ -228,6 +228,16 @@ fn condition(
     }
 }
 
+/// The hourly spend to show of `spend`: none when it overflowed, or when nothing billed now is
+/// priced but something billed now is not (a total of zero would read as a known price).
+pub fn shown_total(spend: &Result<HourlySpend, SpendOverflow>) -> Option<Decimal> {
+    let spend = spend.as_ref().ok()?;
+    if spend.priced == 0 && spend.unknown > 0 {
+        return None;
+    }
+    spend.total().ok()
+}
+
 /// A view's `status.cost` after a complete listing whose instances billed now spend `spend`.
 pub fn view_cost_status(
     spend: &Result<HourlySpend, SpendOverflow>,
@@ -236,7 +246,7 @@ pub fn view_cost_status(
 ) -> ViewCostStatus {
     let (hourly_spend, priced, unknown) = match spend {
         Ok(spend) => (
-            spend.total().ok().map(|total| HourlySpendStatus {
+            shown_total(&Ok(*spend)).map(|total| HourlySpendStatus {
                 total: total.to_string(),
                 postpaid: spend.postpaid.to_string(),
                 spot: spend.spot.to_string(),

@@ -52,6 +52,11 @@ fn prepaid(product: &str, months: i64, gpus: i64) -> RecordSummary {
     }
 }
 
+/// The time the records are priced at: before any term's end.
+fn at() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_000_000).unwrap()
+}
+
 fn d(text: &str) -> Decimal {
     text.parse::<HourlyBudget>().expect("a decimal").amount()
 }
@@ -62,7 +67,11 @@ fn price(cost: &InstanceCost) -> &Price {
 
 #[test]
 fn a_postpaid_rate_is_the_final_price_per_card_times_the_cards() {
-    let cost = instance_cost(&record("a100", "postpaid", "running", 4), &catalogue());
+    let cost = instance_cost(
+        &record("a100", "postpaid", "running", 4),
+        &catalogue(),
+        at(),
+    );
     assert_eq!(cost.product_name.as_deref(), Some("A100-80G"));
     assert_eq!(cost.gpu_model.as_deref(), Some("A100"));
     assert!(cost.billed_now);
@@ -78,13 +87,17 @@ fn a_postpaid_rate_is_the_final_price_per_card_times_the_cards() {
 
 #[test]
 fn a_spot_rate_uses_the_spot_price() {
-    let cost = instance_cost(&record("a100", "spot", "running", 2), &catalogue());
+    let cost = instance_cost(&record("a100", "spot", "running", 2), &catalogue(), at());
     assert_eq!(price(&cost).hourly.to_string(), "12.000");
 }
 
 #[test]
 fn a_cpu_product_counts_once_per_instance() {
-    let cost = instance_cost(&record("cpu-4c8g", "postpaid", "running", 0), &catalogue());
+    let cost = instance_cost(
+        &record("cpu-4c8g", "postpaid", "running", 0),
+        &catalogue(),
+        at(),
+    );
     let price = price(&cost);
     assert_eq!(
         (price.cards, price.hourly.to_string()),
@@ -95,7 +108,7 @@ fn a_cpu_product_counts_once_per_instance() {
 
 #[test]
 fn prepaid_is_the_terms_price_and_its_exact_hourly_equivalent_at_720_hours_a_month() {
-    let cost = instance_cost(&prepaid("a100", 1, 2), &catalogue());
+    let cost = instance_cost(&prepaid("a100", 1, 2), &catalogue(), at());
     assert!(
         cost.billed_now,
         "prepaid is billed for its term, whatever its status"
@@ -119,7 +132,7 @@ fn prepaid_is_the_terms_price_and_its_exact_hourly_equivalent_at_720_hours_a_mon
 #[test]
 fn a_prepaid_hourly_equivalent_that_no_decimal_holds_is_rounded_up_and_marked() {
     // 1.000 for 3 months of 720 hours: 0.000462962962…
-    let cost = instance_cost(&prepaid("a100", 3, 1), &catalogue());
+    let cost = instance_cost(&prepaid("a100", 3, 1), &catalogue(), at());
     let price = price(&cost);
     assert!(!price.hourly_exact);
     assert_eq!(price.hourly.to_string(), "0.000462962963");
@@ -166,11 +179,15 @@ fn an_unknown_price_is_never_zero_and_says_why() {
         ),
     ];
     for (record, expected) in cases {
-        let cost = instance_cost(&record, &catalogue());
+        let cost = instance_cost(&record, &catalogue(), at());
         assert_eq!(cost.price, Err(expected.clone()), "{record:?}");
         assert!(!expected.to_string().is_empty());
     }
-    let gone = instance_cost(&record("gone", "postpaid", "running", 1), &catalogue());
+    let gone = instance_cost(
+        &record("gone", "postpaid", "running", 1),
+        &catalogue(),
+        at(),
+    );
     assert_eq!((gone.product_name, gone.gpu_model), (None, None));
 }
 
@@ -191,14 +208,14 @@ fn billing_runs_from_pulling_until_stopped_and_an_unknown_status_counts_as_bille
         "",
     ] {
         assert!(is_billed_status(status), "{status}");
-        let cost = instance_cost(&record("a100", "postpaid", status, 1), &catalogue());
+        let cost = instance_cost(&record("a100", "postpaid", status, 1), &catalogue(), at());
         assert!(cost.billed_now, "{status}");
     }
     for status in [
         "toCreate", "creating", "toStart", "starting", "exited", "toRemove", "removing", "removed",
     ] {
         assert!(!is_billed_status(status), "{status}");
-        let cost = instance_cost(&record("a100", "spot", status, 1), &catalogue());
+        let cost = instance_cost(&record("a100", "spot", status, 1), &catalogue(), at());
         assert!(!cost.billed_now, "{status}");
     }
 }
@@ -216,7 +233,7 @@ fn the_spend_sums_what_is_billed_now_by_mode_and_counts_the_unknown() {
         record("cpu-4c8g", "postpaid", "running", 0),
     ]
     .iter()
-    .map(|record| instance_cost(record, &catalogue))
+    .map(|record| instance_cost(record, &catalogue, at()))
     .collect();
     let spend = HourlySpend::of(&costs).expect("fits");
     assert_eq!(spend.postpaid, d("50.55"));
@@ -239,10 +256,11 @@ fn a_fleet_of_100000_instances_of_8_cards_at_the_largest_price_sums_exactly() {
             .add(&instance_cost(
                 &record("max", "postpaid", "running", 8),
                 &list,
+                at(),
             ))
             .expect("fits");
         spend
-            .add(&instance_cost(&prepaid("max", 7, 8), &list))
+            .add(&instance_cost(&prepaid("max", 7, 8), &list, at()))
             .expect("fits");
     }
     let expected = u128::try_from(ppio::MAX_PRICE_UNITS).expect("positive") * 8 * 100_000;
@@ -280,7 +298,7 @@ fn the_budget_is_parsed_strictly_and_says_why_not() {
 #[test]
 fn the_spend_against_a_budget_is_within_over_or_a_floor_when_prices_are_unknown() {
     let catalogue = catalogue();
-    let running = instance_cost(&record("a100", "postpaid", "running", 10), &catalogue);
+    let running = instance_cost(&record("a100", "postpaid", "running", 10), &catalogue, at());
     let spend = HourlySpend::of([&running]).expect("fits");
     let budget = |text: &str| text.parse::<HourlyBudget>().expect("a budget");
     assert_eq!(spend.against(None), Ok(None));
@@ -298,7 +316,7 @@ fn the_spend_against_a_budget_is_within_over_or_a_floor_when_prices_are_unknown(
             complete: true
         }))
     );
-    let unknown = instance_cost(&record("gone", "spot", "running", 1), &catalogue);
+    let unknown = instance_cost(&record("gone", "spot", "running", 1), &catalogue, at());
     let spend = HourlySpend::of([&running, &unknown]).expect("fits");
     assert!(matches!(
         spend.against(Some(&budget("500"))),
@@ -350,7 +368,7 @@ fn costs() -> impl Strategy<Value = Vec<InstanceCost>> {
                         end_time: None,
                         auto_renew: false,
                     });
-                    instance_cost(&summary, &list)
+                    instance_cost(&summary, &list, at())
                 })
                 .collect()
         })
@@ -393,4 +411,25 @@ proptest! {
         shuffled.reverse();
         prop_assert_eq!(HourlySpend::of(shuffled).expect("fits"), spend);
     }
+}
+
+#[test]
+fn a_prepaid_instance_is_billed_until_its_term_ends_whatever_its_status() {
+    let ending = |end: i64, auto_renew: bool| RecordSummary {
+        prepaid: Some(PrepaidTerm {
+            months: 1,
+            end_time: jiff::Timestamp::from_second(end).ok(),
+            auto_renew,
+        }),
+        ..record("a100", "prepaid", "running", 1)
+    };
+    assert!(instance_cost(&ending(1_000_001, false), &catalogue(), at()).billed_now);
+    // Its term ended and renews itself: a new term is billed.
+    assert!(instance_cost(&ending(1_000_000, true), &catalogue(), at()).billed_now);
+    // Its term ended without renewal and PPIO still lists it: no longer counted.
+    let ended = instance_cost(&ending(1_000_000, false), &catalogue(), at());
+    assert!(!ended.billed_now);
+    assert_eq!(HourlySpend::of([&ended]).unwrap(), HourlySpend::default());
+    // Without an end time, billed for its term as bought.
+    assert!(instance_cost(&prepaid("a100", 1, 1), &catalogue(), at()).billed_now);
 }

@@ -389,7 +389,10 @@ mod tests {
         let mut tally = FleetTally::new(info);
         for i in instances {
             let summary = i.into();
-            tally.add(&summary, &crate::cost::instance_cost_unlisted(&summary));
+            tally.add(
+                &summary,
+                &crate::cost::instance_cost_unlisted(&summary, jiff::Timestamp::UNIX_EPOCH),
+            );
         }
         tally.finish()
     }

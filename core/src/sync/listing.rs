@@ -160,7 +160,7 @@ impl ListingPlanner {
         mirrors: &impl Mirrors,
     ) -> Result<RecordPlan, PpioError> {
         self.summary.add(summary);
-        let cost = self.prices.cost_of(summary);
+        let cost = self.prices.cost_of(summary, self.now);
         self.fleet.add(summary, &cost);
         if let Ok(spend) = &mut self.spend
             && spend.add(&cost).is_err()

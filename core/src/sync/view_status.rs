@@ -358,14 +358,20 @@ pub fn synced_status(
             now,
         ),
     ];
-    let cost_conditions = std::iter::once(report::prices_current(prices))
-        .chain(report::within_budget(&view.spec.cost, spend))
-        .map(|mut c| {
-            c.observed_generation = generation;
-            c.last_transition_time = mirror::whole_seconds(now);
-            c
-        });
-    conditions.extend(cost_conditions);
+    // Without any product list (none read since the operator started), the view's cost and budget
+    // stay as the last priced sync left them: every price is unknown, which says nothing new.
+    let priced = prices.products.is_some();
+    let stamped = |mut c: Condition| {
+        c.observed_generation = generation;
+        c.last_transition_time = mirror::whole_seconds(now);
+        c
+    };
+    conditions.push(stamped(report::prices_current(prices)));
+    if priced {
+        conditions.extend(report::within_budget(&view.spec.cost, spend).map(stamped));
+    } else {
+        conditions.extend(condition::find(&previous.conditions, WITHIN_BUDGET).cloned());
+    }
     GpuInstanceViewStatus {
         observed_generation: generation,
         conditions: condition::merge_conditions(&previous.conditions, conditions),
@@ -382,7 +388,11 @@ pub fn synced_status(
         service_count: counts.services.map(|s| s.kept as i64),
         refused_endpoint_count: counts.services.map(|s| s.refused as i64),
         last_handled_refresh: refresh_requested(view),
-        cost: Some(report::view_cost_status(spend, &view.spec.cost, prices)),
+        cost: if priced {
+            Some(report::view_cost_status(spend, &view.spec.cost, prices))
+        } else {
+            previous.cost.clone()
+        },
     }
 }
 
@@ -659,6 +669,94 @@ mod tests {
         let stalled = condition::find(&status.conditions, condition::STALLED).unwrap();
         assert_eq!(stalled.status, ConditionStatus::False);
         assert_eq!(status.instance_count, Some(1), "the last counts stay");
+    }
+
+    #[test]
+    fn the_cost_and_budget_stay_through_failed_syncs_and_syncs_without_any_price_list() {
+        let mut view = view(true);
+        view.spec.cost.hourly_budget = Some("10".into());
+        let list = serde_json::json!({"data": [{"id": "a100", "name": "A100", "type": "gpu",
+            "pricing": {"precision": 3, "postpaid": {"final_price": 12600, "unit": "per_hour"}}}]});
+        let prices = PriceList {
+            products: Some(std::sync::Arc::new(
+                ppio::Products::from_json(list.to_string().as_bytes()).unwrap(),
+            )),
+            read_at: Some(at(50)),
+            failure: None,
+        };
+        let mut record: ppio::RecordSummary = (&instance("aa01", "running", "r", 1)).into();
+        record.product_id = "a100".into();
+        record.billing_mode = "postpaid".into();
+        let spend = HourlySpend::of([&prices.cost_of(&record, at(100))]);
+        let status = synced_status(
+            &view,
+            &summarize(&[]),
+            &MirrorCounts::default(),
+            (&spend, &prices),
+            1,
+            at(100),
+        );
+        let over = condition::find(&status.conditions, WITHIN_BUDGET)
+            .unwrap()
+            .clone();
+        assert_eq!(over.status, ConditionStatus::False);
+        let cost = status.cost.clone().expect("a cost");
+        assert_eq!(cost.hourly_spend.unwrap().total, "12.600");
+        view.status = Some(status);
+
+        // A failed sync keeps both.
+        let failure = SyncFailure {
+            reason: FailureReason::ApiUnavailable,
+            message: "PPIO answered 503".into(),
+        };
+        let failed = failed_status(&view, &failure, at(200));
+        assert_eq!(
+            condition::find(&failed.conditions, WITHIN_BUDGET),
+            Some(&over)
+        );
+        assert_eq!(failed.cost, view.status.as_ref().unwrap().cost);
+
+        // A sync with no price list at all (the first read since a restart failed): every price
+        // unknown says nothing new, so the cost and the budget's verdict stay; only PricesCurrent
+        // says why.
+        let unread = PriceList {
+            products: None,
+            read_at: None,
+            failure: Some(crate::cost::report::PriceListFailure {
+                at: at(250),
+                message: "PPIO answered 503.".into(),
+            }),
+        };
+        let spend = HourlySpend::of([&unread.cost_of(&record, at(300))]);
+        let blind = synced_status(
+            &view,
+            &summarize(&[]),
+            &MirrorCounts::default(),
+            (&spend, &unread),
+            1,
+            at(300),
+        );
+        assert_eq!(
+            condition::find(&blind.conditions, WITHIN_BUDGET),
+            Some(&over)
+        );
+        assert_eq!(blind.cost, view.status.as_ref().unwrap().cost);
+        let current = condition::find(&blind.conditions, PRICES_CURRENT).unwrap();
+        assert_eq!(current.status, ConditionStatus::False);
+    }
+
+    #[test]
+    fn a_spend_of_unknown_prices_alone_shows_no_total() {
+        let unknown = HourlySpend {
+            unknown: 2,
+            ..HourlySpend::default()
+        };
+        assert_eq!(report::shown_total(&Ok(unknown)), None);
+        assert_eq!(
+            report::shown_total(&Ok(HourlySpend::default())).map(|d| d.to_string()),
+            Some("0".into()),
+            "nothing billed at all: a known zero"
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ fn prices() -> PriceList {
 }
 
 fn mirror_cost(record: &RecordSummary) -> MirrorCost {
-    MirrorCost::of(&prices().cost_of(record), Some("CNY"))
+    MirrorCost::of(
+        &prices().cost_of(record, Timestamp::from_second(2_000).unwrap()),
+        Some("CNY"),
+    )
 }
 
 fn spend(records: &[RecordSummary]) -> Result<HourlySpend, SpendOverflow> {
@@ -63,7 +66,7 @@ fn spend(records: &[RecordSummary]) -> Result<HourlySpend, SpendOverflow> {
     HourlySpend::of(
         records
             .iter()
-            .map(|r| prices.cost_of(r))
+            .map(|r| prices.cost_of(r, Timestamp::from_second(2_000).unwrap()))
             .collect::<Vec<_>>()
             .iter(),
     )
@@ -168,7 +171,10 @@ fn an_unknown_price_is_absent_never_zero_and_its_condition_says_why() {
     }
     // Without any product list: unknown for that reason.
     let unread = MirrorCost::of(
-        &PriceList::default().cost_of(&record("a100", "postpaid", "running", 1)),
+        &PriceList::default().cost_of(
+            &record("a100", "postpaid", "running", 1),
+            Timestamp::from_second(2_000).unwrap(),
+        ),
         None,
     );
     assert_eq!(unread.condition.reason, UnknownCost::NoProductList.reason());
@@ -192,7 +198,10 @@ fn a_mirrors_cost_changes_with_its_price_and_with_nothing_else() {
         ..prices()
     };
     assert_eq!(
-        MirrorCost::of(&later.cost_of(&running), Some("CNY")),
+        MirrorCost::of(
+            &later.cost_of(&running, Timestamp::from_second(2_000).unwrap()),
+            Some("CNY")
+        ),
         mirror_cost(&running)
     );
     let repriced = PriceList {
@@ -209,12 +218,19 @@ fn a_mirrors_cost_changes_with_its_price_and_with_nothing_else() {
         )),
         ..prices()
     };
-    let changed = MirrorCost::of(&repriced.cost_of(&running), Some("CNY"));
+    let changed = MirrorCost::of(
+        &repriced.cost_of(&running, Timestamp::from_second(2_000).unwrap()),
+        Some("CNY"),
+    );
     assert_eq!(changed.status.hourly.as_deref(), Some("24.000"));
     assert_ne!(changed.hash(), mirror_cost(&running).hash());
     // Another currency label is another cost too.
     assert_ne!(
-        MirrorCost::of(&prices().cost_of(&running), Some("USD")).hash(),
+        MirrorCost::of(
+            &prices().cost_of(&running, Timestamp::from_second(2_000).unwrap()),
+            Some("USD")
+        )
+        .hash(),
         mirror_cost(&running).hash()
     );
     // Stopping changes whether it is billed.
