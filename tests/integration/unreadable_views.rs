@@ -132,14 +132,12 @@ async fn a_view_the_operator_cannot_read_says_why_and_its_neighbours_keep_syncin
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let views: Api<StoredView> = fx.ns.api();
-    views
-        .patch(
-            "bad",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "mirror": { "omitFields": [UNKNOWN_FIELD] } } })),
-        )
-        .await
-        .expect("the widened CRD admits the value");
+    patch_once_admitted(
+        &views,
+        "bad",
+        json!({ "spec": { "mirror": { "omitFields": [UNKNOWN_FIELD] } } }),
+    )
+    .await;
     install_crds(&fx.ns.client).await;
     assert_eq!(served_omit_fields(&fx.ns.client).await, original);
     let stored = views.get("bad").await.expect("read the view");
@@ -235,6 +233,27 @@ fn int_or_string_page_size_crd() -> CustomResourceDefinition {
     serde_json::from_value(crd).expect("a CRD")
 }
 
+/// Merges `patch` into view `name` once the widened CRD admits it. The CRD was Established before
+/// it was widened, so its new schema reaches the API server's validation a moment after the update
+/// returns: a refusal meanwhile (422) is asked again, for at most 30 s.
+async fn patch_once_admitted(views: &Api<StoredView>, name: &str, patch: Value) {
+    let started = Instant::now();
+    loop {
+        match views
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(refused))
+                if refused.code == 422 && started.elapsed() < Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the widened CRD admits {patch}: {e}"),
+        }
+    }
+}
+
 /// How many times the operator published an Event on view `name` with `reason` (an Event series
 /// counts each time it was seen).
 async fn events_published(fx: &Fixture, name: &str, reason: &str) -> i32 {
@@ -275,14 +294,7 @@ async fn a_view_whose_status_the_api_server_refuses_is_not_retried_every_few_sec
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let views: Api<StoredView> = fx.ns.api();
-    views
-        .patch(
-            "bad",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "pageSize": "big" } })),
-        )
-        .await
-        .expect("the widened CRD admits the value");
+    patch_once_admitted(&views, "bad", json!({ "spec": { "pageSize": "big" } })).await;
     install_crds(&fx.ns.client).await;
     let stored = views.get("bad").await.expect("read the view");
     assert_eq!(
