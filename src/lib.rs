@@ -3,7 +3,8 @@
 //!
 //! - `ppio` (`ppio/`): the PPIO GPU API v2 client and its model; no Kubernetes.
 //! - [`ppio_gpu_core`] (`core/`): the pure core that decides: the API types, the mapping of a record
-//!   to a `GpuInstance`, the planning of a sync and of Services; no Kubernetes client, no I/O.
+//!   to a `GpuInstance`, the planning of a sync and of Services, what instances cost; no Kubernetes
+//!   client, no I/O.
 //! - this crate: the shell that fetches and writes ([`controller`]) and the process around it
 //!   ([`process`]: HTTP endpoints, metrics, logs, leader election, the bounded Kubernetes client).
 //!
@@ -14,12 +15,12 @@
 //!  controller::views             controller::cache
 //!         │                             │ sync::listing::Mirrors
 //!         ▼                             │
-//!  controller::view_sync ◀─ pages ── ppio::Pager (GET /gpus/v2/instances, paging guards)
-//!         │                             │
-//!         │ each record                 │
+//!  controller::view_sync ◀─ prices ─ controller::prices (GET /gpus/v2/products, kept per key)
+//!         │            ◀─ pages ─── ppio::Pager (GET /gpus/v2/instances, paging guards)
+//!         │ each record, priced         │
 //!         ▼                             ▼
 //!  core: sync::listing::ListingPlanner ── sync::plan, mirror::* (names, labels, status, budget,
-//!         │ creates, updates                                     fingerprint), sync::lifecycle
+//!         │ creates, updates             fingerprint), sync::lifecycle, cost (each price)
 //!         ▼
 //!  controller::writes ──────────▶ GpuInstances (server-side apply)
 //!         │ once the listing is complete

@@ -14,7 +14,8 @@
 //! - `schedule`: when each view is due, and the backoff after failures;
 //! - `memos`: what each view's listings read of every record, so a record sent again is not read;
 //! - `view_sync`: one sync of one view, its listing page by page; `endpoint_policy` and `credentials`
-//!   check its endpoint and read its key, `ppio_clients` keeps a PPIO client per endpoint;
+//!   check its endpoint and read its key, `ppio_clients` keeps a PPIO client per endpoint, `prices`
+//!   PPIO's product list per key and endpoint (the prices each sync uses);
 //! - `writes`: the mirror writes of a sync, in flight as pages arrive (`write_tests` holds the
 //!   requests they must send, in order, against the mocked API server of `api_server_verifier`);
 //! - `services` and `service_watch`: the Services and EndpointSlices of mirrors, and the watch of
