@@ -17,7 +17,7 @@ use rustc_hash::FxHashSet;
 
 use crate::api::GpuInstanceView;
 use crate::cost::report::{MirrorCost, PriceList};
-use crate::cost::{HourlySpend, SpendOverflow};
+use crate::cost::{HourlySpend, InstanceCost, SpendOverflow};
 use crate::mirror;
 use crate::services::{AddressPolicy, ServiceTally};
 use crate::sync::expiry::ExpiryState;
@@ -98,6 +98,18 @@ pub struct Listed {
     pub spend: Result<HourlySpend, SpendOverflow>,
 }
 
+/// One distinct price of a listing: what decides it, what it comes to, and its mirror's cost.
+struct Priced {
+    product_id: String,
+    billing_mode: String,
+    gpus: i64,
+    months: Option<i64>,
+    instance: InstanceCost,
+    mirror: MirrorCost,
+    /// [`MirrorCost::hash`] of `mirror`.
+    hash: u64,
+}
+
 /// One listing of one view in progress: what it has seen and decided.
 pub struct ListingPlanner {
     view: Arc<GpuInstanceView>,
@@ -112,6 +124,8 @@ pub struct ListingPlanner {
     prices: PriceList,
     /// What the instances listed so far spend an hour.
     spend: Result<HourlySpend, SpendOverflow>,
+    /// Each distinct price of the listing, by a hash of what decides it ([`ListingPlanner::price`]).
+    priced: rustc_hash::FxHashMap<u64, Arc<Priced>>,
     /// Names of the mirrors of listed instances.
     listed: FxHashSet<String>,
 }
@@ -145,6 +159,7 @@ impl ListingPlanner {
             counts,
             prices,
             spend: Ok(HourlySpend::default()),
+            priced: rustc_hash::FxHashMap::default(),
             listed: FxHashSet::default(),
         }
     }
@@ -160,10 +175,11 @@ impl ListingPlanner {
         mirrors: &impl Mirrors,
     ) -> Result<RecordPlan, PpioError> {
         self.summary.add(summary);
-        let cost = self.prices.cost_of(summary, self.now);
-        self.fleet.add(summary, &cost);
+        let priced = self.price(summary);
+        let cost = &priced.instance;
+        self.fleet.add(summary, cost);
         if let Ok(spend) = &mut self.spend
-            && spend.add(&cost).is_err()
+            && spend.add(cost).is_err()
         {
             self.spend = Err(SpendOverflow);
         }
@@ -179,8 +195,8 @@ impl ListingPlanner {
             return Ok(RecordPlan::Nothing);
         }
         self.counts.mirrored += 1;
-        let cost = MirrorCost::of(&cost, self.view.spec.cost.currency.as_deref());
-        let source = self.seed.source_hash(source, expiry, cost.hash());
+        let source = self.seed.source_hash(source, expiry, priced.hash);
+        let cost = &priced.mirror;
         if let Some(services) = mirrors.confirm_unchanged(&name, source) {
             self.count_services(services);
             self.listed.insert(name);
@@ -193,7 +209,7 @@ impl ListingPlanner {
             &self.view,
             self.services.as_ref(),
             &instance,
-            &cost,
+            cost,
             observed.as_ref(),
             self.now,
         );
@@ -287,6 +303,43 @@ impl ListingPlanner {
         if let Some(services) = &mut self.counts.services {
             services.add(tally);
         }
+    }
+
+    /// What `summary` costs, and its mirror's cost: worked out once per distinct price (product,
+    /// billing mode, cards, prepaid months, billed or not) of the listing, as most records share
+    /// one with many others.
+    fn price(&mut self, summary: &RecordSummary) -> Arc<Priced> {
+        use std::hash::BuildHasher;
+        let months = summary.prepaid.map(|term| term.months);
+        let billed = crate::cost::billed_now(summary, self.now);
+        let id = rustc_hash::FxBuildHasher.hash_one((
+            summary.product_id.as_str(),
+            summary.billing_mode.as_str(),
+            summary.gpus,
+            months,
+            billed,
+        ));
+        if let Some(priced) = self.priced.get(&id)
+            && priced.product_id == summary.product_id
+            && priced.billing_mode == summary.billing_mode
+            && (priced.gpus, priced.months, priced.instance.billed_now)
+                == (summary.gpus, months, billed)
+        {
+            return priced.clone();
+        }
+        let instance = self.prices.cost_of(summary, self.now);
+        let mirror = MirrorCost::of(&instance, self.view.spec.cost.currency.as_deref());
+        let priced = Arc::new(Priced {
+            product_id: summary.product_id.clone(),
+            billing_mode: summary.billing_mode.clone(),
+            gpus: summary.gpus,
+            months,
+            hash: mirror.hash(),
+            instance,
+            mirror,
+        });
+        self.priced.insert(id, priced.clone());
+        priced
     }
 
     /// The lifecycle Events due once the mirror of `instance` is written.
@@ -480,6 +533,42 @@ mod tests {
                 .postpaid
                 .to_string(),
             "24.000"
+        );
+    }
+
+    #[test]
+    fn records_of_one_product_are_priced_each_by_its_own_cards_mode_and_state() {
+        let prices = priced_at(12_600);
+        let mut planner = ListingPlanner::new(Arc::new(view(true)), None, false, prices, at(1_000));
+        let record = |id: &str, state: &str, gpus: i64| {
+            let mut record = instance(id, state, "r", gpus);
+            record.product_id = "a100".into();
+            record.billing = Some(ppio::Billing {
+                mode: "postpaid".into(),
+                prepaid: None,
+            });
+            record
+        };
+        let hourly = |planned: RecordPlan| match planned {
+            RecordPlan::Create(change) => change.mirror.status.cost.expect("a cost").hourly,
+            other => panic!("a create, not {other:?}"),
+        };
+        let cluster = Cluster::default();
+        let one = hourly(plan(&mut planner, &record("a", "running", 1), 1, &cluster));
+        let two = hourly(plan(&mut planner, &record("b", "running", 2), 2, &cluster));
+        let again = hourly(plan(&mut planner, &record("c", "running", 1), 3, &cluster));
+        let stopped = plan(&mut planner, &record("d", "exited", 1), 4, &cluster);
+        assert_eq!(one.as_deref(), Some("12.600"));
+        assert_eq!(two.as_deref(), Some("25.200"));
+        assert_eq!(again, one);
+        let RecordPlan::Create(stopped) = stopped else {
+            panic!("a create");
+        };
+        assert!(!stopped.mirror.status.cost.expect("a cost").billed_now);
+        let spend = planner.finish(0).spend.expect("a spend");
+        assert_eq!(
+            (spend.postpaid.to_string(), spend.priced),
+            ("50.400".into(), 3)
         );
     }
 
