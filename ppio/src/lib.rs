@@ -77,9 +77,9 @@ pub use paging::MAX_CURSOR_BYTES;
 #[cfg(any(test, feature = "testing"))]
 pub use paging::{NextPage, Paging, Progress};
 pub use products::{
-    GpuModel, ListedPrice, MAX_PREPAID_TERMS, MAX_PRICE_PRECISION, MAX_PRICE_UNITS, MAX_PRODUCTS,
-    MAX_TERM_MONTHS, Pricing, Product, ProductCategory, ProductId, ProductQuery, ProductType,
-    Products, TermPrice, UnknownPrice,
+    GpuModel, ListedPrice, MAX_PREPAID_TERMS, MAX_PRICE_PRECISION, MAX_PRICE_UNITS,
+    MAX_PRODUCT_NAME_BYTES, MAX_PRODUCTS, MAX_TERM_MONTHS, Pricing, Product, ProductCategory,
+    ProductId, ProductQuery, ProductType, Products, TermPrice, UnknownPrice,
 };
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimiter;

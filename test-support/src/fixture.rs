@@ -249,6 +249,24 @@ impl Fixture {
         await_object(self.views(), name, what, Duration::from_secs(60), done).await
     }
 
+    /// How many times an Event with `reason` was published on the object `name` (an Event
+    /// published again soon after is one object whose series counts it).
+    pub async fn events_published(&self, name: &str, reason: &str) -> i32 {
+        self.ns
+            .api::<k8s_openapi::api::events::v1::Event>()
+            .list(&kube::api::ListParams::default())
+            .await
+            .expect("list Events")
+            .items
+            .iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+            })
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1)))
+            .sum()
+    }
+
     /// The GpuInstances of view `name`, by object name.
     pub async fn mirrors_of(&self, name: &str) -> Vec<GpuInstance> {
         let mut mirrors: Vec<_> = self

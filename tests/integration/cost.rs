@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
-use kube::api::ListParams;
 use ppio_gpu_core::api::GpuInstance;
 use ppio_gpu_core::api::condition::{self, Condition, ConditionStatus};
 use ppio_gpu_core::api::cost::{PRICE_KNOWN, PRICES_CURRENT, WITHIN_BUDGET};
@@ -97,25 +95,6 @@ async fn mirror(fx: &Fixture, id: &str) -> GpuInstance {
         .get(&format!("v-{id}"))
         .await
         .unwrap_or_else(|e| panic!("mirror of {id}: {e}"))
-}
-
-/// How many times an Event with `reason` was published on the view `name`: an Event published
-/// again soon after is one object whose series counts it.
-async fn view_events(fx: &Fixture, name: &str, reason: &str) -> i32 {
-    fx.ns
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .expect("list Events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("GpuInstanceView")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                && e.reason.as_deref() == Some(reason)
-        })
-        .map(|e| e.series.map_or(1, |series| series.count))
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +292,7 @@ async fn a_spend_crossing_above_the_budget_publishes_one_event_per_crossing() {
         "Ready does not depend on the budget"
     );
     wait_for("one OverBudget Event", Duration::from_secs(30), || async {
-        (view_events(&fx, "v", "OverBudget").await == 1).then_some(())
+        (fx.events_published("v", "OverBudget").await == 1).then_some(())
     })
     .await;
 
@@ -321,7 +300,7 @@ async fn a_spend_crossing_above_the_budget_publishes_one_event_per_crossing() {
     fx.refresh("v").await;
     fx.refresh("v").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(view_events(&fx, "v", "OverBudget").await, 1);
+    assert_eq!(fx.events_published("v", "OverBudget").await, 1);
 
     // Within a larger budget (the unknown price keeps it Unknown), then above a smaller one again:
     // a second crossing, a second Event.
@@ -336,7 +315,7 @@ async fn a_spend_crossing_above_the_budget_publishes_one_event_per_crossing() {
     wait_for(
         "a second OverBudget Event",
         Duration::from_secs(30),
-        || async { (view_events(&fx, "v", "OverBudget").await == 2).then_some(()) },
+        || async { (fx.events_published("v", "OverBudget").await == 2).then_some(()) },
     )
     .await;
 }

@@ -254,24 +254,6 @@ async fn patch_once_admitted(views: &Api<StoredView>, name: &str, patch: Value) 
     }
 }
 
-/// How many times the operator published an Event on view `name` with `reason` (an Event series
-/// counts each time it was seen).
-async fn events_published(fx: &Fixture, name: &str, reason: &str) -> i32 {
-    let events: Api<k8s_openapi::api::events::v1::Event> = fx.ns.api();
-    events
-        .list(&Default::default())
-        .await
-        .expect("list Events")
-        .items
-        .iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                && e.reason.as_deref() == Some(reason)
-        })
-        .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1)))
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_whose_status_the_api_server_refuses_is_not_retried_every_few_seconds() {
     // Its own control plane: the CRD it widens is nobody else's.
@@ -310,7 +292,7 @@ async fn a_view_whose_status_the_api_server_refuses_is_not_retried_every_few_sec
     // The operator tries, and backs off: over 20 s, at most a first attempt and a retry or two,
     // and the InvalidSpec Event at most once (it is published once a status says so).
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let published = events_published(&fx, "bad", "InvalidSpec").await;
+    let published = fx.events_published("bad", "InvalidSpec").await;
     assert!(
         published <= 1,
         "the InvalidSpec Event was published {published} times"

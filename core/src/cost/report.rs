@@ -23,9 +23,6 @@ use crate::api::cost::{
     PrepaidTermCost, ViewCostStatus, WITHIN_BUDGET,
 };
 
-/// Longest product or GPU model name a mirror shows, in bytes: PPIO's text, bounded.
-pub const MAX_NAME_BYTES: usize = 128;
-
 /// The reason of the Warning Event a view gets when its hourly spend crosses above its budget.
 pub const OVER_BUDGET: &str = "OverBudget";
 
@@ -93,14 +90,12 @@ pub struct MirrorCost {
 impl MirrorCost {
     /// The mirror's cost for `cost`, its amounts labelled `currency`.
     pub fn of(cost: &InstanceCost, currency: Option<&str>) -> MirrorCost {
-        let name = |text: &str| {
-            let clean = ppio::text::strip_control(text, false);
-            (!clean.trim().is_empty()).then(|| ppio::text::truncate(&clean, MAX_NAME_BYTES))
-        };
+        // Names come cleaned and bounded from the product list's decoding.
+        let name = |text: &String| (!text.trim().is_empty()).then(|| text.clone());
         let mut status = InstanceCostStatus {
             currency: currency.map(str::to_owned),
-            product_name: cost.product_name.as_deref().and_then(name),
-            gpu_model: cost.gpu_model.as_deref().and_then(name),
+            product_name: cost.product_name.as_ref().and_then(name),
+            gpu_model: cost.gpu_model.as_ref().and_then(name),
             billed_now: cost.billed_now,
             ..InstanceCostStatus::default()
         };
@@ -111,13 +106,14 @@ impl MirrorCost {
                 status.hourly_rounded_up = !price.hourly_exact;
                 match price.term {
                     None => {
-                        status.list_price_per_card_hour = price.list_per_card.map(text);
+                        status.list_price_per_card_hour =
+                            price.list_per_card.map(|list| list.to_string());
                         status.final_price_per_card_hour = Some(price.final_per_card.to_string());
                     }
                     Some(term) => {
                         status.prepaid_term = Some(PrepaidTermCost {
                             months: i64::from(term.months),
-                            list_price_per_card: price.list_per_card.map(text),
+                            list_price_per_card: price.list_per_card.map(|list| list.to_string()),
                             final_price_per_card: price.final_per_card.to_string(),
                             price: term.price.to_string(),
                         });
@@ -154,10 +150,6 @@ impl MirrorCost {
         condition.message.hash(&mut hasher);
         hasher.finish()
     }
-}
-
-fn text(decimal: Decimal) -> String {
-    decimal.to_string()
 }
 
 /// `amount` with its currency, when the view names one.

@@ -27,7 +27,7 @@ fn catalogue() -> Products {
     ]))
 }
 
-fn record(product: &str, mode: &str, status: &str, gpus: i64) -> RecordSummary {
+pub(super) fn record(product: &str, mode: &str, status: &str, gpus: i64) -> RecordSummary {
     RecordSummary {
         id: InstanceId::new("i-1").expect("an ID"),
         name: String::new(),
@@ -41,7 +41,7 @@ fn record(product: &str, mode: &str, status: &str, gpus: i64) -> RecordSummary {
     }
 }
 
-fn prepaid(product: &str, months: i64, gpus: i64) -> RecordSummary {
+pub(super) fn prepaid(product: &str, months: i64, gpus: i64) -> RecordSummary {
     RecordSummary {
         prepaid: Some(PrepaidTerm {
             months,

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::cost::UnknownCost;
-use ppio::{InstanceId, PrepaidTerm};
+use crate::cost::tests::{prepaid, record};
 use serde_json::json;
 
 fn catalogue() -> Products {
@@ -19,31 +19,6 @@ fn catalogue() -> Products {
          "pricing": {"precision": 0, "postpaid": {"final_price": 1, "unit": "per_hour"}}},
     ]});
     Products::from_json(list.to_string().as_bytes()).expect("a product list")
-}
-
-fn record(product: &str, mode: &str, status: &str, gpus: i64) -> RecordSummary {
-    RecordSummary {
-        id: InstanceId::new("i-1").expect("an ID"),
-        name: String::new(),
-        product_id: product.to_owned(),
-        region: String::new(),
-        status: status.to_owned(),
-        has_error: false,
-        billing_mode: mode.to_owned(),
-        prepaid: None,
-        gpus,
-    }
-}
-
-fn prepaid(months: i64, gpus: i64) -> RecordSummary {
-    RecordSummary {
-        prepaid: Some(PrepaidTerm {
-            months,
-            end_time: None,
-            auto_renew: false,
-        }),
-        ..record("a100", "prepaid", "exited", gpus)
-    }
 }
 
 fn prices() -> PriceList {
@@ -118,7 +93,7 @@ fn a_postpaid_mirror_shows_its_prices_per_card_hour_and_its_rate() {
 
 #[test]
 fn a_prepaid_mirror_shows_its_term_and_hourly_equivalent_rounded_up_when_inexact() {
-    let cost = mirror_cost(&prepaid(1, 4));
+    let cost = mirror_cost(&prepaid("a100", 1, 4));
     assert_eq!(
         cost.status.prepaid_term,
         Some(PrepaidTermCost {
@@ -137,7 +112,7 @@ fn a_prepaid_mirror_shows_its_term_and_hourly_equivalent_rounded_up_when_inexact
     assert!(!cost.status.hourly_rounded_up);
 
     // 0.001 over 7 × 720 hours is no finite decimal: rounded up, and said so.
-    let odd = mirror_cost(&prepaid(7, 1));
+    let odd = mirror_cost(&prepaid("a100", 7, 1));
     assert!(odd.status.hourly_rounded_up);
     assert!(
         odd.condition.message.contains("(rounded up)"),
@@ -160,7 +135,7 @@ fn an_unknown_price_is_absent_never_zero_and_its_condition_says_why() {
             "UnknownBillingMode",
         ),
         (record("a100", "postpaid", "running", 0), "UnknownCardCount"),
-        (prepaid(3, 1), "NoSuchTerm"),
+        (prepaid("a100", 3, 1), "NoSuchTerm"),
     ] {
         let cost = mirror_cost(&record);
         assert_eq!(cost.status.hourly, None, "{reason}");
@@ -185,7 +160,7 @@ fn names_from_the_product_list_are_cleaned_and_bounded() {
     let cost = mirror_cost(&record("evil", "postpaid", "running", 1));
     assert_eq!(cost.status.product_name.as_deref(), Some("Evilname"));
     let model = cost.status.gpu_model.expect("a model");
-    assert!(model.len() <= MAX_NAME_BYTES && model.starts_with("xxx"));
+    assert!(model.len() <= ppio::MAX_PRODUCT_NAME_BYTES && model.starts_with("xxx"));
 }
 
 #[test]
@@ -245,7 +220,7 @@ fn the_views_cost_sums_those_billed_now_by_mode() {
     let spend = spend(&[
         record("a100", "postpaid", "running", 2),
         record("a100", "postpaid", "exited", 8),
-        prepaid(1, 4),
+        prepaid("a100", 1, 4),
         record("retired", "postpaid", "running", 1),
     ]);
     let status = view_cost_status(&spend, &budget("100"), &prices());
